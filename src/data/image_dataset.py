@@ -1,0 +1,53 @@
+"""A map-style dataset over parser records: loads the image, applies the transform.
+
+Each item carries its dataset ``index`` so evaluation under DDP can put gathered features back in
+dataset order and drop padding duplicates.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+from torch.utils.data import Dataset
+
+from src.data.datasets.base import ReIDRecord
+from src.utils.errors import BadImageError
+
+
+def read_image(path: str) -> Image.Image:
+    """Fully decode ``path`` as RGB; a missing, truncated or corrupt file raises :class:`BadImageError`."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise BadImageError(
+            f"image {path} does not exist. The dataset folder changed after it was parsed; "
+            f"re-download the dataset (or re-run synth.py for a GenePerson folder).") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise BadImageError(
+            f"cannot read image {path} ({type(err).__name__}: {err}). The file is corrupt or truncated: "
+            f"re-download the dataset (or re-run synth.py for a GenePerson folder), or delete the file "
+            f"(and its line in the list file, for list-based datasets such as MSMT17).") from None
+
+
+class ImageDataset(Dataset):
+    """``records[i]`` -> ``{"image": (3, H, W) float tensor, "pid": int, "camid": int, "index": i}``.
+
+    Without a transform the image is returned at its own size, scaled to [0, 1].
+    """
+
+    def __init__(self, records: Sequence[ReIDRecord],
+                 transform: Optional[Callable[[Image.Image], torch.Tensor]] = None):
+        self.records = list(records)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> Dict[str, Any]:
+        rec = self.records[i]
+        img = read_image(rec.path)
+        image = self.transform(img) if self.transform is not None else TF.to_tensor(img)
+        return {"image": image, "pid": rec.pid, "camid": rec.camid, "index": i}

@@ -1,0 +1,83 @@
+"""Bag of Tricks baseline (Luo et al., CVPR-W 2019): backbone -> pooling -> BNNeck -> classifier.
+
+Training: every configured loss term on its input (ID losses on logits, metric losses on the
+pre-BN pooled feature), summed with its weight. Test feature: after (or before) the BNNeck.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional
+
+import torch
+from torch import nn
+
+from src.models.reid_module import ReIDModule
+from src.nn.heads import BNNeck
+from src.nn.pooling import build_pooling
+
+
+class BoTModel(ReIDModule):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        losses: Dict[str, Dict[str, Any]],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Optional[Callable[..., Any]] = None,
+        pooling: str = "avg",
+        neck_feat: str = "after",
+        eval_metric: str = "cosine",
+        max_rank: int = 50,
+        num_classes: Optional[int] = None,
+        name: str = "bot",
+    ) -> None:
+        super().__init__(eval_metric=eval_metric, max_rank=max_rank)
+        self.save_hyperparameters(ignore=["backbone", "losses"], logger=False)
+        if neck_feat not in ("after", "before"):
+            from src.utils.errors import ConfigValueError
+            raise ConfigValueError(f"model.neck_feat={neck_feat!r}: use 'after' or 'before'.")
+        self.backbone = backbone
+        self.pool = build_pooling(pooling)
+        self.neck = BNNeck(backbone.out_dim, num_classes or 0)
+        self.loss_fns = nn.ModuleDict({k: v["fn"] for k, v in losses.items()})
+        self.loss_weights = {k: float(v.get("weight", 1.0)) for k, v in losses.items()}
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.neck_feat = neck_feat
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        num_classes = self.trainer.datamodule.num_classes
+        if num_classes and self.neck.num_classes != num_classes:
+            self.neck.reset_classifier(num_classes)
+            self.hparams.num_classes = num_classes
+
+    def pooled_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) -> (B,D) pooled backbone feature, before the BNNeck."""
+        return self.pool(self.backbone(images))
+
+    def extract_features(self, images: torch.Tensor) -> torch.Tensor:
+        feat = self.pooled_features(images)
+        if self.neck_feat == "before":
+            return feat
+        return self.neck.bn(feat)
+
+    def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        pids = batch["pid"]
+        feat = self.pooled_features(batch["image"])
+        _, logits = self.neck(feat)
+        inputs = {"logits": logits, "features": feat}
+        total = feat.new_zeros(())
+        for name, fn in self.loss_fns.items():
+            value = fn(inputs[fn.input_kind], pids)
+            self.log(f"train/loss_{name}", value, prog_bar=False)
+            total = total + self.loss_weights[name] * value
+        acc = (logits.argmax(1) == pids).float().mean()
+        self.log("train/loss", total, prog_bar=True)
+        self.log("train/acc", acc, prog_bar=True)
+        return total
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

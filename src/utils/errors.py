@@ -1,0 +1,20 @@
+"""Errors for bad user input: caught by the entry points and printed without a traceback.
+
+Every message names the offending file/value and says how to fix it.
+"""
+
+
+class ReIDInputError(Exception):
+    """Base class of every user-facing input error (missing folder, bad file name, bad value)."""
+
+
+class DatasetLayoutError(ReIDInputError):
+    """A dataset folder is missing or does not have the expected layout."""
+
+
+class BadImageError(ReIDInputError):
+    """An image file is unreadable or corrupt."""
+
+
+class ConfigValueError(ReIDInputError):
+    """A configuration value is out of range or inconsistent."""

@@ -1,0 +1,217 @@
+"""Backbones: output shapes, configs, opt-in pretrained loading and positional-embedding resizing."""
+
+import argparse
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from open_clip.transformer import QuickGELU
+
+from src.nn.backbones.clip_visual import OpenCLIPVisual, resize_grid_pos_embed
+from src.nn.backbones.pretrained import load_pretrained
+from src.nn.backbones.resnet import ResNet50
+from src.nn.backbones.tiny_cnn import TinyCNN
+from src.utils.errors import ConfigValueError
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
+
+
+@pytest.mark.parametrize(
+    "name, input_shape, output_shape",
+    [
+        ("tiny_cnn", (2, 3, 64, 32), (2, 256, 4, 2)),
+        ("resnet50", (2, 3, 64, 32), (2, 2048, 4, 2)),  # last_stride 1: H/16
+        ("clip_vit_b16", (1, 3, 256, 128), (1, 512)),
+        ("clip_rn50", (1, 3, 256, 128), (1, 1024)),
+    ],
+)
+def test_backbone_configs_instantiate_and_forward(name, input_shape, output_shape):
+    torch.manual_seed(0)
+    model = instantiate(OmegaConf.load(CONF / f"{name}.yaml")).eval()
+    assert model.out_dim == output_shape[1]
+    with torch.no_grad():
+        out = model(torch.randn(*input_shape))
+    assert out.shape == output_shape and torch.isfinite(out).all()
+
+
+def test_tiny_cnn_shapes_and_backward():
+    x = torch.randn(4, 3, 128, 64)
+    assert TinyCNN()(x).shape == (4, 256, 8, 4)
+    assert TinyCNN(last_stride=1)(x).shape == (4, 256, 16, 8)
+    net = TinyCNN(channels=(8, 16, 32), out_dim=48, blocks_per_stage=2)
+    out = net(x)
+    assert net.out_dim == 48 and out.shape == (4, 48, 16, 8)
+    out.mean().backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_resnet50_last_stride_2():
+    assert ResNet50(last_stride=2).eval()(torch.randn(1, 3, 64, 32)).shape == (1, 2048, 2, 1)
+    with pytest.raises(ConfigValueError, match="last_stride"):
+        ResNet50(last_stride=3)
+
+
+def test_resnet50_loads_torchvision_state_dict_with_fc(tmp_path):
+    from torchvision.models import resnet50
+
+    torch.manual_seed(1)
+    state = resnet50(weights=None).state_dict()  # includes fc.weight / fc.bias
+    torch.save(state, tmp_path / "r50.pth")
+    model = ResNet50(pretrained=str(tmp_path / "r50.pth"))
+    assert torch.equal(model.conv1.weight, state["conv1.weight"])
+    assert torch.equal(model.layer4[2].bn3.running_var, state["layer4.2.bn3.running_var"])
+
+
+def test_no_pretrained_logs_exactly_one_line(caplog):
+    with caplog.at_level(logging.INFO, logger="src.nn"):
+        TinyCNN(pretrained=None)
+    lines = [r.getMessage() for r in caplog.records if r.name == "src.nn"]
+    assert lines == ["backbone tiny_cnn: no pretrained weights given (pretrained=null), starting from random init"]
+
+
+def test_bad_path_names_value_and_accepted_values(tmp_path):
+    bad = str(tmp_path / "missing" / "weights.pt")
+    with pytest.raises(ConfigValueError) as err:
+        TinyCNN(pretrained=bad)
+    assert bad in str(err.value) and "Accepted" in str(err.value) and "null" in str(err.value)
+    with pytest.raises(ConfigValueError, match="'imagenet'"):
+        ResNet50(pretrained="imagenet21k")
+
+
+def test_wrong_weights_file_is_a_clear_error(tmp_path):
+    small = tmp_path / "small.pt"
+    torch.save(TinyCNN(channels=(8, 16)).state_dict(), small)
+    with pytest.raises(ConfigValueError) as err:
+        TinyCNN(pretrained=str(small))
+    msg = str(err.value)
+    assert str(small) in msg and "missing keys" in msg and "wrong shapes" in msg and "pretrained: null" in msg
+
+    text = tmp_path / "notes.pt"
+    text.write_text("not weights")
+    with pytest.raises(ConfigValueError, match="notes.pt"):
+        TinyCNN(pretrained=str(text))
+
+    pickled = tmp_path / "object.pt"
+    torch.save({"args": argparse.Namespace(lr=0.1)}, pickled)  # arbitrary objects: refused by weights_only loading
+    with pytest.raises(ConfigValueError, match="weights-only"):
+        TinyCNN(pretrained=str(pickled))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_torchscript_archive_gets_conversion_hint(tmp_path):
+    scripted = tmp_path / "scripted.pt"
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(scripted))
+    with pytest.raises(ConfigValueError, match="TorchScript"):
+        TinyCNN(pretrained=str(scripted))
+
+
+def test_round_trip_through_wrapped_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    src = TinyCNN().eval()
+    wrapped = {"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}}
+    torch.save(wrapped, tmp_path / "ckpt.pt")
+    dst = TinyCNN(pretrained=str(tmp_path / "ckpt.pt")).eval()
+    x = torch.randn(2, 3, 64, 32)
+    assert torch.equal(src(x), dst(x))
+    assert load_pretrained(dst, None, kind="tiny_cnn") is False
+
+    from safetensors.torch import save_file
+
+    save_file(src.state_dict(), str(tmp_path / "w.safetensors"))
+    assert load_pretrained(TinyCNN(), str(tmp_path / "w.safetensors"), kind="tiny_cnn") is True
+
+
+def test_resize_grid_pos_embed_by_hand():
+    # 2x2 grid [[0, 1], [2, 3]] -> 2x4 (bilinear, align_corners=False): columns sample x = (j+0.5)/2 - 0.5
+    # = -0.25, 0.25, 0.75, 1.25 -> clamped 0, 0.25, 0.75, 1 of the way from left to right
+    pos = torch.tensor([[9.0], [0.0], [1.0], [2.0], [3.0]])
+    out = resize_grid_pos_embed(pos, (2, 4), mode="bilinear")
+    assert out[0, 0] == 9.0
+    assert torch.allclose(out[1:, 0], torch.tensor([0, 0.25, 0.75, 1, 2, 2.25, 2.75, 3.0]))
+    with pytest.raises(ConfigValueError, match="square"):
+        resize_grid_pos_embed(torch.zeros(7, 1), (2, 2))
+
+
+def _patterned_pos(pos: torch.Tensor, side: int) -> torch.Tensor:
+    """Channel 0 constant 0.7, channel 1 = column x, channel 2 = row y; other channels random."""
+    pos = pos.clone()
+    ys, xs = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    pos[1:, 0] = 0.7
+    pos[1:, 1] = xs.flatten().float()
+    pos[1:, 2] = ys.flatten().float()
+    return pos
+
+
+def _check_resized_grid(pos: torch.Tensor, cls: torch.Tensor, old_side: int, new_grid: tuple[int, int]):
+    h, w = new_grid
+    assert pos.shape[0] == h * w + 1
+    assert torch.equal(pos[0], cls)  # class / mean token copied exactly
+    grid = pos[1:].reshape(h, w, -1)
+    assert torch.allclose(grid[..., 0], torch.full((h, w), 0.7), atol=1e-6)
+    # bilinear, align_corners=False: new index j samples old coordinate (j + 0.5) * old/new - 0.5, clamped
+    # to [0, old-1]; for a 7 or 14 grid to width 4 or 8 that is 1.75 j + 0.375 (a linear function of j).
+    x_expected = torch.tensor([1.75 * j + 0.375 for j in range(w)])
+    assert torch.allclose(grid[..., 1], x_expected.expand(h, w), atol=1e-5)
+    # rows: old/new = 7/8 (RN50, 7 -> 8) or 14/16 (ViT, 14 -> 16): 0.875 i - 0.0625, clamped to [0, old-1]
+    y_expected = torch.tensor([min(max(0.875 * i - 0.0625, 0.0), old_side - 1) for i in range(h)])
+    assert torch.allclose(grid[..., 2], y_expected[:, None].expand(h, w), atol=1e-5)
+
+
+def test_vit_b16_pos_embed_resized_from_224_file(tmp_path):
+    torch.manual_seed(0)
+    square = OpenCLIPVisual("ViT-B-16", image_size=(224, 224))
+    state = square.visual.state_dict()
+    state["positional_embedding"] = _patterned_pos(state["positional_embedding"], 14)
+    torch.save(state, tmp_path / "vit_visual.pt")  # visual-only state dict
+
+    tower = OpenCLIPVisual("ViT-B-16", pretrained=str(tmp_path / "vit_visual.pt"), image_size=(256, 128))
+    loaded = tower.visual.state_dict()
+    _check_resized_grid(loaded["positional_embedding"], state["positional_embedding"][0], 14, (16, 8))
+    assert torch.equal(loaded["class_embedding"], state["class_embedding"])
+    assert torch.equal(loaded["conv1.weight"], state["conv1.weight"])
+    assert torch.equal(loaded["proj"], state["proj"])
+    assert tower(torch.randn(1, 3, 256, 128)).shape == (1, 512)
+
+
+def test_rn50_attnpool_pos_embed_resized_from_full_clip_file(tmp_path):
+    torch.manual_seed(0)
+    square = OpenCLIPVisual("RN50", image_size=(224, 224))
+    visual = square.visual.state_dict()
+    visual["attnpool.positional_embedding"] = _patterned_pos(visual["attnpool.positional_embedding"], 7)
+    full = {f"visual.{k}": v for k, v in visual.items()}
+    full["logit_scale"] = torch.tensor(4.6)  # text-side keys of a full CLIP state dict are ignored
+    full["token_embedding.weight"] = torch.zeros(10, 4)
+    torch.save(full, tmp_path / "clip_rn50.pt")
+
+    tower = OpenCLIPVisual("RN50", pretrained=str(tmp_path / "clip_rn50.pt"))
+    loaded = tower.visual.state_dict()
+    _check_resized_grid(loaded["attnpool.positional_embedding"], visual["attnpool.positional_embedding"][0], 7, (8, 4))
+    assert torch.equal(loaded["layer4.2.conv3.weight"], visual["layer4.2.conv3.weight"])
+
+
+def test_clip_tag_is_routed_without_download_and_sets_quick_gelu(monkeypatch):
+    torch.manual_seed(0)
+    square_state = OpenCLIPVisual("ViT-B-16", image_size=(224, 224)).visual.state_dict()
+    calls = []
+
+    def fake_tag_state(self, tag):
+        calls.append(tag)
+        return square_state
+
+    monkeypatch.setattr(OpenCLIPVisual, "_tag_state", fake_tag_state)
+    tower = OpenCLIPVisual("ViT-B-16", pretrained="openai")
+    assert calls == ["openai"] and tower.quick_gelu
+    assert isinstance(tower.visual.transformer.resblocks[0].mlp.gelu, QuickGELU)
+    assert tower.visual.positional_embedding.shape == (129, 768)
+    with pytest.raises(ConfigValueError, match="'openai'"):
+        OpenCLIPVisual("ViT-B-16", pretrained="opena1")
+
+
+def test_clip_bad_model_or_size():
+    with pytest.raises(ConfigValueError, match="ViT-B-99"):
+        OpenCLIPVisual("ViT-B-99")
+    with pytest.raises(ConfigValueError, match="divisible by 16"):
+        OpenCLIPVisual("ViT-B-16", image_size=(250, 128))
