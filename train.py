@@ -16,7 +16,7 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from src.utils.errors import ReIDInputError  # noqa: E402
+from src.utils.errors import find_input_error  # noqa: E402
 
 
 def run(cfg: DictConfig) -> dict:
@@ -84,7 +84,10 @@ def run(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> float | None:
     try:
         results = run(cfg)
-    except ReIDInputError as err:
+    except Exception as exc:  # a bad-input error is reported as one clear line, no traceback
+        err = find_input_error(exc)
+        if err is None:
+            raise
         print(f"\nerror: {err}", file=sys.stderr)
         sys.exit(1)
     metric = cfg.get("optimized_metric")  # e.g. "test/mAP" for hparams_search sweeps

@@ -130,6 +130,10 @@ class ReIDDataModule(pl.LightningDataModule):
     def target_num_query(self) -> List[int]:
         return [t.num_query for t in self.targets]
 
+    @property
+    def target_num_gallery(self) -> List[int]:
+        return [len(t.splits.gallery) for t in self.targets]
+
     def _dist(self):
         trainer = getattr(self, "trainer", None)
         if trainer is None:

@@ -30,7 +30,7 @@ class BoTModel(ReIDModule):
         name: str = "bot",
     ) -> None:
         super().__init__(eval_metric=eval_metric, max_rank=max_rank)
-        self.save_hyperparameters(ignore=["backbone", "losses"], logger=False)
+        self.save_hyperparameters(ignore=["backbone", "losses", "optimizer", "scheduler"], logger=False)
         if neck_feat not in ("after", "before"):
             from src.utils.errors import ConfigValueError
             raise ConfigValueError(f"model.neck_feat={neck_feat!r}: use 'after' or 'before'.")

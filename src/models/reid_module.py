@@ -39,10 +39,18 @@ class ReIDModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
         if not self.target_names:
+            trainer = self.trainer
+            limited = bool(trainer.fast_dev_run) or any(
+                not (isinstance(v, float) and v == 1.0)
+                for v in (trainer.limit_val_batches, trainer.limit_test_batches))
+            if limited:
+                log.warning("evaluation batches are limited (fast_dev_run / limit_*_batches): "
+                            "metrics cover only part of each target and are not comparable.")
             self.target_names = list(dm.target_names)
-            for num_query in dm.target_num_query:
-                self.evaluators.append(ReIDEvaluator(num_query=num_query, metric=self.eval_metric,
-                                                     max_rank=self.max_rank))
+            for num_query, num_gallery in zip(dm.target_num_query, dm.target_num_gallery):
+                self.evaluators.append(ReIDEvaluator(num_query=num_query, num_gallery=num_gallery,
+                                                     metric=self.eval_metric, max_rank=self.max_rank,
+                                                     strict=not limited))
 
     # ----------------------------------------------------------------- evaluation
     def _eval_step(self, batch: Dict[str, torch.Tensor], dataloader_idx: int) -> None:

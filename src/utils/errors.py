@@ -18,3 +18,14 @@ class BadImageError(ReIDInputError):
 
 class ConfigValueError(ReIDInputError):
     """A configuration value is out of range or inconsistent."""
+
+
+def find_input_error(exc: BaseException) -> "ReIDInputError | None":
+    """The ReIDInputError behind ``exc`` (Hydra's instantiate and Lightning wrap errors), or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, ReIDInputError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -1,0 +1,82 @@
+"""train.py as a user runs it: subprocesses, exit codes, the last lines of stderr, files on disk."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TINY
+
+
+def _train(args, run_dir: Path, data_dir: Path, multirun: bool = False, timeout: int = 300):
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0")
+    dirs = [f"hydra.sweep.dir={run_dir}", "hydra.sweep.subdir=${hydra.job.num}"] if multirun \
+        else [f"hydra.run.dir={run_dir}"]
+    cmd = [sys.executable, "train.py"] + (["-m"] if multirun else []) + \
+        TINY + [f"paths.data_dir={data_dir}"] + dirs + list(args)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _last_lines(text: str, n: int = 5) -> str:
+    return "\n".join(text.strip().splitlines()[-n:])
+
+
+def test_missing_dataset_folder_is_a_clear_error(tmp_path):
+    proc = _train(["data=market1501", "debug=fdr"], tmp_path / "run", tmp_path / "empty_data")
+    assert proc.returncode != 0
+    tail = _last_lines(proc.stderr)
+    assert "Market-1501-v15.09.15" in tail and "bounding_box_train" in tail, tail
+    assert "Traceback" not in proc.stderr
+
+
+def test_misnamed_file_names_the_file_and_pattern(reid_data_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(reid_data_dir / "Market-1501-v15.09.15", data / "Market-1501-v15.09.15")
+    (data / "Market-1501-v15.09.15" / "query" / "holiday_photo.jpg").write_bytes(b"x")
+    proc = _train(["data=market1501", "debug=fdr"], tmp_path / "run", data)
+    assert proc.returncode != 0
+    tail = _last_lines(proc.stderr)
+    assert "holiday_photo.jpg" in tail and "_c" in tail, tail
+    assert "Traceback" not in proc.stderr
+
+
+def test_corrupt_image_names_the_file(reid_data_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(reid_data_dir / "Market-1501-v15.09.15", data / "Market-1501-v15.09.15")
+    victim = sorted((data / "Market-1501-v15.09.15" / "query").glob("*.jpg"))[0]
+    victim.write_bytes(b"this is not a jpeg")
+    proc = _train(["data=market1501", "train=false"], tmp_path / "run", data)
+    assert proc.returncode != 0
+    assert victim.name in _last_lines(proc.stderr), _last_lines(proc.stderr)
+
+
+@pytest.mark.slow
+def test_multirun_writes_one_results_json_per_run(reid_data_dir, tmp_path):
+    proc = _train(["data=market1501", "seed=1,2", "trainer.max_epochs=1"], tmp_path / "sweep", reid_data_dir,
+                  multirun=True, timeout=600)
+    assert proc.returncode == 0, _last_lines(proc.stderr, 30)
+    results = sorted((tmp_path / "sweep").glob("*/results.json"))
+    assert len(results) == 2
+    assert sorted(json.loads(p.read_text())["seed"] for p in results) == [1, 2]
+
+
+@pytest.mark.slow
+def test_wandb_offline_logs_config_metrics_images_and_cmc(reid_data_dir, tmp_path):
+    pytest.importorskip("wandb")
+    proc = _train(["data=market1501", "logger=wandb", "trainer.max_epochs=1", "trainer.log_every_n_steps=1"], tmp_path / "run", reid_data_dir)
+    assert proc.returncode == 0, _last_lines(proc.stderr, 30)
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    files = runs[0] / "files"
+    # offline runs keep history, summary and config as records in the run's .wandb file
+    records = next(runs[0].glob("*.wandb")).read_bytes()
+    for key in (b"test/market1501/mAP", b"test/market1501/R1", b"train/loss", b"src.data.datamodule.ReIDDataModule", b"Market-1501-v15.09.15"):
+        assert key in records, key
+    images = files / "media" / "images"
+    media = [str(p.relative_to(images)) for p in images.rglob("*.png")]
+    assert any(name.startswith("train") for name in media) and any("cmc" in name for name in media), media

@@ -1,0 +1,115 @@
+"""End-to-end runs of train.py's pipeline on tiny data: real training, real files, real metrics."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY, run_train
+
+REAL_DATA = ["market1501", "dukemtmc", "msmt17", "cuhk03np", "cuhk03np_detected"]
+
+
+def _results(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.parametrize("data", REAL_DATA)
+def test_fast_dev_run_every_real_data_config(data, reid_data_dir, tmp_path):
+    res = run_train(TINY + [f"data={data}", "debug=fdr"], tmp_path, reid_data_dir)
+    assert set(res["test"]) and all(0.0 <= m["R1"] <= 1.0 for m in res["test"].values())
+
+
+def test_train_then_results_json_and_checkpoint(reid_data_dir, tmp_path):
+    res = run_train(TINY + ["data=market1501", "trainer.max_epochs=2"], tmp_path, reid_data_dir)
+    written = _results(tmp_path)
+    assert written["test"] == res["test"]
+    m = written["test"]["market1501"]
+    assert list(m) == ["R1", "R5", "R10", "mAP", "mINP"]
+    assert all(0.0 <= v <= 1.0 for v in m.values())
+    assert m["R1"] <= m["R5"] <= m["R10"]
+    assert written["seed"] == 42 and written["model"] == "bot" and written["wall_time_s"] > 0
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "train_images.jpg").is_file() and (tmp_path / "cmc_test.png").is_file()
+    cmc = json.loads((tmp_path / "cmc_test.json").read_text())["market1501"]
+    assert len(cmc) == 50 and cmc[0] == pytest.approx(m["R1"]) and cmc[9] == pytest.approx(m["R10"])
+
+
+def test_eval_checkpoint_equals_end_of_training(reid_data_dir, tmp_path):
+    trained = run_train(TINY + ["data=market1501", "trainer.max_epochs=2"], tmp_path / "a", reid_data_dir)
+    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    evaluated = run_train(TINY + ["data=market1501", "train=false", f"ckpt_path={ckpt}"],
+                          tmp_path / "b", reid_data_dir)
+    assert evaluated["test"] == trained["test"]
+
+
+def test_resume_from_last_ckpt_continues_training(reid_data_dir, tmp_path):
+    run_train(TINY + ["data=market1501", "trainer.max_epochs=1"], tmp_path / "a", reid_data_dir)
+    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    first = torch.load(ckpt, map_location="cpu", weights_only=False)
+    run_train(TINY + ["data=market1501", "trainer.max_epochs=3", f"ckpt_path={ckpt}"],
+              tmp_path / "b", reid_data_dir)
+    resumed = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert first["epoch"] == 0 and resumed["epoch"] == 2
+    steps_per_epoch = first["global_step"]
+    assert steps_per_epoch > 0 and resumed["global_step"] == 3 * steps_per_epoch
+    # the optimizer state and LR schedule came along (warm-up advanced 3 epochs, not restarted)
+    assert resumed["lr_schedulers"][0]["last_epoch"] == 3
+
+
+def test_untrained_evaluation_runs_with_train_false(reid_data_dir, tmp_path):
+    res = run_train(TINY + ["data=market1501", "train=false"], tmp_path, reid_data_dir)
+    assert (tmp_path / "results.json").is_file() and res["train"] is False
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_training_lowers_the_loss(reid_data_dir, tmp_path):
+    import csv
+    run_train(TINY + ["data=market1501", "trainer.max_epochs=6", "trainer.log_every_n_steps=1",
+                      "model.scheduler.warmup_epochs=0"], tmp_path, reid_data_dir)
+    rows = list(csv.DictReader(open(next((tmp_path / "csv").rglob("metrics.csv")))))
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert len(losses) >= 6
+    k = len(losses) // 3
+    assert sum(losses[-k:]) / k < sum(losses[:k]) / k
+
+
+def test_multi_source_training_merges_identities(reid_data_dir, tmp_path):
+    root = reid_data_dir
+    res = run_train(TINY + [
+        "data=market1501",
+        "data.sources=[{dataset: market1501, root: " + str(root / "Market-1501-v15.09.15") + "},"
+        "{dataset: dukemtmc, root: " + str(root / "DukeMTMC-reID") + "}]",
+        "debug=fdr"], tmp_path, reid_data_dir)
+    assert "market1501" in res["test"]
+
+
+def test_ddp_sim_evaluation_equals_single_process(reid_data_dir, tmp_path):
+    run_train(TINY + ["data=market1501", "trainer.max_epochs=2"], tmp_path / "a", reid_data_dir)
+    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    single = run_train(TINY + ["data=market1501", "train=false", f"ckpt_path={ckpt}"],
+                       tmp_path / "cpu", reid_data_dir)
+    ddp = run_train(TINY + ["data=market1501", "train=false", f"ckpt_path={ckpt}", "trainer=ddp_sim"],
+                    tmp_path / "ddp", reid_data_dir)
+    assert json.loads((tmp_path / "ddp" / "results.json").read_text())["test"] == single["test"]
+    assert ddp["test"] == single["test"]
+
+
+@pytest.mark.slow
+def test_ddp_sim_training_runs(reid_data_dir, tmp_path):
+    res = run_train(TINY + ["data=market1501", "trainer=ddp_sim", "trainer.max_epochs=1"], tmp_path, reid_data_dir)
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert 0.0 <= res["test"]["market1501"]["mAP"] <= 1.0
+
+
+EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_fast_dev_run_every_experiment_config(experiment, reid_data_dir, tmp_path):
+    # the experiment's real data/trainer choices, with a tiny CPU backbone and no weight download
+    res = run_train([f"experiment={experiment}"] + TINY + ["backbone.pretrained=null", "debug=fdr"],
+                    tmp_path, reid_data_dir)
+    assert res["test"], res
