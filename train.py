@@ -60,7 +60,6 @@ def run(cfg: DictConfig) -> dict:
 
     results = {
         "test": test_metrics,
-        "val": metrics_by_target(trainer.callback_metrics, "val"),
         "model": cfg.model.get("name"),
         "data": cfg.data.get("name"),
         "seed": cfg.seed,
