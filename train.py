@@ -28,7 +28,8 @@ def run(cfg: DictConfig) -> dict:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from src.utils.run_info import git_commit, metrics_by_target, write_json_atomic
+    from src.utils.fileops import atomic_write_json
+    from src.utils.run_info import git_commit, metrics_by_target
 
     log = logging.getLogger("train")
     start = time.time()
@@ -72,7 +73,7 @@ def run(cfg: DictConfig) -> dict:
     }
     scalars = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if trainer.is_global_zero:
-        write_json_atomic(output_dir / "results.json", results)
+        atomic_write_json(output_dir / "results.json", results)
         for target, m in test_metrics.items():
             log.info("test/%s: %s", target, "  ".join(f"{k}={v:.4f}" for k, v in m.items()))
         log.info("results written to %s", output_dir / "results.json")

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
 from src.synth.attributes import _to_plain, derive_seed, load_conf_yaml
-from src.synth.fileops import atomic_write_json, file_lock
+from src.utils.fileops import atomic_write_json, file_lock
 from src.synth.generators.procedural import ProceduralGenerator
 from src.synth.plan import SynthPlan, parse_count_range
 from src.synth.writer import GenePersonWriter, ordered_json
@@ -218,11 +218,11 @@ def _write_domains(tmp: Path, params: Mapping[str, Any], progress: bool) -> Dict
         writer = GenePersonWriter(tmp / name, plan, gen, config, params["height"], params["width"],
                                   batch_size=64, fsync=False, progress=progress)
         try:
-            if not writer.run():
-                raise RuntimeError(f"GenePerson-mini domain {name} did not complete")
+            info = writer.run()
         finally:
             gen.close()
-        info = json.loads((tmp / name / "dataset.json").read_text())
+        if info is None:
+            raise RuntimeError(f"GenePerson-mini domain {name} did not complete")
         counts[name] = info["num_images"]
         pid_start += plan.num_identities
     return counts

@@ -94,10 +94,10 @@ def run_synthesis(cfg: Mapping) -> Optional[Dict[str, Any]]:
         return merge_existing(out_dir, num_shards)
     plan = build_plan(cfg)
     config = generation_config(cfg, plan)
-    qf_cfg = _to_plain(cfg.get("quality_filter")) or {}
+    qf = config["quality_filter"] or {}  # None unless enabled
     writer = GenePersonWriter(out_dir, plan, None, config, config["height"], config["width"],
                               batch_size=cfg.get("batch_size", 1), shard=shard, num_shards=num_shards,
-                              max_attempts=int(qf_cfg.get("max_attempts", 1)) if qf_cfg.get("enabled") else 1,
+                              max_attempts=int(qf.get("max_attempts", 1)),
                               jpeg_quality=config["jpeg_quality"], progress=progress)
     out_dir.mkdir(parents=True, exist_ok=True)
     writer.check_config()  # before loading a (possibly large) generator
@@ -105,9 +105,7 @@ def run_synthesis(cfg: Mapping) -> Optional[Dict[str, Any]]:
 
     writer.generator = instantiate(cfg.get("generator"), _convert_="all")
     writer.quality_filter = build_quality_filter(cfg)
-    if not writer.run():
-        return None
-    return json.loads((out_dir / "dataset.json").read_text())
+    return writer.run()
 
 
 def merge_existing(out_dir: Path, num_shards: int = 1) -> Dict[str, Any]:

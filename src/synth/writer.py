@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 from PIL import Image
 
-from src.synth.fileops import atomic_write_bytes, atomic_write_json, atomic_write_text, file_lock
+from src.utils.fileops import atomic_write_bytes, atomic_write_json, atomic_write_text, cut_torn_tail, file_lock
 from src.synth.generators.base import ImageGenerator, ImageRequest
 from src.synth.grid import contact_sheet, sample_columns
 from src.synth.plan import SPLIT_DIRS, PlannedImage, SynthPlan
@@ -51,11 +51,6 @@ SAMPLES = "samples.jpg"
 TIMING_KEYS = ("generation_seconds", "images_per_second", "images_generated")
 RESEED_STRIDE = 1_000_003
 KILL_ENV = "PPREID_SYNTH_KILL_AFTER"  # test hook: SIGKILL self after this many image renames
-
-
-def canonical_json(obj: Any) -> str:
-    """Compact JSON with sorted keys."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def ordered_json(obj: Any) -> str:
@@ -81,13 +76,10 @@ def read_jsonl_lines(path: Path, repair: bool = False) -> Dict[str, str]:
     """``{file: line}`` of a manifest (part); a torn last line (no newline) is ignored, or cut when ``repair``."""
     if not path.is_file():
         return {}
+    if repair:
+        cut_torn_tail(path)
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
-    if repair and end < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(end)
-            f.flush()
-            os.fsync(f.fileno())
     out: Dict[str, str] = {}
     for n, line in enumerate(data[:end].decode("utf-8").splitlines(), 1):
         if not line.strip():
@@ -141,7 +133,7 @@ class GenePersonWriter:
         self.tag = f"shard-{shard}-of-{num_shards}"
         self.part = self.parts / f"manifest.{self.tag}.jsonl"
         self.timing = self.parts / f"timing.{self.tag}.jsonl"
-        self.done_marker = self.parts / f"done.{self.tag}.json"
+        self.done_marker = self._done_marker(shard)
         self._renamed = 0
         self._kill_after = int(os.environ.get(KILL_ENV, "0") or 0)
 
@@ -171,9 +163,14 @@ class GenePersonWriter:
             if create:
                 atomic_write_json(path, {"fingerprint": fp, "config": self.config, "version": FORMAT_VERSION})
 
+    def _done_marker(self, shard: int) -> Path:
+        return self.parts / f"done.shard-{shard}-of-{self.num_shards}.json"
+
     # ---- generation -----------------------------------------------------------------------------
-    def run(self) -> bool:
-        """Make this shard's missing images; merge if every shard is done. True when the set is merged."""
+    def run(self) -> Dict[str, Any] | None:
+        """Make this shard's missing images; merge if every shard is done.
+
+        Returns dataset.json's content when the set is merged, None while other shards are pending."""
         self.out.mkdir(parents=True, exist_ok=True)
         self.parts.mkdir(exist_ok=True)
         self.check_config()
@@ -181,13 +178,12 @@ class GenePersonWriter:
                        what=f"shard {self.shard} of {self.num_shards} in {self.out}"):
             self._generate_shard()
             atomic_write_json(self.done_marker, {"shard": self.shard, "num_shards": self.num_shards})
-        done = all((self.parts / f"done.shard-{i}-of-{self.num_shards}.json").is_file() for i in range(self.num_shards))
+        done = all(self._done_marker(i).is_file() for i in range(self.num_shards))
         if not done:
             log.info("shard %d of %d finished; the set is merged when all %d shards are done (or run "
                      "merge_only=true)", self.shard, self.num_shards, self.num_shards)
-            return False
-        self.merge()
-        return True
+            return None
+        return self.merge()
 
     def _remove_orphans(self, pids: set) -> None:
         for split_dir in set(SPLIT_DIRS.values()):
@@ -227,7 +223,7 @@ class GenePersonWriter:
         for d in {SPLIT_DIRS[i.split] for i, _ in todo}:
             (self.out / d).mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.parts / "generator.json",
-                          {"name": getattr(self.generator, "name", type(self.generator).__name__),
+                          {"name": self._generator_name(),
                            "model_id": getattr(self.generator, "model_id", "")})
         if not todo:
             return
@@ -236,6 +232,7 @@ class GenePersonWriter:
         bar = tqdm(total=total, initial=total - len(todo), unit="img", dynamic_ncols=True,
                    desc=f"synth {self.out.name} [{self.shard + 1}/{self.num_shards}]", disable=not self.progress)
         gen_seconds, gen_images = 0.0, 0
+        cut_torn_tail(self.timing)  # a killed run's torn record would swallow the next one
         with open(self.part, "ab") as part, open(self.timing, "ab") as timing:
             for start in range(0, len(todo), self.batch_size):
                 batch = todo[start:start + self.batch_size]
@@ -248,7 +245,7 @@ class GenePersonWriter:
                     part.write("".join(lines).encode("utf-8"))
                     part.flush()
                     os.fsync(part.fileno())
-                timing.write((canonical_json({"images": count, "seconds": round(seconds, 6)}) + "\n").encode())
+                timing.write((ordered_json({"images": count, "seconds": round(seconds, 6)}) + "\n").encode())
                 timing.flush()
                 gen_seconds, gen_images = gen_seconds + seconds, gen_images + count
                 bar.update(len(batch))
@@ -289,16 +286,9 @@ class GenePersonWriter:
         if image.size != (self.width, self.height):
             raise RuntimeError(f"generator {self._generator_name()} returned a {image.size[0]}x{image.size[1]} "
                                f"image for a {self.width}x{self.height} request ({planned.file})")
-        path = self.out / planned.file
-        tmp = path.with_name(f".{path.name}.tmp")
         buf = io.BytesIO()
         image.convert("RGB").save(buf, format="JPEG", quality=self.jpeg_quality)
-        with open(tmp, "wb") as f:
-            f.write(buf.getvalue())
-            if self.fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write_bytes(self.out / planned.file, buf.getvalue(), fsync=self.fsync)
         self._renamed += 1
         if self._kill_after and self._renamed >= self._kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -336,8 +326,7 @@ class GenePersonWriter:
                     if img.file not in lines or not (self.out / img.file).is_file():
                         missing.append(img.file)
             if missing:
-                pending = [i for i in range(self.num_shards)
-                           if not (self.parts / f"done.shard-{i}-of-{self.num_shards}.json").is_file()]
+                pending = [i for i in range(self.num_shards) if not self._done_marker(i).is_file()]
                 raise ConfigValueError(
                     f"the set in {self.out} is not finished: {len(missing)} of {len(files)} images are missing "
                     f"(e.g. {missing[0]}). Shards without a done marker (of num_shards={self.num_shards}): "

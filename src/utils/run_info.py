@@ -1,10 +1,7 @@
 """Facts about a run recorded in results.json: git commit, metrics pulled out of the trainer."""
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
@@ -37,16 +34,3 @@ def metrics_by_target(callback_metrics: Mapping[str, Any], stage: str = "test") 
             continue
         out.setdefault(parts[0], {})[parts[1]] = float(value)
     return {k: dict(sorted(v.items(), key=lambda kv: METRIC_NAMES.index(kv[0]))) for k, v in sorted(out.items())}
-
-
-def write_json_atomic(path: str | Path, payload: Dict[str, Any]) -> None:
-    """Write JSON to a temp file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

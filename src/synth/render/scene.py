@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from src.synth.render.draw import Draw
-from src.synth.render.tables import RGB, jitter_colour
+from src.synth.render.tables import jitter_colour
 
 SCENE_WIDTH = 1.8  # scene width / image width
 

@@ -1,4 +1,4 @@
-"""Crash-safe file operations shared by the GenePerson writer and the embedded mini data.
+"""Crash-safe file operations: run outputs (results.json), the GenePerson writer, the mini data.
 
 A file is written whole or not at all (temp name in the same folder, fsync, ``os.replace``), and
 cross-process critical sections use ``fcntl.flock`` locks, which the kernel drops when a process
@@ -28,12 +28,28 @@ def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
     os.replace(tmp, path)
 
 
+def cut_torn_tail(path: Path) -> None:
+    """Truncate an append-only text file after its last newline (a ``kill -9`` may tear the last line),
+    so the next append starts a fresh line."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(end)
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Indented JSON, keys in insertion order (configs keep their order: it is the sampling order)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
