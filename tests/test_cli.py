@@ -34,9 +34,15 @@ def test_missing_dataset_folder_is_a_clear_error(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_misnamed_file_names_the_file_and_pattern(reid_data_dir, tmp_path):
+def _market_copy(reid_data_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the shared Market tree (a test may damage it); returns its data root."""
     data = tmp_path / "data"
     shutil.copytree(reid_data_dir / "Market-1501-v15.09.15", data / "Market-1501-v15.09.15")
+    return data
+
+
+def test_misnamed_file_names_the_file_and_pattern(reid_data_dir, tmp_path):
+    data = _market_copy(reid_data_dir, tmp_path)
     (data / "Market-1501-v15.09.15" / "query" / "holiday_photo.jpg").write_bytes(b"x")
     proc = _train(["data=market1501", "debug=fdr"], tmp_path / "run", data)
     assert proc.returncode != 0
@@ -46,8 +52,7 @@ def test_misnamed_file_names_the_file_and_pattern(reid_data_dir, tmp_path):
 
 
 def test_corrupt_image_names_the_file(reid_data_dir, tmp_path):
-    data = tmp_path / "data"
-    shutil.copytree(reid_data_dir / "Market-1501-v15.09.15", data / "Market-1501-v15.09.15")
+    data = _market_copy(reid_data_dir, tmp_path)
     victim = sorted((data / "Market-1501-v15.09.15" / "query").glob("*.jpg"))[0]
     victim.write_bytes(b"this is not a jpeg")
     proc = _train(["data=market1501", "train=false"], tmp_path / "run", data)

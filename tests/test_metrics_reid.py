@@ -6,33 +6,15 @@ import pytest
 import torch
 
 import src.metrics.reid as reid
+from benchmarks.reference_numpy_eval import reference_eval  # independent per-query NumPy evaluator
 from src.metrics.reid import evaluate_distmat, evaluate_features
 from src.utils.errors import ReIDInputError
 
 
-def reference(distmat, q_pids, g_pids, q_camids, g_camids, max_rank):
-    """Independent per-query reference: stable argsort, drop junk, cumsum (torchreid's way)."""
-    distmat = np.asarray(distmat, dtype=np.float64)
-    cmcs, aps, inps = [], [], []
-    for i in range(distmat.shape[0]):
-        order = np.argsort(distmat[i], kind="stable")
-        junk = (g_pids[order] == q_pids[i]) & (g_camids[order] == q_camids[i])
-        hits = (g_pids[order] == q_pids[i])[~junk].astype(np.float64)
-        if hits.sum() == 0:
-            continue
-        cum = np.cumsum(hits)
-        cmc = np.minimum(cum, 1.0)
-        cmc = np.concatenate([cmc, np.ones(max(0, max_rank - cmc.size))])[:max_rank]
-        where = np.flatnonzero(hits)
-        cmcs.append(cmc)
-        aps.append(np.mean(cum[where] / (where + 1)))
-        inps.append(cum[where[-1]] / (where[-1] + 1))
-    return np.mean(cmcs, 0), float(np.mean(aps)), float(np.mean(inps)), len(aps)
-
-
 def assert_matches_reference(out, distmat, qp, gp, qc, gc, max_rank):
-    cmc, ap, inp, n = reference(distmat, qp, gp, qc, gc, max_rank)
-    assert out["num_valid_queries"] == n
+    ref = reference_eval(np.asarray(distmat, dtype=np.float64), *map(np.asarray, (qp, gp, qc, gc)), max_rank)
+    cmc, ap, inp = ref["cmc"], ref["mAP"], ref["mINP"]
+    assert out["num_valid_queries"] == ref["num_valid_queries"]
     assert out["cmc"].shape == (max_rank,)
     np.testing.assert_allclose(out["cmc"], cmc, atol=1e-6, rtol=0)
     assert out["mAP"] == pytest.approx(ap, abs=1e-6)

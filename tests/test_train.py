@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, run_train
+from conftest import ROOT, TINY, run_train
 
 REAL_DATA = ["market1501", "dukemtmc", "msmt17", "cuhk03np", "cuhk03np_detected"]
 
@@ -22,8 +22,17 @@ def test_fast_dev_run_every_real_data_config(data, reid_data_dir, tmp_path):
     assert set(res["test"]) and all(0.0 <= m["R1"] <= 1.0 for m in res["test"].values())
 
 
-def test_train_then_results_json_and_checkpoint(reid_data_dir, tmp_path):
-    res = run_train(TINY + ["data=market1501", "trainer.max_epochs=2"], tmp_path, reid_data_dir)
+@pytest.fixture(scope="module")
+def trained_market(reid_data_dir, tmp_path_factory):
+    """One 2-epoch Market run shared by the tests that read its files or evaluate its checkpoint:
+    (results, run dir, last.ckpt)."""
+    out = tmp_path_factory.mktemp("trained_market")
+    res = run_train(TINY + ["data=market1501", "trainer.max_epochs=2"], out, reid_data_dir)
+    return res, out, out / "checkpoints" / "last.ckpt"
+
+
+def test_train_then_results_json_and_checkpoint(trained_market):
+    res, tmp_path, _ = trained_market
     written = _results(tmp_path)
     assert written["test"] == res["test"]
     m = written["test"]["market1501"]
@@ -37,9 +46,8 @@ def test_train_then_results_json_and_checkpoint(reid_data_dir, tmp_path):
     assert len(cmc) == 50 and cmc[0] == pytest.approx(m["R1"]) and cmc[9] == pytest.approx(m["R10"])
 
 
-def test_eval_checkpoint_equals_end_of_training(reid_data_dir, tmp_path):
-    trained = run_train(TINY + ["data=market1501", "trainer.max_epochs=2"], tmp_path / "a", reid_data_dir)
-    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+def test_eval_checkpoint_equals_end_of_training(trained_market, reid_data_dir, tmp_path):
+    trained, _, ckpt = trained_market
     evaluated = run_train(TINY + ["data=market1501", "train=false", f"ckpt_path={ckpt}"],
                           tmp_path / "b", reid_data_dir)
     assert evaluated["test"] == trained["test"]
@@ -86,9 +94,8 @@ def test_multi_source_training_merges_identities(reid_data_dir, tmp_path):
     assert "market1501" in res["test"]
 
 
-def test_ddp_sim_evaluation_equals_single_process(reid_data_dir, tmp_path):
-    run_train(TINY + ["data=market1501", "trainer.max_epochs=2"], tmp_path / "a", reid_data_dir)
-    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+def test_ddp_sim_evaluation_equals_single_process(trained_market, reid_data_dir, tmp_path):
+    ckpt = trained_market[2]
     single = run_train(TINY + ["data=market1501", "train=false", f"ckpt_path={ckpt}"],
                        tmp_path / "cpu", reid_data_dir)
     ddp = run_train(TINY + ["data=market1501", "train=false", f"ckpt_path={ckpt}", "trainer=ddp_sim"],
@@ -104,7 +111,7 @@ def test_ddp_sim_training_runs(reid_data_dir, tmp_path):
     assert 0.0 <= res["test"]["market1501"]["mAP"] <= 1.0
 
 
-EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
