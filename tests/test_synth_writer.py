@@ -125,10 +125,16 @@ def test_resume_repairs_temps_torn_lines_and_missing_images(tmp_path, reference)
     first = sorted(train.glob("*.jpg"))[0]
     first.unlink()                                                    # a listed image deleted
     (train / f".{first.name}.tmp").write_bytes(b"junk")              # an orphan temp
+    timing = out / ".parts" / "timing.shard-0-of-2.jsonl"
+    records = timing.read_text().splitlines(keepends=True)
+    timing.write_text("".join(records[:-1]) + records[-1][:10])      # a torn timing record
     synth(tmp_path, out, *SMALL, "seed=3", "num_shards=2", "shard=0")
     synth(tmp_path, out, *SMALL, "seed=3", "num_shards=2", "shard=1")
     assert files_of(out) == files_of(reference)
     assert not [p for p in train.iterdir() if p.name.startswith(".")]
+    # the rerun's timing starts on a fresh line: every record parses, none was swallowed
+    resumed = [json.loads(line) for line in timing.read_text().splitlines()]
+    assert len(resumed) == len(records) and all(r["images"] > 0 for r in resumed)
 
 
 def test_multirun_shards_merge_to_the_single_run(tmp_path, reference):

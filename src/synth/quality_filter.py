@@ -15,15 +15,10 @@ import torch
 from PIL import Image
 
 from src.synth.generators.base import ImageRequest
+from src.utils.device import resolve_device
 from src.utils.errors import ConfigValueError
 
 log = logging.getLogger(__name__)
-
-
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class ClipQualityFilter:
@@ -89,7 +84,7 @@ class ClipQualityFilter:
         else:
             log.warning("quality filter: %s has random weights (quality_filter.pretrained is null); "
                         "its scores are meaningless", clip_model)
-        self.device = _device(device)
+        self.device = resolve_device(device, key="quality_filter.device")
         self.threshold = float(threshold)
         self.text = text
         self.batch_size = int(batch_size)

@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 from src.synth.generators.base import ImageGenerator, ImageRequest
+from src.utils.device import resolve_device
 from src.utils.errors import ConfigValueError
 
 log = logging.getLogger(__name__)
@@ -58,19 +59,6 @@ LOCAL_FOLDER_HINT = (
     "`DiffusionPipeline.from_pretrained('stable-diffusion-v1-5/stable-diffusion-v1-5')"
     ".save_pretrained('/path/to/sd-folder')`, then run with generator.pretrained=/path/to/sd-folder"
 )
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto``: cuda when available, else cpu."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise ConfigValueError(f"generator.device={device!r} is not a torch device ({err}); use auto, cpu, cuda, cuda:1 ...") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigValueError(f"generator.device={device!r} but no CUDA GPU is visible to torch; use device=auto or cpu")
-    return dev
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

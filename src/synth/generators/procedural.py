@@ -24,7 +24,7 @@ from src.synth.attributes import _to_plain, derive_seed
 from src.synth.generators.base import ImageGenerator, ImageRequest
 from src.synth.render.draw import Draw
 from src.synth.render.look import apply_camera, apply_weather, light_map, noise_bank, vignette_map
-from src.synth.render.person import PersonLook, PersonPainter, make_look, random_words, sample_pose
+from src.synth.render.person import PersonLook, PersonPainter, look_words, make_look, random_words, sample_pose
 from src.synth.render.scene import draw_scene
 from src.synth.render.tables import RenderTables
 from src.utils.errors import ConfigValueError
@@ -109,7 +109,7 @@ class ProceduralGenerator(ImageGenerator):
         self.num_workers = num_workers
         self._pool = None
         self._cameras = _LRU(int(cache_size))
-        self._looks = _LRU(int(cache_size) * 8)
+        self._looks = _LRU(int(cache_size))
 
     def generate(self, requests: List[ImageRequest]) -> List[Image.Image]:
         if self.num_workers == 0 or len(requests) < 2:
@@ -156,7 +156,9 @@ class ProceduralGenerator(ImageGenerator):
         return self._cameras.get_or(key, make)
 
     def _look(self, req: ImageRequest) -> PersonLook:
-        key = (req.identity_seed, tuple(sorted((k, str(v)) for k, v in req.attributes.items())))
+        # keyed on the identity's appearance words only: every image of an identity (other camera,
+        # weather, viewpoint) reuses its look
+        key = (req.identity_seed, tuple(look_words(req.attributes).items()))
         return self._looks.get_or(key, lambda: make_look(
             req.attributes, self.tables, np.random.default_rng(derive_seed(req.identity_seed, LOOK_STREAM))))
 

@@ -7,7 +7,7 @@ particles from the image seed.
 from __future__ import annotations
 
 import io
-from typing import Mapping, Optional
+from typing import Mapping
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
@@ -81,8 +81,11 @@ def vignette_map(height: int, width: int, amount: float) -> np.ndarray:
 
 
 def apply_camera(img: np.ndarray, p: Mapping[str, float], rng: np.random.Generator,
-                 noise: Optional[np.ndarray] = None, vignette: Optional[np.ndarray] = None) -> np.ndarray:
+                 noise: np.ndarray, vignette: np.ndarray) -> np.ndarray:
     """Camera look (params from the render tables' camera ranges); returns uint8 after a JPEG round trip.
+
+    ``noise`` (the camera's :func:`noise_bank`, at least H x W) and ``vignette`` (:func:`vignette_map`,
+    H x W x 1) are drawn once per camera by the caller.
 
     Order: resolution loss, optics blur, saturation, per-channel tone curve (cast x exposure, contrast
     about the mean, gamma; one lookup table), vignette, sensor noise (a crop of the camera's
@@ -113,12 +116,11 @@ def apply_camera(img: np.ndarray, p: Mapping[str, float], rng: np.random.Generat
     if amount > 0 or vig > 0:
         out = np.asarray(pil, np.float32)
         if vig > 0:
-            out = out * (vignette if vignette is not None else vignette_map(H, W, vig))
+            out = out * vignette
         if amount > 0:
-            bank = noise if noise is not None else noise_bank(rng, H, W)
-            oy = int(rng.integers(0, bank.shape[0] - H + 1))
-            ox = int(rng.integers(0, bank.shape[1] - W + 1))
-            out = out + bank[oy:oy + H, ox:ox + W] * (amount * 255.0)
+            oy = int(rng.integers(0, noise.shape[0] - H + 1))
+            ox = int(rng.integers(0, noise.shape[1] - W + 1))
+            out = out + noise[oy:oy + H, ox:ox + W] * (amount * 255.0)
         out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
     else:
         out = np.asarray(pil)

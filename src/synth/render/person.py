@@ -85,10 +85,16 @@ def _contrast_colour(base: RGB, tables: RenderTables, rng: np.random.Generator) 
     return jitter_colour(tables.colour(good[int(rng.integers(len(good)))]), rng)
 
 
-def make_look(words: Dict[str, str], tables: RenderTables, rng: np.random.Generator) -> PersonLook:
-    """Resolve identity words with the identity's own rng (the continuous traits come from it)."""
+def look_words(words: Dict[str, str]) -> Dict[str, str]:
+    """The words a look is drawn from (identity appearance only; no per-image environment words)."""
     w = {k: check_word(k, str(words[k])) for k in SHAPES if k in words and k != "viewpoint"}
     w.update({k: str(words[k]) for k in ("skin_tone", "hair_colour", "upper_colour", "lower_colour", "shoes")})
+    return w
+
+
+def make_look(words: Dict[str, str], tables: RenderTables, rng: np.random.Generator) -> PersonLook:
+    """Resolve identity words with the identity's own rng (the continuous traits come from it)."""
+    w = look_words(words)
     shoe = tables.entry("shoes", w["shoes"])
     male = w["gender"] == "male"
     age, build = w["age_group"], w["build"]
