@@ -85,9 +85,7 @@ def diffusion_direct(pipe: Path, images: int, steps: int, repeats: int) -> dict[
     return best
 
 
-def procedural_via_synth(work: Path, repeats: int) -> float | None:
-    if not (REPO / "conf" / "generator" / "procedural.yaml").exists():
-        return None
+def procedural_via_synth(work: Path, repeats: int) -> float:
     best = 0.0
     for rep in range(repeats):
         meta = synth_run(work / f"proc_{rep}", ["generator=procedural", "num_identities=40",
@@ -105,19 +103,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--direct", action="store_true", help="time generate() directly, not through synth.py")
     args = ap.parse_args()
-    sys.path.insert(0, str(REPO / "tests"))
-    from tiny_pipelines import build_tiny_sd_pipeline
+    from tests.tiny_pipelines import build_tiny_sd_pipeline
 
-    have_synth = (REPO / "synth.py").exists()
     print(f"cores available: {os.cpu_count()}, torch threads: {THREADS}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         pipe = build_tiny_sd_pipeline(work / "tiny_sd")
-        mode = "generate() timed directly" if args.direct or not have_synth else "synth.py generation_seconds"
-        if not have_synth:
-            mode += " (synth.py not found)"
+        mode = "generate() timed directly" if args.direct else "synth.py generation_seconds"
         print(f"(a) diffusion, tiny SD pipeline, 128x64, {args.steps} steps, CPU, {mode}")
-        if args.direct or not have_synth:
+        if args.direct:
             best = diffusion_direct(pipe, args.images, args.steps, args.repeats)
         else:
             best = diffusion_via_synth(pipe, work, args.images, args.steps, args.repeats)
@@ -125,8 +119,8 @@ def main() -> None:
         print(f"    batch_size=1: {best[1] * 1000:.1f} ms/image   batch_size=8: {best[8] * 1000:.1f} ms/image   "
               f"speed-up per image: {speedup:.2f}x ({'meets' if speedup >= 2 else 'MISSES'} the 2x target)")
         print("(b) procedural generator, 256x128, synth.py, 40 identities x 6 images")
-        ips = procedural_via_synth(work, args.repeats) if have_synth else None
-        print(f"    {ips:.1f} images/s on {THREADS} threads" if ips else "    skipped: synth.py / procedural not found")
+        ips = procedural_via_synth(work, args.repeats)
+        print(f"    {ips:.1f} images/s on {THREADS} threads")
 
 
 if __name__ == "__main__":

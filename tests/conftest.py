@@ -60,6 +60,23 @@ def compose_train(overrides: Sequence[str], out_dir: Path, data_dir: Optional[Pa
     return cfg
 
 
+def run_synth(tmp_path: Path, out: Path, *args: str, env: Optional[dict] = None, check: bool = True,
+              timeout: int = 300):
+    """``python synth.py out_dir=<out> ARGS`` as a user runs it (a subprocess from ``tmp_path``, Hydra's
+    folders under it). Flags (``-m``) go first. ``check``: assert exit code 0, showing stderr's tail."""
+    import subprocess
+    import sys
+
+    flags = [a for a in args if a.startswith("-")]
+    cmd = [sys.executable, str(ROOT / "synth.py"), *flags, f"out_dir={out}", f"hydra.run.dir={tmp_path / 'hydra'}",
+           f"hydra.sweep.dir={tmp_path / 'hydra_m'}", *[a for a in args if not a.startswith("-")]]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 def run_train(overrides: Sequence[str], out_dir: Path, data_dir: Optional[Path] = None) -> Dict:
     from train import run
 

@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import ROOT as REPO, run_synth
 from src.synth.generators.base import ImageRequest
 from src.utils.errors import ConfigValueError
 from tests.tiny_pipelines import build_tiny_open_clip, build_tiny_sd_pipeline, clip_bpe_vocab
 
-REPO = Path(__file__).resolve().parents[1]
 PROMPT = "a full-body photo of an adult female pedestrian, slim build, wearing a red plain t shirt"
 NEGATIVE = "cartoon, blurry"
 
@@ -242,13 +239,10 @@ def test_quality_filter_rejections_regenerate_in_synth_py(tiny_clip, tmp_path):
     """threshold 1.0 rejects every image: each is generated max_attempts (3) times, the last one kept."""
     name, weights = tiny_clip
     out = tmp_path / "gp"
-    cmd = [sys.executable, str(REPO / "synth.py"), f"out_dir={out}", "num_identities=2", "images_per_identity=2",
-           "height=64", "width=32", "quality_filter.enabled=true", "quality_filter.max_attempts=3",
-           f"quality_filter.clip_model={weights.with_suffix('.json')}", f"quality_filter.pretrained={weights}",
-           "quality_filter.threshold=1.0", "quality_filter.device=cpu", f"hydra.run.dir={tmp_path / 'run'}"]
-    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PROJECT_ROOT": str(REPO)})
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    run_synth(tmp_path, out, "num_identities=2", "images_per_identity=2",
+              "height=64", "width=32", "quality_filter.enabled=true", "quality_filter.max_attempts=3",
+              f"quality_filter.clip_model={weights.with_suffix('.json')}", f"quality_filter.pretrained={weights}",
+              "quality_filter.threshold=1.0", "quality_filter.device=cpu")
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["num_images"] == 4 and meta["images_generated"] == 12
     from src.synth.attributes import identity_seed, image_seed
@@ -292,12 +286,8 @@ def identity_words(attributes):
 
 def test_synth_py_with_tiny_diffusion_pipeline(tiny_sd, tmp_path):
     out = tmp_path / "gp"
-    cmd = [sys.executable, str(REPO / "synth.py"), f"out_dir={out}", "generator=diffusion",
-           f"generator.pretrained={tiny_sd}", "generator.steps=2", "height=128", "width=64",
-           "num_identities=3", "images_per_identity=2", "batch_size=4", f"hydra.run.dir={tmp_path / 'run'}"]
-    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "PROJECT_ROOT": str(REPO)})
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    run_synth(tmp_path, out, "generator=diffusion", f"generator.pretrained={tiny_sd}", "generator.steps=2",
+              "height=128", "width=64", "num_identities=3", "images_per_identity=2", "batch_size=4", timeout=600)
     identities = {d["pid"]: d["attributes"] for d in map(json.loads, (out / "identities.jsonl").read_text().splitlines())}
     lines = [json.loads(l) for l in (out / "manifest.jsonl").read_text().splitlines()]
     assert len(identities) == 3 and len(lines) == 6

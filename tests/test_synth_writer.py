@@ -3,30 +3,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import run_synth as synth
 from src.synth.writer import KILL_ENV, TIMING_KEYS
 
-ROOT = Path(__file__).resolve().parents[1]
 NAME = re.compile(r"^(\d{5})_c(\d+)_(\d{6})\.jpg$")
 SMALL = ["num_identities=6", "images_per_identity=3", "height=64", "width=32", "progress=false"]
-
-
-def synth(tmp_path: Path, out: Path, *args: str, env: dict | None = None, check: bool = True):
-    flags = [a for a in args if a.startswith("-")]
-    cmd = [sys.executable, str(ROOT / "synth.py"), *flags, f"out_dir={out}", f"hydra.run.dir={tmp_path / 'hydra'}",
-           f"hydra.sweep.dir={tmp_path / 'hydra_m'}", *[a for a in args if not a.startswith("-")]]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
 
 def files_of(out: Path) -> dict:
