@@ -1,7 +1,9 @@
 """Train and/or evaluate a ReID model: ``python train.py [group=option ...] [key=value ...]``.
 
-Default: the BoT baseline with a tiny CNN on the embedded procedural GenePerson-mini data
-(written on first use), evaluated on its held-out target domains. See README.md.
+Default: the BoT baseline with a tiny CNN on the embedded procedural GenePerson-mini data (written
+on first use), validated on held-out source identities and tested on its held-out target domains.
+``python train.py train=false ckpt_path=X data=<any data>`` evaluates a checkpoint on any targets:
+the model is rebuilt from the checkpoint itself. See README.md and docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -16,51 +18,136 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from src.utils.cli_help import register_help_resolver  # noqa: E402
 from src.utils.errors import find_input_error  # noqa: E402
+
+register_help_resolver()
+
+
+def _hydra_runtime():
+    """(task overrides, group choices) of this run ([] and {} outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return [], {}
+    hc = HydraConfig.get()
+    return list(hc.overrides.task), dict(hc.runtime.choices)
+
+
+def build_model_and_data(cfg: DictConfig, log):
+    """Instantiate (model, datamodule, checkpoint spec or None, checkpoint or None) for this run.
+
+    Evaluation of a checkpoint (``train=false ckpt_path=X``) rebuilds the model from the checkpoint's
+    own spec, with its input size and normalization; training (and resuming) builds it from ``cfg``.
+    """
+    from hydra.utils import instantiate
+
+    from src.models import checkpoint as ck
+
+    overrides, choices = _hydra_runtime()
+    explicit = ck.explicit_overrides(overrides)
+    ckpt = ck.read_checkpoint(cfg.ckpt_path) if cfg.ckpt_path else None
+    spec = ck.spec_of(ckpt) if ckpt is not None else None
+    if spec is not None:
+        ck.check_architecture(spec, choices, explicit["groups"], cfg.ckpt_path)
+
+    if spec is not None and not cfg.train:
+        model = instantiate(ck.model_config_from_spec(spec, cfg, explicit["keys"]), num_classes=spec["num_classes"])
+        log.info("evaluating %s: %s", cfg.ckpt_path, ck.describe(spec))
+    else:
+        model = instantiate(cfg.model)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    backbone = getattr(model, "backbone", None)
+    if spec is not None and not cfg.train:
+        inp = spec["input"]
+        if (datamodule.height, datamodule.width) != (inp["height"], inp["width"]):
+            log.info("input size %dx%d from the checkpoint (data config: %dx%d)", inp["height"], inp["width"],
+                     datamodule.height, datamodule.width)
+        datamodule.height, datamodule.width = int(inp["height"]), int(inp["width"])
+        for tf in (datamodule.train_transform_cfg, datamodule.test_transform_cfg):
+            tf["mean"], tf["std"] = list(inp["mean"]), list(inp["std"])
+    elif backbone is not None and getattr(backbone, "input_mean", None) is not None:
+        datamodule.use_backbone_normalization(backbone.input_mean, backbone.input_std)
+
+    lazy = getattr(model, "lazy_state_prefixes", ())
+    if ckpt is not None and not cfg.train:
+        ck.load_model_weights(model, ckpt["state_dict"], cfg.ckpt_path, lazy_prefixes=lazy)
+    elif ckpt is not None:
+        problems = ck.state_dict_mismatch(model.state_dict(), ckpt["state_dict"], lazy)
+        if problems:
+            from src.utils.errors import ConfigValueError
+            raise ConfigValueError(f"ckpt_path={cfg.ckpt_path} cannot be resumed with this model config "
+                                   f"({problems}); resume with the config the checkpoint was trained with.")
+    if spec is not None and not cfg.train:
+        model.build_spec = {k: v for k, v in spec.items() if k != "num_classes"}
+    else:
+        mean, std = datamodule.normalization()
+        model.build_spec = ck.build_spec(cfg.model, choices, datamodule.height, datamodule.width, mean, std)
+    model.configure_evaluation(cfg.get("eval"))
+    return model, datamodule, spec, choices
 
 
 def run(cfg: DictConfig) -> dict:
     """Build everything from ``cfg``, fit and/or test, write ``results.json``; returns its content."""
     import logging
 
+    from src.utils.console import quiet_libraries, results_table
+
+    quiet_libraries()
     import pytorch_lightning as pl
-    from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from src.utils.fileops import atomic_write_json
-    from src.utils.run_info import git_commit, metrics_by_target
+    from src.utils.fileops import atomic_write_json, atomic_write_text
+    from src.utils.run_checks import check_run_config
+    from src.utils.run_info import experiment_identity, git_commit, metrics_by_target, stage_metrics
 
     log = logging.getLogger("train")
     start = time.time()
+    check_run_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
-    pl.seed_everything(cfg.seed, workers=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule = instantiate(cfg.data, _convert_="all")
-    model = instantiate(cfg.model)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    model, datamodule, spec, choices = build_model_and_data(cfg, log)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if not loggers:  # nothing to record learning rates into (e.g. debug=fdr)
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                      enable_model_summary=False)
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved.pop("hydra", None)
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(output_dir / "config_resolved.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
     for lg in loggers:
         lg.log_hyperparams(resolved)
+    num_params = sum(p.numel() for p in model.parameters())
+    log.info("model %s, backbone %s: %.2f M parameters", cfg.model.get("name"),
+             (spec or {}).get("choices", {}).get("backbone") or choices.get("backbone"), num_params / 1e6)
 
+    val_metrics = {}
     if cfg.train:
         log.info("training %s on %s", cfg.model.name, cfg.data.name)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        _fit(trainer, model, datamodule, cfg)
+        val_metrics = stage_metrics(trainer.callback_metrics, "val")  # test resets callback_metrics
+    scalars = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     test_metrics = {}
     if cfg.test:
-        if cfg.train:
-            ckpt = None  # the weights at the end of training (BoT protocol: last epoch)
-        else:
-            ckpt = cfg.ckpt_path
-            if ckpt is None:
-                log.warning("train=false and ckpt_path=null: evaluating the initial weights.")
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
+        if not cfg.train and cfg.ckpt_path is None:
+            log.warning("train=false and ckpt_path=null: evaluating the initial (untrained) weights.")
+        trainer.test(model, datamodule=datamodule, verbose=False)
         test_metrics = metrics_by_target(trainer.callback_metrics, "test")
 
+    tr = cfg.trainer
+    limited = [k for k in ("limit_train_batches", "limit_val_batches", "limit_test_batches")
+               if tr.get(k) not in (None, 1.0)]
     results = {
         "test": test_metrics,
+        "val": val_metrics,
+        "identity": experiment_identity(resolved, choices, (spec or {}).get("choices")),
+        "debug": bool(choices.get("debug") not in (None, "null") or tr.get("fast_dev_run")),
+        "partial": bool(limited or tr.get("fast_dev_run")),
         "model": cfg.model.get("name"),
         "data": cfg.data.get("name"),
         "seed": cfg.seed,
@@ -69,15 +156,33 @@ def run(cfg: DictConfig) -> dict:
         "git_commit": git_commit(ROOT),
         "wall_time_s": round(time.time() - start, 2),
         "run_dir": str(output_dir),
-        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+        "overrides": _hydra_runtime()[0],
     }
-    scalars = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    scalars.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
     if trainer.is_global_zero:
         atomic_write_json(output_dir / "results.json", results)
-        for target, m in test_metrics.items():
-            log.info("test/%s: %s", target, "  ".join(f"{k}={v:.4f}" for k, v in m.items()))
+        if test_metrics:
+            log.info("\n%s", results_table(test_metrics))
         log.info("results written to %s", output_dir / "results.json")
     return {**results, "scalars": scalars}
+
+
+def _fit(trainer, model, datamodule, cfg: DictConfig) -> None:
+    """trainer.fit (resuming from ``ckpt_path``), then a last validation if the final epoch had none,
+    so ``val/*`` (what model selection may look at) describes the final weights."""
+    from src.utils.errors import ConfigValueError
+
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    except RuntimeError as err:
+        if "Error(s) in loading state_dict" not in str(err):
+            raise
+        first = [line.strip() for line in str(err).splitlines() if "size mismatch" in line or "Missing" in line][:2]
+        raise ConfigValueError(f"ckpt_path={cfg.ckpt_path} does not fit this run's model ({'; '.join(first)}); "
+                               "resume with the config (and data) the checkpoint was trained with.") from None
+    every = int(cfg.trainer.get("check_val_every_n_epoch") or 1)
+    if datamodule.has_val and not cfg.trainer.get("fast_dev_run") and trainer.max_epochs % every != 0:
+        trainer.validate(model, datamodule=datamodule, verbose=False)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -90,7 +195,10 @@ def main(cfg: DictConfig) -> float | None:
             raise
         print(f"\nerror: {err}", file=sys.stderr)
         sys.exit(1)
-    metric = cfg.get("optimized_metric")  # e.g. "test/mAP" for hparams_search sweeps
+    metric = cfg.get("optimized_metric")  # e.g. "val/mAP" for hparams_search sweeps
+    if metric and metric.startswith("test/"):
+        print(f"warning: optimized_metric={metric} selects on the test targets; use val/mAP "
+              "(held-out source identities) for honest model selection.", file=sys.stderr)
     return results["scalars"].get(metric) if metric else None
 
 

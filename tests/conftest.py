@@ -30,6 +30,7 @@ TINY = [
     "data.test_batch_size=16",
     "data.num_workers=0",
     "data.pin_memory=false",
+    "data.val_split.identities=2",
     "callbacks.progress_bar.refresh_rate=0",
     "callbacks.reid_media.num_train_images=8",
     "backbone=tiny_cnn",

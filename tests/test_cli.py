@@ -89,14 +89,15 @@ def test_wandb_offline_logs_config_metrics_images_and_cmc(reid_data_dir, tmp_pat
 
 @pytest.mark.slow
 def test_optuna_hparams_search_maximizes_the_returned_metric(reid_data_dir, tmp_path):
-    """hparams_search=bot_optuna: every trial returns test/mAP and the sweeper records the best one."""
+    """hparams_search=bot_optuna: every trial returns val/mAP (held-out source identities, never a target)
+    and the sweeper records the best one."""
     proc = _train(["data=market1501", "hparams_search=bot_optuna", "trainer.max_epochs=1",
                    "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=1"],
                   tmp_path / "sweep", reid_data_dir, multirun=True, timeout=600)
     assert proc.returncode == 0, _last_lines(proc.stderr, 30)
     results = sorted((tmp_path / "sweep").glob("*/results.json"))
     assert len(results) == 2
-    maps = [json.loads(p.read_text())["test"]["market1501"]["mAP"] for p in results]
+    maps = [json.loads(p.read_text())["val"]["mAP"] for p in results]
     best = (tmp_path / "sweep" / "optimization_results.yaml").read_text()
     assert "best_value" in best and "model.optimizer.lr" in best, best
     import yaml

@@ -114,9 +114,9 @@ def test_input_kinds():
 @pytest.mark.parametrize(
     "name, key, cls, attrs",
     [
-        ("ce_ls", "ce", CrossEntropyLabelSmooth, {"epsilon": 0.1}),
+        ("ce_ls", "ce_ls", CrossEntropyLabelSmooth, {"epsilon": 0.1}),
         ("triplet", "triplet", TripletLoss, {"margin": 0.3}),
-        ("triplet_soft", "triplet", TripletLoss, {"margin": None}),
+        ("triplet_soft", "triplet_soft", TripletLoss, {"margin": None}),
     ],
 )
 def test_loss_configs_instantiate(name, key, cls, attrs):

@@ -1,7 +1,11 @@
-"""Pictures a person would rather look at than read: a grid of training images and CMC curves.
+"""Pictures a person would rather look at than read, saved in the run folder and sent to wandb.
 
-Saved into the run folder (``train_images.jpg``, ``cmc_test.png``, ``cmc_test.json``) and, when a
-WandbLogger is attached, logged to the dashboard (``train/images``, ``test/cmc``).
+- ``train_images.jpg``: the first P x K training batch exactly as the sampler draws it, one row per
+  identity, captioned with pid and camera (``train/images`` in wandb);
+- ``cmc_test.png`` / ``cmc_test.json``: CMC curves of every target (``test/cmc``);
+- ``ranked_<target>.png``: a few queries with their top-k gallery images, green / red borders for the
+  right / wrong identity, like torchreid's visrank (``test/ranked/<target>``); how many queries and
+  how deep is ``eval.ranked_list``.
 """
 from __future__ import annotations
 
@@ -12,7 +16,10 @@ from typing import Dict, List
 
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 from pytorch_lightning.loggers import WandbLogger
+
+from src.callbacks.pictures import batch_grid, ranked_list, stack_rows
 
 log = logging.getLogger(__name__)
 
@@ -55,40 +62,62 @@ class ReIDMediaCallback(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero or self.num_train_images <= 0:
             return
-        from torchvision.utils import make_grid, save_image
-
         dm = trainer.datamodule
-        dataset = dm.train_dataset()
-        step = max(1, len(dataset) // self.num_train_images)
-        items = [dataset[i] for i in range(0, len(dataset), step)][: self.num_train_images]
-        tf_cfg = dm.train_transform_cfg
-        images = denormalize(torch.stack([it["image"] for it in items]),
-                             tf_cfg.get("mean", (0.485, 0.456, 0.406)), tf_cfg.get("std", (0.229, 0.224, 0.225)))
-        grid = make_grid(images, nrow=min(16, len(items)), padding=2)
+        batch = dm.first_train_batch()
+        k = max(1, dm.num_instances)
+        n = min(self.num_train_images, len(batch["pid"]))
+        n = max(min(k, n), n - n % k)  # whole identities
+        mean, std = dm.normalization(train=True)
+        images = denormalize(batch["image"][:n], mean, std)
+        sheet = batch_grid(images, batch["pid"][:n].tolist(), batch["camid"][:n].tolist(), dm.num_instances)
         path = Path(trainer.default_root_dir) / "train_images.jpg"
-        save_image(grid, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sheet.save(path, quality=92)
         for lg in self._wandb(trainer):
-            lg.log_image(key="train/images", images=[grid],
-                         caption=[f"{len(items)} training images (pid: {[it['pid'] for it in items]})"])
+            lg.log_image(key="train/images", images=[sheet],
+                         caption=[f"first P x K batch: {n} images, {n // max(1, dm.num_instances)} identities"])
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._save_curves(trainer, pl_module, "test")
-
-    def _save_curves(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        results = getattr(pl_module, "eval_results", {}).get(stage)
+        results = getattr(pl_module, "eval_results", {}).get("test")
         if not trainer.is_global_zero or not results:
             return
-        curves = {name: [float(c) for c in res["cmc"]] for name, res in results.items()}
         out = Path(trainer.default_root_dir)
         out.mkdir(parents=True, exist_ok=True)
-        with open(out / f"cmc_{stage}.json", "w") as f:
+        self._save_curves(trainer, results, out)
+        targets = {t.name: t for t in getattr(trainer.datamodule, "targets", [])}
+        for name, res in results.items():
+            if "ranked" in res and name in targets:
+                self._save_ranked(trainer, name, res["ranked"], targets[name], out)
+
+    def _save_curves(self, trainer: pl.Trainer, results: Dict, out: Path) -> None:
+        curves = {name: [float(c) for c in res["cmc"]] for name, res in results.items()}
+        with open(out / "cmc_test.json", "w") as f:
             json.dump(curves, f)
-        png = out / f"cmc_{stage}.png"
-        plot_cmc(curves, png, f"CMC ({stage})")
+        png = out / "cmc_test.png"
+        plot_cmc(curves, png, "CMC (test)")
         for lg in self._wandb(trainer):
-            lg.log_image(key=f"{stage}/cmc", images=[str(png)])
+            lg.log_image(key="test/cmc", images=[str(png)])
+            import wandb
             for name, cmc in curves.items():
-                import wandb
                 table = wandb.Table(data=[[k + 1, c] for k, c in enumerate(cmc)], columns=["rank", "cmc"])
-                lg.experiment.log({f"{stage}/{name}/cmc_curve": wandb.plot.line(
-                    table, "rank", "cmc", title=f"CMC {name}")})
+                lg.experiment.log({f"test/{name}/cmc_curve": wandb.plot.line(table, "rank", "cmc", title=f"CMC {name}")})
+
+    def _save_ranked(self, trainer: pl.Trainer, name: str, ranked: Dict, target, out: Path) -> None:
+        query, gallery = target.splits.query, target.splits.gallery
+        rows = []
+        for q, g_list, matches in zip(ranked["query"], ranked["gallery"], ranked["match"]):
+            qrec = query[q]
+            with Image.open(qrec.path) as im:
+                q_img = im.convert("RGB")
+            g_imgs = []
+            for g in g_list:
+                with Image.open(gallery[g].path) as im:
+                    g_imgs.append(im.convert("RGB"))
+            rows.append(ranked_list(q_img, g_imgs, matches, query_caption=f"q id {qrec.pid}",
+                                    gallery_captions=[f"id {gallery[g].pid}" for g in g_list]))
+        if not rows:
+            return
+        path = out / f"ranked_{name}.png"
+        stack_rows(rows).save(path)
+        for lg in self._wandb(trainer):
+            lg.log_image(key=f"test/ranked/{name}", images=[str(path)])

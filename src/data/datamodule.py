@@ -1,7 +1,10 @@
 """ReID datamodule: one or more *source* datasets for training, one or more *target* test sets.
 
-Sources are merged into one training set with pid/camid offsets; each target keeps its own
-query + gallery, evaluated separately (cross-domain protocol). Works under DDP: the P x K sampler
+Sources are merged into one training set with pid/camid offsets; a fraction of the source
+identities is held out as the **validation** split (validation never looks at the targets); each
+target keeps its own query + gallery, evaluated separately at test (cross-domain protocol).
+Sources are parsed only for training and targets only for testing, so a checkpoint can be
+evaluated on any targets without its training data present. Works under DDP: the P x K sampler
 splits identity batches across ranks, evaluation uses contiguous unpadded shards and the metric
 puts samples back in index order.
 """
@@ -9,18 +12,24 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import pytorch_lightning as pl
-from torch.utils.data import ConcatDataset, DataLoader
+import torch
+from torch.utils.data import DataLoader
 
-from src.data.datasets.base import ReIDRecord, ReIDSplits, build_dataset
-from src.data.datasets.base import merge_train_sets
+from src.data.datasets.base import ReIDRecord, ReIDSplits, build_dataset, merge_train_sets
 from src.data.image_dataset import ImageDataset
 from src.data.samplers import InferenceSampler, RandomIdentitySampler
 from src.data.transforms import build_transforms
+from src.data.val_split import hold_out_identities
+from src.utils.errors import ConfigValueError, DatasetLayoutError
 
 log = logging.getLogger(__name__)
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -50,9 +59,12 @@ def _spec(entry: Dict[str, Any]) -> Dict[str, Any]:
 
 
 class ReIDDataModule(pl.LightningDataModule):
-    """Train on ``sources`` (merged), evaluate on every entry of ``targets``.
+    """Train on ``sources`` (merged), validate on held-out source identities, test on ``targets``.
 
     sources / targets: lists of ``{dataset: <parser name>, root: <folder>, name: <label>, options: {...}}``.
+    val_split: ``{identities: fraction in [0, 1) or count, seed: int}``; 0 identities = no validation.
+    train_transforms / test_transforms: ``mean`` / ``std`` null = the backbone's own normalization
+    (ImageNet for CNNs, CLIP's for CLIP towers), set through :meth:`use_backbone_normalization`.
     prepare: optional callable run once (rank 0) before parsing, e.g. writing the embedded procedural data.
     """
 
@@ -71,6 +83,7 @@ class ReIDDataModule(pl.LightningDataModule):
         num_workers: int = 4,
         pin_memory: bool = True,
         sampler_seed: int = 0,
+        val_split: Optional[Dict[str, Any]] = None,
         prepare: Optional[Callable[[], Any]] = None,
     ) -> None:
         super().__init__()
@@ -78,7 +91,6 @@ class ReIDDataModule(pl.LightningDataModule):
         self.source_specs = [_spec(s) for s in sources]
         self.target_specs = [_spec(t) for t in targets]
         if not self.target_specs:
-            from src.utils.errors import ConfigValueError
             raise ConfigValueError("data.targets is empty: give at least one target test set.")
         self.height, self.width = int(height), int(width)
         self.train_transform_cfg = dict(train_transforms or {})
@@ -89,12 +101,37 @@ class ReIDDataModule(pl.LightningDataModule):
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.sampler_seed = int(sampler_seed)
+        val_split = dict(val_split or {})
+        self.val_identities = val_split.get("identities", 0)
+        self.val_seed = int(val_split.get("seed", 0))
         self.prepare = prepare
         self.train_records: List[ReIDRecord] = []
+        self.val_set: Optional[TargetSet] = None
         self.num_classes: int = 0
         self.num_cameras: int = 0
+        self.num_domains: int = 0
         self.targets: List[TargetSet] = []
-        self._is_setup = False
+        self._sources_ready = False
+        self._targets_ready = False
+
+    # ------------------------------------------------------------------ normalization
+    def use_backbone_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Fill ``mean`` / ``std`` left null in the transform configs with the backbone's values."""
+        for cfg in (self.train_transform_cfg, self.test_transform_cfg):
+            if cfg.get("mean") is None:
+                cfg["mean"] = [float(v) for v in mean]
+            if cfg.get("std") is None:
+                cfg["std"] = [float(v) for v in std]
+
+    def normalization(self, train: bool = False) -> Tuple[List[float], List[float]]:
+        """(mean, std) the transforms use (ImageNet's where nothing set them)."""
+        cfg = self.train_transform_cfg if train else self.test_transform_cfg
+        return (list(cfg.get("mean") or IMAGENET_MEAN), list(cfg.get("std") or IMAGENET_STD))
+
+    def _transform(self, is_train: bool):
+        cfg = dict(self.train_transform_cfg if is_train else self.test_transform_cfg)
+        cfg["mean"], cfg["std"] = self.normalization(is_train)
+        return build_transforms(self.height, self.width, is_train=is_train, **cfg)
 
     # ------------------------------------------------------------------ set-up
     def prepare_data(self) -> None:
@@ -102,26 +139,54 @@ class ReIDDataModule(pl.LightningDataModule):
             self.prepare()
 
     def setup(self, stage: Optional[str] = None) -> None:
-        if self._is_setup:
+        """Parse what ``stage`` needs: sources for fit / validate, targets for test / predict."""
+        if stage in ("fit", "validate", None):
+            self.setup_sources()
+        if stage in ("test", "predict", None):
+            self.setup_targets()
+
+    def setup_sources(self) -> None:
+        if self._sources_ready:
             return
+        if not self.source_specs:
+            raise ConfigValueError("data.sources is empty: training needs at least one source dataset.")
         source_splits = [build_dataset(s["dataset"], s["root"], **s["options"]) for s in self.source_specs]
         for splits in source_splits:
             log.info("source dataset:\n%s", splits.summary())
-        if source_splits:
-            self.train_records, self.num_classes, self.num_cameras = merge_train_sets(source_splits)
+        records, _, self.num_cameras = merge_train_sets(source_splits)
+        self.num_domains = len(source_splits)
+        split = hold_out_identities(records, self.val_identities, self.val_seed)
+        self.train_records = split.train
+        self.num_classes = len({r.pid for r in split.train})
+        if split.query:
+            self.val_set = TargetSet("val", ReIDSplits("val", "source", query=split.query, gallery=split.gallery))
+            log.info("validation split: %d held-out source identities (%d query, %d gallery images); "
+                     "training on the other %d identities", split.num_val_identities, len(split.query),
+                     len(split.gallery), self.num_classes)
+        else:
+            log.info("no validation split (data.val_split.identities=0): training on all %d source identities",
+                     self.num_classes)
+        self._sources_ready = True
+
+    def setup_targets(self) -> None:
+        if self._targets_ready:
+            return
         self.targets = []
         for spec in self.target_specs:
             splits = build_dataset(spec["dataset"], spec["root"], **spec["options"])
             if not splits.query or not splits.gallery:
-                from src.utils.errors import DatasetLayoutError
                 raise DatasetLayoutError(
                     f"target '{spec['name']}' at {spec['root']} has no query or no gallery images; "
                     "a target needs query/ and bounding_box_test/ (or the dataset's own test lists).")
             log.info("target dataset '%s':\n%s", spec["name"], splits.summary())
             self.targets.append(TargetSet(spec["name"], splits))
-        self._is_setup = True
+        self._targets_ready = True
 
     # ------------------------------------------------------------------ info
+    @property
+    def has_val(self) -> bool:
+        return self.val_set is not None
+
     @property
     def target_names(self) -> List[str]:
         return [t.name for t in self.targets]
@@ -141,38 +206,54 @@ class ReIDDataModule(pl.LightningDataModule):
         return trainer.world_size, trainer.global_rank
 
     # ------------------------------------------------------------------ loaders
-    def train_dataset(self) -> ImageDataset:
-        tf = build_transforms(self.height, self.width, is_train=True, **self.train_transform_cfg)
-        return ImageDataset(self.train_records, tf)
+    def train_dataset(self, augment: bool = True) -> ImageDataset:
+        """The training records with the training transforms (``augment=False``: test transforms)."""
+        return ImageDataset(self.train_records, self._transform(is_train=augment))
+
+    def train_sampler(self) -> RandomIdentitySampler:
+        world, rank = self._dist()
+        return RandomIdentitySampler(
+            [r.pid for r in self.train_records], self.batch_size, self.num_instances,
+            seed=self.sampler_seed, num_replicas=world, rank=rank)
 
     def train_dataloader(self) -> DataLoader:
         if not self.train_records:
-            from src.utils.errors import ConfigValueError
-            raise ConfigValueError("data.sources is empty: training needs at least one source dataset.")
-        world, rank = self._dist()
-        sampler = RandomIdentitySampler(
-            [r.pid for r in self.train_records], self.batch_size, self.num_instances,
-            seed=self.sampler_seed, num_replicas=world, rank=rank)
+            self.setup_sources()
         return DataLoader(
-            self.train_dataset(), batch_size=self.batch_size, sampler=sampler, drop_last=True,
+            self.train_dataset(), batch_size=self.batch_size, sampler=self.train_sampler(), drop_last=True,
             num_workers=self.num_workers, pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0)
 
-    def eval_dataloaders(self) -> List[DataLoader]:
-        """One loader per target over [query..., gallery...]; each sample carries its index."""
+    def first_train_batch(self) -> Dict[str, Any]:
+        """The first P x K batch of epoch 0 exactly as training draws it (this rank's part)."""
+        sampler = self.train_sampler()
+        sampler.set_epoch(0)
+        indices = list(sampler)[: self.batch_size]
+        dataset = self.train_dataset()
+        items = [dataset[i] for i in indices]
+        return {"image": torch.stack([it["image"] for it in items]),
+                "pid": torch.tensor([it["pid"] for it in items]),
+                "camid": torch.tensor([it["camid"] for it in items]),
+                "index": torch.tensor(indices)}
+
+    def eval_loader(self, target: TargetSet) -> DataLoader:
+        """A loader over [query..., gallery...] of ``target``; each sample carries its index."""
         world, rank = self._dist()
-        tf = build_transforms(self.height, self.width, is_train=False, **self.test_transform_cfg)
-        loaders = []
-        for target in self.targets:
-            dataset = ImageDataset(target.records, tf)
-            loaders.append(DataLoader(
-                dataset, batch_size=self.test_batch_size,
-                sampler=InferenceSampler(len(dataset), num_replicas=world, rank=rank),
-                num_workers=self.num_workers, pin_memory=self.pin_memory))
-        return loaders
+        dataset = ImageDataset(target.records, self._transform(is_train=False))
+        return DataLoader(
+            dataset, batch_size=self.test_batch_size,
+            sampler=InferenceSampler(len(dataset), num_replicas=world, rank=rank),
+            num_workers=self.num_workers, pin_memory=self.pin_memory)
+
+    def eval_dataloaders(self) -> List[DataLoader]:
+        """One loader per target (see :meth:`eval_loader`)."""
+        self.setup_targets()
+        return [self.eval_loader(t) for t in self.targets]
 
     def val_dataloader(self) -> List[DataLoader]:
-        return self.eval_dataloaders()
+        """The held-out source identities (never the targets); empty without a validation split."""
+        self.setup_sources()
+        return [self.eval_loader(self.val_set)] if self.val_set is not None else []
 
     def test_dataloader(self) -> List[DataLoader]:
         return self.eval_dataloaders()

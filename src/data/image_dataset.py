@@ -33,7 +33,8 @@ def read_image(path: str) -> Image.Image:
 
 
 class ImageDataset(Dataset):
-    """``records[i]`` -> ``{"image": (3, H, W) float tensor, "pid": int, "camid": int, "index": i}``.
+    """``records[i]`` -> ``{"image": (3, H, W) float tensor, "pid": int, "camid": int, "domain": int,
+    "index": i}`` (``domain``: the record's source dataset in multi-source training).
 
     Without a transform the image is returned at its own size, scaled to [0, 1].
     """
@@ -50,4 +51,4 @@ class ImageDataset(Dataset):
         rec = self.records[i]
         img = read_image(rec.path)
         image = self.transform(img) if self.transform is not None else TF.to_tensor(img)
-        return {"image": image, "pid": rec.pid, "camid": rec.camid, "index": i}
+        return {"image": image, "pid": rec.pid, "camid": rec.camid, "domain": rec.domain, "index": i}

@@ -135,6 +135,19 @@ def evaluate_features(
     return acc.result()
 
 
+def distance_matrix(x: torch.Tensor, y: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
+    """(N, D), (M, D) -> (N, M) distances as :func:`evaluate_features` ranks them: ``cosine`` = 1 - cos,
+    ``euclidean`` = squared euclidean distance (the form re-ranking expects)."""
+    if metric not in _METRICS:
+        raise ReIDEvalInputError(f"metric={metric!r} is not supported; use one of {_METRICS}.")
+    if metric == "cosine":
+        xn = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        yn = y / y.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return 1.0 - xn @ yn.t()
+    sq = torch.addmm(y.pow(2).sum(1).unsqueeze(0), x, y.t(), alpha=-2.0)
+    return sq.add_(x.pow(2).sum(1, keepdim=True)).clamp_min_(0.0)
+
+
 def _as_tensor(x: Any, name: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x

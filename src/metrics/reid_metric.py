@@ -15,7 +15,7 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from src.metrics.reid import ReIDEvalInputError, evaluate_features
+from src.metrics.reid import ReIDEvalInputError, distance_matrix, evaluate_distmat, evaluate_features
 
 
 class ReIDEvaluator(Metric):
@@ -26,6 +26,12 @@ class ReIDEvaluator(Metric):
     ``num_gallery``, when given, also checks that the gallery is complete.
     ``strict=False`` (for runs that deliberately evaluate only some batches, e.g. a fast dev run)
     evaluates whatever samples arrived instead of raising, and marks the result ``partial``.
+
+    Extras (the ``eval.*`` options): ``rerank`` = ``{k1, k2, lambda_value}`` ranks by k-reciprocal
+    re-ranked distances (builds the Q x G, Q x Q and G x G distances); ``ranked_queries`` > 0 adds
+    ``ranked``: for that many evenly spaced queries, the top ``ranked_topk`` gallery indices (same-pid
+    same-camera entries left out, as the metric does) and whether each is a true match;
+    ``keep_features`` adds ``features``: the ordered query / gallery features, pids and camids (CPU).
     """
 
     is_differentiable = False
@@ -39,9 +45,17 @@ class ReIDEvaluator(Metric):
         max_rank: int = 50,
         num_gallery: int | None = None,
         strict: bool = True,
+        rerank: dict | None = None,
+        keep_features: bool = False,
+        ranked_queries: int = 0,
+        ranked_topk: int = 10,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.rerank = dict(rerank) if rerank else None
+        self.keep_features = bool(keep_features)
+        self.ranked_queries = int(ranked_queries)
+        self.ranked_topk = int(ranked_topk)
         if int(num_query) != num_query or num_query < 1:
             raise ReIDEvalInputError(f"num_query={num_query!r} must be a positive integer.")
         self.num_query = int(num_query)
@@ -116,10 +130,48 @@ class ReIDEvaluator(Metric):
             )
         feats, pids, camids = feats[order], pids[order], camids[order]
         q, g = slice(0, self.num_query), slice(self.num_query, total)
-        return evaluate_features(
-            feats[q], feats[g], pids[q], pids[g], camids[q], camids[g],
-            metric=self.metric, max_rank=self.max_rank,
-        )
+        return self._evaluate(feats[q], feats[g], pids[q], pids[g], camids[q], camids[g])
+
+    def _evaluate(self, qf, gf, q_pids, g_pids, q_camids, g_camids, extras: bool = True) -> dict:
+        """Metrics of one query / gallery set, plus the ranked list and features if asked for and
+        ``extras`` (a partial set has no pictures or export: its indices are not the dataset's)."""
+        reranked = None
+        if self.rerank is not None:
+            from src.metrics.rerank import k_reciprocal_rerank
+
+            reranked = k_reciprocal_rerank(
+                distance_matrix(qf, gf, self.metric), distance_matrix(qf, qf, self.metric),
+                distance_matrix(gf, gf, self.metric), **self.rerank)
+            result = evaluate_distmat(reranked, q_pids, g_pids, q_camids, g_camids, max_rank=self.max_rank)
+        else:
+            result = evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids,
+                                       metric=self.metric, max_rank=self.max_rank)
+        if extras and self.ranked_queries > 0:
+            result["ranked"] = self._ranked(qf, gf, q_pids, g_pids, q_camids, g_camids, reranked)
+        if extras and self.keep_features:
+            result["features"] = {"qf": qf.detach().cpu(), "gf": gf.detach().cpu(),
+                                  "q_pids": q_pids.cpu(), "g_pids": g_pids.cpu(),
+                                  "q_camids": q_camids.cpu(), "g_camids": g_camids.cpu()}
+        return result
+
+    def _ranked(self, qf, gf, q_pids, g_pids, q_camids, g_camids, reranked) -> dict:
+        """Top-k gallery of evenly spaced queries, by the distances the metric used (ties: gallery order)."""
+        nq = qf.shape[0]
+        rows = sorted({round(i * (nq - 1) / max(1, self.ranked_queries - 1)) for i in range(min(nq, self.ranked_queries))})
+        rows_t = torch.tensor(rows, dtype=torch.long, device=qf.device)
+        dist = (torch.as_tensor(reranked)[rows_t.cpu()] if reranked is not None
+                else distance_matrix(qf[rows_t], gf, self.metric)).float().cpu()
+        gp, gc = g_pids.cpu(), g_camids.cpu()
+        out = {"query": rows, "gallery": [], "match": []}
+        for i, row in enumerate(rows):
+            qp, qc = int(q_pids[row]), int(q_camids[row])
+            junk = (gp == qp) & (gc == qc)
+            d = dist[i].masked_fill(junk, float("inf"))
+            top = torch.argsort(d, stable=True)[: self.ranked_topk]
+            top = top[torch.isfinite(d[top])]
+            out["gallery"].append(top.tolist())
+            out["match"].append((gp[top] == qp).tolist())
+        return out
 
     def _partial_result(self, feats, pids, camids, idx) -> dict:
         """Evaluate the samples present (query: index < num_query); zeros if nothing is rankable."""
@@ -127,9 +179,8 @@ class ReIDEvaluator(Metric):
         result = None
         if bool(is_q.any()) and bool((~is_q).any()):
             try:
-                result = evaluate_features(
-                    feats[is_q], feats[~is_q], pids[is_q], pids[~is_q], camids[is_q], camids[~is_q],
-                    metric=self.metric, max_rank=self.max_rank)
+                result = self._evaluate(feats[is_q], feats[~is_q], pids[is_q], pids[~is_q],
+                                        camids[is_q], camids[~is_q], extras=False)
             except ReIDEvalInputError:
                 result = None
         if result is None:

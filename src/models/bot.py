@@ -10,12 +10,18 @@ from typing import Any, Callable, Dict, Optional
 import torch
 from torch import nn
 
+from src.losses.terms import build_loss_terms
 from src.models.reid_module import ReIDModule
 from src.nn.heads import BNNeck
 from src.nn.pooling import build_pooling
+from src.utils.errors import ConfigValueError
 
 
 class BoTModel(ReIDModule):
+    # The ID classifier is sized when training starts (number of source identities); a checkpoint's
+    # classifier is therefore no architecture mismatch for a model built without one.
+    lazy_state_prefixes = ("neck.classifier.",)
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -32,19 +38,19 @@ class BoTModel(ReIDModule):
         super().__init__(eval_metric=eval_metric, max_rank=max_rank)
         self.save_hyperparameters(ignore=["backbone", "losses", "optimizer", "scheduler"], logger=False)
         if neck_feat not in ("after", "before"):
-            from src.utils.errors import ConfigValueError
             raise ConfigValueError(f"model.neck_feat={neck_feat!r}: use 'after' or 'before'.")
         self.backbone = backbone
         self.pool = build_pooling(pooling)
         self.neck = BNNeck(backbone.out_dim, num_classes or 0)
-        self.loss_fns = nn.ModuleDict({k: v["fn"] for k, v in losses.items()})
-        self.loss_weights = {k: float(v.get("weight", 1.0)) for k, v in losses.items()}
+        self.loss_fns, self.loss_weights = build_loss_terms(losses)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.neck_feat = neck_feat
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        if stage != "fit":
+            return  # evaluation needs no classifier, and no training data
         num_classes = self.trainer.datamodule.num_classes
         if num_classes and self.neck.num_classes != num_classes:
             self.neck.reset_classifier(num_classes)
@@ -76,8 +82,5 @@ class BoTModel(ReIDModule):
         return total
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return self.build_optimization([p for p in self.parameters() if p.requires_grad],
+                                       self.optimizer_factory, self.scheduler_factory)

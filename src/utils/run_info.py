@@ -1,11 +1,23 @@
-"""Facts about a run recorded in results.json: git commit, metrics pulled out of the trainer."""
+"""Facts about a run recorded in results.json: git commit, metrics, and the experiment identity.
+
+The identity says *what* was run (model, backbone, data, loss terms, epochs, experiment, task) and
+carries a hash of the fully resolved config minus the seed and minus run-local values (paths, loggers,
+worker counts): two runs with the same hash differ only in their seed, so tables may pool them.
+"""
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import subprocess
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
 METRIC_NAMES = ("R1", "R5", "R10", "mAP", "mINP")
+# Keys that do not change what a run computes (or are the seed itself), left out of the config hash.
+HASH_EXCLUDED = ("seed", "paths", "hydra", "logger", "tags", "optimized_metric", "data.sampler_seed",
+                 "data.num_workers", "data.pin_memory", "data.test_batch_size", "data.prepare.progress",
+                 "callbacks.progress_bar", "trainer.log_every_n_steps", "trainer.enable_progress_bar")
 
 
 def git_commit(repo_dir: str | Path) -> Optional[str]:
@@ -34,3 +46,74 @@ def metrics_by_target(callback_metrics: Mapping[str, Any], stage: str = "test") 
             continue
         out.setdefault(parts[0], {})[parts[1]] = float(value)
     return {k: dict(sorted(v.items(), key=lambda kv: METRIC_NAMES.index(kv[0]))) for k, v in sorted(out.items())}
+
+
+def stage_metrics(callback_metrics: Mapping[str, Any], stage: str = "val") -> Dict[str, float]:
+    """``{"val/R1": t, ...}`` -> ``{"R1": float, ...}`` (one evaluation set logged without a target name)."""
+    return {m: float(callback_metrics[f"{stage}/{m}"]) for m in METRIC_NAMES if f"{stage}/{m}" in callback_metrics}
+
+
+def _drop(tree: Dict[str, Any], dotted: str) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for p in parents:
+        node = node.get(p) if isinstance(node, dict) else None
+        if node is None:
+            return
+    if isinstance(node, dict):
+        node.pop(leaf, None)
+
+
+def _relative_paths(obj: Any, data_dir: Optional[str], root_dir: Optional[str]) -> Any:
+    """Machine-specific path prefixes -> placeholders, so the same experiment hashes alike anywhere."""
+    if isinstance(obj, dict):
+        return {k: _relative_paths(v, data_dir, root_dir) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_relative_paths(v, data_dir, root_dir) for v in obj]
+    if isinstance(obj, str):
+        if data_dir and obj.startswith(data_dir):
+            return "<data_dir>" + obj[len(data_dir):]
+        if root_dir and obj.startswith(root_dir):
+            return "<root_dir>" + obj[len(root_dir):]
+    return obj
+
+
+def config_hash(resolved: Mapping[str, Any]) -> str:
+    """16 hex digits of sha256 over the resolved config minus :data:`HASH_EXCLUDED` (the seed among them)."""
+    tree = copy.deepcopy(dict(resolved))
+    paths = tree.get("paths") or {}
+    for key in HASH_EXCLUDED:
+        _drop(tree, key)
+    tree = _relative_paths(tree, paths.get("data_dir"), paths.get("root_dir"))
+    blob = json.dumps(tree, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def experiment_identity(resolved: Mapping[str, Any], choices: Mapping[str, Any],
+                        arch: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """What was run, for results.json. ``arch``: the model/backbone of an evaluated checkpoint's spec
+    (an evaluation run is identified by the model it evaluated, not by the command's defaults)."""
+    data = resolved.get("data") or {}
+    model = resolved.get("model") or {}
+    arch = arch or {}
+    losses = model.get("losses") if isinstance(model.get("losses"), dict) else resolved.get("loss") or {}
+    return {
+        "model": model.get("name"),
+        "backbone": arch.get("backbone") or _choice(choices.get("backbone")),
+        "data": data.get("name"),
+        "sources": [s.get("name", s.get("dataset")) for s in data.get("sources") or []],
+        "targets": [t.get("name", t.get("dataset")) for t in data.get("targets") or []],
+        "loss": {k: float((v or {}).get("weight", 1.0)) for k, v in (losses or {}).items()},
+        "epochs": (resolved.get("trainer") or {}).get("max_epochs"),
+        "experiment": _choice(choices.get("experiment")),
+        "task_name": resolved.get("task_name"),
+        "config_hash": config_hash(resolved),
+    }
+
+
+def _choice(value: Any) -> Optional[str]:
+    if value is None or value == "null":
+        return None
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(map(str, value)) + "]"
+    return str(value)

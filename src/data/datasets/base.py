@@ -22,12 +22,15 @@ class ReIDRecord:
          query/gallery keep original pids (0 = distractor, kept in gallery).
     camid: 0-based camera (or, for GenePerson, environment-profile) id.
     attributes: GenePerson only: identity + environment attribute record.
+    domain: index of the source dataset in multi-source training (0 for a single source); a
+        style label for domain-aware models.
     """
 
     path: str
     pid: int
     camid: int
     attributes: Optional[Dict[str, Any]] = None
+    domain: int = 0
 
 
 @dataclass
@@ -202,16 +205,18 @@ def merge_train_sets(
 
     Source i's pids start after source i-1's, and likewise its camids, so identities and cameras
     of different datasets never collide. A source spans ``max(pid)+1`` labels and ``max(camid)+1``
-    cameras (train pids are 0..N-1 after relabelling). Returns ``(records, num_pids, num_cams)``;
-    the input records are not modified.
+    cameras (train pids are 0..N-1 after relabelling). Each record's ``domain`` is its source's
+    position in ``sources``. Returns ``(records, num_pids, num_cams)``; the input records are not
+    modified.
     """
     merged: List[ReIDRecord] = []
     pid_offset = cam_offset = 0
-    for src in sources:
+    for domain, src in enumerate(sources):
         recs = list(getattr(src, "train", src))
         if not recs:
             continue
-        merged.extend(replace(r, pid=r.pid + pid_offset, camid=r.camid + cam_offset) for r in recs)
+        merged.extend(replace(r, pid=r.pid + pid_offset, camid=r.camid + cam_offset, domain=domain)
+                      for r in recs)
         pid_offset += max(r.pid for r in recs) + 1
         cam_offset += max(r.camid for r in recs) + 1
     return merged, pid_offset, cam_offset

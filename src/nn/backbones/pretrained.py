@@ -64,6 +64,19 @@ def read_state_dict(path: str | Path) -> StateDict:
     return dict(obj)
 
 
+def fetch_tag(fetch: Callable[[], StateDict], kind: str, tag: str) -> StateDict:
+    """Run a tag's download; a network failure becomes one message with the local-file way."""
+    import urllib.error
+
+    try:
+        return fetch()
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as err:
+        raise ConfigValueError(
+            f"backbone {kind}: the weights of tag '{tag}' could not be downloaded ({type(err).__name__}: "
+            f"{(str(err).splitlines() or [''])[0][:100]}); this machine is probably offline. Download them "
+            f"elsewhere and pass the local file: backbone.pretrained=/path/to/weights.pth (or pretrained: null).") from None
+
+
 def _is_torchscript(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as zf:
@@ -93,7 +106,7 @@ def load_pretrained(
     spec = str(spec)
     if spec in tags:
         source = f"tag '{spec}'"
-        state = tags[spec]()
+        state = fetch_tag(tags[spec], kind, spec)
     elif Path(spec).expanduser().is_file():
         source = f"file {Path(spec).expanduser()}"
         state = read_state_dict(Path(spec).expanduser())

@@ -27,6 +27,8 @@ class ResNet50(nn.Module):
     """
 
     out_dim: int = 2048
+    input_mean = (0.485, 0.456, 0.406)  # ImageNet normalization, as torchvision's weights expect
+    input_std = (0.229, 0.224, 0.225)
 
     def __init__(self, pretrained: str | None = None, last_stride: int = 1) -> None:
         super().__init__()

@@ -34,7 +34,11 @@ class TinyCNN(nn.Module):
 
     A stride-2 stem to channels[0], then one stage per further entry of `channels`, each
     stride 2 except the last (`last_stride`). Defaults: 4 stages, s=16 (128x64 -> 8x4).
+    Inputs are normalized with the ImageNet mean / std (`input_mean`, `input_std`).
     """
+
+    input_mean = (0.485, 0.456, 0.406)
+    input_std = (0.229, 0.224, 0.225)
 
     def __init__(
         self,
