@@ -179,3 +179,19 @@ def state_dict_mismatch(expected: Mapping[str, torch.Tensor], given: Mapping[str
             more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
             parts.append(f"{len(keys)} {name}: {', '.join(keys[:3])}{more}")
     return "; ".join(parts)
+
+
+def load_model_from_checkpoint(path: str | Path, key: str = "ckpt_path"):
+    """(model in eval mode with the checkpoint's weights, its build spec): the model exactly as trained."""
+    from hydra.utils import instantiate
+
+    ckpt = read_checkpoint(path, key)
+    spec = spec_of(ckpt)
+    if spec is None:
+        raise ConfigValueError(
+            f"{key}={path} holds no model spec (written by an older version of this repository); evaluate it with "
+            "`python train.py train=false ckpt_path=... model=... backbone=...` giving its configs instead.")
+    model = instantiate(OmegaConf.create(spec["model"]), num_classes=spec["num_classes"])
+    load_model_weights(model, ckpt["state_dict"], str(path), key, getattr(model, "lazy_state_prefixes", ()))
+    model.build_spec = {k: v for k, v in spec.items() if k != "num_classes"}
+    return model.eval(), spec

@@ -2,19 +2,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 MAX_THUMB_HEIGHT = 256
 
 
-def contact_sheet(columns: Sequence[Sequence[Path]], gap: int = 2) -> Image.Image:
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def contact_sheet(columns: Sequence[Sequence[Path]], gap: int = 2,
+                  captions: Optional[Sequence[str]] = None) -> Image.Image:
     """Tile images: ``columns[i]`` are the images of identity i, top to bottom.
 
     Thumbnails keep the first image's size (downscaled to at most 256 px high); blank cells stay grey.
+    ``captions``: one text per column (e.g. ``id 3`` and its clothes), printed above it; lines split on
+    newlines.
     """
-    columns = [list(c) for c in columns if c]
+    pairs = [(list(c), (captions[i] if captions else "")) for i, c in enumerate(columns) if c]
+    columns = [c for c, _ in pairs]
+    texts = [t for _, t in pairs]
     if not columns:
         raise ValueError("contact_sheet needs at least one image")
     with Image.open(columns[0][0]) as first:
@@ -22,15 +34,28 @@ def contact_sheet(columns: Sequence[Sequence[Path]], gap: int = 2) -> Image.Imag
     if h > MAX_THUMB_HEIGHT:
         w, h = max(1, round(w * MAX_THUMB_HEIGHT / h)), MAX_THUMB_HEIGHT
     rows = max(len(c) for c in columns)
-    sheet = Image.new("RGB", (len(columns) * (w + gap) + gap, rows * (h + gap) + gap), (128, 128, 128))
+    font_size = max(8, min(12, w // 6))
+    lines = max((t.count("\n") + 1 for t in texts if t), default=0)
+    top = lines * (font_size + 2) + (2 if lines else 0)
+    sheet = Image.new("RGB", (len(columns) * (w + gap) + gap, top + rows * (h + gap) + gap), (128, 128, 128))
+    draw, font = ImageDraw.Draw(sheet), _font(font_size)
     for i, col in enumerate(columns):
+        if texts[i]:
+            draw.multiline_text((gap + i * (w + gap) + 1, 1), texts[i], fill=(255, 255, 255), font=font, spacing=2)
         for j, path in enumerate(col):
             with Image.open(path) as im:
                 thumb = im.convert("RGB")
                 if thumb.size != (w, h):
                     thumb = thumb.resize((w, h), Image.BILINEAR)
-                sheet.paste(thumb, (gap + i * (w + gap), gap + j * (h + gap)))
+                sheet.paste(thumb, (gap + i * (w + gap), top + gap + j * (h + gap)))
     return sheet
+
+
+def identity_caption(entry: dict) -> str:
+    """``id 3`` over the identity's upper garment (``teal sweater``): what to check in the pictures."""
+    attrs = entry.get("attributes", {})
+    upper = " ".join(str(attrs[k]).replace("_", " ") for k in ("upper_colour", "upper_type") if k in attrs)
+    return f"id {entry.get('pid')}" + (f"\n{upper}" if upper else "")
 
 
 def sample_columns(images_by_identity: Sequence[Sequence[Path]], num_identities: int = 8,

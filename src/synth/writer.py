@@ -1,4 +1,4 @@
-"""Writes a GenePerson set: resumable, atomic, sharded (DESIGN.md "GenePerson format").
+"""Writes a GenePerson set: resumable, atomic, sharded (docs/architecture.md, "GenePerson format").
 
 Layout under ``out_dir``::
 
@@ -35,7 +35,7 @@ from PIL import Image
 
 from src.utils.fileops import atomic_write_bytes, atomic_write_json, atomic_write_text, cut_torn_tail, file_lock
 from src.synth.generators.base import ImageGenerator, ImageRequest
-from src.synth.grid import contact_sheet, sample_columns
+from src.synth.grid import contact_sheet, identity_caption, sample_columns
 from src.synth.plan import SPLIT_DIRS, PlannedImage, SynthPlan
 from src.utils.errors import ConfigValueError, DatasetLayoutError
 
@@ -312,13 +312,14 @@ class GenePersonWriter:
                             f"{file} has two different manifest lines in {self.out} (a generator that is not "
                             "deterministic?); delete the image and its lines, then run again.")
                     lines[file] = line
-            identities, files, columns = [], [], []
+            identities, files, columns, captions = [], [], [], []
             missing: List[str] = []
             splits: Dict[str, int] = {}
             per_camera = [0] * self.plan.num_cameras
             for ident in self.plan.identities():
                 identities.append(ordered_json(ident.identity_entry()))
                 columns.append([self.out / i.file for i in ident.images])
+                captions.append(identity_caption(ident.identity_entry()))
                 for img in ident.images:
                     files.append(img.file)
                     splits[img.split] = splits.get(img.split, 0) + 1
@@ -336,7 +337,8 @@ class GenePersonWriter:
             atomic_write_text(self.out / IDENTITIES, "".join(i + "\n" for i in identities))
             n_ids, n_imgs = self.samples_grid
             buf = io.BytesIO()
-            contact_sheet(sample_columns(columns, n_ids, n_imgs)).save(buf, format="JPEG", quality=90)
+            contact_sheet(sample_columns(columns, n_ids, n_imgs), captions=captions[:n_ids]).save(
+                buf, format="JPEG", quality=90)
             atomic_write_bytes(self.out / SAMPLES, buf.getvalue())
             seconds, generated = 0.0, 0
             for t in sorted(self.parts.glob("timing.shard-*.jsonl")):

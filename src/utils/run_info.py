@@ -11,7 +11,7 @@ import hashlib
 import json
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 METRIC_NAMES = ("R1", "R5", "R10", "mAP", "mINP")
 # Keys that do not change what a run computes (or are the seed itself), left out of the config hash.
@@ -64,17 +64,17 @@ def _drop(tree: Dict[str, Any], dotted: str) -> None:
         node.pop(leaf, None)
 
 
-def _relative_paths(obj: Any, data_dir: Optional[str], root_dir: Optional[str]) -> Any:
-    """Machine-specific path prefixes -> placeholders, so the same experiment hashes alike anywhere."""
+def _relative_paths(obj: Any, prefixes: Sequence[Tuple[str, str]]) -> Any:
+    """Run- and machine-specific path prefixes -> placeholders (``<output_dir>/checkpoints``), so the
+    same experiment hashes alike in every run folder and on every machine."""
     if isinstance(obj, dict):
-        return {k: _relative_paths(v, data_dir, root_dir) for k, v in obj.items()}
+        return {k: _relative_paths(v, prefixes) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_relative_paths(v, data_dir, root_dir) for v in obj]
+        return [_relative_paths(v, prefixes) for v in obj]
     if isinstance(obj, str):
-        if data_dir and obj.startswith(data_dir):
-            return "<data_dir>" + obj[len(data_dir):]
-        if root_dir and obj.startswith(root_dir):
-            return "<root_dir>" + obj[len(root_dir):]
+        for prefix, name in prefixes:
+            if obj == prefix or obj.startswith(prefix.rstrip("/") + "/"):
+                return f"<{name}>" + obj[len(prefix):]
     return obj
 
 
@@ -84,7 +84,8 @@ def config_hash(resolved: Mapping[str, Any]) -> str:
     paths = tree.get("paths") or {}
     for key in HASH_EXCLUDED:
         _drop(tree, key)
-    tree = _relative_paths(tree, paths.get("data_dir"), paths.get("root_dir"))
+    prefixes = sorted(((str(v), k) for k, v in paths.items() if isinstance(v, str) and v), key=lambda kv: -len(kv[0]))
+    tree = _relative_paths(tree, prefixes)
     blob = json.dumps(tree, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -1,7 +1,7 @@
 """GenePerson: the synthetic dataset of DPPP stage 1 (written by ``synth.py``), and any folder in
 its format, e.g. the embedded procedural source and target domains.
 
-Layout under root (DESIGN.md "GenePerson format"):
+Layout under root (docs/architecture.md, "GenePerson format"):
     - ``bounding_box_train/PPPPP_cC_SSSSSS.jpg``: Market-style names, camera written 1-based (c1).
     - ``manifest.jsonl``: one JSON object per image with at least ``file`` (path relative to root),
       ``pid`` (the pid written in the name), ``camid`` (0-based, = C - 1) and ``attributes``.

@@ -1,0 +1,101 @@
+"""Embed a folder of person crops with a trained checkpoint: ``python embed.py CKPT FOLDER [--out F]``.
+
+The model, its input size and its normalization come from the checkpoint itself (any checkpoint
+written by train.py). Writes an ``.npz`` with ``features`` (N, D) float32, ``paths`` (N,) and, for
+Market-style file names (``0002_c1s1_000451_03.jpg``), ``pids`` / ``camids`` (0-based; -1 where a name
+does not follow the pattern). Load it with ``numpy.load``.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def list_crops(folder: Path) -> List[Path]:
+    """Image files under ``folder`` (recursively), sorted by path."""
+    from src.utils.errors import ConfigValueError
+
+    if not folder.is_dir():
+        raise ConfigValueError(f"FOLDER={folder}: no such folder; give a folder of person crops.")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ConfigValueError(f"FOLDER={folder} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+    return files
+
+
+def embed_folder(ckpt_path: str, folder: str, out: str, batch_size: int = 64, flip: bool = False,
+                 device: str = "auto", progress: bool = True) -> Path:
+    """Embed every crop under ``folder`` and write ``out`` (atomically); returns its path."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from src.data.datasets.base import MARKET_PATTERN
+    from src.data.image_dataset import read_image
+    from src.data.transforms import build_transforms
+    from src.models.checkpoint import describe, load_model_from_checkpoint
+    from src.utils.device import resolve_device
+    from src.utils.fileops import atomic_write_bytes
+
+    files = list_crops(Path(folder))
+    model, spec = load_model_from_checkpoint(ckpt_path, key="CKPT")
+    dev = resolve_device(device, key="--device")
+    model.to(dev)
+    inp = spec["input"]
+    tf = build_transforms(inp["height"], inp["width"], is_train=False, mean=inp["mean"], std=inp["std"])
+    print(f"embedding {len(files)} crops with {describe(spec)}", file=sys.stderr)
+    feats = []
+    with torch.no_grad():
+        for start in tqdm(range(0, len(files), batch_size), disable=not progress, desc="embed", unit="batch"):
+            images = torch.stack([tf(read_image(str(p))) for p in files[start:start + batch_size]]).to(dev)
+            f = model.extract_features(images)
+            if flip:
+                f = (f + model.extract_features(torch.flip(images, dims=[3]))) / 2
+            feats.append(f.float().cpu())
+    pids, camids = [], []
+    for p in files:
+        m = MARKET_PATTERN.match(p.name)
+        pids.append(int(m.group(1)) if m else -1)
+        camids.append(int(m.group(2)) - 1 if m else -1)
+    buf = io.BytesIO()
+    np.savez(buf, features=torch.cat(feats).numpy().astype(np.float32), paths=np.asarray([str(p) for p in files]),
+             pids=np.asarray(pids, dtype=np.int64), camids=np.asarray(camids, dtype=np.int64))
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out_path, buf.getvalue())
+    return out_path
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("ckpt", help="a checkpoint written by train.py, e.g. logs/train/runs/<run>/checkpoints/last.ckpt")
+    ap.add_argument("folder", help="a folder of person crops (searched recursively)")
+    ap.add_argument("--out", default="features.npz", help="output .npz file (default: features.npz)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--flip", action="store_true", help="flip-test: mean of each crop's and its mirror's features")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+
+    from src.utils.errors import find_input_error
+
+    try:
+        path = embed_folder(args.ckpt, args.folder, args.out, args.batch_size, args.flip, args.device,
+                            progress=not args.no_progress)
+    except Exception as exc:  # bad input: one clear line, no traceback
+        err = find_input_error(exc)
+        if err is None:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"features written to {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
