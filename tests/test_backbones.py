@@ -4,6 +4,7 @@ import argparse
 import logging
 from pathlib import Path
 
+import open_clip
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -14,7 +15,7 @@ from src.nn.backbones.clip_visual import OpenCLIPVisual, resize_grid_pos_embed
 from src.nn.backbones.pretrained import load_pretrained
 from src.nn.backbones.resnet import ResNet50
 from src.nn.backbones.tiny_cnn import TinyCNN
-from src.utils.errors import ConfigValueError
+from src.utils.errors import ConfigValueError, find_input_error
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
 
@@ -26,11 +27,14 @@ CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
         ("resnet50", (2, 3, 64, 32), (2, 2048, 4, 2)),  # last_stride 1: H/16
         ("clip_vit_b16", (1, 3, 256, 128), (1, 512)),
         ("clip_rn50", (1, 3, 256, 128), (1, 1024)),
+        ("clip_tiny", (2, 3, 256, 128), (2, 128)),
     ],
 )
 def test_backbone_configs_instantiate_and_forward(name, input_shape, output_shape):
     torch.manual_seed(0)
-    model = instantiate(OmegaConf.load(CONF / f"{name}.yaml")).eval()
+    # the CLIP configs take their input size from the data config: ${data.height} x ${data.width}
+    cfg = OmegaConf.create({"data": {"height": 256, "width": 128}, "backbone": OmegaConf.load(CONF / f"{name}.yaml")})
+    model = instantiate(cfg.backbone).eval()
     assert model.out_dim == output_shape[1]
     with torch.no_grad():
         out = model(torch.randn(*input_shape))
@@ -160,54 +164,153 @@ def _check_resized_grid(pos: torch.Tensor, cls: torch.Tensor, old_side: int, new
     assert torch.allclose(grid[..., 2], y_expected[:, None].expand(h, w), atol=1e-5)
 
 
-def test_vit_b16_pos_embed_resized_from_224_file(tmp_path):
-    torch.manual_seed(0)
-    square = OpenCLIPVisual("ViT-B-16", image_size=(224, 224))
-    state = square.visual.state_dict()
-    state["positional_embedding"] = _patterned_pos(state["positional_embedding"], 14)
-    torch.save(state, tmp_path / "vit_visual.pt")  # visual-only state dict
+def _full_clip_state(model_name: str, seed: int = 0) -> dict:
+    """State dict of a random-weight open_clip CLIP at its native 224x224 size: what a CLIP checkpoint holds."""
+    torch.manual_seed(seed)
+    return open_clip.create_model(model_name).state_dict()
 
-    tower = OpenCLIPVisual("ViT-B-16", pretrained=str(tmp_path / "vit_visual.pt"), image_size=(256, 128))
+
+def _split(state: dict) -> tuple[dict, dict]:
+    visual = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+    text = {k: v for k, v in state.items() if not k.startswith("visual.") and not k.startswith("logit_")}
+    return visual, text
+
+
+@pytest.fixture(scope="module")
+def vit_b16_state():
+    return _full_clip_state("ViT-B-16")
+
+
+@pytest.fixture(scope="module")
+def rn50_state():
+    return _full_clip_state("RN50")
+
+
+def _log_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "src.nn"]
+
+
+def _assert_text_tower_equals(tower: OpenCLIPVisual, text_state: dict) -> None:
+    loaded = tower.text_tower().state_dict()
+    assert loaded.keys() == text_state.keys()
+    assert all(torch.equal(loaded[k], text_state[k]) for k in text_state)
+
+
+def test_vit_b16_both_towers_from_one_full_clip_file(tmp_path, vit_b16_state, caplog):
+    full = dict(vit_b16_state)
+    full["visual.positional_embedding"] = _patterned_pos(full["visual.positional_embedding"], 14)
+    torch.save(full, tmp_path / "clip_vit_b16.pt")
+    visual, text = _split(full)
+
+    with caplog.at_level(logging.INFO, logger="src.nn"):
+        tower = OpenCLIPVisual("ViT-B-16", pretrained=str(tmp_path / "clip_vit_b16.pt"), image_size=(256, 128))
+    assert any("text tower loaded from the same weights" in line for line in _log_lines(caplog))
     loaded = tower.visual.state_dict()
-    _check_resized_grid(loaded["positional_embedding"], state["positional_embedding"][0], 14, (16, 8))
-    assert torch.equal(loaded["class_embedding"], state["class_embedding"])
-    assert torch.equal(loaded["conv1.weight"], state["conv1.weight"])
-    assert torch.equal(loaded["proj"], state["proj"])
+    _check_resized_grid(loaded["positional_embedding"], visual["positional_embedding"][0], 14, (16, 8))
+    assert all(torch.equal(loaded[k], v) for k, v in visual.items() if k != "positional_embedding")
+    _assert_text_tower_equals(tower, text)
     assert tower(torch.randn(1, 3, 256, 128)).shape == (1, 512)
 
 
-def test_rn50_attnpool_pos_embed_resized_from_full_clip_file(tmp_path):
-    torch.manual_seed(0)
-    square = OpenCLIPVisual("RN50", image_size=(224, 224))
-    visual = square.visual.state_dict()
-    visual["attnpool.positional_embedding"] = _patterned_pos(visual["attnpool.positional_embedding"], 7)
-    full = {f"visual.{k}": v for k, v in visual.items()}
-    full["logit_scale"] = torch.tensor(4.6)  # text-side keys of a full CLIP state dict are ignored
-    full["token_embedding.weight"] = torch.zeros(10, 4)
-    torch.save(full, tmp_path / "clip_rn50.pt")
+def test_visual_only_file_leaves_text_tower_random_and_says_so(tmp_path, vit_b16_state, caplog):
+    visual, text = _split(vit_b16_state)
+    torch.save(visual, tmp_path / "vit_visual.pt")  # visual-only state dict
+    with caplog.at_level(logging.INFO, logger="src.nn"):
+        tower = OpenCLIPVisual("ViT-B-16", pretrained=str(tmp_path / "vit_visual.pt"), image_size=(224, 224))
+    assert torch.equal(tower.visual.state_dict()["conv1.weight"], visual["conv1.weight"])
+    random_text = tower.text_tower().state_dict()
+    assert not torch.equal(random_text["token_embedding.weight"], text["token_embedding.weight"])
+    lines = [line for line in _log_lines(caplog) if "text tower" in line]
+    assert lines == [f"backbone clip ViT-B-16: {tmp_path / 'vit_visual.pt'} holds image-tower weights only; "
+                     "the text tower stays at random init"]
 
-    tower = OpenCLIPVisual("RN50", pretrained=str(tmp_path / "clip_rn50.pt"))
+
+def test_rn50_attnpool_pos_embed_resized_from_full_clip_safetensors(tmp_path, rn50_state):
+    from safetensors.torch import save_file
+
+    full = dict(rn50_state)
+    full["visual.attnpool.positional_embedding"] = _patterned_pos(full["visual.attnpool.positional_embedding"], 7)
+    save_file(full, str(tmp_path / "clip_rn50.safetensors"))
+    visual, text = _split(full)
+
+    tower = OpenCLIPVisual("RN50", pretrained=str(tmp_path / "clip_rn50.safetensors"))
     loaded = tower.visual.state_dict()
     _check_resized_grid(loaded["attnpool.positional_embedding"], visual["attnpool.positional_embedding"][0], 7, (8, 4))
     assert torch.equal(loaded["layer4.2.conv3.weight"], visual["layer4.2.conv3.weight"])
+    _assert_text_tower_equals(tower, text)
 
 
-def test_clip_tag_is_routed_without_download_and_sets_quick_gelu(monkeypatch):
+def test_clip_backbone_state_dict_has_no_text_tower():
+    tower = OpenCLIPVisual("clip-tiny", image_size=(128, 64))
+    assert {k.split(".")[0] for k in tower.state_dict()} == {"visual"}
+    text_ids = {id(p) for p in tower.text_tower().parameters()}
+    assert text_ids and text_ids.isdisjoint(id(p) for p in tower.parameters())
+    assert "_text_tower" not in dict(tower.named_modules())
+    assert tower.input_mean == tuple(open_clip.OPENAI_DATASET_MEAN)
+    assert tower.input_std == tuple(open_clip.OPENAI_DATASET_STD)
+    assert len(tower.input_mean) == len(tower.input_std) == 3
+
+
+def test_clip_tiny_file_round_trip_equals_open_clip(tmp_path):
+    """A clip-tiny checkpoint written by open_clip loads into the backbone; at 224x224 it is open_clip's encoder."""
+    assert "clip-tiny" in open_clip.list_models()
     torch.manual_seed(0)
-    square_state = OpenCLIPVisual("ViT-B-16", image_size=(224, 224)).visual.state_dict()
+    model = open_clip.create_model("clip-tiny").eval()
+    torch.save(model.state_dict(), tmp_path / "clip_tiny.pt")
+    tower = OpenCLIPVisual("clip-tiny", pretrained=str(tmp_path / "clip_tiny.pt"), image_size=(224, 224)).eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(tower(x), model.encode_image(x), atol=1e-6)
+    _assert_text_tower_equals(tower, _split(model.state_dict())[1])
+
+
+def test_clip_yaml_input_size_follows_data_config():
+    cfg = OmegaConf.create({"data": {"height": 128, "width": 64}, "backbone": OmegaConf.load(CONF / "clip_tiny.yaml")})
+    tower = instantiate(cfg.backbone)
+    assert tower.image_size == (128, 64) and tower.grid_size == (8, 4)
+    assert tower(torch.randn(2, 3, 128, 64)).shape == (2, 128)
+    cfg.data.height = 120
+    with pytest.raises(Exception) as err:  # Hydra wraps it; the entry points print the ConfigValueError
+        instantiate(cfg.backbone)
+    assert "divisible by 16" in str(find_input_error(err.value))
+    rn50 = OmegaConf.create({"data": {"height": 128, "width": 48}, "backbone": OmegaConf.load(CONF / "clip_rn50.yaml")})
+    with pytest.raises(Exception) as err:
+        instantiate(rn50.backbone)
+    assert "divisible by 32" in str(find_input_error(err.value))
+
+
+def test_clip_tag_is_routed_without_download_and_sets_quick_gelu(monkeypatch, vit_b16_state):
     calls = []
 
     def fake_tag_state(self, tag):
         calls.append(tag)
-        return square_state
+        return vit_b16_state
 
     monkeypatch.setattr(OpenCLIPVisual, "_tag_state", fake_tag_state)
     tower = OpenCLIPVisual("ViT-B-16", pretrained="openai")
     assert calls == ["openai"] and tower.quick_gelu
     assert isinstance(tower.visual.transformer.resblocks[0].mlp.gelu, QuickGELU)
+    assert isinstance(tower.text_tower().transformer.resblocks[0].mlp.gelu, QuickGELU)
     assert tower.visual.positional_embedding.shape == (129, 768)
+    _assert_text_tower_equals(tower, _split(vit_b16_state)[1])
     with pytest.raises(ConfigValueError, match="'openai'"):
         OpenCLIPVisual("ViT-B-16", pretrained="opena1")
+
+
+@pytest.mark.parametrize("fails", ["download", "create_model"])
+def test_clip_tag_offline_is_one_clear_message(monkeypatch, fails):
+    def offline(*args, **kwargs):
+        raise ConnectionError("[Errno 101] Network is unreachable")
+
+    if fails == "download":  # open_clip catches this and raises RuntimeError("Failed to download weights ...")
+        monkeypatch.setattr(open_clip.factory, "download_pretrained", offline)
+    else:
+        monkeypatch.setattr(open_clip, "create_model", offline)
+    with pytest.raises(ConfigValueError) as err:
+        OpenCLIPVisual("RN50", pretrained="openai")
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "RN50" in msg and "'openai'" in msg and "backbone.pretrained=/path/to/" in msg
 
 
 def test_clip_bad_model_or_size():

@@ -1,25 +1,41 @@
-"""open_clip image tower (ViT or ModifiedResNet) at a ReID aspect ratio, e.g. 256x128.
+"""One open_clip CLIP model, both towers: the image tower is the backbone, the text tower is handed over.
 
-CLIP is pretrained on square 224x224 images; ReID crops are 2:1. The tower is built for
-the new size and pretrained positional embeddings are resized by 2-D interpolation of
-their grid (class / mean token kept as is), as CLIP-ReID does.
+CLIP is pretrained on square 224x224 images; ReID crops are 2:1. The image tower is built
+for the new size and pretrained positional embeddings are resized by 2-D interpolation of
+their grid (class / mean token kept as is), as CLIP-ReID does. The text tower of the same
+model is built beside it and loaded from the same weights, but it is not a registered
+submodule: image-only models (BoT) keep it out of their checkpoints, and a CLIP prompt
+model takes it with `text_tower()` and registers it itself (as `text_encoder`).
+
+Model configs shipped as data in `model_configs/` (e.g. `clip-tiny`, a CPU-sized CLIP)
+are registered with open_clip on import, so `model_name: clip-tiny` works offline.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.model import _build_vision_tower
+from open_clip.model import _build_text_tower, _build_vision_tower
 from torch import nn
 
-from src.nn.backbones.pretrained import StateDict, load_pretrained
+from src.nn.backbones.pretrained import StateDict, _load_strict, load_pretrained
 from src.utils.errors import ConfigValueError
 
+log = logging.getLogger("src.nn")
+
 RESNET_STRIDE = 32
+MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
+# top-level keys of the text tower in an open_clip CLIP state dict (logit_scale / logit_bias belong to neither tower)
+TEXT_KEY_ROOTS = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection")
+
+if not all(path.stem in open_clip.list_models() for path in MODEL_CONFIGS.glob("*.json")):
+    open_clip.add_model_config(MODEL_CONFIGS)
 
 
 def resize_grid_pos_embed(
@@ -56,21 +72,28 @@ def resize_grid_pos_embed(
     return torch.cat([prefix, grid], dim=0)
 
 
-def _visual_only(state: StateDict) -> StateDict:
-    """Accept a full CLIP state dict (`visual.*` keys) or a visual-only one."""
-    if any(k.startswith("visual.") for k in state):
-        return {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
-    return state
+def split_clip_state(state: StateDict) -> tuple[StateDict, StateDict | None]:
+    """(visual, text) parts of a CLIP state dict; text is None for a visual-only one (no `visual.*` or text keys)."""
+    if not any(k.startswith("visual.") for k in state):
+        return state, None
+    visual = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+    text = {k: v for k, v in state.items() if k.split(".", 1)[0] in TEXT_KEY_ROOTS}
+    return visual, (text or None)
 
 
 class OpenCLIPVisual(nn.Module):
     """(B,3,H,W) -> projected CLIP image embedding (B,out_dim); out_dim = the model's embed_dim.
 
-    `model_name`: any name open_clip.get_model_config accepts (built-in, or `local-dir:PATH`
-    with an open_clip_config.json). `pretrained`: None, an open_clip tag for this model
-    (downloads: opt-in), or a local full-CLIP / visual-only weights file.
+    `model_name`: any name open_clip.get_model_config accepts (built-in such as ViT-B-16 / RN50,
+    a config of `model_configs/` such as clip-tiny, or `local-dir:PATH` with an open_clip_config.json).
+    `pretrained`: None, an open_clip tag for this model (downloads: opt-in), or a local weights
+    file: a full CLIP state dict loads both towers, a visual-only one the image tower only.
     `quick_gelu`: None = what the tag/model config says; set true for a file of OpenAI weights.
+    Inputs are normalized with CLIP's mean / std (`input_mean`, `input_std`).
     """
+
+    input_mean = tuple(open_clip.OPENAI_DATASET_MEAN)
+    input_std = tuple(open_clip.OPENAI_DATASET_STD)
 
     def __init__(
         self,
@@ -85,14 +108,15 @@ class OpenCLIPVisual(nn.Module):
         if cfg is None:
             raise ConfigValueError(
                 f"OpenCLIPVisual: model_name={model_name!r} is not an open_clip model config. "
-                "Use a built-in name such as 'ViT-B-16' or 'RN50' (see open_clip.list_models()), "
+                "Use a built-in name such as 'ViT-B-16' or 'RN50' (see open_clip.list_models()), 'clip-tiny', "
                 "or 'local-dir:PATH' for a folder with open_clip_config.json."
             )
-        vision_cfg = dict(cfg["vision_cfg"])
-        if vision_cfg.get("timm_model_name"):
+        vision_cfg, text_cfg = dict(cfg["vision_cfg"]), dict(cfg["text_cfg"])
+        if vision_cfg.get("timm_model_name") or text_cfg.get("hf_model_name"):
             raise ConfigValueError(
-                f"OpenCLIPVisual: {model_name!r} wraps a timm tower; only native open_clip ViT and ModifiedResNet "
-                "towers are supported (their positional embeddings are resized here). Use e.g. ViT-B-16 or RN50."
+                f"OpenCLIPVisual: {model_name!r} wraps a timm image tower or a Hugging Face text tower; only native "
+                "open_clip towers (ViT or ModifiedResNet image tower, CLIP text transformer) are supported. "
+                "Use e.g. ViT-B-16, RN50 or clip-tiny."
             )
         height, width = (int(s) for s in image_size)
         self.image_size = (height, width)
@@ -101,7 +125,7 @@ class OpenCLIPVisual(nn.Module):
         if height % stride or width % stride:
             raise ConfigValueError(
                 f"OpenCLIPVisual: image_size={list(self.image_size)} must be divisible by {stride} for {model_name}; "
-                "use e.g. [256, 128]."
+                "set data.height / data.width accordingly, e.g. 256x128."
             )
         self.grid_size = (height // stride, width // stride)
         self.model_name = model_name
@@ -113,6 +137,7 @@ class OpenCLIPVisual(nn.Module):
             quick_gelu = bool(tag_cfg.get("quick_gelu", cfg.get("quick_gelu", False)))
         self.quick_gelu = quick_gelu
 
+        # the same builders open_clip.model.CLIP uses, so the two towers' keys are a CLIP state dict's
         if self.is_resnet:
             self.visual = _build_vision_tower(cfg["embed_dim"], vision_cfg, quick_gelu=quick_gelu)
             pool = self.visual.attnpool
@@ -125,17 +150,37 @@ class OpenCLIPVisual(nn.Module):
             self.visual = _build_vision_tower(cfg["embed_dim"], vision_cfg, quick_gelu=quick_gelu)
             self._pos_key = "positional_embedding"
         self.out_dim = int(cfg["embed_dim"])
+        # a plain attribute, not a registered submodule: out of this module's state dict, .to() and .train()
+        self.__dict__["_text_tower"] = _build_text_tower(cfg["embed_dim"], text_cfg, quick_gelu=quick_gelu)
+
+        kind = f"clip {model_name}"
+        text_part: list[StateDict | None] = []
+
+        def convert(state: StateDict) -> StateDict:
+            visual, text = split_clip_state(state)
+            text_part.append(text)
+            return self._adapt_visual_state(visual)
 
         tag_loaders = {tag: (lambda tag=tag: self._tag_state(tag)) for tag in tags}
-        load_pretrained(self.visual, pretrained, kind=f"clip {model_name}", tags=tag_loaders, convert=self._adapt_state)
+        if load_pretrained(self.visual, pretrained, kind=kind, tags=tag_loaders, convert=convert):
+            if text_part[0] is None:
+                log.info("backbone %s: %s holds image-tower weights only; the text tower stays at random init",
+                         kind, pretrained)
+            else:
+                _load_strict(self._text_tower, text_part[0], kind=f"{kind} text tower", source=str(pretrained))
+                log.info("backbone %s: text tower loaded from the same weights (%s)", kind, pretrained)
 
     def _tag_state(self, tag: str) -> StateDict:
-        """Download (opt-in) the tag's CLIP weights at their native size and return the visual part."""
-        model = open_clip.create_model(self.model_name, pretrained=tag, force_quick_gelu=self.quick_gelu)
-        return model.visual.state_dict()
+        """Download (opt-in) the tag's full CLIP weights at their native size; offline -> OSError."""
+        try:
+            model = open_clip.create_model(self.model_name, pretrained=tag, force_quick_gelu=self.quick_gelu)
+        except RuntimeError as err:  # open_clip wraps a failed download in a RuntimeError
+            if "download" in str(err).lower():
+                raise OSError(str(err).removeprefix(f"Failed to download weights for tag '{tag}': ")) from err
+            raise
+        return model.state_dict()
 
-    def _adapt_state(self, state: StateDict) -> StateDict:
-        state = _visual_only(state)
+    def _adapt_visual_state(self, state: StateDict) -> StateDict:
         pos = state.get(self._pos_key)
         if pos is not None and pos.ndim == 2:
             n_new = self.grid_size[0] * self.grid_size[1] + 1
@@ -143,6 +188,14 @@ class OpenCLIPVisual(nn.Module):
                 state = dict(state)
                 state[self._pos_key] = resize_grid_pos_embed(pos, self.grid_size, mode=self.pos_embed_interpolation)
         return state
+
+    def text_tower(self) -> nn.Module:
+        """The model's text tower (an open_clip TextTransformer), for `src.nn.text.TextEncoder`.
+
+        Not part of this module's state dict, device moves or train/eval switches: the model that
+        takes it registers it (e.g. `self.text_encoder = TextEncoder(backbone.text_tower())`).
+        """
+        return self._text_tower
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.visual(x)

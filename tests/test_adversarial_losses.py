@@ -1,0 +1,141 @@
+"""src.losses.adversarial on hand-worked cases (the expected values are computed by hand below)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from src.losses.adversarial import (
+    GAN_LOSSES,
+    d_hinge_loss,
+    d_logistic_loss,
+    d_lsgan_loss,
+    g_hinge_loss,
+    g_logistic_loss,
+    g_lsgan_loss,
+    gan_losses,
+    l1_reconstruction,
+    l2_reconstruction,
+    neg_pixel_similarity,
+    r1_penalty,
+    ssim_similarity_loss,
+)
+from src.utils.errors import ConfigValueError
+
+REAL = torch.tensor([2.0, -0.5])
+FAKE = torch.tensor([0.5, -3.0])
+
+
+def softplus(v: float) -> float:
+    return math.log1p(math.exp(v))
+
+
+def test_hinge_by_hand():
+    # real: relu(1 - 2) = 0, relu(1 + 0.5) = 1.5 -> 0.75; fake: relu(1 + 0.5) = 1.5, relu(1 - 3) = 0 -> 0.75
+    assert d_hinge_loss(REAL, FAKE).item() == pytest.approx(1.5)
+    # generator: -mean(0.5, -3) = 1.25
+    assert g_hinge_loss(FAKE).item() == pytest.approx(1.25)
+    # gradient: only the real score inside the margin (-0.5) and the fake one (0.5) get -1/B, +1/B
+    real, fake = REAL.clone().requires_grad_(), FAKE.clone().requires_grad_()
+    d_hinge_loss(real, fake).backward()
+    assert real.grad.tolist() == [0.0, -0.5] and fake.grad.tolist() == [0.5, 0.0]
+
+
+def test_lsgan_by_hand():
+    # real: (2-1)^2 = 1, (-0.5-1)^2 = 2.25 -> mean 1.625 -> x0.5 = 0.8125
+    # fake: 0.5^2 = 0.25, 3^2 = 9 -> mean 4.625 -> x0.5 = 2.3125;  total 3.125
+    assert d_lsgan_loss(REAL, FAKE).item() == pytest.approx(3.125)
+    # generator: (0.5-1)^2 = 0.25, (-3-1)^2 = 16 -> mean 8.125 -> x0.5 = 4.0625
+    assert g_lsgan_loss(FAKE).item() == pytest.approx(4.0625)
+    # at the optimum (real scores 1, fake scores 0) the discriminator loss is 0
+    assert d_lsgan_loss(torch.ones(3), torch.zeros(3)).item() == 0.0
+
+
+def test_logistic_by_hand():
+    expected_d = (softplus(-2.0) + softplus(0.5)) / 2 + (softplus(0.5) + softplus(-3.0)) / 2
+    assert d_logistic_loss(REAL, FAKE).item() == pytest.approx(expected_d, abs=1e-6)
+    assert g_logistic_loss(FAKE).item() == pytest.approx((softplus(-0.5) + softplus(3.0)) / 2, abs=1e-6)
+
+
+@pytest.mark.parametrize("kind", sorted(GAN_LOSSES))
+def test_scores_b1_same_as_b_and_bad_shapes(kind):
+    d_loss, g_loss = gan_losses(kind)
+    assert d_loss(REAL[:, None], FAKE[:, None]).item() == pytest.approx(d_loss(REAL, FAKE).item())
+    assert g_loss(FAKE[:, None]).item() == pytest.approx(g_loss(FAKE).item())
+    with pytest.raises(ValueError, match=r"\(B,\) or \(B,1\)"):
+        d_loss(torch.zeros(2, 2), FAKE)
+    with pytest.raises(ValueError, match=r"\(B,\) or \(B,1\)"):
+        g_loss(torch.zeros(2, 1, 1))
+
+
+def test_gan_losses_registry():
+    assert gan_losses("hinge") == (d_hinge_loss, g_hinge_loss)
+    assert gan_losses("lsgan") == (d_lsgan_loss, g_lsgan_loss)
+    assert gan_losses("logistic") == (d_logistic_loss, g_logistic_loss)
+    with pytest.raises(ConfigValueError, match=r"kind='wgan' is unknown; use one of hinge, lsgan, logistic"):
+        gan_losses("wgan")
+
+
+def test_r1_linear_discriminator_closed_form():
+    # D(x) = <w, x> + b has grad_x D = w for every image -> R1 = 0.5 * ||w||^2.
+    # w = 0.5 everywhere on 3x4x2 = 24 entries: ||w||^2 = 24 * 0.25 = 6 -> R1 = 3.
+    w = torch.full((3, 4, 2), 0.5, requires_grad=True)
+    x = torch.rand(5, 3, 4, 2).requires_grad_()
+    scores = (x * w).sum(dim=(1, 2, 3)) + 1.0
+    r1 = r1_penalty(scores, x)
+    assert r1.item() == pytest.approx(3.0)
+    # create_graph=True: the penalty trains D; d/dw (0.5 ||w||^2) = w
+    r1.backward()
+    assert torch.allclose(w.grad, w.detach())
+    # (B,1) scores give the same value
+    assert r1_penalty(((x * w).sum(dim=(1, 2, 3)) + 1.0)[:, None], x).item() == pytest.approx(3.0)
+
+
+def test_r1_quadratic_discriminator_by_hand():
+    # D(x) = sum(x^2): grad = 2x -> 0.5 * mean_i 4 ||x_i||^2 = 2 * mean_i ||x_i||^2.
+    # x_0 = 1 everywhere on 2x1x1 (||x_0||^2 = 2), x_1 = 0 -> 2 * (2 + 0) / 2 = 2.
+    x = torch.stack([torch.ones(2, 1, 1), torch.zeros(2, 1, 1)]).requires_grad_()
+    assert r1_penalty(x.pow(2).sum(dim=(1, 2, 3)), x).item() == pytest.approx(2.0)
+
+
+def test_r1_needs_images_with_grad():
+    x = torch.rand(2, 3, 4, 4)
+    with pytest.raises(ValueError, match="requires_grad_"):
+        r1_penalty(x.sum(dim=(1, 2, 3)), x)
+
+
+def test_reconstruction_losses_by_hand():
+    recon = torch.tensor([[0.0, 0.5], [1.0, 0.25]])
+    target = torch.zeros(2, 2)
+    # |.|: 0 + 0.5 + 1 + 0.25 = 1.75 -> /4 = 0.4375;  ^2: 0 + 0.25 + 1 + 0.0625 = 1.3125 -> /4 = 0.328125
+    assert l1_reconstruction(recon, target).item() == pytest.approx(0.4375)
+    assert l2_reconstruction(recon, target).item() == pytest.approx(0.328125)
+    assert neg_pixel_similarity(recon, target).item() == pytest.approx(-0.4375)
+    assert neg_pixel_similarity(recon, target, kind="l2").item() == pytest.approx(-0.328125)
+    # minimising neg_pixel_similarity moves the reconstruction away from the target
+    r = recon.clone().requires_grad_()
+    neg_pixel_similarity(r, torch.full((2, 2), 0.6)).backward()
+    # d/dr of -mean|r - 0.6| = -sign(r - 0.6) / 4: r < 0.6 -> +0.25 (a descent step lowers r), r > 0.6 -> -0.25
+    assert r.grad.tolist() == [[0.25, 0.25], [-0.25, 0.25]]
+    with pytest.raises(ValueError, match="differ in shape"):
+        l1_reconstruction(recon, torch.zeros(2, 3))
+    with pytest.raises(ConfigValueError, match="kind='ssim' is unknown; use one of l1, l2"):
+        neg_pixel_similarity(recon, target, kind="ssim")
+
+
+def test_ssim_similarity_loss_by_hand():
+    # image 0: identical -> SSIM 1; image 1: constants 0.3 vs 0.5 -> (0.3 + 1e-4) / (0.34 + 1e-4)
+    target = torch.full((2, 3, 12, 12), 0.5, dtype=torch.float64)
+    recon = target.clone()
+    recon[1] = 0.3
+    expected = (1.0 + 0.3001 / 0.3401) / 2
+    assert ssim_similarity_loss(recon, target).item() == pytest.approx(expected, abs=1e-10)
+    # kwargs reach ssim: data_range 255 on 255-scaled images gives the same value
+    assert ssim_similarity_loss(255 * recon, 255 * target, data_range=255.0).item() == pytest.approx(expected)
+    # gradient reaches the reconstruction (it is the extractor's loss through a fixed decoder)
+    r = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    ssim_similarity_loss(r, torch.rand(2, 3, 12, 12)).backward()
+    assert r.grad is not None and r.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="differ in shape"):
+        ssim_similarity_loss(r, torch.rand(2, 3, 12, 13))
