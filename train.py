@@ -109,6 +109,7 @@ def run(cfg: DictConfig) -> dict:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     model, datamodule, spec, choices = build_model_and_data(cfg, log)
+    _ddp_for_model(cfg, model, log)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if not loggers:  # nothing to record learning rates into (e.g. debug=fdr)
@@ -144,6 +145,7 @@ def run(cfg: DictConfig) -> dict:
                if tr.get(k) not in (None, 1.0)]
     results = {
         "test": test_metrics,
+        **getattr(model, "extra_results", {}),
         "val": val_metrics,
         "identity": experiment_identity(resolved, choices, (spec or {}).get("choices")),
         "debug": bool(choices.get("debug") not in (None, "null") or tr.get("fast_dev_run")),
@@ -165,6 +167,20 @@ def run(cfg: DictConfig) -> dict:
             log.info("\n%s", results_table(test_metrics))
         log.info("results written to %s", output_dir / "results.json")
     return {**results, "scalars": scalars}
+
+
+def _ddp_for_model(cfg: DictConfig, model, log) -> None:
+    """Models whose steps leave some trainable parameters unused (frozen stages, alternating
+    optimizers: ``ddp_find_unused_parameters = True``) need DDP's unused-parameter detection."""
+    from omegaconf import open_dict
+
+    strategy = cfg.trainer.get("strategy")
+    if (getattr(model, "ddp_find_unused_parameters", False) and isinstance(strategy, str)
+            and strategy.startswith("ddp") and "find_unused_parameters" not in strategy):
+        with open_dict(cfg):
+            cfg.trainer.strategy = f"{strategy}_find_unused_parameters_true"
+        log.info("trainer.strategy=%s (%s leaves parameters unused in some steps)", cfg.trainer.strategy,
+                 type(model).__name__)
 
 
 def _fit(trainer, model, datamodule, cfg: DictConfig) -> None:

@@ -93,6 +93,9 @@ class ReIDModule(pl.LightningModule):
         self.eval_results: Dict[str, Dict[str, Dict[str, Any]]] = {}
         # Set by train.py (or src.models.checkpoint): how to rebuild this model; saved in checkpoints.
         self.build_spec: Optional[Dict[str, Any]] = None
+        # Sections a model adds to results.json (e.g. the privacy audit's "privacy"), set on the
+        # process that runs the test (rank 0 of a single-node run; not under ddp_spawn).
+        self.extra_results: Dict[str, Any] = {}
 
     # ----------------------------------------------------------------- hooks for subclasses
     def extract_features(self, images: torch.Tensor) -> torch.Tensor:
