@@ -18,10 +18,10 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from src.utils.cli_help import register_help_resolver  # noqa: E402
+from src.utils.resolvers import register_resolvers  # noqa: E402
 from src.utils.errors import find_input_error  # noqa: E402
 
-register_help_resolver()
+register_resolvers()
 log = logging.getLogger("synth")
 
 

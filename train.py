@@ -18,20 +18,22 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from src.utils.cli_help import register_help_resolver  # noqa: E402
+from src.utils.resolvers import register_resolvers  # noqa: E402
 from src.utils.errors import find_input_error  # noqa: E402
 
-register_help_resolver()
+register_resolvers()
 
 
 def _hydra_runtime():
     """(task overrides, group choices) of this run ([] and {} outside Hydra)."""
     from hydra.core.hydra_config import HydraConfig
 
+    from src.utils.config_groups import effective_choice
+
     if not HydraConfig.initialized():
         return [], {}
     hc = HydraConfig.get()
-    return list(hc.overrides.task), dict(hc.runtime.choices)
+    return list(hc.overrides.task), {g: effective_choice(g, c) for g, c in hc.runtime.choices.items()}
 
 
 def build_model_and_data(cfg: DictConfig, log):

@@ -18,6 +18,10 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+from src.utils.resolvers import register_resolvers  # noqa: E402
+
+register_resolvers()
+
 # Overrides that make any train config tiny and CPU-only.
 TINY = [
     "trainer=cpu",

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from src.data.datasets.base import ReIDRecord, ReIDSplits, build_dataset, merge_train_sets
-from src.data.image_dataset import ImageDataset
+from src.data.image_dataset import ImageDataset, IndexDataset, TwoViewDataset
 from src.data.samplers import InferenceSampler, RandomIdentitySampler
 from src.data.transforms import build_transforms
 from src.data.val_split import hold_out_identities
@@ -217,12 +217,32 @@ class ReIDDataModule(pl.LightningDataModule):
             seed=self.sampler_seed, num_replicas=world, rank=rank)
 
     def train_dataloader(self) -> DataLoader:
+        """P x K batches of training images, or of indices only (no image read) when the model's current
+        stage trains on cached features (``model.train_inputs == "indices"``; the trainer then reloads
+        loaders every epoch)."""
         if not self.train_records:
             self.setup_sources()
+        module = getattr(getattr(self, "trainer", None), "lightning_module", None)
+        if getattr(module, "train_inputs", "images") == "indices":
+            return DataLoader(IndexDataset(self.train_records), batch_size=self.batch_size,
+                              sampler=self.train_sampler(), drop_last=True, num_workers=0)
         return DataLoader(
             self.train_dataset(), batch_size=self.batch_size, sampler=self.train_sampler(), drop_last=True,
             num_workers=self.num_workers, pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0)
+
+    def train_feature_loader(self, restyled: bool = False, restyle_strength: float = 1.0) -> DataLoader:
+        """This rank's contiguous shard of the training images with the *test* transforms (for caching a
+        frozen encoder's features); ``restyled`` adds a photometrically re-styled view of each image."""
+        if not self.train_records:
+            self.setup_sources()
+        world, rank = self._dist()
+        tf = self._transform(is_train=False)
+        dataset = (TwoViewDataset(self.train_records, tf, restyle_strength) if restyled
+                   else ImageDataset(self.train_records, tf))
+        return DataLoader(dataset, batch_size=self.test_batch_size,
+                          sampler=InferenceSampler(len(dataset), num_replicas=world, rank=rank),
+                          num_workers=self.num_workers, pin_memory=self.pin_memory)
 
     def first_train_batch(self) -> Dict[str, Any]:
         """The first P x K batch of epoch 0 exactly as training draws it (this rank's part)."""

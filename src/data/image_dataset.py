@@ -52,3 +52,39 @@ class ImageDataset(Dataset):
         img = read_image(rec.path)
         image = self.transform(img) if self.transform is not None else TF.to_tensor(img)
         return {"image": image, "pid": rec.pid, "camid": rec.camid, "domain": rec.domain, "index": i}
+
+
+class IndexDataset(Dataset):
+    """``records[i]`` -> ``{"pid", "camid", "domain", "index"}`` without reading the image: the batches of
+    a training stage that works on cached features (looked up by ``index``)."""
+
+    def __init__(self, records: Sequence[ReIDRecord]):
+        self.records = list(records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> Dict[str, Any]:
+        rec = self.records[i]
+        return {"pid": rec.pid, "camid": rec.camid, "domain": rec.domain, "index": i}
+
+
+class TwoViewDataset(Dataset):
+    """``records[i]`` -> ``{"image", "image_restyled", "index"}``: the image and a photometrically
+    re-styled copy (seeded by ``i``, see :mod:`src.data.restyle`), both through ``transform``."""
+
+    def __init__(self, records: Sequence[ReIDRecord], transform: Callable[[Image.Image], torch.Tensor],
+                 restyle_strength: float = 1.0):
+        self.records = list(records)
+        self.transform = transform
+        self.restyle_strength = float(restyle_strength)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> Dict[str, Any]:
+        from src.data.restyle import restyle
+
+        img = read_image(self.records[i].path)
+        return {"image": self.transform(img), "image_restyled": self.transform(restyle(img, i, self.restyle_strength)),
+                "index": i}

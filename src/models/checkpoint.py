@@ -153,8 +153,8 @@ def load_model_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Te
                        key: str = "ckpt_path", lazy_prefixes: Sequence[str] = ()) -> None:
     """Load ``state_dict`` strictly, or raise one message listing the keys that do not match.
 
-    ``lazy_prefixes``: parameters the model builds later (e.g. the classifier, sized at fit); their
-    keys in the checkpoint are not an error.
+    ``lazy_prefixes``: parameters the model builds (or sizes) later, at fit (e.g. the classifier, sized
+    by the number of training identities); their keys and shapes in the checkpoint are not an error.
     """
     problems = state_dict_mismatch(model.state_dict(), state_dict, lazy_prefixes)
     if problems:
@@ -171,7 +171,7 @@ def state_dict_mismatch(expected: Mapping[str, torch.Tensor], given: Mapping[str
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected and not k.startswith(tuple(lazy_prefixes))]
     wrong = [f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-             if k in given and tuple(given[k].shape) != tuple(v.shape)]
+             if k in given and tuple(given[k].shape) != tuple(v.shape) and not k.startswith(tuple(lazy_prefixes))]
     parts = []
     for name, keys in (("wrong shapes (checkpoint vs model)", wrong), ("missing keys", missing),
                        ("unexpected keys", unexpected)):

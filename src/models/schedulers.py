@@ -20,7 +20,8 @@ from src.utils.errors import ConfigValueError
 Epochs = Union[int, float]
 
 
-def resolve_epochs(value: Epochs, max_epochs: Optional[int], key: str, allow_end: bool = False) -> int:
+def resolve_epochs(value: Epochs, max_epochs: Optional[int], key: str, allow_end: bool = False,
+                   length_key: str = "trainer.max_epochs") -> int:
     """An int epoch as is, a float fraction in [0, 1] as ``round(fraction * max_epochs)``.
 
     ``key`` names the config value in errors. With ``max_epochs`` unknown (None or -1: an open-ended
@@ -33,12 +34,12 @@ def resolve_epochs(value: Epochs, max_epochs: Optional[int], key: str, allow_end
     if isinstance(value, float):
         if not 0.0 <= value <= 1.0:
             raise ConfigValueError(
-                f"{key}={value}: a float is a fraction of trainer.max_epochs and must lie in [0, 1]; "
+                f"{key}={value}: a float is a fraction of {length_key} and must lie in [0, 1]; "
                 f"write an int for a number of epochs (e.g. {key}={round(value)}).")
         if open_ended:
             raise ConfigValueError(
-                f"{key}={value} is a fraction of the run, but trainer.max_epochs is not set; "
-                "set trainer.max_epochs or give an int number of epochs.")
+                f"{key}={value} is a fraction of the run, but {length_key} is not set; "
+                f"set {length_key} or give an int number of epochs.")
         return int(round(value * max_epochs))
     epochs = int(value)
     if epochs < 0:
@@ -60,13 +61,13 @@ def _warmup(epoch: int, warmup_epochs: int, warmup_factor: float) -> float:
 def warmup_multistep(optimizer: torch.optim.Optimizer, warmup_epochs: Epochs = 10,
                      warmup_factor: float = 0.01, milestones: Sequence[Epochs] = (40, 70),
                      gamma: float = 0.1, max_epochs: Optional[int] = None,
-                     key: str = "model.scheduler") -> LambdaLR:
+                     key: str = "model.scheduler", length_key: str = "trainer.max_epochs") -> LambdaLR:
     """Linear warm-up from ``warmup_factor * lr`` then step decay by ``gamma`` at each milestone (BoT).
 
     ``warmup_epochs`` and ``milestones``: ints (epochs) or fractions of ``max_epochs``.
     """
-    warmup = resolve_epochs(warmup_epochs, max_epochs, f"{key}.warmup_epochs")
-    steps = sorted(resolve_epochs(m, max_epochs, f"{key}.milestones") for m in milestones)
+    warmup = resolve_epochs(warmup_epochs, max_epochs, f"{key}.warmup_epochs", length_key=length_key)
+    steps = sorted(resolve_epochs(m, max_epochs, f"{key}.milestones", length_key=length_key) for m in milestones)
     if steps and warmup > steps[0]:
         raise ConfigValueError(
             f"{key}: the warm-up ({warmup} epochs) ends after the first milestone (epoch {steps[0]}); "
@@ -81,11 +82,12 @@ def warmup_multistep(optimizer: torch.optim.Optimizer, warmup_epochs: Epochs = 1
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, max_epochs: Optional[int] = None,
                   warmup_epochs: Epochs = 10, warmup_factor: float = 0.01,
-                  min_lr_factor: float = 0.002, key: str = "model.scheduler") -> LambdaLR:
+                  min_lr_factor: float = 0.002, key: str = "model.scheduler",
+                  length_key: str = "trainer.max_epochs") -> LambdaLR:
     """Linear warm-up then cosine annealing to ``min_lr_factor * lr`` at ``max_epochs``."""
     if max_epochs is None or max_epochs < 1:
-        raise ConfigValueError(f"{key}: a cosine schedule needs trainer.max_epochs (got {max_epochs}).")
-    warmup = resolve_epochs(warmup_epochs, max_epochs, f"{key}.warmup_epochs")
+        raise ConfigValueError(f"{key}: a cosine schedule needs {length_key} >= 1 (got {max_epochs}).")
+    warmup = resolve_epochs(warmup_epochs, max_epochs, f"{key}.warmup_epochs", length_key=length_key)
 
     def factor(epoch: int) -> float:
         if epoch < warmup:

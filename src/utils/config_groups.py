@@ -1,8 +1,11 @@
-"""``--help`` of each entry point lists only its own config groups (train.py and synth.py share conf/).
+"""Config groups as a user sees them: per entry point (``--help``) and by their effective option.
 
-Hydra's default help lists every group under conf/. The help template (conf/hydra/default.yaml) calls
-the resolver ``ppreid_groups`` with the entry's config name instead; it reads that config's defaults
-list and lists the options of those groups only (files starting with ``_`` are building blocks, hidden).
+- ``--help`` of each entry point lists only its own groups (train.py and synth.py share conf/): the
+  help template (conf/hydra/default.yaml) calls the resolver ``ppreid_groups`` with the entry's config
+  name; it reads that config's defaults list. Options whose file starts with ``_`` are building blocks
+  (hidden).
+- :func:`effective_choice`: a building block that only extends one option (``backbone/_clip_sandbox``
+  = ``clip_tiny``) is reported as that option in results and checkpoints.
 """
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ from typing import List
 import yaml
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-RESOLVER = "ppreid_groups"
 
 
 def entry_groups(config_name: str) -> List[str]:
@@ -40,8 +42,14 @@ def groups_help(config_name: str) -> str:
     return "\n".join(lines)
 
 
-def register_help_resolver() -> None:
-    from omegaconf import OmegaConf
-
-    if not OmegaConf.has_resolver(RESOLVER):
-        OmegaConf.register_new_resolver(RESOLVER, groups_help)
+def effective_choice(group: str, option):
+    """The option a ``_``-prefixed building block stands for (its single defaults entry), else ``option``."""
+    if not isinstance(option, str) or not option.startswith("_"):
+        return option
+    path = CONF / group / f"{option}.yaml"
+    try:
+        defaults = (yaml.safe_load(path.read_text()) or {}).get("defaults") or []
+    except OSError:
+        return option
+    names = [d for d in defaults if isinstance(d, str) and d != "_self_"]
+    return names[0] if len(names) == 1 else option

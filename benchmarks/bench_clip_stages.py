@@ -1,0 +1,175 @@
+"""Speed of the CLIP prompt models' stages (CLIP-ReID, PDM), measured in one run on the same data.
+
+    python benchmarks/bench_clip_stages.py                 # clip_tiny on the embedded data (128x64)
+    python benchmarks/bench_clip_stages.py --vit-images 32 # + clip_vit_b16 training images/s at 256x128
+
+Prints:
+1. stage 1, one epoch over the embedded GenePerson-mini source: training on the **cached** image
+   features (what the models do) vs **recomputing** the frozen image encoder's features of every batch
+   (loading + encoding the images each epoch); target: cached >= 10x faster;
+2. one stage-2 training iteration of PDM vs CLIP-ReID on the same batch and backbone; target: PDM
+   <= 1.5x CLIP-ReID's time;
+3. training images/s of a stage-2 iteration with ViT-B/16 at 256x128 (``--vit-images``).
+Threads: torch's default for the machine (``--threads`` to set it).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+
+import torch  # noqa: E402
+
+
+def compose(overrides):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from src.utils.resolvers import register_resolvers
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = "/tmp/bench_clip_stages"
+            cfg.hydra.job.num = 0
+        HydraConfig().set_config(cfg)
+    return cfg
+
+
+class _Trainer:
+    """The little a model's cache needs from a trainer: its datamodule."""
+
+    def __init__(self, datamodule):
+        self.datamodule = datamodule
+
+
+def build(model_name: str, extra=()):
+    from hydra.utils import instantiate
+
+    cfg = compose([f"model={model_name}", "data.num_workers=2", *extra])
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    dm = instantiate(cfg.data, _convert_="all")
+    dm.prepare_data()
+    dm.use_backbone_normalization(model.backbone.input_mean, model.backbone.input_std)
+    dm.setup("fit")
+    model.setup_identities(dm)
+    model._trainer = _Trainer(dm)
+    return model, dm
+
+
+def stage1_epoch(model, dm, recompute: bool) -> float:
+    """Seconds for one stage-1 epoch (P x K batches), on the cache or recomputing image features."""
+    opt = torch.optim.Adam([p for m in model.stage1_modules().values() for p in m.parameters()], lr=1e-4)
+    sampler = dm.train_sampler()
+    batches = list(torch.tensor(list(sampler)).split(dm.batch_size))
+    records = dm.train_records
+    dataset = dm.train_dataset(augment=False)
+    loader = None
+    if recompute:
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(dataset, torch.cat(batches).tolist()), batch_size=dm.batch_size,
+            num_workers=dm.num_workers)
+    start = time.perf_counter()
+    batch_iter = iter(loader) if recompute else None
+    for idx in batches:
+        meta = {"pid": torch.tensor([records[i].pid for i in idx]), "camid": torch.tensor([records[i].camid for i in idx]),
+                "domain": torch.tensor([records[i].domain for i in idx]), "index": idx}
+        if recompute:
+            images = next(batch_iter)["image"]
+            with torch.no_grad():
+                model.backbone.eval()
+                feats = model.backbone(images)
+        else:
+            feats = model.cache["feats"][idx]
+        loss = sum(model.stage1_losses(feats, meta).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def stage2_iteration(model, batch, repeats: int) -> float:
+    """Median seconds of one stage-2 training iteration (forward, losses, backward, step)."""
+    opt = torch.optim.Adam(list(model.backbone.parameters()) + list(model.neck.parameters()), lr=1e-5)
+    model.backbone.train()
+    times = []
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        loss = sum(model._stage2_losses(batch).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i > 0:  # the first iteration warms up allocators
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--vit-images", type=int, default=16, help="batch size of the ViT-B/16 measurement (0: skip)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import logging
+    import warnings
+
+    logging.disable(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+
+    # 1. stage 1: cached vs recomputed image features
+    pdm, dm = build("pdm")
+    t0 = time.perf_counter()
+    pdm.cache  # noqa: B018  (built once per run, as in training)
+    cache_s = time.perf_counter() - t0
+    cached = min(stage1_epoch(pdm, dm, recompute=False) for _ in range(2))
+    recomputed = stage1_epoch(pdm, dm, recompute=True)
+    print(f"\n[1] stage 1, one epoch of {len(dm.train_records)} images ({dm.batch_size} per batch), PDM, clip_tiny 128x64")
+    print(f"    cached features:     {cached:7.2f} s/epoch  (+ {cache_s:.2f} s once, to build the cache)")
+    print(f"    recomputed features: {recomputed:7.2f} s/epoch")
+    print(f"    speed-up: {recomputed / cached:.1f}x per epoch (target >= 10x)")
+
+    # 2. stage 2: PDM vs CLIP-ReID, same batch, same backbone
+    clipreid, _ = build("clipreid")
+    clipreid.build_stage2_targets()
+    with torch.no_grad():
+        pdm.build_stage2_targets()
+    clipreid.backbone.load_state_dict(pdm.backbone.state_dict())
+    items = [dm.train_dataset()[i] for i in list(dm.train_sampler())[: dm.batch_size]]
+    batch = {k: (torch.stack([it[k] for it in items]) if k == "image" else torch.tensor([it[k] for it in items]))
+             for k in ("image", "pid", "camid", "domain", "index")}
+    t_clipreid = stage2_iteration(clipreid, batch, args.repeats)
+    t_pdm = stage2_iteration(pdm, batch, args.repeats)
+    print(f"\n[2] stage-2 iteration, batch {len(items)} x 3x{dm.height}x{dm.width}, clip_tiny")
+    print(f"    CLIP-ReID: {1000 * t_clipreid:7.1f} ms   PDM: {1000 * t_pdm:7.1f} ms   ratio {t_pdm / t_clipreid:.2f}x "
+          "(target <= 1.5x)")
+
+    # 3. ViT-B/16 training throughput
+    if args.vit_images > 0:
+        vit, _ = build("clipreid", ["backbone=clip_vit_b16", "data.height=256", "data.width=128"])
+        vit.text_bank = torch.randn(vit.prompt_learner.num_classes, vit.embed_dim)
+        n = args.vit_images
+        vb = {"image": torch.randn(n, 3, 256, 128), "pid": torch.arange(n) // 4, "camid": torch.arange(n) % 4,
+              "domain": torch.zeros(n, dtype=torch.long), "index": torch.arange(n)}
+        t_vit = stage2_iteration(vit, vb, max(2, args.repeats // 2))
+        print(f"\n[3] clip_vit_b16 stage-2 training, batch {n} x 3x256x128: {1000 * t_vit:.0f} ms/iteration = "
+              f"{n / t_vit:.1f} images/s on {torch.get_num_threads()} threads")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Textual inversion network: an image embedding -> pseudo-word token embeddings (SEARLE / Pic2Word style).
+
+PDM uses two: phi_c maps an image to the words of its *content* (identity), phi_s to the words of
+its *style* (domain). The words replace placeholder tokens of a prompt template (src/nn/prompts.py).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from src.utils.errors import ConfigValueError
+
+
+class TextualInversion(nn.Module):
+    """(B, embed_dim) image embeddings -> (B, num_words, token_dim) pseudo-word embeddings.
+
+    An MLP: ``num_layers`` hidden blocks of Linear -> GELU -> Dropout (width ``hidden_dim``), then a
+    Linear to ``num_words * token_dim``. The output is rescaled to ``word_norm`` per word (the typical
+    norm of CLIP token embeddings) when given, so pseudo-words live where real words do.
+    """
+
+    def __init__(self, embed_dim: int, token_dim: int, num_words: int = 4, hidden_dim: int = 512,
+                 num_layers: int = 2, dropout: float = 0.5, word_norm: float | None = None) -> None:
+        super().__init__()
+        if num_words < 1 or num_layers < 0 or hidden_dim < 1:
+            raise ConfigValueError(f"TextualInversion: num_words={num_words} (>= 1), num_layers={num_layers} (>= 0) "
+                                   f"and hidden_dim={hidden_dim} (>= 1) are out of range.")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigValueError(f"TextualInversion: dropout={dropout} must be in [0, 1).")
+        layers, width = [], int(embed_dim)
+        for _ in range(int(num_layers)):
+            layers += [nn.Linear(width, hidden_dim), nn.GELU(), nn.Dropout(dropout)]
+            width = hidden_dim
+        layers.append(nn.Linear(width, num_words * token_dim))
+        self.mlp = nn.Sequential(*layers)
+        self.num_words, self.token_dim = int(num_words), int(token_dim)
+        self.word_norm = None if word_norm is None else float(word_norm)
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        words = self.mlp(image_features).view(-1, self.num_words, self.token_dim)
+        if self.word_norm is not None:
+            words = nn.functional.normalize(words, dim=-1) * self.word_norm
+        return words
