@@ -137,7 +137,7 @@ def run(cfg: DictConfig) -> dict:
     scalars = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     test_metrics = {}
     if cfg.test:
-        if not cfg.train and cfg.ckpt_path is None:
+        if not cfg.train and cfg.ckpt_path is None and not getattr(model, "loads_own_weights", False):
             log.warning("train=false and ckpt_path=null: evaluating the initial (untrained) weights.")
         trainer.test(model, datamodule=datamodule, verbose=False)
         test_metrics = metrics_by_target(trainer.callback_metrics, "test")

@@ -158,4 +158,11 @@ def reid_data_dir(tmp_path_factory) -> Path:
     write_msmt_tree(root / "MSMT17", train_ids, test_ids)
     for variant in ("labeled", "detected"):
         write_market_tree(root / "cuhk03-np" / variant, train_ids, test_ids, cams=2, ext=".png")
+    # training-only sources of the domain-generalization tables, in Market-style folders
+    for name, offset in (("GenePerson", 20), ("RandPerson", 30), ("UnrealPerson", 40), ("ClonedPerson", 50)):
+        write_market_tree(root / name, [i + offset for i in train_ids], [], cams=4)
+        for split in ("query", "bounding_box_test"):
+            for f in (root / name / split).iterdir():
+                f.unlink()
+            (root / name / split).rmdir()
     return root

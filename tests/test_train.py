@@ -9,7 +9,8 @@ import torch
 
 from conftest import ROOT, TINY, run_train
 
-REAL_DATA = ["market1501", "dukemtmc", "msmt17", "cuhk03np", "cuhk03np_detected"]
+REAL_DATA = ["market1501", "dukemtmc", "msmt17", "cuhk03np", "cuhk03np_detected", "genepers", "dg_market1501",
+             "dg_msmt17", "dg_randperson", "dg_unrealperson", "dg_clonedperson"]
 
 
 def _results(out: Path) -> dict:
@@ -115,10 +116,16 @@ def test_ddp_sim_training_runs(reid_data_dir, tmp_path):
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 
 
+def _uses_clip(experiment: str) -> bool:
+    text = (ROOT / "conf" / "experiment" / f"{experiment}.yaml").read_text()
+    return any(f"override /model: {m}" in text for m in ("clipreid", "pdm"))
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_fast_dev_run_every_experiment_config(experiment, reid_data_dir, tmp_path):
     # the experiment's real data/trainer choices, with a tiny CPU backbone and no weight download
-    res = run_train([f"experiment={experiment}"] + TINY + ["backbone.pretrained=null", "debug=fdr"],
+    tiny = [o for o in TINY if not o.startswith("backbone")] + ["backbone=clip_tiny"] if _uses_clip(experiment) else TINY
+    res = run_train([f"experiment={experiment}"] + tiny + ["backbone.pretrained=null", "debug=fdr"],
                     tmp_path, reid_data_dir)
     assert res["test"], res
 

@@ -3,6 +3,8 @@
 - ``train_images.jpg``: the first P x K training batch exactly as the sampler draws it, one row per
   identity, captioned with pid and camera (``train/images`` in wandb);
 - ``cmc_test.png`` / ``cmc_test.json``: CMC curves of every target (``test/cmc``);
+- ``embedding_test.png``: a 2-D PCA of every target's query + gallery features, coloured by target
+  domain and, for a few identities, by identity (``eval.embedding_plot``);
 - ``loss_curves.png``: per-stage loss curves (epoch means of every term) of multi-stage models;
 - ``ranked_<target>.png``: a few queries with their top-k gallery images, green / red borders for the
   right / wrong identity, like torchreid's visrank (``test/ranked/<target>``); how many queries and
@@ -79,6 +81,54 @@ def plot_loss_curves(history: Dict[str, Dict[str, list]], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_embedding(features: Dict[str, Dict[str, torch.Tensor]], path: Path, num_identities: int = 8,
+                   max_points: int = 4000) -> None:
+    """PCA (over all targets together) of L2-normalised query + gallery features: left coloured by target
+    domain, right by identity for ``num_identities`` identities of each target (others grey)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    feats, domains, pids = [], [], []
+    for d, (name, f) in enumerate(features.items()):
+        x = torch.cat([f["qf"], f["gf"]]).float()
+        feats.append(torch.nn.functional.normalize(x, dim=1))
+        domains += [d] * len(x)
+        pids.append(torch.cat([f["q_pids"], f["g_pids"]]) + 1_000_000 * d)
+    x = torch.cat(feats)
+    domains, pids = torch.tensor(domains), torch.cat(pids)
+    if len(x) > max_points:
+        keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:max_points]
+        x, domains, pids = x[keep], domains[keep], pids[keep]
+    x = x - x.mean(0, keepdim=True)
+    _, _, v = torch.linalg.svd(x, full_matrices=False)
+    xy = (x @ v[:2].t()).numpy()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=110)
+    for d, name in enumerate(features):
+        m = (domains == d).numpy()
+        axes[0].scatter(xy[m, 0], xy[m, 1], s=4, alpha=0.5, label=name)
+    axes[0].set_title("targets: coloured by domain")
+    axes[0].legend(fontsize=8, markerscale=3)
+    axes[1].scatter(xy[:, 0], xy[:, 1], s=3, c="lightgrey")
+    shown = []
+    for d in range(len(features)):
+        ids = sorted(set(pids[domains == d].tolist()))[:num_identities]
+        shown += ids
+    cmap = plt.get_cmap("tab20")
+    for k, pid in enumerate(shown):
+        m = (pids == pid).numpy()
+        axes[1].scatter(xy[m, 0], xy[m, 1], s=14, color=cmap(k % 20), marker="os^D"[k // 20 % 4])
+    axes[1].set_title(f"coloured by identity ({num_identities} per target)")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 class ReIDMediaCallback(pl.Callback):
     def __init__(self, num_train_images: int = 32) -> None:
         self.num_train_images = int(num_train_images)
@@ -121,6 +171,8 @@ class ReIDMediaCallback(pl.Callback):
         out = Path(trainer.default_root_dir)
         out.mkdir(parents=True, exist_ok=True)
         self._save_curves(trainer, results, out)
+        if all("features" in r for r in results.values()):
+            self._save_embedding(trainer, results, out)
         targets = {t.name: t for t in getattr(trainer.datamodule, "targets", [])}
         for name, res in results.items():
             if "ranked" in res and name in targets:
@@ -138,6 +190,12 @@ class ReIDMediaCallback(pl.Callback):
             for name, cmc in curves.items():
                 table = wandb.Table(data=[[k + 1, c] for k, c in enumerate(cmc)], columns=["rank", "cmc"])
                 lg.experiment.log({f"test/{name}/cmc_curve": wandb.plot.line(table, "rank", "cmc", title=f"CMC {name}")})
+
+    def _save_embedding(self, trainer: pl.Trainer, results: Dict, out: Path) -> None:
+        path = out / "embedding_test.png"
+        plot_embedding({name: res["features"] for name, res in results.items()}, path)
+        for lg in self._wandb(trainer):
+            lg.log_image(key="test/embedding", images=[str(path)])
 
     def _save_ranked(self, trainer: pl.Trainer, name: str, ranked: Dict, target, out: Path) -> None:
         query, gallery = target.splits.query, target.splits.gallery

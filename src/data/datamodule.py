@@ -53,19 +53,23 @@ def _spec(entry: Dict[str, Any]) -> Dict[str, Any]:
     dataset = entry.pop("dataset")
     root = entry.pop("root")
     name = entry.pop("name", dataset)
+    optional = bool(entry.pop("optional", False))
     options = dict(entry.pop("options", None) or {})
     options.update(entry)
-    return {"dataset": dataset, "root": str(root), "name": name, "options": options}
+    return {"dataset": dataset, "root": str(root), "name": name, "options": options, "optional": optional}
 
 
 class ReIDDataModule(pl.LightningDataModule):
     """Train on ``sources`` (merged), validate on held-out source identities, test on ``targets``.
 
-    sources / targets: lists of ``{dataset: <parser name>, root: <folder>, name: <label>, options: {...}}``.
+    sources / targets: lists of ``{dataset: <parser name>, root: <folder>, name: <label>, options: {...}}``;
+    a target with ``optional: true`` is left out (with a warning) when its folder is missing.
     val_split: ``{identities: fraction in [0, 1) or count, seed: int}``; 0 identities = no validation.
     train_transforms / test_transforms: ``mean`` / ``std`` null = the backbone's own normalization
     (ImageNet for CNNs, CLIP's for CLIP towers), set through :meth:`use_backbone_normalization`.
     prepare: optional callable run once (rank 0) before parsing, e.g. writing the embedded procedural data.
+    root: the source folder of configs with one user-given folder (``data=genepers data.root=...``); the
+    sources refer to it as ``${data.root}``.
     """
 
     def __init__(
@@ -85,9 +89,11 @@ class ReIDDataModule(pl.LightningDataModule):
         sampler_seed: int = 0,
         val_split: Optional[Dict[str, Any]] = None,
         prepare: Optional[Callable[[], Any]] = None,
+        root: Optional[str] = None,
     ) -> None:
         super().__init__()
         self.name = name
+        self.root = root
         self.source_specs = [_spec(s) for s in sources]
         self.target_specs = [_spec(t) for t in targets]
         if not self.target_specs:
@@ -173,13 +179,22 @@ class ReIDDataModule(pl.LightningDataModule):
             return
         self.targets = []
         for spec in self.target_specs:
-            splits = build_dataset(spec["dataset"], spec["root"], **spec["options"])
+            try:
+                splits = build_dataset(spec["dataset"], spec["root"], **spec["options"])
+            except DatasetLayoutError as err:
+                if not spec["optional"]:
+                    raise
+                log.warning("optional target '%s' left out: %s", spec["name"], err)
+                continue
             if not splits.query or not splits.gallery:
                 raise DatasetLayoutError(
                     f"target '{spec['name']}' at {spec['root']} has no query or no gallery images; "
                     "a target needs query/ and bounding_box_test/ (or the dataset's own test lists).")
             log.info("target dataset '%s':\n%s", spec["name"], splits.summary())
             self.targets.append(TargetSet(spec["name"], splits))
+        if not self.targets:
+            raise DatasetLayoutError("none of the targets in data.targets is present: " + ", ".join(
+                f"{s['name']} ({s['root']})" for s in self.target_specs))
         self._targets_ready = True
 
     # ------------------------------------------------------------------ info

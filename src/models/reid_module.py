@@ -45,6 +45,8 @@ class EvalOptions:
     ranked_queries / ranked_topk: the ranked-list picture (``ranked_<target>.png``): that many queries
         with their top-k gallery images (0 queries: no picture).
     export_features: write ``features_<target>.npz`` (query/gallery features, pids, camids, paths).
+    embedding_plot: ``embedding_test.png``, a 2-D PCA of the targets' features coloured by domain and
+        by identity (do the domains mix?).
     """
 
     flip: bool = False
@@ -55,18 +57,20 @@ class EvalOptions:
     ranked_queries: int = 8
     ranked_topk: int = 10
     export_features: bool = False
+    embedding_plot: bool = True
 
     @classmethod
     def from_config(cls, cfg: Optional[Dict[str, Any]]) -> "EvalOptions":
         cfg = dict(cfg or {})
         rerank = dict(cfg.pop("rerank", None) or {})
         ranked = dict(cfg.pop("ranked_list", None) or {})
-        known = {"flip", "export_features"}
+        known = {"flip", "export_features", "embedding_plot"}
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise ConfigValueError(f"eval: unknown key(s) {', '.join(unknown)}; known: flip, rerank, "
-                                   "ranked_list, export_features.")
+                                   "ranked_list, export_features, embedding_plot.")
         opts = cls(flip=bool(cfg.get("flip", False)), export_features=bool(cfg.get("export_features", False)),
+                   embedding_plot=bool(cfg.get("embedding_plot", True)),
                    rerank=bool(rerank.get("enabled", False)), k1=int(rerank.get("k1", 20)),
                    k2=int(rerank.get("k2", 6)), lambda_value=float(rerank.get("lambda_value", 0.3)),
                    ranked_queries=int(ranked.get("num_queries", 8)), ranked_topk=int(ranked.get("topk", 10)))
@@ -138,7 +142,7 @@ class ReIDModule(pl.LightningModule):
         opts = self.eval_options
         return ReIDEvaluator(num_query=num_query, num_gallery=num_gallery, metric=self.eval_metric,
                              max_rank=self.max_rank, strict=strict, rerank=opts.rerank_args,
-                             keep_features=opts.export_features,
+                             keep_features=opts.export_features or opts.embedding_plot,
                              ranked_queries=opts.ranked_queries, ranked_topk=opts.ranked_topk)
 
     def setup(self, stage: str) -> None:
