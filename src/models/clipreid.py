@@ -58,8 +58,13 @@ class CLIPReIDModel(TwoStageCLIPModule):
         return {"prompt_learner": self.prompt_learner}
 
     def identity_text_features(self, labels: torch.Tensor) -> torch.Tensor:
-        """(B,) identity labels -> (B, E) text features of their prompts."""
-        return self.composer(self.text_encoder, X=self.prompt_learner(labels))
+        """(B,) identity labels -> (B, E) text features of their prompts.
+
+        A P x K batch names each identity K times: the text encoder runs once per distinct identity and
+        the features are repeated (the same values and gradients as one pass per image, K times cheaper).
+        """
+        unique, inverse = torch.unique(labels, return_inverse=True)
+        return self.composer(self.text_encoder, X=self.prompt_learner(unique))[inverse]
 
     def stage1_losses(self, feats: torch.Tensor, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         labels = batch["pid"]
