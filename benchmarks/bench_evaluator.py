@@ -28,6 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.reference_numpy_eval import reference_eval  # noqa: E402
+from benchmarks.memory import call_peak_bytes, current_rss_bytes, reset_call_peak  # noqa: E402
 from src.metrics.reid import evaluate_distmat, evaluate_features  # noqa: E402
 
 RSS_LIMIT_BYTES = 3 * 1024**3
@@ -81,29 +82,6 @@ def bench_market(repeats: int) -> None:
     print(f"[market] evaluate_distmat       {t_ours:7.3f} s  (best of {repeats})")
     print(f"[market] numpy ref, stable sort {t_stable:7.3f} s  speed-up {t_stable / t_ours:5.1f}x")
     print(f"[market] numpy ref, quicksort   {t_quick:7.3f} s  speed-up {t_quick / t_ours:5.1f}x")
-
-
-def current_rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def call_peak_bytes() -> int | None:
-    """VmHWM: peak RSS since the last reset_call_peak() (Linux), or None where unavailable."""
-    try:
-        with open("/proc/self/status") as f:
-            kib = next(line for line in f if line.startswith("VmHWM")).split()[1]
-        return int(kib) * 1024
-    except (OSError, StopIteration):
-        return None
-
-
-def reset_call_peak() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM to the current RSS
-    except OSError:
-        pass
 
 
 def msmt_case(threads: int) -> None:

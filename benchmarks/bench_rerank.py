@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.reference_numpy_rerank import re_ranking_reference  # noqa: E402
+from benchmarks.memory import call_peak_bytes, current_rss_bytes, reset_call_peak  # noqa: E402
 from src.metrics.reid import distance_matrix  # noqa: E402
 from src.metrics.rerank import k_reciprocal_rerank  # noqa: E402
 
@@ -79,29 +80,6 @@ def bench_compare(num_query: int, num_gallery: int, dim: int, repeats: int) -> N
     print(f"[compare] numpy reference     {t_ref:8.3f} s  speed-up {t_ref / t_ours:5.1f}x")
     print(f"[compare] max |ours - reference| = {diff:.2e}  (dtype {ours.dtype}, shape {ours.shape})")
     assert diff <= TOLERANCE, f"max difference {diff:.2e} exceeds {TOLERANCE:.0e}"
-
-
-def current_rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def call_peak_bytes() -> int | None:
-    """VmHWM: peak RSS since the last reset_call_peak() (Linux), or None where unavailable."""
-    try:
-        with open("/proc/self/status") as f:
-            kib = next(line for line in f if line.startswith("VmHWM")).split()[1]
-        return int(kib) * 1024
-    except (OSError, StopIteration):
-        return None
-
-
-def reset_call_peak() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM to the current RSS
-    except OSError:
-        pass
 
 
 def market_case(num_query: int, num_gallery: int, dim: int) -> None:

@@ -38,20 +38,21 @@ def _initial_state(overrides, tmp_path, reid_data_dir):
     return {k: v.clone() for k, v in instantiate(cfg.model).state_dict().items()}
 
 
+def _two_epoch_run(model: str, data_dir, tmp_path_factory):
+    """(results, run dir, overrides) of a 1 + 1 epoch run of ``model`` on tiny Market."""
+    out = tmp_path_factory.mktemp(f"{model}_run")
+    overrides = CLIP + [f"model={model}"] + stages(1, 1)
+    return run_train(overrides, out, data_dir), out, overrides
+
+
 @pytest.fixture(scope="module")
 def pdm_run(reid_data_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pdm_run")
-    overrides = CLIP + ["model=pdm"] + stages(1, 1)
-    res = run_train(overrides, out, reid_data_dir)
-    return res, out, overrides
+    return _two_epoch_run("pdm", reid_data_dir, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def clipreid_run(reid_data_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("clipreid_run")
-    overrides = CLIP + ["model=clipreid"] + stages(1, 1)
-    res = run_train(overrides, out, reid_data_dir)
-    return res, out, overrides
+    return _two_epoch_run("clipreid", reid_data_dir, tmp_path_factory)
 
 
 def test_pdm_freezing_rules_on_a_real_run(pdm_run, reid_data_dir, tmp_path):
