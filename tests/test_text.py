@@ -201,3 +201,21 @@ def test_prompt_errors_name_template_and_counts(tiny):
         composer(enc, X=torch.randn(2, 4, enc.width))
     with pytest.raises(ConfigValueError, match=r"given for \['S', 'X', 'Y'\]"):
         composer(enc, X=torch.randn(4, enc.width), S=torch.randn(2, enc.width), Y=torch.randn(1, enc.width))
+
+
+def test_encode_prompts_in_one_pass_equals_one_call_per_prompt():
+    import open_clip
+
+    from src.nn.prompts import PromptComposer, encode_prompts
+    from src.nn.text import TextEncoder
+
+    torch.manual_seed(0)
+    enc = TextEncoder(open_clip.create_model("clip-tiny"))
+    content = PromptComposer("A photo of a X X X X person.", ("X",))
+    style = PromptComposer("A photo in S S style.", ("S",))
+    composed = PromptComposer("A S S style photo of a X X X X person.", ("X", "S"))
+    x, s = torch.randn(3, 4, enc.width) * 0.02, torch.randn(3, 2, enc.width) * 0.02
+    together = encode_prompts(enc, [(content, {"X": x}), (style, {"S": s}), (composed, {"X": x, "S": s})])
+    alone = [content(enc, X=x), style(enc, S=s), composed(enc, X=x, S=s)]
+    for a, b in zip(together, alone):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)

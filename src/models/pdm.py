@@ -35,7 +35,7 @@ from torch import nn
 from src.losses.contrastive import SupConLoss, i2t_cross_entropy, info_nce
 from src.models.two_stage_clip import TwoStageCLIPModule
 from src.nn.inversion import TextualInversion
-from src.nn.prompts import PromptComposer
+from src.nn.prompts import PromptComposer, encode_prompts
 from src.utils.errors import ConfigValueError
 
 STYLE_LABELS = ("camid", "domain")
@@ -142,18 +142,18 @@ class PDMModel(TwoStageCLIPModule):
         x_c = self.inversion_content(feats)
         x_s = self.inversion_style(feats)
         terms: Dict[str, torch.Tensor] = {}
-        t_c = t_s = None
-        if on["identity"] or on["decorrelation"]:
-            t_c = self.content_prompt(self.text_encoder, X=x_c)
-        if on["style"] or on["decorrelation"]:
-            t_s = self.style_prompt(self.text_encoder, S=x_s)
+        wanted = {"content": (self.content_prompt, {"X": x_c}), "style": (self.style_prompt, {"S": x_s}),
+                  "composed": (self.composed_prompt, {"X": x_c, "S": x_s})}
+        needed = [k for k, flag in (("content", on["identity"] or on["decorrelation"]),
+                                    ("style", on["style"] or on["decorrelation"]), ("composed", on["composed"])) if flag]
+        text = dict(zip(needed, encode_prompts(self.text_encoder, [wanted[k] for k in needed]))) if needed else {}
+        t_c, t_s = text.get("content"), text.get("style")
         if on["identity"]:
             terms["identity"] = w["identity"] * (self.supcon(feats, t_c, ids, ids) + self.supcon(t_c, feats, ids, ids))
         if on["style"]:
             terms["style"] = w["style"] * (self.supcon(feats, t_s, styles, styles) + self.supcon(t_s, feats, styles, styles))
         if on["composed"]:
-            t_cs = self.composed_prompt(self.text_encoder, X=x_c, S=x_s)
-            terms["composed"] = w["composed"] * info_nce(feats, t_cs, temperature=self.infonce_temperature)
+            terms["composed"] = w["composed"] * info_nce(feats, text["composed"], temperature=self.infonce_temperature)
         if on["content_invariance"]:
             x_c_restyled = self.inversion_content(self.cache["restyled"][batch["index"]])
             terms["content_invariance"] = w["content_invariance"] * (
