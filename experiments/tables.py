@@ -4,6 +4,7 @@
     python experiments/tables.py logs/train/runs/* --metrics R1 R5 mAP --format csv --out table.csv
     python experiments/tables.py logs/ --label model loss epochs --targets night_cctv station_indoor
     python experiments/tables.py logs/ --include-debug --show-hash
+    python experiments/tables.py logs/audits --baseline logs/audits/unprotected --mean-only   # privacy audits
 
 Every folder given is searched recursively for ``results.json``. Runs are grouped by
 ``identity.config_hash`` alone (same resolved config, only the seed differs), so runs of different
@@ -14,6 +15,16 @@ identity block (or the top level of results.json); when two configs share labels
 column with the short hash tells them apart. Debug, evaluation-only (``train=false``) and partial
 (``limit_*_batches``) runs are left out unless their ``--include-*`` flag is given, and files
 without an identity block (older run writer) are left out with a warning.
+
+Privacy audits (``model=attack`` runs, whose results.json has a ``privacy`` section) are grouped by
+``audit.group_hash`` (the audited model's config and the attack config, not the checkpoint path, so
+the audits of one config's seeds pool) and labelled by the audited model (``extractor.<key>`` labels
+read ``audit.extractor``). Their columns add, per target, ``SSIM:<attacker>`` / ``PSNR:<attacker>``
+(``mean_image``: the control, ``strongest``: the attacker with the highest SSIM in that run),
+``leak:<attacker>`` (leakage rank-1 through the audited model), ``leakref:<attacker>`` (through the
+reference model), ``chance``, ``URR`` (mAP / SSIM of the strongest attacker) and, with ``--baseline
+RUN_DIR`` (the audits of the unprotected model), ``nURR`` = (mAP / mAP_base) / (SSIM / SSIM_base),
+the baseline's values being its means over its runs.
 """
 from __future__ import annotations
 
@@ -39,6 +50,12 @@ RUN_KINDS = (
     ("partial", True, "partial", "--include-partial"),
 )
 FLAG_DEFAULTS = {"debug": False, "train": True, "partial": False}
+# Privacy metrics of audit runs: "<kind>:<attacker>" (attacker, "strongest" or, for SSIM / PSNR, "mean_image")
+# and run-level values. (results.json key, scale, decimals).
+PRIVACY_KINDS = {"SSIM": ("ssim", 1, 3), "PSNR": ("psnr", 1, 2), "leak": ("leakage_r1", 100, 1),
+                 "leakref": ("leakage_r1_ref", 100, 1)}
+PRIVACY_SCALARS = {"URR": ("urr", 1, 3), "nURR": (None, 1, 3), "chance": ("chance_r1", 100, 1)}
+PRIVACY_LABEL = ("extractor.model", "extractor.experiment")
 
 
 class TableInputError(ValueError):
@@ -95,8 +112,23 @@ def load_result(path: Path) -> Run:
     return Run(path, res)
 
 
+def is_audit(run: Run) -> bool:
+    """A privacy audit (model=attack): it evaluates a checkpoint (train=false) but trains its attackers."""
+    return isinstance(run.result.get("privacy"), dict) and isinstance(run.result.get("audit"), dict)
+
+
 def _flag(run: Run, key: str):
+    if key == "train" and is_audit(run):
+        return True  # not an evaluation-only copy of a training run: the audit's own numbers
     return run.result.get(key, FLAG_DEFAULTS[key])
+
+
+def group_key(run: Run) -> str:
+    """Runs with equal keys differ only in their seed: ``identity.config_hash``, or for an audit
+    ``audit.group_hash`` (its config_hash includes the audited checkpoint's path, which differs per seed)."""
+    if is_audit(run) and run.result["audit"].get("group_hash"):
+        return str(run.result["audit"]["group_hash"])
+    return run.result["identity"]["config_hash"]
 
 
 def _kinds(run: Run) -> List[Tuple[str, str]]:
@@ -150,11 +182,11 @@ def mean_std(values: Sequence[float]) -> Tuple[float, Optional[float]]:
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
-def _cell(values: Optional[List[float]]) -> str:
+def _cell(values: Optional[List[float]], decimals: int = 1) -> str:
     if not values:
         return "-"
     mu, sd = mean_std(values)
-    return f"{mu:.1f}" if sd is None else f"{mu:.1f} ± {sd:.1f}"
+    return f"{mu:.{decimals}f}" if sd is None else f"{mu:.{decimals}f} ± {sd:.{decimals}f}"
 
 
 def _fmt_value(v) -> str:
@@ -169,48 +201,144 @@ def _fmt_value(v) -> str:
 
 def _label_value(run: Run, key: str) -> str:
     ident = run.result["identity"]
+    if key.startswith("extractor.") and key not in ident:
+        return _fmt_value(((run.result.get("audit") or {}).get("extractor") or {}).get(key[len("extractor."):]))
     return _fmt_value(ident[key] if key in ident else run.result.get(key))
+
+
+def _label_keys(runs: Sequence[Run]) -> set:
+    keys = {k for r in runs for k in r.result["identity"]} | {k for r in runs for k in r.result}
+    return keys | {f"extractor.{k}" for r in runs if is_audit(r) for k in r.result["audit"].get("extractor") or {}}
 
 
 def _check_group(runs: List[Run]) -> None:
     """Runs sharing a config_hash must share their identity and kind; otherwise the hash is wrong."""
     first = runs[0]
+    skip = {"config_hash"} if is_audit(first) else set()  # audits of different checkpoints hash apart
     for run in runs[1:]:
-        for prefix, a, b in [("identity.", first.result["identity"], run.result["identity"]),
+        for prefix, a, b in [("identity.", {k: v for k, v in first.result["identity"].items() if k not in skip},
+                              {k: v for k, v in run.result["identity"].items() if k not in skip}),
                              ("", {k: _flag(first, k) for k in FLAG_DEFAULTS},
                               {k: _flag(run, k) for k in FLAG_DEFAULTS})]:
             diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
             if diff:
                 k = diff[0]
                 raise TableInputError(
-                    f"{first.path} and {run.path} share config_hash {first.result['identity']['config_hash']} "
+                    f"{first.path} and {run.path} share config_hash {group_key(first)} "
                     f"but differ in {prefix}{k} ({a.get(k)!r} vs {b.get(k)!r}); the run writer's hash is "
                     "wrong, tabulate these folders separately")
 
 
-def _metric_value(run: Run, target: str, metric: str) -> Optional[float]:
-    v = run.result["test"].get(target, {}).get(metric)
-    return None if v is None else float(v) * 100
+def check_metrics(metrics: Sequence[str]) -> None:
+    """Error naming the first metric that is neither a ReID metric nor a privacy metric."""
+    for m in metrics:
+        kind, sep, who = m.partition(":")
+        if m in METRICS or m in PRIVACY_SCALARS or (sep and kind in PRIVACY_KINDS and who):
+            continue
+        raise TableInputError(
+            f"unknown metric {m!r} in --metrics; choose from {', '.join(METRICS)}, or for privacy audits "
+            f"{', '.join(PRIVACY_SCALARS)} and <kind>:<attacker> with kind {', '.join(PRIVACY_KINDS)} and attacker "
+            "l1, gan, diffusion, strongest (SSIM / PSNR also mean_image), e.g. SSIM:strongest")
+
+
+def _decimals(metric: str) -> int:
+    kind = metric.partition(":")[0]
+    if kind in PRIVACY_KINDS and ":" in metric:
+        return PRIVACY_KINDS[kind][2]
+    return PRIVACY_SCALARS[metric][2] if metric in PRIVACY_SCALARS else 1
+
+
+def _privacy(run: Run, target: str) -> Optional[dict]:
+    p = (run.result.get("privacy") or {}).get(target)
+    return p if isinstance(p, dict) else None
+
+
+def _strongest_ssim(p: dict) -> Optional[float]:
+    row = (p.get("attackers") or {}).get(p.get("strongest")) or {}
+    return row.get("ssim")
+
+
+def _metric_value(run: Run, target: str, metric: str, baseline: Optional[Dict[str, Tuple[float, float]]] = None
+                  ) -> Optional[float]:
+    if metric in METRICS:
+        v = run.result["test"].get(target, {}).get(metric)
+        return None if v is None else float(v) * 100
+    p = _privacy(run, target)
+    if p is None:
+        return None
+    if metric == "nURR":
+        m_ap, ssim = run.result["test"].get(target, {}).get("mAP"), _strongest_ssim(p)
+        if baseline is None or target not in baseline or m_ap is None or not ssim:
+            return None
+        base_map, base_ssim = baseline[target]
+        return (float(m_ap) / base_map) / (float(ssim) / base_ssim)
+    if metric in PRIVACY_SCALARS:
+        key, scale, _ = PRIVACY_SCALARS[metric]
+        v = p.get(key)
+        return None if v is None else float(v) * scale
+    kind, _, who = metric.partition(":")
+    key, scale, _ = PRIVACY_KINDS[kind]
+    if who == "mean_image":
+        v = p.get(f"mean_image_{key}")
+    else:
+        v = ((p.get("attackers") or {}).get(p.get("strongest") if who == "strongest" else who) or {}).get(key)
+    return None if v is None else float(v) * scale
+
+
+def privacy_baseline(runs: Sequence[Run]) -> Dict[str, Tuple[float, float]]:
+    """target -> (mean mAP, mean SSIM of the strongest attacker) over the baseline's audit runs (one config)."""
+    audits = [r for r in runs if is_audit(r)]
+    if not audits:
+        raise TableInputError("--baseline: no privacy audit (model=attack results.json) found there; give the "
+                              "folder of the unprotected model's audits")
+    keys = {group_key(r) for r in audits}
+    if len(keys) > 1:
+        raise TableInputError(f"--baseline holds the audits of {len(keys)} configs; give a folder with the audits "
+                              "of one config (the unprotected model, its seeds)")
+    out = {}
+    for target in sorted({t for r in audits for t in r.result["privacy"]}):
+        pairs = [(r.result["test"].get(target, {}).get("mAP"), _strongest_ssim(_privacy(r, target) or {}))
+                 for r in audits]
+        pairs = [(float(m), float(s)) for m, s in pairs if m is not None and s]
+        if pairs:
+            out[target] = (sum(m for m, _ in pairs) / len(pairs), sum(s for _, s in pairs) / len(pairs))
+    return out
+
+
+def default_metrics(runs: Sequence[Run], baseline: bool = False) -> List[str]:
+    """R1 and mAP; for audits also SSIM and PSNR per attacker, the mean-image control, the strongest
+    attacker's leakage, chance, URR (and nURR with a baseline)."""
+    metrics = list(DEFAULT_METRICS)
+    audits = [r for r in runs if is_audit(r)]
+    if not audits:
+        return metrics
+    attackers = list(dict.fromkeys(a for r in audits for p in r.result["privacy"].values() if isinstance(p, dict)
+                                   for a in p.get("attackers") or {}))
+    metrics += [f"{k}:{a}" for a in attackers for k in ("SSIM", "PSNR")]
+    metrics += ["SSIM:mean_image", "leak:strongest", "chance", "URR"] + (["nURR"] if baseline else [])
+    return metrics
 
 
 def build_table(runs: Sequence[Run], metrics: Sequence[str] = DEFAULT_METRICS,
                 label: Sequence[str] = DEFAULT_LABEL, targets: Optional[Sequence[str]] = None,
                 show_hash: bool = False,
-                warn: Callable[[str], None] = _warn_stderr) -> Tuple[List[str], List[List[str]]]:
+                warn: Callable[[str], None] = _warn_stderr,
+                baseline: Optional[Dict[str, Tuple[float, float]]] = None,
+                mean_only: bool = False) -> Tuple[List[str], List[List[str]]]:
     """Header and rows: one row per ``identity.config_hash``, cells "mean ± std" in %.
 
     Columns: ``label`` values, ``config`` (short hash; when labels collide or ``show_hash``),
     ``kind`` (only when debug / eval-only / partial runs are in), ``runs``, ``seeds``, one column per
     (target, metric), then ``mean/<metric>``. A cell is "-" unless every run of the group has the value.
-    ``runs`` must carry an identity block (see ``select_runs``).
+    ``runs`` must carry an identity block (see ``select_runs``). Audits are grouped by ``group_key``;
+    privacy metrics (``check_metrics``) read their ``privacy`` section, ``nURR`` needs ``baseline``
+    (``privacy_baseline``); ``mean_only`` keeps only the ``mean/<metric>`` columns.
     """
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise TableInputError(f"unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
+    check_metrics(metrics)
     metrics = list(dict.fromkeys(metrics))
     if not runs:
         raise TableInputError("no runs to tabulate")
-    known = {k for r in runs for k in r.result["identity"]} | {k for r in runs for k in r.result}
+    known = _label_keys(runs)
     for key in label:
         if key not in known:
             ident_keys = sorted({k for r in runs for k in r.result["identity"]})
@@ -227,7 +355,7 @@ def build_table(runs: Sequence[Run], metrics: Sequence[str] = DEFAULT_METRICS,
 
     groups: Dict[str, List[Run]] = {}
     for run in runs:
-        groups.setdefault(run.result["identity"]["config_hash"], []).append(run)
+        groups.setdefault(group_key(run), []).append(run)
     for group in groups.values():
         _check_group(group)
     labels = {h: tuple(_label_value(g[0], k) for k in label) for h, g in groups.items()}
@@ -239,7 +367,8 @@ def build_table(runs: Sequence[Run], metrics: Sequence[str] = DEFAULT_METRICS,
     with_kind = any(_kinds(r) for r in runs)
 
     header = list(label) + (["config"] if with_hash else []) + (["kind"] if with_kind else []) + ["runs", "seeds"]
-    header += [f"{t}/{m}" for t in shown for m in metrics] + [f"mean/{m}" for m in metrics]
+    per_target = [] if mean_only else shown
+    header += [f"{t}/{m}" for t in per_target for m in metrics] + [f"mean/{m}" for m in metrics]
     rows = []
     for h in sorted(groups, key=lambda h: (labels[h], h)):
         group = groups[h]
@@ -251,16 +380,16 @@ def build_table(runs: Sequence[Run], metrics: Sequence[str] = DEFAULT_METRICS,
         row = list(labels[h]) + ([h[:short]] if with_hash else [])
         row += ([",".join(name for name, _ in _kinds(group[0])) or "-"] if with_kind else [])
         row += [str(len(group)), ",".join("?" if s is None else str(s) for s in sorted(seeds, key=_seed_key))]
-        for t in shown:
+        for t in per_target:
             for m in metrics:
-                vals = [_metric_value(r, t, m) for r in group]
-                row.append(_cell(None if None in vals else vals))
+                vals = [_metric_value(r, t, m, baseline) for r in group]
+                row.append(_cell(None if None in vals else vals, _decimals(m)))
         for m in metrics:
             per_run = []
             for r in group:
-                vals = [_metric_value(r, t, m) for t in shown]
+                vals = [_metric_value(r, t, m, baseline) for t in shown]
                 per_run.append(None if not vals or None in vals else sum(vals) / len(vals))
-            row.append(_cell(None if None in per_run else per_run))
+            row.append(_cell(None if None in per_run else per_run, _decimals(m)))
         rows.append(row)
     return header, rows
 
@@ -301,14 +430,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  allow_abbrev=False)
     ap.add_argument("paths", nargs="+", help="run folders (searched recursively) or results.json files")
-    ap.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help=f"any of {' '.join(METRICS)}")
-    ap.add_argument("--label", nargs="+", default=list(DEFAULT_LABEL),
-                    help="label columns: identity keys (or top-level results.json keys)")
+    ap.add_argument("--metrics", nargs="+", help=f"any of {' '.join(METRICS)}; for privacy audits also URR, nURR, "
+                    "chance, SSIM:<attacker>, PSNR:<attacker>, leak:<attacker>, leakref:<attacker> (default: R1 mAP, "
+                    "plus the privacy columns when the runs are audits)")
+    ap.add_argument("--label", nargs="+", help="label columns: identity keys (or top-level results.json keys, or "
+                    "extractor.<key> for audits); default: model backbone data experiment, for audits "
+                    "extractor.model extractor.experiment")
     ap.add_argument("--targets", nargs="+", help="targets to show, in this order (default: all, sorted)")
     ap.add_argument("--show-hash", action="store_true", help="always add the config (short hash) column")
     ap.add_argument("--include-debug", action="store_true", help="include debug runs (debug=..., fast_dev_run)")
     ap.add_argument("--include-eval-only", action="store_true", help="include evaluation-only runs (train=false)")
     ap.add_argument("--include-partial", action="store_true", help="include runs evaluated on part of a target")
+    ap.add_argument("--baseline", metavar="RUN_DIR",
+                    help="audits of the unprotected model (one config, any seeds): adds nURR")
+    ap.add_argument("--mean-only", action="store_true", help="only the mean-over-targets columns")
     ap.add_argument("--format", choices=["markdown", "csv"], default="markdown")
     ap.add_argument("--out", help="also write the table to this file")
     ap.add_argument("--group", nargs="+", help=argparse.SUPPRESS)
@@ -317,12 +452,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.group is not None:
             raise TableInputError("--group was removed: runs are grouped by identity.config_hash; "
                                   "use --label to choose the label columns")
-        unknown = [m for m in args.metrics if m not in METRICS]
-        if unknown:
-            raise TableInputError(f"unknown metric {unknown[0]!r} in --metrics; choose from {', '.join(METRICS)}")
+        check_metrics(args.metrics or [])
         runs = [load_result(p) for p in find_results(args.paths)]
         kept = select_runs(runs, args.include_debug, args.include_eval_only, args.include_partial)
-        header, rows = build_table(kept, args.metrics, args.label, args.targets, args.show_hash)
+        baseline = None
+        if args.baseline:
+            base_runs = [load_result(p) for p in find_results([args.baseline])]
+            baseline = privacy_baseline(select_runs(base_runs, args.include_debug, args.include_eval_only,
+                                                    args.include_partial))
+        metrics = args.metrics or default_metrics(kept, baseline is not None)
+        label = args.label or (list(PRIVACY_LABEL) if any(is_audit(r) for r in kept) else list(DEFAULT_LABEL))
+        header, rows = build_table(kept, metrics, label, args.targets, args.show_hash, baseline=baseline,
+                                   mean_only=args.mean_only)
         text = render(header, rows, fmt=args.format)
         if args.out:
             write_atomic(Path(args.out), text)

@@ -121,11 +121,22 @@ def _uses_clip(experiment: str) -> bool:
     return any(f"override /model: {m}" in text for m in ("clipreid", "pdm"))
 
 
+# Experiments on the embedded data (no data override, e.g. the sandbox privacy rows): a toy GenePerson-mini.
+TOY_MINI = ["data.prepare.num_identities=8", "data.prepare.images_per_identity=4", "data.prepare.target_identities=4",
+            "data.prepare.gallery_per_identity=2", "data.prepare.height=32", "data.prepare.width=16",
+            "data.prepare.progress=false"]
+
+
+def _on_embedded_data(experiment: str) -> bool:
+    return "override /data:" not in (ROOT / "conf" / "experiment" / f"{experiment}.yaml").read_text()
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_fast_dev_run_every_experiment_config(experiment, reid_data_dir, tmp_path):
     # the experiment's real data/trainer choices, with a tiny CPU backbone and no weight download
     tiny = [o for o in TINY if not o.startswith("backbone")] + ["backbone=clip_tiny"] if _uses_clip(experiment) else TINY
-    res = run_train([f"experiment={experiment}"] + tiny + ["backbone.pretrained=null", "debug=fdr"],
+    toy = TOY_MINI if _on_embedded_data(experiment) else []
+    res = run_train([f"experiment={experiment}"] + tiny + ["backbone.pretrained=null", "debug=fdr"] + toy,
                     tmp_path, reid_data_dir)
     assert res["test"], res
 

@@ -27,6 +27,7 @@ a gallery stores. Images are reconstructed at ``image_size`` (the real input, un
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
@@ -152,6 +153,7 @@ class PrivacyGANModel(BoTModel):
         self.d_loss_fn, self.g_loss_fn = gan_losses(gan_loss)
         self.image_size = tuple(int(s) for s in image_size)
         self.generator = generator(feat_dim=backbone.out_dim, image_size=self.image_size)
+        self.discriminator_factory = discriminator
         self.discriminator = discriminator(feat_dim=backbone.out_dim, image_size=self.image_size)
         self.g_optimizer_factory, self.d_optimizer_factory = g_optimizer, d_optimizer
         phases = dict(phases or {})
@@ -166,6 +168,20 @@ class PrivacyGANModel(BoTModel):
         self.phase = "extractor"
         self.register_buffer("input_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("input_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    # ----------------------------------------------------------------- pickling (trainer=ddp_spawn / ddp_sim)
+    def __getstate__(self) -> Dict[str, Any]:
+        """Spectral-norm parametrizations cannot be pickled: D travels as its state dict and is rebuilt."""
+        state = self.__dict__.copy()
+        state["_modules"] = {k: v for k, v in self._modules.items() if k != "discriminator"}
+        state["_discriminator_state"] = self.discriminator.state_dict()
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        disc_state = state.pop("_discriminator_state")
+        super().__setstate__(state)
+        self.discriminator = self.discriminator_factory(feat_dim=self.backbone.out_dim, image_size=self.image_size)
+        self.discriminator.load_state_dict(disc_state)
 
     # ----------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
@@ -374,8 +390,10 @@ class PrivacyGANModel(BoTModel):
 
     def on_train_epoch_end(self) -> None:
         scheduler = self.lr_schedulers()
-        if scheduler is not None:
-            scheduler.step()
+        if scheduler is not None:  # E's schedule follows the epoch, also while E is frozen
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*before.*optimizer.step")
+                scheduler.step()
         for name, value in self.counters.items():
             self.log(f"train/{name}", float(value))
         if self.trainer.world_size > 1:

@@ -97,7 +97,8 @@ class DiffusionDecoder(nn.Module):
         return F.mse_loss(pred, target)
 
     @torch.no_grad()
-    def sample(self, feat: torch.Tensor, steps: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, feat: torch.Tensor, steps: int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
         """DDIM sampling (eta 0, ``steps`` or ``inference_steps``): features (B,D) -> images (B,3,H,W) in [0, 1]."""
         self._check(feat)
         scheduler = self.sample_scheduler

@@ -1,0 +1,149 @@
+"""Utility vs reversibility trade-off of privacy audits (``model=attack`` runs), as a PNG and a text table.
+
+    python experiments/privacy_plot.py logs/audits --baseline logs/audits/unprotected --out tradeoff.png
+
+Every folder is searched for results.json; audits are pooled per config exactly as ``tables.py`` pools
+them (``audit.group_hash``: the audited model's config and the attack config, any seed). One point per
+config: x = SSIM of the strongest attacker, y = mAP (%), both means over the targets, then mean ± std
+over the seeds (error bars); the label is the audited model's experiment and privacy weight; a dotted
+line marks the mean-image control (predicting the mean training image). With
+``--baseline`` (the audits of the unprotected model) the plot marks the goal region, SSIM at most
+``(1 - --ssim-drop)`` x the baseline's and mAP at most ``--map-cost`` points below it, and the table names
+the best point: the lowest SSIM within the mAP cost.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tables  # noqa: E402
+
+
+def _mean_over_targets(run: tables.Run, metric: str) -> Optional[float]:
+    targets = sorted(run.result["privacy"])
+    vals = [tables._metric_value(run, t, metric) for t in targets]
+    return None if not vals or None in vals else sum(vals) / len(vals)
+
+
+def points(runs: Sequence[tables.Run]) -> List[Dict]:
+    """One dict per audited config: label, runs, (mean, std) of strongest SSIM and of mAP (%)."""
+    groups: Dict[str, List[tables.Run]] = {}
+    for run in runs:
+        if tables.is_audit(run):
+            groups.setdefault(tables.group_key(run), []).append(run)
+    out = []
+    for key, group in groups.items():
+        ssim = [_mean_over_targets(r, "SSIM:strongest") for r in group]
+        m_ap = [_mean_over_targets(r, "mAP") for r in group]
+        if None in ssim or None in m_ap:
+            continue
+        ext = group[0].result["audit"]["extractor"]
+        weight = (ext.get("privacy") or {}).get("privacy_weight")
+        label = f"{ext.get('experiment') or ext.get('model')}" + (f" w={weight:g}" if weight is not None else "")
+        control = [_mean_over_targets(r, "SSIM:mean_image") for r in group]
+        out.append({"key": key, "label": label, "runs": len(group), "ssim": tables.mean_std(ssim),
+                    "mAP": tables.mean_std(m_ap), "control": None if None in control else sum(control) / len(control)})
+    return sorted(out, key=lambda p: p["ssim"][0])
+
+
+def best_point(pts: Sequence[Dict], base: Tuple[float, float], map_cost: float,
+               base_key: Optional[str] = None) -> Optional[Dict]:
+    """The lowest-SSIM point (other than the baseline's) whose mAP is at most ``map_cost`` points below
+    the baseline's."""
+    ok = [p for p in pts if p["mAP"][0] >= base[1] - map_cost and p["key"] != base_key]
+    return min(ok, key=lambda p: p["ssim"][0]) if ok else None
+
+
+def plot(pts: Sequence[Dict], path: Path, base: Optional[Tuple[float, float]], ssim_drop: float,
+         map_cost: float) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=130)
+    for p in pts:
+        ax.errorbar(p["ssim"][0], p["mAP"][0], xerr=p["ssim"][1] or 0, yerr=p["mAP"][1] or 0, fmt="o", capsize=3)
+        ax.annotate(p["label"], (p["ssim"][0], p["mAP"][0]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    controls = [p["control"] for p in pts if p["control"] is not None]
+    xs = [p["ssim"][0] for p in pts] + controls + ([base[0] * (1 - ssim_drop)] if base is not None else [])
+    left, right = min(xs) - 0.02, max(xs) + 0.03
+    if controls:
+        ax.axvline(sum(controls) / len(controls), color="black", ls=":", lw=1,
+                   label="mean-image control (an attacker counts only to its right)")
+    if base is not None:
+        ax.axvline(base[0] * (1 - ssim_drop), color="grey", ls="--", lw=0.8)
+        ax.axhline(base[1] - map_cost, color="grey", ls="--", lw=0.8)
+        ax.fill_betweenx([base[1] - map_cost, max(base[1], *(p["mAP"][0] for p in pts)) + 1],
+                         left, base[0] * (1 - ssim_drop), color="green", alpha=0.08,
+                         label=f"goal: SSIM -{100 * ssim_drop:.0f}%, mAP -{map_cost:g} pt at most")
+    ax.set_xlim(left, right)
+    if controls or base is not None:
+        ax.legend(fontsize=7, loc="best")
+    ax.set_xlabel("SSIM of the strongest attacker (lower = more private)")
+    ax.set_ylabel("mAP (%) (higher = more useful)")
+    ax.set_title("utility vs reversibility (mean over targets, ± std over seeds)", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _mean_std_text(value: Tuple[float, Optional[float]], decimals: int) -> str:
+    mean, std = value
+    return f"{mean:.{decimals}f}" + ("" if std is None else f" ± {std:.{decimals}f}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("paths", nargs="+", help="folders with the audits' results.json")
+    ap.add_argument("--baseline", metavar="RUN_DIR", help="audits of the unprotected model")
+    ap.add_argument("--out", default="privacy_tradeoff.png", help="the PNG to write")
+    ap.add_argument("--ssim-drop", type=float, default=0.3, help="goal: relative SSIM reduction (0.3 = 30%%)")
+    ap.add_argument("--map-cost", type=float, default=2.0, help="goal: largest mAP loss in points")
+    ap.add_argument("--include-debug", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        runs = tables.select_runs([tables.load_result(p) for p in tables.find_results(args.paths)],
+                                  include_debug=args.include_debug)
+        pts = points(runs)
+        if not pts:
+            raise tables.TableInputError("no privacy audits (model=attack results.json) among the runs given")
+        base, base_key = None, None
+        if args.baseline:
+            base_pts = points(tables.select_runs([tables.load_result(p) for p in tables.find_results([args.baseline])],
+                                                 include_debug=args.include_debug))
+            if len(base_pts) != 1:
+                raise tables.TableInputError(f"--baseline holds {len(base_pts)} audited configs; give one")
+            base = (base_pts[0]["ssim"][0], base_pts[0]["mAP"][0])
+            base_key = base_pts[0]["key"]
+    except tables.TableInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    plot(pts, Path(args.out), base, args.ssim_drop, args.map_cost)
+    print("| config | runs | SSIM (strongest) | mAP (%) |" + (" SSIM change | mAP change (pt) |" if base else ""))
+    print("|---|---|---|---|" + ("---|---|" if base else ""))
+    for p in pts:
+        row = f"| {p['label']} | {p['runs']} | {_mean_std_text(p['ssim'], 3)} | {_mean_std_text(p['mAP'], 1)} |"
+        if base:
+            row += f" {100 * (p['ssim'][0] / base[0] - 1):+.0f}% | {p['mAP'][0] - base[1]:+.1f} |"
+        print(row)
+    if base:
+        best = best_point(pts, base, args.map_cost, base_key)
+        if best is None:
+            print(f"no point other than the baseline within {args.map_cost:g} mAP points of it")
+        else:
+            change = best["ssim"][0] / base[0] - 1
+            verdict = "reached" if -change >= args.ssim_drop else "not reached"
+            print(f"best point within {args.map_cost:g} mAP points: {best['label']}: SSIM {100 * change:+.0f}%, mAP "
+                  f"{best['mAP'][0] - base[1]:+.1f} points vs the baseline (goal: SSIM -{100 * args.ssim_drop:.0f}%: "
+                  f"{verdict})")
+    print(f"plot written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""model=attack: the privacy audit of a checkpoint (attackers trained from scratch, SSIM / PSNR, leakage, URR)."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import ROOT, TINY, run_train, write_market_tree
+from src.models.reid_module import ReIDModule
+from src.utils.errors import ConfigValueError, find_input_error
+
+sys.path.insert(0, str(ROOT / "experiments"))
+import tables  # noqa: E402
+
+IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+# Tiny attackers: attack at the TINY input size (32x16), a few steps each.
+FAST = ["model=attack", "model.attack_size=[32,16]", "model.l1.steps=5", "model.gan.steps=5", "model.diffusion.steps=5",
+        "model.l1.decoder.base_channels=32", "model.gan.decoder.base_channels=32",
+        "model.gan.discriminator.base_channels=8", "model.gan.discriminator.max_channels=32",
+        "model.diffusion.sample_size=null", "model.diffusion.decoder.block_out_channels=[8,16]",
+        "model.diffusion.decoder.inference_steps=3", "model.diffusion.num_samples=1", "model.num_pictures=3"]
+
+
+class DownsampledImageExtractor(ReIDModule):
+    """A deliberately leaky extractor: the feature is the (normalized) image average-pooled to ``size``."""
+
+    def __init__(self, size=(8, 4), num_classes=None, name: str = "leaky") -> None:
+        super().__init__()
+        self.size = tuple(size)
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def extract_features(self, images: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(images, self.size).flatten(1) * self.scale
+
+
+def write_leaky_checkpoint(path: Path, height: int = 32, width: int = 16) -> Path:
+    """A checkpoint of this repository's format (state dict + build spec) holding the leaky extractor."""
+    spec = {"format": 1, "model": {"_target_": "test_attack.DownsampledImageExtractor", "size": [8, 4]},
+            "choices": {"model": "leaky", "backbone": None, "loss": None},
+            "input": {"height": height, "width": width, **IMAGENET}, "num_classes": 0}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": DownsampledImageExtractor().state_dict(), "ppreid": spec, "epoch": 0}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def colour_data(tmp_path_factory) -> Path:
+    """Market layout with 80 training identities (each a random pair of colours) and 12 test identities, so
+    an attacker can learn colours it then meets on unseen people."""
+    root = tmp_path_factory.mktemp("colour_data")
+    write_market_tree(root / "Market-1501-v15.09.15", list(range(1, 81)), list(range(101, 113)), cams=4,
+                      train_per_id=2, gallery_per_id=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def leaky_audit(colour_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("leaky_audit")
+    ckpt = write_leaky_checkpoint(out / "extractor" / "checkpoints" / "last.ckpt")
+    res = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={ckpt}", "model.l1.steps=60",
+                                   "model.l1.lr=5e-3"], out / "audit", colour_data)
+    return res, out / "audit", ckpt
+
+
+def test_attack_on_a_leaky_extractor_beats_the_mean_image(leaky_audit):
+    res, out, _ = leaky_audit
+    p = res["privacy"]["market1501"]
+    l1 = p["attackers"]["l1"]
+    assert l1["ssim"] > p["mean_image_ssim"] + 0.1, p
+    assert l1["psnr"] > p["mean_image_psnr"] + 3, p
+    assert l1["leakage_r1"] > 2 * p["chance_r1"], p
+    assert p["chance_r1"] == pytest.approx(1 / 13)  # 12 test identities + the distractor 0 in the gallery
+    assert p["num_images"] == 12 + 12 * 3 + 1 and p["num_queries"] == 12  # gallery: 2 + 1 junk each, 1 distractor
+
+
+def test_results_json_privacy_section_and_urr(leaky_audit):
+    res, out, ckpt = leaky_audit
+    written = json.loads((out / "results.json").read_text())
+    assert written["test"] == res["test"] and written["model"] == "attack" and written["train"] is False
+    p = written["privacy"]["market1501"]
+    assert set(p["attackers"]) == {"l1", "gan", "diffusion"}
+    for row in p["attackers"].values():
+        assert {"ssim", "psnr", "leakage_r1"} <= set(row) and -1 <= row["ssim"] <= 1
+    strongest = max(p["attackers"], key=lambda a: p["attackers"][a]["ssim"])
+    assert p["strongest"] == strongest
+    assert p["urr"] == pytest.approx(written["test"]["market1501"]["mAP"] / p["attackers"][strongest]["ssim"])
+    audit = written["audit"]
+    assert audit["extractor"]["ckpt"] == str(ckpt) and audit["extractor"]["model"] == "leaky"
+    assert audit["attack_size"] == [32, 16] and len(audit["group_hash"]) == 16
+    assert audit["train"]["steps"] == {"l1": 60, "gan": 5, "diffusion": 5}
+    picture = out / "reconstructions_market1501.png"
+    from PIL import Image
+    with Image.open(picture) as im:
+        assert im.size[0] > 4 * 32  # real + three attackers side by side
+
+
+def test_mean_image_control_is_recomputed_from_the_image_files(leaky_audit, colour_data):
+    """mean_image_ssim / _psnr equal SSIM / PSNR (src.metrics.privacy, tested against skimage) of the mean
+    training image (with mirror images) against every query + gallery image, read independently here."""
+    import numpy as np
+    from PIL import Image
+
+    from src.metrics.privacy import psnr, ssim
+
+    def read(files):
+        return torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB")).copy()).permute(2, 0, 1)
+                            for f in files]).float() / 255
+
+    p = leaky_audit[0]["privacy"]["market1501"]
+    root = colour_data / "Market-1501-v15.09.15"
+    gallery = [f for f in sorted((root / "bounding_box_test").glob("*.jpg")) if not f.name.startswith("-1")]
+    test = read(sorted((root / "query").glob("*.jpg")) + gallery)  # the parser leaves out junk (-1)
+    train = read(sorted((root / "bounding_box_train").glob("*.jpg")))
+    held_out = leaky_audit[0]["audit"]["train"]["pairs"] // 2
+    assert test.shape[0] == p["num_images"] and held_out == train.shape[0] - 2 * 2  # 2 validation identities
+    # the validation identities are not in the training pairs; their 4 images barely move the mean
+    mean = torch.cat([train, train.flip(3)]).mean(0, keepdim=True).expand_as(test)
+    assert p["mean_image_ssim"] == pytest.approx(ssim(mean, test).mean().item(), abs=0.01)
+    assert p["mean_image_psnr"] == pytest.approx(psnr(mean, test).mean().item(), abs=0.1)
+
+
+def test_audit_of_trained_checkpoints_with_a_reference_model(reid_data_dir, tmp_path):
+    """Real checkpoints (a privacy GAN and a BoT as the independent reference); two seeds of one config audit
+    into one table row (equal group hashes), another extractor config does not."""
+    base = TINY + ["data=market1501", "trainer.max_epochs=1"]
+    pgan = base + ["model=privacy_gan", "model.phases.reversal_from=0", "model.phases.joint_from=0",
+                   "model.generator.base_channels=16", "model.generator.min_channels=8",
+                   "model.discriminator.base_channels=8", "model.discriminator.max_channels=16"]
+    for seed in (1, 2):
+        run_train(pgan + [f"seed={seed}"], tmp_path / f"pgan{seed}", reid_data_dir)
+    run_train(base + ["model=bot"], tmp_path / "bot", reid_data_dir)
+    ref = tmp_path / "bot" / "checkpoints" / "last.ckpt"
+    audits = {}
+    for name in ("pgan1", "pgan2", "bot"):
+        ckpt = tmp_path / name / "checkpoints" / "last.ckpt"
+        audits[name] = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={ckpt}",
+                                                f"model.reference_ckpt={ref}"],
+                                 tmp_path / f"audit_{name}", reid_data_dir)
+    p = audits["pgan1"]["privacy"]["market1501"]
+    assert 0 <= p["reference_r1"] <= 1
+    assert all(0 <= row["leakage_r1_ref"] <= 1 for row in p["attackers"].values())
+    ext = audits["pgan1"]["audit"]["extractor"]
+    assert ext["model"] == "privacy_gan" and ext["seed"] == 1 and ext["privacy"]["privacy_weight"] == 1.0
+    hashes = {k: a["audit"]["group_hash"] for k, a in audits.items()}
+    assert hashes["pgan1"] == hashes["pgan2"] != hashes["bot"]
+
+
+def test_fast_dev_run_of_the_audit(leaky_audit, colour_data, tmp_path):
+    ckpt = leaky_audit[2]
+    res = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={ckpt}", "model.l1.steps=1000",
+                                   "debug=fdr"], tmp_path, colour_data)
+    assert res["debug"] and res["partial"]
+    assert res["audit"]["train"]["steps"] == {"l1": 1, "gan": 1, "diffusion": 1}
+    assert set(res["privacy"]["market1501"]["attackers"]) == {"l1", "gan", "diffusion"}
+
+
+@pytest.mark.parametrize("override, message", [
+    (None, r"model=attack needs the checkpoint to audit: give model.extractor_ckpt=<path>"),
+    ("model.attackers=[l1,vae]", r"unknown attacker 'vae'; choose from l1, gan, diffusion"),
+    ("model.attack_size=[8,4]", r"model.attack_size=\[8, 4\]: .* >= 11"),
+])
+def test_bad_audit_settings_are_clear_messages(override, message, leaky_audit, colour_data, tmp_path):
+    extra = [] if override is None else [f"model.extractor_ckpt={leaky_audit[2]}", override]
+    with pytest.raises(Exception) as err:
+        run_train(TINY + FAST + ["data=market1501", "debug=fdr"] + extra, tmp_path, colour_data)
+    found = find_input_error(err.value)
+    assert isinstance(found, ConfigValueError) and re.search(message, str(found)), err.value
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named(colour_data, tmp_path):
+    junk = tmp_path / "weights.ckpt"
+    junk.write_text("not a checkpoint")
+    plain = tmp_path / "plain.pth"
+    torch.save({"weight": torch.zeros(2)}, plain)
+    for path, message in ((junk, "is not a checkpoint of this repository"), (plain, "not a Lightning checkpoint"),
+                          (tmp_path / "missing.ckpt", "no such file")):
+        with pytest.raises(Exception) as err:
+            run_train(TINY + FAST + ["data=market1501", "debug=fdr", f"model.extractor_ckpt={path}"], tmp_path / "o",
+                      colour_data)
+        text = str(find_input_error(err.value))
+        assert f"model.extractor_ckpt={path}" in text and message in text, text
+
+
+def test_the_audit_refuses_to_train(leaky_audit, colour_data, tmp_path):
+    with pytest.raises(Exception) as err:
+        run_train(TINY + FAST + ["data=market1501", "debug=fdr", "train=true",
+                                 f"model.extractor_ckpt={leaky_audit[2]}"], tmp_path, colour_data)
+    assert "never trains the extractor" in str(find_input_error(err.value))
+
+
+# ----------------------------------------------------------------------------- tables of audits
+def _write_audit(run_dir: Path, seed: int, group: str, m_ap: float, ssim: dict, experiment: str) -> None:
+    """An audit's results.json as model=attack writes it (one target, 'night')."""
+    attackers = {a: {"ssim": s, "psnr": 10 + 10 * s, "leakage_r1": s / 2} for a, s in ssim.items()}
+    strongest = max(ssim, key=ssim.get)
+    res = {"test": {"night": {"R1": 0.5, "mAP": m_ap}},
+           "privacy": {"night": {"mean_image_ssim": 0.2, "mean_image_psnr": 12.0, "chance_r1": 0.01,
+                                 "attackers": attackers, "strongest": strongest, "urr": m_ap / ssim[strongest]}},
+           "audit": {"group_hash": group, "extractor": {"model": "privacy_gan", "experiment": experiment,
+                                                        "privacy": {"privacy_weight": 1.0}}},
+           "identity": {"model": "attack", "data": "genepers_mini", "experiment": None,
+                        "config_hash": f"{group}-{seed}"},  # the checkpoint path differs per seed
+           "debug": False, "partial": False, "train": False, "seed": seed}
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.json").write_text(json.dumps(res))
+
+
+def test_tables_pool_audits_per_config_and_normalize_urr(tmp_path, capsys):
+    base, rows = tmp_path / "unprotected", tmp_path / "all"
+    _write_audit(base / "1", 1, "g0", 0.40, {"l1": 0.50, "gan": 0.40}, "privacy_sandbox_unprotected")
+    _write_audit(base / "2", 2, "g0", 0.44, {"l1": 0.30, "gan": 0.40}, "privacy_sandbox_unprotected")
+    _write_audit(rows / "gan1", 1, "g1", 0.40, {"l1": 0.20, "gan": 0.25}, "privacy_sandbox_gan")
+    _write_audit(rows / "gan2", 2, "g1", 0.38, {"l1": 0.30, "gan": 0.20}, "privacy_sandbox_gan")
+    assert tables.main([str(rows), "--baseline", str(base), "--format", "csv", "--mean-only"]) == 0
+    out = list(__import__("csv").reader(capsys.readouterr().out.splitlines()))
+    header, row = out[0], out[1]
+    assert header[:4] == ["extractor.model", "extractor.experiment", "runs", "seeds"]
+    assert header[4:] == ["mean/R1", "mean/mAP", "mean/SSIM:l1", "mean/PSNR:l1", "mean/SSIM:gan", "mean/PSNR:gan",
+                          "mean/SSIM:mean_image", "mean/leak:strongest", "mean/chance", "mean/URR", "mean/nURR"]
+    assert row[:4] == ["privacy_gan", "privacy_sandbox_gan", "2", "1,2"]  # seeds pooled, audits are not eval-only
+    cell = dict(zip(header, row))
+    assert cell["mean/mAP"] == "39.0 ± 1.4" and cell["mean/SSIM:l1"] == "0.250 ± 0.071"
+    # strongest: gan (0.25) in run 1, l1 (0.30) in run 2; leakage of the strongest: 12.5 and 15.0
+    assert cell["mean/leak:strongest"] == "13.8 ± 1.8"
+    # URR = mAP / strongest SSIM: 1.6 and 1.2667
+    assert cell["mean/URR"] == "1.433 ± 0.236"
+    # baseline: mAP 0.42, strongest SSIM (0.5 + 0.4) / 2 = 0.45; nURR = (mAP / 0.42) / (SSIM / 0.45)
+    expected = [(0.40 / 0.42) / (0.25 / 0.45), (0.38 / 0.42) / (0.30 / 0.45)]
+    mean = sum(expected) / 2
+    std = (sum((v - mean) ** 2 for v in expected)) ** 0.5
+    assert cell["mean/nURR"] == f"{mean:.3f} ± {std:.3f}"
+
+
+def test_tables_privacy_metrics_by_name_and_bad_baseline(tmp_path, capsys):
+    _write_audit(tmp_path / "a" / "1", 1, "g1", 0.4, {"l1": 0.2}, "x")
+    _write_audit(tmp_path / "b" / "1", 1, "g2", 0.4, {"l1": 0.3}, "y")
+    assert tables.main([str(tmp_path / "a"), "--metrics", "mAP", "SSIM:strongest", "PSNR:mean_image", "--format",
+                        "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("night/mAP,night/SSIM:strongest,night/PSNR:mean_image,mean/mAP,mean/SSIM:strongest,"
+                             "mean/PSNR:mean_image")
+    assert lines[1].endswith("40.0,0.200,12.00,40.0,0.200,12.00")
+    assert tables.main([str(tmp_path / "a"), "--baseline", str(tmp_path)]) == 2  # two configs
+    assert "audits of 2 configs" in capsys.readouterr().err
+    assert tables.main([str(tmp_path / "a"), "--metrics", "SSIM"]) == 2
+    assert "SSIM:strongest" in capsys.readouterr().err
+
+
+def test_privacy_plot_writes_the_tradeoff_png(tmp_path, capsys):
+    import privacy_plot
+
+    _write_audit(tmp_path / "base" / "1", 1, "g0", 0.42, {"l1": 0.45}, "unprotected")
+    _write_audit(tmp_path / "sweep" / "a", 1, "g1", 0.41, {"l1": 0.30}, "privacy_gan")
+    _write_audit(tmp_path / "sweep" / "b", 1, "g2", 0.30, {"l1": 0.20}, "privacy_gan_strong")
+    out = tmp_path / "tradeoff.png"
+    assert privacy_plot.main([str(tmp_path / "sweep"), str(tmp_path / "base"), "--baseline", str(tmp_path / "base"),
+                              "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert out.stat().st_size > 0
+    assert ("best point within 2 mAP points: privacy_gan w=1: SSIM -33%, mAP -1.0 points vs the baseline "
+            "(goal: SSIM -30%: reached)") in text

@@ -1,0 +1,179 @@
+"""model=privacy_gan: phases, lazy E / G / D updates read from the optimizer states, resume, NaN, DDP."""
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+import torch
+
+from conftest import TINY, compose_train, run_train
+from src.utils.errors import ConfigValueError, find_input_error
+
+# A tiny reversal module and a short schedule: epoch 0 E alone, epoch 1 R alone, epoch 2+ joint.
+PGAN = TINY + ["data=market1501", "model=privacy_gan", "model.phases.reversal_from=1", "model.phases.joint_from=2",
+               "model.generator.base_channels=32", "model.generator.min_channels=8",
+               "model.discriminator.base_channels=8", "model.discriminator.max_channels=32"]
+E_PREFIXES = ("backbone.", "neck.")
+R_PREFIXES = ("generator.", "discriminator.")
+
+
+def _ckpt(out):
+    return torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def _optimizer_steps(ckpt) -> list:
+    """Steps each optimizer (E, G, D) took, from its Adam state (0 for one that never stepped)."""
+    steps = []
+    for state in ckpt["optimizer_states"]:
+        counts = {int(s["step"]) for s in state["state"].values()}
+        assert len(counts) <= 1, counts
+        steps.append(counts.pop() if counts else 0)
+    return steps
+
+
+def _batches_per_epoch(overrides, tmp_path, data_dir, world_size: int = 1) -> int:
+    from hydra.utils import instantiate
+
+    from src.data.samplers import RandomIdentitySampler
+
+    dm = instantiate(compose_train(overrides, tmp_path / "cfg", data_dir).data, _convert_="all")
+    dm.setup_sources()
+    sampler = RandomIdentitySampler([r.pid for r in dm.train_records], dm.batch_size, dm.num_instances,
+                                    num_replicas=world_size, rank=0)
+    return len(sampler) // dm.batch_size
+
+
+def test_step_counts_of_e_g_d_follow_lazy_updates(reid_data_dir, tmp_path):
+    over = PGAN + ["trainer.max_epochs=3", "model.d_every=4", "model.r1_every=2", "model.g_every=1"]
+    res = run_train(over, tmp_path / "run", reid_data_dir)
+    n = _batches_per_epoch(over, tmp_path, reid_data_dir)
+    ckpt = _ckpt(tmp_path / "run")
+    e, g, d = _optimizer_steps(ckpt)
+    r_batches = 2 * n  # the reversal epoch and the joint epoch
+    assert (e, g, d) == (2 * n, r_batches, math.ceil(r_batches / 4))  # E: E-alone + joint epochs
+    state = ckpt["privacy_gan"]
+    assert state["phase"] == "joint" and state["boundaries"] == {"reversal_from": 1, "joint_from": 2}
+    assert state["counters"] == {"e_steps": e, "g_steps": g, "d_steps": d, "r1_steps": math.ceil(d / 2),
+                                 "r_batches": r_batches}
+    written = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert written["model"] == "privacy_gan" and set(written["test"]["market1501"]) >= {"R1", "mAP"}
+    assert written["test"] == res["test"]
+
+
+def test_g_every_and_no_discriminator(reid_data_dir, tmp_path):
+    """g_every=2 halves G's steps; d_weight=0 (the conventional defence) never steps D."""
+    over = PGAN + ["trainer.max_epochs=3", "model.g_every=2", "model.d_weight=0", "model.privacy_loss=neg_pixel"]
+    run_train(over, tmp_path / "run", reid_data_dir)
+    n = _batches_per_epoch(over, tmp_path, reid_data_dir)
+    assert _optimizer_steps(_ckpt(tmp_path / "run")) == [2 * n, math.ceil(2 * n / 2), 0]
+
+
+def test_each_phase_leaves_the_other_modules_unchanged(reid_data_dir, tmp_path, monkeypatch):
+    from src.models.privacy_gan import PrivacyGANModel
+
+    snapshots = {}
+
+    def snap(model, key):
+        snapshots[key] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    start, end = PrivacyGANModel.on_fit_start, PrivacyGANModel.on_train_epoch_end
+    monkeypatch.setattr(PrivacyGANModel, "on_fit_start", lambda self: (start(self), snap(self, "start")))
+    monkeypatch.setattr(PrivacyGANModel, "on_train_epoch_end",
+                        lambda self: (snap(self, self.current_epoch), end(self)))
+    run_train(PGAN + ["trainer.max_epochs=3"], tmp_path, reid_data_dir)
+
+    def same(a, b, prefixes):
+        keys = [k for k in snapshots[a] if k.startswith(prefixes)]
+        assert keys
+        return all(torch.equal(snapshots[a][k], snapshots[b][k]) for k in keys)
+
+    assert same("start", 0, R_PREFIXES)          # E alone: G and D untouched
+    assert not same("start", 0, E_PREFIXES)
+    assert same(0, 1, E_PREFIXES)                 # R alone: E's weights and BN statistics frozen
+    assert not same(0, 1, R_PREFIXES)
+    assert not same(1, 2, E_PREFIXES) and not same(1, 2, R_PREFIXES)  # joint: both move
+
+
+def test_resume_in_the_joint_phase_continues_the_counters(reid_data_dir, tmp_path):
+    over = PGAN + ["model.d_every=4", "model.r1_every=2"]
+    run_train(over + ["trainer.max_epochs=4"], tmp_path / "straight", reid_data_dir)
+    run_train(over + ["trainer.max_epochs=3"], tmp_path / "first", reid_data_dir)
+    first = _ckpt(tmp_path / "first")
+    assert first["privacy_gan"]["phase"] == "joint"
+    run_train(over + ["trainer.max_epochs=4", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"],
+              tmp_path / "resumed", reid_data_dir)
+    straight, resumed = _ckpt(tmp_path / "straight"), _ckpt(tmp_path / "resumed")
+    assert resumed["privacy_gan"] == straight["privacy_gan"]
+    assert _optimizer_steps(resumed) == _optimizer_steps(straight)
+    assert _optimizer_steps(resumed)[0] > _optimizer_steps(first)[0]
+
+
+def test_nan_in_a_gan_loss_stops_the_run_and_keeps_last_ckpt(reid_data_dir, tmp_path, monkeypatch):
+    from src.models.privacy_gan import NonFiniteLossError, PrivacyGANModel
+    from src.nn.discriminator import FeatureConditionedDiscriminator
+
+    state = {"nan": False}
+    forward, epoch_start = FeatureConditionedDiscriminator.forward, PrivacyGANModel.on_train_epoch_start
+    last = tmp_path / "checkpoints" / "last.ckpt"
+
+    def poisoned(self, images, feat):
+        out = forward(self, images, feat)
+        return out * float("nan") if state["nan"] else out
+
+    def start(self):
+        epoch_start(self)
+        if self.current_epoch == 1:  # the joint phase: last.ckpt of epoch 0 exists
+            state["bytes"], state["nan"] = last.read_bytes(), True
+
+    monkeypatch.setattr(FeatureConditionedDiscriminator, "forward", poisoned)
+    monkeypatch.setattr(PrivacyGANModel, "on_train_epoch_start", start)
+    with pytest.raises(NonFiniteLossError, match=r"loss d_adv is nan at global step \d+ \(epoch 1") as err:
+        run_train(PGAN + ["trainer.max_epochs=2", "model.phases.reversal_from=0", "model.phases.joint_from=1",
+                          "model.d_every=1"], tmp_path, reid_data_dir)
+    assert find_input_error(err.value) is err.value  # train.py prints it as one line
+    assert last.read_bytes() == state["bytes"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.d_every=0", r"model.d_every=0: give an int >= 1"),
+    ("model.r1_every=-2", r"model.r1_every=-2"),
+    ("model.privacy_weight=-0.5", r"model.privacy_weight=-0.5: must be >= 0"),
+    ("model.d_weight=-1", r"model.d_weight=-1.0: must be >= 0"),
+    ("model.privacy_loss=blur", r"privacy_loss='blur' is unknown; use one of neg_pixel, ssim, realism"),
+    ("model.phases.joint_from=0", r"joint_from \(epoch 0\) comes before reversal_from"),
+])
+def test_bad_values_are_clear_messages(override, message, reid_data_dir, tmp_path):
+    with pytest.raises(Exception) as err:
+        run_train(PGAN + ["trainer.max_epochs=2", "debug=default", override], tmp_path, reid_data_dir)
+    found = find_input_error(err.value)
+    assert isinstance(found, ConfigValueError), err.value
+    assert re.search(message, str(found)), str(found)
+
+
+def test_realism_needs_the_discriminator(tmp_path):
+    from hydra.utils import instantiate
+
+    cfg = compose_train(PGAN + ["model.privacy_loss=realism", "model.d_weight=0"], tmp_path)
+    with pytest.raises(Exception) as err:
+        instantiate(cfg.model)
+    assert "privacy_loss=realism needs the discriminator" in str(find_input_error(err.value))
+
+
+@pytest.mark.parametrize("privacy_loss", ["neg_pixel", "ssim", "realism"])
+def test_fast_dev_run_runs_every_step_of_each_privacy_loss(privacy_loss, reid_data_dir, tmp_path):
+    res = run_train(PGAN + ["debug=fdr", f"model.privacy_loss={privacy_loss}"], tmp_path, reid_data_dir)
+    scalars = res["scalars"]
+    assert {"train/loss_privacy", "train/loss_d", "train/r1", "train/loss_g_pixel", "train/loss_g_adv"} <= set(scalars)
+    assert res["test"]["market1501"]["mAP"] >= 0.0
+
+
+@pytest.mark.slow
+def test_ddp_sim_keeps_every_rank_in_step(reid_data_dir, tmp_path):
+    over = PGAN + ["trainer=ddp_sim", "trainer.max_epochs=2", "model.phases.reversal_from=0",
+                   "model.phases.joint_from=1", "model.d_every=2", "data.val_split.identities=0"]
+    res = run_train(over, tmp_path / "run", reid_data_dir)
+    n = _batches_per_epoch(over, tmp_path, reid_data_dir, world_size=2)
+    assert _optimizer_steps(_ckpt(tmp_path / "run")) == [n, 2 * n, math.ceil(2 * n / 2)]
+    assert 0.0 <= res["test"]["market1501"]["mAP"] <= 1.0
