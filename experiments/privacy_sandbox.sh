@@ -23,8 +23,8 @@ train_and_audit() {  # <name> <seed> <train overrides...>
     seed="$seed" hydra.run.dir="$audit"
 }
 
-for row in unprotected conventional gan; do
-  for seed in $SEEDS; do
+for seed in $SEEDS; do  # seeds round-robin over the rows: every row gets seed 1 first
+  for row in unprotected conventional gan; do
     train_and_audit "$row" "$seed" experiment="privacy_sandbox_$row"
   done
 done

@@ -25,6 +25,11 @@ read ``audit.extractor``). Their columns add, per target, ``SSIM:<attacker>`` / 
 reference model), ``chance``, ``URR`` (mAP / SSIM of the strongest attacker) and, with ``--baseline
 RUN_DIR`` (the audits of the unprotected model), ``nURR`` = (mAP / mAP_base) / (SSIM / SSIM_base),
 the baseline's values being its means over its runs.
+
+Published figures (``--published FILE``, e.g. ``experiments/published/dppp.yaml``) are added below our
+rows, never pooled with them: each published row fills the label columns it names, its figures
+(``<target>/<metric>`` in percent; ``n/a`` where the file says null, i.e. not published or not available
+to us) and a last ``source`` column naming the paper and table (``ours`` for our rows).
 """
 from __future__ import annotations
 
@@ -394,6 +399,71 @@ def build_table(runs: Sequence[Run], metrics: Sequence[str] = DEFAULT_METRICS,
     return header, rows
 
 
+def load_published(path: Path) -> List[dict]:
+    """The rows of a published-figures file: ``rows: [{label: {key: value}, source: str, metrics: {...}}]``.
+
+    ``metrics`` maps ``<target>/<metric>`` (metric one of METRICS) to a percentage or null (n/a).
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise TableInputError(f"published-figures file {path} does not exist") from None
+    except (OSError, yaml.YAMLError) as err:
+        raise TableInputError(f"cannot read published-figures file {path}: {err}") from None
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not rows:
+        raise TableInputError(f"{path}: expected a non-empty list under 'rows:' (label, source, metrics)")
+    for i, row in enumerate(rows):
+        if not (isinstance(row, dict) and isinstance(row.get("label"), dict) and isinstance(row.get("source"), str)
+                and isinstance(row.get("metrics"), dict)):
+            raise TableInputError(f"{path}: row {i} needs 'label' (mapping), 'source' (text) and 'metrics' (mapping)")
+        for key, value in row["metrics"].items():
+            target, _, metric = str(key).rpartition("/")
+            if not target or metric not in METRICS:
+                raise TableInputError(f"{path}: row {i}: metric key {key!r} is not <target>/<metric> with a metric "
+                                      f"among {', '.join(METRICS)}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise TableInputError(f"{path}: row {i}: {key} = {value!r} is not a percentage or null")
+    return rows
+
+
+def published_rows(published: Sequence[dict], header: Sequence[str], label: Sequence[str]) -> List[List[str]]:
+    """Rows for ``header`` (a ``build_table`` header) from published figures, one per published row.
+
+    Label cells come from the row's ``label`` ("-" when it does not name that key); ``kind`` reads
+    "published"; ``runs``/``seeds``/``config`` read "-"; a figure reads "n/a" when the file gives null and
+    "-" when it does not list it; ``mean/<metric>`` is the mean over the table's targets when every one
+    is published. The caller appends the ``source`` column.
+    """
+    targets = [c.rpartition("/")[0] for c in header if "/" in c and not c.startswith("mean/")]
+    out = []
+    for row in published:
+        cells = []
+        for col in header:
+            if col in label:
+                cells.append(_fmt_value(row["label"][col]) if col in row["label"] else "-")
+            elif col == "kind":
+                cells.append("published")
+            elif col in ("runs", "seeds", "config"):
+                cells.append("-")
+            else:
+                target, _, metric = col.rpartition("/")
+                if target == "mean":
+                    vals = [row["metrics"].get(f"{t}/{metric}") for t in dict.fromkeys(targets)]
+                    ok = vals and all(isinstance(v, (int, float)) for v in vals)
+                    cells.append(f"{sum(vals) / len(vals):.{_decimals(metric)}f}" if ok else "-")
+                elif col not in row["metrics"]:
+                    cells.append("-")
+                else:
+                    v = row["metrics"][col]
+                    cells.append("n/a" if v is None else f"{v:.{_decimals(metric)}f}")
+        out.append(cells)
+    return out
+
+
 def _seed_key(seed) -> Tuple[bool, float, str]:
     """Numbers in numeric order, then anything else (a missing seed) by its text."""
     number = isinstance(seed, (int, float)) and not isinstance(seed, bool)
@@ -444,6 +514,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--baseline", metavar="RUN_DIR",
                     help="audits of the unprotected model (one config, any seeds): adds nURR")
     ap.add_argument("--mean-only", action="store_true", help="only the mean-over-targets columns")
+    ap.add_argument("--published", metavar="FILE",
+                    help="published figures (YAML, e.g. experiments/published/dppp.yaml) shown below our rows, "
+                    "labelled by their source")
     ap.add_argument("--format", choices=["markdown", "csv"], default="markdown")
     ap.add_argument("--out", help="also write the table to this file")
     ap.add_argument("--group", nargs="+", help=argparse.SUPPRESS)
@@ -453,6 +526,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise TableInputError("--group was removed: runs are grouped by identity.config_hash; "
                                   "use --label to choose the label columns")
         check_metrics(args.metrics or [])
+        published = load_published(Path(args.published)) if args.published else None
         runs = [load_result(p) for p in find_results(args.paths)]
         kept = select_runs(runs, args.include_debug, args.include_eval_only, args.include_partial)
         baseline = None
@@ -464,6 +538,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         label = args.label or (list(PRIVACY_LABEL) if any(is_audit(r) for r in kept) else list(DEFAULT_LABEL))
         header, rows = build_table(kept, metrics, label, args.targets, args.show_hash, baseline=baseline,
                                    mean_only=args.mean_only)
+        if published is not None:
+            rows = [r + ["ours"] for r in rows] + [r + [p["source"]] for r, p in
+                                                    zip(published_rows(published, header, label), published)]
+            header = header + ["source"]
         text = render(header, rows, fmt=args.format)
         if args.out:
             write_atomic(Path(args.out), text)

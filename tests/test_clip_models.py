@@ -192,3 +192,53 @@ def test_clear_messages(overrides, message, reid_data_dir, tmp_path):
         run_train(CLIP + overrides + stages(1, 1), tmp_path, reid_data_dir)
     found = find_input_error(err.value)
     assert isinstance(found, ConfigValueError) and message in str(found), err.value
+
+
+@pytest.mark.slow
+def test_mini_dppp_tables_from_real_runs(reid_data_dir, tmp_path, capsys):
+    """The DPPP comparison (source x model) and the PDM ablation at toy size: real runs of the real row
+    configs on tiny RandPerson / Market / Duke folders, tabulated by experiments/tables.py with the
+    published figures below our rows."""
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(repo / "experiments"))
+    import tables
+
+    clip_toy = [o for o in CLIP if not o.startswith("data=")] + stages(1, 1)
+    results = {}
+    for row, model in (("bot", "bot"), ("clipreid", "clipreid"), ("pdm", "pdm")):
+        toy = TINY if model == "bot" else clip_toy
+        results[row] = run_train([f"experiment=dppp_randperson_{model}", "backbone.pretrained=null"] + toy,
+                                 tmp_path / "main" / row, reid_data_dir)
+    ablation = run_train(["experiment=pdm_without_style", "data=dg_randperson"] + clip_toy,
+                         tmp_path / "ablation" / "without_style", reid_data_dir)
+
+    published = str(repo / "experiments" / "published" / "dppp.yaml")
+    assert tables.main([str(tmp_path / "main"), "--label", "model", "data", "--targets", "market1501", "dukemtmc",
+                        "--published", published, "--format", "csv"]) == 0
+    table = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    ours = {r["model"]: r for r in table if r["source"] == "ours"}
+    assert set(ours) == {"bot", "clipreid", "pdm"}
+    for model, row in ours.items():
+        assert row["data"] == "dg_randperson" and row["runs"] == "1"
+        for target in ("market1501", "dukemtmc"):
+            for metric in ("R1", "mAP"):
+                assert row[f"{target}/{metric}"] == f"{100 * results[model]['test'][target][metric]:.1f}"
+        mean_map = (results[model]["test"]["market1501"]["mAP"] + results[model]["test"]["dukemtmc"]["mAP"]) / 2
+        assert row["mean/mAP"] == f"{100 * mean_map:.1f}"
+    theirs = [r for r in table if r["source"] != "ours"]
+    assert theirs and all(r["runs"] == "-" for r in theirs)
+    dppp = next(r for r in theirs if r["model"] == "pdm" and r["data"] == "genepers")
+    assert dppp["market1501/mAP"] == "n/a" and "DPPP" in dppp["source"]
+    unreal = next(r for r in theirs if r["data"] == "dg_unrealperson")
+    assert unreal["market1501/R1"] == "79.0" and unreal["market1501/mAP"] == "-" and unreal["mean/R1"] == "-"
+
+    # the ablation table: full PDM and PDM without the style loss, one row each, never pooled
+    assert tables.main([str(tmp_path / "main" / "pdm"), str(tmp_path / "ablation"), "--label", "model",
+                        "experiment", "--format", "csv"]) == 0
+    rows = {r["experiment"]: r for r in csv.DictReader(capsys.readouterr().out.splitlines())}
+    assert set(rows) == {"dppp_randperson_pdm", "pdm_without_style"}
+    m = ablation["test"]["market1501"]["mAP"]
+    assert rows["pdm_without_style"]["market1501/mAP"] == f"{100 * m:.1f}"

@@ -187,3 +187,33 @@ def test_unreadable_results_file_is_named(tmp_path, capsys):
     assert tables.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_published_rows_below_ours_labelled_by_source(tmp_path, capsys):
+    _write(tmp_path / "runs" / "a", 1, {"t1": {"R1": 0.5, "mAP": 0.25}, "t2": {"R1": 0.7, "mAP": 0.35}})
+    pub = tmp_path / "published.yaml"
+    pub.write_text("rows:\n"
+                   "  - label: {model: bot}\n    source: 'Paper A, Table 2'\n"
+                   "    metrics: {t1/R1: 60.0, t1/mAP: null, t2/R1: 80.0}\n")
+    assert tables.main([str(tmp_path / "runs"), "--label", "model", "--published", str(pub), "--format", "csv"]) == 0
+    ours, theirs = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert ours["source"] == "ours" and ours["t1/R1"] == "50.0" and ours["mean/mAP"] == "30.0"
+    assert theirs["source"] == "Paper A, Table 2" and theirs["model"] == "bot" and theirs["runs"] == "-"
+    assert theirs["t1/R1"] == "60.0" and theirs["t1/mAP"] == "n/a" and theirs["t2/mAP"] == "-"
+    assert theirs["mean/R1"] == "70.0" and theirs["mean/mAP"] == "-"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("rows: []\n", "non-empty list under 'rows:'"),
+    ("rows:\n  - {label: {model: a}, source: s, metrics: {t1/Rank1: 3.0}}\n", "'t1/Rank1' is not <target>/<metric>"),
+    ("rows:\n  - {label: {model: a}, source: s, metrics: {t1/R1: high}}\n", "is not a percentage or null"),
+    ("rows:\n  - {label: {model: a}, metrics: {}}\n", "needs 'label' (mapping), 'source' (text)"),
+])
+def test_bad_published_file_is_named_before_reading_runs(tmp_path, capsys, text, message):
+    pub = tmp_path / "pub.yaml"
+    pub.write_text(text)
+    assert tables.main([str(tmp_path / "nowhere"), "--published", str(pub)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(pub) in err
+    assert tables.main([str(tmp_path), "--published", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml does not exist" in capsys.readouterr().err
