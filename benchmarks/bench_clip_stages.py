@@ -49,10 +49,12 @@ def compose(overrides):
 
 
 class _Trainer:
-    """The little a model's cache needs from a trainer: its datamodule."""
+    """The little a model needs from a trainer here: its datamodule (the cache) and the step counter
+    (PDM draws its other-style partners from it)."""
 
     def __init__(self, datamodule):
         self.datamodule = datamodule
+        self.global_step = 0
 
 
 def build(model_name: str, extra=()):
