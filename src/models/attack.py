@@ -73,6 +73,13 @@ class ReversalAttacker(nn.Module):
     def reconstruct(self, feat: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    @staticmethod
+    def minimize(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        """One optimizer step on ``loss`` (gradients cleared first)."""
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
     def fit(self, feats: torch.Tensor, images: torch.Tensor, name: str, generator: torch.Generator,
             steps: Optional[int] = None) -> float:
         """``steps`` (default ``self.steps``) steps on random batches of (feats (N,D), images (N,3,h,w) uint8);
@@ -109,9 +116,7 @@ class L1Attacker(ReversalAttacker):
 
     def train_step(self, feat, images):
         loss = l1_reconstruction(self.decoder(feat), images)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        self.minimize(self.opt, loss)
         return {"l1": loss.item()}
 
     @torch.no_grad()
@@ -155,25 +160,19 @@ class GANAttacker(ReversalAttacker):
         fake = self.decoder(feat)
         if self.step_count <= self.l1_warmup * self.total_steps:
             l1 = l1_reconstruction(fake, images)
-            self.opt_g.zero_grad(set_to_none=True)
-            (self.l1_weight * l1).backward()
-            self.opt_g.step()
+            self.minimize(self.opt_g, self.l1_weight * l1)
             return {"l1": l1.item()}
         real = images.requires_grad_(self.r1_gamma > 0)
         real_scores = self.discriminator(real, feat)
         d_loss = self.d_loss_fn(real_scores, self.discriminator(fake.detach(), feat))
         if self.r1_gamma > 0:
             d_loss = d_loss + self.r1_gamma * r1_penalty(real_scores, real)
-        self.opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.opt_d.step()
+        self.minimize(self.opt_d, d_loss)
         self.discriminator.requires_grad_(False)
         l1 = l1_reconstruction(fake, images.detach())
         adv = self.g_loss_fn(self.discriminator(fake, feat))
         self.discriminator.requires_grad_(True)
-        self.opt_g.zero_grad(set_to_none=True)
-        (self.l1_weight * l1 + self.adv_weight * adv).backward()
-        self.opt_g.step()
+        self.minimize(self.opt_g, self.l1_weight * l1 + self.adv_weight * adv)
         return {"l1": l1.item(), "g_adv": adv.item(), "d": d_loss.item()}
 
     @torch.no_grad()
@@ -211,9 +210,7 @@ class DiffusionAttacker(ReversalAttacker):
 
     def train_step(self, feat, images):
         loss = self.decoder.loss(feat, self._to_sample_size(images))
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        self.minimize(self.opt, loss)
         return {"ddpm": loss.item()}
 
     @torch.no_grad()
