@@ -265,3 +265,19 @@ def test_privacy_plot_writes_the_tradeoff_png(tmp_path, capsys):
     assert out.stat().st_size > 0
     assert ("best point within 2 mAP points: privacy_gan w=1: SSIM -33%, mAP -1.0 points vs the baseline "
             "(goal: SSIM -30%: reached)") in text
+    # above the control (mean-image SSIM 0.2): baseline 0.25, privacy_gan 0.10 -> -60%
+    assert "| privacy_gan w=1 | 1 | 0.300 | 0.100 | 41.0 | -33% | -60% | -1.0 |" in text
+    assert "lies below the mean-image control" not in text
+
+
+def test_privacy_plot_says_when_the_goal_lies_below_the_control(tmp_path, capsys):
+    import privacy_plot
+
+    _write_audit(tmp_path / "base" / "1", 1, "g0", 0.42, {"l1": 0.26}, "unprotected")  # control 0.2
+    _write_audit(tmp_path / "gan" / "1", 1, "g1", 0.42, {"l1": 0.23}, "privacy_gan")
+    assert privacy_plot.main([str(tmp_path), "--baseline", str(tmp_path / "base"),
+                              "--out", str(tmp_path / "t.png")]) == 0
+    text = capsys.readouterr().out
+    # goal SSIM 0.7 x 0.26 = 0.182 < 0.2; above control: 0.06 -> 0.03 (-50%)
+    assert "the goal's SSIM (0.182) lies below the mean-image control (0.200)" in text
+    assert "| privacy_gan w=1 | 1 | 0.230 | 0.030 | 42.0 | -12% | -50% | +0.0 |" in text
