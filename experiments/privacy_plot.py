@@ -5,7 +5,7 @@
 Every folder is searched for results.json; audits are pooled per config exactly as ``tables.py`` pools
 them (``audit.group_hash``: the audited model's config and the attack config, any seed). One point per
 config: x = SSIM of the strongest attacker, y = mAP (%), both means over the targets, then mean ± std
-over the seeds (error bars); the label is the audited model's experiment and privacy weight; a dotted
+over the seeds (error bars); the label is the audited model's experiment, privacy loss and weight; a dotted
 line marks the mean-image control (predicting the mean training image). With
 ``--baseline`` (the audits of the unprotected model) the plot marks the goal region, SSIM at most
 ``(1 - --ssim-drop)`` x the baseline's and mAP at most ``--map-cost`` points below it, and the table names
@@ -47,7 +47,9 @@ def points(runs: Sequence[tables.Run]) -> List[Dict]:
             continue
         ext = group[0].result["audit"]["extractor"]
         weight = (ext.get("privacy") or {}).get("privacy_weight")
-        label = f"{ext.get('experiment') or ext.get('model')}" + (f" w={weight:g}" if weight is not None else "")
+        loss = (ext.get("privacy") or {}).get("privacy_loss")
+        label = (f"{ext.get('experiment') or ext.get('model')}" + (f" {loss}" if loss and weight else "")
+                 + (f" w={weight:g}" if weight is not None else ""))
         control = [_mean_over_targets(r, "SSIM:mean_image") for r in group]
         out.append({"key": key, "label": label, "runs": len(group), "ssim": tables.mean_std(ssim),
                     "mAP": tables.mean_std(m_ap), "control": None if None in control else sum(control) / len(control)})
@@ -68,10 +70,11 @@ def plot(pts: Sequence[Dict], path: Path, base: Optional[Tuple[float, float]], s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=130)
-    for p in pts:
-        ax.errorbar(p["ssim"][0], p["mAP"][0], xerr=p["ssim"][1] or 0, yerr=p["mAP"][1] or 0, fmt="o", capsize=3)
-        ax.annotate(p["label"], (p["ssim"][0], p["mAP"][0]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    fig, ax = plt.subplots(figsize=(7, 5.2), dpi=130)
+    markers = "osD^vP*Xh<>"
+    for i, p in enumerate(pts):  # one legend entry per config: labels next to close points would overlap
+        ax.errorbar(p["ssim"][0], p["mAP"][0], xerr=p["ssim"][1] or 0, yerr=p["mAP"][1] or 0,
+                    fmt=markers[i % len(markers)], capsize=3, label=f"{p['label']} ({p['runs']} runs)")
     controls = [p["control"] for p in pts if p["control"] is not None]
     xs = [p["ssim"][0] for p in pts] + controls + ([base[0] * (1 - ssim_drop)] if base is not None else [])
     left, right = min(xs) - 0.02, max(xs) + 0.03
@@ -85,8 +88,7 @@ def plot(pts: Sequence[Dict], path: Path, base: Optional[Tuple[float, float]], s
                          left, base[0] * (1 - ssim_drop), color="green", alpha=0.08,
                          label=f"goal: SSIM -{100 * ssim_drop:.0f}%, mAP -{map_cost:g} pt at most")
     ax.set_xlim(left, right)
-    if controls or base is not None:
-        ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     ax.set_xlabel("SSIM of the strongest attacker (lower = more private)")
     ax.set_ylabel("mAP (%) (higher = more useful)")
     ax.set_title("utility vs reversibility (mean over targets, ± std over seeds)", fontsize=9)
