@@ -111,18 +111,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--out", default="privacy_tradeoff.png", help="the PNG to write")
     ap.add_argument("--ssim-drop", type=float, default=0.3, help="goal: relative SSIM reduction (0.3 = 30%%)")
     ap.add_argument("--map-cost", type=float, default=2.0, help="goal: largest mAP loss in points")
+    ap.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                    help="only audits of extractors trained with these seeds (compare a one-seed sweep with the "
+                         "baseline's same seed, not with its mean over seeds)")
     ap.add_argument("--include-debug", action="store_true")
     args = ap.parse_args(argv)
+
+    def keep(runs: List[tables.Run]) -> List[tables.Run]:
+        if not args.seeds:
+            return runs
+        return [r for r in runs if (r.result.get("audit") or {}).get("extractor", {}).get("seed") in args.seeds]
+
     try:
-        runs = tables.select_runs([tables.load_result(p) for p in tables.find_results(args.paths)],
-                                  include_debug=args.include_debug)
+        runs = keep(tables.select_runs([tables.load_result(p) for p in tables.find_results(args.paths)],
+                                       include_debug=args.include_debug))
         pts = points(runs)
         if not pts:
-            raise tables.TableInputError("no privacy audits (model=attack results.json) among the runs given")
+            raise tables.TableInputError("no privacy audits (model=attack results.json) among the runs given"
+                                         + (f" with extractor seeds {args.seeds}" if args.seeds else ""))
         base, base_key, base_control = None, None, None
         if args.baseline:
-            base_pts = points(tables.select_runs([tables.load_result(p) for p in tables.find_results([args.baseline])],
-                                                 include_debug=args.include_debug))
+            base_pts = points(keep(tables.select_runs(
+                [tables.load_result(p) for p in tables.find_results([args.baseline])], include_debug=args.include_debug)))
             if len(base_pts) != 1:
                 raise tables.TableInputError(f"--baseline holds {len(base_pts)} audited configs; give one")
             base = (base_pts[0]["ssim"][0], base_pts[0]["mAP"][0])

@@ -270,6 +270,27 @@ def test_privacy_plot_writes_the_tradeoff_png(tmp_path, capsys):
     assert "lies below the mean-image control" not in text
 
 
+def test_privacy_plot_seeds_compares_like_with_like(tmp_path, capsys):
+    import privacy_plot
+
+    def audit(path, seed, group, m_ap, ssim, experiment):
+        _write_audit(path, seed, group, m_ap, ssim, experiment)
+        res = json.loads((path / "results.json").read_text())
+        res["audit"]["extractor"]["seed"] = seed
+        (path / "results.json").write_text(json.dumps(res))
+
+    audit(tmp_path / "base" / "1", 1, "g0", 0.50, {"l1": 0.40}, "unprotected")
+    audit(tmp_path / "base" / "2", 2, "g0", 0.30, {"l1": 0.30}, "unprotected")
+    audit(tmp_path / "sweep" / "1", 1, "g1", 0.45, {"l1": 0.36}, "privacy_gan")
+    assert privacy_plot.main([str(tmp_path), "--baseline", str(tmp_path / "base"), "--seeds", "1",
+                              "--out", str(tmp_path / "t.png")]) == 0
+    text = capsys.readouterr().out
+    # against seed 1 alone (mAP 50, SSIM 0.40): -10% SSIM, -5 points (against both seeds it would read +0.05 mAP)
+    assert "| privacy_gan w=1 | 1 | 0.360 | 0.160 | 45.0 | -10% | -20% | -5.0 |" in text
+    assert privacy_plot.main([str(tmp_path), "--seeds", "7", "--out", str(tmp_path / "t.png")]) == 2
+    assert "with extractor seeds [7]" in capsys.readouterr().err
+
+
 def test_privacy_plot_says_when_the_goal_lies_below_the_control(tmp_path, capsys):
     import privacy_plot
 
