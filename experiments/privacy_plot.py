@@ -74,7 +74,7 @@ def plot(pts: Sequence[Dict], path: Path, base: Optional[Tuple[float, float]], s
     markers = "osD^vP*Xh<>"
     for i, p in enumerate(pts):  # one legend entry per config: labels next to close points would overlap
         ax.errorbar(p["ssim"][0], p["mAP"][0], xerr=p["ssim"][1] or 0, yerr=p["mAP"][1] or 0,
-                    fmt=markers[i % len(markers)], capsize=3, label=f"{p['label']} ({p['runs']} runs)")
+                    fmt=markers[i % len(markers)], capsize=3, label=f"{p['label']} ({p['runs']} run{'s' if p['runs'] != 1 else ''})")
     controls = [p["control"] for p in pts if p["control"] is not None]
     xs = [p["ssim"][0] for p in pts] + controls + ([base[0] * (1 - ssim_drop)] if base is not None else [])
     left, right = min(xs) - 0.02, max(xs) + 0.03

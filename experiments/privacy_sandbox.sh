@@ -4,7 +4,7 @@
 # diffusion attackers; a privacy_weight sweep and the other privacy losses (seed 1); then the table and the
 # trade-off plot.
 #
-#   bash experiments/privacy_sandbox.sh              # everything (9 + 3 + 2 trainings and audits)
+#   bash experiments/privacy_sandbox.sh              # everything (9 + 3 + 4 trainings and audits)
 #   SEEDS="1" WEIGHTS=" " LOSSES=" " bash experiments/privacy_sandbox.sh    # one seed, no sweep
 #
 # On 2 CPU cores a training takes about 10-14 minutes and an audit about 6-10: plan for 4-5 hours.
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-logs/privacy_sandbox}
 SEEDS=${SEEDS:-"1 2 3"}
 WEIGHTS=${WEIGHTS:-"1 3 30"}   # the sweep adds these privacy weights to the rows' 0 and 10
-LOSSES=${LOSSES:-"realism neg_pixel"}  # and these privacy losses (weight 10, with D) to the row's ssim
+LOSSES=${LOSSES:-"realism:10 neg_pixel:10 realism:1 realism:3"}  # and these privacy loss:weight pairs (with D)
 
 train_and_audit() {  # <name> <seed> <train overrides...>
   local name=$1 seed=$2
@@ -33,8 +33,9 @@ done
 for w in $WEIGHTS; do
   train_and_audit "sweep_w$w" 1 experiment=privacy_sandbox_gan model.privacy_weight="$w"
 done
-for loss in $LOSSES; do
-  train_and_audit "sweep_${loss}_w10" 1 experiment=privacy_sandbox_gan model.privacy_loss="$loss" model.privacy_weight=10
+for pair in $LOSSES; do
+  loss=${pair%%:*} w=${pair##*:}
+  train_and_audit "sweep_${loss}_w$w" 1 experiment=privacy_sandbox_gan model.privacy_loss="$loss" model.privacy_weight="$w"
 done
 
 # the rows' table (mean ± std over seeds and targets; normalized URR against the unprotected row), the
