@@ -73,8 +73,9 @@ def plot(pts: Sequence[Dict], path: Path, base: Optional[Tuple[float, float]], s
     fig, ax = plt.subplots(figsize=(7, 5.2), dpi=130)
     markers = "osD^vP*Xh<>"
     for i, p in enumerate(pts):  # one legend entry per config: labels next to close points would overlap
+        runs = f"{p['runs']} run" + ("s" if p["runs"] != 1 else "")
         ax.errorbar(p["ssim"][0], p["mAP"][0], xerr=p["ssim"][1] or 0, yerr=p["mAP"][1] or 0,
-                    fmt=markers[i % len(markers)], capsize=3, label=f"{p['label']} ({p['runs']} run{'s' if p['runs'] != 1 else ''})")
+                    fmt=markers[i % len(markers)], capsize=3, label=f"{p['label']} ({runs})")
     controls = [p["control"] for p in pts if p["control"] is not None]
     xs = [p["ssim"][0] for p in pts] + controls + ([base[0] * (1 - ssim_drop)] if base is not None else [])
     left, right = min(xs) - 0.02, max(xs) + 0.03
@@ -117,22 +118,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--include-debug", action="store_true")
     args = ap.parse_args(argv)
 
-    def keep(runs: List[tables.Run]) -> List[tables.Run]:
-        if not args.seeds:
-            return runs
-        return [r for r in runs if (r.result.get("audit") or {}).get("extractor", {}).get("seed") in args.seeds]
+    def audit_points(paths: Sequence[str]) -> List[Dict]:
+        """The points of the runs under ``paths``, kept to ``--seeds`` (the audited extractor's seed)."""
+        runs = tables.select_runs([tables.load_result(p) for p in tables.find_results(paths)],
+                                  include_debug=args.include_debug)
+        if args.seeds:
+            runs = [r for r in runs if (r.result.get("audit") or {}).get("extractor", {}).get("seed") in args.seeds]
+        return points(runs)
 
     try:
-        runs = keep(tables.select_runs([tables.load_result(p) for p in tables.find_results(args.paths)],
-                                       include_debug=args.include_debug))
-        pts = points(runs)
+        pts = audit_points(args.paths)
         if not pts:
             raise tables.TableInputError("no privacy audits (model=attack results.json) among the runs given"
                                          + (f" with extractor seeds {args.seeds}" if args.seeds else ""))
         base, base_key, base_control = None, None, None
         if args.baseline:
-            base_pts = points(keep(tables.select_runs(
-                [tables.load_result(p) for p in tables.find_results([args.baseline])], include_debug=args.include_debug)))
+            base_pts = audit_points([args.baseline])
             if len(base_pts) != 1:
                 raise tables.TableInputError(f"--baseline holds {len(base_pts)} audited configs; give one")
             base = (base_pts[0]["ssim"][0], base_pts[0]["mAP"][0])
@@ -151,8 +152,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         row = (f"| {p['label']} | {p['runs']} | {_mean_std_text(p['ssim'], 3)} | "
                f"{'n/a' if excess is None else f'{excess:.3f}'} | {_mean_std_text(p['mAP'], 1)} |")
         if base:
-            excess_change = ("n/a" if excess is None or not base_excess
-                             else f"{100 * (excess / base_excess - 1):+.0f}%")
+            excess_change = "n/a" if excess is None or not base_excess else f"{100 * (excess / base_excess - 1):+.0f}%"
             row += f" {100 * (p['ssim'][0] / base[0] - 1):+.0f}% | {excess_change} | {p['mAP'][0] - base[1]:+.1f} |"
         print(row)
     if base:
