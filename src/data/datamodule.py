@@ -11,6 +11,7 @@ puts samples back in index order.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -20,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from src.data.datasets.base import ReIDRecord, ReIDSplits, build_dataset, merge_train_sets
 from src.data.image_dataset import ImageDataset, IndexDataset, TwoViewDataset
-from src.data.samplers import InferenceSampler, RandomIdentitySampler
+from src.data.samplers import InferenceSampler, PermutationChunkSampler, RandomIdentitySampler
 from src.data.transforms import build_transforms
 from src.data.val_split import hold_out_identities
 from src.utils.errors import ConfigValueError, DatasetLayoutError
@@ -239,22 +240,33 @@ class ReIDDataModule(pl.LightningDataModule):
             self.setup_sources()
         module = getattr(getattr(self, "trainer", None), "lightning_module", None)
         if getattr(module, "train_inputs", "images") == "indices":
-            return DataLoader(IndexDataset(self.train_records), batch_size=self.batch_size,
-                              sampler=self.train_sampler(), drop_last=True, num_workers=0)
+            chunk = getattr(module, "index_batch_size", None)
+            if not chunk:  # P x K batches of indices
+                return DataLoader(IndexDataset(self.train_records), batch_size=self.batch_size,
+                                  sampler=self.train_sampler(), drop_last=True, num_workers=0)
+            world, rank = self._dist()  # a fresh permutation of every image in chunks (remainder kept)
+            return DataLoader(IndexDataset(self.train_records), batch_size=math.ceil(int(chunk) / world),
+                              sampler=PermutationChunkSampler(len(self.train_records), seed=self.sampler_seed,
+                                                              num_replicas=world, rank=rank),
+                              drop_last=False, num_workers=0)
         return DataLoader(
             self.train_dataset(), batch_size=self.batch_size, sampler=self.train_sampler(), drop_last=True,
             num_workers=self.num_workers, pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0)
 
-    def train_feature_loader(self, restyled: bool = False, restyle_strength: float = 1.0) -> DataLoader:
+    def train_feature_loader(self, restyled: bool = False, restyle_strength: float = 1.0,
+                             indices: Optional[Sequence[int]] = None) -> DataLoader:
         """This rank's contiguous shard of the training images with the *test* transforms (for caching a
-        frozen encoder's features); ``restyled`` adds a photometrically re-styled view of each image."""
+        frozen encoder's features); ``restyled`` adds a photometrically re-styled view of each image;
+        ``indices``: only these training images (each sample keeps its training-set index)."""
         if not self.train_records:
             self.setup_sources()
         world, rank = self._dist()
         tf = self._transform(is_train=False)
         dataset = (TwoViewDataset(self.train_records, tf, restyle_strength) if restyled
                    else ImageDataset(self.train_records, tf))
+        if indices is not None:
+            dataset = torch.utils.data.Subset(dataset, [int(i) for i in indices])
         return DataLoader(dataset, batch_size=self.test_batch_size,
                           sampler=InferenceSampler(len(dataset), num_replicas=world, rank=rank),
                           num_workers=self.num_workers, pin_memory=self.pin_memory)

@@ -147,3 +147,33 @@ class InferenceSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(self.begin, self.end))
+
+
+class PermutationChunkSampler(DistributedSampler):
+    """A seeded random permutation of all ``num_samples`` indices per epoch, for chunked batches.
+
+    CLIP-ReID's stage 1 walks a fresh permutation of *every* training image in chunks (64 in the paper
+    recipe, the remainder kept as a last smaller chunk), so each step contrasts many identities. The
+    permutation depends on (seed, epoch) only and is the same on every rank; rank r takes every
+    ``num_replicas``-th index, so ``DataLoader(batch_size=ceil(chunk / num_replicas), drop_last=False)``
+    gives each rank its share of the global chunk.
+    """
+
+    def __init__(self, num_samples: int, seed: int = 0, num_replicas: Optional[int] = None,
+                 rank: Optional[int] = None):
+        if num_samples < 1:
+            raise ConfigValueError(f"PermutationChunkSampler: num_samples={num_samples} must be >= 1.")
+        self.num_replicas, self.rank = _world(num_replicas, rank, "PermutationChunkSampler")
+        self.total_size, self.seed, self.epoch = int(num_samples), int(seed), 0
+        self.shuffle, self.drop_last = True, False
+        self.num_samples = len(range(self.rank, self.total_size, self.num_replicas))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.total_size)
+        return iter(perm[self.rank::self.num_replicas].tolist())

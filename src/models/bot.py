@@ -11,10 +11,9 @@ import torch
 from torch import nn
 
 from src.losses.terms import build_loss_terms
-from src.models.reid_module import ReIDModule
+from src.models.reid_module import ReIDModule, check_neck_feat
 from src.nn.heads import BNNeck
 from src.nn.pooling import build_pooling
-from src.utils.errors import ConfigValueError
 
 
 class BoTModel(ReIDModule):
@@ -37,24 +36,19 @@ class BoTModel(ReIDModule):
     ) -> None:
         super().__init__(eval_metric=eval_metric, max_rank=max_rank)
         self.save_hyperparameters(ignore=["backbone", "losses", "optimizer", "scheduler"], logger=False)
-        if neck_feat not in ("after", "before"):
-            raise ConfigValueError(f"model.neck_feat={neck_feat!r}: use 'after' or 'before'.")
+        self.neck_feat = check_neck_feat(neck_feat)
         self.backbone = backbone
         self.pool = build_pooling(pooling)
         self.neck = BNNeck(backbone.out_dim, num_classes or 0)
         self.loss_fns, self.loss_weights = build_loss_terms(losses)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.neck_feat = neck_feat
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
         if stage != "fit":
             return  # evaluation needs no classifier, and no training data
-        num_classes = self.trainer.datamodule.num_classes
-        if num_classes and self.neck.num_classes != num_classes:
-            self.neck.reset_classifier(num_classes)
-            self.hparams.num_classes = num_classes
+        self.ensure_classifier(self.neck, self.trainer.datamodule.num_classes)
 
     def pooled_features(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) -> (B,D) pooled backbone feature, before the BNNeck."""
@@ -70,16 +64,8 @@ class BoTModel(ReIDModule):
         pids = batch["pid"]
         feat = self.pooled_features(batch["image"])
         _, logits = self.neck(feat)
-        inputs = {"logits": logits, "features": feat}
-        total = feat.new_zeros(())
-        for name, fn in self.loss_fns.items():
-            value = fn(inputs[fn.input_kind], pids)
-            self.log(f"train/loss_{name}", value, prog_bar=False)
-            total = total + self.loss_weights[name] * value
-        acc = (logits.argmax(1) == pids).float().mean()
-        self.log("train/loss", total, prog_bar=True)
-        self.log("train/acc", acc, prog_bar=True)
-        return total
+        terms = self.reid_loss_terms({"logits": logits, "features": feat}, pids)
+        return self.log_loss_terms(terms, logits=logits, pids=pids)
 
     def configure_optimizers(self):
         return self.build_optimization([p for p in self.parameters() if p.requires_grad],

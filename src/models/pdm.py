@@ -14,15 +14,21 @@ Stage 1 (image encoder frozen, features cached; phi_c and phi_s trained), each t
 - ``style``: supervised contrastive loss, style labels, image <-> style prompt (both ways);
 - ``composed``: InfoNCE between each image and its own composed prompt;
 - ``content_invariance``: the content words of a photometrically re-styled view equal the original's
-  (1 - cosine per word);
+  (1 - cosine per word; both views pass phi_c with the same dropout masks, so identical inputs give 0;
+  the re-styled views are rendered and cached only when this term is on);
 - ``decorrelation``: content and style prompt features of an image are decorrelated (squared cosine).
 
 Stage 2 (phi_c, phi_s and the text encoder frozen; image encoder trained):
 - the ``loss`` group: label-smoothed ID + batch-hard triplet on a BNNeck;
-- ``i2t``: image -> text cross-entropy against per-identity content-prompt features (the mean over
-  each identity's images, computed at the start of stage 2: ``text_bank``);
+- ``i2t``: image -> text cross-entropy against per-identity content-prompt features (``text_bank``,
+  computed at the start of stage 2: the mean of each identity's content-prompt features; with
+  ``stage2_loss.normalize`` the mean of the L2-normalised features, L2-normalised again, so the bank
+  lives where the loss compares);
 - ``style_mixed``: image i's content words composed with the style words of an image of *another
-  style* in the batch must still match i's identity (supervised contrastive, image -> text).
+  style* in the batch must still match i's identity (supervised contrastive, image -> text). The
+  inversion networks were trained on the frozen stage-1 features; ``input: cached`` feeds them those
+  (kept in the checkpoint as ``stage1_feats``), ``input: current`` the image encoder's current stage-2
+  features (detached), which drift away from what phi_c / phi_s were trained on.
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.losses.contrastive import SupConLoss, i2t_cross_entropy, info_nce
-from src.models.two_stage_clip import TwoStageCLIPModule
+from src.models.two_stage_clip import TwoStageCLIPModule, check_keys
 from src.nn.inversion import TextualInversion
 from src.nn.prompts import PromptComposer, encode_prompts
 from src.utils.errors import ConfigValueError
@@ -41,6 +47,8 @@ from src.utils.errors import ConfigValueError
 STYLE_LABELS = ("camid", "domain")
 STAGE1_TERMS = ("identity", "style", "composed", "content_invariance", "decorrelation")
 STAGE2_TERMS = ("i2t", "style_mixed")
+TERM_OPTIONS = {"style_mixed": {"input": "cached"}}
+STYLE_MIXED_INPUTS = ("cached", "current")
 
 
 def _terms(cfg: Optional[Dict[str, Any]], names, key: str) -> Dict[str, Dict[str, Any]]:
@@ -50,7 +58,10 @@ def _terms(cfg: Optional[Dict[str, Any]], names, key: str) -> Dict[str, Dict[str
         raise ConfigValueError(f"{key}: unknown term(s) {', '.join(unknown)}; the terms are {', '.join(names)}.")
     out = {}
     for name in names:
-        term = {"enabled": True, "weight": 1.0, **dict(cfg.get(name) or {})}
+        defaults = {"enabled": True, "weight": 1.0, **TERM_OPTIONS.get(name, {})}
+        given = dict(cfg.get(name) or {})
+        check_keys(given, tuple(defaults), f"{key}.{name}")
+        term = {**defaults, **given}
         if float(term["weight"]) < 0:
             raise ConfigValueError(f"{key}.{name}.weight={term['weight']}: loss weights must be >= 0.")
         out[name] = term
@@ -58,32 +69,36 @@ def _terms(cfg: Optional[Dict[str, Any]], names, key: str) -> Dict[str, Dict[str
 
 
 class PDMModel(TwoStageCLIPModule):
-    lazy_state_prefixes = ("neck.classifier.", "text_bank")
-    cache_restyled = True
+    lazy_state_prefixes = ("neck.classifier.", "neck_proj.classifier.", "text_bank", "stage1_feats")
 
     def __init__(self, backbone: nn.Module, losses: Dict[str, Dict[str, Any]], stage1: Dict[str, Any],
                  stage2: Dict[str, Any], templates: Optional[Dict[str, str]] = None,
                  inversion: Optional[Dict[str, Any]] = None, style_label: str = "camid",
                  stage1_loss: Optional[Dict[str, Any]] = None, stage2_loss: Optional[Dict[str, Any]] = None,
-                 restyle_strength: float = 1.0, neck_feat: str = "before", eval_metric: str = "cosine",
-                 max_rank: int = 50, num_classes: Optional[int] = None, name: str = "pdm") -> None:
-        super().__init__(backbone, losses, stage1, stage2, neck_feat=neck_feat, eval_metric=eval_metric,
-                         max_rank=max_rank, num_classes=num_classes, restyle_strength=restyle_strength, name=name)
+                 restyle_strength: float = 1.0, neck_feat: str = "before", test_feature: str = "concat",
+                 eval_metric: str = "cosine", max_rank: int = 50, num_classes: Optional[int] = None,
+                 text_batch_size: int = 256, name: str = "pdm") -> None:
+        super().__init__(backbone, losses, stage1, stage2, neck_feat=neck_feat, test_feature=test_feature,
+                         eval_metric=eval_metric, max_rank=max_rank, num_classes=num_classes,
+                         restyle_strength=restyle_strength, text_batch_size=text_batch_size, name=name)
         if style_label not in STYLE_LABELS:
             raise ConfigValueError(f"model.style_label={style_label!r}; choose one of {', '.join(STYLE_LABELS)} "
                                    "(camid: a GenePerson camera is an environment profile; domain: the source dataset).")
         self.style_label = style_label
         templates = {"content": "A photo of a X X X X person.", "style": "A photo in S S style.",
                      "composed": "A S S style photo of a X X X X person.", **(templates or {})}
-        self.content_prompt = PromptComposer(templates["content"], placeholders=("X",))
-        self.style_prompt = PromptComposer(templates["style"], placeholders=("S",))
-        self.composed_prompt = PromptComposer(templates["composed"], placeholders=("X", "S"))
+        context = self.text_encoder.context_length
+        self.content_prompt = PromptComposer(templates["content"], placeholders=("X",), context_length=context)
+        self.style_prompt = PromptComposer(templates["style"], placeholders=("S",), context_length=context)
+        self.composed_prompt = PromptComposer(templates["composed"], placeholders=("X", "S"), context_length=context)
         n_c, n_s = self.content_prompt.counts["X"], self.style_prompt.counts["S"]
         if self.composed_prompt.counts != {"X": n_c, "S": n_s}:
             raise ConfigValueError(
                 f"model.templates: the composed template {templates['composed']!r} has {self.composed_prompt.counts} "
                 f"placeholder words, but the content and style templates have X={n_c}, S={n_s}; they must agree.")
-        inv = {"hidden_dim": 512, "num_layers": 2, "dropout": 0.5, "match_word_norm": True, **(inversion or {})}
+        inv = {"hidden_dim": 512, "num_layers": 2, "dropout": 0.5, "match_word_norm": True}
+        check_keys(dict(inversion or {}), tuple(inv), "model.inversion")
+        inv.update(inversion or {})
         word_norm = None
         if inv.pop("match_word_norm"):
             word_norm = float(self.text_encoder.token_embedding.weight.detach().norm(dim=1).mean())
@@ -94,6 +109,10 @@ class PDMModel(TwoStageCLIPModule):
         s2 = {"label_smoothing": 0.1, "temperature": 1.0, "normalize": False, **(stage2_loss or {})}
         self.s1 = _terms(s1.pop("terms", None), STAGE1_TERMS, "model.stage1_loss.terms")
         self.s2 = _terms(s2.pop("terms", None), STAGE2_TERMS, "model.stage2_loss.terms")
+        if self.s2["style_mixed"]["input"] not in STYLE_MIXED_INPUTS:
+            raise ConfigValueError(f"model.stage2_loss.terms.style_mixed.input={self.s2['style_mixed']['input']!r}; "
+                                   f"choose {' or '.join(STYLE_MIXED_INPUTS)} (cached = the stage-1 features the "
+                                   "inversion networks were trained on).")
         for key, cfg, known in (("stage1_loss", s1, ("temperature", "normalize", "infonce_temperature")),
                                 ("stage2_loss", s2, ("label_smoothing", "temperature", "normalize"))):
             unknown = sorted(set(cfg) - set(known))
@@ -107,6 +126,24 @@ class PDMModel(TwoStageCLIPModule):
         self.s2_supcon = SupConLoss(temperature=self.s2_temperature, normalize=self.s2_normalize)
         if num_classes:  # else sized at fit by the training identities
             self.register_buffer("text_bank", torch.zeros(num_classes, self.embed_dim))
+        self.register_buffer("stage1_feats", torch.zeros(0, self.embed_dim))  # filled at stage 2 when cached
+        self._register_load_state_dict_pre_hook(self._size_stage1_feats)
+
+    def _size_stage1_feats(self, state_dict, prefix, *args) -> None:
+        """A checkpoint's ``stage1_feats`` (N, E) is sized by its training set: take its shape on loading."""
+        given = state_dict.get(prefix + "stage1_feats")
+        if given is not None and given.shape != self.stage1_feats.shape:
+            self.stage1_feats = self.stage1_feats.new_zeros(given.shape)
+
+    @property
+    def cache_restyled(self) -> bool:
+        term = self.s1["content_invariance"]
+        return bool(term["enabled"]) and float(term["weight"]) > 0
+
+    @property
+    def style_mixed_on(self) -> bool:
+        term = self.s2["style_mixed"]
+        return bool(term["enabled"]) and float(term["weight"]) > 0
 
     # ----------------------------------------------------------------- set-up
     def setup_identities(self, dm) -> None:
@@ -155,27 +192,36 @@ class PDMModel(TwoStageCLIPModule):
         if on["composed"]:
             terms["composed"] = w["composed"] * info_nce(feats, text["composed"], temperature=self.infonce_temperature)
         if on["content_invariance"]:
-            x_c_restyled = self.inversion_content(self.cache["restyled"][batch["index"]])
+            words, words_restyled = self.inversion_content.forward_paired(
+                feats, self.cached("restyled", batch["index"]))
             terms["content_invariance"] = w["content_invariance"] * (
-                1.0 - F.cosine_similarity(x_c_restyled, x_c, dim=-1)).mean()
+                1.0 - F.cosine_similarity(words_restyled, words, dim=-1)).mean()
         if on["decorrelation"]:
             terms["decorrelation"] = w["decorrelation"] * F.cosine_similarity(t_c, t_s, dim=-1).pow(2).mean()
-        if not terms:
-            raise ConfigValueError("model.stage1_loss: every stage-1 term is off; enable at least one, or set "
-                                   "model.stage1.epochs=0.")
         return terms
 
     # ----------------------------------------------------------------- stage 2
     def build_stage2_targets(self) -> None:
-        """text_bank[c] = the L2-normalised mean content-prompt feature of identity c's training images."""
-        feats = self.cache["feats"]
-        pids = torch.tensor([r.pid for r in self.trainer.datamodule.train_records], device=feats.device)
+        """text_bank[c] = the mean content-prompt feature of identity c's cached training images (of their
+        L2-normalised features, normalised again, when the stage-2 loss compares normalised features);
+        with ``style_mixed.input: cached`` the stage-1 features are kept as ``stage1_feats``."""
+        cache = self.cache
+        feats = cache["feats"]
+        records = self.trainer.datamodule.train_records
+        pids = torch.tensor([records[int(i)].pid for i in cache["index"]], device=feats.device)
         self.inversion_content.eval()
-        content = torch.cat([self.content_features(chunk) for chunk in feats.split(256)]).float()
+        content = torch.cat([self.content_features(chunk) for chunk in feats.split(self.text_batch_size)]).float()
+        if self.s2_normalize:
+            content = F.normalize(content, dim=1)
         bank = torch.zeros(self.text_bank.shape[0], content.shape[1], device=content.device)
         bank.index_add_(0, pids, content)
         counts = torch.bincount(pids, minlength=bank.shape[0]).clamp_min(1).unsqueeze(1)
-        self.text_bank = bank / counts
+        bank = bank / counts
+        self.text_bank = F.normalize(bank, dim=1) if self.s2_normalize else bank
+        if self.style_mixed_on and self.s2["style_mixed"]["input"] == "cached":
+            stage1 = feats.new_zeros(len(records), feats.shape[1])
+            stage1[cache["index"]] = feats
+            self.stage1_feats = stage1
 
     def stage2_text_losses(self, feats: torch.Tensor, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         ids, styles = batch["pid"], self.styles(batch)
@@ -190,9 +236,9 @@ class PDMModel(TwoStageCLIPModule):
                 partner = self.other_style_partner(styles)
                 keep = partner >= 0
                 if bool(keep.any()):
-                    detached = feats.detach()
-                    x_c = self.inversion_content(detached[keep])
-                    x_s = self.inversion_style(detached[partner[keep]])
+                    source = (self.stage1_feats[batch["index"]] if mixed["input"] == "cached" else feats.detach())
+                    x_c = self.inversion_content(source[keep])
+                    x_s = self.inversion_style(source[partner[keep]])
                     t_mix = self.composed_prompt(self.text_encoder, X=x_c, S=x_s).float()
             if bool(keep.any()):
                 terms["style_mixed"] = float(mixed["weight"]) * self.s2_supcon(feats, t_mix, ids, ids[keep])

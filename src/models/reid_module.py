@@ -34,6 +34,14 @@ log = logging.getLogger(__name__)
 
 RANKS_LOGGED = (1, 5, 10)
 SPEC_KEY = "ppreid"
+NECK_FEATS = ("after", "before")
+
+
+def check_neck_feat(value: str) -> str:
+    """``model.neck_feat``: the test feature after (BNNeck output) or before the BNNeck."""
+    if value not in NECK_FEATS:
+        raise ConfigValueError(f"model.neck_feat={value!r}: use 'after' or 'before'.")
+    return value
 
 
 @dataclass
@@ -124,14 +132,59 @@ class ReIDModule(pl.LightningModule):
             return 10**6
         return int(trainer.max_epochs)
 
+    def build_schedule(self, factory: Optional[Callable], optimizer: torch.optim.Optimizer, length: int,
+                       key: str = "model.scheduler", length_key: str = "trainer.max_epochs"):
+        """The epoch scheduler of ``optimizer`` over ``length`` epochs (a fast dev run: any length fits);
+        ``factory`` None = a constant learning rate."""
+        if factory is None:
+            return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+        length = 10**6 if self.trainer.fast_dev_run else length
+        return factory(optimizer=optimizer, max_epochs=length, key=key, length_key=length_key)
+
     def build_optimization(self, params, optimizer_factory: Callable, scheduler_factory: Optional[Callable],
                            key: str = "model.scheduler"):
         """Optimizer (+ epoch scheduler, given the run length) in Lightning's return format."""
         optimizer = optimizer_factory(params=params)
         if scheduler_factory is None:
             return optimizer
-        scheduler = scheduler_factory(optimizer=optimizer, max_epochs=self.schedule_length(), key=key)
+        scheduler = self.build_schedule(scheduler_factory, optimizer, self.schedule_length(), key=key)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # ----------------------------------------------------------------- shared training machinery
+    def ensure_classifier(self, neck: nn.Module, num_classes: Optional[int]) -> None:
+        """Size ``neck``'s ID classifier for the training identities (rebuilt only when the count changes)."""
+        if num_classes and neck.num_classes != num_classes:
+            neck.reset_classifier(num_classes)
+            self.hparams.num_classes = num_classes
+
+    def reid_loss_terms(self, inputs: Dict[str, Any], pids: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Weighted terms of the ``loss`` group (``self.loss_fns`` / ``self.loss_weights``).
+
+        ``inputs``: ``{"logits": ..., "features": ...}``, each a tensor or a list of tensors (a term's
+        value is then the sum over the list: CLIP-ReID sums its ID loss over two classifiers and its
+        triplet loss over three features)."""
+        terms = {}
+        for name, fn in self.loss_fns.items():
+            given = inputs[fn.input_kind]
+            values = [fn(x, pids) for x in (given if isinstance(given, (list, tuple)) else [given])]
+            terms[name] = self.loss_weights[name] * sum(values)
+        return terms
+
+    def log_loss_terms(self, terms: Dict[str, torch.Tensor], prefix: str = "train",
+                       logits: Optional[torch.Tensor] = None, pids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Log each weighted term (``<prefix>/loss_<name>``), their sum (``<prefix>/loss``, also
+        ``train/loss``) and, given logits, the ID accuracy (``train/acc``); returns the sum."""
+        if not terms:
+            raise ConfigValueError("every loss term of this step is off; enable at least one.")
+        total = sum(terms.values())
+        for name, value in terms.items():
+            self.log(f"{prefix}/loss_{name}", value.detach())
+        self.log(f"{prefix}/loss", total.detach(), prog_bar=True)
+        if prefix != "train":
+            self.log("train/loss", total.detach())
+        if logits is not None and pids is not None:
+            self.log("train/acc", (logits.argmax(1) == pids).float().mean(), prog_bar=True)
+        return total
 
     def _limited(self) -> bool:
         trainer = self.trainer

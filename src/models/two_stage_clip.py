@@ -5,33 +5,44 @@ tower the frozen text encoder (``text_encoder.``). Training has two stages, one 
 the same run (``trainer.max_epochs = model.stage1.epochs + model.stage2.epochs``):
 
 - **stage 1** (epochs ``[0, stage1.epochs)``): the image encoder is frozen, so its features of the
-  training set (test transforms) are computed once and cached; batches carry indices only and the
-  text-side modules (prompt learner / inversion networks) train on the cached features;
+  training set (test transforms) are computed once and cached; batches carry indices only (a fresh
+  random permutation of *all* training images in chunks of ``model.stage1.batch_size``, as CLIP-ReID;
+  null = P x K batches) and the text-side modules (prompt learner / inversion networks) train on the
+  cached features. Validation is skipped: the image encoder, hence its result, cannot change;
 - **stage 2**: the text side is frozen; at its start the model builds its stage-2 text targets (a
   persistent buffer, so a run resumed inside stage 2 does not rebuild them from a changed encoder);
-  the image encoder trains with ID + triplet on a BNNeck (the ``loss`` group) plus the model's text
-  losses.
+  the image encoder trains with CLIP-ReID's structure: three image features (``intermediate``,
+  ``final``, ``proj``: see :meth:`OpenCLIPVisual.forward_features`), two BNNecks with classifiers (on
+  ``final`` and ``proj``), the ``loss`` group's ID terms summed over both classifiers and its metric
+  terms over all three features, plus the model's text losses on ``proj``.
+
+Test feature (``model.test_feature``): ``concat`` = [final, proj] (CLIP-ReID: 1280-d for ViT-B/16,
+3072-d for RN50), or ``final`` / ``proj`` alone; ``model.neck_feat`` takes them before (CLIP-ReID) or
+after their BNNecks.
 
 Manual optimization: optimizer 1 holds the stage-1 modules, optimizer 2 the image encoder and the
-BNNeck; each stage steps only its own optimizer and scheduler (epochs of a schedule count within its
-stage). ``checkpoints/stage1.ckpt`` is written at the end of stage 1. The stage is a function of the
-epoch, so a checkpoint resumes inside either stage. Under DDP the cache is sharded, gathered and put
-back in index order: every rank holds the single-process cache.
+necks (biases at ``stage2.bias_lr_factor`` x the learning rate with ``stage2.weight_decay_bias``, as
+CLIP-ReID); each stage steps only its own optimizer and scheduler (epochs of a schedule count within
+its stage). ``checkpoints/stage1.ckpt`` is written at the end of stage 1. The stage is a function of
+the epoch, so a checkpoint resumes inside either stage. Under DDP the cache is sharded, gathered and
+put back in index order: every rank holds the single-process cache. A fast dev run (``debug=fdr``)
+runs one batch of each stage, caching only that batch's features.
 """
 from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from src.losses.terms import build_loss_terms
-from src.models.reid_module import ReIDModule
+from src.models.reid_module import ReIDModule, check_neck_feat
 from src.nn.heads import BNNeck
 from src.nn.text import TextEncoder
 from src.utils.errors import ConfigValueError, ReIDInputError
@@ -39,6 +50,15 @@ from src.utils.errors import ConfigValueError, ReIDInputError
 log = logging.getLogger(__name__)
 
 STAGE_KEYS = ("epochs", "optimizer", "scheduler")
+STAGE_OPTIONAL = {1: {"batch_size": 64}, 2: {"bias_lr_factor": 1.0, "weight_decay_bias": None}}
+TEST_FEATURES = ("concat", "final", "proj")
+
+
+def check_keys(cfg: Dict[str, Any], known: Sequence[str], key: str) -> None:
+    """Refuse misspelt config keys (one line naming the known ones)."""
+    unknown = sorted(set(cfg) - set(known))
+    if unknown:
+        raise ConfigValueError(f"{key}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}.")
 
 
 class TrainingDivergedError(ReIDInputError):
@@ -50,43 +70,59 @@ class TwoStageCLIPModule(ReIDModule):
     text targets / losses (see :class:`src.models.clipreid.CLIPReIDModel`, :class:`src.models.pdm.PDMModel`)."""
 
     ddp_find_unused_parameters = True  # stage 1 leaves the image encoder unused, stage 2 the text side
-    lazy_state_prefixes = ("neck.classifier.",)
-    # whether the stage-1 cache also holds a photometrically re-styled view of every image
-    cache_restyled = False
+    lazy_state_prefixes = ("neck.classifier.", "neck_proj.classifier.")
 
     def __init__(self, backbone: nn.Module, losses: Dict[str, Dict[str, Any]], stage1: Dict[str, Any],
-                 stage2: Dict[str, Any], neck_feat: str = "before", eval_metric: str = "cosine", max_rank: int = 50,
-                 num_classes: Optional[int] = None, restyle_strength: float = 1.0, name: str = "clip") -> None:
+                 stage2: Dict[str, Any], neck_feat: str = "before", test_feature: str = "concat",
+                 eval_metric: str = "cosine", max_rank: int = 50, num_classes: Optional[int] = None,
+                 restyle_strength: float = 1.0, text_batch_size: int = 256, name: str = "clip") -> None:
         super().__init__(eval_metric=eval_metric, max_rank=max_rank)
         self.save_hyperparameters(ignore=["backbone", "losses", "stage1", "stage2"], logger=False)
-        if not hasattr(backbone, "text_tower"):
+        if not hasattr(backbone, "text_tower") or not hasattr(backbone, "forward_features"):
             raise ConfigValueError(
                 f"model={name} needs a CLIP backbone (its text tower builds the prompts), but the backbone is "
                 f"{type(backbone).__name__}; use backbone=clip_tiny, clip_vit_b16 or clip_rn50.")
-        if neck_feat not in ("after", "before"):
-            raise ConfigValueError(f"model.neck_feat={neck_feat!r}: use 'after' or 'before'.")
-        for key, stage in (("stage1", stage1), ("stage2", stage2)):
-            missing = [k for k in STAGE_KEYS if k not in stage]
+        if getattr(backbone, "text_tower_loaded", None) is False:
+            raise ConfigValueError(
+                f"model={name}: backbone.pretrained={backbone.pretrained} holds image-tower weights only, but the "
+                "prompts need CLIP's text tower too; give a full CLIP weights file (image + text towers, e.g. "
+                "open_clip's state dict) or an open_clip tag.")
+        if test_feature not in TEST_FEATURES:
+            raise ConfigValueError(f"model.test_feature={test_feature!r}: choose {', '.join(TEST_FEATURES)} "
+                                   "(concat = CLIP-ReID's [final, proj]).")
+        self.stage_cfg = {}
+        for k, stage in ((1, stage1), (2, stage2)):
+            stage = dict(stage)
+            check_keys(stage, STAGE_KEYS + tuple(STAGE_OPTIONAL[k]), f"model.stage{k}")
+            missing = [key for key in STAGE_KEYS if key not in stage]
             if missing:
-                raise ConfigValueError(f"model.{key} lacks {', '.join(missing)}; each stage needs epochs, optimizer "
-                                       "and scheduler (null for a constant learning rate).")
+                raise ConfigValueError(f"model.stage{k} lacks {', '.join(missing)}; each stage needs epochs, "
+                                       "optimizer and scheduler (null for a constant learning rate).")
             if int(stage["epochs"]) < 0:
-                raise ConfigValueError(f"model.{key}.epochs={stage['epochs']} must be >= 0.")
+                raise ConfigValueError(f"model.stage{k}.epochs={stage['epochs']} must be >= 0.")
+            self.stage_cfg[k] = {**STAGE_OPTIONAL[k], **stage}
+        if self.stage_cfg[1]["batch_size"] is not None and int(self.stage_cfg[1]["batch_size"]) < 1:
+            raise ConfigValueError(f"model.stage1.batch_size={self.stage_cfg[1]['batch_size']} must be >= 1 "
+                                   "(or null for P x K batches).")
         self.automatic_optimization = False
         self.backbone = backbone
         self.text_encoder = TextEncoder(backbone.text_tower())
         self.embed_dim = int(backbone.out_dim)
-        self.neck = BNNeck(self.embed_dim, num_classes or 0)
+        self.feature_dims = tuple(int(d) for d in backbone.feature_dims)  # (intermediate, final, proj)
+        self.neck = BNNeck(self.feature_dims[1], num_classes or 0)
+        self.neck_proj = BNNeck(self.feature_dims[2], num_classes or 0)
         self.loss_fns, self.loss_weights = build_loss_terms(losses)
-        self.stage_cfg = {1: dict(stage1), 2: dict(stage2)}
-        self.stage1_epochs = int(stage1["epochs"])
-        self.stage2_epochs = int(stage2["epochs"])
-        self.neck_feat = neck_feat
+        self.stage1_epochs = int(self.stage_cfg[1]["epochs"])
+        self.stage2_epochs = int(self.stage_cfg[2]["epochs"])
+        self.neck_feat = check_neck_feat(neck_feat)
+        self.test_feature = test_feature
         self.restyle_strength = float(restyle_strength)
+        self.text_batch_size = int(text_batch_size)
         # 1 once the stage-2 text targets are built; saved, so resuming inside stage 2 keeps them
         self.register_buffer("stage2_ready", torch.zeros((), dtype=torch.long))
         self._cache: Optional[Dict[str, torch.Tensor]] = None
         self._epoch_losses: Dict[str, list] = defaultdict(list)
+        self._val_limit: Optional[Any] = None
         # stage name -> term -> [(epoch, epoch-mean value)], for the loss-curve picture
         self.loss_history: Dict[str, Dict[str, list]] = {}
 
@@ -96,9 +132,26 @@ class TwoStageCLIPModule(ReIDModule):
         return 1 if self.current_epoch < self.stage1_epochs else 2
 
     @property
+    def fast_dev_run(self) -> bool:
+        trainer = getattr(self, "_trainer", None)
+        return bool(trainer is not None and trainer.fast_dev_run)
+
+    @property
     def train_inputs(self) -> str:
-        """What the training batches must hold now: ``indices`` (stage 1, cached features) or ``images``."""
-        return "indices" if self.stage == 1 else "images"
+        """What the training batches must hold now: ``indices`` (stage 1, cached features) or ``images``
+        (stage 2, and a fast dev run, which runs both stages on one image batch)."""
+        return "indices" if self.stage == 1 and not self.fast_dev_run else "images"
+
+    @property
+    def index_batch_size(self) -> Optional[int]:
+        """Stage-1 chunk of the permutation of all training images (None: P x K batches)."""
+        size = self.stage_cfg[1]["batch_size"]
+        return None if size is None else int(size)
+
+    @property
+    def cache_restyled(self) -> bool:
+        """Whether the stage-1 cache also holds a photometrically re-styled view of every image."""
+        return False
 
     def stage1_modules(self) -> Dict[str, nn.Module]:
         """The modules stage 1 trains (and stage 2 freezes), by name."""
@@ -113,7 +166,7 @@ class TwoStageCLIPModule(ReIDModule):
         raise NotImplementedError
 
     def stage2_text_losses(self, feats: torch.Tensor, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Weighted stage-2 text losses of image features (B, E) with gradient."""
+        """Weighted stage-2 text losses of projected image features (B, E) with gradient."""
         raise NotImplementedError
 
     # ----------------------------------------------------------------- set-up
@@ -128,62 +181,84 @@ class TwoStageCLIPModule(ReIDModule):
                 f"trainer.max_epochs={trainer.max_epochs}, but model.stage1.epochs + model.stage2.epochs = "
                 f"{self.stage1_epochs} + {self.stage2_epochs} = {total}; set the stage epochs instead "
                 f"(trainer.max_epochs follows them).")
-        if self.neck.num_classes != dm.num_classes:
-            self.neck.reset_classifier(dm.num_classes)
-            self.hparams.num_classes = dm.num_classes
+        self.ensure_classifier(self.neck, dm.num_classes)
+        self.ensure_classifier(self.neck_proj, dm.num_classes)
         self.setup_identities(dm)
+        # Lightning warns about modules in eval mode at the start of training: here they are intended
+        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+        frozen = sum(1 for m in self.modules() if not m.training)
+        log.info("stage 1 trains %s; the frozen text encoder (%d modules) stays in eval mode throughout",
+                 ", ".join(self.stage1_modules()), frozen)
 
     def setup_identities(self, dm) -> None:
         """Build modules sized by the training identities (``dm.num_classes``)."""
 
-    def _stage_schedule(self, k: int, optimizer: torch.optim.Optimizer):
-        factory = self.stage_cfg[k].get("scheduler")
-        length = 10**6 if self.trainer.fast_dev_run else max(1, int(self.stage_cfg[k]["epochs"]))
-        if factory is None:
-            return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
-        return factory(optimizer=optimizer, max_epochs=length, key=f"model.stage{k}.scheduler",
-                       length_key=f"model.stage{k}.epochs")
+    def stage2_parameter_groups(self) -> List[Dict[str, Any]]:
+        """Image encoder + necks; biases at ``bias_lr_factor`` x lr with ``weight_decay_bias`` (CLIP-ReID)."""
+        cfg = self.stage_cfg[2]
+        factory = cfg["optimizer"]
+        base = dict(getattr(factory, "keywords", {}) or {})
+        if "lr" not in base:
+            raise ConfigValueError("model.stage2.optimizer needs an explicit lr (the bias groups scale it).")
+        named = [(n, p) for module in (self.backbone, self.neck, self.neck_proj)
+                 for n, p in module.named_parameters() if p.requires_grad]
+        weights = [p for n, p in named if not n.endswith("bias")]
+        biases = [p for n, p in named if n.endswith("bias")]
+        bias_group: Dict[str, Any] = {"params": biases, "lr": float(base["lr"]) * float(cfg["bias_lr_factor"])}
+        if cfg["weight_decay_bias"] is not None:
+            bias_group["weight_decay"] = float(cfg["weight_decay_bias"])
+        return [{"params": weights}, bias_group] if biases else [{"params": weights}]
 
     def configure_optimizers(self):
         stage1_params = [p for m in self.stage1_modules().values() for p in m.parameters() if p.requires_grad]
-        stage2_params = [p for p in list(self.backbone.parameters()) + list(self.neck.parameters()) if p.requires_grad]
         opt1 = self.stage_cfg[1]["optimizer"](params=stage1_params)
-        opt2 = self.stage_cfg[2]["optimizer"](params=stage2_params)
-        return ([opt1, opt2], [{"scheduler": self._stage_schedule(1, opt1), "interval": "epoch"},
-                               {"scheduler": self._stage_schedule(2, opt2), "interval": "epoch"}])
+        opt2 = self.stage_cfg[2]["optimizer"](params=self.stage2_parameter_groups())
+        schedules = [self.build_schedule(self.stage_cfg[k].get("scheduler"), opt, max(1, int(self.stage_cfg[k]["epochs"])),
+                                         key=f"model.stage{k}.scheduler", length_key=f"model.stage{k}.epochs")
+                     for k, opt in ((1, opt1), (2, opt2))]
+        return [opt1, opt2], [{"scheduler": sch, "interval": "epoch"} for sch in schedules]
 
     # ----------------------------------------------------------------- cache
     @torch.no_grad()
-    def build_cache(self) -> Dict[str, torch.Tensor]:
-        """Image-encoder features (N, E) of every training image (test transforms, eval mode), in index
-        order, the same on every rank; with ``cache_restyled`` also ``restyled`` (N, E)."""
+    def build_cache(self, indices: Optional[Sequence[int]] = None) -> Dict[str, torch.Tensor]:
+        """Image-encoder features of the training images (test transforms, eval mode), the same on every
+        rank: ``feats`` (N, E) in index order, ``restyled`` (N, E) with :attr:`cache_restyled`, and
+        ``row`` (n_train,) mapping a training index to its row (-1: not cached). ``indices``: cache only
+        these images (a fast dev run caches its one batch)."""
         dm = self.trainer.datamodule
-        loader = dm.train_feature_loader(restyled=self.cache_restyled, restyle_strength=self.restyle_strength)
+        restyled = self.cache_restyled
+        loader = dm.train_feature_loader(restyled=restyled, restyle_strength=self.restyle_strength, indices=indices)
         was_training = self.backbone.training
         self.backbone.eval()
-        views = ("image", "image_restyled") if self.cache_restyled else ("image",)
+        views = ("image", "image_restyled") if restyled else ("image",)
         parts: Dict[str, list] = {v: [] for v in views}
-        indices = []
+        seen = []
         for batch in loader:
             for v in views:
                 parts[v].append(self.backbone(batch[v].to(self.device)).float())
-            indices.append(batch["index"].to(self.device))
+            seen.append(batch["index"].to(self.device))
         self.backbone.train(was_training)
-        n = len(dm.train_records)
-        idx = torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long, device=self.device)
+        n_train = len(dm.train_records)
+        wanted = (torch.arange(n_train, device=self.device) if indices is None
+                  else torch.as_tensor(sorted(set(int(i) for i in indices)), device=self.device))
+        idx = torch.cat(seen) if seen else torch.zeros(0, dtype=torch.long, device=self.device)
         cache = {}
         for v in views:
             feats = torch.cat(parts[v]) if parts[v] else torch.zeros(0, self.embed_dim, device=self.device)
-            cache["feats" if v == "image" else "restyled"] = self._gather_in_order(feats, idx, n)
-        log.info("stage 1: cached image-encoder features of %d training images%s", n,
-                 " (+ re-styled views)" if self.cache_restyled else "")
+            cache["feats" if v == "image" else "restyled"] = self._gather_in_order(feats, idx, wanted)
+        row = torch.full((n_train,), -1, dtype=torch.long, device=self.device)
+        row[wanted] = torch.arange(len(wanted), device=self.device)
+        cache["row"], cache["index"] = row, wanted
+        log.info("stage 1: cached image-encoder features of %d training images%s", len(wanted),
+                 " (+ re-styled views)" if restyled else "")
         return cache
 
-    def _gather_in_order(self, feats: torch.Tensor, idx: torch.Tensor, n: int) -> torch.Tensor:
-        """This rank's (rows, indices) -> the full (n, E) matrix in index order, on every rank."""
+    def _gather_in_order(self, feats: torch.Tensor, idx: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
+        """This rank's (rows, training indices) -> (len(wanted), E) rows in the order of ``wanted``, on
+        every rank."""
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             world = dist.get_world_size()
-            size = math.ceil(n / world)
+            size = math.ceil(len(wanted) / world)
             pad = size - len(idx)
             feats = torch.cat([feats, feats.new_zeros(pad, feats.shape[1])])
             idx = torch.cat([idx, idx.new_full((pad,), -1)])
@@ -194,10 +269,11 @@ class TwoStageCLIPModule(ReIDModule):
             feats, idx = torch.cat(all_feats), torch.cat(all_idx)
             keep = idx >= 0
             feats, idx = feats[keep], idx[keep]
-        out = feats.new_zeros(n, feats.shape[1])
-        out[idx] = feats
-        if len(torch.unique(idx)) != n:
-            raise RuntimeError(f"feature cache covers {len(torch.unique(idx))} of {n} training images")
+        position = torch.searchsorted(wanted, idx)
+        out = feats.new_zeros(len(wanted), feats.shape[1])
+        out[position] = feats
+        if len(torch.unique(idx)) != len(wanted):
+            raise RuntimeError(f"feature cache covers {len(torch.unique(idx))} of {len(wanted)} training images")
         return out
 
     @property
@@ -206,28 +282,73 @@ class TwoStageCLIPModule(ReIDModule):
             self._cache = self.build_cache()
         return self._cache
 
+    def cached(self, name: str, indices: torch.Tensor) -> torch.Tensor:
+        """Cached ``name`` features (B, E) of training images ``indices`` (B,)."""
+        cache = self.cache
+        return cache[name][cache["row"][indices]]
+
     # ----------------------------------------------------------------- training
-    def on_train_epoch_start(self) -> None:
-        if self.stage == 2 and int(self.stage2_ready) == 0:
+    def _freeze_validation(self, stage: int) -> None:
+        """Stage 1 cannot change the image encoder, hence no validation result: skip its passes."""
+        trainer = self.trainer
+        if trainer.fast_dev_run:
+            return
+        if stage == 1 and self._val_limit is None:
+            self._val_limit = trainer.limit_val_batches
+            trainer.limit_val_batches = 0
+        elif stage == 2 and self._val_limit is not None:
+            trainer.limit_val_batches = self._val_limit
+            self._val_limit = None
+
+    def _enter_stage2(self) -> None:
+        if int(self.stage2_ready) == 0:
             with torch.no_grad():
                 self.build_stage2_targets()
             self.stage2_ready.fill_(1)
-            self._cache = None  # the image encoder trains from here on: the cache goes stale
             log.info("stage 2: text targets built; training the image encoder (epochs %d..%d)",
                      self.stage1_epochs, self.stage1_epochs + self.stage2_epochs - 1)
+        self.release_cache()
+
+    def release_cache(self) -> None:
+        """The image encoder trains from stage 2 on: drop the (now stale) cache."""
+        self._cache = None
+
+    def on_train_epoch_start(self) -> None:
+        self._freeze_validation(self.stage)
+        if self.stage == 2 and not self.fast_dev_run:
+            self._enter_stage2()
         for module in self.stage1_modules().values():
             module.train(self.stage == 1)
 
     def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.fast_dev_run:
+            return self._fast_dev_step(batch)
         stage = self.stage
-        opt = self.optimizers()[stage - 1]
         if stage == 1:
-            feats = self.cache["feats"][batch["index"]]
-            terms = self.stage1_losses(feats, batch)
+            terms = self.stage1_losses(self.cached("feats", batch["index"]), batch)
         else:
-            for module in self.stage1_modules().values():
-                module.eval()
             terms = self._stage2_losses(batch)
+        return self._step(stage, terms)
+
+    def _fast_dev_step(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """One batch of each stage: stage 1 on this batch's cached features, then stage 2 on its images."""
+        self._cache = self.build_cache(indices=batch["index"].tolist())
+        for module in self.stage1_modules().values():
+            module.train(True)
+        self._step(1, self.stage1_losses(self.cached("feats", batch["index"]), batch))
+        for module in self.stage1_modules().values():
+            module.train(False)
+        with torch.no_grad():
+            self.build_stage2_targets()
+        self.stage2_ready.fill_(1)
+        self.release_cache()
+        return self._step(2, self._stage2_losses(batch))
+
+    def _step(self, stage: int, terms: Dict[str, torch.Tensor]) -> torch.Tensor:
+        opt = self.optimizers()[stage - 1]
+        if not terms:
+            raise ConfigValueError(f"model.stage{stage}: every loss term is off; enable at least one"
+                                   + (", or set model.stage1.epochs=0." if stage == 1 else "."))
         total = sum(terms.values())
         if not torch.isfinite(total):
             bad = [k for k, v in terms.items() if not torch.isfinite(v)]
@@ -238,28 +359,27 @@ class TwoStageCLIPModule(ReIDModule):
         opt.zero_grad()
         self.manual_backward(total)
         opt.step()
-        prefix = f"train/stage{stage}"
+        self.log_loss_terms({k: v.detach() for k, v in terms.items()}, prefix=f"train/stage{stage}")
         for name, value in terms.items():
-            self.log(f"{prefix}/loss_{name}", value.detach(), prog_bar=False)
             self._epoch_losses[name].append(float(value.detach()))
-        self.log(f"{prefix}/loss", total.detach(), prog_bar=True)
-        self.log("train/loss", total.detach(), prog_bar=False)
         self._epoch_losses["total"].append(float(total.detach()))
         return total.detach()
 
     def _stage2_losses(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        for module in self.stage1_modules().values():
+            module.eval()
         pids = batch["pid"]
-        feats = self.backbone(batch["image"])
-        _, logits = self.neck(feats)
-        inputs = {"logits": logits, "features": feats}
-        terms = {name: self.loss_weights[name] * fn(inputs[fn.input_kind], pids)
-                 for name, fn in self.loss_fns.items()}
-        terms.update(self.stage2_text_losses(feats, batch))
-        self.log("train/acc", (logits.argmax(1) == pids).float().mean(), prog_bar=True)
+        feats = self.backbone.forward_features(batch["image"])
+        _, logits = self.neck(feats["final"])
+        _, logits_proj = self.neck_proj(feats["proj"])
+        terms = self.reid_loss_terms({"logits": [logits, logits_proj],
+                                      "features": [feats["intermediate"], feats["final"], feats["proj"]]}, pids)
+        terms.update(self.stage2_text_losses(feats["proj"], batch))
+        self.log("train/acc", (logits_proj.argmax(1) == pids).float().mean(), prog_bar=True)
         return terms
 
     def on_train_epoch_end(self) -> None:
-        stage = self.stage
+        stage = 2 if self.fast_dev_run else self.stage
         self.lr_schedulers()[stage - 1].step()
         name = f"stage{stage}"
         for term, values in self._epoch_losses.items():
@@ -282,5 +402,10 @@ class TwoStageCLIPModule(ReIDModule):
 
     # ----------------------------------------------------------------- evaluation
     def extract_features(self, images: torch.Tensor) -> torch.Tensor:
-        feats = self.backbone(images)
-        return feats if self.neck_feat == "before" else self.neck.bn(feats)
+        """(B,3,H,W) -> the test feature: [final, proj] (``concat``), ``final`` or ``proj``, before or after
+        their BNNecks (``neck_feat``)."""
+        feats = self.backbone.forward_features(images)
+        parts = {"final": (feats["final"], self.neck), "proj": (feats["proj"], self.neck_proj)}
+        chosen = ("final", "proj") if self.test_feature == "concat" else (self.test_feature,)
+        out = [parts[k][0] if self.neck_feat == "before" else parts[k][1].bn(parts[k][0]) for k in chosen]
+        return out[0] if len(out) == 1 else torch.cat(out, dim=1)

@@ -16,7 +16,9 @@ class TextualInversion(nn.Module):
 
     An MLP: ``num_layers`` hidden blocks of Linear -> GELU -> Dropout (width ``hidden_dim``), then a
     Linear to ``num_words * token_dim``. The output is rescaled to ``word_norm`` per word (the typical
-    norm of CLIP token embeddings) when given, so pseudo-words live where real words do.
+    norm of CLIP token embeddings) when given, so pseudo-words live where real words do. ``word_norm`` is
+    a buffer: a checkpoint carries the value training used (a resumed or evaluation run does not
+    recompute it from a text tower that may differ).
     """
 
     def __init__(self, embed_dim: int, token_dim: int, num_words: int = 4, hidden_dim: int = 512,
@@ -34,10 +36,27 @@ class TextualInversion(nn.Module):
         layers.append(nn.Linear(width, num_words * token_dim))
         self.mlp = nn.Sequential(*layers)
         self.num_words, self.token_dim = int(num_words), int(token_dim)
-        self.word_norm = None if word_norm is None else float(word_norm)
+        # 0 = no rescaling
+        self.register_buffer("word_norm", torch.tensor(0.0 if word_norm is None else float(word_norm)))
 
-    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
-        words = self.mlp(image_features).view(-1, self.num_words, self.token_dim)
-        if self.word_norm is not None:
+    def _words(self, hidden: torch.Tensor) -> torch.Tensor:
+        words = hidden.view(-1, self.num_words, self.token_dim)
+        if float(self.word_norm) > 0:
             words = nn.functional.normalize(words, dim=-1) * self.word_norm
         return words
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        return self._words(self.mlp(image_features))
+
+    def forward_paired(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Words of two aligned batches (B, E) under the **same** dropout masks (row i of ``a`` and of
+        ``b`` share one mask), so identical inputs give identical words in training mode too."""
+        x = torch.cat([a, b])
+        for layer in self.mlp:
+            if isinstance(layer, nn.Dropout) and self.training and layer.p > 0:
+                keep = torch.rand_like(x[: len(a)]) >= layer.p
+                x = x * keep.repeat(2, 1) / (1.0 - layer.p)
+            else:
+                x = layer(x)
+        words = self._words(x)
+        return words[: len(a)], words[len(a):]

@@ -116,20 +116,10 @@ class PromptComposer(nn.Module):
 
 
 def encode_prompts(enc: TextEncoder, requests: Sequence[tuple]) -> list[torch.Tensor]:
-    """Several prompt batches through the text encoder in **one** pass: ``[(composer, {word: vectors}), ...]``
-    -> one (B_i, E) tensor per request.
+    """Several prompt batches through the text encoder: ``[(composer, {word: vectors}), ...]`` -> one
+    (B_i, E) tensor per request.
 
-    Each request's embeddings are padded after their end-of-text token to the longest one; with a causal
-    encoder the padding cannot change the pooled features, so the results equal one call per request.
+    Each request runs at its own length (cut after its end-of-text token when the encoder is causal):
+    on a CPU one padded pass over all requests costs more than the separate short ones.
     """
-    parts = [composer.compose(enc, **vectors) for composer, vectors in requests]
-    if not enc.is_causal or len(parts) == 1:
-        return [enc(emb, ids) for emb, ids in parts]
-    length = max(emb.shape[1] for emb, _ in parts)
-    embs, ids = [], []
-    for emb, tok in parts:
-        pad = length - emb.shape[1]
-        embs.append(torch.nn.functional.pad(emb, (0, 0, 0, pad)))
-        ids.append(torch.nn.functional.pad(tok, (0, pad)).expand(emb.shape[0], -1))
-    feats = enc(torch.cat(embs), torch.cat(ids))
-    return list(feats.split([emb.shape[0] for emb, _ in parts]))
+    return [composer(enc, **vectors) for composer, vectors in requests]

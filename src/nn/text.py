@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from src.nn.attention_rows import block_rows
 from src.utils.errors import ConfigValueError
 
 
@@ -92,10 +93,17 @@ class TextEncoder(nn.Module):
         cast_dtype = self.transformer.get_cast_dtype()
         x = embeddings.to(cast_dtype) + self.positional_embedding[:length].to(cast_dtype)
         mask = None if self.attn_mask is None else self.attn_mask[:length, :length]
-        x = self.transformer(x, attn_mask=mask)
-        x = self.ln_final(x)
-        eot = token_ids.argmax(dim=-1).expand(batch)
-        x = x[torch.arange(batch, device=x.device), eot]
+        eot = token_ids.argmax(dim=-1)
+        shared_eot = eot.numel() == 1 or bool((eot == eot[0]).all())
+        blocks = getattr(self.transformer, "resblocks", None)
+        if shared_eot and blocks is not None and len(blocks) > 0 and getattr(self.transformer, "batch_first", True):
+            # every row pools at the same end-of-text position: the last block runs for that row only
+            for block in blocks[:-1]:
+                x = block(x, attn_mask=mask)
+            x = self.ln_final(block_rows(blocks[-1], x, eot.flatten()[0], mask))
+        else:
+            x = self.ln_final(self.transformer(x, attn_mask=mask))
+            x = x[torch.arange(batch, device=x.device), eot.expand(batch)]
         if isinstance(self.text_projection, nn.Linear):
             return self.text_projection(x)
         if self.text_projection is not None:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from open_clip.model import _build_text_tower, _build_vision_tower
 from torch import nn
 
+from src.nn.attention_rows import block_rows
 from src.nn.backbones.pretrained import StateDict, _load_strict, load_pretrained
 from src.utils.errors import ConfigValueError
 
@@ -84,11 +85,19 @@ def split_clip_state(state: StateDict) -> tuple[StateDict, StateDict | None]:
 class OpenCLIPVisual(nn.Module):
     """(B,3,H,W) -> projected CLIP image embedding (B,out_dim); out_dim = the model's embed_dim.
 
+    :meth:`forward_features` gives the three image features CLIP-ReID keeps (``feature_dims``):
+    ``intermediate`` (ViT: class token after the second-to-last block; RN: pooled layer3),
+    ``final`` (ViT: class token after the last block and ln_post, 768-d for ViT-B/16; RN: pooled
+    layer4, 2048-d for RN50) and ``proj`` (the projected embedding, what ``forward`` returns).
+
     `model_name`: any name open_clip.get_model_config accepts (built-in such as ViT-B-16 / RN50,
     a config of `model_configs/` such as clip-tiny, or `local-dir:PATH` with an open_clip_config.json).
     `pretrained`: None, an open_clip tag for this model (downloads: opt-in), or a local weights
     file: a full CLIP state dict loads both towers, a visual-only one the image tower only.
-    `quick_gelu`: None = what the tag/model config says; set true for a file of OpenAI weights.
+    `quick_gelu`: None = what the tag/model config says; true for OpenAI's weights (a tag whose
+    own setting disagrees gives a one-line warning: the activation must match the weights).
+    `last_stride`: ResNet towers only; 1 removes layer4's down-sampling (CLIP-ReID's RN50: a 16x8 map
+    at 256x128), 2 keeps CLIP's.
     Inputs are normalized with CLIP's mean / std (`input_mean`, `input_std`).
     """
 
@@ -102,6 +111,7 @@ class OpenCLIPVisual(nn.Module):
         image_size: Sequence[int] = (256, 128),
         quick_gelu: bool | None = None,
         pos_embed_interpolation: str = "bilinear",
+        last_stride: int = 2,
     ) -> None:
         super().__init__()
         cfg = open_clip.get_model_config(model_name)
@@ -121,7 +131,10 @@ class OpenCLIPVisual(nn.Module):
         height, width = (int(s) for s in image_size)
         self.image_size = (height, width)
         self.is_resnet = isinstance(vision_cfg["layers"], (list, tuple))
-        stride = RESNET_STRIDE if self.is_resnet else int(vision_cfg.get("patch_size", 16))
+        if int(last_stride) not in (1, 2):
+            raise ConfigValueError(f"OpenCLIPVisual: last_stride={last_stride}; use 2 (CLIP) or 1 (CLIP-ReID's RN50).")
+        self.last_stride = int(last_stride)
+        stride = (RESNET_STRIDE // (2 // self.last_stride)) if self.is_resnet else int(vision_cfg.get("patch_size", 16))
         if height % stride or width % stride:
             raise ConfigValueError(
                 f"OpenCLIPVisual: image_size={list(self.image_size)} must be divisible by {stride} for {model_name}; "
@@ -132,14 +145,24 @@ class OpenCLIPVisual(nn.Module):
         self.pos_embed_interpolation = pos_embed_interpolation
 
         tags = open_clip.list_pretrained_tags_by_model(model_name)
+        tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained in tags else {}
+        tag_quick_gelu = bool(tag_cfg.get("quick_gelu", cfg.get("quick_gelu", False)))
         if quick_gelu is None:
-            tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained in tags else {}
-            quick_gelu = bool(tag_cfg.get("quick_gelu", cfg.get("quick_gelu", False)))
-        self.quick_gelu = quick_gelu
+            quick_gelu = tag_quick_gelu
+        elif pretrained in tags and bool(quick_gelu) != tag_quick_gelu:
+            log.warning("backbone clip %s: quick_gelu=%s, but the weights of tag '%s' were trained with %s; the "
+                        "activation must match the weights (set backbone.quick_gelu=%s)", model_name, quick_gelu,
+                        pretrained, "QuickGELU" if tag_quick_gelu else "GELU", str(tag_quick_gelu).lower())
+        self.quick_gelu = bool(quick_gelu)
 
         # the same builders open_clip.model.CLIP uses, so the two towers' keys are a CLIP state dict's
         if self.is_resnet:
             self.visual = _build_vision_tower(cfg["embed_dim"], vision_cfg, quick_gelu=quick_gelu)
+            if self.last_stride == 1:
+                first = self.visual.layer4[0]  # open_clip down-samples with average pools (weights unchanged)
+                first.avgpool = nn.Identity()
+                if first.downsample is not None:
+                    first.downsample[0] = nn.Identity()
             pool = self.visual.attnpool
             dim = pool.positional_embedding.shape[1]
             n_tokens = self.grid_size[0] * self.grid_size[1] + 1
@@ -149,7 +172,19 @@ class OpenCLIPVisual(nn.Module):
             vision_cfg["image_size"] = self.image_size
             self.visual = _build_vision_tower(cfg["embed_dim"], vision_cfg, quick_gelu=quick_gelu)
             self._pos_key = "positional_embedding"
+            v = self.visual
+            if v.attn_pool is not None or getattr(v, "final_ln_after_pool", False) or v.pool_type != "tok":
+                raise ConfigValueError(
+                    f"OpenCLIPVisual: {model_name!r} pools its image tokens with {v.pool_type!r}"
+                    f"{' and an attention pool' if v.attn_pool is not None else ''}; only CLIP's class-token "
+                    "pooling is supported (e.g. ViT-B-16, clip-tiny).")
         self.out_dim = int(cfg["embed_dim"])
+        width = int(vision_cfg["width"])
+        # (intermediate, final, proj) widths of forward_features
+        self.feature_dims = ((width * 16, width * 32, self.out_dim) if self.is_resnet else (width, width, self.out_dim))
+        # None: no weights given; True / False: whether the given weights held the text tower
+        self.text_tower_loaded: bool | None = None
+        self.pretrained = pretrained
         # a plain attribute, not a registered submodule: out of this module's state dict, .to() and .train()
         self.__dict__["_text_tower"] = _build_text_tower(cfg["embed_dim"], text_cfg, quick_gelu=quick_gelu)
 
@@ -163,6 +198,7 @@ class OpenCLIPVisual(nn.Module):
 
         tag_loaders = {tag: (lambda tag=tag: self._tag_state(tag)) for tag in tags}
         if load_pretrained(self.visual, pretrained, kind=kind, tags=tag_loaders, convert=convert):
+            self.text_tower_loaded = text_part[0] is not None
             if text_part[0] is None:
                 log.info("backbone %s: %s holds image-tower weights only; the text tower stays at random init",
                          kind, pretrained)
@@ -199,3 +235,26 @@ class OpenCLIPVisual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.visual(x)
+
+    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B,3,H,W) -> {"intermediate", "final", "proj"}: (B, d) features of widths ``feature_dims``.
+
+        ViT: the last block computes only the class-token row (its keys and values still use every
+        token), so the three features cost one forward pass; ``proj`` equals :meth:`forward`.
+        """
+        v = self.visual
+        if self.is_resnet:
+            x = v.stem(x)
+            x = v.layer2(v.layer1(x))
+            x3 = v.layer3(x)
+            x4 = v.layer4(x3)
+            return {"intermediate": x3.mean(dim=(2, 3)), "final": x4.mean(dim=(2, 3)), "proj": v.attnpool(x4)}
+        x = v._embeds(x)
+        blocks = v.transformer.resblocks  # batch-first (open_clip >= 2.24)
+        for block in blocks[:-1]:
+            x = block(x)
+        intermediate = x[:, 0]
+        token = block_rows(blocks[-1], x, 0)
+        final = v.ln_post(token)
+        proj = final @ v.proj if v.proj is not None else final
+        return {"intermediate": intermediate, "final": final, "proj": proj}
