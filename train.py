@@ -56,8 +56,8 @@ def build_model_and_data(cfg: DictConfig, log):
     if spec is not None and not cfg.train:
         model = instantiate(ck.model_config_from_spec(spec, cfg, explicit["keys"]), num_classes=spec["num_classes"])
         log.info("evaluating %s: %s", cfg.ckpt_path, ck.describe(spec))
-    else:
-        model = instantiate(cfg.model)
+    else:  # resuming: the checkpoint's weights replace any pretrained ones
+        model = instantiate(ck.without_pretrained(cfg.model) if ckpt is not None else cfg.model)
     datamodule = instantiate(cfg.data, _convert_="all")
     backbone = getattr(model, "backbone", None)
     if spec is not None and not cfg.train:

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from conftest import ROOT, TINY, compose_train, run_train
 from src.data.datasets.base import ReIDRecord
 from src.data.val_split import hold_out_identities
-from src.models.schedulers import warmup_cosine, warmup_multistep
+from src.models.schedulers import timm_cosine, warmup_multistep
 from src.utils.errors import ConfigValueError
 
 
@@ -117,7 +117,9 @@ def test_absolute_epochs_outside_the_run_are_refused():
         warmup_multistep(_opt(), warmup_epochs=2.5, milestones=[0.5], max_epochs=30)
     with pytest.raises(ConfigValueError, match="first milestone"):
         warmup_multistep(_opt(), warmup_epochs=0.6, milestones=[0.5], max_epochs=10)
-    assert warmup_cosine(_opt(), max_epochs=10, warmup_epochs=0.2).lr_lambdas[0](2) == pytest.approx(1.0)
+    # 0.2 of 10 epochs = 2 warm-up epochs: half-way through at epoch 1
+    assert timm_cosine(_opt(), max_epochs=10, warmup_epochs=0.2, warmup_lr_init=0.0,
+                       epoch_offset=0).lr_lambdas[0](1) == pytest.approx(0.5)
 
 
 def test_run_refuses_a_schedule_outside_the_run(reid_data_dir, tmp_path):

@@ -131,10 +131,28 @@ def explicit_overrides(task_overrides: Sequence[str]) -> Dict[str, List[str]]:
     return {"groups": groups, "keys": keys}
 
 
+def without_pretrained(model_cfg: Any) -> DictConfig:
+    """A copy of a model config whose backbones load no pretrained weights: a checkpoint's weights replace
+    them anyway, so evaluating or resuming it must not download (or look for) the original weights again."""
+    if isinstance(model_cfg, DictConfig):
+        model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
+    model_cfg = OmegaConf.create(model_cfg)
+
+    def clear(node: Any) -> None:
+        if isinstance(node, DictConfig):
+            if "_target_" in node and "pretrained" in node:
+                node.pretrained = None
+            for value in node.values():
+                clear(value)
+
+    clear(model_cfg)
+    return model_cfg
+
+
 def model_config_from_spec(spec: Mapping[str, Any], cfg: DictConfig, set_keys: Sequence[str]) -> DictConfig:
     """The checkpoint's model config, with the command line's own ``model.*`` / ``backbone.*`` values on top
     (e.g. ``model.neck_feat=before`` evaluates the pre-BNNeck feature of a trained checkpoint)."""
-    model_cfg = OmegaConf.create(spec["model"])
+    model_cfg = without_pretrained(OmegaConf.create(spec["model"]))
     for key in set_keys:
         if key.startswith("model."):
             target = key[len("model."):]
@@ -191,7 +209,7 @@ def load_model_from_checkpoint(path: str | Path, key: str = "ckpt_path"):
         raise ConfigValueError(
             f"{key}={path} holds no model spec (written by an older version of this repository); evaluate it with "
             "`python train.py train=false ckpt_path=... model=... backbone=...` giving its configs instead.")
-    model = instantiate(OmegaConf.create(spec["model"]), num_classes=spec["num_classes"])
+    model = instantiate(without_pretrained(OmegaConf.create(spec["model"])), num_classes=spec["num_classes"])
     load_model_weights(model, ckpt["state_dict"], str(path), key, getattr(model, "lazy_state_prefixes", ()))
     model.build_spec = {k: v for k, v in spec.items() if k != "num_classes"}
     return model.eval(), spec

@@ -14,7 +14,6 @@ recipes use ``epoch_offset: 1`` (e.g. stage 2 trains its first epoch at ``5e-6 *
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence, Union
 
 import torch
@@ -86,25 +85,6 @@ def warmup_multistep(optimizer: torch.optim.Optimizer, warmup_epochs: Epochs = 1
         epoch = epoch + int(epoch_offset)
         decay = gamma ** sum(epoch >= m for m in steps)
         return _warmup(epoch, warmup, warmup_factor) * decay
-
-    return LambdaLR(optimizer, factor)
-
-
-def warmup_cosine(optimizer: torch.optim.Optimizer, max_epochs: Optional[int] = None,
-                  warmup_epochs: Epochs = 10, warmup_factor: float = 0.01,
-                  min_lr_factor: float = 0.002, key: str = "model.scheduler",
-                  length_key: str = "trainer.max_epochs") -> LambdaLR:
-    """Linear warm-up then cosine annealing to ``min_lr_factor * lr`` at ``max_epochs``."""
-    if max_epochs is None or max_epochs < 1:
-        raise ConfigValueError(f"{key}: a cosine schedule needs {length_key} >= 1 (got {max_epochs}).")
-    warmup = resolve_epochs(warmup_epochs, max_epochs, f"{key}.warmup_epochs", length_key=length_key)
-
-    def factor(epoch: int) -> float:
-        if epoch < warmup:
-            return _warmup(epoch, warmup, warmup_factor)
-        span = max(1, max_epochs - warmup)
-        progress = min(1.0, (epoch - warmup) / span)
-        return min_lr_factor + (1 - min_lr_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return LambdaLR(optimizer, factor)
 
