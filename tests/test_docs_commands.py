@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import functools
 import importlib.util
 import itertools
 import re
@@ -36,7 +37,8 @@ HYDRA_SCRIPTS = {"train.py": "train", "synth.py": "synth"}
 ARGPARSE_SCRIPTS = ("embed.py", "experiments/tables.py", "experiments/privacy_plot.py")
 # Flags a Hydra entry point takes besides overrides; -m makes the comma lists sweeps.
 HYDRA_FLAGS = {"-m", "--multirun", "--help", "-h", "--hydra-help", "--info"}
-SHELL_SEPARATORS = {"&&", "||", ";", "|", "do", "then", "done", "fi"}
+SHELL_SEPARATORS = {"&&", "||", ";", "|", "&", "do", "then", "done", "fi"}
+REDIRECTION = re.compile(r"^(\d?>>?|&>|<)(&\d)?\S*$")   # > out.txt, 2>&1, >>log: ends the arguments
 PLACEHOLDER = re.compile(r"<[^<>\n`]+>|\$\([^)\n]*\)|\$\{[^}\n]*\}|\$[A-Za-z_]\w*|(?<![\w/.])\.\.\.(?![\w/])")
 DUMMY = "1"          # what a placeholder outside a group option becomes (a path, a number or a name)
 
@@ -98,13 +100,18 @@ def _commands_in(line: str, where: str) -> Iterator[DocCommand]:
     marked = PLACEHOLDER.sub(mark, line)
     try:
         tokens = shlex.split(marked, comments=True)
-    except ValueError:
+    except ValueError as err:         # unbalanced quotes: a shell would refuse the line too
+        assert not re.search(r"\b(python3?\s+\S+\.py|bash\s+\S+\.sh)\b", line), f"{where}: {line}\n  {err}"
         return
     segment: List[str] = []
+    redirected = False
     for tok in tokens + [";"]:
         if tok not in SHELL_SEPARATORS:
-            segment.append(tok)
+            redirected = redirected or bool(REDIRECTION.match(tok))
+            if not redirected:
+                segment.append(tok)
             continue
+        redirected = False
         while segment and re.fullmatch(r"[A-Za-z_]\w*=\S*", segment[0]):    # VAR=value prefixes
             segment = segment[1:]
         if len(segment) >= 2 and segment[0] in ("python", "python3") and segment[1].endswith(".py"):
@@ -130,7 +137,7 @@ def doc_commands(paths: Sequence[Path] = DOCS) -> List[DocCommand]:
 
 
 # ----------------------------------------------------------------------------- Hydra commands
-def _group_options(config_name: str, group: str) -> Optional[List[str]]:
+def _group_options(group: str) -> Optional[List[str]]:
     """Selectable options of ``group`` in conf/ (None when ``group`` is not a config group)."""
     folder = ROOT / "conf" / group.replace(".", "/")
     if not folder.is_dir():
@@ -154,7 +161,7 @@ def _expand(cmd: DocCommand, notes: List[str]) -> List[List[str]]:
             choices.append([arg])
             continue
         assert not any(k in key for k in marks), f"{cmd}\n  a placeholder in a key: {arg}"
-        options = _group_options(cmd.script, key.lstrip("+~"))
+        options = _group_options(key.lstrip("+~"))
         if options is not None:
             pattern = value
             for k in marks:
@@ -196,7 +203,7 @@ def arg_text(arg: str, cmd: DocCommand) -> str:
 
 def _is_group_override(override: str) -> bool:
     key = override.split("=", 1)[0].lstrip("+~")
-    return "/" in key or _group_options("", key) is not None
+    return "/" in key or _group_options(key) is not None
 
 
 _COMPOSED: Dict[Tuple[str, Tuple[str, ...]], object] = {}
@@ -255,7 +262,9 @@ class _Parsed(Exception):
         self.namespace = namespace
 
 
+@functools.lru_cache(maxsize=None)
 def _load_script(rel: str):
+    """A script as a module, loaded once (its ``__main__`` block does not run)."""
     spec = importlib.util.spec_from_file_location("doc_script_" + rel.replace("/", "_")[:-3], ROOT / rel)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -374,14 +383,21 @@ def test_extraction_joins_continuations_and_fills_placeholders(tmp_path):
                    "shard=0 num_shards=2`.\n")
     cmds = doc_commands([doc])
     assert [c.script for c in cmds] == ["train.py", "train.py", "train.py", "synth.py"]
+    redirected = doc_commands([_write(tmp_path / "r.md", "```bash\npython train.py seed=1 2>&1 | tee log.txt &\n```\n")])
+    assert [(c.script, c.args) for c in redirected] == [("train.py", ["seed=1"])]
     notes: List[str] = []
     assert _expand(cmds[0], notes) == [
         ["experiment=pdm_without_identity", "seed=1", "hydra.sweep.dir=logs/x"],
         ["experiment=pdm_without_style", "seed=1", "hydra.sweep.dir=logs/x"],
         ["experiment=pdm_without_identity", "seed=2", "hydra.sweep.dir=logs/x"]]
     assert _expand(cmds[1], notes) == [["model=attack", f"model.extractor_ckpt={DUMMY}last.ckpt"]]
-    assert _expand(cmds[2], notes) == [["train=false", f"model={m}"] for m in _group_options("train", "model")]
+    assert _expand(cmds[2], notes) == [["train=false", f"model={m}"] for m in _group_options("model")]
     assert _expand(cmds[3], notes) == [["shard=0", "num_shards=2"]]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 # ----------------------------------------------------------------------------- links
