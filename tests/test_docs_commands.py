@@ -329,7 +329,7 @@ def test_docs_show_commands_of_every_kind():
     assert {"train.py", "synth.py", "embed.py", "experiments/tables.py"} <= scripts, scripts
 
 
-def test_every_docs_command_composes_or_parses(capsys):
+def test_every_docs_command_composes_or_parses():
     notes: List[str] = []
     composed = parsed = other = 0
     for cmd in doc_commands():
@@ -341,11 +341,10 @@ def test_every_docs_command_composes_or_parses(capsys):
         else:
             check_other_script(cmd)
             other += 1
-    with capsys.disabled():
-        print(f"\ndocs commands: {composed} Hydra compositions, {parsed} parsed, {other} other scripts checked; "
-              f"placeholders substituted ({len(notes)}):")
-        for note in notes:
-            print("  " + note)
+    print(f"\ndocs commands: {composed} Hydra compositions, {parsed} parsed, {other} other scripts checked; "
+          f"placeholders substituted ({len(notes)}):")      # shown with pytest -s
+    for note in notes:
+        print("  " + note)
 
 
 @pytest.mark.parametrize("bad, reason", [
