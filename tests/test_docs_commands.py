@@ -97,7 +97,9 @@ def _commands_in(line: str, where: str) -> Iterator[DocCommand]:
         placeholders[key] = m.group(0)
         return key
 
-    marked = PLACEHOLDER.sub(mark, line)
+    # placeholders outside single quotes ('${...}' in single quotes is a Hydra interpolation, kept)
+    marked = "".join(part if part.startswith("'") else PLACEHOLDER.sub(mark, part)
+                     for part in re.split(r"('[^']*')", line))
     try:
         tokens = shlex.split(marked, comments=True)
     except ValueError as err:         # unbalanced quotes: a shell would refuse the line too
@@ -351,6 +353,7 @@ def test_every_docs_command_composes_or_parses():
     ("python train.py model=pdmm", "Could not find 'model/pdmm'"),
     ("python train.py model=pdm model.stage1.epoch=3", "model.stage1.epoch"),
     ("python train.py seed=1,2,3", "seed=1,2,3"),                      # a sweep without -m
+    ("python train.py 'data.root=${paths.nope}/x'", "paths.nope"),     # an interpolation that does not resolve
     ("python train.py -m experiment=pdm_without_<term> model.nope=1", "model.nope"),
     ("python train.py experiment=nothing_<row>", "no option of group 'experiment'"),
     ("python synth.py generator=difusion", "generator/difusion"),
