@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The DPPP sandbox study (README, "Sandbox study"): BoT (tiny CNN), CLIP-ReID and PDM (clip_tiny) and
+# The DPPP sandbox study (docs/studies.md): BoT (tiny CNN), CLIP-ReID and PDM (clip_tiny) and
 # every PDM ablation on the embedded GenePerson-mini data, 3 seeds each, then the table.
 #
 #   bash experiments/dppp_sandbox.sh                       # everything (30 runs; ~4 h on 2 CPU cores)
