@@ -161,15 +161,16 @@ class Captioner:
 
     # ------------------------------------------------------------------ captions
     def caption(self, record: Mapping[str, str], kind: str = "full",
-                rng: Optional[np.random.Generator] = None) -> str:
-        """The ``kind`` caption of ``record`` (random phrasing / order / fragments with ``rng``, else canonical)."""
+                rng: Optional[np.random.Generator] = None, exclude: Sequence[str] = ()) -> str:
+        """The ``kind`` caption of ``record`` (random phrasing / order / fragments with ``rng``, else canonical);
+        ``exclude``: fragment names left out (e.g. ``viewpoint`` for a caption of the identity only)."""
         if kind not in KINDS:
             raise ConfigValueError(f"caption kind {kind!r}: choose one of {', '.join(KINDS)}.")
         groups = {"full": self.content + self.style, "content": self.content, "style": self.style}[kind]
         subjects = self.style_subject if kind == "style" else self.subject
         pick = (lambda opts: opts[0]) if rng is None else (lambda opts: opts[int(rng.integers(len(opts)))])
         head = _fill(pick(subjects), record)
-        frags = [f for f in groups]
+        frags = [f for f in groups if f.name not in exclude]
         if rng is not None:
             frags = [frags[i] for i in rng.permutation(len(frags))]
             keep = rng.random(len(frags)) < self.keep_prob
@@ -178,6 +179,10 @@ class Captioner:
             frags = [f for f, k in zip(frags, keep) if k]
         texts = [t for t in (f.render(record, rng) for f in frags) if t]
         return self.fit(head, texts)
+
+    def tokenize(self, texts: Sequence[str]):
+        """(N, context_length) int64 token ids of CLIP's tokenizer (captions fit: nothing is cut)."""
+        return self._tokenizer(list(texts))
 
     def captions(self, records: Sequence[Mapping[str, str]], kind: str = "full",
                  rng: Optional[np.random.Generator] = None) -> List[str]:

@@ -219,3 +219,14 @@ def ensure_pretrain_corpus(root: Union[str, Path], num_identities: int = 1000, h
             os.rename(tmp, root)
         log.info("pre-training corpus ready in %.1f s: %s", time.time() - start, counts)
     return root
+
+
+def ensure_corpus_and_mini(mini: Mapping[str, Any], corpus: Mapping[str, Any], progress: bool = False) -> Path:
+    """``data=sandbox_corpus``: GenePerson-mini (its targets) and the pre-training corpus, disjoint from it."""
+    from src.synth.mini import ensure_genepers_mini
+
+    mini = dict(_to_plain(mini))
+    corpus = dict(_to_plain(corpus))
+    ensure_genepers_mini(progress=progress, **mini)
+    check = {k: mini[k] for k in ("seed", "num_identities", "target_identities", "domains") if k in mini}
+    return ensure_pretrain_corpus(mini=check, progress=progress, **corpus)

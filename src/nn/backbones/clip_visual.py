@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 from pathlib import Path
 
 import open_clip
@@ -26,6 +27,7 @@ from torch import nn
 
 from src.nn.attention_rows import block_rows
 from src.nn.backbones.pretrained import StateDict, _load_strict, load_pretrained
+from src.nn.backbones.sandbox_clip import SANDBOX, resolve_sandbox
 from src.utils.errors import ConfigValueError
 
 log = logging.getLogger("src.nn")
@@ -93,7 +95,9 @@ class OpenCLIPVisual(nn.Module):
     `model_name`: any name open_clip.get_model_config accepts (built-in such as ViT-B-16 / RN50,
     a config of `model_configs/` such as clip-tiny, or `local-dir:PATH` with an open_clip_config.json).
     `pretrained`: None, an open_clip tag for this model (downloads: opt-in), or a local weights
-    file: a full CLIP state dict loads both towers, a visual-only one the image tower only.
+    file: a full CLIP state dict loads both towers, a visual-only one the image tower only;
+    ``sandbox``: the person-aligned CLIP that `sandbox` (a `src.nn.backbones.sandbox_clip.ensure_sandbox_clip`
+    partial, clip_tiny's config) builds once under data/ and reuses.
     `quick_gelu`: None = what the tag/model config says; true for OpenAI's weights (a tag whose
     own setting disagrees gives a one-line warning: the activation must match the weights).
     `last_stride`: ResNet towers only; 1 removes layer4's down-sampling (CLIP-ReID's RN50: a 16x8 map
@@ -112,6 +116,7 @@ class OpenCLIPVisual(nn.Module):
         quick_gelu: bool | None = None,
         pos_embed_interpolation: str = "bilinear",
         last_stride: int = 2,
+        sandbox: Callable[..., Any] | None = None,
     ) -> None:
         super().__init__()
         cfg = open_clip.get_model_config(model_name)
@@ -130,6 +135,8 @@ class OpenCLIPVisual(nn.Module):
             )
         height, width = (int(s) for s in image_size)
         self.image_size = (height, width)
+        if pretrained == SANDBOX:
+            pretrained = resolve_sandbox(model_name, self.image_size, sandbox)
         self.is_resnet = isinstance(vision_cfg["layers"], (list, tuple))
         if int(last_stride) not in (1, 2):
             raise ConfigValueError(f"OpenCLIPVisual: last_stride={last_stride}; use 2 (CLIP) or 1 (CLIP-ReID's RN50).")

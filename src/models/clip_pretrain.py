@@ -1,0 +1,389 @@
+"""Language-image pre-training of a CLIP model on captioned GenePerson (``model=clip_pretrain``).
+
+PDM rests on CLIP's alignment of images and words. The sandbox's ``clip_tiny`` has none from
+random weights, and every GenePerson image comes from an attribute record, so image-text pairs are
+free: as PLIP (Zuo et al., NeurIPS 2023) did with SYNTH-PEDES, both towers of any
+``backbone=clip_*`` are trained with CLIP's symmetric contrastive loss (learnable logit scale) on
+captions of the records (``src/synth/captions.py``), optionally with PLIP-style identity-level
+positives (images and captions of one identity match). At paper scale the text is the stage-1
+prompt that ``synth.py`` wrote into the manifest (``text_source: prompts``), continuing a real CLIP.
+
+Outputs (run folder): ``clip_weights.pt``, a full open_clip CLIP state dict (``visual.*`` + the text
+tower's keys + ``logit_scale``) that ``backbone.pretrained=<file>`` loads for every model, at the
+training input size (positional embeddings of that grid); ``results.json`` sections ``zero_shot``
+and ``text_to_image`` per evaluated set (the held-out source identities ``val`` and every target);
+``text_to_image_<set>.png``: caption queries with their top-ranked images.
+
+- ``zero_shot``: per attribute, the accuracy of choosing the image's value among *all* the
+  attribute's vocabulary values by the similarity to one prompt per value, chance (1 / number of
+  values) beside it, the normalized accuracy ``(acc - chance) / (1 - chance)`` and its mean;
+- ``text_to_image``: each identity's canonical content caption (without the per-image viewpoint)
+  ranks every image of the set; its images are the matches: R1 / R5 / mAP.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from src.models.reid_module import ReIDModule
+from src.synth.attributes import AttributeSchema, derive_seed
+from src.synth.captions import KINDS, Captioner
+from src.utils.errors import ConfigValueError
+
+log = logging.getLogger(__name__)
+
+TEXT_SOURCES = ("captions", "prompts")
+IDENTITY_EXCLUDE = ("viewpoint",)  # per-image fragments left out of an identity's query caption
+
+
+# ----------------------------------------------------------------------------- towers and loss
+def encode_text(tower: nn.Module, token_ids: torch.Tensor) -> torch.Tensor:
+    """(B, L) ids -> (B, E) text features of an open_clip ``TextTransformer``, trainable.
+
+    The ids are cut after the longest end-of-text token of the batch (exact under the causal mask:
+    later tokens never reach an end-of-text row), so short captions cost less than the full context.
+    """
+    eot = token_ids.argmax(dim=-1)
+    length = int(eot.max()) + 1
+    ids = token_ids[:, :length]
+    x = tower.token_embedding(ids) + tower.positional_embedding[:length]
+    mask = None if tower.attn_mask is None else tower.attn_mask[:length, :length]
+    x = tower.ln_final(tower.transformer(x, attn_mask=mask))
+    x = x[torch.arange(x.shape[0], device=x.device), eot]
+    proj = tower.text_projection
+    if isinstance(proj, nn.Linear):
+        return proj(x)
+    return x @ proj if proj is not None else x
+
+
+def clip_contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
+                          positives: Optional[torch.Tensor] = None, max_scale: float = 100.0) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy over (B, E) image and (B, E) text features of B pairs.
+
+    ``positives``: optional (B, B) bool, image i matches text j (PLIP's identity-level contrast);
+    each row's / column's target is uniform over its positives (the diagonal must be set).
+    ``logit_scale`` is the log of the inverse temperature, clamped at ``log(max_scale)`` as CLIP does.
+    """
+    scale = logit_scale.clamp(max=math.log(max_scale)).exp()
+    logits = scale * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t()
+    if positives is None:
+        target = torch.arange(logits.shape[0], device=logits.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+    pos = positives.float()
+    rows = -(pos / pos.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
+    cols = -(pos / pos.sum(0, keepdim=True) * F.log_softmax(logits, dim=0)).sum(0).mean()
+    return (rows + cols) / 2
+
+
+def identity_positives(pids: torch.Tensor, kinds: Sequence[str]) -> torch.Tensor:
+    """(B, B) bool: image i matches text j if j is its own text, or if they share the identity and text j
+    describes the person (a ``full`` or ``content`` caption; a style caption matches its own image only)."""
+    person = torch.tensor([k != "style" for k in kinds], device=pids.device)
+    same = (pids[:, None] == pids[None, :]) & person[None, :]
+    return same | torch.eye(len(pids), dtype=torch.bool, device=pids.device)
+
+
+def draw_kinds(rng: np.random.Generator, weights: Mapping[str, float], n: int) -> List[str]:
+    names = list(weights)
+    p = np.asarray([float(weights[k]) for k in names], dtype=np.float64)
+    return [names[i] for i in rng.choice(len(names), size=n, p=p / p.sum())]
+
+
+def check_caption_kinds(weights: Mapping[str, float]) -> Dict[str, float]:
+    weights = {str(k): float(v) for k, v in dict(weights).items()}
+    bad = [k for k in weights if k not in KINDS]
+    if bad or not weights or any(v < 0 for v in weights.values()) or sum(weights.values()) <= 0:
+        raise ConfigValueError(f"caption_kinds={weights}: a map of {', '.join(KINDS)} to weights >= 0 with a "
+                               "positive sum, e.g. {full: 0.6, content: 0.2, style: 0.2}.")
+    return weights
+
+
+def clip_state_dict(visual: nn.Module, text_tower: nn.Module, logit_scale: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """A full open_clip CLIP state dict: ``visual.*``, the text tower's keys, ``logit_scale``."""
+    state = {f"visual.{k}": v.detach().cpu().clone() for k, v in visual.state_dict().items()}
+    state.update({k: v.detach().cpu().clone() for k, v in text_tower.state_dict().items()})
+    state["logit_scale"] = logit_scale.detach().cpu().clone().reshape(())
+    return state
+
+
+# ----------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def encode_texts(tower: nn.Module, captioner: Captioner, texts: Sequence[str], batch_size: int = 256,
+                 device: Optional[torch.device] = None) -> torch.Tensor:
+    """(N, E) L2-normalised text features of ``texts``."""
+    out = []
+    for i in range(0, len(texts), batch_size):
+        ids = captioner.tokenize(texts[i:i + batch_size]).to(device or "cpu")
+        out.append(F.normalize(encode_text(tower, ids).float(), dim=-1))
+    return torch.cat(out) if out else torch.zeros(0, 1)
+
+
+@torch.no_grad()
+def zero_shot_report(image_feats: torch.Tensor, attributes: Sequence[Mapping[str, str]], tower: nn.Module,
+                     captioner: Captioner, schema: AttributeSchema) -> Dict[str, Any]:
+    """Per attribute: accuracy of picking the image's value among all vocabulary values by text prompts.
+
+    ``image_feats``: (N, E) L2-normalised; ``attributes``: the N images' records.
+    """
+    per: Dict[str, Any] = {}
+    device = image_feats.device
+    for key in captioner.zero_shot_keys:
+        try:
+            values = list(schema.vocabulary(key).values)
+        except ConfigValueError:
+            continue
+        rows = [i for i, a in enumerate(attributes) if a and a.get(key) in values]
+        if not rows or len(values) < 2:
+            continue
+        text = encode_texts(tower, captioner, captioner.zero_shot_prompts(key, values), device=device)
+        pred = (image_feats[rows] @ text.t()).argmax(1).cpu()
+        truth = torch.tensor([values.index(attributes[i][key]) for i in rows])
+        acc = float((pred == truth).float().mean())
+        chance = 1.0 / len(values)
+        per[key] = {"accuracy": round(acc, 4), "chance": round(chance, 4),
+                    "normalized": round((acc - chance) / (1 - chance), 4), "num_values": len(values),
+                    "num_images": len(rows)}
+    norm = [v["normalized"] for v in per.values()]
+    return {"attributes": per, "mean_normalized": round(float(np.mean(norm)), 4) if norm else None,
+            "mean_accuracy": round(float(np.mean([v["accuracy"] for v in per.values()])), 4) if per else None,
+            "mean_chance": round(float(np.mean([v["chance"] for v in per.values()])), 4) if per else None}
+
+
+@torch.no_grad()
+def text_to_image_report(image_feats: torch.Tensor, pids: Sequence[int], attributes: Sequence[Mapping[str, str]],
+                         tower: nn.Module, captioner: Captioner) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Caption-to-image retrieval: each identity's canonical content caption ranks all N images.
+
+    Returns (metrics {R1, R5, mAP, num_queries, num_images}, ranking {queries, pids, order}) where
+    ``order`` is the (Q, N) ranking, for the picture.
+    """
+    pids_t = torch.as_tensor(list(pids))
+    first: Dict[int, int] = {}
+    for i, p in enumerate(pids_t.tolist()):
+        if attributes[i]:
+            first.setdefault(p, i)
+    qpids = sorted(first)
+    if not qpids:
+        return {"R1": None, "R5": None, "mAP": None, "num_queries": 0, "num_images": len(pids_t)}, {}
+    queries = [captioner.caption(attributes[first[p]], "content", exclude=IDENTITY_EXCLUDE) for p in qpids]
+    text = encode_texts(tower, captioner, queries, device=image_feats.device)
+    order = (text @ image_feats.t()).argsort(dim=1, descending=True).cpu()
+    match = pids_t[order] == torch.tensor(qpids)[:, None]
+    hits = match.float()
+    ranks = torch.arange(1, hits.shape[1] + 1, dtype=torch.float32)
+    ap = ((hits.cumsum(1) / ranks) * hits).sum(1) / hits.sum(1).clamp(min=1)
+    metrics = {"R1": round(float(hits[:, :1].amax(1).mean()), 4), "R5": round(float(hits[:, :5].amax(1).mean()), 4),
+               "mAP": round(float(ap.mean()), 4), "num_queries": len(qpids), "num_images": int(len(pids_t)),
+               "chance_R1": round(float((hits.sum(1) / hits.shape[1]).mean()), 4)}
+    return metrics, {"queries": queries, "pids": qpids, "order": order, "match": match}
+
+
+def alignment_picture(path: Path, ranking: Mapping[str, Any], image_paths: Sequence[str], num_queries: int = 6,
+                      topk: int = 6) -> Optional[Path]:
+    """``path``: one row per caption query (text left), its top-k images (green border: the person)."""
+    from PIL import Image, ImageDraw
+
+    from src.synth.grid import _font
+
+    if not ranking or num_queries <= 0:
+        return None
+    queries = ranking["queries"][:num_queries]
+    with Image.open(image_paths[0]) as im:
+        w, h = im.size
+    text_w, gap, border = 260, 4, 2
+    sheet = Image.new("RGB", (text_w + topk * (w + gap) + gap, len(queries) * (h + gap) + gap), (255, 255, 255))
+    draw, font = ImageDraw.Draw(sheet), _font(10)
+    for r, query in enumerate(queries):
+        y = gap + r * (h + gap)
+        lines, line = [], ""
+        for word in query.split():
+            if len(line) + len(word) > 44:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}".strip()
+        lines.append(line)
+        draw.multiline_text((2, y), "\n".join(lines[: max(1, h // 12)]), fill=(0, 0, 0), font=font, spacing=1)
+        for c in range(min(topk, ranking["order"].shape[1])):
+            idx = int(ranking["order"][r, c])
+            ok = bool(ranking["match"][r, c])
+            x = text_w + gap + c * (w + gap)
+            with Image.open(image_paths[idx]) as im:
+                sheet.paste(im.convert("RGB").resize((w, h)), (x, y))
+            draw.rectangle([x, y, x + w - 1, y + h - 1], outline=(0, 170, 0) if ok else (210, 0, 0), width=border)
+    path = Path(path)
+    sheet.save(path)
+    return path
+
+
+# ----------------------------------------------------------------------------- the LightningModule
+class ClipPretrainModel(ReIDModule):
+    """Both towers of a CLIP backbone, trained on image-text pairs of the source's attribute records.
+
+    A training batch is the datamodule's P x K batch of source images; each image gets one text:
+    a caption of kind drawn from ``caption_kinds`` (random phrasing, seeded by ``seed`` and the step),
+    or its stage-1 prompt from the manifest (``text_source: prompts``). ReID evaluation (val and
+    targets) ranks by the L2-normalised image embedding.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Optional[Callable[..., Any]] = None,
+        identity_level: bool = False,
+        text_source: str = "captions",
+        caption_kinds: Optional[Mapping[str, float]] = None,
+        captions: Optional[Mapping[str, Any]] = None,
+        logit_scale_init: float = 1 / 0.07,
+        max_logit_scale: float = 100.0,
+        weights_file: str = "clip_weights.pt",
+        picture: Optional[Mapping[str, int]] = None,
+        seed: int = 0,
+        eval_metric: str = "cosine",
+        max_rank: int = 50,
+        num_classes: Optional[int] = None,
+        name: str = "clip_pretrain",
+    ) -> None:
+        super().__init__(eval_metric=eval_metric, max_rank=max_rank)
+        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"], logger=False)
+        if not hasattr(backbone, "text_tower"):
+            raise ConfigValueError(f"model=clip_pretrain needs a CLIP backbone (backbone=clip_*), got "
+                                   f"{type(backbone).__name__}.")
+        if text_source not in TEXT_SOURCES:
+            raise ConfigValueError(f"model.text_source={text_source!r}: choose one of {', '.join(TEXT_SOURCES)}.")
+        self.backbone = backbone
+        self.text_tower = backbone.text_tower()
+        self.text_tower.requires_grad_(True)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(float(logit_scale_init))))
+        self.max_logit_scale = float(max_logit_scale)
+        self.identity_level = bool(identity_level)
+        self.text_source = text_source
+        self.caption_kinds = check_caption_kinds(caption_kinds or {"full": 1.0})
+        context = int(self.text_tower.positional_embedding.shape[0])
+        self.captioner = Captioner.from_config(captions, context_length=context)
+        self.schema = AttributeSchema.from_config()
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.weights_file = str(weights_file)
+        self.picture = {"num_queries": 6, "topk": 6, **dict(picture or {})}
+        self.seed = int(seed)
+        self._prompts: Dict[Path, Dict[str, str]] = {}
+
+    # ------------------------------------------------------------------ texts
+    def _prompt_of(self, path: str) -> str:
+        folder = Path(path).parents[1]
+        if folder not in self._prompts:
+            manifest = folder / "manifest.jsonl"
+            if not manifest.is_file():
+                raise ConfigValueError(f"model.text_source=prompts: {manifest} is missing; the source must be a "
+                                       "GenePerson folder written by synth.py (or use text_source=captions).")
+            table = {}
+            for line in manifest.read_text().splitlines():
+                if line.strip():
+                    entry = json.loads(line)
+                    table[Path(entry["file"]).name] = entry.get("prompt", "")
+            self._prompts[folder] = table
+        return self.captioner.fit_prompt(self._prompts[folder][Path(path).name])
+
+    def batch_texts(self, records: Sequence[Any], rng: np.random.Generator) -> Tuple[List[str], List[str]]:
+        """(texts, kinds) of the records of a batch."""
+        if self.text_source == "prompts":
+            return [self._prompt_of(r.path) for r in records], ["full"] * len(records)
+        missing = [r.path for r in records if not getattr(r, "attributes", None)]
+        if missing:
+            raise ConfigValueError(f"model=clip_pretrain: {missing[0]} has no attribute record; captions need a "
+                                   "GenePerson source with manifest.jsonl (data=genepers_mini, sandbox_corpus, "
+                                   "genepers).")
+        kinds = draw_kinds(rng, self.caption_kinds, len(records))
+        return [self.captioner.caption(r.attributes, k, rng) for r, k in zip(records, kinds)], kinds
+
+    # ------------------------------------------------------------------ training
+    def extract_features(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.backbone(images), dim=-1)
+
+    def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        records = self.trainer.datamodule.train_records
+        index = batch["index"].tolist()
+        rng = np.random.default_rng(derive_seed(self.seed, self.global_step, self.global_rank))
+        texts, kinds = self.batch_texts([records[i] for i in index], rng)
+        ids = self.captioner.tokenize(texts).to(self.device)
+        image, text = self.backbone(batch["image"]), encode_text(self.text_tower, ids)
+        positives = identity_positives(batch["pid"], kinds) if self.identity_level else None
+        loss = clip_contrastive_loss(image, text, self.logit_scale, positives, self.max_logit_scale)
+        self.log("train/loss_clip", loss.detach())
+        self.log("train/loss", loss.detach(), prog_bar=True)
+        self.log("train/logit_scale", self.logit_scale.detach().exp())
+        return loss
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        return self.build_optimization(params, self.optimizer_factory, self.scheduler_factory)
+
+    def on_train_end(self) -> None:
+        if self.trainer.is_global_zero and not self.trainer.fast_dev_run:
+            path = self.save_weights(Path(self.trainer.default_root_dir) / self.weights_file)
+            self.extra_results.setdefault("clip_weights", str(path))
+
+    def save_weights(self, path: Path) -> Path:
+        """Write the full CLIP weights file (``backbone.pretrained=<path>`` loads it)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(clip_state_dict(self.backbone.visual, self.text_tower, self.logit_scale), path)
+        log.info("CLIP weights (both towers) written to %s; use them with backbone.pretrained=%s", path, path)
+        return path
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def _set_features(self, target) -> Tuple[torch.Tensor, List[Any]]:
+        dm = self.trainer.datamodule
+        records = list(target.records)
+        loader = dm.eval_loader(target)
+        feats: List[torch.Tensor] = []
+        idx: List[int] = []
+        limit = 1 if self.trainer.fast_dev_run else None
+        for b, batch in enumerate(loader):
+            if limit is not None and b >= limit:
+                break
+            feats.append(self.extract_features(batch["image"].to(self.device)).float())
+            idx += batch["index"].tolist()
+        return torch.cat(feats), [records[i] for i in idx]
+
+    def alignment(self, sets: Sequence[Any], out_dir: Optional[Path]) -> Dict[str, Dict[str, Any]]:
+        """``{"zero_shot": {set: ...}, "text_to_image": {set: ...}}`` for each evaluation set."""
+        zero_shot, t2i = {}, {}
+        was_training = self.training
+        self.eval()
+        for target in sets:
+            feats, records = self._set_features(target)
+            attrs = [getattr(r, "attributes", None) or {} for r in records]
+            if not any(attrs):
+                log.warning("%s: no attribute records (no manifest); zero-shot and text-to-image skipped", target.name)
+                continue
+            zero_shot[target.name] = zero_shot_report(feats, attrs, self.text_tower, self.captioner, self.schema)
+            t2i[target.name], ranking = text_to_image_report(feats, [r.pid for r in records], attrs, self.text_tower,
+                                                             self.captioner)
+            if out_dir is not None and ranking:
+                alignment_picture(out_dir / f"text_to_image_{target.name}.png", ranking, [r.path for r in records],
+                                  int(self.picture["num_queries"]), int(self.picture["topk"]))
+            zs = zero_shot[target.name]
+            log.info("%s: zero-shot mean normalized accuracy %s (mean accuracy %s, chance %s); caption-to-image "
+                     "R1 %s, mAP %s", target.name, zs["mean_normalized"], zs["mean_accuracy"], zs["mean_chance"],
+                     t2i[target.name]["R1"], t2i[target.name]["mAP"])
+        self.train(was_training)
+        return {"zero_shot": zero_shot, "text_to_image": t2i}
+
+    def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
+        if not self.trainer.is_global_zero:
+            return
+        dm = self.trainer.datamodule
+        sets = ([dm.val_set] if getattr(dm, "val_set", None) is not None else []) + list(dm.targets)
+        self.extra_results.update(self.alignment(sets, Path(self.trainer.default_root_dir)))
