@@ -95,15 +95,15 @@ def check_disjoint(plans: Mapping[str, SynthPlan], mini: Mapping[str, Any]) -> N
     mini_seeds, mini_pids = _mini_identities(mini)
     for split, plan in plans.items():
         for pid in plan.pids:
-            if pid in mini_pids:
-                raise ConfigValueError(
-                    f"pre-training corpus {split} pid {pid} is also a GenePerson-mini {mini_pids[pid]} pid; set "
-                    f"the corpus pid_start above {max(mini_pids)} so the corpus shares no identity with it.")
             seed = identity_seed(plan.seed, pid)
             if seed in mini_seeds:
                 raise ConfigValueError(
                     f"pre-training corpus {split} pid {pid} has identity seed {seed}, which GenePerson-mini's "
                     f"{mini_seeds[seed]} uses; choose another corpus seed.")
+            if pid in mini_pids:
+                raise ConfigValueError(
+                    f"pre-training corpus {split} pid {pid} is also a GenePerson-mini {mini_pids[pid]} pid; set "
+                    f"the corpus pid_start above {max(mini_pids)} so the corpus shares no identity with it.")
 
 
 def corpus_plans(params: Mapping[str, Any]) -> Dict[str, SynthPlan]:

@@ -1,0 +1,163 @@
+"""Language-image pre-training: loss and metrics on hand cases, the weights file, the corpus's
+disjointness and vocabulary rule, the sandbox build (tiny), and model=clip_pretrain end to end (tiny)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY, compose_train, run_synth, run_train
+from src.models.clip_pretrain import (clip_contrastive_loss, clip_state_dict, encode_text, encode_texts,
+                                      identity_positives, text_to_image_report, zero_shot_report)
+from src.nn.backbones.clip_visual import OpenCLIPVisual
+from src.synth.attributes import AttributeSchema, identity_seed
+from src.synth.captions import Captioner
+from src.utils.errors import ConfigValueError
+
+CLIP_TINY = [o for o in TINY if not o.startswith("backbone")] + ["backbone=clip_tiny", "data.train_transforms.padding=0"]
+TINY_CORPUS = {"num_identities": 10, "heldout_identities": 4, "images_per_identity": 2, "num_cameras": 6,
+               "height": 32, "width": 16}
+
+
+@pytest.fixture(scope="module")
+def tower():
+    torch.manual_seed(0)
+    return OpenCLIPVisual("clip-tiny", image_size=(32, 16)).text_tower().eval()
+
+
+def test_encode_text_cut_after_end_of_text_equals_the_tower(tower):
+    ids = Captioner.from_config().tokenize(["a red jacket", "a photo of a person carrying a backpack at night"])
+    with torch.no_grad():
+        assert torch.allclose(encode_text(tower, ids), tower(ids), atol=1e-5)
+
+
+def test_contrastive_loss_hand_cases():
+    feats, scale = torch.eye(2), torch.tensor(0.0)  # logits = identity matrix
+    assert clip_contrastive_loss(feats, feats, scale).item() == pytest.approx(math.log(1 + math.exp(-1)), abs=1e-6)
+    everyone = torch.ones(2, 2, dtype=torch.bool)  # uniform targets over both columns
+    assert clip_contrastive_loss(feats, feats, scale, everyone).item() == pytest.approx(
+        math.log(1 + math.e) - 0.5, abs=1e-6)
+    assert clip_contrastive_loss(feats, feats, torch.tensor(10.0)).item() == pytest.approx(
+        math.log(1 + math.exp(-100)), abs=1e-6)  # the scale is clamped at 100
+    pos = identity_positives(torch.tensor([3, 3, 5]), ["full", "style", "content"])
+    assert pos.tolist() == [[True, False, False], [True, True, False], [False, False, True]]
+
+
+def test_zero_shot_and_text_to_image_on_features_made_from_their_answers(tower):
+    captioner = Captioner.from_config()
+    only_gender = Captioner.from_config({**__import__("src.synth.attributes", fromlist=["x"]).load_conf_yaml(
+        "synth/captions.yaml"), "zero_shot": {"gender": "a photo of a {value}"}})
+    genders = ["male", "female", "female"]
+    feats = encode_texts(tower, only_gender, [f"a photo of a {g}" for g in genders])
+    report = zero_shot_report(feats, [{"gender": g} for g in genders], tower, only_gender, AttributeSchema.from_config())
+    assert report["attributes"]["gender"] == {"accuracy": 1.0, "chance": 0.5, "normalized": 1.0, "num_values": 2,
+                                              "num_images": 3}
+    assert report["mean_normalized"] == 1.0
+    from tests.test_captions import RECORD
+    records = [dict(RECORD, upper_colour=c) for c in ("red", "teal", "beige")]
+    queries = [captioner.caption(r, "content", exclude=("viewpoint",)) for r in records]
+    images = encode_texts(tower, captioner, queries)
+    metrics, ranking = text_to_image_report(torch.cat([images, images.flip(0)]), [1, 2, 3, 3, 2, 1], records + records[::-1],
+                                            tower, captioner)
+    assert metrics["R1"] == 1.0 and metrics["R5"] == 1.0 and metrics["num_queries"] == 3
+    assert metrics["mAP"] < 1.0 or ranking["match"][:, :2].all()  # each query finds its two images first
+    assert metrics["chance_R1"] == pytest.approx(1 / 3, abs=1e-4)
+
+
+def test_weights_file_loads_both_towers(tmp_path):
+    torch.manual_seed(1)
+    src = OpenCLIPVisual("clip-tiny", image_size=(64, 32))
+    torch.save(clip_state_dict(src.visual, src.text_tower(), torch.tensor(2.0)), tmp_path / "w.pt")
+    dst = OpenCLIPVisual("clip-tiny", pretrained=str(tmp_path / "w.pt"), image_size=(64, 32))
+    assert dst.text_tower_loaded is True
+    for a, b in zip(list(src.visual.state_dict().values()) + list(src.text_tower().state_dict().values()),
+                    list(dst.visual.state_dict().values()) + list(dst.text_tower().state_dict().values())):
+        assert torch.equal(a, b)
+
+
+# ----------------------------------------------------------------------------- corpus
+def test_corpus_is_disjoint_from_mini_and_keeps_target_words_out(tmp_path):
+    from src.synth.pretrain_corpus import check_disjoint, corpus_plans, ensure_pretrain_corpus, target_only_words
+    from src.synth.mini import _domain_seed
+    from src.synth.plan import SynthPlan
+
+    with pytest.raises(ConfigValueError, match="pid 250 is also a GenePerson-mini source pid"):
+        ensure_pretrain_corpus(tmp_path / "bad", pid_start=250, **TINY_CORPUS)
+    clash = SynthPlan.from_config({"num_identities": 2, "num_cameras": 2, "seed": _domain_seed(0, "night_cctv"),
+                                   "pid_start": 301})
+    with pytest.raises(ConfigValueError, match="night_cctv pid 301"):
+        check_disjoint({"train": clash}, {"seed": 0, "num_identities": 300, "target_identities": 100, "domains": None})
+    only = target_only_words()
+    assert only["time_of_day"] == ["night"] and "grainy" in only["camera"] and "street" not in only["background"]
+    root = ensure_pretrain_corpus(tmp_path / "corpus", exclude_target_styles=True, **TINY_CORPUS)
+    lines = [json.loads(x) for x in (root / "train" / "manifest.jsonl").read_text().splitlines()]
+    assert len(lines) == 20 and all(li["pid"] >= 20001 for li in lines)
+    used = {w for li in lines for k, w in li["attributes"].items() if k in only}
+    assert not used & {w for ws in only.values() for w in ws}
+    params = json.loads((root / ".complete.json").read_text())["params"]
+    plans = corpus_plans(params)
+    assert {li["identity_seed"] for li in lines} == {identity_seed(plans["train"].seed, p) for p in plans["train"].pids}
+
+
+# ----------------------------------------------------------------------------- sandbox build
+def test_sandbox_build_is_reused_rebuilt_and_skipped_under_fast_dev_run(tmp_path):
+    from src.nn.backbones.sandbox_clip import ensure_sandbox_clip
+
+    kw = {"corpus": {"root": str(tmp_path / "corpus"), **{k: v for k, v in TINY_CORPUS.items()
+                                                          if k not in ("height", "width")}},
+          "training": {"steps": 2, "batch_size": 8}, "image_size": (32, 16), "progress": False}
+    assert ensure_sandbox_clip(tmp_path / "clip", quick=True, **kw) is None
+    path = ensure_sandbox_clip(tmp_path / "clip", **kw)
+    report = json.loads((path.parent / "report.json").read_text())
+    assert set(report["heldout"]) >= {"zero_shot", "text_to_image"} and (path.parent / "text_to_image.png").is_file()
+    stamp = path.stat().st_mtime_ns
+    assert ensure_sandbox_clip(tmp_path / "clip", **kw).stat().st_mtime_ns == stamp  # reused
+    kw["training"]["steps"] = 3
+    assert ensure_sandbox_clip(tmp_path / "clip", **kw).stat().st_mtime_ns != stamp  # parameters changed: rebuilt
+    tower = OpenCLIPVisual("clip-tiny", pretrained=str(path), image_size=(32, 16))
+    assert tower.text_tower_loaded
+    with pytest.raises(ConfigValueError, match="clip_tiny only"):
+        OpenCLIPVisual("clip-tiny", pretrained="sandbox", image_size=(32, 16))
+
+
+def test_sandbox_is_the_default_of_the_clip_recipes_and_fdr_keeps_random_weights(tmp_path):
+    from hydra.utils import instantiate
+
+    cfg = compose_train(["model=pdm", "debug=fdr", "data.height=32", "data.width=16"], tmp_path)
+    assert cfg.backbone.pretrained == "sandbox" and cfg.backbone.sandbox.quick is True
+    assert instantiate(cfg.backbone).text_tower_loaded is None  # random weights, nothing built
+    assert compose_train(["model=clipreid", "backbone.pretrained=null"], tmp_path / "n").backbone.pretrained is None
+
+
+# ----------------------------------------------------------------------------- model=clip_pretrain
+@pytest.mark.slow
+def test_clip_pretrain_run_writes_weights_and_alignment_sections(tmp_path):
+    prepare = ["data.prepare.mini.num_identities=8", "data.prepare.mini.images_per_identity=4",
+               "data.prepare.mini.target_identities=4", "data.prepare.mini.gallery_per_identity=2",
+               "data.prepare.mini.height=32", "data.prepare.mini.width=16", "data.prepare.progress=false"]
+    prepare += [f"data.prepare.corpus.{k}={v}" for k, v in TINY_CORPUS.items()]
+    res = run_train(["model=clip_pretrain"] + CLIP_TINY + prepare + ["trainer.max_epochs=2"], tmp_path / "run",
+                    tmp_path / "data")
+    assert set(res["zero_shot"]) == {"val", "corpus_heldout", "night_cctv", "station_indoor"}
+    held = res["zero_shot"]["corpus_heldout"]
+    assert held["attributes"]["gender"]["chance"] == 0.5 and -1.0 <= held["mean_normalized"] <= 1.0
+    assert set(res["text_to_image"]["night_cctv"]) >= {"R1", "R5", "mAP"}
+    assert (tmp_path / "run" / "text_to_image_corpus_heldout.png").is_file()
+    weights = tmp_path / "run" / "clip_weights.pt"
+    assert res["clip_weights"] == str(weights)
+    assert OpenCLIPVisual("clip-tiny", pretrained=str(weights), image_size=(32, 16)).text_tower_loaded
+
+
+@pytest.mark.slow
+def test_paper_scale_continues_clip_on_synth_prompts(reid_data_dir, tmp_path):
+    out = tmp_path / "GenePerson"
+    run_synth(tmp_path, out, "num_identities=6", "images_per_identity=3", "height=32", "width=16")
+    cfg_over = ["model=clip_pretrain", "data=genepers", f"data.root={out}", "backbone.pretrained=null"] + CLIP_TINY
+    cfg = compose_train(cfg_over, tmp_path / "c", reid_data_dir)
+    assert cfg.model.text_source == "prompts" and cfg.data.name == "genepers"
+    res = run_train(cfg_over, tmp_path / "run", reid_data_dir)
+    assert "val" in res["zero_shot"] and (tmp_path / "run" / "clip_weights.pt").is_file()
