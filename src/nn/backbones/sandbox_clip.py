@@ -45,7 +45,7 @@ SANDBOX_VERSION = 1
 SANDBOX = "sandbox"
 DEFAULT_TRAINING: Dict[str, Any] = {
     "steps": 500, "batch_size": 64, "caption_tokens": 48, "lr": 1.0e-3, "weight_decay": 0.1, "warmup_steps": 50,
-    "identity_level": False, "caption_kinds": {"full": 0.5, "content": 0.3, "style": 0.2},
+    "identity_level": False, "caption_kinds": {"full": 0.2, "content": 0.7, "style": 0.1},
     "logit_scale_init": 1 / 0.07, "seed": 0, "seconds_per_step": 1.4,
 }
 
@@ -96,6 +96,8 @@ def ensure_sandbox_clip(root: Union[str, Path], corpus: Optional[Mapping[str, An
     """
     from omegaconf import OmegaConf
 
+    from src.synth.attributes import load_conf_yaml
+
     if quick:
         log.info("backbone.pretrained=sandbox: fast dev run, the person-aligned clip_tiny is not built; random weights "
                  "(a full run builds it once under %s)", root)
@@ -112,7 +114,8 @@ def ensure_sandbox_clip(root: Union[str, Path], corpus: Optional[Mapping[str, An
         raise ConfigValueError(f"backbone.sandbox.training: unknown key(s) {sorted(unknown)}; known: "
                                f"{sorted(DEFAULT_TRAINING)}.")
     params = {"version": SANDBOX_VERSION, "model_name": model_name, "image_size": [height, width],
-              "corpus": {"root": str(corpus_root), **corpus}, "training": training}
+              "corpus": {"root": str(corpus_root), **corpus}, "training": training,
+              "captions": load_conf_yaml("synth/captions.yaml")}
     params = json.loads(json.dumps(params))
     if _is_complete(root, params):
         return root / WEIGHTS
