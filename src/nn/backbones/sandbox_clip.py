@@ -238,7 +238,7 @@ def _train_and_evaluate(out: Path, corpus_root: Path, model_name: str, image_siz
                         "num_images": len(held)},
             "train": {"num_images": len(train_records), "steps": steps,
                       "loss_first": round(float(np.mean(losses[:n])), 4), "loss_last": round(float(np.mean(losses[-n:])), 4),
-                      "logit_scale": round(float(logit_scale.exp()), 3)}}
+                      "logit_scale": round(float(logit_scale.detach().exp()), 3)}}
 
 
 def resolve_sandbox(model_name: str, image_size: Sequence[int], builder: Any) -> Optional[str]:
