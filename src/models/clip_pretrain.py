@@ -247,6 +247,7 @@ class ClipPretrainModel(ReIDModule):
         max_logit_scale: float = 100.0,
         weights_file: str = "clip_weights.pt",
         picture: Optional[Mapping[str, int]] = None,
+        warmup_steps: int = 50,
         seed: int = 0,
         eval_metric: str = "cosine",
         max_rank: int = 50,
@@ -275,6 +276,7 @@ class ClipPretrainModel(ReIDModule):
         self.weights_file = str(weights_file)
         self.picture = {"num_queries": 6, "topk": 6, **dict(picture or {})}
         self.seed = int(seed)
+        self.warmup_steps = int(warmup_steps)
         self._prompts: Dict[Path, Dict[str, str]] = {}
 
     # ------------------------------------------------------------------ texts
@@ -322,6 +324,22 @@ class ClipPretrainModel(ReIDModule):
         self.log("train/loss", loss.detach(), prog_bar=True)
         self.log("train/logit_scale", self.logit_scale.detach().exp())
         return loss
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Linear warm-up over the first ``warmup_steps`` optimizer steps, on top of the epoch schedule:
+        a CLIP trained from random weights at full learning rate from step 0 collapses (constant
+        features, loss stuck at ln(batch size))."""
+        if self.global_step > self.warmup_steps or self.warmup_steps <= 0:
+            return
+        factor = min(1.0, (self.global_step + 1) / self.warmup_steps)
+        sched = self.lr_schedulers()
+        optimizer = self.optimizers().optimizer
+        if sched is not None:
+            base = sched.get_last_lr()
+        else:
+            base = self.__dict__.setdefault("_base_lrs", [g["lr"] for g in optimizer.param_groups])
+        for group, lr in zip(optimizer.param_groups, base):
+            group["lr"] = lr * factor
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
