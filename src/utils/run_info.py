@@ -17,7 +17,8 @@ METRIC_NAMES = ("R1", "R5", "R10", "mAP", "mINP")
 # Keys that do not change what a run computes (or are the seed itself), left out of the config hash.
 HASH_EXCLUDED = ("seed", "paths", "hydra", "logger", "tags", "optimized_metric", "data.sampler_seed",
                  "data.num_workers", "data.pin_memory", "data.test_batch_size", "data.prepare.progress",
-                 "callbacks.progress_bar", "trainer.log_every_n_steps", "trainer.enable_progress_bar")
+                 "callbacks.progress_bar", "callbacks.best_checkpoint", "callbacks.log_interval",
+                 "trainer.log_every_n_steps", "trainer.enable_progress_bar")
 
 
 def git_commit(repo_dir: str | Path) -> Optional[str]:
