@@ -136,7 +136,7 @@ def dataset_pid_caption(record, with_source: bool = False) -> str:
     number), which a person can look up in the data set; the relabelled class index when the name has none.
     ``with_source``: prefixed ``s<i>:`` by the source data set (multi-source training)."""
     m = re.match(r"(-?\d+)_", Path(record.path).name)
-    pid = m.group(1) if m else f"#{record.pid}"
+    pid = str(int(m.group(1))) if m else f"#{record.pid}"
     return (f"s{record.domain + 1}:" if with_source else "") + f"id {pid} c{record.camid + 1}"
 
 
