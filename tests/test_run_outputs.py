@@ -36,7 +36,7 @@ def test_log_interval_follows_the_run_length():
 
     assert log_interval(10, steps_per_epoch=3, max_epochs=1) == 1      # 3 steps: log each
     assert log_interval(10, steps_per_epoch=33, max_epochs=2) == 3     # 66 steps: >= 20 points
-    assert log_interval(10, steps_per_epoch=37, max_epochs=32) == 10   # the default run: as configured
+    assert log_interval(10, steps_per_epoch=33, max_epochs=32) == 10   # the default run: as configured
     assert log_interval(50, steps_per_epoch=20, max_epochs=100) == 20  # every epoch logs at least once
 
 
