@@ -81,8 +81,21 @@ def _warn_stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-# Files that make a folder a run folder (train.py writes status.json, Hydra .hydra/ and <task>.log).
-RUN_FOLDER_MARKERS = ("status.json", ".hydra", "config_resolved.yaml")
+# Files that make a folder a train.py run folder (train.py writes status.json and config_resolved.yaml;
+# Hydra writes .hydra/hydra.yaml, whose job name tells train.py's runs from synth.py's).
+RUN_FOLDER_MARKERS = ("status.json", "config_resolved.yaml", "hydra.yaml")
+
+
+def _is_train_run(marker: Path) -> bool:
+    if marker.name != "hydra.yaml":
+        return True
+    if marker.parent.name != ".hydra":
+        return False
+    try:
+        text = marker.read_text(errors="replace")
+    except OSError:
+        return False
+    return "\n  job:\n    name: train\n" in text
 
 
 def skip_reason(folder: Path) -> str:
@@ -119,9 +132,9 @@ def find_results(paths: Iterable[str], warn: Callable[[str], None] = _warn_stder
         elif p.is_dir():
             found.extend(p.rglob("results.json"))
             for marker in RUN_FOLDER_MARKERS:
-                for m in [p / marker, *p.rglob(marker)]:
-                    folder = m.parent
-                    if m.exists() and not (folder / "results.json").is_file() and folder not in skipped:
+                for m in p.rglob(marker):
+                    folder = m.parent.parent if m.name == "hydra.yaml" else m.parent
+                    if (_is_train_run(m) and not (folder / "results.json").is_file() and folder not in skipped):
                         skipped[folder] = skip_reason(folder)
         else:
             raise TableInputError(f"{p}: no such results.json file or run folder")

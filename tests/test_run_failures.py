@@ -69,8 +69,10 @@ def test_failed_run_logs_the_error_says_failed_and_is_skipped_by_tables(tmp_path
 
 def test_tables_names_each_folder_without_results_and_why(tmp_path, capsys):
     killed, old, failed = tmp_path / "killed", tmp_path / "old" / "0", tmp_path / "failed"
-    for d in (killed, old, failed):
+    for d in (killed, old, failed, tmp_path / "synth_run"):
         (d / ".hydra").mkdir(parents=True)
+    (old / ".hydra" / "hydra.yaml").write_text("hydra:\n  job:\n    name: train\n    chdir: false\n")
+    (tmp_path / "synth_run" / ".hydra" / "hydra.yaml").write_text("hydra:\n  job:\n    name: synth\n")  # not ours
     (killed / "status.json").write_text(json.dumps({"status": "running", "started": "2026-12-01T10:00:00"}))
     (old / "train.log").write_text("[..][train][INFO] - training bot on genepers_mini\nEpoch 3: 40%\n")
     (failed / "status.json").write_text(json.dumps({"status": "failed", "error": "data.root: no such folder"}))
