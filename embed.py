@@ -105,8 +105,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"features written to {path} ({'L2-normalised' if args.normalize else 'not normalised; --normalize for unit length'})",
-          file=sys.stderr)
+    how = "L2-normalised" if args.normalize else "not normalised; --normalize for unit length"
+    print(f"features written to {path} ({how})", file=sys.stderr)
     return 0
 
 

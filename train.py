@@ -58,10 +58,12 @@ def build_model_and_data(cfg: DictConfig, log):
     if spec is not None and not cfg.train:
         log.info("evaluating %s: %s", cfg.ckpt_path, ck.describe(spec))
         with ck.weights_from_checkpoint(cfg.ckpt_path):
-            model = instantiate(ck.model_config_from_spec(spec, cfg, explicit["keys"]), num_classes=spec["num_classes"])
+            model_cfg = ck.model_config_from_spec(spec, cfg, explicit["keys"])
+            model = instantiate(model_cfg, num_classes=spec["num_classes"])
     elif ckpt is not None:  # resuming: every weight comes from the checkpoint
         with ck.weights_from_checkpoint(cfg.ckpt_path):
-            model = instantiate(ck.without_pretrained(OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))))
+            model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
+            model = instantiate(ck.without_pretrained(model_cfg))
     else:
         model = instantiate(cfg.model)
     datamodule = instantiate(cfg.data, _convert_="all")
@@ -155,13 +157,15 @@ def run(cfg: DictConfig) -> dict:
     if cfg.train and model.build_spec is not None:  # checkpoints say what trained them
         model.build_spec["training"] = {"identity": identity, "seed": cfg.seed, "git_commit": commit,
                                         "run_dir": str(output_dir)}
-    trained_by = checkpoint_training(spec, cfg.ckpt_path) if spec is not None and not cfg.train else None
+    eval_only = spec is not None and not cfg.train  # a checkpoint evaluated: record what trained it
+    trained_by = checkpoint_training(spec, cfg.ckpt_path) if eval_only else None
     if trained_by is not None:
-        identity = evaluation_identity(trained_by, resolved, evaluation, ck.explicit_overrides(_hydra_runtime()[0])["keys"])
+        set_keys = ck.explicit_overrides(_hydra_runtime()[0])["keys"]
+        identity = evaluation_identity(trained_by, resolved, evaluation, set_keys)
         log.info("checkpoint trained by: %s, seed %s, %s epochs (run %s)", ", ".join(
             f"{k} {_fmt(trained_by['identity'].get(k))}" for k in ("model", "backbone", "data")),
             trained_by.get("seed"), trained_by["identity"].get("epochs"), trained_by.get("run_dir"))
-    elif spec is not None and not cfg.train:
+    elif eval_only:
         log.warning("%s does not record its training run (an older checkpoint without results.json beside it): "
                     "results.json's identity describes this evaluation command instead", cfg.ckpt_path)
 
@@ -187,9 +191,8 @@ def run(cfg: DictConfig) -> dict:
         **getattr(model, "extra_results", {}),
         "val": val_metrics,
         "identity": identity,
-        "evaluation": {**evaluation, **({"data": cfg.data.get("name"), "seed": cfg.seed} if trained_by else {})},
-        **({"checkpoint": _checkpoint_record(cfg.ckpt_path, ckpt_meta, trained_by)} if spec is not None and not cfg.train
-           else {}),
+        "evaluation": {**evaluation, **({"data": cfg.data.get("name"), "seed": cfg.seed} if eval_only else {})},
+        **({"checkpoint": _checkpoint_record(cfg.ckpt_path, ckpt_meta, trained_by)} if eval_only else {}),
         "debug": bool(choices.get("debug") not in (None, "null") or tr.get("fast_dev_run")),
         "partial": bool(limited or tr.get("fast_dev_run")),
         "model": cfg.model.get("name"),

@@ -37,7 +37,8 @@ def test_sample_captions_say_the_records_garment_with_its_pattern():
         entry = ident.identity_entry()
         attrs = entry["attributes"]
         caption = identity_caption(entry).split("\n")
-        colour_line = attrs["upper_colour"] + ("" if attrs["upper_pattern"] == "plain" else f" {attrs['upper_pattern']}")
+        pattern = "" if attrs["upper_pattern"] == "plain" else f" {attrs['upper_pattern']}"
+        colour_line = attrs["upper_colour"] + pattern
         assert caption == [f"id {entry['pid']}", colour_line.replace("_", " "), attrs["upper_type"].replace("_", " ")]
         prompt = ident.images[0].prompt
         assert f"{attrs['upper_colour']} {attrs['upper_pattern']} {attrs['upper_type']}".replace("_", " ") in prompt

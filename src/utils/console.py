@@ -39,7 +39,8 @@ def results_table(metrics: Mapping[str, Mapping[str, float]], title: str = "test
     if len(rows) > 1:
         rows["mean"] = {k: sum(m.get(k, 0.0) for m in metrics.values()) / len(metrics) for k in names}
     width = max([len(t) for t in rows] + [6])
-    lines = [f"{title} results (%)" + (f", {note}" if note else ""), f"{'target':<{width}}" + "".join(f"{n:>8}" for n in names)]
+    lines = [f"{title} results (%)" + (f", {note}" if note else ""),
+             f"{'target':<{width}}" + "".join(f"{n:>8}" for n in names)]
     for target, m in rows.items():
         lines.append(f"{target:<{width}}" + "".join(f"{100 * m[n]:>8.1f}" if n in m else f"{'-':>8}" for n in names))
     return "\n".join(lines)
