@@ -68,7 +68,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 STEP_NAMES = ("evaluator", "throughput", "privacy_gan", "diffusion", "fdr")
 # Hard time caps (s) per step. On the GPU they sum to 445 s, so with start-up the check ends within
 # 8 minutes; the dry run's caps only stop a hung step on a slow shared CPU.
-TIME_CAPS_S = {"evaluator": 70, "throughput": 100, "privacy_gan": 45, "diffusion": 50, "fdr": 180}
+TIME_CAPS_S = {"evaluator": 70, "throughput": 95, "privacy_gan": 60, "diffusion": 40, "fdr": 180}
 DRY_RUN_CAPS_S = {"evaluator": 120, "throughput": 120, "privacy_gan": 120, "diffusion": 120, "fdr": 400}
 # CUDA vs CPU from the same features: each device rounds its own fp32 matmul, which may swap
 # near-tied gallery entries (on CPU, these features in fp32 vs fp64 moved mAP by ~1e-8 and CMC not at
@@ -434,14 +434,16 @@ def step_throughput(chk: Check) -> None:
     iters = dict(warmup=1, max_iters=3, min_iters=2, budget_s=2.0) if chk.dry_run else \
         dict(warmup=3, max_iters=12, min_iters=4, budget_s=6.0)
     for label, overrides in throughput_models(chk.dry_run):
-        model = None
+        built = None
         with chk.setting(f"{label}: build"):
             model, loss_fn, params, data = build_training_model(overrides, num_classes)
             model.to(dev).train()
             optimizer = torch.optim.Adam(params, lr=1e-5)
             batch = synthetic_batch(data.batch_size, data.num_instances, data.height, data.width, num_classes, dev)
             shape = f"{data.height}x{data.width} batch {data.batch_size}"
-        if model is None:
+            built = model
+        if built is None:
+            model = optimizer = batch = params = loss_fn = None  # free what a failed build left
             continue
         for precision in PRECISIONS:
             setting = f"{label} {shape}, {precision}"
@@ -461,7 +463,7 @@ def step_throughput(chk: Check) -> None:
                 seconds, n = time_iterations(chk, train_step, **iters)
                 chk.add(f"{setting} ({n} iterations)", data.batch_size / seconds, "images/s")
                 chk.add_peak(setting)
-        del model, optimizer, batch, params, loss_fn
+        model = optimizer = batch = params = loss_fn = built = None
         if dev.type == "cuda":
             gc.collect()
             torch.cuda.empty_cache()
@@ -478,12 +480,14 @@ def step_privacy_gan(chk: Check) -> None:
         overrides = ["model=privacy_gan", "data=market1501", "backbone=tiny_cnn", "backbone.channels=[8,16,16,32]",
                      "backbone.out_dim=32", "data.height=32", "data.width=16", "data.batch_size=16",
                      "data.num_instances=4", "model.generator.base_channels=16", "model.generator.min_channels=8",
-                     "model.discriminator.base_channels=8", "model.discriminator.max_channels=16"]
-        warmup, max_iters, budget_s, label = 2, 6, 5.0, "privacy_gan joint, tiny_cnn"
+                     "model.discriminator.base_channels=8", "model.discriminator.max_channels=16",
+                     "model.r1_every=1"]  # so that the few timed iterations hold an R1 step
+        warmup, max_iters, budget_s, label = 2, 6, 5.0, "privacy_gan joint, tiny_cnn, R1 every D step"
     else:
         # the paper recipe: ResNet-50 at 256x128, G from 256 channels, D up to 256, reconstructions at 256x128
         overrides = ["model=privacy_gan", "data=market1501", "backbone=resnet50"]
-        warmup, max_iters, budget_s, label = 8, 48, 14.0, "privacy_gan joint, ResNet-50"
+        # 64 timed batches = one whole lazy cycle: 16 D steps (d_every=4), one of them with R1 (r1_every=16)
+        warmup, max_iters, budget_s, label = 8, 64, 20.0, "privacy_gan joint, ResNet-50"
     overrides += ["model.phases.reversal_from=0", "model.phases.joint_from=0"]
     num_classes = 20 if chk.dry_run else NUM_TRAIN_IDS
     for precision in PRECISIONS:
@@ -507,8 +511,8 @@ def step_privacy_gan(chk: Check) -> None:
             if not times:
                 raise RuntimeError(f"no timed iteration ({len(timer.times)} ran)")
             per_iter = sum(times) / len(times)
-            steps = model.counters
-            chk.add(f"{setting} ({len(times)} iterations; D steps {steps['d_steps']}, R1 {steps['r1_steps']})",
+            steps = {k: model.counters[k] - timer.counters_from.get(k, 0) for k in ("d_steps", "r1_steps")}
+            chk.add(f"{setting} ({len(times)} iterations holding {steps['d_steps']} D steps, {steps['r1_steps']} R1)",
                     1.0 / per_iter, "it/s")
             chk.add_peak(setting)
             del model, trainer
@@ -526,6 +530,7 @@ class IterationTimer(pl.Callback):
         self.times: List[float] = []
         self._start = 0.0
         self._timed_from = 0.0
+        self.counters_from: Dict[str, int] = {}  # the model's step counters when timing starts
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if pl_module.device.type == "cuda":
@@ -533,6 +538,7 @@ class IterationTimer(pl.Callback):
         self._start = time.perf_counter()
         if len(self.times) == self.warmup:
             self._timed_from = self._start
+            self.counters_from = dict(getattr(pl_module, "counters", {}))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if pl_module.device.type == "cuda":
