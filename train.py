@@ -19,7 +19,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from src.utils.resolvers import register_resolvers  # noqa: E402
-from src.utils.errors import find_input_error  # noqa: E402
+from src.utils.errors import find_reported_error  # noqa: E402
 
 register_resolvers()
 
@@ -207,8 +207,8 @@ def _fit(trainer, model, datamodule, cfg: DictConfig) -> None:
 def main(cfg: DictConfig) -> float | None:
     try:
         results = run(cfg)
-    except Exception as exc:  # a bad-input error is reported as one clear line, no traceback
-        err = find_input_error(exc)
+    except Exception as exc:  # bad input or a diverged training is reported as one clear line, no traceback
+        err = find_reported_error(exc)
         if err is None:
             raise
         print(f"\nerror: {err}", file=sys.stderr)

@@ -14,9 +14,11 @@ from src.utils.errors import ConfigValueError, find_input_error
 # A tiny reversal module and a short schedule: epoch 0 E alone, epoch 1 R alone, epoch 2+ joint.
 PGAN = TINY + ["data=market1501", "model=privacy_gan", "model.phases.reversal_from=1", "model.phases.joint_from=2",
                "model.generator.base_channels=32", "model.generator.min_channels=8",
-               "model.discriminator.base_channels=8", "model.discriminator.max_channels=32"]
+               "model.discriminator.base_channels=8", "model.discriminator.max_channels=32",
+               "model.pool.decoder.base_channels=16", "model.pool.decoder.min_channels=8",
+               "callbacks.fresh_probe.steps=3", "callbacks.fresh_probe.decoder.base_channels=16"]
 E_PREFIXES = ("backbone.", "neck.")
-R_PREFIXES = ("generator.", "discriminator.")
+R_PREFIXES = ("defence.generator.", "defence.discriminator.")
 
 
 def _ckpt(out):
@@ -111,7 +113,8 @@ def test_resume_in_the_joint_phase_continues_the_counters(reid_data_dir, tmp_pat
 
 
 def test_nan_in_a_gan_loss_stops_the_run_and_keeps_last_ckpt(reid_data_dir, tmp_path, monkeypatch):
-    from src.models.privacy_gan import NonFiniteLossError, PrivacyGANModel
+    from src.models.privacy_gan import PrivacyGANModel
+    from src.utils.errors import TrainingDivergedError, find_reported_error
     from src.nn.discriminator import FeatureConditionedDiscriminator
 
     state = {"nan": False}
@@ -129,10 +132,11 @@ def test_nan_in_a_gan_loss_stops_the_run_and_keeps_last_ckpt(reid_data_dir, tmp_
 
     monkeypatch.setattr(FeatureConditionedDiscriminator, "forward", poisoned)
     monkeypatch.setattr(PrivacyGANModel, "on_train_epoch_start", start)
-    with pytest.raises(NonFiniteLossError, match=r"loss d_adv is nan at global step \d+ \(epoch 1") as err:
+    with pytest.raises(TrainingDivergedError, match=r"loss d is nan at global step \d+ \(epoch 1") as err:
         run_train(PGAN + ["trainer.max_epochs=2", "model.phases.reversal_from=0", "model.phases.joint_from=1",
                           "model.d_every=1"], tmp_path, reid_data_dir)
-    assert find_input_error(err.value) is err.value  # train.py prints it as one line
+    assert find_input_error(err.value) is None  # not an input error ...
+    assert find_reported_error(err.value) is err.value  # ... but train.py prints it as one line
     assert last.read_bytes() == state["bytes"]
 
 
@@ -141,7 +145,7 @@ def test_nan_in_a_gan_loss_stops_the_run_and_keeps_last_ckpt(reid_data_dir, tmp_
     ("model.r1_every=-2", r"model.r1_every=-2"),
     ("model.privacy_weight=-0.5", r"model.privacy_weight=-0.5: must be >= 0"),
     ("model.d_weight=-1", r"model.d_weight=-1.0: must be >= 0"),
-    ("model.privacy_loss=blur", r"privacy_loss='blur' is unknown; use one of neg_pixel, ssim, realism"),
+    ("model.privacy_loss=blur", r"privacy_loss='blur' is unknown; use one of neg_pixel, ssim, ssim_gain, realism"),
     ("model.phases.joint_from=0", r"joint_from \(epoch 0\) comes before reversal_from"),
 ])
 def test_bad_values_are_clear_messages(override, message, reid_data_dir, tmp_path):

@@ -34,15 +34,11 @@ from src.losses.terms import build_loss_terms
 from src.models.reid_module import ReIDModule
 from src.nn.heads import BNNeck
 from src.nn.text import TextEncoder
-from src.utils.errors import ConfigValueError, ReIDInputError
+from src.utils.errors import ConfigValueError, TrainingDivergedError
 
 log = logging.getLogger(__name__)
 
 STAGE_KEYS = ("epochs", "optimizer", "scheduler")
-
-
-class TrainingDivergedError(ReIDInputError):
-    """A loss became NaN or infinite: the run stops (the last checkpoint stays as it was)."""
 
 
 class TwoStageCLIPModule(ReIDModule):
