@@ -19,8 +19,9 @@ from src.utils.errors import ConfigValueError
 def _distances(x: torch.Tensor) -> torch.Tensor:
     """(N,D) -> (N,N) Euclidean distances; the diagonal's gradient is 0, not NaN."""
     sq = x.pow(2).sum(1)
-    d2 = (sq[:, None] + sq[None, :] - 2.0 * x @ x.T).clamp_min(1e-12)
-    return d2.sqrt() * (1.0 - torch.eye(x.shape[0], device=x.device, dtype=x.dtype))
+    d2 = sq[:, None] + sq[None, :] - 2.0 * x @ x.T
+    far = d2 > 1e-10 * (1.0 + sq.max().detach())
+    return torch.where(far, d2.clamp_min(1e-30).sqrt(), torch.zeros_like(d2))
 
 
 def _double_centred(d: torch.Tensor) -> torch.Tensor:
@@ -34,7 +35,7 @@ def distance_correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     a, b = _double_centred(_distances(x.flatten(1))), _double_centred(_distances(y.flatten(1)))
     dcov2, dvar_x, dvar_y = (a * b).mean(), (a * a).mean(), (b * b).mean()
     denom = (dvar_x * dvar_y).sqrt()
-    if float(denom) <= 1e-12:
+    if float(denom.detach()) <= 1e-12:
         return x.new_zeros(()) + 0.0 * (x.sum() + y.sum())
     return (dcov2.clamp_min(0.0) / denom + 1e-12).sqrt()
 
@@ -61,22 +62,25 @@ def normalized_hsic(x: torch.Tensor, y: torch.Tensor, sigma: float | None = None
     in CKA). ``sigma``: the kernel width, or None for the median heuristic of each input."""
     _pair("normalized_hsic", x, y)
     k, l = _gaussian_kernel(x.flatten(1), sigma), _gaussian_kernel(y.flatten(1), sigma)
-    denom = (_hsic(k, k) * _hsic(l, l)).sqrt()
-    if float(denom) <= 1e-12:
+    hsic_kk, hsic_ll = _hsic(k, k), _hsic(l, l)
+    if min(float(hsic_kk.detach()), float(hsic_ll.detach())) <= 1e-8:  # a constant input (kernel values are <= 1)
         return x.new_zeros(()) + 0.0 * (x.sum() + y.sum())
-    return (_hsic(k, l) / denom).clamp_min(0.0)
+    return (_hsic(k, l) / (hsic_kk * hsic_ll).sqrt()).clamp_min(0.0)
 
 
 DEPENDENCE_MEASURES = {"dcor": distance_correlation, "hsic": normalized_hsic}
 
 
 def within_identity_residuals(x: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
-    """(N,...) -> (N,...): each row minus the mean of the rows of its identity in the batch."""
+    """(N,...) -> (N,...): each row minus the mean of the rows of its identity in the batch (values below
+    float rounding of the input's scale are set to 0, so a kernel with an adaptive width sees no noise)."""
     _, inverse = torch.unique(pids, return_inverse=True)
     flat = x.flatten(1)
     sums = flat.new_zeros(int(inverse.max()) + 1, flat.shape[1]).index_add_(0, inverse, flat)
     counts = torch.bincount(inverse).to(flat.dtype)[:, None]
-    return (flat - (sums / counts)[inverse]).view_as(x)
+    res = flat - (sums / counts)[inverse]
+    tiny = 1e-5 * float(flat.detach().abs().max())
+    return torch.where(res.abs() > tiny, res, torch.zeros_like(res)).view_as(x)
 
 
 def within_identity_dependence(feat: torch.Tensor, images: torch.Tensor, pids: torch.Tensor,
