@@ -127,6 +127,8 @@ class PrivacyGANModel(BoTModel):
         self.history = LossHistory()
         self.loss_history = self.history.history
         self.base_seed = 0
+        self._started_epoch: Optional[int] = None
+        self._first_epoch: Optional[int] = None
         self.register_buffer("input_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("input_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         # the feature-blind predictor of ssim_gain: the running mean of the training images seen
@@ -162,6 +164,7 @@ class PrivacyGANModel(BoTModel):
     # ----------------------------------------------------------------- phases
     def on_fit_start(self) -> None:
         self.base_seed = int(torch.initial_seed()) % (2**31)
+        self._started_epoch = self._first_epoch = None
         resolved = resolve_boundaries(self.phase_values, self.schedule_length(), self.defence.has_adversary)
         if self.boundaries is None:
             self.boundaries = resolved
@@ -180,13 +183,29 @@ class PrivacyGANModel(BoTModel):
         return phase_of(epoch, self.boundaries or resolve_boundaries(
             self.phase_values, self.schedule_length(), self.defence.has_adversary))
 
+    def on_train_start(self) -> None:
+        self._start_epoch()  # Lightning skips on_train_epoch_start for the first epoch of some resumed runs
+
     def on_train_epoch_start(self) -> None:
-        """The phase of this epoch, its module modes, and an RNG seeded by (seed, epoch)."""
+        self._start_epoch()
+
+    def _start_epoch(self) -> None:
+        """An RNG seeded by (seed, epoch) (again at every call: the last one comes right before the epoch's
+        data), and once per epoch the phase, its module modes and the defence's epoch start."""
         epoch = self.current_epoch
         seed = (self.base_seed * 7919 + epoch) % (2**31)
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+        if epoch == self._first_epoch:
+            # a loader's iterator takes one number from the RNG when it is made: after this hook in later
+            # epochs, before it in the first epoch of a fit (fresh or resumed); take it here instead
+            torch.empty((), dtype=torch.int64).random_()
+        if self._started_epoch == epoch:
+            return
+        self._started_epoch = epoch
         self.phase = self.phase_of(epoch)
         apply_phase_modes(self.phase, self.extractor_modules(), [self.defence])
         if self.phase == "joint" and not self.trainer.fast_dev_run:
