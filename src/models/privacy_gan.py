@@ -115,9 +115,9 @@ class PrivacyGANModel(BoTModel):
         else:
             raise ConfigValueError(f"model.defence={defence!r} is unknown; use one of {', '.join(DEFENCES)}.")
         self.defence.build(feat_dim=backbone.out_dim, image_size=self.image_size)
-        bottleneck = dict(bottleneck or {})
-        self.beta = non_negative("model.bottleneck.beta", bottleneck.pop("beta", 0.0))
-        self.bottleneck = VariationalBottleneck(backbone.out_dim, **bottleneck) if bottleneck else None
+        options = dict(bottleneck or {})
+        self.beta = non_negative("model.bottleneck.beta", options.pop("beta", 0.0))
+        self.bottleneck = VariationalBottleneck(backbone.out_dim, **options) if bottleneck is not None else None
         if self.bottleneck is not None and neck_feat != "after":
             raise ConfigValueError("model.bottleneck sits after the BNNeck; use model.neck_feat=after with it.")
         self.phase_values = phase_values(phases)
@@ -209,7 +209,7 @@ class PrivacyGANModel(BoTModel):
         self.phase = self.phase_of(epoch)
         apply_phase_modes(self.phase, self.extractor_modules(), [self.defence])
         if self.phase == "joint" and not self.trainer.fast_dev_run:
-            self.defence.bind(self.optimizers()[1:], self._optimize)
+            self.defence.bind(self._optimizers()[1:], self._optimize)
             self.defence.on_joint_epoch_start(epoch)
 
     # ----------------------------------------------------------------- checkpoint state
@@ -257,6 +257,11 @@ class PrivacyGANModel(BoTModel):
                 "kl": self.bottleneck.kl(mu, logvar).mean()}
 
     # ----------------------------------------------------------------- training
+    def _optimizers(self) -> list:
+        """E's optimizer, then the defence's (Lightning returns a lone optimizer unwrapped)."""
+        optimizers = self.optimizers()
+        return list(optimizers) if isinstance(optimizers, (list, tuple)) else [optimizers]
+
     def _record(self, name: str, value: torch.Tensor, prog_bar: bool = False) -> None:
         self.log(f"train/{name}", value, prog_bar=prog_bar)
         self.history.add(name, float(value.detach()))
@@ -318,7 +323,7 @@ class PrivacyGANModel(BoTModel):
             self._record("recon_ssim", _ssim(recon, real), prog_bar=True)
 
     def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> None:
-        optimizers = self.optimizers()
+        optimizers = self._optimizers()
         self.defence.bind(optimizers[1:], self._optimize)
         images, pids = batch["image"], batch["pid"]
         real = to_unit_images(images, self.input_mean, self.input_std, self.image_size)
