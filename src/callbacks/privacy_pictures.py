@@ -36,7 +36,10 @@ def reconstruction_sheet(real: torch.Tensor, rows: Dict[str, torch.Tensor]) -> I
 def _held_out_images(datamodule, count: int) -> Optional[torch.Tensor]:
     from src.data.image_dataset import ImageDataset
 
-    records = datamodule.val_set.records if datamodule.has_val else datamodule.train_records
+    if getattr(datamodule, "has_val", False):
+        records = datamodule.val_set.records
+    else:
+        records = getattr(datamodule, "train_records", None)
     if not records:
         return None
     step = max(1, len(records) // count)
