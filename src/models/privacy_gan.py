@@ -39,7 +39,7 @@ from src.models.bot import BoTModel
 from src.models.privacy.defences import DependenceDefence, GANDefence, NoDefence
 from src.models.privacy.history import LossHistory
 from src.models.privacy.images import to_unit_images
-from src.models.privacy.phases import apply_phase_modes, phase_of, phase_values, resolve_boundaries
+from src.models.privacy.phases import PHASES, apply_phase_modes, phase_of, phase_values, resolve_boundaries
 from src.models.privacy.pool import DecoderPoolDefence
 from src.models.privacy.reversal import non_negative
 from src.nn.bottleneck import VariationalBottleneck
@@ -345,7 +345,7 @@ class PrivacyGANModel(BoTModel):
                 self._check_finite("privacy", privacy)
                 self._record("loss_privacy", privacy)
                 for name, value in extra.items():
-                    self._record(name, value)
+                    self.log(f"train/{name}", value)
                 total = total + self.privacy_weight * privacy
             return total
 
@@ -361,7 +361,7 @@ class PrivacyGANModel(BoTModel):
                 scheduler.step()
         for name, value in self._all_counters().items():
             self.log(f"train/{name}", float(value))
-        self.history.close(self.phase, self.current_epoch)
+        self.history.close(f"{PHASES.index(self.phase) + 1} {self.phase}", self.current_epoch)  # panels in order
         if self.trainer.world_size > 1:
             self._check_ranks_in_step()
 

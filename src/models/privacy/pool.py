@@ -114,4 +114,4 @@ class DecoderPoolDefence(Defence):
     @torch.no_grad()
     def reconstruct(self, feat):
         z = standardise(feat)
-        return {f"decoder {k} ({int(self.steps[k])} steps)": self.decoders[k](z) for k in range(self.size)}
+        return {f"d{k}": self.decoders[k](z) for k in range(self.size)}
