@@ -16,7 +16,8 @@ PGAN = TINY + ["data=market1501", "model=privacy_gan", "model.phases.reversal_fr
                "model.generator.base_channels=32", "model.generator.min_channels=8",
                "model.discriminator.base_channels=8", "model.discriminator.max_channels=32",
                "model.pool.decoder.base_channels=16", "model.pool.decoder.min_channels=8",
-               "callbacks.fresh_probe.steps=3", "callbacks.fresh_probe.decoder.base_channels=16"]
+               "callbacks.fresh_probe.steps=3", "callbacks.fresh_probe.decoder.base_channels=16",
+               "callbacks.fresh_probe.decoder.min_channels=8"]
 E_PREFIXES = ("backbone.", "neck.")
 R_PREFIXES = ("defence.generator.", "defence.discriminator.")
 
@@ -265,3 +266,17 @@ def test_ddp_sim_keeps_every_rank_in_step(reid_data_dir, tmp_path):
     n = _batches_per_epoch(over, tmp_path, reid_data_dir, world_size=2)
     assert _optimizer_steps(_ckpt(tmp_path / "run")) == [n, 2 * n, math.ceil(2 * n / 2)]
     assert 0.0 <= res["test"]["market1501"]["mAP"] <= 1.0
+
+
+@pytest.mark.parametrize("row", ["sandbox_gan", "sandbox_pool", "sandbox_dependence", "sandbox_bottleneck",
+                                 "market1501_gan", "market1501_pool", "market1501_dependence",
+                                 "market1501_bottleneck"])
+def test_every_privacy_row_builds_its_defence(row, tmp_path):
+    from hydra.utils import instantiate
+
+    cfg = compose_train([f"experiment=privacy_{row}", "backbone=tiny_cnn", "backbone.pretrained=null"], tmp_path)
+    model = instantiate(cfg.model)
+    kind = row.split("_", 1)[1]
+    assert model.defence_name == {"bottleneck": "none"}.get(kind, kind)
+    assert (model.bottleneck is not None) == (kind == "bottleneck")
+    assert cfg.callbacks.fresh_probe.every_n_epochs >= 1  # model selection reads the fresh probe
