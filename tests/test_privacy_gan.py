@@ -280,3 +280,15 @@ def test_every_privacy_row_builds_its_defence(row, tmp_path):
     assert model.defence_name == {"bottleneck": "none"}.get(kind, kind)
     assert (model.bottleneck is not None) == (kind == "bottleneck")
     assert cfg.callbacks.fresh_probe.every_n_epochs >= 1  # model selection reads the fresh probe
+
+
+def test_checkpoints_from_before_the_defence_modules_still_load(tmp_path):
+    from hydra.utils import instantiate
+
+    cfg = compose_train(PGAN, tmp_path)
+    model = instantiate(cfg.model)
+    old = {k.replace("defence.", "", 1): v for k, v in model.state_dict().items()
+           if k not in ("mean_image", "images_seen")}  # generator.* / discriminator.* at the top level
+    fresh = instantiate(cfg.model)
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.defence.generator.fc.weight, model.defence.generator.fc.weight)

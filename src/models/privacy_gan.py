@@ -157,8 +157,11 @@ class PrivacyGANModel(BoTModel):
         return [e, *others]
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Also reads checkpoints whose generator / discriminator sat at the top level."""
+        """Also reads checkpoints written before the defences were modules (generator / discriminator at the
+        top level, no running mean image)."""
         state_dict = {(f"defence.{k}" if k.startswith(LEGACY_PREFIXES) else k): v for k, v in state_dict.items()}
+        for key in ("mean_image", "images_seen"):
+            state_dict.setdefault(key, getattr(self, key))
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # ----------------------------------------------------------------- phases
