@@ -36,18 +36,16 @@ from torch import nn
 
 from src.data.datamodule import IMAGENET_MEAN, IMAGENET_STD
 from src.models.bot import BoTModel
-from src.models.privacy.defences import DependenceDefence, GANDefence, NoDefence
+from src.models.privacy.defences import build_defence
 from src.models.privacy.history import LossHistory
 from src.models.privacy.images import to_unit_images
 from src.models.privacy.phases import PHASES, apply_phase_modes, phase_of, phase_values, resolve_boundaries
-from src.models.privacy.pool import DecoderPoolDefence
 from src.models.privacy.reversal import non_negative
 from src.nn.bottleneck import VariationalBottleneck
 from src.utils.errors import ConfigValueError, TrainingDivergedError
 
 log = logging.getLogger(__name__)
 
-DEFENCES = ("gan", "pool", "dependence", "none")
 CKPT_KEY = "privacy_gan"
 LEGACY_PREFIXES = ("generator.", "discriminator.")  # checkpoints written before the defences were modules
 
@@ -100,20 +98,13 @@ class PrivacyGANModel(BoTModel):
         self.privacy_weight = non_negative("model.privacy_weight", privacy_weight)
         self.image_size = tuple(int(s) for s in image_size)
         self.defence_name = defence
-        if defence == "gan":
-            self.defence = GANDefence(generator, discriminator, g_optimizer, d_optimizer, privacy_loss=privacy_loss,
-                                      neg_pixel_kind=neg_pixel_kind, pixel_loss=pixel_loss, pixel_weight=pixel_weight,
-                                      gan_loss=gan_loss, d_weight=d_weight, r1_gamma=r1_gamma, d_every=d_every,
-                                      r1_every=r1_every, g_every=g_every)
-        elif defence == "pool":
-            self.defence = DecoderPoolDefence(**dict(pool or {}), privacy_loss=privacy_loss,
-                                              neg_pixel_kind=neg_pixel_kind)
-        elif defence == "dependence":
-            self.defence = DependenceDefence(**dict(dependence or {}))
-        elif defence == "none":
-            self.defence = NoDefence()
-        else:
-            raise ConfigValueError(f"model.defence={defence!r} is unknown; use one of {', '.join(DEFENCES)}.")
+        self.defence = build_defence(defence, gan=dict(
+            generator=generator, discriminator=discriminator, g_optimizer=g_optimizer, d_optimizer=d_optimizer,
+            privacy_loss=privacy_loss, neg_pixel_kind=neg_pixel_kind, pixel_loss=pixel_loss,
+            pixel_weight=pixel_weight, gan_loss=gan_loss, d_weight=d_weight, r1_gamma=r1_gamma, d_every=d_every,
+            r1_every=r1_every, g_every=g_every),
+            pool=dict(pool or {}, privacy_loss=privacy_loss, neg_pixel_kind=neg_pixel_kind),
+            dependence=dict(dependence or {}))
         self.defence.build(feat_dim=backbone.out_dim, image_size=self.image_size)
         options = dict(bottleneck or {})
         self.beta = non_negative("model.bottleneck.beta", options.pop("beta", 0.0))

@@ -188,3 +188,13 @@ class DependenceDefence(Defence):
 
     def privacy_loss(self, feat, real, pids, blind):
         return within_identity_dependence(feat, real, pids, self.measure, self.sigma), {}
+
+
+def build_defence(kind: str, **options_of: dict) -> Defence:
+    """The defence ``kind`` (``model.defence``) built from its own options: ``options_of[kind]``."""
+    from src.models.privacy.pool import DecoderPoolDefence
+
+    classes = {"gan": GANDefence, "pool": DecoderPoolDefence, "dependence": DependenceDefence, "none": NoDefence}
+    if kind not in classes:
+        raise ConfigValueError(f"model.defence={kind!r} is unknown; use one of {', '.join(classes)}.")
+    return classes[kind](**options_of.get(kind, {}))
