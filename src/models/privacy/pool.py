@@ -92,9 +92,16 @@ class DecoderPoolDefence(Defence):
         if not warm:
             return feat.new_zeros(()), {}
         z = standardise(feat)
-        values = torch.stack([reconstruction_privacy(self.privacy_loss_kind, self.decoders[k](z), real, blind,
-                                                     self.neg_pixel_kind) for k in warm])
-        loss = values.max() if self.aggregate == "max" else values.mean()
+
+        def value(k: int) -> torch.Tensor:
+            return reconstruction_privacy(self.privacy_loss_kind, self.decoders[k](z), real, blind, self.neg_pixel_kind)
+
+        if self.aggregate == "mean":
+            loss = torch.stack([value(k) for k in warm]).mean()
+        else:  # the gradient of a max is its argmax's: find it without a graph, then one decoder with one
+            with torch.no_grad():
+                strongest = warm[int(torch.stack([value(k) for k in warm]).argmax())]
+            loss = value(strongest)
         return loss, {"pool_warm": torch.tensor(float(len(warm)))}
 
     def on_joint_epoch_start(self, epoch: int) -> None:
