@@ -195,7 +195,7 @@ def test_fresh_probe_sees_a_leaky_feature_and_nothing_in_a_blind_one(reid_data_d
     dm = instantiate(cfg.data, _convert_="all")
     dm.setup_sources()
     probe = FreshProbeCallback(partial(FeatureDecoder, base_channels=16, min_channels=8, norm="batch"),
-                               steps=150, batch_size=16, lr=3e-3, image_size=(32, 16))
+                               steps=150, batch_size=16, lr=3e-3, image_size=(32, 16), max_passes=1000)
     leaky = probe.probe(_Extractor(leaky=True), dm)
     blind = probe.probe(_Extractor(leaky=False), dm)
     assert leaky["ssim_gain"] > 0.1 and leaky["ssim"] > leaky["mean_image_ssim"]

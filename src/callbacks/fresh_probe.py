@@ -7,7 +7,8 @@ from scratch (the audit's attackers). This callback measures that during trainin
 1. the stored features (``extract_features``, eval mode) and images of the validation split, its
    identities split in two halves (seeded);
 2. a new decoder (``decoder``, an L1 decoder as the audit's ``l1`` attacker) is trained from scratch on
-   the first half (features standardised with that half's statistics), ``steps`` steps;
+   the first half (features standardised with that half's statistics), ``steps`` steps of
+   ``batch_size``, at most ``max_passes`` passes over that half;
 3. the **null**: the same decoder, same seed and steps, trained on the same images with the features
    shuffled (the feature-blind best this decoder can do);
 4. both are scored on the second half: ``val/probe_ssim``, ``val/probe_ssim_null`` and
@@ -40,13 +41,15 @@ log = logging.getLogger(__name__)
 
 class FreshProbeCallback(pl.Callback):
     def __init__(self, decoder: Callable[..., nn.Module], every_n_epochs: int = 8, steps: int = 300,
-                 batch_size: int = 64, lr: float = 1e-3, image_size: Sequence[int] = (64, 32), seed: int = 0) -> None:
+                 batch_size: int = 64, lr: float = 1e-3, image_size: Sequence[int] = (64, 32), seed: int = 0,
+                 max_passes: int = 100) -> None:
         super().__init__()
         if int(every_n_epochs) < 1 or int(steps) < 1 or int(batch_size) < 1:
             raise ConfigValueError(f"callbacks.fresh_probe: every_n_epochs={every_n_epochs}, steps={steps} and "
                                    f"batch_size={batch_size} must be >= 1.")
         self.decoder_factory, self.every_n_epochs, self.steps = decoder, int(every_n_epochs), int(steps)
         self.batch_size, self.lr, self.seed = int(batch_size), float(lr), int(seed)
+        self.max_passes = int(max_passes)
         self.image_size = tuple(int(s) for s in image_size)
         self.results: Dict[int, Dict[str, float]] = {}
 
@@ -116,8 +119,10 @@ class FreshProbeCallback(pl.Callback):
         opt = torch.optim.Adam(decoder.parameters(), lr=self.lr)
         gen = torch.Generator().manual_seed(self.seed + 2)
         decoder.train()
-        for _ in range(self.steps):
-            idx = torch.randint(0, len(z_train), (min(self.batch_size, len(z_train)),), generator=gen)
+        batch = min(self.batch_size, len(z_train))
+        steps = min(self.steps, self.max_passes * -(-len(z_train) // batch))  # a small split: fewer steps
+        for _ in range(steps):
+            idx = torch.randint(0, len(z_train), (batch,), generator=gen)
             loss = l1_reconstruction(decoder(z_train[idx]), x_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
