@@ -19,7 +19,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from src.utils.resolvers import register_resolvers  # noqa: E402
-from src.utils.errors import find_input_error  # noqa: E402
+from src.utils.errors import find_reported_error  # noqa: E402
 
 register_resolvers()
 
@@ -257,8 +257,8 @@ def main(cfg: DictConfig) -> float | None:
     except KeyboardInterrupt:
         status.interrupted()
         raise
-    except Exception as exc:  # a bad-input error is reported as one clear line, no traceback
-        err = find_input_error(exc)
+    except Exception as exc:  # bad input or a diverged training is reported as one clear line, no traceback
+        err = find_reported_error(exc)
         if err is None:  # a bug or a library failure: the traceback goes to the console and the log
             status.failed(f"{type(exc).__name__}: {exc}")
             log_to_files(f"error: {type(exc).__name__}: {exc}", exc_info=exc)
