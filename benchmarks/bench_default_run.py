@@ -162,14 +162,23 @@ def _compose(checkout: Path, overrides: List[str]):
         return compose(config_name="train", overrides=overrides)
 
 
-def _timed(fn, *args) -> float:
-    t0 = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - t0
+class _Parts:
+    """Wall and CPU seconds (this process; DataLoader workers not included) of named parts."""
+
+    def __init__(self) -> None:
+        self.wall: Dict[str, float] = {}
+        self.cpu: Dict[str, float] = {}
+
+    def time(self, name: str, fn, *args, scale: float = 1.0):
+        w0, c0 = time.perf_counter(), time.process_time()
+        out = fn(*args)
+        self.wall[name] = (time.perf_counter() - w0) * scale
+        self.cpu[name] = (time.process_time() - c0) * scale
+        return out
 
 
-def measure_components(checkout: Path, overrides: List[str], model_steps: int) -> Dict[str, float]:
-    """Per-part seconds of the default run, measured inside ``checkout`` (its code, this process)."""
+def measure_components(checkout: Path, overrides: List[str], model_steps: int) -> Dict[str, Dict[str, float]]:
+    """Per-part wall and CPU seconds of the default run, measured inside ``checkout`` (its code, this process)."""
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -180,39 +189,38 @@ def measure_components(checkout: Path, overrides: List[str], model_steps: int) -
 
     register_resolvers()
     cfg = _compose(checkout, overrides)
-    out: Dict[str, float] = {}
-    t0 = time.perf_counter()
-    dm = instantiate(cfg.data, _convert_="all")
-    model = instantiate(cfg.model)
-    backbone = getattr(model, "backbone", None)
-    if getattr(backbone, "input_mean", None) is not None:
-        dm.use_backbone_normalization(backbone.input_mean, backbone.input_std)
-    out["build model + datamodule"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    dm.prepare_data()
-    dm.setup("fit")
-    dm.setup("test")
-    out["data set-up (parse, once-only work)"] = time.perf_counter() - t0
+    parts = _Parts()
+
+    def build():
+        dm = instantiate(cfg.data, _convert_="all")
+        model = instantiate(cfg.model)
+        backbone = getattr(model, "backbone", None)
+        if getattr(backbone, "input_mean", None) is not None:
+            dm.use_backbone_normalization(backbone.input_mean, backbone.input_std)
+        return dm, model
+
+    dm, model = parts.time("build model + datamodule", build)
+
+    def data_setup():
+        dm.prepare_data()
+        dm.setup("fit")
+        dm.setup("test")
+
+    parts.time("data set-up (parse, once-only work)", data_setup)
 
     def drain(loader) -> List[Any]:
         return [b for b in loader]
 
     workers = dm.num_workers
     dm.num_workers = 0
-    batches = None
-    t0 = time.perf_counter()
-    batches = drain(dm.train_dataloader())
-    out["train batches / epoch, main process"] = time.perf_counter() - t0
-    dm.num_workers = workers
-    loader = dm.train_dataloader()
-    out[f"train batches / epoch, {workers} workers"] = _timed(drain, loader)
-    del loader
+    batches = parts.time("train batches / epoch, main process", lambda: drain(dm.train_dataloader()))
+    if workers > 0:
+        dm.num_workers = workers
+        parts.time(f"train batches / epoch, {workers} workers", lambda: drain(dm.train_dataloader()))
 
     from src.data.image_dataset import read_image
-    t0 = time.perf_counter()
-    for rec in dm.train_records:
-        read_image(rec.path)
-    out["decode every train image once"] = time.perf_counter() - t0
+
+    parts.time("decode every train image once", lambda: [read_image(r.path) for r in dm.train_records])
 
     if hasattr(model, "neck") and dm.num_classes:
         model.neck.reset_classifier(dm.num_classes)
@@ -231,10 +239,12 @@ def measure_components(checkout: Path, overrides: List[str], model_steps: int) -
     for i in range(2):
         step(batches[i % len(batches)], i)
     n = max(1, model_steps)
-    t0 = time.perf_counter()
-    for i in range(n):
-        step(batches[i % len(batches)], i)
-    out["train steps / epoch (fwd+bwd+adam)"] = (time.perf_counter() - t0) / n * len(batches)
+
+    def steps():
+        for i in range(n):
+            step(batches[i % len(batches)], i)
+
+    parts.time("train steps / epoch (fwd+bwd+adam)", steps, scale=len(batches) / n)
 
     model.eval()
 
@@ -246,9 +256,9 @@ def measure_components(checkout: Path, overrides: List[str], model_steps: int) -
                         batch = hook(batch, 0)
                     model.extract_features(batch["image"])
 
-    out["one validation pass (loader + features)"] = _timed(features, dm.val_dataloader())
-    out["test pass (loader + features)"] = _timed(features, dm.test_dataloader())
-    return out
+    parts.time("one validation pass (loader + features)", features, dm.val_dataloader())
+    parts.time("test pass (loader + features)", features, dm.test_dataloader())
+    return {"wall": parts.wall, "cpu": parts.cpu}
 
 
 # --------------------------------------------------------------------------- parent side
@@ -282,9 +292,14 @@ def run_train(checkout: Path, overrides: List[str]) -> Dict[str, Any]:
         env[TIMINGS_ENV] = str(timings)
         cmd = [sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}",
                "+callbacks.bench_timer._target_=bench_default_run.PhaseTimer"]
+        import resource
+
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         launch = time.time()
         proc = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True, text=True)
         end = time.time()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         if proc.returncode != 0:
             raise SystemExit(f"train.py in {checkout} failed:\n{proc.stderr[-3000:]}")
         tm = json.loads(timings.read_text())
@@ -306,6 +321,7 @@ def run_train(checkout: Path, overrides: List[str]) -> Dict[str, Any]:
         "checkpoints": cb.get("ModelCheckpoint", 0.0),
         "end (results, exit)": end - t.get("test_end", end),
         "total wall time": end - launch,
+        "total CPU time (all processes)": cpu,
     }
     metrics = {"val/mAP": results.get("val", {}).get("mAP")}
     for name, res in results.get("test", {}).items():
@@ -323,16 +339,19 @@ def _load() -> str:
 
 
 def _table(title: str, runs: Dict[str, List[Dict[str, float]]], labels: List[str]) -> str:
-    keys = list(runs[labels[0]][0])
-    med = {lab: {k: statistics.median(r[k] for r in runs[lab]) for k in keys} for lab in labels}
+    """Median per key and checkout, and the ratio this / ref; '-' where a checkout has no such part."""
+    keys = list(dict.fromkeys(k for lab in labels for r in runs[lab] for k in r))
+    med = {lab: {k: statistics.median(r[k] for r in runs[lab] if k in r) for k in keys
+                 if any(k in r for r in runs[lab])} for lab in labels}
     width = max(len(k) for k in keys) + 2
     head = f"{title:<{width}}" + "".join(f"{lab:>12}" for lab in labels)
     if len(labels) == 2:
         head += f"{labels[0] + ' / ' + labels[1]:>16}"
     lines = [head, "-" * len(head)]
     for k in keys:
-        row = f"{k:<{width}}" + "".join(f"{med[lab][k]:>11.2f}s" for lab in labels)
-        if len(labels) == 2:
+        row = f"{k:<{width}}" + "".join(f"{med[lab][k]:>11.2f}s" if k in med[lab] else f"{'-':>12}"
+                                        for lab in labels)
+        if len(labels) == 2 and all(k in med[lab] for lab in labels):
             a, b = med[labels[0]][k], med[labels[1]][k]
             row += f"{(a / b if b > 1e-6 else float('nan')):>16.2f}"
         lines.append(row)
@@ -374,6 +393,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     labels = list(checkouts)
     parts = [s.strip() for s in args.parts.split(",") if s.strip()]
     comp: Dict[str, List[Dict[str, float]]] = {lab: [] for lab in labels}
+    comp_cpu: Dict[str, List[Dict[str, float]]] = {lab: [] for lab in labels}
     runs: Dict[str, List[Dict[str, float]]] = {lab: [] for lab in labels}
     metrics: Dict[str, List[Dict[str, Any]]] = {lab: [] for lab in labels}
     loads = [_load()]
@@ -387,7 +407,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             for lab in order:
                 t0 = time.time()
                 if part == "components":
-                    comp[lab].append(run_components(checkouts[lab], overrides, args.model_steps))
+                    res = run_components(checkouts[lab], overrides, args.model_steps)
+                    comp[lab].append(res["wall"])
+                    comp_cpu[lab].append(res["cpu"])
                 elif part == "run":
                     res = run_train(checkouts[lab], run_overrides)
                     runs[lab].append(res["times"])
@@ -399,7 +421,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                       flush=True)
     print()
     if comp[labels[0]]:
-        print(_table("components (seconds)", comp, labels) + "\n")
+        print(_table("components, wall seconds", comp, labels) + "\n")
+        print(_table("components, CPU seconds (main process)", comp_cpu, labels) + "\n")
     if runs[labels[0]]:
         epochs = args.epochs or "config's"
         print(_table(f"train.py, {epochs} epochs", runs, labels) + "\n")
@@ -410,7 +433,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(f"\nload during the measurements: {loads[0]} ... {loads[-1]}")
     if args.json:
         args.json.write_text(json.dumps({"checkouts": {k: str(v) for k, v in checkouts.items()},
-                                         "components": comp, "runs": runs, "metrics": metrics,
+                                         "components": comp, "components_cpu": comp_cpu, "runs": runs, "metrics": metrics,
                                          "loads": loads, "overrides": run_overrides}, indent=1))
 
 

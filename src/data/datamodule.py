@@ -156,6 +156,7 @@ class ReIDDataModule(pl.LightningDataModule):
         self.stores: Dict[tuple, ImageStore] = {}
         self._verified: set = set()
         self._logged: set = set()
+        self._failed_roots: set = set()
         self.train_records: List[ReIDRecord] = []
         self.val_set: Optional[TargetSet] = None
         self.num_classes: int = 0
@@ -197,20 +198,19 @@ class ReIDDataModule(pl.LightningDataModule):
         test = stage in ("test", "predict", None)
         problems: List[str] = []
         if fit:
-            problems += self._try(self.setup_sources)
+            try:
+                self.setup_sources()
+            except DatasetLayoutError as err:
+                problems.append(str(err))
         if test or (fit and self.check_targets):
-            problems += self._try(self.setup_targets)
+            try:
+                self.setup_targets(skip_roots=self._failed_roots)  # a folder named as a source is not named again
+            except DatasetLayoutError as err:
+                problems.append(str(err))
+        problems = [p for p in problems if p]
         if problems:
             raise _one_error(problems, "dataset problems (nothing was trained or evaluated)")
         self.prepare_images(fit=fit, test=test or (fit and self.check_targets))
-
-    @staticmethod
-    def _try(fn: Callable[[], None]) -> List[str]:
-        try:
-            fn()
-        except DatasetLayoutError as err:
-            return [str(err)]
-        return []
 
     def setup_sources(self) -> None:
         if self._sources_ready:
@@ -223,6 +223,7 @@ class ReIDDataModule(pl.LightningDataModule):
                 source_splits.append(build_dataset(spec["dataset"], spec["root"], **spec["options"]))
             except DatasetLayoutError as err:
                 problems.append(str(err))
+                self._failed_roots.add(spec["root"])
         if problems:
             raise _one_error(problems, "source dataset problems")
         for splits in source_splits:
@@ -242,8 +243,9 @@ class ReIDDataModule(pl.LightningDataModule):
                      self.num_classes)
         self._sources_ready = True
 
-    def setup_targets(self) -> None:
-        """Parse each target's query and gallery (``eval_only``: a folder without a training split is fine)."""
+    def setup_targets(self, skip_roots: Sequence[str] = ()) -> None:
+        """Parse each target's query and gallery (``eval_only``: a folder without a training split is fine).
+        Raises one error naming every missing target, except those at ``skip_roots`` (already reported)."""
         if self._targets_ready:
             return
         targets, problems = [], []
@@ -251,10 +253,12 @@ class ReIDDataModule(pl.LightningDataModule):
             try:
                 splits = build_dataset(spec["dataset"], spec["root"], eval_only=True, **spec["options"])
             except DatasetLayoutError as err:
-                if not spec["optional"]:
-                    problems.append(str(err))
-                else:
+                if spec["optional"]:
                     log.warning("optional target '%s' left out: %s", spec["name"], err)
+                elif spec["root"] in skip_roots:
+                    problems.append("")
+                else:
+                    problems.append(str(err))
                 continue
             if not splits.query or not splits.gallery:
                 problems.append(
@@ -263,7 +267,8 @@ class ReIDDataModule(pl.LightningDataModule):
                 continue
             targets.append(TargetSet(spec["name"], splits))
         if problems:
-            raise _one_error(problems, "target dataset problems")
+            named = [p for p in problems if p]
+            raise _one_error(named, "target dataset problems") if named else DatasetLayoutError("")
         if not targets:
             raise DatasetLayoutError("none of the targets in data.targets is present: " + ", ".join(
                 f"{s['name']} ({s['root']})" for s in self.target_specs))
