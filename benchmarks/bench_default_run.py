@@ -4,6 +4,7 @@
     python benchmarks/bench_default_run.py --ref /path/to/other   # both, alternating, with ratios
     python benchmarks/bench_default_run.py --ref X --epochs 0 --parts run   # full default runs (32 epochs)
     python benchmarks/bench_default_run.py -- data.num_workers=0  # extra train.py overrides (both checkouts)
+    python benchmarks/bench_default_run.py --this /tmp/a --ref /tmp/b   # two other (frozen) checkouts
 
 Two measurements per checkout, each in a fresh process run inside that checkout (its own code):
 
@@ -66,6 +67,8 @@ def _timer_callback_class():
             self._phase = None
             self._last = None
             self._wrapped = False
+            self._in_fit = False
+            self.val_in_fit = 0.0
 
         def _wrap_others(self, trainer) -> None:
             if self._wrapped:
@@ -95,8 +98,11 @@ def _timer_callback_class():
             return wrapper
 
         def setup(self, trainer, pl_module, stage):
-            self.t.setdefault(f"setup_{stage}", time.time())
+            self.t.setdefault(f"setup_{getattr(stage, 'value', stage)}", time.time())
             self._wrap_others(trainer)
+
+        def on_fit_start(self, trainer, pl_module):
+            self._in_fit = True
 
         def on_train_epoch_start(self, trainer, pl_module):
             self.t.setdefault("first_epoch", time.time())
@@ -120,6 +126,8 @@ def _timer_callback_class():
 
         def on_validation_end(self, trainer, pl_module):
             self.acc["val"] += time.time() - self._v0
+            if self._in_fit:
+                self.val_in_fit += time.time() - self._v0
             self.counts["val"] += 1
             self._phase = None
             self._last = time.time()
@@ -135,6 +143,7 @@ def _timer_callback_class():
 
         def on_fit_end(self, trainer, pl_module):
             self.t["fit_end"] = time.time()
+            self._in_fit = False
             self._dump()
 
         def _dump(self) -> None:
@@ -143,6 +152,7 @@ def _timer_callback_class():
                 Path(path).write_text(json.dumps({
                     "t_built": self.t_built, "t": self.t, "acc": self.acc, "counts": self.counts,
                     "callbacks": self.callback_time, "callback_in_val": self.callback_in_val,
+                    "val_in_fit": self.val_in_fit,
                     "callback_in_test": self.callback_in_test}))
 
     return PhaseTimer
@@ -306,7 +316,7 @@ def run_train(checkout: Path, overrides: List[str]) -> Dict[str, Any]:
         results = json.loads((run_dir / "results.json").read_text())
     t, acc, cb = tm["t"], tm["acc"], tm["callbacks"]
     fit_end = t.get("fit_end", t.get("test_end", end))
-    train_epochs = fit_end - t["first_epoch"] - acc["val"] if "first_epoch" in t else 0.0
+    train_epochs = fit_end - t["first_epoch"] - tm["val_in_fit"] if "first_epoch" in t else 0.0
     pictures = cb.get("ReIDMediaCallback", 0.0)
     out = {
         "start-up (imports, config, model, datamodule)": tm["t_built"] - launch,
@@ -367,6 +377,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ref", type=Path, default=None, help="another checkout to measure side by side")
+    p.add_argument("--this", type=Path, default=ROOT, help="the checkout called 'this' (default: this script's)")
     p.add_argument("--epochs", type=int, default=4, help="trainer.max_epochs of the timed runs (0: the config's)")
     p.add_argument("--repeats", type=int, default=1, help="measurements per checkout (median shown)")
     p.add_argument("--parts", default="components,run", help="components, run, or both (comma-separated)")
@@ -387,7 +398,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     overrides = [f"paths.data_dir={args.data_dir.resolve()}"] + extra
     run_overrides = overrides + ([f"trainer.max_epochs={args.epochs}"] if args.epochs > 0 else [])
     run_overrides += ["callbacks.progress_bar.refresh_rate=0"]
-    checkouts = {"this": ROOT}
+    checkouts = {"this": args.this.resolve()}
     if args.ref is not None:
         checkouts["ref"] = args.ref.resolve()
     labels = list(checkouts)
@@ -401,9 +412,9 @@ def main(argv: Optional[List[str]] = None) -> None:
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '1 (set by this script)')}", flush=True)
     for lab, path in checkouts.items():
         print(f"  {lab}: {path}  ({_git_commit(path)})", flush=True)
-    for rep in range(args.repeats):
-        order = labels if rep % 2 == 0 else labels[::-1]
-        for part in parts:
+    for part in parts:
+        for rep in range(args.repeats):
+            order = labels if rep % 2 == 0 else labels[::-1]
             for lab in order:
                 t0 = time.time()
                 if part == "components":
@@ -419,10 +430,10 @@ def main(argv: Optional[List[str]] = None) -> None:
                 loads.append(_load())
                 print(f"  [{rep + 1}/{args.repeats}] {part:<10} {lab:<5} {time.time() - t0:6.1f}s  {loads[-1]}",
                       flush=True)
-    print()
-    if comp[labels[0]]:
-        print(_table("components, wall seconds", comp, labels) + "\n")
-        print(_table("components, CPU seconds (main process)", comp_cpu, labels) + "\n")
+        if part == "components":
+            print()
+            print(_table("components, wall seconds", comp, labels) + "\n")
+            print(_table("components, CPU seconds (main process)", comp_cpu, labels) + "\n", flush=True)
     if runs[labels[0]]:
         epochs = args.epochs or "config's"
         print(_table(f"train.py, {epochs} epochs", runs, labels) + "\n")
