@@ -141,7 +141,7 @@ def test_missing_targets_are_named_together_before_training(tmp_path, reid_data_
     with pytest.raises(DatasetLayoutError) as err:
         dm.setup("fit")
     msg = str(err.value)
-    assert msg.startswith("2 dataset problems") or msg.startswith("2 target dataset problems"), msg
+    assert msg.startswith("2 dataset problems (nothing was trained or evaluated)"), msg
     assert MARKET in msg and "DukeMTMC-reID" in msg and "MSMT17" not in msg  # optional targets only warn
     cfg = compose_train(TINY + ["data=genepers", "test=false"], tmp_path / "run2", data)
     dm = instantiate(cfg.data, _convert_="all")
@@ -158,8 +158,8 @@ def test_missing_source_and_target_one_message(tmp_path):
     with pytest.raises(DatasetLayoutError) as err:
         dm.setup("fit")
     msg = str(err.value)
-    assert msg.startswith("2 dataset problems (nothing was trained or evaluated)")
-    assert "nowhere" in msg and MARKET in msg and "DukeMTMC-reID" in msg
+    assert msg.startswith("3 dataset problems (nothing was trained or evaluated):\n  - genepers: no GenePerson"), msg
+    assert len(msg.splitlines()) == 4 and "nowhere" in msg and MARKET in msg and "DukeMTMC-reID" in msg
 
 
 def _cli(args, run_dir: Path, data: Path, timeout: int = 300):

@@ -75,10 +75,11 @@ def _auto_switch(value: Any, key: str) -> Optional[bool]:
 
 
 def _one_error(problems: List[str], what: str) -> DatasetLayoutError:
-    """One error naming every problem (the message itself when there is one)."""
-    if len(problems) == 1:
-        return DatasetLayoutError(problems[0])
-    return DatasetLayoutError(f"{len(problems)} {what}:\n" + "\n".join(f"  - {p}" for p in problems))
+    """One error naming every problem (the message itself when there is one); ``.problems`` lists them."""
+    err = DatasetLayoutError(problems[0] if len(problems) == 1 else
+                             f"{len(problems)} {what}:\n" + "\n".join(f"  - {p}" for p in problems))
+    err.problems = list(problems)
+    return err
 
 
 class ReIDDataModule(pl.LightningDataModule):
@@ -201,12 +202,12 @@ class ReIDDataModule(pl.LightningDataModule):
             try:
                 self.setup_sources()
             except DatasetLayoutError as err:
-                problems.append(str(err))
+                problems += getattr(err, "problems", [str(err)])
         if test or (fit and self.check_targets):
             try:
                 self.setup_targets(skip_roots=self._failed_roots)  # a folder named as a source is not named again
             except DatasetLayoutError as err:
-                problems.append(str(err))
+                problems += getattr(err, "problems", [str(err)])
         problems = [p for p in problems if p]
         if problems:
             raise _one_error(problems, "dataset problems (nothing was trained or evaluated)")
