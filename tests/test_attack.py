@@ -24,7 +24,8 @@ FAST = ["model=attack", "model.attack_size=[32,16]", "model.l1.steps=5", "model.
         "model.l1.decoder.base_channels=32", "model.gan.decoder.base_channels=32",
         "model.gan.discriminator.base_channels=8", "model.gan.discriminator.max_channels=32",
         "model.diffusion.sample_size=null", "model.diffusion.decoder.block_out_channels=[8,16]",
-        "model.diffusion.decoder.inference_steps=3", "model.diffusion.num_samples=1", "model.num_pictures=3"]
+        "model.diffusion.decoder.inference_steps=3", "model.diffusion.num_samples=1", "model.num_pictures=3",
+        "model.optim.steps=3", "model.probes.steps=20", "model.max_scored_images=null"]
 
 
 class DownsampledImageExtractor(ReIDModule):
@@ -59,47 +60,106 @@ def colour_data(tmp_path_factory) -> Path:
     return root
 
 
+class ConstantExtractor(ReIDModule):
+    """A feature-blind extractor: every image gets the same feature."""
+
+    def __init__(self, dim: int = 8, num_classes=None, name: str = "constant") -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def extract_features(self, images: torch.Tensor) -> torch.Tensor:
+        return images.new_ones(images.shape[0], 8) * self.scale
+
+
+def write_constant_checkpoint(path: Path, height: int = 32, width: int = 16) -> Path:
+    spec = {"format": 1, "model": {"_target_": "test_attack.ConstantExtractor"},
+            "choices": {"model": "constant", "backbone": None, "loss": None},
+            "input": {"height": height, "width": width, **IMAGENET}, "num_classes": 0}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": ConstantExtractor().state_dict(), "ppreid": spec, "epoch": 0}, path)
+    return path
+
+
 @pytest.fixture(scope="module")
-def leaky_audit(colour_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("leaky_audit")
-    ckpt = write_leaky_checkpoint(out / "extractor" / "checkpoints" / "last.ckpt")
-    res = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={ckpt}", "model.l1.steps=60",
-                                   "model.l1.lr=5e-3"], out / "audit", colour_data)
+def leaky_ckpt(tmp_path_factory) -> Path:
+    return write_leaky_checkpoint(tmp_path_factory.mktemp("leaky") / "extractor" / "checkpoints" / "last.ckpt")
+
+
+@pytest.fixture(scope="module")
+def leaky_audit(colour_data, leaky_ckpt, tmp_path_factory):
+    """The leaky extractor audited by l1 and optim (with their nulls), cross-domain and in-domain."""
+    out, ckpt = tmp_path_factory.mktemp("leaky_audit"), leaky_ckpt
+    res = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={ckpt}", "model.attackers=[l1,optim]",
+                                   "model.l1.steps=40", "model.l1.lr=5e-3", "model.optim.steps=20"],
+                    out / "audit", colour_data)
     return res, out / "audit", ckpt
 
 
-def test_attack_on_a_leaky_extractor_beats_the_mean_image(leaky_audit):
+@pytest.mark.slow
+def test_a_leaky_extractor_shows_a_large_gain_and_leakage(leaky_audit):
     res, out, _ = leaky_audit
     p = res["privacy"]["market1501"]
     l1 = p["attackers"]["l1"]
-    assert l1["ssim"] > p["mean_image_ssim"] + 0.1, p
-    assert l1["psnr"] > p["mean_image_psnr"] + 3, p
-    assert l1["leakage_r1"] > 2 * p["chance_r1"], p
-    assert p["chance_r1"] == pytest.approx(1 / 13)  # 12 test identities + the distractor 0 in the gallery
-    assert p["num_images"] == 12 + 12 * 3 + 1 and p["num_queries"] == 12  # gallery: 2 + 1 junk each, 1 distractor
+    assert l1["ssim"] > p["mean_image_ssim"] + 0.1 and l1["psnr"] > p["mean_image_psnr"] + 3, p
+    assert l1["ssim_gain"] == pytest.approx(l1["ssim"] - l1["null_ssim"])
+    assert l1["ssim_gain"] > 0.1 and abs(l1["null_ssim"] - p["mean_image_ssim"]) < 0.06, l1  # the null ~ the mean
+    assert p["strongest"] == max(p["attackers"], key=lambda a: p["attackers"][a]["ssim_gain"]) == "l1"
+    assert p["ssim_gain"] == l1["ssim_gain"]
+    # leave-one-out over all 49 test images, judged by the extractor itself (no reference given)
+    assert p["num_images"] == p["num_scored"] == 12 + 12 * 3 + 1 and p["leakage_judge"] == "extractor"
+    assert p["extractor_r1"] == 1.0 and 0 < p["chance_r1"] < 0.1
+    assert l1["leakage_norm"] > 0.5 and p["most_leaking"] == "l1" and p["leakage_norm"] == l1["leakage_norm"]
+    assert p["attackers"]["optim"]["ssim_gain"] > 0.02  # 20 inversion steps already beat inverting other features
+    inside = p["in_domain"]  # 6 of the 12 test identities train, the other 6 are scored
+    assert inside["num_train_identities"] == 6 and inside["pairs"] == inside["num_train_images"]
+    assert inside["num_scored"] == p["num_images"] - inside["num_train_images"]
+    assert {"ssim", "null_ssim", "ssim_gain", "leakage_norm"} <= set(inside["attackers"]["l1"])
+    assert set(p["probes"]["skipped"]) >= {"gender", "viewpoint"}  # Market records carry no attributes
 
 
+@pytest.mark.slow
+def test_a_feature_blind_extractor_shows_no_gain(leaky_ckpt, colour_data, tmp_path):
+    """Constant features: the attacker is its own null (gain ~0); the leaky extractor as reference judge finds
+    no identity in its reconstructions."""
+    ckpt = write_constant_checkpoint(tmp_path / "constant" / "checkpoints" / "last.ckpt")
+    res = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={ckpt}", "model.attackers=[l1]",
+                                   "model.audit_split=cross", "model.l1.steps=40", "model.l1.lr=5e-3",
+                                   f"model.reference_ckpt={leaky_ckpt}", "model.probes.enabled=false"],
+                   tmp_path / "audit", colour_data)
+    p = res["privacy"]["market1501"]
+    l1 = p["attackers"]["l1"]
+    assert abs(l1["ssim_gain"]) < 0.03, l1
+    assert p["leakage_judge"] == "reference" and p["reference_r1"] == 1.0
+    assert abs(l1["leakage_norm"]) < 0.25, l1
+    assert "in_domain" not in p and "probes" not in p
+
+
+@pytest.mark.slow
 def test_results_json_privacy_section_and_urr(leaky_audit):
     res, out, ckpt = leaky_audit
     written = json.loads((out / "results.json").read_text())
     assert written["test"] == res["test"] and written["model"] == "attack" and written["train"] is False
     p = written["privacy"]["market1501"]
-    assert set(p["attackers"]) == {"l1", "gan", "diffusion"}
-    for row in p["attackers"].values():
-        assert {"ssim", "psnr", "leakage_r1"} <= set(row) and -1 <= row["ssim"] <= 1
-    strongest = max(p["attackers"], key=lambda a: p["attackers"][a]["ssim"])
-    assert p["strongest"] == strongest
-    assert p["urr"] == pytest.approx(written["test"]["market1501"]["mAP"] / p["attackers"][strongest]["ssim"])
+    assert set(p["attackers"]) == {"l1", "optim"}
+    for row in list(p["attackers"].values()) + list(p["in_domain"]["attackers"].values()):
+        assert {"ssim", "psnr", "null_ssim", "null_psnr", "ssim_gain", "leakage_r1", "leakage_norm"} <= set(row)
+        assert -1 <= row["ssim"] <= 1
+    assert p["urr"] == pytest.approx(written["test"]["market1501"]["mAP"] / p["attackers"][p["strongest"]]["ssim"])
     audit = written["audit"]
     assert audit["extractor"]["ckpt"] == str(ckpt) and audit["extractor"]["model"] == "leaky"
     assert audit["attack_size"] == [32, 16] and len(audit["group_hash"]) == 16
-    assert audit["train"]["steps"] == {"l1": 60, "gan": 5, "diffusion": 5}
+    assert audit["splits"] == ["cross", "in_domain"]
+    assert audit["train"]["steps"] == {"l1": 40, "optim": 20}
+    assert {"cross/pairs", "cross/train/l1", "cross/market1501/score", "in_domain/market1501/train/l1",
+            "probes/market1501"} <= set(audit["cost_s"])
+    assert audit["cost_total_s"] == pytest.approx(sum(audit["cost_s"].values()), abs=0.2)
     picture = out / "reconstructions_market1501.png"
     from PIL import Image
     with Image.open(picture) as im:
-        assert im.size[0] > 4 * 32  # real + three attackers side by side
+        assert im.size[0] > 3 * 96  # real + two attackers side by side, each at least 96 pixels wide
 
 
+@pytest.mark.slow
 def test_mean_image_control_is_recomputed_from_the_image_files(leaky_audit, colour_data):
     """mean_image_ssim / _psnr equal SSIM / PSNR (src.metrics.privacy, tested against skimage) of the mean
     training image (with mirror images) against every query + gallery image, read independently here."""
@@ -125,9 +185,46 @@ def test_mean_image_control_is_recomputed_from_the_image_files(leaky_audit, colo
     assert p["mean_image_psnr"] == pytest.approx(psnr(mean, test).mean().item(), abs=0.1)
 
 
-def test_audit_of_trained_checkpoints_with_a_reference_model(reid_data_dir, tmp_path):
-    """Real checkpoints (a privacy GAN and a BoT as the independent reference); two seeds of one config audit
-    into one table row (equal group hashes), another extractor config does not."""
+TOY_MINI = ["data.prepare.num_identities=12", "data.prepare.images_per_identity=4", "data.prepare.target_identities=8",
+            "data.prepare.gallery_per_identity=3", "data.prepare.height=32", "data.prepare.width=16",
+            "data.prepare.progress=false", "data.val_split.identities=2"]
+
+
+@pytest.mark.slow
+def test_audit_of_a_trained_bot_checkpoint_writes_every_part(tmp_path):
+    """A BoT trained on a toy GenePerson-mini, audited by all four attackers with a second BoT as the
+    reference judge: nulls and gains, cross-domain and in-domain figures, normalized leakage, attribute
+    probes, the optim attacker, the cost per part, and a picture per target."""
+    data = tmp_path / "data"
+    for seed in (1, 2):
+        run_train(TINY + TOY_MINI + [f"seed={seed}"], tmp_path / f"bot{seed}", data)
+    res = run_train(TINY + TOY_MINI + FAST + [f"model.extractor_ckpt={tmp_path / 'bot1' / 'checkpoints' / 'last.ckpt'}",
+                                              f"model.reference_ckpt={tmp_path / 'bot2' / 'checkpoints' / 'last.ckpt'}"],
+                    tmp_path / "audit", data)
+    assert set(res["privacy"]) == {"night_cctv", "station_indoor"}
+    for target, p in res["privacy"].items():
+        for block in (p, p["in_domain"]):
+            assert set(block["attackers"]) == {"l1", "gan", "diffusion", "optim"}
+            for row in block["attackers"].values():
+                assert row["ssim_gain"] == pytest.approx(row["ssim"] - row["null_ssim"])
+                assert 0 <= row["leakage_r1_ref"] <= 1 and row["leakage_norm"] is not None
+            assert block["leakage_judge"] == "reference" and block["reference_r1"] > block["chance_r1"]
+            assert block["strongest"] in block["attackers"] and block["most_leaking"] in block["attackers"]
+        assert p["in_domain"]["num_train_identities"] == 4  # half of the target's 8 identities
+        probes = p["probes"]
+        assert {"viewpoint", "camera"} <= set(probes["nuisance"]) and "gender" in probes["soft_biometric"], probes
+        for row in (probes["nuisance"]["viewpoint"], probes["soft_biometric"]["gender"]):
+            assert 0 <= row["balanced_accuracy"] <= 1 and row["gain"] == pytest.approx(row["balanced_accuracy"]
+                                                                                      - row["chance"])
+        assert (tmp_path / "audit" / f"reconstructions_{target}.png").is_file()
+    assert res["audit"]["extractor"]["backbone"] == "tiny_cnn" and res["audit"]["cost_total_s"] > 0
+    log_text = (tmp_path / "audit" / "train.log").read_text() if (tmp_path / "audit" / "train.log").is_file() else ""
+    assert "backbone None" not in log_text
+
+
+@pytest.mark.slow
+def test_audits_of_one_config_pool_and_another_config_does_not(reid_data_dir, tmp_path):
+    """Two seeds of one privacy GAN config audit into one table row (equal group hashes), a BoT does not."""
     base = TINY + ["data=market1501", "trainer.max_epochs=1"]
     pgan = base + ["model=privacy_gan", "model.phases.reversal_from=0", "model.phases.joint_from=0",
                    "model.generator.base_channels=16", "model.generator.min_channels=8",
@@ -135,38 +232,46 @@ def test_audit_of_trained_checkpoints_with_a_reference_model(reid_data_dir, tmp_
     for seed in (1, 2):
         run_train(pgan + [f"seed={seed}"], tmp_path / f"pgan{seed}", reid_data_dir)
     run_train(base + ["model=bot"], tmp_path / "bot", reid_data_dir)
-    ref = tmp_path / "bot" / "checkpoints" / "last.ckpt"
     audits = {}
     for name in ("pgan1", "pgan2", "bot"):
         ckpt = tmp_path / name / "checkpoints" / "last.ckpt"
-        audits[name] = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={ckpt}",
-                                                f"model.reference_ckpt={ref}"],
+        audits[name] = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={ckpt}", "debug=fdr",
+                                                "model.attackers=[l1]", "model.audit_split=cross"],
                                  tmp_path / f"audit_{name}", reid_data_dir)
-    p = audits["pgan1"]["privacy"]["market1501"]
-    assert 0 <= p["reference_r1"] <= 1
-    assert all(0 <= row["leakage_r1_ref"] <= 1 for row in p["attackers"].values())
     ext = audits["pgan1"]["audit"]["extractor"]
     assert ext["model"] == "privacy_gan" and ext["seed"] == 1 and ext["privacy"]["privacy_weight"] == 1.0
     hashes = {k: a["audit"]["group_hash"] for k, a in audits.items()}
     assert hashes["pgan1"] == hashes["pgan2"] != hashes["bot"]
 
 
-def test_fast_dev_run_of_the_audit(leaky_audit, colour_data, tmp_path):
-    ckpt = leaky_audit[2]
-    res = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={ckpt}", "model.l1.steps=1000",
+@pytest.mark.parametrize("flip, pairs_per_image", [(False, 2), (True, 1)])
+def test_flip_test_features_are_paired_with_one_image(flip, pairs_per_image, leaky_ckpt, colour_data, tmp_path):
+    """With eval.flip the stored feature is the mean over an image and its mirror: pairing it with both images
+    would teach an ambiguity, so the mirror images add pairs only without flip-test."""
+    res = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={leaky_ckpt}", "debug=fdr",
+                                   f"eval.flip={str(flip).lower()}", "model.attackers=[l1]", "model.audit_split=cross"],
+                    tmp_path, colour_data)
+    assert res["audit"]["train"]["pairs"] == 16 * pairs_per_image  # a fast dev run: one batch of 16 images
+
+
+def test_fast_dev_run_of_the_audit(leaky_ckpt, colour_data, tmp_path):
+    res = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={leaky_ckpt}", "model.l1.steps=1000",
                                    "debug=fdr"], tmp_path, colour_data)
     assert res["debug"] and res["partial"]
-    assert res["audit"]["train"]["steps"] == {"l1": 1, "gan": 1, "diffusion": 1}
-    assert set(res["privacy"]["market1501"]["attackers"]) == {"l1", "gan", "diffusion"}
+    assert res["audit"]["train"]["steps"] == {"l1": 1, "gan": 1, "diffusion": 1, "optim": 1}
+    p = res["privacy"]["market1501"]
+    assert set(p["attackers"]) == set(p["in_domain"]["attackers"]) == {"l1", "gan", "diffusion", "optim"}
 
 
 @pytest.mark.parametrize("override, message", [
     (None, r"model=attack needs the checkpoint to audit: give model.extractor_ckpt=<path>"),
-    ("model.attackers=[l1,vae]", r"unknown attacker 'vae'; choose from l1, gan, diffusion"),
+    ("model.attackers=[l1,vae]", r"unknown attacker 'vae'; choose from l1, gan, diffusion, optim"),
     ("model.attack_size=[8,4]", r"model.attack_size=\[8, 4\]: .* >= 11"),
+    ("model.audit_split=half", r"model.audit_split='half'; use one of cross, in_domain, both"),
+    ("model.max_scored_images=1", r"model.max_scored_images=1; give null \(all\) or an int >= 2"),
 ])
-def test_bad_audit_settings_are_clear_messages(override, message, leaky_audit, colour_data, tmp_path):
-    extra = [] if override is None else [f"model.extractor_ckpt={leaky_audit[2]}", override]
+def test_bad_audit_settings_are_clear_messages(override, message, leaky_ckpt, colour_data, tmp_path):
+    extra = [] if override is None else [f"model.extractor_ckpt={leaky_ckpt}", override]
     with pytest.raises(Exception) as err:
         run_train(TINY + FAST + ["data=market1501", "debug=fdr"] + extra, tmp_path, colour_data)
     found = find_input_error(err.value)
@@ -187,10 +292,10 @@ def test_a_file_that_is_not_a_checkpoint_is_named(colour_data, tmp_path):
         assert f"model.extractor_ckpt={path}" in text and message in text, text
 
 
-def test_the_audit_refuses_to_train(leaky_audit, colour_data, tmp_path):
+def test_the_audit_refuses_to_train(leaky_ckpt, colour_data, tmp_path):
     with pytest.raises(Exception) as err:
         run_train(TINY + FAST + ["data=market1501", "debug=fdr", "train=true",
-                                 f"model.extractor_ckpt={leaky_audit[2]}"], tmp_path, colour_data)
+                                 f"model.extractor_ckpt={leaky_ckpt}"], tmp_path, colour_data)
     assert "never trains the extractor" in str(find_input_error(err.value))
 
 
