@@ -300,13 +300,21 @@ def test_the_audit_refuses_to_train(leaky_ckpt, colour_data, tmp_path):
 
 
 # ----------------------------------------------------------------------------- tables of audits
-def _write_audit(run_dir: Path, seed: int, group: str, m_ap: float, ssim: dict, experiment: str) -> None:
-    """An audit's results.json as model=attack writes it (one target, 'night')."""
-    attackers = {a: {"ssim": s, "psnr": 10 + 10 * s, "leakage_r1": s / 2} for a, s in ssim.items()}
+def _write_audit(run_dir: Path, seed: int, group: str, m_ap: float, ssim: dict, experiment: str,
+                 null: float = 0.2, nleak: float = 0.5, inside: float = 0.5) -> None:
+    """An audit's results.json as model=attack writes it (one target, 'night'): every attacker's null scores
+    ``null``, the most-leaking attacker ``nleak``; in-domain gains and leakage are ``inside`` x the
+    cross-domain ones."""
+    attackers = {a: {"ssim": s, "psnr": 10 + 10 * s, "null_ssim": null, "ssim_gain": s - null,
+                     "leakage_r1": s / 2, "leakage_norm": nleak * s / max(ssim.values())} for a, s in ssim.items()}
     strongest = max(ssim, key=ssim.get)
+    gain = ssim[strongest] - null
     res = {"test": {"night": {"R1": 0.5, "mAP": m_ap}},
            "privacy": {"night": {"mean_image_ssim": 0.2, "mean_image_psnr": 12.0, "chance_r1": 0.01,
-                                 "attackers": attackers, "strongest": strongest, "urr": m_ap / ssim[strongest]}},
+                                 "attackers": attackers, "strongest": strongest, "urr": m_ap / ssim[strongest],
+                                 "ssim_gain": gain, "most_leaking": strongest, "leakage_norm": nleak,
+                                 "in_domain": {"ssim_gain": inside * gain, "leakage_norm": inside * nleak},
+                                 "probes": {"nuisance": {"mean_gain": 0.3}, "soft_biometric": {"mean_gain": 0.1}}}},
            "audit": {"group_hash": group, "extractor": {"model": "privacy_gan", "experiment": experiment,
                                                         "privacy": {"privacy_weight": 1.0}}},
            "identity": {"model": "attack", "data": "genepers_mini", "experiment": None,
@@ -316,23 +324,26 @@ def _write_audit(run_dir: Path, seed: int, group: str, m_ap: float, ssim: dict, 
     (run_dir / "results.json").write_text(json.dumps(res))
 
 
-def test_tables_pool_audits_per_config_and_normalize_urr(tmp_path, capsys):
+def test_tables_pool_audits_per_config_with_gains_and_normalized_leakage(tmp_path, capsys):
     base, rows = tmp_path / "unprotected", tmp_path / "all"
     _write_audit(base / "1", 1, "g0", 0.40, {"l1": 0.50, "gan": 0.40}, "privacy_sandbox_unprotected")
     _write_audit(base / "2", 2, "g0", 0.44, {"l1": 0.30, "gan": 0.40}, "privacy_sandbox_unprotected")
-    _write_audit(rows / "gan1", 1, "g1", 0.40, {"l1": 0.20, "gan": 0.25}, "privacy_sandbox_gan")
-    _write_audit(rows / "gan2", 2, "g1", 0.38, {"l1": 0.30, "gan": 0.20}, "privacy_sandbox_gan")
+    _write_audit(rows / "gan1", 1, "g1", 0.40, {"l1": 0.20, "gan": 0.25}, "privacy_sandbox_gan", nleak=0.2)
+    _write_audit(rows / "gan2", 2, "g1", 0.38, {"l1": 0.30, "gan": 0.20}, "privacy_sandbox_gan", nleak=0.3)
     assert tables.main([str(rows), "--baseline", str(base), "--format", "csv", "--mean-only"]) == 0
     out = list(__import__("csv").reader(capsys.readouterr().out.splitlines()))
     header, row = out[0], out[1]
     assert header[:4] == ["extractor.model", "extractor.experiment", "runs", "seeds"]
-    assert header[4:] == ["mean/R1", "mean/mAP", "mean/SSIM:l1", "mean/PSNR:l1", "mean/SSIM:gan", "mean/PSNR:gan",
-                          "mean/SSIM:mean_image", "mean/leak:strongest", "mean/chance", "mean/URR", "mean/nURR"]
+    assert header[4:] == ["mean/R1", "mean/mAP", "mean/SSIM:l1", "mean/gain:l1", "mean/SSIM:gan", "mean/gain:gan",
+                          "mean/SSIM:mean_image", "mean/gain", "mean/gain_in", "mean/nleak", "mean/nleak_in",
+                          "mean/probe_nuis", "mean/probe_soft", "mean/URR", "mean/nURR"]
     assert row[:4] == ["privacy_gan", "privacy_sandbox_gan", "2", "1,2"]  # seeds pooled, audits are not eval-only
     cell = dict(zip(header, row))
     assert cell["mean/mAP"] == "39.0 ± 1.4" and cell["mean/SSIM:l1"] == "0.250 ± 0.071"
-    # strongest: gan (0.25) in run 1, l1 (0.30) in run 2; leakage of the strongest: 12.5 and 15.0
-    assert cell["mean/leak:strongest"] == "13.8 ± 1.8"
+    # strongest: gan (0.25) in run 1, l1 (0.30) in run 2; gains over the null (0.2): 0.05 and 0.10
+    assert cell["mean/gain"] == "0.075 ± 0.035" and cell["mean/gain_in"] == "0.037 ± 0.018"
+    assert cell["mean/nleak"] == "25.0 ± 7.1" and cell["mean/nleak_in"] == "12.5 ± 3.5"
+    assert cell["mean/probe_nuis"] == "30.0 ± 0.0" and cell["mean/probe_soft"] == "10.0 ± 0.0"
     # URR = mAP / strongest SSIM: 1.6 and 1.2667
     assert cell["mean/URR"] == "1.433 ± 0.236"
     # baseline: mAP 0.42, strongest SSIM (0.5 + 0.4) / 2 = 0.45; nURR = (mAP / 0.42) / (SSIM / 0.45)
@@ -345,34 +356,32 @@ def test_tables_pool_audits_per_config_and_normalize_urr(tmp_path, capsys):
 def test_tables_privacy_metrics_by_name_and_bad_baseline(tmp_path, capsys):
     _write_audit(tmp_path / "a" / "1", 1, "g1", 0.4, {"l1": 0.2}, "x")
     _write_audit(tmp_path / "b" / "1", 1, "g2", 0.4, {"l1": 0.3}, "y")
-    assert tables.main([str(tmp_path / "a"), "--metrics", "mAP", "SSIM:strongest", "PSNR:mean_image", "--format",
-                        "csv"]) == 0
+    assert tables.main([str(tmp_path / "a"), "--metrics", "mAP", "SSIM:strongest", "PSNR:mean_image", "null:l1",
+                        "nleak:l1", "--format", "csv", "--mean-only"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].endswith("night/mAP,night/SSIM:strongest,night/PSNR:mean_image,mean/mAP,mean/SSIM:strongest,"
-                             "mean/PSNR:mean_image")
-    assert lines[1].endswith("40.0,0.200,12.00,40.0,0.200,12.00")
+    assert lines[0].endswith("mean/mAP,mean/SSIM:strongest,mean/PSNR:mean_image,mean/null:l1,mean/nleak:l1")
+    assert lines[1].endswith("40.0,0.200,12.00,0.200,50.0")
     assert tables.main([str(tmp_path / "a"), "--baseline", str(tmp_path)]) == 2  # two configs
     assert "audits of 2 configs" in capsys.readouterr().err
     assert tables.main([str(tmp_path / "a"), "--metrics", "SSIM"]) == 2
-    assert "SSIM:strongest" in capsys.readouterr().err
+    assert "gain:strongest" in capsys.readouterr().err
 
 
-def test_privacy_plot_writes_the_tradeoff_png(tmp_path, capsys):
+def test_privacy_plot_writes_the_tradeoff_png_and_names_the_best_point(tmp_path, capsys):
     import privacy_plot
 
-    _write_audit(tmp_path / "base" / "1", 1, "g0", 0.42, {"l1": 0.45}, "unprotected")
-    _write_audit(tmp_path / "sweep" / "a", 1, "g1", 0.41, {"l1": 0.30}, "privacy_gan")
-    _write_audit(tmp_path / "sweep" / "b", 1, "g2", 0.30, {"l1": 0.20}, "privacy_gan_strong")
+    _write_audit(tmp_path / "base" / "1", 1, "g0", 0.42, {"l1": 0.45}, "unprotected", nleak=0.6)
+    _write_audit(tmp_path / "sweep" / "a", 1, "g1", 0.41, {"l1": 0.30}, "privacy_gan", nleak=0.2)
+    _write_audit(tmp_path / "sweep" / "b", 1, "g2", 0.30, {"l1": 0.21}, "privacy_gan_strong", nleak=0.0)
     out = tmp_path / "tradeoff.png"
     assert privacy_plot.main([str(tmp_path / "sweep"), str(tmp_path / "base"), "--baseline", str(tmp_path / "base"),
                               "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert out.stat().st_size > 0
-    assert ("best point within 2 mAP points: privacy_gan w=1: SSIM -33%, mAP -1.0 points vs the baseline "
-            "(goal: SSIM -30%: reached)") in text
-    # above the control (mean-image SSIM 0.2): baseline 0.25, privacy_gan 0.10 -> -60%
-    assert "| privacy_gan w=1 | 1 | 0.300 | 0.100 | 41.0 | -33% | -60% | -1.0 |" in text
-    assert "lies below the mean-image control" not in text
+    # gains over the null 0.2: baseline 0.25, privacy_gan 0.10 (x0.40), leakage 60 -> 20 (x0.33): worst 0.40
+    assert "| privacy_gan w=1 | 1 | 41.0 | 0.100 | 0.050 | 20.0 | 10.0 | -1.0 | 0.40 |" in text
+    assert ("best point within 2 mAP points: privacy_gan w=1: every gain and leakage at most 0.40 x the baseline's, "
+            "mAP -1.0 points (goal: at most 0.5 x: reached)") in text
 
 
 def test_privacy_plot_seeds_compares_like_with_like(tmp_path, capsys):
@@ -390,20 +399,7 @@ def test_privacy_plot_seeds_compares_like_with_like(tmp_path, capsys):
     assert privacy_plot.main([str(tmp_path), "--baseline", str(tmp_path / "base"), "--seeds", "1",
                               "--out", str(tmp_path / "t.png")]) == 0
     text = capsys.readouterr().out
-    # against seed 1 alone (mAP 50, SSIM 0.40): -10% SSIM, -5 points (against both seeds it would read +0.05 mAP)
-    assert "| privacy_gan w=1 | 1 | 0.360 | 0.160 | 45.0 | -10% | -20% | -5.0 |" in text
+    # against seed 1 alone (mAP 50, gain 0.20): gain 0.16 (x0.80), -5 points (against both seeds: +5 points)
+    assert "| privacy_gan w=1 | 1 | 45.0 | 0.160 | 0.080 | 50.0 | 25.0 | -5.0 | 1.00 |" in text
     assert privacy_plot.main([str(tmp_path), "--seeds", "7", "--out", str(tmp_path / "t.png")]) == 2
     assert "with extractor seeds [7]" in capsys.readouterr().err
-
-
-def test_privacy_plot_says_when_the_goal_lies_below_the_control(tmp_path, capsys):
-    import privacy_plot
-
-    _write_audit(tmp_path / "base" / "1", 1, "g0", 0.42, {"l1": 0.26}, "unprotected")  # control 0.2
-    _write_audit(tmp_path / "gan" / "1", 1, "g1", 0.42, {"l1": 0.23}, "privacy_gan")
-    assert privacy_plot.main([str(tmp_path), "--baseline", str(tmp_path / "base"),
-                              "--out", str(tmp_path / "t.png")]) == 0
-    text = capsys.readouterr().out
-    # goal SSIM 0.7 x 0.26 = 0.182 < 0.2; above control: 0.06 -> 0.03 (-50%)
-    assert "the goal's SSIM (0.182) lies below the mean-image control (0.200)" in text
-    assert "| privacy_gan w=1 | 1 | 0.230 | 0.030 | 42.0 | -12% | -50% | +0.0 |" in text
