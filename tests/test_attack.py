@@ -102,7 +102,7 @@ def test_a_leaky_extractor_shows_a_large_gain_and_leakage(leaky_audit):
     l1 = p["attackers"]["l1"]
     assert l1["ssim"] > p["mean_image_ssim"] + 0.1 and l1["psnr"] > p["mean_image_psnr"] + 3, p
     assert l1["ssim_gain"] == pytest.approx(l1["ssim"] - l1["null_ssim"])
-    assert l1["ssim_gain"] > 0.1 and abs(l1["null_ssim"] - p["mean_image_ssim"]) < 0.06, l1  # the null ~ the mean
+    assert l1["ssim_gain"] > 0.1 and l1["null_ssim"] < p["mean_image_ssim"] + 0.02, l1  # the null learns no more
     assert p["strongest"] == max(p["attackers"], key=lambda a: p["attackers"][a]["ssim_gain"]) == "l1"
     assert p["ssim_gain"] == l1["ssim_gain"]
     # leave-one-out over all 49 test images, judged by the extractor itself (no reference given)
@@ -207,8 +207,10 @@ def test_audit_of_a_trained_bot_checkpoint_writes_every_part(tmp_path):
             assert set(block["attackers"]) == {"l1", "gan", "diffusion", "optim"}
             for row in block["attackers"].values():
                 assert row["ssim_gain"] == pytest.approx(row["ssim"] - row["null_ssim"])
-                assert 0 <= row["leakage_r1_ref"] <= 1 and row["leakage_norm"] is not None
-            assert block["leakage_judge"] == "reference" and block["reference_r1"] > block["chance_r1"]
+                assert 0 <= row["leakage_r1_ref"] <= 1
+                # normalized between chance and the judge's R1 on real images (undefined if the judge is at chance)
+                assert (row["leakage_norm"] is not None) == (block["reference_r1"] > block["chance_r1"] + 1e-9)
+            assert block["leakage_judge"] == "reference" and 0 <= block["reference_r1"] <= 1
             assert block["strongest"] in block["attackers"] and block["most_leaking"] in block["attackers"]
         assert p["in_domain"]["num_train_identities"] == 4  # half of the target's 8 identities
         probes = p["probes"]
