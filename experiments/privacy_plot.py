@@ -55,10 +55,11 @@ def points(runs: Sequence[tables.Run]) -> List[Dict]:
         if stats["gain"] is None or m_ap is None:
             continue
         ext = group[0].result["audit"]["extractor"]
-        weight = (ext.get("privacy") or {}).get("privacy_weight")
-        loss = (ext.get("privacy") or {}).get("privacy_loss")
+        privacy = ext.get("privacy") or {}
+        weight, loss, beta = privacy.get("privacy_weight"), privacy.get("privacy_loss"), \
+            (privacy.get("bottleneck") or {}).get("beta")
         label = (f"{ext.get('experiment') or ext.get('model')}" + (f" {loss}" if loss and weight else "")
-                 + (f" w={weight:g}" if weight is not None else ""))
+                 + (f" w={weight:g}" if weight else "") + (f" beta={beta:g}" if beta else ""))
         out.append({"key": key, "label": label, "runs": len(group), "mAP": m_ap, **stats})
     return sorted(out, key=lambda p: p["gain"][0])
 
@@ -84,7 +85,8 @@ def plot(pts: Sequence[Dict], path: Path, base: Optional[Dict], keep: float, map
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 5.2), dpi=130, sharey=True)
     markers = "osD^vP*Xh<>"
-    for ax, key, xlabel in ((axes[0], "gain", "SSIM gain of the strongest attacker over its null (lower = more private)"),
+    gain_label = "SSIM gain of the strongest attacker over its null (lower = more private)"
+    for ax, key, xlabel in ((axes[0], "gain", gain_label),
                             (axes[1], "nleak", "normalized leakage of the most-leaking attacker (%)")):
         for i, p in enumerate(pts):
             if p.get(key) is None:
@@ -154,7 +156,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     plot(pts, Path(args.out), base, args.keep, args.map_cost)
     heads = [h for _, h in PRIVACY.values()]
-    print("| config | runs | mAP (%) | " + " | ".join(heads) + " |" + (" mAP change (pt) | worst ratio |" if base else ""))
+    print("| config | runs | mAP (%) | " + " | ".join(heads) + " |"
+          + (" mAP change (pt) | worst ratio |" if base else ""))
     print("|---|---|---|" + "---|" * len(heads) + ("---|---|" if base else ""))
     for p in pts:
         cells = [_text(p[k], 3 if k.startswith("gain") else 1) for k in PRIVACY]

@@ -103,12 +103,14 @@ def test_a_leaky_extractor_shows_a_large_gain_and_leakage(leaky_audit):
     assert l1["ssim"] > p["mean_image_ssim"] + 0.1 and l1["psnr"] > p["mean_image_psnr"] + 3, p
     assert l1["ssim_gain"] == pytest.approx(l1["ssim"] - l1["null_ssim"])
     assert l1["ssim_gain"] > 0.1 and l1["null_ssim"] < p["mean_image_ssim"] + 0.02, l1  # the null learns no more
-    assert p["strongest"] == max(p["attackers"], key=lambda a: p["attackers"][a]["ssim_gain"]) == "l1"
-    assert p["ssim_gain"] == l1["ssim_gain"]
+    assert p["strongest"] == max(p["attackers"], key=lambda a: p["attackers"][a]["ssim_gain"])
+    assert p["ssim_gain"] == p["attackers"][p["strongest"]]["ssim_gain"] >= l1["ssim_gain"]
     # leave-one-out over all 49 test images, judged by the extractor itself (no reference given)
     assert p["num_images"] == p["num_scored"] == 12 + 12 * 3 + 1 and p["leakage_judge"] == "extractor"
     assert p["extractor_r1"] == 1.0 and 0 < p["chance_r1"] < 0.1
-    assert l1["leakage_norm"] > 0.5 and p["most_leaking"] == "l1" and p["leakage_norm"] == l1["leakage_norm"]
+    assert l1["leakage_norm"] > 0.5
+    assert p["most_leaking"] == max(p["attackers"], key=lambda a: p["attackers"][a]["leakage_norm"])
+    assert p["leakage_norm"] == p["attackers"][p["most_leaking"]]["leakage_norm"] >= l1["leakage_norm"]
     assert p["attackers"]["optim"]["ssim_gain"] > 0.02  # 20 inversion steps already beat inverting other features
     inside = p["in_domain"]  # 6 of the 12 test identities train, the other 6 are scored
     assert inside["num_train_identities"] == 6 and inside["pairs"] == inside["num_train_images"]
@@ -198,8 +200,8 @@ def test_audit_of_a_trained_bot_checkpoint_writes_every_part(tmp_path):
     data = tmp_path / "data"
     for seed in (1, 2):
         run_train(TINY + TOY_MINI + [f"seed={seed}"], tmp_path / f"bot{seed}", data)
-    res = run_train(TINY + TOY_MINI + FAST + [f"model.extractor_ckpt={tmp_path / 'bot1' / 'checkpoints' / 'last.ckpt'}",
-                                              f"model.reference_ckpt={tmp_path / 'bot2' / 'checkpoints' / 'last.ckpt'}"],
+    ckpt, ref = (tmp_path / f"bot{seed}" / "checkpoints" / "last.ckpt" for seed in (1, 2))
+    res = run_train(TINY + TOY_MINI + FAST + [f"model.extractor_ckpt={ckpt}", f"model.reference_ckpt={ref}"],
                     tmp_path / "audit", data)
     assert set(res["privacy"]) == {"night_cctv", "station_indoor"}
     for target, p in res["privacy"].items():

@@ -19,7 +19,7 @@
    scored on the other half (balanced accuracy vs chance), nuisance and soft-biometric attributes apart.
 
 Outputs: the ``privacy`` and ``audit`` sections of results.json and ``reconstructions_<target>.png``;
-docs/privacy.md explains every field.
+the privacy audit page in docs/ explains every field.
 """
 from __future__ import annotations
 
@@ -61,6 +61,7 @@ class AttackModel(ReIDModule):
                  attack_size: Sequence[int] = (64, 32), l1: Optional[Callable] = None, gan: Optional[Callable] = None,
                  diffusion: Optional[Callable] = None, optim: Optional[Callable] = None,
                  reference_ckpt: Optional[str] = None, audit_split: str = "both", split_seed: int = 0,
+                 in_domain_steps: float = 1.0,
                  max_scored_images: Optional[int] = None, train_flip: bool = True,
                  probes: Optional[Dict[str, Any]] = None, num_pictures: int = 8, reconstruct_batch_size: int = 256,
                  name: str = "attack") -> None:
@@ -103,7 +104,11 @@ class AttackModel(ReIDModule):
         self.attacker_names = attackers
         self.attacker_settings = {a: report.describe(self.factories[a]) for a in attackers}
         self.splits = ("cross", "in_domain") if audit_split == "both" else (audit_split,)
+        if not 0.0 < float(in_domain_steps) <= 1.0:
+            raise ConfigValueError(f"model.in_domain_steps={in_domain_steps}: the fraction of each attacker's steps "
+                                   "that the in-domain attackers take, in (0, 1].")
         self.split_seed, self.train_flip = int(split_seed), bool(train_flip)
+        self.in_domain_steps = float(in_domain_steps)
         self.max_scored = None if max_scored_images is None else int(max_scored_images)
         self.probes = {**{"enabled": True, "steps": 300, "lr": 0.05, "weight_decay": 1e-3}, **DEFAULT_PROBES,
                        **dict(probes or {})}
@@ -176,9 +181,11 @@ class AttackModel(ReIDModule):
             return min(steps, limit)
         return max(1, int(round(steps * float(limit)))) if limit is not None and float(limit) < 1.0 else steps
 
-    def _train_suite(self, split: str, feats: torch.Tensor, images: torch.Tensor) -> Dict[str, Any]:
-        """Every attacker kind and its null trained from scratch on (feats (N,D), images (N,3,h,w) uint8);
-        ``split`` names the suite in the log and the cost (``cross``, ``in_domain/<target>``)."""
+    def _train_suite(self, split: str, feats: torch.Tensor, images: torch.Tensor,
+                     step_fraction: float = 1.0) -> Dict[str, Any]:
+        """Every attacker kind and its null trained from scratch on (feats (N,D), images (N,3,h,w) uint8) for
+        ``step_fraction`` of its steps; ``split`` names the suite in the log and the cost (``cross``,
+        ``in_domain/<target>``)."""
         mean, std = feats.mean(0), feats.std(0).clamp_min(1e-6)
         z = (feats - mean) / std
         mean_image = images.float().mean(0, keepdim=True) / 255.0
@@ -196,7 +203,7 @@ class AttackModel(ReIDModule):
                 if hasattr(attacker, "bind"):  # white-box: E and this split's standardization and mean image
                     attacker.bind(lambda x: (self.eval_features(self.space.from_unit(x)) - mean.to(x))
                                   / std.to(x), mean_image.to(self.device))
-                steps = self._limited_steps(attacker.steps)
+                steps = self._limited_steps(max(1, round(attacker.steps * step_fraction)))
                 if attacker.needs_training:
                     label = f"{split}/{name}" + (" null" if role == "nulls" else "")
                     log.info("training attacker %s from scratch: %d steps on %d pairs", label, steps, z.shape[0])
@@ -330,7 +337,8 @@ class AttackModel(ReIDModule):
                 out["in_domain"] = None
                 log.warning("in-domain audit of %s skipped: fewer than 4 identities", target.name)
             else:
-                suite = self._train_suite(f"in_domain/{target.name}", data["feats"][train], data["images"][train])
+                suite = self._train_suite(f"in_domain/{target.name}", data["feats"][train], data["images"][train],
+                                          self.in_domain_steps)
                 start = time.time()
                 res, recons = self._score_suite(suite, data, scored, m_ap)
                 self._timed(f"in_domain/{target.name}/score", start)
@@ -376,7 +384,8 @@ class AttackModel(ReIDModule):
         mean_img = suite["mean_image"].expand_as(real)
         out: Dict[str, Any] = {
             "num_scored": int(queries.numel()), "pairs": suite["pairs"],
-            "mean_image_ssim": float(ssim(mean_img, real).mean()), "mean_image_psnr": float(psnr(mean_img, real).mean()),
+            "mean_image_ssim": float(ssim(mean_img, real).mean()),
+            "mean_image_psnr": float(psnr(mean_img, real).mean()),
             "chance_r1": random_rank1(q_pid, g_pid, q_cam, g_cam), "leakage_judge": judge,
             "extractor_r1": rank1(data["feats"][queries], data["feats"][gallery], rows_in_queries),
             "attackers": {}}
@@ -421,42 +430,6 @@ class AttackModel(ReIDModule):
         out["leakage_norm"] = leaking.get(out["most_leaking"]) if leaking else None
         return out, (real, recons, rows_in_queries)
 
-    # ----------------------------------------------------------------- the audit block
     def _audit_block(self) -> Dict[str, Any]:
-        """What was audited and with what, and ``group_hash``: runs with equal hashes audited models of one
-        config (their seeds may differ) with one attack config, so tables may pool them."""
-        import hashlib
-        import json
-
-        spec = self.extractor_spec
-        run = report.run_identity(self.extractor_ckpt)
-        ident = run.get("identity") or {}
-        extractor = {"ckpt": self.extractor_ckpt, "model": spec["choices"].get("model"), "backbone": self.backbone_name,
-                     "input": f"{self.input_size[0]}x{self.input_size[1]}", "num_classes": spec.get("num_classes"),
-                     "experiment": ident.get("experiment"), "config_hash": ident.get("config_hash"),
-                     "spec_hash": report.spec_hash(spec), "seed": run.get("seed"), "overrides": run.get("overrides"),
-                     "privacy": {k: spec["model"].get(k) for k in ("privacy_weight", "privacy_loss", "d_weight")
-                                 if k in spec["model"]} or None,
-                     "run_results": run.get("results")}
-        reference = None
-        if self.reference_spec is not None:
-            ref_run = report.run_identity(self.reference_ckpt)
-            reference = {"ckpt": self.reference_ckpt, "model": self.reference_spec["choices"].get("model"),
-                         "config_hash": (ref_run.get("identity") or {}).get("config_hash"),
-                         "spec_hash": report.spec_hash(self.reference_spec)}
-        settings = {k: v for k, v in self.hparams.items()
-                    if k not in ("extractor_ckpt", "reference_ckpt", "num_pictures", "reconstruct_batch_size")}
-        settings["attacker_settings"] = self.attacker_settings
         dm = self.trainer.datamodule
-        key = {"extractor": extractor["config_hash"] or extractor["spec_hash"],
-               "reference": None if reference is None else (reference["config_hash"] or reference["spec_hash"]),
-               "attack": settings, "data": dm.name, "targets": dm.target_names,
-               "eval": {"flip": self.eval_options.flip, "rerank": self.eval_options.rerank}}
-        group = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        cross = self.suites.get("cross") or {}
-        train = {"pairs": cross.get("pairs"), "feat_dim": None if not cross else int(cross["feat_mean"].numel()),
-                 "steps": cross.get("steps"), "train_time_s": cross.get("train_time_s")}
-        return {"extractor": extractor, "reference": reference, "attackers": list(self.attacker_names),
-                "splits": list(self.splits), "attack_size": list(self.attack_size), "train": train,
-                "max_scored_images": self.max_scored, "cost_s": dict(self.cost),
-                "cost_total_s": round(sum(self.cost.values()), 1), "group_hash": group}
+        return report.audit_block(self, dm.name, dm.target_names)

@@ -17,6 +17,8 @@ from src.metrics.privacy import ssim
 log = logging.getLogger(__name__)
 CAPTION_WIDTH = 96  # pixels: "diffusion SSIM 0.30" fits under an image this wide
 SHORT_NAMES = {"diffusion": "diff"}
+# what an audited defence was trained with (results.json audit.extractor.privacy; labels of tables and plots)
+PRIVACY_SETTINGS = ("privacy_weight", "privacy_loss", "d_weight", "defence", "bottleneck")
 
 
 def run_identity(ckpt_path: str) -> Dict[str, Any]:
@@ -94,3 +96,38 @@ def log_cost(cost: Dict[str, float]) -> None:
     total = sum(cost.values())
     parts = ", ".join(f"{k} {v:.0f} s" for k, v in sorted(cost.items(), key=lambda kv: -kv[1]))
     log.info("audit cost: %.0f s in all; %s", total, parts)
+
+
+def audit_block(model, data_name: str, target_names: Sequence[str]) -> Dict[str, Any]:
+    """What was audited and with what, and ``group_hash``: runs with equal hashes audited models of one
+    config (their seeds may differ) with one attack config, so tables may pool them."""
+    spec = model.extractor_spec
+    run = run_identity(model.extractor_ckpt)
+    ident = run.get("identity") or {}
+    extractor = {"ckpt": model.extractor_ckpt, "model": spec["choices"].get("model"), "backbone": model.backbone_name,
+                 "input": f"{model.input_size[0]}x{model.input_size[1]}", "num_classes": spec.get("num_classes"),
+                 "experiment": ident.get("experiment"), "config_hash": ident.get("config_hash"),
+                 "spec_hash": spec_hash(spec), "seed": run.get("seed"), "overrides": run.get("overrides"),
+                 "privacy": {k: spec["model"].get(k) for k in PRIVACY_SETTINGS if k in spec["model"]} or None,
+                 "run_results": run.get("results")}
+    reference = None
+    if model.reference_spec is not None:
+        ref_run = run_identity(model.reference_ckpt)
+        reference = {"ckpt": model.reference_ckpt, "model": model.reference_spec["choices"].get("model"),
+                     "config_hash": (ref_run.get("identity") or {}).get("config_hash"),
+                     "spec_hash": spec_hash(model.reference_spec)}
+    settings = {k: v for k, v in model.hparams.items()
+                if k not in ("extractor_ckpt", "reference_ckpt", "num_pictures", "reconstruct_batch_size")}
+    settings["attacker_settings"] = model.attacker_settings
+    key = {"extractor": extractor["config_hash"] or extractor["spec_hash"],
+           "reference": None if reference is None else (reference["config_hash"] or reference["spec_hash"]),
+           "attack": settings, "data": data_name, "targets": list(target_names),
+           "eval": {"flip": model.eval_options.flip, "rerank": model.eval_options.rerank}}
+    group = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    cross = model.suites.get("cross") or {}
+    train = {"pairs": cross.get("pairs"), "feat_dim": None if not cross else int(cross["feat_mean"].numel()),
+             "steps": cross.get("steps"), "train_time_s": cross.get("train_time_s")}
+    return {"extractor": extractor, "reference": reference, "attackers": list(model.attacker_names),
+            "splits": list(model.splits), "attack_size": list(model.attack_size), "train": train,
+            "max_scored_images": model.max_scored, "cost_s": dict(model.cost),
+            "cost_total_s": round(sum(model.cost.values()), 1), "group_hash": group}
