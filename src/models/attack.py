@@ -115,7 +115,8 @@ class AttackModel(ReIDModule):
         self.num_pictures, self.reconstruct_batch_size = int(num_pictures), int(reconstruct_batch_size)
         self.suites: Dict[str, Dict[str, Any]] = {}
         self.collected: Dict[int, Dict[str, List[Any]]] = {}
-        self.cost: Dict[str, float] = {}
+        self.cost: Dict[str, float] = {}  # part -> wall seconds
+        self.cost_cpu: Dict[str, float] = {}  # part -> CPU seconds of this process (less sensitive to load)
 
     @property
     def backbone_name(self) -> Optional[str]:
@@ -167,8 +168,14 @@ class AttackModel(ReIDModule):
     def configure_optimizers(self):
         raise ConfigValueError("model=attack never trains the extractor; run it with train=false (its default).")
 
-    def _timed(self, part: str, start: float) -> None:
-        self.cost[part] = round(self.cost.get(part, 0.0) + time.time() - start, 2)
+    @staticmethod
+    def _clock():
+        return time.time(), time.process_time()
+
+    def _timed(self, part: str, start) -> None:
+        """Add the wall and CPU seconds since ``start`` (a ``_clock()``) to ``part`` of the cost."""
+        self.cost[part] = round(self.cost.get(part, 0.0) + time.time() - start[0], 2)
+        self.cost_cpu[part] = round(self.cost_cpu.get(part, 0.0) + time.process_time() - start[1], 2)
 
     # ----------------------------------------------------------------- attackers and their nulls
     def _limited_steps(self, steps: int) -> int:
@@ -207,9 +214,10 @@ class AttackModel(ReIDModule):
                 if attacker.needs_training:
                     label = f"{split}/{name}" + (" null" if role == "nulls" else "")
                     log.info("training attacker %s from scratch: %d steps on %d pairs", label, steps, z.shape[0])
-                    start = time.time()
+                    start = self._clock()
                     attacker.fit(inputs, images, label, gen, steps)
-                    suite["train_time_s"][name + ("_null" if role == "nulls" else "")] = round(time.time() - start, 2)
+                    key = name + ("_null" if role == "nulls" else "")
+                    suite["train_time_s"][key] = round(time.time() - start[0], 2)
                     self._timed(f"{split}/train/{name}", start)
                 else:
                     attacker.steps = steps
@@ -228,7 +236,7 @@ class AttackModel(ReIDModule):
         if self.suites or "cross" not in self.splits:
             return
         with torch.inference_mode(False), torch.enable_grad():  # Lightning tests in inference mode
-            start = time.time()
+            start = self._clock()
             feats, images = self._training_pairs()
             self._timed("cross/pairs", start)
             self.suites["cross"] = self._train_suite("cross", feats, images)
@@ -285,7 +293,7 @@ class AttackModel(ReIDModule):
                     privacy[target.name] = self._audit_target(target, self._target_data(target, self.collected[i]),
                                                               None if m_ap is None else float(m_ap))
         self.collected = {}
-        report.log_cost(self.cost)
+        report.log_cost(self.cost, self.cost_cpu)
         self.extra_results = {"privacy": privacy, "audit": self._audit_block()}
 
     def _target_data(self, target, store: Dict[str, List[torch.Tensor]]) -> Dict[str, Any]:
@@ -326,7 +334,7 @@ class AttackModel(ReIDModule):
         out: Dict[str, Any] = {"num_images": int(everyone.sum()), "num_queries": int(data["is_query"].sum())}
         pictures = None
         if "cross" in self.splits:
-            start = time.time()
+            start = self._clock()
             res, pictures = self._score_suite(self.suites["cross"], data, everyone, m_ap)
             out.update(res)
             self._timed(f"cross/{target.name}/score", start)
@@ -339,7 +347,7 @@ class AttackModel(ReIDModule):
             else:
                 suite = self._train_suite(f"in_domain/{target.name}", data["feats"][train], data["images"][train],
                                           self.in_domain_steps)
-                start = time.time()
+                start = self._clock()
                 res, recons = self._score_suite(suite, data, scored, m_ap)
                 self._timed(f"in_domain/{target.name}/score", start)
                 out["in_domain"] = {"num_train_images": int(train.sum()),
@@ -347,7 +355,7 @@ class AttackModel(ReIDModule):
                 report.log_target(target.name, "in-domain", res)
                 pictures = pictures or recons
         if self.probes.get("enabled", True):
-            start = time.time()
+            start = self._clock()
             groups = {g: self.probes[g] for g in ("nuisance", "soft_biometric")}
             probes = probe_attributes(data["feats"][train], [data["attrs"][i] for i in torch.nonzero(train).flatten()],
                                       data["feats"][scored],
