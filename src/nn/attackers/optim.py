@@ -8,7 +8,9 @@ mean training image (``init: mean``) or mid-grey (``grey``), and minimizes
     mean((f(x) - f*)^2) + tv_weight * TV(x) + l2_weight * mean((x - mean image)^2)
 
 over standardized features (the audit's standardization), TV the mean absolute difference of
-neighbouring pixels: a smoothness prior, the L2 term a prior towards the mean training image.
+neighbouring pixels: a smoothness prior, the L2 term a prior towards the mean training image. With
+``downscale`` k > 1 the logits live on a grid k times coarser, bilinearly up-sampled: a strong smoothness
+prior against the high-frequency patterns that match a CNN's feature without looking like a person.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
+from src.nn.attackers.images import resize
 from src.utils.errors import ConfigValueError
 
 INITS = ("mean", "grey")
@@ -39,7 +42,7 @@ class OptimAttacker(nn.Module):
 
     def __init__(self, steps: int = 100, batch_size: int = 128, lr: float = 0.05, tv_weight: float = 0.05,
                  l2_weight: float = 0.01, init: str = "mean", max_images: Optional[int] = None,
-                 log_every: int = 0) -> None:
+                 downscale: int = 1, log_every: int = 0) -> None:
         super().__init__()
         if int(steps) < 0 or int(batch_size) < 1 or not float(lr) > 0:
             raise ConfigValueError(f"OptimAttacker: steps={steps} >= 0, batch_size={batch_size} >= 1 and lr={lr} > 0 "
@@ -49,6 +52,9 @@ class OptimAttacker(nn.Module):
         self.steps, self.batch_size, self.lr = int(steps), int(batch_size), float(lr)
         self.tv_weight, self.l2_weight, self.init = float(tv_weight), float(l2_weight), init
         self.max_images = None if max_images is None else int(max_images)
+        if int(downscale) < 1:
+            raise ConfigValueError(f"OptimAttacker: downscale={downscale}; give an int >= 1 (1: full resolution).")
+        self.downscale = int(downscale)
         self.features_of: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
         self.mean_image: Optional[torch.Tensor] = None
 
@@ -78,10 +84,11 @@ class OptimAttacker(nn.Module):
             (feat.shape[0], 3, *self.image_size), 0.5, device=feat.device)
         with torch.inference_mode(False), torch.enable_grad():
             target = feat.detach().clone()
-            logits = torch.logit(start.clamp(0.02, 0.98)).clone().requires_grad_(True)
+            coarse = tuple(max(1, s // self.downscale) for s in self.image_size)
+            logits = torch.logit(resize(start, coarse).clamp(0.02, 0.98)).clone().requires_grad_(True)
             opt = torch.optim.Adam([logits], lr=self.lr)
             for _ in range(self.steps):
-                x = torch.sigmoid(logits)
+                x = torch.sigmoid(resize(logits, self.image_size))
                 loss = (self.features_of(x) - target).pow(2).mean(dim=1)
                 if self.tv_weight:
                     loss = loss + self.tv_weight * total_variation(x)
@@ -90,4 +97,4 @@ class OptimAttacker(nn.Module):
                 opt.zero_grad(set_to_none=True)
                 loss.sum().backward()
                 opt.step()
-        return torch.sigmoid(logits.detach())
+        return torch.sigmoid(resize(logits.detach(), self.image_size))
