@@ -150,7 +150,8 @@ def run(cfg: DictConfig) -> dict:
         lg.log_hyperparams(resolved)
     num_params = sum(p.numel() for p in model.parameters())
     log.info("model %s, backbone %s: %.2f M parameters", cfg.model.get("name"),
-             (spec or {}).get("choices", {}).get("backbone") or choices.get("backbone"), num_params / 1e6)
+             (spec or {}).get("choices", {}).get("backbone") or choices.get("backbone")
+             or getattr(model, "backbone_name", None), num_params / 1e6)
     commit = git_commit(ROOT)
     evaluation = evaluation_options(cfg.get("eval"))
     identity = experiment_identity(resolved, choices, (spec or {}).get("choices"))

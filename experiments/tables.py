@@ -19,12 +19,17 @@ without an identity block (older run writer) are left out with a warning.
 Privacy audits (``model=attack`` runs, whose results.json has a ``privacy`` section) are grouped by
 ``audit.group_hash`` (the audited model's config and the attack config, not the checkpoint path, so
 the audits of one config's seeds pool) and labelled by the audited model (``extractor.<key>`` labels
-read ``audit.extractor``). Their columns add, per target, ``SSIM:<attacker>`` / ``PSNR:<attacker>``
-(``mean_image``: the control, ``strongest``: the attacker with the highest SSIM in that run),
-``leak:<attacker>`` (leakage rank-1 through the audited model), ``leakref:<attacker>`` (through the
-reference model), ``chance``, ``URR`` (mAP / SSIM of the strongest attacker) and, with ``--baseline
-RUN_DIR`` (the audits of the unprotected model), ``nURR`` = (mAP / mAP_base) / (SSIM / SSIM_base),
-the baseline's values being its means over its runs.
+read ``audit.extractor``). Their columns add, per target, ``<kind>:<attacker>`` with kind ``SSIM``,
+``PSNR``, ``null`` (the SSIM of the attacker's null, trained on shuffled features), ``gain`` (SSIM above
+the null), ``leak`` / ``leakref`` (leakage rank-1 through the audited / the reference model, %) and
+``nleak`` (normalized leakage, %: 0 = chance, 100 = as identifiable as the real images), for an attacker,
+``strongest`` (the largest gain in that run) or, for SSIM / PSNR, ``mean_image`` (the control). Run-level
+columns: ``gain`` and ``nleak`` (the strongest attacker's gain, the most-leaking attacker's normalized
+leakage; ``gain_in`` / ``nleak_in`` the same in-domain), ``probe_nuis`` / ``probe_soft`` (the linear
+attribute probes' mean balanced-accuracy gain over chance, in points, for nuisance / soft-biometric
+attributes), ``chance``, ``URR`` (mAP / SSIM of the strongest attacker) and, with ``--baseline RUN_DIR``
+(the audits of the unprotected model), ``nURR`` = (mAP / mAP_base) / (SSIM / SSIM_base), the
+baseline's values being its means over its runs.
 
 Published figures (``--published FILE``, e.g. ``experiments/published/dppp.yaml``) are added below our
 rows, never pooled with them: each published row fills the label columns it names, its figures
@@ -62,9 +67,15 @@ KIND_WHY = {"debug": "debug=... or fast_dev_run", "eval-only": "train=false", "u
 MAX_LISTED = 10
 # Privacy metrics of audit runs: "<kind>:<attacker>" (attacker, "strongest" or, for SSIM / PSNR, "mean_image")
 # and run-level values. (results.json key, scale, decimals).
-PRIVACY_KINDS = {"SSIM": ("ssim", 1, 3), "PSNR": ("psnr", 1, 2), "leak": ("leakage_r1", 100, 1),
-                 "leakref": ("leakage_r1_ref", 100, 1)}
-PRIVACY_SCALARS = {"URR": ("urr", 1, 3), "nURR": (None, 1, 3), "chance": ("chance_r1", 100, 1)}
+PRIVACY_KINDS = {"SSIM": ("ssim", 1, 3), "PSNR": ("psnr", 1, 2), "null": ("null_ssim", 1, 3),
+                 "gain": ("ssim_gain", 1, 3), "leak": ("leakage_r1", 100, 1), "leakref": ("leakage_r1_ref", 100, 1),
+                 "nleak": ("leakage_norm", 100, 1)}
+# run-level values: (dotted path in the target's privacy entry, scale, decimals)
+PRIVACY_SCALARS = {"URR": ("urr", 1, 3), "nURR": (None, 1, 3), "chance": ("chance_r1", 100, 1),
+                   "gain": ("ssim_gain", 1, 3), "gain_in": ("in_domain.ssim_gain", 1, 3),
+                   "nleak": ("leakage_norm", 100, 1), "nleak_in": ("in_domain.leakage_norm", 100, 1),
+                   "probe_nuis": ("probes.nuisance.mean_gain", 100, 1),
+                   "probe_soft": ("probes.soft_biometric.mean_gain", 100, 1)}
 PRIVACY_LABEL = ("extractor.model", "extractor.experiment")
 
 
@@ -317,7 +328,7 @@ def check_metrics(metrics: Sequence[str]) -> None:
         raise TableInputError(
             f"unknown metric {m!r} in --metrics; choose from {', '.join(METRICS)}, or for privacy audits "
             f"{', '.join(PRIVACY_SCALARS)} and <kind>:<attacker> with kind {', '.join(PRIVACY_KINDS)} and attacker "
-            "l1, gan, diffusion, strongest (SSIM / PSNR also mean_image), e.g. SSIM:strongest")
+            "l1, gan, diffusion, optim, strongest (SSIM / PSNR also mean_image), e.g. gain:strongest")
 
 
 def _decimals(metric: str) -> int:
@@ -352,8 +363,10 @@ def _metric_value(run: Run, target: str, metric: str, baseline: Optional[Dict[st
         base_map, base_ssim = baseline[target]
         return (float(m_ap) / base_map) / (float(ssim) / base_ssim)
     if metric in PRIVACY_SCALARS:
-        key, scale, _ = PRIVACY_SCALARS[metric]
-        v = p.get(key)
+        path, scale, _ = PRIVACY_SCALARS[metric]
+        v = p
+        for key in path.split("."):
+            v = v.get(key) if isinstance(v, dict) else None
         return None if v is None else float(v) * scale
     kind, _, who = metric.partition(":")
     key, scale, _ = PRIVACY_KINDS[kind]
@@ -385,17 +398,18 @@ def privacy_baseline(runs: Sequence[Run]) -> Dict[str, Tuple[float, float]]:
 
 
 def default_metrics(runs: Sequence[Run], baseline: bool = False) -> List[str]:
-    """R1 and mAP; for audits also SSIM and PSNR per attacker, the mean-image control, the strongest
-    attacker's leakage, chance, URR (and nURR with a baseline)."""
+    """R1 and mAP; for audits also SSIM and its gain over the null per attacker, the mean-image control,
+    the strongest gain and the normalized leakage (cross-domain and in-domain), the probes' gains, URR
+    (and nURR with a baseline)."""
     metrics = list(DEFAULT_METRICS)
     audits = [r for r in runs if is_audit(r)]
     if not audits:
         return metrics
     attackers = list(dict.fromkeys(a for r in audits for p in r.result["privacy"].values() if isinstance(p, dict)
                                    for a in p.get("attackers") or {}))
-    metrics += [f"{k}:{a}" for a in attackers for k in ("SSIM", "PSNR")]
-    metrics += ["SSIM:mean_image", "leak:strongest", "chance", "URR"] + (["nURR"] if baseline else [])
-    return metrics
+    metrics += [f"{k}:{a}" for a in attackers for k in ("SSIM", "gain")]
+    metrics += ["SSIM:mean_image", "gain", "gain_in", "nleak", "nleak_in", "probe_nuis", "probe_soft", "URR"]
+    return metrics + (["nURR"] if baseline else [])
 
 
 def build_table(runs: Sequence[Run], metrics: Sequence[str] = DEFAULT_METRICS,
@@ -584,9 +598,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  allow_abbrev=False)
     ap.add_argument("paths", nargs="+", help="run folders (searched recursively) or results.json files")
-    ap.add_argument("--metrics", nargs="+", help=f"any of {' '.join(METRICS)}; for privacy audits also URR, nURR, "
-                    "chance, SSIM:<attacker>, PSNR:<attacker>, leak:<attacker>, leakref:<attacker> (default: R1 mAP, "
-                    "plus the privacy columns when the runs are audits)")
+    ap.add_argument("--metrics", nargs="+", help=f"any of {' '.join(METRICS)}; for privacy audits also "
+                    f"{', '.join(PRIVACY_SCALARS)} and <kind>:<attacker> with kind {', '.join(PRIVACY_KINDS)} "
+                    "(default: R1 mAP, plus the privacy columns when the runs are audits)")
     ap.add_argument("--label", nargs="+", help="label columns: identity keys (or top-level results.json keys, or "
                     "extractor.<key> for audits); default: model backbone data experiment, for audits "
                     "extractor.model extractor.experiment")
