@@ -3,7 +3,10 @@
 The model, its input size and its normalization come from the checkpoint itself (any checkpoint
 written by train.py). Writes an ``.npz`` with ``features`` (N, D) float32, ``paths`` (N,) and, for
 Market-style file names (``0002_c1s1_000451_03.jpg``), ``pids`` / ``camids`` (0-based; -1 where a name
-does not follow the pattern). Load it with ``numpy.load``.
+does not follow the pattern), and ``normalized`` (bool). Load it with ``numpy.load``.
+
+Features are the model's raw test features, **not** L2-normalised, unless ``--normalize`` is given (then
+every row has unit length, and a dot product is the cosine similarity the evaluator ranks by).
 """
 from __future__ import annotations
 
@@ -29,8 +32,10 @@ def list_crops(folder: Path) -> List[Path]:
 
 
 def embed_folder(ckpt_path: str, folder: str, out: str, batch_size: int = 64, flip: bool = False,
-                 device: str = "auto", progress: bool = True) -> Path:
-    """Embed every crop under ``folder`` and write ``out`` (atomically); returns its path."""
+                 device: str = "auto", progress: bool = True, normalize: bool = False) -> Path:
+    """Embed every crop under ``folder`` and write ``out`` (atomically); returns its path.
+
+    ``normalize``: L2-normalise each feature (after the flip-test mean, as the evaluator does for cosine)."""
     import numpy as np
     import torch
     from tqdm import tqdm
@@ -62,9 +67,13 @@ def embed_folder(ckpt_path: str, folder: str, out: str, batch_size: int = 64, fl
         m = MARKET_PATTERN.match(p.name)
         pids.append(int(m.group(1)) if m else -1)
         camids.append(int(m.group(2)) - 1 if m else -1)
+    features = torch.cat(feats)
+    if normalize:
+        features = torch.nn.functional.normalize(features, dim=1)
     buf = io.BytesIO()
-    np.savez(buf, features=torch.cat(feats).numpy().astype(np.float32), paths=np.asarray([str(p) for p in files]),
-             pids=np.asarray(pids, dtype=np.int64), camids=np.asarray(camids, dtype=np.int64))
+    np.savez(buf, features=features.numpy().astype(np.float32), paths=np.asarray([str(p) for p in files]),
+             pids=np.asarray(pids, dtype=np.int64), camids=np.asarray(camids, dtype=np.int64),
+             normalized=np.asarray(bool(normalize)))
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out_path, buf.getvalue())
@@ -78,6 +87,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--out", default="features.npz", help="output .npz file (default: features.npz)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--flip", action="store_true", help="flip-test: mean of each crop's and its mirror's features")
+    ap.add_argument("--normalize", action="store_true",
+                    help="L2-normalise every feature (unit length: dot product = cosine similarity). Without it the "
+                    "features are the model's raw test features, not normalised")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -86,14 +98,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         path = embed_folder(args.ckpt, args.folder, args.out, args.batch_size, args.flip, args.device,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, normalize=args.normalize)
     except Exception as exc:  # bad input: one clear line, no traceback
         err = find_input_error(exc)
         if err is None:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"features written to {path}", file=sys.stderr)
+    how = "L2-normalised" if args.normalize else "not normalised; --normalize for unit length"
+    print(f"features written to {path} ({how})", file=sys.stderr)
     return 0
 
 

@@ -43,4 +43,10 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from src.utils.config_groups import misspelt_group
+
+    typo = misspelt_group("synth", sys.argv[1:])
+    if typo:
+        print(f"error: {typo}", file=sys.stderr)
+        sys.exit(1)
     main()

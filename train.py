@@ -19,7 +19,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from src.utils.resolvers import register_resolvers  # noqa: E402
-from src.utils.errors import find_input_error  # noqa: E402
+from src.utils.errors import find_reported_error  # noqa: E402
 
 register_resolvers()
 
@@ -37,12 +37,14 @@ def _hydra_runtime():
 
 
 def build_model_and_data(cfg: DictConfig, log):
-    """Instantiate (model, datamodule, checkpoint spec or None, checkpoint or None) for this run.
+    """Instantiate (model, datamodule, checkpoint spec or None, group choices, the checkpoint's epoch and
+    global_step) for this run.
 
     Evaluation of a checkpoint (``train=false ckpt_path=X``) rebuilds the model from the checkpoint's
     own spec, with its input size and normalization; training (and resuming) builds it from ``cfg``.
     """
     from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
     from src.models import checkpoint as ck
 
@@ -54,10 +56,16 @@ def build_model_and_data(cfg: DictConfig, log):
         ck.check_architecture(spec, choices, explicit["groups"], cfg.ckpt_path)
 
     if spec is not None and not cfg.train:
-        model = instantiate(ck.model_config_from_spec(spec, cfg, explicit["keys"]), num_classes=spec["num_classes"])
         log.info("evaluating %s: %s", cfg.ckpt_path, ck.describe(spec))
-    else:  # resuming: the checkpoint's weights replace any pretrained ones
-        model = instantiate(ck.without_pretrained(cfg.model) if ckpt is not None else cfg.model)
+        with ck.weights_from_checkpoint(cfg.ckpt_path):
+            model_cfg = ck.model_config_from_spec(spec, cfg, explicit["keys"])
+            model = instantiate(model_cfg, num_classes=spec["num_classes"])
+    elif ckpt is not None:  # resuming: every weight comes from the checkpoint
+        with ck.weights_from_checkpoint(cfg.ckpt_path):
+            model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
+            model = instantiate(ck.without_pretrained(model_cfg))
+    else:
+        model = instantiate(cfg.model)
     datamodule = instantiate(cfg.data, _convert_="all")
     backbone = getattr(model, "backbone", None)
     if spec is not None and not cfg.train:
@@ -86,7 +94,19 @@ def build_model_and_data(cfg: DictConfig, log):
         mean, std = datamodule.normalization()
         model.build_spec = ck.build_spec(cfg.model, choices, datamodule.height, datamodule.width, mean, std)
     model.configure_evaluation(cfg.get("eval"))
-    return model, datamodule, spec, choices
+    ckpt_meta = {k: ckpt.get(k) for k in ("epoch", "global_step")} if ckpt is not None else {}
+    return model, datamodule, spec, choices, ckpt_meta
+
+
+def _fmt(value) -> str:
+    return "+".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def _checkpoint_record(path: str, meta: dict, trained_by: dict | None) -> dict:
+    """results.json's ``checkpoint``: the evaluated file, how far its run had got, and what trained it."""
+    epoch = meta.get("epoch")
+    return {"path": str(path), "epochs_completed": None if epoch is None else int(epoch) + 1,
+            "global_step": meta.get("global_step"), "training": trained_by}
 
 
 def run(cfg: DictConfig) -> dict:
@@ -102,7 +122,10 @@ def run(cfg: DictConfig) -> dict:
 
     from src.utils.fileops import atomic_write_json, atomic_write_text
     from src.utils.run_checks import check_run_config
-    from src.utils.run_info import experiment_identity, git_commit, metrics_by_target, stage_metrics
+    from src.models import checkpoint as ck
+    from src.utils.run_info import (checkpoint_training, describe_evaluation, evaluation_identity,
+                                    evaluation_options, experiment_identity, git_commit, metrics_by_target,
+                                    stage_metrics)
 
     log = logging.getLogger("train")
     start = time.time()
@@ -110,7 +133,7 @@ def run(cfg: DictConfig) -> dict:
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    model, datamodule, spec, choices = build_model_and_data(cfg, log)
+    model, datamodule, spec, choices, ckpt_meta = build_model_and_data(cfg, log)
     _ddp_for_model(cfg, model, log)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
@@ -127,7 +150,25 @@ def run(cfg: DictConfig) -> dict:
         lg.log_hyperparams(resolved)
     num_params = sum(p.numel() for p in model.parameters())
     log.info("model %s, backbone %s: %.2f M parameters", cfg.model.get("name"),
-             (spec or {}).get("choices", {}).get("backbone") or choices.get("backbone"), num_params / 1e6)
+             (spec or {}).get("choices", {}).get("backbone") or choices.get("backbone")
+             or getattr(model, "backbone_name", None), num_params / 1e6)
+    commit = git_commit(ROOT)
+    evaluation = evaluation_options(cfg.get("eval"))
+    identity = experiment_identity(resolved, choices, (spec or {}).get("choices"))
+    if cfg.train and model.build_spec is not None:  # checkpoints say what trained them
+        model.build_spec["training"] = {"identity": identity, "seed": cfg.seed, "git_commit": commit,
+                                        "run_dir": str(output_dir)}
+    eval_only = spec is not None and not cfg.train  # a checkpoint evaluated: record what trained it
+    trained_by = checkpoint_training(spec, cfg.ckpt_path) if eval_only else None
+    if trained_by is not None:
+        set_keys = ck.explicit_overrides(_hydra_runtime()[0])["keys"]
+        identity = evaluation_identity(trained_by, resolved, evaluation, set_keys)
+        log.info("checkpoint trained by: %s, seed %s, %s epochs (run %s)", ", ".join(
+            f"{k} {_fmt(trained_by['identity'].get(k))}" for k in ("model", "backbone", "data")),
+            trained_by.get("seed"), trained_by["identity"].get("epochs"), trained_by.get("run_dir"))
+    elif eval_only:
+        log.warning("%s does not record its training run (an older checkpoint without results.json beside it): "
+                    "results.json's identity describes this evaluation command instead", cfg.ckpt_path)
 
     val_metrics = {}
     if cfg.train:
@@ -139,6 +180,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.test:
         if not cfg.train and cfg.ckpt_path is None and not getattr(model, "loads_own_weights", False):
             log.warning("train=false and ckpt_path=null: evaluating the initial (untrained) weights.")
+        log.info("testing: %s", describe_evaluation(evaluation))
         trainer.test(model, datamodule=datamodule, verbose=False)
         test_metrics = metrics_by_target(trainer.callback_metrics, "test")
 
@@ -149,15 +191,17 @@ def run(cfg: DictConfig) -> dict:
         "test": test_metrics,
         **getattr(model, "extra_results", {}),
         "val": val_metrics,
-        "identity": experiment_identity(resolved, choices, (spec or {}).get("choices")),
+        "identity": identity,
+        "evaluation": {**evaluation, **({"data": cfg.data.get("name"), "seed": cfg.seed} if eval_only else {})},
+        **({"checkpoint": _checkpoint_record(cfg.ckpt_path, ckpt_meta, trained_by)} if eval_only else {}),
         "debug": bool(choices.get("debug") not in (None, "null") or tr.get("fast_dev_run")),
         "partial": bool(limited or tr.get("fast_dev_run")),
         "model": cfg.model.get("name"),
-        "data": cfg.data.get("name"),
-        "seed": cfg.seed,
+        "data": identity.get("data") if trained_by else cfg.data.get("name"),
+        "seed": trained_by.get("seed") if trained_by else cfg.seed,
         "train": bool(cfg.train),
         "ckpt_path": cfg.ckpt_path,
-        "git_commit": git_commit(ROOT),
+        "git_commit": commit,
         "wall_time_s": round(time.time() - start, 2),
         "run_dir": str(output_dir),
         "overrides": _hydra_runtime()[0],
@@ -166,7 +210,7 @@ def run(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         atomic_write_json(output_dir / "results.json", results)
         if test_metrics:
-            log.info("\n%s", results_table(test_metrics))
+            log.info("\n%s", results_table(test_metrics, note=describe_evaluation(evaluation)))
         log.info("results written to %s", output_dir / "results.json")
     return {**results, "scalars": scalars}
 
@@ -205,14 +249,26 @@ def _fit(trainer, model, datamodule, cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from src.utils.run_status import RunStatus, log_to_files
+
+    status = RunStatus(cfg.paths.output_dir)
+    status.running()
     try:
         results = run(cfg)
-    except Exception as exc:  # a bad-input error is reported as one clear line, no traceback
-        err = find_input_error(exc)
-        if err is None:
+    except KeyboardInterrupt:
+        status.interrupted()
+        raise
+    except Exception as exc:  # bad input or a diverged training is reported as one clear line, no traceback
+        err = find_reported_error(exc)
+        if err is None:  # a bug or a library failure: the traceback goes to the console and the log
+            status.failed(f"{type(exc).__name__}: {exc}")
+            log_to_files(f"error: {type(exc).__name__}: {exc}", exc_info=exc)
             raise
+        status.failed(str(err))
+        log_to_files(f"error: {err}")
         print(f"\nerror: {err}", file=sys.stderr)
         sys.exit(1)
+    status.completed()
     metric = cfg.get("optimized_metric")  # e.g. "val/mAP" for hparams_search sweeps
     if metric and metric.startswith("test/"):
         print(f"warning: optimized_metric={metric} selects on the test targets; use val/mAP "
@@ -221,4 +277,10 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    from src.utils.config_groups import misspelt_group
+
+    typo = misspelt_group("train", sys.argv[1:])
+    if typo:
+        print(f"error: {typo}", file=sys.stderr)
+        sys.exit(1)
     main()

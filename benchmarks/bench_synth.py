@@ -31,12 +31,12 @@ ENV = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THR
 
 
 def synth_run(out: Path, overrides: list[str]) -> dict:
-    """One synth.py run into ``out``; returns its dataset.json."""
+    """One synth.py run into ``out``; returns its dataset.json with its timing.json keys."""
     cmd = [sys.executable, str(REPO / "synth.py"), f"out_dir={out}", f"hydra.run.dir={out}_hydra", *overrides]
     res = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(f"synth.py failed ({' '.join(cmd)}):\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
-    return json.loads((out / "dataset.json").read_text())
+    return {**json.loads((out / "dataset.json").read_text()), **json.loads((out / "timing.json").read_text())}
 
 
 def diffusion_via_synth(pipe: Path, work: Path, images: int, steps: int, repeats: int) -> dict[int, float]:

@@ -19,12 +19,17 @@ without an identity block (older run writer) are left out with a warning.
 Privacy audits (``model=attack`` runs, whose results.json has a ``privacy`` section) are grouped by
 ``audit.group_hash`` (the audited model's config and the attack config, not the checkpoint path, so
 the audits of one config's seeds pool) and labelled by the audited model (``extractor.<key>`` labels
-read ``audit.extractor``). Their columns add, per target, ``SSIM:<attacker>`` / ``PSNR:<attacker>``
-(``mean_image``: the control, ``strongest``: the attacker with the highest SSIM in that run),
-``leak:<attacker>`` (leakage rank-1 through the audited model), ``leakref:<attacker>`` (through the
-reference model), ``chance``, ``URR`` (mAP / SSIM of the strongest attacker) and, with ``--baseline
-RUN_DIR`` (the audits of the unprotected model), ``nURR`` = (mAP / mAP_base) / (SSIM / SSIM_base),
-the baseline's values being its means over its runs.
+read ``audit.extractor``). Their columns add, per target, ``<kind>:<attacker>`` with kind ``SSIM``,
+``PSNR``, ``null`` (the SSIM of the attacker's null, trained on shuffled features), ``gain`` (SSIM above
+the null), ``leak`` / ``leakref`` (leakage rank-1 through the audited / the reference model, %) and
+``nleak`` (normalized leakage, %: 0 = chance, 100 = as identifiable as the real images), for an attacker,
+``strongest`` (the largest gain in that run) or, for SSIM / PSNR, ``mean_image`` (the control). Run-level
+columns: ``gain`` and ``nleak`` (the strongest attacker's gain, the most-leaking attacker's normalized
+leakage; ``gain_in`` / ``nleak_in`` the same in-domain), ``probe_nuis`` / ``probe_soft`` (the linear
+attribute probes' mean balanced-accuracy gain over chance, in points, for nuisance / soft-biometric
+attributes), ``chance``, ``URR`` (mAP / SSIM of the strongest attacker) and, with ``--baseline RUN_DIR``
+(the audits of the unprotected model), ``nURR`` = (mAP / mAP_base) / (SSIM / SSIM_base), the
+baseline's values being its means over its runs.
 
 Published figures (``--published FILE``, e.g. ``experiments/published/dppp.yaml``) are added below our
 rows, never pooled with them: each published row fills the label columns it names, its figures
@@ -55,11 +60,22 @@ RUN_KINDS = (
     ("partial", True, "partial", "--include-partial"),
 )
 FLAG_DEFAULTS = {"debug": False, "train": True, "partial": False}
+KIND_FLAGS = {"debug": "--include-debug", "eval-only": "--include-eval-only", "untrained": "--include-eval-only",
+              "partial": "--include-partial"}
+KIND_WHY = {"debug": "debug=... or fast_dev_run", "eval-only": "train=false", "untrained": "trained 0 epochs",
+            "partial": "limit_*_batches: part of a set"}
+MAX_LISTED = 10
 # Privacy metrics of audit runs: "<kind>:<attacker>" (attacker, "strongest" or, for SSIM / PSNR, "mean_image")
 # and run-level values. (results.json key, scale, decimals).
-PRIVACY_KINDS = {"SSIM": ("ssim", 1, 3), "PSNR": ("psnr", 1, 2), "leak": ("leakage_r1", 100, 1),
-                 "leakref": ("leakage_r1_ref", 100, 1)}
-PRIVACY_SCALARS = {"URR": ("urr", 1, 3), "nURR": (None, 1, 3), "chance": ("chance_r1", 100, 1)}
+PRIVACY_KINDS = {"SSIM": ("ssim", 1, 3), "PSNR": ("psnr", 1, 2), "null": ("null_ssim", 1, 3),
+                 "gain": ("ssim_gain", 1, 3), "leak": ("leakage_r1", 100, 1), "leakref": ("leakage_r1_ref", 100, 1),
+                 "nleak": ("leakage_norm", 100, 1)}
+# run-level values: (dotted path in the target's privacy entry, scale, decimals)
+PRIVACY_SCALARS = {"URR": ("urr", 1, 3), "nURR": (None, 1, 3), "chance": ("chance_r1", 100, 1),
+                   "gain": ("ssim_gain", 1, 3), "gain_in": ("in_domain.ssim_gain", 1, 3),
+                   "nleak": ("leakage_norm", 100, 1), "nleak_in": ("in_domain.leakage_norm", 100, 1),
+                   "probe_nuis": ("probes.nuisance.mean_gain", 100, 1),
+                   "probe_soft": ("probes.soft_biometric.mean_gain", 100, 1)}
 PRIVACY_LABEL = ("extractor.model", "extractor.experiment")
 
 
@@ -76,20 +92,68 @@ def _warn_stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def find_results(paths: Iterable[str]) -> List[Path]:
-    """All ``results.json`` under the given files/folders, sorted; error if a path is missing or none found."""
+# Files that make a folder a train.py run folder (train.py writes status.json and config_resolved.yaml;
+# Hydra writes .hydra/hydra.yaml, whose job name tells train.py's runs from synth.py's).
+RUN_FOLDER_MARKERS = ("status.json", "config_resolved.yaml", "hydra.yaml")
+
+
+def _is_train_run(marker: Path) -> bool:
+    if marker.name != "hydra.yaml":
+        return True
+    if marker.parent.name != ".hydra":
+        return False
+    try:
+        text = marker.read_text(errors="replace")
+    except OSError:
+        return False
+    return "\n  job:\n    name: train\n" in text
+
+
+def skip_reason(folder: Path) -> str:
+    """Why a run folder has no results.json, from its status.json (or, for older runs, its log's end)."""
+    try:
+        status = json.loads((folder / "status.json").read_text())
+    except (OSError, ValueError):
+        status = None
+    if isinstance(status, dict) and status.get("status") == "failed":
+        return f"failed: {status.get('error') or 'no error recorded'}"
+    if isinstance(status, dict) and status.get("status") == "running":
+        return (f"no results.json: started {status.get('started')} and never finished (killed, or still "
+                "running)")
+    if isinstance(status, dict) and status.get("status") == "interrupted":
+        return "interrupted by the user before it wrote results.json"
+    logs = sorted(folder.glob("*.log"))
+    tail = ""
+    if logs:
+        lines = [ln.strip() for ln in logs[0].read_text(errors="replace").splitlines() if ln.strip()]
+        tail = f"; {logs[0].name} ends: {lines[-1][:160]!r}" if lines else f"; {logs[0].name} is empty"
+    return f"no results.json (failed or stopped before the end; no status.json, an older run){tail}"
+
+
+def find_results(paths: Iterable[str], warn: Callable[[str], None] = _warn_stderr) -> List[Path]:
+    """All ``results.json`` under the given files/folders, sorted; ``warn`` gets one line per run folder
+    without one, saying why (its status.json). Error if a path is missing or no results.json is found."""
     paths = list(paths)
     found: List[Path] = []
+    skipped: Dict[Path, str] = {}
     for raw in paths:
         p = Path(raw)
         if p.is_file() and p.name == "results.json":
             found.append(p)
         elif p.is_dir():
             found.extend(p.rglob("results.json"))
+            for marker in RUN_FOLDER_MARKERS:
+                for m in p.rglob(marker):
+                    folder = m.parent.parent if m.name == "hydra.yaml" else m.parent
+                    if (_is_train_run(m) and not (folder / "results.json").is_file() and folder not in skipped):
+                        skipped[folder] = skip_reason(folder)
         else:
             raise TableInputError(f"{p}: no such results.json file or run folder")
+    for folder in sorted(skipped):
+        warn(f"skipped {folder}: {skipped[folder]}")
     if not found:
-        raise TableInputError(f"no results.json found under {', '.join(map(str, paths))}; "
+        failed = f" ({len(skipped)} run folder(s) without one, listed above)" if skipped else ""
+        raise TableInputError(f"no results.json found under {', '.join(map(str, paths))}{failed}; "
                               "point at finished run folders (each run writes <run dir>/results.json)")
     return sorted(set(found))
 
@@ -122,9 +186,17 @@ def is_audit(run: Run) -> bool:
     return isinstance(run.result.get("privacy"), dict) and isinstance(run.result.get("audit"), dict)
 
 
+def is_untrained(run: Run) -> bool:
+    """train=true with 0 epochs (older train.py allowed it): the initial weights' numbers, not a training run."""
+    return (not is_audit(run) and bool(run.result.get("train", True))
+            and (run.result.get("identity") or {}).get("epochs") == 0)
+
+
 def _flag(run: Run, key: str):
     if key == "train" and is_audit(run):
         return True  # not an evaluation-only copy of a training run: the audit's own numbers
+    if key == "train" and is_untrained(run):
+        return False
     return run.result.get(key, FLAG_DEFAULTS[key])
 
 
@@ -138,7 +210,15 @@ def group_key(run: Run) -> str:
 
 def _kinds(run: Run) -> List[Tuple[str, str]]:
     """(kind name, --include flag) of every left-out-by-default kind this run is."""
-    return [(name, flag) for key, marker, name, flag in RUN_KINDS if bool(_flag(run, key)) == marker]
+    return [("untrained" if name == "eval-only" and is_untrained(run) else name, flag)
+            for key, marker, name, flag in RUN_KINDS if bool(_flag(run, key)) == marker]
+
+
+def kind_cell(run: Run) -> str:
+    """The ``kind`` column: ``audit`` or ``trained`` (or ``eval-only`` / ``untrained``), ``+debug``, ``+partial``."""
+    kinds = [name for name, _ in _kinds(run)]
+    base = "audit" if is_audit(run) else ("trained" if bool(_flag(run, "train")) else None)
+    return "+".join(([base] if base else []) + kinds)
 
 
 def select_runs(runs: Sequence[Run], include_debug: bool = False, include_eval_only: bool = False,
@@ -147,10 +227,11 @@ def select_runs(runs: Sequence[Run], include_debug: bool = False, include_eval_o
 
     Error if nothing is left, naming the flags that would include the left-out runs.
     """
-    included = {"debug": include_debug, "eval-only": include_eval_only, "partial": include_partial}
+    included = {"debug": include_debug, "eval-only": include_eval_only, "untrained": include_eval_only,
+                "partial": include_partial}
     kept: List[Run] = []
     n_legacy = 0
-    left_out: Dict[str, int] = {name: 0 for name in included}
+    left_out: Dict[Tuple[str, ...], List[Path]] = {}  # the kinds of a run (each run counted once) -> folders
     needed: Dict[str, None] = {}
     for run in runs:
         if run.result.get("identity") is None:
@@ -158,17 +239,19 @@ def select_runs(runs: Sequence[Run], include_debug: bool = False, include_eval_o
             warn(f"warning: {run.path}: no 'identity' block (written by an older train.py); "
                  "left out, re-run it to tabulate it")
             continue
-        blocking = [(name, flag) for name, flag in _kinds(run) if not included[name]]
-        for name, flag in blocking:
-            left_out[name] += 1
-            needed[flag] = None
-        if not blocking:
+        kinds = _kinds(run)
+        blocking = [flag for name, flag in kinds if not included[name]]
+        if blocking:
+            left_out.setdefault(tuple(name for name, _ in kinds), []).append(run.path.parent)
+            needed.update(dict.fromkeys(blocking))
+        else:
             kept.append(run)
-    for key, marker, name, flag in RUN_KINDS:
-        n = left_out[name]
-        if n:
-            warn(f"note: left out {n} {name} run{'s' if n != 1 else ''} ({key}={json.dumps(marker)}); "
-                 f"add {flag} to include {'them' if n != 1 else 'it'}")
+    for combo, folders in left_out.items():
+        n = len(folders)
+        flags = " ".join(dict.fromkeys(KIND_FLAGS[k] for k in combo if not included[k]))
+        shown = ", ".join(map(str, folders[:MAX_LISTED])) + (f" (+{n - MAX_LISTED} more)" if n > MAX_LISTED else "")
+        warn(f"note: left out {n} {'+'.join(combo)} run{'s' if n != 1 else ''} "
+             f"({'; '.join(KIND_WHY[k] for k in combo)}); add {flags} to include {'them' if n != 1 else 'it'}: {shown}")
     if not kept:
         why = []
         if needed:
@@ -207,6 +290,8 @@ def _fmt_value(v) -> str:
 def _label_value(run: Run, key: str) -> str:
     ident = run.result["identity"]
     if key.startswith("extractor.") and key not in ident:
+        if not is_audit(run):  # a training run is its own extractor
+            return _label_value(run, key[len("extractor."):])
         return _fmt_value(((run.result.get("audit") or {}).get("extractor") or {}).get(key[len("extractor."):]))
     return _fmt_value(ident[key] if key in ident else run.result.get(key))
 
@@ -243,7 +328,7 @@ def check_metrics(metrics: Sequence[str]) -> None:
         raise TableInputError(
             f"unknown metric {m!r} in --metrics; choose from {', '.join(METRICS)}, or for privacy audits "
             f"{', '.join(PRIVACY_SCALARS)} and <kind>:<attacker> with kind {', '.join(PRIVACY_KINDS)} and attacker "
-            "l1, gan, diffusion, strongest (SSIM / PSNR also mean_image), e.g. SSIM:strongest")
+            "l1, gan, diffusion, optim, strongest (SSIM / PSNR also mean_image), e.g. gain:strongest")
 
 
 def _decimals(metric: str) -> int:
@@ -278,8 +363,10 @@ def _metric_value(run: Run, target: str, metric: str, baseline: Optional[Dict[st
         base_map, base_ssim = baseline[target]
         return (float(m_ap) / base_map) / (float(ssim) / base_ssim)
     if metric in PRIVACY_SCALARS:
-        key, scale, _ = PRIVACY_SCALARS[metric]
-        v = p.get(key)
+        path, scale, _ = PRIVACY_SCALARS[metric]
+        v = p
+        for key in path.split("."):
+            v = v.get(key) if isinstance(v, dict) else None
         return None if v is None else float(v) * scale
     kind, _, who = metric.partition(":")
     key, scale, _ = PRIVACY_KINDS[kind]
@@ -311,17 +398,18 @@ def privacy_baseline(runs: Sequence[Run]) -> Dict[str, Tuple[float, float]]:
 
 
 def default_metrics(runs: Sequence[Run], baseline: bool = False) -> List[str]:
-    """R1 and mAP; for audits also SSIM and PSNR per attacker, the mean-image control, the strongest
-    attacker's leakage, chance, URR (and nURR with a baseline)."""
+    """R1 and mAP; for audits also SSIM and its gain over the null per attacker, the mean-image control,
+    the strongest gain and the normalized leakage (cross-domain and in-domain), the probes' gains, URR
+    (and nURR with a baseline)."""
     metrics = list(DEFAULT_METRICS)
     audits = [r for r in runs if is_audit(r)]
     if not audits:
         return metrics
     attackers = list(dict.fromkeys(a for r in audits for p in r.result["privacy"].values() if isinstance(p, dict)
                                    for a in p.get("attackers") or {}))
-    metrics += [f"{k}:{a}" for a in attackers for k in ("SSIM", "PSNR")]
-    metrics += ["SSIM:mean_image", "leak:strongest", "chance", "URR"] + (["nURR"] if baseline else [])
-    return metrics
+    metrics += [f"{k}:{a}" for a in attackers for k in ("SSIM", "gain")]
+    metrics += ["SSIM:mean_image", "gain", "gain_in", "nleak", "nleak_in", "probe_nuis", "probe_soft", "URR"]
+    return metrics + (["nURR"] if baseline else [])
 
 
 def build_table(runs: Sequence[Run], metrics: Sequence[str] = DEFAULT_METRICS,
@@ -369,7 +457,7 @@ def build_table(runs: Sequence[Run], metrics: Sequence[str] = DEFAULT_METRICS,
     short = SHORT_HASH
     while len({h[:short] for h in groups}) < len(groups):
         short += 1
-    with_kind = any(_kinds(r) for r in runs)
+    with_kind = any(_kinds(r) for r in runs) or len({is_audit(r) for r in runs}) > 1
 
     header = list(label) + (["config"] if with_hash else []) + (["kind"] if with_kind else []) + ["runs", "seeds"]
     per_target = [] if mean_only else shown
@@ -383,7 +471,7 @@ def build_table(runs: Sequence[Run], metrics: Sequence[str] = DEFAULT_METRICS,
             warn(f"warning: config {h[:short]} has {seeds.count(s)} runs with seed {s} "
                  f"(repeated run?); all are kept: {paths}")
         row = list(labels[h]) + ([h[:short]] if with_hash else [])
-        row += ([",".join(name for name, _ in _kinds(group[0])) or "-"] if with_kind else [])
+        row += ([kind_cell(group[0])] if with_kind else [])
         row += [str(len(group)), ",".join("?" if s is None else str(s) for s in sorted(seeds, key=_seed_key))]
         for t in per_target:
             for m in metrics:
@@ -470,6 +558,16 @@ def _seed_key(seed) -> Tuple[bool, float, str]:
     return (not number, seed if number else 0.0, str(seed))
 
 
+def units_note(metrics: Sequence[str]) -> str:
+    """One line saying what the table's numbers are (which are %, which are not)."""
+    percent = [m for m in metrics if m in METRICS or m == "chance" or m.partition(":")[0] in ("leak", "leakref")]
+    other = {"SSIM": "SSIM in [0, 1]", "PSNR": "PSNR in dB", "URR": "URR a ratio", "nURR": "nURR a ratio"}
+    parts = [f"{', '.join(percent)} in %"] if percent else []
+    parts += list(dict.fromkeys(other[m.partition(":")[0]] for m in metrics if m.partition(":")[0] in other))
+    return ("Numbers: " + "; ".join(parts) + ". A cell is the mean ± sample std over the row's runs (seeds); "
+            "mean/<metric>: per run the mean over the targets shown.")
+
+
 def render(header: Sequence[str], rows: Sequence[Sequence[str]], fmt: str = "markdown") -> str:
     if fmt == "csv":
         buf = io.StringIO()
@@ -500,9 +598,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  allow_abbrev=False)
     ap.add_argument("paths", nargs="+", help="run folders (searched recursively) or results.json files")
-    ap.add_argument("--metrics", nargs="+", help=f"any of {' '.join(METRICS)}; for privacy audits also URR, nURR, "
-                    "chance, SSIM:<attacker>, PSNR:<attacker>, leak:<attacker>, leakref:<attacker> (default: R1 mAP, "
-                    "plus the privacy columns when the runs are audits)")
+    ap.add_argument("--metrics", nargs="+", help=f"any of {' '.join(METRICS)}; for privacy audits also "
+                    f"{', '.join(PRIVACY_SCALARS)} and <kind>:<attacker> with kind {', '.join(PRIVACY_KINDS)} "
+                    "(default: R1 mAP, plus the privacy columns when the runs are audits)")
     ap.add_argument("--label", nargs="+", help="label columns: identity keys (or top-level results.json keys, or "
                     "extractor.<key> for audits); default: model backbone data experiment, for audits "
                     "extractor.model extractor.experiment")
@@ -543,6 +641,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                     zip(published_rows(published, header, label), published)]
             header = header + ["source"]
         text = render(header, rows, fmt=args.format)
+        if args.format == "markdown":
+            text += "\n" + units_note(metrics) + "\n"
+        else:
+            _warn_stderr(units_note(metrics))
         if args.out:
             write_atomic(Path(args.out), text)
     except TableInputError as err:

@@ -139,3 +139,32 @@ def test_ssim_similarity_loss_by_hand():
     assert r.grad is not None and r.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="differ in shape"):
         ssim_similarity_loss(r, torch.rand(2, 3, 12, 13))
+
+
+def test_ssim_gain_by_hand():
+    from src.losses.adversarial import ssim_gain_loss
+    from src.metrics.privacy import ssim
+
+    gen = torch.Generator().manual_seed(0)
+    real = torch.rand(4, 3, 16, 16, generator=gen)
+    blind = torch.full((1, 3, 16, 16), 0.5)
+    floor = ssim(blind.expand_as(real), real)
+    # a perfect reconstruction gains 1 - SSIM(blind, real); the blind guess itself gains nothing
+    assert ssim_gain_loss(real, real, blind).item() == pytest.approx(float((1 - floor).mean()), abs=1e-5)
+    assert ssim_gain_loss(blind.expand_as(real), real, blind).item() == pytest.approx(0.0, abs=1e-6)
+    # an inverted image: plain SSIM calls it very private (< 0), yet it carries the same information;
+    # ssim_gain floors it at 0: no reward for inverting
+    inverted = 1.0 - real
+    assert float(ssim(inverted, real).mean()) < -0.5
+    assert ssim_gain_loss(inverted, real, blind).item() == 0.0
+
+
+def test_fake_realism_by_hand():
+    from src.losses.adversarial import fake_realism
+
+    # hinge: relu(1 + 0.5) = 1.5, relu(1 - 3) = 0 -> 0.75; lsgan: 0.5 * (0.25 + 9) / 2 = 2.3125
+    assert fake_realism("hinge", FAKE).item() == pytest.approx(0.75)
+    assert fake_realism("lsgan", FAKE).item() == pytest.approx(2.3125)
+    assert fake_realism("logistic", FAKE).item() == pytest.approx((softplus(0.5) + softplus(-3.0)) / 2)
+    with pytest.raises(ConfigValueError, match="kind='wgan' is unknown"):
+        fake_realism("wgan", FAKE)

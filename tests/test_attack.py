@@ -24,7 +24,8 @@ FAST = ["model=attack", "model.attack_size=[32,16]", "model.l1.steps=5", "model.
         "model.l1.decoder.base_channels=32", "model.gan.decoder.base_channels=32",
         "model.gan.discriminator.base_channels=8", "model.gan.discriminator.max_channels=32",
         "model.diffusion.sample_size=null", "model.diffusion.decoder.block_out_channels=[8,16]",
-        "model.diffusion.decoder.inference_steps=3", "model.diffusion.num_samples=1", "model.num_pictures=3"]
+        "model.diffusion.decoder.inference_steps=3", "model.diffusion.num_samples=1", "model.num_pictures=3",
+        "model.optim.steps=3", "model.probes.steps=20", "model.max_scored_images=null"]
 
 
 class DownsampledImageExtractor(ReIDModule):
@@ -59,47 +60,108 @@ def colour_data(tmp_path_factory) -> Path:
     return root
 
 
+class ConstantExtractor(ReIDModule):
+    """A feature-blind extractor: every image gets the same feature."""
+
+    def __init__(self, dim: int = 8, num_classes=None, name: str = "constant") -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def extract_features(self, images: torch.Tensor) -> torch.Tensor:
+        return images.new_ones(images.shape[0], 8) * self.scale
+
+
+def write_constant_checkpoint(path: Path, height: int = 32, width: int = 16) -> Path:
+    spec = {"format": 1, "model": {"_target_": "test_attack.ConstantExtractor"},
+            "choices": {"model": "constant", "backbone": None, "loss": None},
+            "input": {"height": height, "width": width, **IMAGENET}, "num_classes": 0}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": ConstantExtractor().state_dict(), "ppreid": spec, "epoch": 0}, path)
+    return path
+
+
 @pytest.fixture(scope="module")
-def leaky_audit(colour_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("leaky_audit")
-    ckpt = write_leaky_checkpoint(out / "extractor" / "checkpoints" / "last.ckpt")
-    res = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={ckpt}", "model.l1.steps=60",
-                                   "model.l1.lr=5e-3"], out / "audit", colour_data)
+def leaky_ckpt(tmp_path_factory) -> Path:
+    return write_leaky_checkpoint(tmp_path_factory.mktemp("leaky") / "extractor" / "checkpoints" / "last.ckpt")
+
+
+@pytest.fixture(scope="module")
+def leaky_audit(colour_data, leaky_ckpt, tmp_path_factory):
+    """The leaky extractor audited by l1 and optim (with their nulls), cross-domain and in-domain."""
+    out, ckpt = tmp_path_factory.mktemp("leaky_audit"), leaky_ckpt
+    res = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={ckpt}", "model.attackers=[l1,optim]",
+                                   "model.l1.steps=40", "model.l1.lr=5e-3", "model.optim.steps=20"],
+                    out / "audit", colour_data)
     return res, out / "audit", ckpt
 
 
-def test_attack_on_a_leaky_extractor_beats_the_mean_image(leaky_audit):
+@pytest.mark.slow
+def test_a_leaky_extractor_shows_a_large_gain_and_leakage(leaky_audit):
     res, out, _ = leaky_audit
     p = res["privacy"]["market1501"]
     l1 = p["attackers"]["l1"]
-    assert l1["ssim"] > p["mean_image_ssim"] + 0.1, p
-    assert l1["psnr"] > p["mean_image_psnr"] + 3, p
-    assert l1["leakage_r1"] > 2 * p["chance_r1"], p
-    assert p["chance_r1"] == pytest.approx(1 / 13)  # 12 test identities + the distractor 0 in the gallery
-    assert p["num_images"] == 12 + 12 * 3 + 1 and p["num_queries"] == 12  # gallery: 2 + 1 junk each, 1 distractor
+    assert l1["ssim"] > p["mean_image_ssim"] + 0.1 and l1["psnr"] > p["mean_image_psnr"] + 3, p
+    assert l1["ssim_gain"] == pytest.approx(l1["ssim"] - l1["null_ssim"])
+    assert l1["ssim_gain"] > 0.1 and l1["null_ssim"] < p["mean_image_ssim"] + 0.02, l1  # the null learns no more
+    assert p["strongest"] == max(p["attackers"], key=lambda a: p["attackers"][a]["ssim_gain"])
+    assert p["ssim_gain"] == p["attackers"][p["strongest"]]["ssim_gain"] >= l1["ssim_gain"]
+    # leave-one-out over all 49 test images, judged by the extractor itself (no reference given)
+    assert p["num_images"] == p["num_scored"] == 12 + 12 * 3 + 1 and p["leakage_judge"] == "extractor"
+    assert p["extractor_r1"] == 1.0 and 0 < p["chance_r1"] < 0.1
+    assert l1["leakage_norm"] > 0.5
+    assert p["most_leaking"] == max(p["attackers"], key=lambda a: p["attackers"][a]["leakage_norm"])
+    assert p["leakage_norm"] == p["attackers"][p["most_leaking"]]["leakage_norm"] >= l1["leakage_norm"]
+    assert p["attackers"]["optim"]["ssim_gain"] > 0.02  # 20 inversion steps already beat inverting other features
+    inside = p["in_domain"]  # 6 of the 12 test identities train, the other 6 are scored
+    assert inside["num_train_identities"] == 6 and inside["pairs"] == inside["num_train_images"]
+    assert inside["num_scored"] == p["num_images"] - inside["num_train_images"]
+    assert {"ssim", "null_ssim", "ssim_gain", "leakage_norm"} <= set(inside["attackers"]["l1"])
+    assert set(p["probes"]["skipped"]) >= {"gender", "viewpoint"}  # Market records carry no attributes
 
 
+@pytest.mark.slow
+def test_a_feature_blind_extractor_shows_no_gain(leaky_ckpt, colour_data, tmp_path):
+    """Constant features: the attacker is its own null (gain ~0); the leaky extractor as reference judge finds
+    no identity in its reconstructions."""
+    ckpt = write_constant_checkpoint(tmp_path / "constant" / "checkpoints" / "last.ckpt")
+    res = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={ckpt}", "model.attackers=[l1]",
+                                   "model.audit_split=cross", "model.l1.steps=40", "model.l1.lr=5e-3",
+                                   f"model.reference_ckpt={leaky_ckpt}", "model.probes.enabled=false"],
+                   tmp_path / "audit", colour_data)
+    p = res["privacy"]["market1501"]
+    l1 = p["attackers"]["l1"]
+    assert abs(l1["ssim_gain"]) < 0.03, l1
+    assert p["leakage_judge"] == "reference" and p["reference_r1"] == 1.0
+    assert abs(l1["leakage_norm"]) < 0.25, l1
+    assert "in_domain" not in p and "probes" not in p
+
+
+@pytest.mark.slow
 def test_results_json_privacy_section_and_urr(leaky_audit):
     res, out, ckpt = leaky_audit
     written = json.loads((out / "results.json").read_text())
     assert written["test"] == res["test"] and written["model"] == "attack" and written["train"] is False
     p = written["privacy"]["market1501"]
-    assert set(p["attackers"]) == {"l1", "gan", "diffusion"}
-    for row in p["attackers"].values():
-        assert {"ssim", "psnr", "leakage_r1"} <= set(row) and -1 <= row["ssim"] <= 1
-    strongest = max(p["attackers"], key=lambda a: p["attackers"][a]["ssim"])
-    assert p["strongest"] == strongest
-    assert p["urr"] == pytest.approx(written["test"]["market1501"]["mAP"] / p["attackers"][strongest]["ssim"])
+    assert set(p["attackers"]) == {"l1", "optim"}
+    for row in list(p["attackers"].values()) + list(p["in_domain"]["attackers"].values()):
+        assert {"ssim", "psnr", "null_ssim", "null_psnr", "ssim_gain", "leakage_r1", "leakage_norm"} <= set(row)
+        assert -1 <= row["ssim"] <= 1
+    assert p["urr"] == pytest.approx(written["test"]["market1501"]["mAP"] / p["attackers"][p["strongest"]]["ssim"])
     audit = written["audit"]
     assert audit["extractor"]["ckpt"] == str(ckpt) and audit["extractor"]["model"] == "leaky"
     assert audit["attack_size"] == [32, 16] and len(audit["group_hash"]) == 16
-    assert audit["train"]["steps"] == {"l1": 60, "gan": 5, "diffusion": 5}
+    assert audit["splits"] == ["cross", "in_domain"]
+    assert audit["train"]["steps"] == {"l1": 40, "optim": 20}
+    assert {"cross/pairs", "cross/train/l1", "cross/market1501/score", "in_domain/market1501/train/l1",
+            "probes/market1501"} <= set(audit["cost_s"])
+    assert audit["cost_total_s"] == pytest.approx(sum(audit["cost_s"].values()), abs=0.2)
     picture = out / "reconstructions_market1501.png"
     from PIL import Image
     with Image.open(picture) as im:
-        assert im.size[0] > 4 * 32  # real + three attackers side by side
+        assert im.size[0] > 3 * 96  # real + two attackers side by side, each at least 96 pixels wide
 
 
+@pytest.mark.slow
 def test_mean_image_control_is_recomputed_from_the_image_files(leaky_audit, colour_data):
     """mean_image_ssim / _psnr equal SSIM / PSNR (src.metrics.privacy, tested against skimage) of the mean
     training image (with mirror images) against every query + gallery image, read independently here."""
@@ -125,9 +187,51 @@ def test_mean_image_control_is_recomputed_from_the_image_files(leaky_audit, colo
     assert p["mean_image_psnr"] == pytest.approx(psnr(mean, test).mean().item(), abs=0.1)
 
 
-def test_audit_of_trained_checkpoints_with_a_reference_model(reid_data_dir, tmp_path):
-    """Real checkpoints (a privacy GAN and a BoT as the independent reference); two seeds of one config audit
-    into one table row (equal group hashes), another extractor config does not."""
+TOY_MINI = ["data.prepare.num_identities=12", "data.prepare.images_per_identity=4", "data.prepare.target_identities=8",
+            "data.prepare.gallery_per_identity=3", "data.prepare.height=32", "data.prepare.width=16",
+            "data.prepare.progress=false", "data.val_split.identities=2"]
+
+
+@pytest.mark.slow
+def test_audit_of_a_trained_bot_checkpoint_writes_every_part(tmp_path):
+    """A BoT trained on a toy GenePerson-mini, audited by all four attackers with a second BoT as the
+    reference judge: nulls and gains, cross-domain and in-domain figures, normalized leakage, attribute
+    probes, the optim attacker, the cost per part, and a picture per target."""
+    data = tmp_path / "data"
+    for seed in (1, 2):
+        run_train(TINY + TOY_MINI + [f"seed={seed}"], tmp_path / f"bot{seed}", data)
+    ckpt, ref = (tmp_path / f"bot{seed}" / "checkpoints" / "last.ckpt" for seed in (1, 2))
+    res = run_train(TINY + TOY_MINI + FAST + [f"model.extractor_ckpt={ckpt}", f"model.reference_ckpt={ref}"],
+                    tmp_path / "audit", data)
+    assert set(res["privacy"]) == {"night_cctv", "station_indoor"}
+    for target, p in res["privacy"].items():
+        for block in (p, p["in_domain"]):
+            assert set(block["attackers"]) == {"l1", "gan", "diffusion", "optim"}
+            for row in block["attackers"].values():
+                assert row["ssim_gain"] == pytest.approx(row["ssim"] - row["null_ssim"])
+                assert 0 <= row["leakage_r1_ref"] <= 1
+                # normalized between chance and the judge's R1 on real images (undefined if the judge is at chance)
+                assert (row["leakage_norm"] is not None) == (block["reference_r1"] > block["chance_r1"] + 1e-9)
+            assert block["leakage_judge"] == "reference" and 0 <= block["reference_r1"] <= 1
+            assert block["strongest"] in block["attackers"]
+            defined = [a for a, row in block["attackers"].items() if row["leakage_norm"] is not None]
+            assert block["most_leaking"] == (max(defined, key=lambda a: block["attackers"][a]["leakage_norm"])
+                                             if defined else None)
+        assert p["in_domain"]["num_train_identities"] == 4  # half of the target's 8 identities
+        probes = p["probes"]
+        assert {"viewpoint", "camera"} <= set(probes["nuisance"]) and "gender" in probes["soft_biometric"], probes
+        for row in (probes["nuisance"]["viewpoint"], probes["soft_biometric"]["gender"]):
+            assert 0 <= row["balanced_accuracy"] <= 1 and row["gain"] == pytest.approx(row["balanced_accuracy"]
+                                                                                      - row["chance"])
+        assert (tmp_path / "audit" / f"reconstructions_{target}.png").is_file()
+    assert res["audit"]["extractor"]["backbone"] == "tiny_cnn" and res["audit"]["cost_total_s"] > 0
+    log_text = (tmp_path / "audit" / "train.log").read_text() if (tmp_path / "audit" / "train.log").is_file() else ""
+    assert "backbone None" not in log_text
+
+
+@pytest.mark.slow
+def test_audits_of_one_config_pool_and_another_config_does_not(reid_data_dir, tmp_path):
+    """Two seeds of one privacy GAN config audit into one table row (equal group hashes), a BoT does not."""
     base = TINY + ["data=market1501", "trainer.max_epochs=1"]
     pgan = base + ["model=privacy_gan", "model.phases.reversal_from=0", "model.phases.joint_from=0",
                    "model.generator.base_channels=16", "model.generator.min_channels=8",
@@ -135,38 +239,46 @@ def test_audit_of_trained_checkpoints_with_a_reference_model(reid_data_dir, tmp_
     for seed in (1, 2):
         run_train(pgan + [f"seed={seed}"], tmp_path / f"pgan{seed}", reid_data_dir)
     run_train(base + ["model=bot"], tmp_path / "bot", reid_data_dir)
-    ref = tmp_path / "bot" / "checkpoints" / "last.ckpt"
     audits = {}
     for name in ("pgan1", "pgan2", "bot"):
         ckpt = tmp_path / name / "checkpoints" / "last.ckpt"
-        audits[name] = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={ckpt}",
-                                                f"model.reference_ckpt={ref}"],
+        audits[name] = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={ckpt}", "debug=fdr",
+                                                "model.attackers=[l1]", "model.audit_split=cross"],
                                  tmp_path / f"audit_{name}", reid_data_dir)
-    p = audits["pgan1"]["privacy"]["market1501"]
-    assert 0 <= p["reference_r1"] <= 1
-    assert all(0 <= row["leakage_r1_ref"] <= 1 for row in p["attackers"].values())
     ext = audits["pgan1"]["audit"]["extractor"]
     assert ext["model"] == "privacy_gan" and ext["seed"] == 1 and ext["privacy"]["privacy_weight"] == 1.0
     hashes = {k: a["audit"]["group_hash"] for k, a in audits.items()}
     assert hashes["pgan1"] == hashes["pgan2"] != hashes["bot"]
 
 
-def test_fast_dev_run_of_the_audit(leaky_audit, colour_data, tmp_path):
-    ckpt = leaky_audit[2]
-    res = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={ckpt}", "model.l1.steps=1000",
+@pytest.mark.parametrize("flip, pairs_per_image", [(False, 2), (True, 1)])
+def test_flip_test_features_are_paired_with_one_image(flip, pairs_per_image, leaky_ckpt, colour_data, tmp_path):
+    """With eval.flip the stored feature is the mean over an image and its mirror: pairing it with both images
+    would teach an ambiguity, so the mirror images add pairs only without flip-test."""
+    res = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={leaky_ckpt}", "debug=fdr",
+                                   f"eval.flip={str(flip).lower()}", "model.attackers=[l1]", "model.audit_split=cross"],
+                    tmp_path, colour_data)
+    assert res["audit"]["train"]["pairs"] == 16 * pairs_per_image  # a fast dev run: one batch of 16 images
+
+
+def test_fast_dev_run_of_the_audit(leaky_ckpt, colour_data, tmp_path):
+    res = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={leaky_ckpt}", "model.l1.steps=1000",
                                    "debug=fdr"], tmp_path, colour_data)
     assert res["debug"] and res["partial"]
-    assert res["audit"]["train"]["steps"] == {"l1": 1, "gan": 1, "diffusion": 1}
-    assert set(res["privacy"]["market1501"]["attackers"]) == {"l1", "gan", "diffusion"}
+    assert res["audit"]["train"]["steps"] == {"l1": 1, "gan": 1, "diffusion": 1, "optim": 1}
+    p = res["privacy"]["market1501"]
+    assert set(p["attackers"]) == set(p["in_domain"]["attackers"]) == {"l1", "gan", "diffusion", "optim"}
 
 
 @pytest.mark.parametrize("override, message", [
     (None, r"model=attack needs the checkpoint to audit: give model.extractor_ckpt=<path>"),
-    ("model.attackers=[l1,vae]", r"unknown attacker 'vae'; choose from l1, gan, diffusion"),
+    ("model.attackers=[l1,vae]", r"unknown attacker 'vae'; choose from l1, gan, diffusion, optim"),
     ("model.attack_size=[8,4]", r"model.attack_size=\[8, 4\]: .* >= 11"),
+    ("model.audit_split=half", r"model.audit_split='half'; use one of cross, in_domain, both"),
+    ("model.max_scored_images=1", r"model.max_scored_images=1; give null \(all\) or an int >= 2"),
 ])
-def test_bad_audit_settings_are_clear_messages(override, message, leaky_audit, colour_data, tmp_path):
-    extra = [] if override is None else [f"model.extractor_ckpt={leaky_audit[2]}", override]
+def test_bad_audit_settings_are_clear_messages(override, message, leaky_ckpt, colour_data, tmp_path):
+    extra = [] if override is None else [f"model.extractor_ckpt={leaky_ckpt}", override]
     with pytest.raises(Exception) as err:
         run_train(TINY + FAST + ["data=market1501", "debug=fdr"] + extra, tmp_path, colour_data)
     found = find_input_error(err.value)
@@ -187,21 +299,29 @@ def test_a_file_that_is_not_a_checkpoint_is_named(colour_data, tmp_path):
         assert f"model.extractor_ckpt={path}" in text and message in text, text
 
 
-def test_the_audit_refuses_to_train(leaky_audit, colour_data, tmp_path):
+def test_the_audit_refuses_to_train(leaky_ckpt, colour_data, tmp_path):
     with pytest.raises(Exception) as err:
         run_train(TINY + FAST + ["data=market1501", "debug=fdr", "train=true",
-                                 f"model.extractor_ckpt={leaky_audit[2]}"], tmp_path, colour_data)
+                                 f"model.extractor_ckpt={leaky_ckpt}"], tmp_path, colour_data)
     assert "never trains the extractor" in str(find_input_error(err.value))
 
 
 # ----------------------------------------------------------------------------- tables of audits
-def _write_audit(run_dir: Path, seed: int, group: str, m_ap: float, ssim: dict, experiment: str) -> None:
-    """An audit's results.json as model=attack writes it (one target, 'night')."""
-    attackers = {a: {"ssim": s, "psnr": 10 + 10 * s, "leakage_r1": s / 2} for a, s in ssim.items()}
+def _write_audit(run_dir: Path, seed: int, group: str, m_ap: float, ssim: dict, experiment: str,
+                 null: float = 0.2, nleak: float = 0.5, inside: float = 0.5) -> None:
+    """An audit's results.json as model=attack writes it (one target, 'night'): every attacker's null scores
+    ``null``, the most-leaking attacker ``nleak``; in-domain gains and leakage are ``inside`` x the
+    cross-domain ones."""
+    attackers = {a: {"ssim": s, "psnr": 10 + 10 * s, "null_ssim": null, "ssim_gain": s - null,
+                     "leakage_r1": s / 2, "leakage_norm": nleak * s / max(ssim.values())} for a, s in ssim.items()}
     strongest = max(ssim, key=ssim.get)
+    gain = ssim[strongest] - null
     res = {"test": {"night": {"R1": 0.5, "mAP": m_ap}},
            "privacy": {"night": {"mean_image_ssim": 0.2, "mean_image_psnr": 12.0, "chance_r1": 0.01,
-                                 "attackers": attackers, "strongest": strongest, "urr": m_ap / ssim[strongest]}},
+                                 "attackers": attackers, "strongest": strongest, "urr": m_ap / ssim[strongest],
+                                 "ssim_gain": gain, "most_leaking": strongest, "leakage_norm": nleak,
+                                 "in_domain": {"ssim_gain": inside * gain, "leakage_norm": inside * nleak},
+                                 "probes": {"nuisance": {"mean_gain": 0.3}, "soft_biometric": {"mean_gain": 0.1}}}},
            "audit": {"group_hash": group, "extractor": {"model": "privacy_gan", "experiment": experiment,
                                                         "privacy": {"privacy_weight": 1.0}}},
            "identity": {"model": "attack", "data": "genepers_mini", "experiment": None,
@@ -211,23 +331,26 @@ def _write_audit(run_dir: Path, seed: int, group: str, m_ap: float, ssim: dict, 
     (run_dir / "results.json").write_text(json.dumps(res))
 
 
-def test_tables_pool_audits_per_config_and_normalize_urr(tmp_path, capsys):
+def test_tables_pool_audits_per_config_with_gains_and_normalized_leakage(tmp_path, capsys):
     base, rows = tmp_path / "unprotected", tmp_path / "all"
     _write_audit(base / "1", 1, "g0", 0.40, {"l1": 0.50, "gan": 0.40}, "privacy_sandbox_unprotected")
     _write_audit(base / "2", 2, "g0", 0.44, {"l1": 0.30, "gan": 0.40}, "privacy_sandbox_unprotected")
-    _write_audit(rows / "gan1", 1, "g1", 0.40, {"l1": 0.20, "gan": 0.25}, "privacy_sandbox_gan")
-    _write_audit(rows / "gan2", 2, "g1", 0.38, {"l1": 0.30, "gan": 0.20}, "privacy_sandbox_gan")
+    _write_audit(rows / "gan1", 1, "g1", 0.40, {"l1": 0.20, "gan": 0.25}, "privacy_sandbox_gan", nleak=0.2)
+    _write_audit(rows / "gan2", 2, "g1", 0.38, {"l1": 0.30, "gan": 0.20}, "privacy_sandbox_gan", nleak=0.3)
     assert tables.main([str(rows), "--baseline", str(base), "--format", "csv", "--mean-only"]) == 0
     out = list(__import__("csv").reader(capsys.readouterr().out.splitlines()))
     header, row = out[0], out[1]
     assert header[:4] == ["extractor.model", "extractor.experiment", "runs", "seeds"]
-    assert header[4:] == ["mean/R1", "mean/mAP", "mean/SSIM:l1", "mean/PSNR:l1", "mean/SSIM:gan", "mean/PSNR:gan",
-                          "mean/SSIM:mean_image", "mean/leak:strongest", "mean/chance", "mean/URR", "mean/nURR"]
+    assert header[4:] == ["mean/R1", "mean/mAP", "mean/SSIM:l1", "mean/gain:l1", "mean/SSIM:gan", "mean/gain:gan",
+                          "mean/SSIM:mean_image", "mean/gain", "mean/gain_in", "mean/nleak", "mean/nleak_in",
+                          "mean/probe_nuis", "mean/probe_soft", "mean/URR", "mean/nURR"]
     assert row[:4] == ["privacy_gan", "privacy_sandbox_gan", "2", "1,2"]  # seeds pooled, audits are not eval-only
     cell = dict(zip(header, row))
     assert cell["mean/mAP"] == "39.0 ± 1.4" and cell["mean/SSIM:l1"] == "0.250 ± 0.071"
-    # strongest: gan (0.25) in run 1, l1 (0.30) in run 2; leakage of the strongest: 12.5 and 15.0
-    assert cell["mean/leak:strongest"] == "13.8 ± 1.8"
+    # strongest: gan (0.25) in run 1, l1 (0.30) in run 2; gains over the null (0.2): 0.05 and 0.10
+    assert cell["mean/gain"] == "0.075 ± 0.035" and cell["mean/gain_in"] == "0.037 ± 0.018"
+    assert cell["mean/nleak"] == "25.0 ± 7.1" and cell["mean/nleak_in"] == "12.5 ± 3.5"
+    assert cell["mean/probe_nuis"] == "30.0 ± 0.0" and cell["mean/probe_soft"] == "10.0 ± 0.0"
     # URR = mAP / strongest SSIM: 1.6 and 1.2667
     assert cell["mean/URR"] == "1.433 ± 0.236"
     # baseline: mAP 0.42, strongest SSIM (0.5 + 0.4) / 2 = 0.45; nURR = (mAP / 0.42) / (SSIM / 0.45)
@@ -240,34 +363,32 @@ def test_tables_pool_audits_per_config_and_normalize_urr(tmp_path, capsys):
 def test_tables_privacy_metrics_by_name_and_bad_baseline(tmp_path, capsys):
     _write_audit(tmp_path / "a" / "1", 1, "g1", 0.4, {"l1": 0.2}, "x")
     _write_audit(tmp_path / "b" / "1", 1, "g2", 0.4, {"l1": 0.3}, "y")
-    assert tables.main([str(tmp_path / "a"), "--metrics", "mAP", "SSIM:strongest", "PSNR:mean_image", "--format",
-                        "csv"]) == 0
+    assert tables.main([str(tmp_path / "a"), "--metrics", "mAP", "SSIM:strongest", "PSNR:mean_image", "null:l1",
+                        "nleak:l1", "--format", "csv", "--mean-only"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].endswith("night/mAP,night/SSIM:strongest,night/PSNR:mean_image,mean/mAP,mean/SSIM:strongest,"
-                             "mean/PSNR:mean_image")
-    assert lines[1].endswith("40.0,0.200,12.00,40.0,0.200,12.00")
+    assert lines[0].endswith("mean/mAP,mean/SSIM:strongest,mean/PSNR:mean_image,mean/null:l1,mean/nleak:l1")
+    assert lines[1].endswith("40.0,0.200,12.00,0.200,50.0")
     assert tables.main([str(tmp_path / "a"), "--baseline", str(tmp_path)]) == 2  # two configs
     assert "audits of 2 configs" in capsys.readouterr().err
     assert tables.main([str(tmp_path / "a"), "--metrics", "SSIM"]) == 2
-    assert "SSIM:strongest" in capsys.readouterr().err
+    assert "gain:strongest" in capsys.readouterr().err
 
 
-def test_privacy_plot_writes_the_tradeoff_png(tmp_path, capsys):
+def test_privacy_plot_writes_the_tradeoff_png_and_names_the_best_point(tmp_path, capsys):
     import privacy_plot
 
-    _write_audit(tmp_path / "base" / "1", 1, "g0", 0.42, {"l1": 0.45}, "unprotected")
-    _write_audit(tmp_path / "sweep" / "a", 1, "g1", 0.41, {"l1": 0.30}, "privacy_gan")
-    _write_audit(tmp_path / "sweep" / "b", 1, "g2", 0.30, {"l1": 0.20}, "privacy_gan_strong")
+    _write_audit(tmp_path / "base" / "1", 1, "g0", 0.42, {"l1": 0.45}, "unprotected", nleak=0.6)
+    _write_audit(tmp_path / "sweep" / "a", 1, "g1", 0.41, {"l1": 0.30}, "privacy_gan", nleak=0.2)
+    _write_audit(tmp_path / "sweep" / "b", 1, "g2", 0.30, {"l1": 0.21}, "privacy_gan_strong", nleak=0.0)
     out = tmp_path / "tradeoff.png"
     assert privacy_plot.main([str(tmp_path / "sweep"), str(tmp_path / "base"), "--baseline", str(tmp_path / "base"),
                               "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert out.stat().st_size > 0
-    assert ("best point within 2 mAP points: privacy_gan w=1: SSIM -33%, mAP -1.0 points vs the baseline "
-            "(goal: SSIM -30%: reached)") in text
-    # above the control (mean-image SSIM 0.2): baseline 0.25, privacy_gan 0.10 -> -60%
-    assert "| privacy_gan w=1 | 1 | 0.300 | 0.100 | 41.0 | -33% | -60% | -1.0 |" in text
-    assert "lies below the mean-image control" not in text
+    # gains over the null 0.2: baseline 0.25, privacy_gan 0.10 (x0.40), leakage 60 -> 20 (x0.33): worst 0.40
+    assert "| privacy_gan w=1 | 1 | 41.0 | 0.100 | 0.050 | 20.0 | 10.0 | -1.0 | 0.40 |" in text
+    assert ("best point within 2 mAP points: privacy_gan w=1: every gain and leakage at most 0.40 x the baseline's, "
+            "mAP -1.0 points (goal: at most 0.5 x: reached)") in text
 
 
 def test_privacy_plot_seeds_compares_like_with_like(tmp_path, capsys):
@@ -285,20 +406,7 @@ def test_privacy_plot_seeds_compares_like_with_like(tmp_path, capsys):
     assert privacy_plot.main([str(tmp_path), "--baseline", str(tmp_path / "base"), "--seeds", "1",
                               "--out", str(tmp_path / "t.png")]) == 0
     text = capsys.readouterr().out
-    # against seed 1 alone (mAP 50, SSIM 0.40): -10% SSIM, -5 points (against both seeds it would read +0.05 mAP)
-    assert "| privacy_gan w=1 | 1 | 0.360 | 0.160 | 45.0 | -10% | -20% | -5.0 |" in text
+    # against seed 1 alone (mAP 50, gain 0.20): gain 0.16 (x0.80), -5 points (against both seeds: +5 points)
+    assert "| privacy_gan w=1 | 1 | 45.0 | 0.160 | 0.080 | 50.0 | 25.0 | -5.0 | 1.00 |" in text
     assert privacy_plot.main([str(tmp_path), "--seeds", "7", "--out", str(tmp_path / "t.png")]) == 2
     assert "with extractor seeds [7]" in capsys.readouterr().err
-
-
-def test_privacy_plot_says_when_the_goal_lies_below_the_control(tmp_path, capsys):
-    import privacy_plot
-
-    _write_audit(tmp_path / "base" / "1", 1, "g0", 0.42, {"l1": 0.26}, "unprotected")  # control 0.2
-    _write_audit(tmp_path / "gan" / "1", 1, "g1", 0.42, {"l1": 0.23}, "privacy_gan")
-    assert privacy_plot.main([str(tmp_path), "--baseline", str(tmp_path / "base"),
-                              "--out", str(tmp_path / "t.png")]) == 0
-    text = capsys.readouterr().out
-    # goal SSIM 0.7 x 0.26 = 0.182 < 0.2; above control: 0.06 -> 0.03 (-50%)
-    assert "the goal's SSIM (0.182) lies below the mean-image control (0.200)" in text
-    assert "| privacy_gan w=1 | 1 | 0.230 | 0.030 | 42.0 | -12% | -50% | +0.0 |" in text

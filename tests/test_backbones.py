@@ -273,7 +273,13 @@ def test_clip_yaml_input_size_follows_data_config():
     with pytest.raises(Exception) as err:  # Hydra wraps it; the entry points print the ConfigValueError
         instantiate(cfg.backbone)
     assert "divisible by 16" in str(find_input_error(err.value))
-    rn50 = OmegaConf.create({"data": {"height": 128, "width": 48}, "backbone": OmegaConf.load(CONF / "clip_rn50.yaml")})
+    # RN50 with CLIP-ReID's last stride 1 down-samples 16x; CLIP's own (last_stride=2) 32x
+    rn50 = OmegaConf.create({"data": {"height": 128, "width": 40}, "backbone": OmegaConf.load(CONF / "clip_rn50.yaml")})
+    with pytest.raises(Exception) as err:
+        instantiate(rn50.backbone)
+    assert "divisible by 16" in str(find_input_error(err.value))
+    rn50.data.width = 48
+    rn50.backbone.last_stride = 2
     with pytest.raises(Exception) as err:
         instantiate(rn50.backbone)
     assert "divisible by 32" in str(find_input_error(err.value))

@@ -14,9 +14,12 @@ from src.utils.errors import ConfigValueError, find_input_error
 # A tiny reversal module and a short schedule: epoch 0 E alone, epoch 1 R alone, epoch 2+ joint.
 PGAN = TINY + ["data=market1501", "model=privacy_gan", "model.phases.reversal_from=1", "model.phases.joint_from=2",
                "model.generator.base_channels=32", "model.generator.min_channels=8",
-               "model.discriminator.base_channels=8", "model.discriminator.max_channels=32"]
+               "model.discriminator.base_channels=8", "model.discriminator.max_channels=32",
+               "model.pool.decoder.base_channels=16", "model.pool.decoder.min_channels=8",
+               "callbacks.fresh_probe.steps=3", "callbacks.fresh_probe.decoder.base_channels=16",
+               "callbacks.fresh_probe.decoder.min_channels=8"]
 E_PREFIXES = ("backbone.", "neck.")
-R_PREFIXES = ("generator.", "discriminator.")
+R_PREFIXES = ("defence.generator.", "defence.discriminator.")
 
 
 def _ckpt(out):
@@ -96,22 +99,107 @@ def test_each_phase_leaves_the_other_modules_unchanged(reid_data_dir, tmp_path, 
     assert not same(1, 2, E_PREFIXES) and not same(1, 2, R_PREFIXES)  # joint: both move
 
 
-def test_resume_in_the_joint_phase_continues_the_counters(reid_data_dir, tmp_path):
-    over = PGAN + ["model.d_every=4", "model.r1_every=2"]
-    run_train(over + ["trainer.max_epochs=4"], tmp_path / "straight", reid_data_dir)
-    run_train(over + ["trainer.max_epochs=3"], tmp_path / "first", reid_data_dir)
+def test_resume_in_the_joint_phase_continues_the_counters(reid_data_dir, tmp_path, monkeypatch):
+    from src.models.privacy_gan import PrivacyGANModel
+
+    over = PGAN + ["model.d_every=4", "model.r1_every=2", "trainer.max_epochs=4"]
+    run_train(over, tmp_path / "straight", reid_data_dir)
+    end = PrivacyGANModel.on_train_epoch_end
+
+    def stop_after_epoch_2(self):  # the same run, interrupted after its first joint epoch
+        end(self)
+        self.trainer.should_stop = self.current_epoch == 2
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PrivacyGANModel, "on_train_epoch_end", stop_after_epoch_2)
+        run_train(over, tmp_path / "first", reid_data_dir)
     first = _ckpt(tmp_path / "first")
-    assert first["privacy_gan"]["phase"] == "joint"
-    run_train(over + ["trainer.max_epochs=4", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"],
-              tmp_path / "resumed", reid_data_dir)
+    assert first["privacy_gan"]["phase"] == "joint" and first["epoch"] == 2
+    run_train(over + [f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"], tmp_path / "resumed",
+              reid_data_dir)
     straight, resumed = _ckpt(tmp_path / "straight"), _ckpt(tmp_path / "resumed")
     assert resumed["privacy_gan"] == straight["privacy_gan"]
     assert _optimizer_steps(resumed) == _optimizer_steps(straight)
     assert _optimizer_steps(resumed)[0] > _optimizer_steps(first)[0]
+    # the same seed gives the same weights and BN statistics, resumed or not (a fresh process starts every
+    # module in train mode: modes come from the phase, augmentations from an RNG seeded per epoch)
+    differ = [k for k, v in straight["state_dict"].items() if not torch.equal(v, resumed["state_dict"][k])]
+    assert not differ, differ[:5]
+
+
+def test_modes_and_bn_statistics_follow_the_phases(reid_data_dir, tmp_path, monkeypatch):
+    """E trains (train mode, BN statistics move) alone and in the joint phase; it is frozen (eval mode,
+    statistics fixed) while the reversal module trains alone; validation in between changes nothing."""
+    from src.models.privacy_gan import PrivacyGANModel
+
+    seen = {}
+    step, end = PrivacyGANModel.training_step, PrivacyGANModel.on_train_epoch_end
+
+    def record(self, batch, batch_idx):
+        entry = seen.setdefault(self.current_epoch, {"bn_start": self.neck.bn.running_mean.clone()})
+        entry.setdefault("e_modes", set()).update(m.training for m in self.extractor_modules())
+        entry.setdefault("r_modes", set()).update(m.training for m in self.defence.modules())
+        return step(self, batch, batch_idx)
+
+    def close(self):
+        seen[self.current_epoch]["bn_end"] = self.neck.bn.running_mean.clone()
+        end(self)
+
+    monkeypatch.setattr(PrivacyGANModel, "training_step", record)
+    monkeypatch.setattr(PrivacyGANModel, "on_train_epoch_end", close)
+    run_train(PGAN + ["trainer.max_epochs=4"], tmp_path, reid_data_dir)  # epochs: E, R, joint, joint
+    assert [seen[e]["e_modes"] for e in range(4)] == [{True}, {False}, {True}, {True}]
+    assert [seen[e]["r_modes"] for e in range(4)] == [{False}, {True}, {True}, {True}]
+    moved = [not torch.equal(seen[e]["bn_start"], seen[e]["bn_end"]) for e in range(4)]
+    assert moved == [True, False, True, True]
+
+
+@pytest.mark.parametrize("defence, extra, optimizers", [
+    ("pool", ["model.pool.size=2", "model.pool.warmup_batches=1"], 2),
+    ("dependence", ["model.dependence.measure=hsic"], 1),
+    ("none", ["model.privacy_weight=0", "+model.bottleneck={beta: 0.01, stored: sample}"], 1),
+])
+def test_each_defence_trains_and_writes_its_pictures_and_probe(defence, extra, optimizers, reid_data_dir, tmp_path):
+    out = tmp_path / "run"
+    over = PGAN + ["trainer.max_epochs=3", f"model.defence={defence}", "callbacks.fresh_probe.every_n_epochs=2",
+                   "data.val_split.identities=4", *extra]
+    res = run_train(over, out, reid_data_dir)
+    ckpt = _ckpt(out)
+    assert len(ckpt["optimizer_states"]) == optimizers
+    scalars = res["scalars"]
+    assert {"val/probe_ssim", "val/probe_ssim_null", "val/probe_ssim_gain", "val/probe_mean_image_ssim"} <= set(scalars)
+    assert (out / "loss_curves.png").is_file()
+    assert (out / "own_reconstructions.png").is_file() == (defence == "pool")
+    n = _batches_per_epoch(over, tmp_path, reid_data_dir)
+    if defence == "pool":  # E alone, the pool alone, joint (one restart at the joint epoch)
+        assert ckpt["privacy_gan"]["counters"]["r_batches"] == 2 * n
+        assert ckpt["state_dict"]["defence.born"].tolist() == [2, 0]
+        assert ckpt["state_dict"]["defence.steps"].tolist() == [n, 2 * n]
+        assert "train/loss_privacy" in scalars
+    elif defence == "dependence":  # no adversary: no reversal phase, the penalty from epoch 1 on
+        assert ckpt["privacy_gan"]["boundaries"] == {"reversal_from": 1, "joint_from": 1}
+        assert ckpt["privacy_gan"]["counters"]["e_steps"] == 3 * n and 0.0 <= scalars["train/loss_privacy"] <= 1.0
+    else:
+        assert "train/kl" in scalars and "defence.generator.fc.weight" not in ckpt["state_dict"]
+        assert "bottleneck.mean_head.weight" in ckpt["state_dict"]
+    assert res["test"]["market1501"]["mAP"] >= 0.0
+
+
+def test_the_bottleneck_stores_a_seeded_sample_at_evaluation(reid_data_dir, tmp_path):
+    from hydra.utils import instantiate
+
+    cfg = compose_train(PGAN + ["model.defence=none", "+model.bottleneck={beta: 0.01}"], tmp_path)
+    model = instantiate(cfg.model).eval()
+    images = torch.randn(4, 3, 32, 16)
+    feats = model.extract_features(images)
+    assert torch.equal(feats[2:], model.extract_features(images[2:]))
+    mean = model.bottleneck(model.neck.bn(model.pooled_features(images)))[0]
+    assert not torch.allclose(feats, mean)
 
 
 def test_nan_in_a_gan_loss_stops_the_run_and_keeps_last_ckpt(reid_data_dir, tmp_path, monkeypatch):
-    from src.models.privacy_gan import NonFiniteLossError, PrivacyGANModel
+    from src.models.privacy_gan import PrivacyGANModel
+    from src.utils.errors import TrainingDivergedError, find_reported_error
     from src.nn.discriminator import FeatureConditionedDiscriminator
 
     state = {"nan": False}
@@ -129,10 +217,11 @@ def test_nan_in_a_gan_loss_stops_the_run_and_keeps_last_ckpt(reid_data_dir, tmp_
 
     monkeypatch.setattr(FeatureConditionedDiscriminator, "forward", poisoned)
     monkeypatch.setattr(PrivacyGANModel, "on_train_epoch_start", start)
-    with pytest.raises(NonFiniteLossError, match=r"loss d_adv is nan at global step \d+ \(epoch 1") as err:
+    with pytest.raises(TrainingDivergedError, match=r"loss d is nan at global step \d+ \(epoch 1") as err:
         run_train(PGAN + ["trainer.max_epochs=2", "model.phases.reversal_from=0", "model.phases.joint_from=1",
                           "model.d_every=1"], tmp_path, reid_data_dir)
-    assert find_input_error(err.value) is err.value  # train.py prints it as one line
+    assert find_input_error(err.value) is None  # not an input error ...
+    assert find_reported_error(err.value) is err.value  # ... but train.py prints it as one line
     assert last.read_bytes() == state["bytes"]
 
 
@@ -141,7 +230,7 @@ def test_nan_in_a_gan_loss_stops_the_run_and_keeps_last_ckpt(reid_data_dir, tmp_
     ("model.r1_every=-2", r"model.r1_every=-2"),
     ("model.privacy_weight=-0.5", r"model.privacy_weight=-0.5: must be >= 0"),
     ("model.d_weight=-1", r"model.d_weight=-1.0: must be >= 0"),
-    ("model.privacy_loss=blur", r"privacy_loss='blur' is unknown; use one of neg_pixel, ssim, realism"),
+    ("model.privacy_loss=blur", r"privacy_loss='blur' is unknown; use one of neg_pixel, ssim, ssim_gain, realism"),
     ("model.phases.joint_from=0", r"joint_from \(epoch 0\) comes before reversal_from"),
 ])
 def test_bad_values_are_clear_messages(override, message, reid_data_dir, tmp_path):
@@ -177,3 +266,29 @@ def test_ddp_sim_keeps_every_rank_in_step(reid_data_dir, tmp_path):
     n = _batches_per_epoch(over, tmp_path, reid_data_dir, world_size=2)
     assert _optimizer_steps(_ckpt(tmp_path / "run")) == [n, 2 * n, math.ceil(2 * n / 2)]
     assert 0.0 <= res["test"]["market1501"]["mAP"] <= 1.0
+
+
+@pytest.mark.parametrize("row", ["sandbox_gan", "sandbox_pool", "sandbox_dependence", "sandbox_bottleneck",
+                                 "market1501_gan", "market1501_pool", "market1501_dependence",
+                                 "market1501_bottleneck"])
+def test_every_privacy_row_builds_its_defence(row, tmp_path):
+    from hydra.utils import instantiate
+
+    cfg = compose_train([f"experiment=privacy_{row}", "backbone=tiny_cnn", "backbone.pretrained=null"], tmp_path)
+    model = instantiate(cfg.model)
+    kind = row.split("_", 1)[1]
+    assert model.defence_name == {"bottleneck": "none"}.get(kind, kind)
+    assert (model.bottleneck is not None) == (kind == "bottleneck")
+    assert cfg.callbacks.fresh_probe.every_n_epochs >= 1  # model selection reads the fresh probe
+
+
+def test_checkpoints_from_before_the_defence_modules_still_load(tmp_path):
+    from hydra.utils import instantiate
+
+    cfg = compose_train(PGAN, tmp_path)
+    model = instantiate(cfg.model)
+    old = {k.replace("defence.", "", 1): v for k, v in model.state_dict().items()
+           if k not in ("mean_image", "images_seen")}  # generator.* / discriminator.* at the top level
+    fresh = instantiate(cfg.model)
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.defence.generator.fc.weight, model.defence.generator.fc.weight)

@@ -176,9 +176,9 @@ def test_results_json_records_the_identity_and_debug_flags(reid_data_dir, tmp_pa
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "wandb").exists()  # fdr writes neither
 
 
-def test_full_run_keeps_one_checkpoint(reid_data_dir, tmp_path):
+def test_full_run_keeps_last_and_best_checkpoint(reid_data_dir, tmp_path):
     run_train(TINY + ["data=market1501", "trainer.max_epochs=2"], tmp_path, reid_data_dir)
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
 
 

@@ -244,7 +244,7 @@ def test_quality_filter_rejections_regenerate_in_synth_py(tiny_clip, tmp_path):
               f"quality_filter.clip_model={weights.with_suffix('.json')}", f"quality_filter.pretrained={weights}",
               "quality_filter.threshold=1.0", "quality_filter.device=cpu")
     meta = json.loads((out / "dataset.json").read_text())
-    assert meta["num_images"] == 4 and meta["images_generated"] == 12
+    assert meta["num_images"] == 4 and json.loads((out / "timing.json").read_text())["images_generated"] == 12
     from src.synth.attributes import identity_seed, image_seed
     from src.synth.writer import RESEED_STRIDE
 
@@ -300,4 +300,4 @@ def test_synth_py_with_tiny_diffusion_pipeline(tiny_sd, tmp_path):
     assert files == sorted(Path(l["file"]).name for l in lines)
     meta = json.loads((out / "dataset.json").read_text())
     assert json.dumps(meta).count("diffusion") >= 1 and str(tiny_sd) in json.dumps(meta)
-    assert meta["generation_seconds"] > 0
+    assert json.loads((out / "timing.json").read_text())["generation_seconds"] > 0

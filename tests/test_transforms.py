@@ -66,3 +66,41 @@ def test_bad_values():
         build_transforms(width=0)
     with pytest.raises(ConfigValueError, match="lanczos"):
         build_transforms(interpolation="lanczos")
+
+
+def _torchvision_reference(height, width, is_train, flip_prob=0.5, padding=10, random_erasing_prob=0.5):
+    """The PIL pipeline of the BoT transforms written out with torchvision (what the transforms must equal)."""
+    import torchvision.transforms as T
+
+    steps = [T.Resize((height, width))]
+    if is_train:
+        steps += [T.RandomHorizontalFlip(flip_prob), T.Pad(padding), T.RandomCrop((height, width))]
+    steps += [T.ToTensor(), T.Normalize(MEAN, STD)]
+    if is_train:
+        steps.append(T.RandomErasing(p=random_erasing_prob, scale=(0.02, 0.4), ratio=(0.3, 3.33), value=0))
+    return T.Compose(steps)
+
+
+@pytest.mark.parametrize("is_train", [True, False])
+def test_decoded_uint8_input_equals_the_pil_pipeline(is_train):
+    """Images decoded once into memory (resized uint8) give exactly the PIL pipeline's tensors, with the same
+    random draws (flip, crop offset, erased box): in-memory training sees what file-reading training saw."""
+    img = gradient_image(w=50, h=90)  # resized to 64x32 by both
+    tf = build_transforms(height=64, width=32, is_train=is_train)
+    ref = _torchvision_reference(64, 32, is_train)
+    decoded = tf.decode(img)
+    assert decoded.dtype == torch.uint8 and decoded.shape == (3, 64, 32)
+    for seed in range(12):
+        torch.manual_seed(seed)
+        expected = ref(img)
+        torch.manual_seed(seed)
+        from_pil = tf(img)
+        torch.manual_seed(seed)
+        from_memory = tf(decoded)
+        assert torch.equal(from_pil, expected) and torch.equal(from_memory, expected), seed
+
+
+def test_decoded_input_of_the_wrong_size_is_refused():
+    tf = build_transforms(height=64, width=32, is_train=False)
+    with pytest.raises(ValueError, match=r"\(3, 64, 32\) uint8"):
+        tf(torch.zeros(3, 32, 16, dtype=torch.uint8))

@@ -43,10 +43,11 @@ def captioned_grid(images: Sequence[Image.Image], captions: Sequence[str], colum
     return sheet
 
 
-def batch_grid(images: torch.Tensor, pids: Sequence[int], camids: Sequence[int], num_instances: int) -> Image.Image:
-    """A P x K training batch: one row per identity (K images), captioned ``pid / camera``."""
+def batch_grid(images: torch.Tensor, pids: Sequence[int], camids: Sequence[int], num_instances: int,
+               captions: Optional[Sequence[str]] = None) -> Image.Image:
+    """A P x K training batch: one row per identity (K images), captioned ``id <pid> c<camera>`` (or ``captions``)."""
     pil = [to_pil(im) for im in images]
-    captions = [f"id {int(p)} c{int(c) + 1}" for p, c in zip(pids, camids)]
+    captions = list(captions) if captions is not None else [f"id {int(p)} c{int(c) + 1}" for p, c in zip(pids, camids)]
     columns = max(num_instances, 1) * max(1, 16 // max(num_instances, 1))
     return captioned_grid(pil, captions, columns=columns)
 
@@ -70,6 +71,21 @@ def ranked_list(query: Image.Image, gallery: Sequence[Image.Image], matches: Seq
     for k, (img, ok) in enumerate(zip(gallery, matches)):
         x = (k + 1) * (w + 2 * border + gap) + gap * 3
         paste(img, x, GREEN if ok else RED, captions[k] or f"#{k + 1}")
+    return row
+
+
+def legend_row(width: int, lines: Sequence[str], height: int = 14) -> Image.Image:
+    """A white strip of legend lines, with green / red / grey swatches for lines that start with them."""
+    row = Image.new("RGB", (width, height * len(lines) + 4), WHITE)
+    draw, font = ImageDraw.Draw(row), _font(10)
+    swatch = {"green": GREEN, "red": RED, "grey": GREY}
+    for i, text in enumerate(lines):
+        y, x = 2 + i * height, 4
+        colour = swatch.get(text.split(" ", 1)[0])
+        if colour is not None:
+            draw.rectangle([x, y + 2, x + 10, y + 10], fill=colour)
+            x += 16
+        draw.text((x, y), text, fill=BLACK, font=font)
     return row
 
 

@@ -1,7 +1,8 @@
 """Pictures a person would rather look at than read, saved in the run folder and sent to wandb.
 
 - ``train_images.jpg``: the first P x K training batch exactly as the sampler draws it, one row per
-  identity, captioned with pid and camera (``train/images`` in wandb);
+  identity, captioned with the dataset's own pid (from the file name, not the relabelled class index)
+  and camera (``train/images`` in wandb);
 - ``cmc_test.png`` / ``cmc_test.json``: CMC curves of every target (``test/cmc``);
 - ``embedding_test.png``: a 2-D PCA of every target's query + gallery features, coloured by target
   domain and, for a few identities, by identity (``eval.embedding_plot``);
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Dict, List
 
@@ -22,7 +24,7 @@ import torch
 from PIL import Image
 from pytorch_lightning.loggers import WandbLogger
 
-from src.callbacks.pictures import batch_grid, ranked_list, stack_rows
+from src.callbacks.pictures import batch_grid, legend_row, ranked_list, stack_rows
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,15 @@ def plot_embedding(features: Dict[str, Dict[str, torch.Tensor]], path: Path, num
     plt.close(fig)
 
 
+def dataset_pid_caption(record, with_source: bool = False) -> str:
+    """``id 1502 c3``: the pid in the image's file name (Market-style names, MSMT17, GenePerson: the leading
+    number), which a person can look up in the data set; the relabelled class index when the name has none.
+    ``with_source``: prefixed ``s<i>:`` by the source data set (multi-source training)."""
+    m = re.match(r"(-?\d+)_", Path(record.path).name)
+    pid = str(int(m.group(1))) if m else f"#{record.pid}"
+    return (f"s{record.domain + 1}:" if with_source else "") + f"id {pid} c{record.camid + 1}"
+
+
 class ReIDMediaCallback(pl.Callback):
     def __init__(self, num_train_images: int = 32) -> None:
         self.num_train_images = int(num_train_images)
@@ -147,13 +158,20 @@ class ReIDMediaCallback(pl.Callback):
         n = max(min(k, n), n - n % k)  # whole identities
         mean, std = dm.normalization(train=True)
         images = denormalize(batch["image"][:n], mean, std)
-        sheet = batch_grid(images, batch["pid"][:n].tolist(), batch["camid"][:n].tolist(), dm.num_instances)
+        records = getattr(dm, "train_records", None) or []
+        captions = None
+        if "index" in batch and records:
+            multi = getattr(dm, "num_domains", 1) > 1
+            captions = [dataset_pid_caption(records[int(i)], multi) for i in batch["index"][:n].tolist()]
+        sheet = batch_grid(images, batch["pid"][:n].tolist(), batch["camid"][:n].tolist(), dm.num_instances,
+                           captions=captions)
         path = Path(trainer.default_root_dir) / "train_images.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
         sheet.save(path, quality=92)
         for lg in self._wandb(trainer):
             lg.log_image(key="train/images", images=[sheet],
-                         caption=[f"first P x K batch: {n} images, {n // max(1, dm.num_instances)} identities"])
+                         caption=[f"first P x K batch: {n} images, {n // max(1, dm.num_instances)} identities "
+                                  "(captions: the dataset's pid and camera)"])
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         history = getattr(pl_module, "loss_history", None)
@@ -200,7 +218,8 @@ class ReIDMediaCallback(pl.Callback):
     def _save_ranked(self, trainer: pl.Trainer, name: str, ranked: Dict, target, out: Path) -> None:
         query, gallery = target.splits.query, target.splits.gallery
         rows = []
-        for q, g_list, matches in zip(ranked["query"], ranked["gallery"], ranked["match"]):
+        distances = ranked.get("distance") or [[None] * len(g) for g in ranked["gallery"]]
+        for q, g_list, matches, dists in zip(ranked["query"], ranked["gallery"], ranked["match"], distances):
             qrec = query[q]
             with Image.open(qrec.path) as im:
                 q_img = im.convert("RGB")
@@ -209,10 +228,20 @@ class ReIDMediaCallback(pl.Callback):
                 with Image.open(gallery[g].path) as im:
                     g_imgs.append(im.convert("RGB"))
             rows.append(ranked_list(q_img, g_imgs, matches, query_caption=f"q id {qrec.pid}",
-                                    gallery_captions=[f"id {gallery[g].pid}" for g in g_list]))
+                                    gallery_captions=[f"id {gallery[g].pid}" + ("" if d is None else f" {d:.2f}")
+                                                      for g, d in zip(g_list, dists)]))
         if not rows:
             return
+        opts = getattr(trainer.lightning_module, "eval_options", None)
+        metric = getattr(trainer.lightning_module, "eval_metric", "cosine")
+        how = "re-ranked distance" if getattr(opts, "rerank", False) else f"{metric} distance"
+        legend = legend_row(max(r.size[0] for r in rows), [
+            f"{name}: each row a query (grey border, first) and its top {len(ranked['gallery'][0])} gallery images, "
+            "closest first (same-camera images of the query's identity excluded, as the metric does)",
+            "green border: same identity as the query",
+            "red border: another identity",
+            f"captions: the gallery image's pid and its {how} to the query (smaller is closer)"])
         path = out / f"ranked_{name}.png"
-        stack_rows(rows).save(path)
+        stack_rows([legend] + rows).save(path)
         for lg in self._wandb(trainer):
             lg.log_image(key=f"test/ranked/{name}", images=[str(path)])

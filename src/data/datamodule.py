@@ -3,8 +3,13 @@
 Sources are merged into one training set with pid/camid offsets; a fraction of the source
 identities is held out as the **validation** split (validation never looks at the targets); each
 target keeps its own query + gallery, evaluated separately at test (cross-domain protocol).
-Sources are parsed only for training and targets only for testing, so a checkpoint can be
-evaluated on any targets without its training data present. Works under DDP: the P x K sampler
+Training checks every source *and* target folder before any work (one message naming all that is
+missing); evaluation parses only the targets, and of each target only its query and gallery, so a
+checkpoint can be evaluated on any targets without its training data present.
+
+Images are decoded once at start: every image is checked (``verify_images``, one message listing
+every unreadable file) and, when they fit in memory (``cache_images``), kept as uint8 tensors at the
+input size, so an epoch reads memory instead of decoding files. Works under DDP: the P x K sampler
 splits identity batches across ranks, evaluation uses contiguous unpadded shards and the metric
 puts samples back in index order.
 """
@@ -20,9 +25,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from src.data.datasets.base import ReIDRecord, ReIDSplits, build_dataset, merge_train_sets
-from src.data.image_dataset import ImageDataset, IndexDataset, TwoViewDataset
+from src.data.image_dataset import (ImageDataset, ImageReadError, ImageStore, IndexDataset, TwoViewDataset,
+                                    decode_all, unreadable_images_message)
 from src.data.samplers import InferenceSampler, PermutationChunkSampler, RandomIdentitySampler
-from src.data.transforms import build_transforms
+from src.data.transforms import ReIDTransform, build_transforms
 from src.data.val_split import hold_out_identities
 from src.utils.errors import ConfigValueError, DatasetLayoutError
 
@@ -60,6 +66,23 @@ def _spec(entry: Dict[str, Any]) -> Dict[str, Any]:
     return {"dataset": dataset, "root": str(root), "name": name, "options": options, "optional": optional}
 
 
+def _auto_switch(value: Any, key: str) -> Optional[bool]:
+    """``true`` / ``false`` / ``auto`` (None) of a data option."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("auto", "true", "false"):
+        return {"auto": None, "true": True, "false": False}[value.lower()]
+    raise ConfigValueError(f"data.{key}={value!r}: use true, false or auto.")
+
+
+def _one_error(problems: List[str], what: str) -> DatasetLayoutError:
+    """One error naming every problem (the message itself when there is one); ``.problems`` lists them."""
+    err = DatasetLayoutError(problems[0] if len(problems) == 1 else
+                             f"{len(problems)} {what}:\n" + "\n".join(f"  - {p}" for p in problems))
+    err.problems = list(problems)
+    return err
+
+
 class ReIDDataModule(pl.LightningDataModule):
     """Train on ``sources`` (merged), validate on held-out source identities, test on ``targets``.
 
@@ -71,6 +94,14 @@ class ReIDDataModule(pl.LightningDataModule):
     prepare: optional callable run once (rank 0) before parsing, e.g. writing the embedded procedural data.
     root: the source folder of configs with one user-given folder (``data=genepers data.root=...``); the
     sources refer to it as ``${data.root}``.
+    check_targets: training also parses (and verifies) the targets before any work, so a missing target
+    stops the run at start, not after training (train.py: its ``test`` value).
+    verify_images: decode every image once at start and list every unreadable file in one message:
+    true / false / auto (on when the run's datasets hold at most ``verify_max_images`` images).
+    cache_images: keep the decoded images in memory (uint8 at height x width) instead of decoding files
+    every epoch: true / false / auto (on when they take at most ``cache_max_gib``). Caching decodes every
+    image, so it also finds every unreadable file.
+    channels_last: image batches in channels-last memory format (faster convolutions on CPU).
     """
 
     def __init__(
@@ -91,6 +122,12 @@ class ReIDDataModule(pl.LightningDataModule):
         val_split: Optional[Dict[str, Any]] = None,
         prepare: Optional[Callable[[], Any]] = None,
         root: Optional[str] = None,
+        check_targets: bool = True,
+        verify_images: Any = "auto",
+        verify_max_images: int = 50_000,
+        cache_images: Any = "auto",
+        cache_max_gib: float = 2.0,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.name = name
@@ -112,6 +149,16 @@ class ReIDDataModule(pl.LightningDataModule):
         self.val_identities = val_split.get("identities", 0)
         self.val_seed = int(val_split.get("seed", 0))
         self.prepare = prepare
+        self.check_targets = bool(check_targets)
+        self.verify_images = _auto_switch(verify_images, "verify_images")
+        self.verify_max_images = int(verify_max_images)
+        self.cache_images = _auto_switch(cache_images, "cache_images")
+        self.cache_max_gib = float(cache_max_gib)
+        self.channels_last = bool(channels_last)
+        self.stores: Dict[tuple, ImageStore] = {}
+        self._verified: set = set()
+        self._logged: set = set()
+        self._failed_roots: set = set()
         self.train_records: List[ReIDRecord] = []
         self.val_set: Optional[TargetSet] = None
         self.num_classes: int = 0
@@ -135,7 +182,7 @@ class ReIDDataModule(pl.LightningDataModule):
         cfg = self.train_transform_cfg if train else self.test_transform_cfg
         return (list(cfg.get("mean") or IMAGENET_MEAN), list(cfg.get("std") or IMAGENET_STD))
 
-    def _transform(self, is_train: bool):
+    def _transform(self, is_train: bool) -> ReIDTransform:
         cfg = dict(self.train_transform_cfg if is_train else self.test_transform_cfg)
         cfg["mean"], cfg["std"] = self.normalization(is_train)
         return build_transforms(self.height, self.width, is_train=is_train, **cfg)
@@ -146,18 +193,41 @@ class ReIDDataModule(pl.LightningDataModule):
             self.prepare()
 
     def setup(self, stage: Optional[str] = None) -> None:
-        """Parse what ``stage`` needs: sources for fit / validate, targets for test / predict."""
-        if stage in ("fit", "validate", None):
-            self.setup_sources()
-        if stage in ("test", "predict", None):
-            self.setup_targets()
+        """Parse what ``stage`` needs, then decode its images once (verify / cache): sources, and targets
+        too when ``check_targets``, for fit / validate; the targets (query + gallery only) for test /
+        predict. Every missing folder of the stage is named in one message, before any work."""
+        fit = stage in ("fit", "validate", None)
+        test = stage in ("test", "predict", None)
+        problems: List[str] = []
+        if fit:
+            try:
+                self.setup_sources()
+            except DatasetLayoutError as err:
+                problems += getattr(err, "problems", [str(err)])
+        if test or (fit and self.check_targets):
+            try:
+                self.setup_targets(skip_roots=self._failed_roots)  # a folder named as a source is not named again
+            except DatasetLayoutError as err:
+                problems += getattr(err, "problems", [str(err)])
+        problems = [p for p in problems if p]
+        if problems:
+            raise _one_error(problems, "dataset problems (nothing was trained or evaluated)")
+        self.prepare_images(fit=fit, test=test or (fit and self.check_targets))
 
     def setup_sources(self) -> None:
         if self._sources_ready:
             return
         if not self.source_specs:
             raise ConfigValueError("data.sources is empty: training needs at least one source dataset.")
-        source_splits = [build_dataset(s["dataset"], s["root"], **s["options"]) for s in self.source_specs]
+        source_splits, problems = [], []
+        for spec in self.source_specs:
+            try:
+                source_splits.append(build_dataset(spec["dataset"], spec["root"], **spec["options"]))
+            except DatasetLayoutError as err:
+                problems.append(str(err))
+                self._failed_roots.add(spec["root"])
+        if problems:
+            raise _one_error(problems, "source dataset problems")
         for splits in source_splits:
             log.info("source dataset:\n%s", splits.summary())
         records, _, self.num_cameras = merge_train_sets(source_splits)
@@ -175,28 +245,135 @@ class ReIDDataModule(pl.LightningDataModule):
                      self.num_classes)
         self._sources_ready = True
 
-    def setup_targets(self) -> None:
+    def setup_targets(self, skip_roots: Sequence[str] = ()) -> None:
+        """Parse each target's query and gallery (``eval_only``: a folder without a training split is fine).
+        Raises one error naming every missing target, except those at ``skip_roots`` (already reported)."""
         if self._targets_ready:
             return
-        self.targets = []
+        targets, problems = [], []
         for spec in self.target_specs:
             try:
-                splits = build_dataset(spec["dataset"], spec["root"], **spec["options"])
+                splits = build_dataset(spec["dataset"], spec["root"], eval_only=True, **spec["options"])
             except DatasetLayoutError as err:
-                if not spec["optional"]:
-                    raise
-                log.warning("optional target '%s' left out: %s", spec["name"], err)
+                if spec["optional"]:
+                    log.warning("optional target '%s' left out: %s", spec["name"], err)
+                elif spec["root"] in skip_roots:
+                    problems.append("")
+                else:
+                    problems.append(str(err))
                 continue
             if not splits.query or not splits.gallery:
-                raise DatasetLayoutError(
+                problems.append(
                     f"target '{spec['name']}' at {spec['root']} has no query or no gallery images; "
                     "a target needs query/ and bounding_box_test/ (or the dataset's own test lists).")
-            log.info("target dataset '%s':\n%s", spec["name"], splits.summary())
-            self.targets.append(TargetSet(spec["name"], splits))
-        if not self.targets:
+                continue
+            targets.append(TargetSet(spec["name"], splits))
+        if problems:
+            named = [p for p in problems if p]
+            raise _one_error(named, "target dataset problems") if named else DatasetLayoutError("")
+        if not targets:
             raise DatasetLayoutError("none of the targets in data.targets is present: " + ", ".join(
                 f"{s['name']} ({s['root']})" for s in self.target_specs))
+        for target in targets:
+            log.info("target dataset '%s':\n%s", target.name, target.splits.summary())
+        self.targets = targets
         self._targets_ready = True
+
+    # ------------------------------------------------------------------ images decoded once
+    def _image_sets(self, fit: bool, test: bool) -> List[Tuple[ReIDTransform, List[ReIDRecord]]]:
+        """(transform, records) of every set the stage reads: train, validation, targets."""
+        sets = []
+        if fit and self._sources_ready:
+            sets.append((self._transform(is_train=True), self.train_records))
+            if self.val_set is not None:
+                sets.append((self._transform(is_train=False), self.val_set.records))
+        if test and self._targets_ready:
+            sets += [(self._transform(is_train=False), t.records) for t in self.targets]
+        return sets
+
+    def prepare_images(self, fit: bool = True, test: bool = True) -> None:
+        """Decode the stage's images once: keep them in memory (``cache_images``) and/or check that every
+        one is readable (``verify_images``), raising one message that lists every unreadable file."""
+        sets = self._image_sets(fit, test)
+        paths = list(dict.fromkeys(r.path for _, recs in sets for r in recs))
+        if not paths or all(p in self._verified for p in paths):
+            return  # nothing new (e.g. the test stage after training checked the targets)
+        by_key: Dict[tuple, List[str]] = {}
+        for tf, recs in sets:
+            by_key.setdefault(tf.decode_key, []).extend(r.path for r in recs)
+        transforms = {tf.decode_key: tf for tf, _ in sets}
+        verify = self._decide_verify(len(paths))
+        cache = self._decide_cache(by_key)
+        progress = self._dist()[1] == 0
+        failures: Dict[str, str] = {}
+        for key, key_paths in by_key.items():
+            if not cache:
+                break
+            store = self.stores.setdefault(key, ImageStore(key))
+            todo = store.missing(key_paths)
+            decoded, bad = decode_all(todo, transforms[key].decode, progress=progress and bool(todo),
+                                      desc=f"decoding {len(todo)} images into memory")
+            store.add([p for p, img in zip(todo, decoded) if img is not None], [img for img in decoded if img is not None])
+            failures.update(bad)
+            self._verified.update(todo)
+        if verify:
+            todo = [p for p in paths if p not in self._verified]
+            _, bad = decode_all(todo, None, progress=progress and bool(todo), desc=f"verifying {len(todo)} images")
+            failures.update(bad)
+            self._verified.update(todo)
+        if failures and verify:
+            order = {p: i for i, p in enumerate(paths)}
+            listed = sorted(failures.items(), key=lambda kv: order.get(kv[0], len(order)))
+            raise ImageReadError(unreadable_images_message(listed, len(paths)))
+
+    def _log_once(self, msg: str, *args: Any) -> None:
+        text = msg % args
+        if text not in self._logged:
+            self._logged.add(text)
+            log.info(text)
+
+    def _decide_verify(self, num_images: int) -> bool:
+        if self.verify_images is not None:
+            if not self.verify_images:
+                self._log_once("data.verify_images=false: images are not checked at start; an unreadable file is "
+                         "reported when it is read")
+            return self.verify_images
+        on = num_images <= self.verify_max_images
+        if on:
+            self._log_once("data.verify_images=auto: on (%s images, at most data.verify_max_images=%s): every image "
+                     "is decoded once now", f"{num_images:,}", f"{self.verify_max_images:,}")
+        else:
+            self._log_once("data.verify_images=auto: off (%s images, more than data.verify_max_images=%s): an "
+                     "unreadable file is reported when it is read (data.verify_images=true checks all at start)",
+                     f"{num_images:,}", f"{self.verify_max_images:,}")
+        return on
+
+    def _decide_cache(self, by_key: Dict[tuple, List[str]]) -> bool:
+        nbytes = sum(len(set(p)) * 3 * key[0] * key[1] for key, p in by_key.items())
+        size = f"{nbytes / 2**20:,.0f} MiB at {self.height}x{self.width}"
+        if self.cache_images is not None:
+            if self.cache_images:
+                self._log_once("data.cache_images=true: images decoded once and kept in memory as uint8 (%s)", size)
+            return self.cache_images
+        on = nbytes <= self.cache_max_gib * 2**30
+        if on:
+            self._log_once("data.cache_images=auto: on (%s, at most data.cache_max_gib=%g): images decoded once and "
+                     "kept in memory as uint8", size, self.cache_max_gib)
+        else:
+            self._log_once("data.cache_images=auto: off (%s, more than data.cache_max_gib=%g): images are decoded "
+                     "from their files every epoch", size, self.cache_max_gib)
+        return on
+
+    def _store_for(self, transform: ReIDTransform) -> Optional[ImageStore]:
+        return self.stores.get(transform.decode_key)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Image batches (B, 3, H, W) in channels-last memory format when ``channels_last`` (same values)."""
+        if self.channels_last and isinstance(batch, dict):
+            for key, value in batch.items():
+                if key.startswith("image") and isinstance(value, torch.Tensor) and value.dim() == 4:
+                    batch[key] = value.contiguous(memory_format=torch.channels_last)
+        return batch
 
     # ------------------------------------------------------------------ info
     @property
@@ -224,7 +401,8 @@ class ReIDDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ loaders
     def train_dataset(self, augment: bool = True) -> ImageDataset:
         """The training records with the training transforms (``augment=False``: test transforms)."""
-        return ImageDataset(self.train_records, self._transform(is_train=augment))
+        tf = self._transform(is_train=augment)
+        return ImageDataset(self.train_records, tf, store=self._store_for(tf))
 
     def train_sampler(self) -> RandomIdentitySampler:
         world, rank = self._dist()
@@ -264,7 +442,7 @@ class ReIDDataModule(pl.LightningDataModule):
         world, rank = self._dist()
         tf = self._transform(is_train=False)
         dataset = (TwoViewDataset(self.train_records, tf, restyle_strength) if restyled
-                   else ImageDataset(self.train_records, tf))
+                   else ImageDataset(self.train_records, tf, store=self._store_for(tf)))
         if indices is not None:
             dataset = torch.utils.data.Subset(dataset, [int(i) for i in indices])
         return DataLoader(dataset, batch_size=self.test_batch_size,
@@ -286,7 +464,8 @@ class ReIDDataModule(pl.LightningDataModule):
     def eval_loader(self, target: TargetSet) -> DataLoader:
         """A loader over [query..., gallery...] of ``target``; each sample carries its index."""
         world, rank = self._dist()
-        dataset = ImageDataset(target.records, self._transform(is_train=False))
+        tf = self._transform(is_train=False)
+        dataset = ImageDataset(target.records, tf, store=self._store_for(tf))
         return DataLoader(
             dataset, batch_size=self.test_batch_size,
             sampler=InferenceSampler(len(dataset), num_replicas=world, rank=rank),

@@ -150,3 +150,34 @@ def ssim_similarity_loss(recon: torch.Tensor, target: torch.Tensor, **ssim_kwarg
     """
     _same_shape("ssim_similarity_loss", recon, target)
     return ssim(recon, target, **ssim_kwargs).mean()
+
+
+def fake_realism(kind: str, scores: torch.Tensor) -> torch.Tensor:
+    """The fake half of D's loss of ``kind`` (hinge / lsgan / logistic): low when D calls the images fake.
+
+    The extractor minimises it with ``privacy_loss=realism``: its features should decode to images the
+    discriminator rejects as not being the person behind the feature.
+    """
+    scores = _scores("fake_realism", scores)
+    if kind == "hinge":
+        return F.relu(1.0 + scores).mean()
+    if kind == "lsgan":
+        return 0.5 * scores.pow(2).mean()
+    if kind == "logistic":
+        return F.softplus(scores).mean()
+    raise ConfigValueError(f"fake_realism: kind={kind!r} is unknown; use one of {', '.join(GAN_LOSSES)}.")
+
+
+def ssim_gain_loss(recon: torch.Tensor, target: torch.Tensor, blind: torch.Tensor) -> torch.Tensor:
+    """Mean over images of max(SSIM(recon, target) - SSIM(blind, target), 0).
+
+    ``blind`` (B,3,H,W) or (1,3,H,W) is a feature-blind prediction of the target (e.g. the running mean
+    training image). Minimised by the extractor, it rewards nothing below what a guess without the
+    feature already reaches: an inverted or shifted reconstruction, which scores SSIM < 0 under plain
+    ``ssim`` yet carries the same information, earns no more than a blur at the blind guess's level.
+    """
+    _same_shape("ssim_gain_loss", recon, target)
+    blind = blind.expand_as(target)
+    with torch.no_grad():
+        floor = ssim(blind, target, check_range=False)
+    return (ssim(recon, target, check_range=False) - floor).clamp_min(0.0).mean()

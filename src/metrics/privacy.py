@@ -1,12 +1,16 @@
-"""Reversibility of features, scored on reconstructed images: per-image SSIM and PSNR.
+"""Reversibility of features, scored on reconstructed images: per-image SSIM and PSNR, and the
+identity-leakage scale (chance rank-1 of a random ranking, leakage normalized between chance and the
+judge's rank-1 on real images).
 
-Both take (B,C,H,W) images in [0, data_range] (C=3 for our RGB reconstructions) and return one
+``ssim`` and ``psnr`` take (B,C,H,W) images in [0, data_range] (C=3 for our RGB reconstructions) and return one
 value per image (B,), so a caller can average, take medians or keep per-identity numbers. SSIM
 is differentiable and doubles as a privacy loss (the extractor makes reconstructions dissimilar
 to its input).
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 
@@ -139,3 +143,25 @@ def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, *, check_ran
     dtype = _compute_dtype(x)
     mse = (x.to(dtype) - y.to(dtype)).pow(2).mean(dim=(1, 2, 3))
     return 10.0 * torch.log10(data_range**2 / mse)
+
+
+def random_rank1(q_pids: torch.Tensor, g_pids: torch.Tensor, q_camids: torch.Tensor,
+                 g_camids: torch.Tensor) -> float:
+    """Expected rank-1 of a random ranking under the Market protocol: per query, the share of true matches
+    among the gallery entries it may be ranked against (same pid *and* camera dropped, which drops the
+    query itself when query and gallery are one set), averaged over the queries with a match left."""
+    same_pid = q_pids.view(-1, 1) == g_pids.view(1, -1)
+    kept = ~(same_pid & (q_camids.view(-1, 1) == g_camids.view(1, -1)))
+    matches = (same_pid & kept).sum(1).float()
+    valid = matches > 0
+    if not bool(valid.any()):
+        return float("nan")
+    return float((matches[valid] / kept.sum(1)[valid].float()).mean())
+
+
+def normalized_leakage(leak_r1: float, chance_r1: float, reference_r1: float) -> Optional[float]:
+    """``(leak - chance) / (reference R1 - chance)``: 0 = the reconstructions identify people no better than
+    chance, 1 = as well as the real images do (both judged by one extractor). None when undefined."""
+    if any(v is None or v != v for v in (leak_r1, chance_r1, reference_r1)) or reference_r1 - chance_r1 <= 1e-9:
+        return None
+    return (leak_r1 - chance_r1) / (reference_r1 - chance_r1)

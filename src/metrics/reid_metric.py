@@ -162,7 +162,7 @@ class ReIDEvaluator(Metric):
         dist = (torch.as_tensor(reranked)[rows_t.cpu()] if reranked is not None
                 else distance_matrix(qf[rows_t], gf, self.metric)).float().cpu()
         gp, gc = g_pids.cpu(), g_camids.cpu()
-        out = {"query": rows, "gallery": [], "match": []}
+        out = {"query": rows, "gallery": [], "match": [], "distance": []}
         for i, row in enumerate(rows):
             qp, qc = int(q_pids[row]), int(q_camids[row])
             junk = (gp == qp) & (gc == qc)
@@ -171,6 +171,7 @@ class ReIDEvaluator(Metric):
             top = top[torch.isfinite(d[top])]
             out["gallery"].append(top.tolist())
             out["match"].append((gp[top] == qp).tolist())
+            out["distance"].append(d[top].tolist())
         return out
 
     def _partial_result(self, feats, pids, camids, idx) -> dict:

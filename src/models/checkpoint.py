@@ -15,10 +15,11 @@ the training data or the training config.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -131,6 +132,31 @@ def explicit_overrides(task_overrides: Sequence[str]) -> Dict[str, List[str]]:
     return {"groups": groups, "keys": keys}
 
 
+# Loggers of the backbone builders that announce where a backbone's weights come from.
+WEIGHT_LOGGERS = ("src.nn",)
+
+
+class _DropInitialWeightsNews(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "random init" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def weights_from_checkpoint(path: str | Path) -> Iterator[None]:
+    """Build a model whose weights ``path`` then replaces: the backbone's "starting from random init" is not
+    what the run uses, so it is not logged; where the weights do come from is logged once instead."""
+    drop = _DropInitialWeightsNews()
+    loggers = [logging.getLogger(name) for name in WEIGHT_LOGGERS]
+    for lg in loggers:
+        lg.addFilter(drop)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(drop)
+    log.info("weights: all from the checkpoint %s", path)
+
+
 def without_pretrained(model_cfg: Any) -> DictConfig:
     """A copy of a model config whose backbones load no pretrained weights: a checkpoint's weights replace
     them anyway, so evaluating or resuming it must not download (or look for) the original weights again."""
@@ -151,7 +177,8 @@ def without_pretrained(model_cfg: Any) -> DictConfig:
 
 def model_config_from_spec(spec: Mapping[str, Any], cfg: DictConfig, set_keys: Sequence[str]) -> DictConfig:
     """The checkpoint's model config, with the command line's own ``model.*`` / ``backbone.*`` values on top
-    (e.g. ``model.neck_feat=before`` evaluates the pre-BNNeck feature of a trained checkpoint)."""
+    (e.g. ``model.neck_feat=before`` evaluates the pre-BNNeck feature of a trained checkpoint). Pretrained
+    weights are not loaded (:func:`without_pretrained`)."""
     model_cfg = without_pretrained(OmegaConf.create(spec["model"]))
     for key in set_keys:
         if key.startswith("model."):
@@ -209,7 +236,8 @@ def load_model_from_checkpoint(path: str | Path, key: str = "ckpt_path"):
         raise ConfigValueError(
             f"{key}={path} holds no model spec (written by an older version of this repository); evaluate it with "
             "`python train.py train=false ckpt_path=... model=... backbone=...` giving its configs instead.")
-    model = instantiate(without_pretrained(OmegaConf.create(spec["model"])), num_classes=spec["num_classes"])
-    load_model_weights(model, ckpt["state_dict"], str(path), key, getattr(model, "lazy_state_prefixes", ()))
+    with weights_from_checkpoint(path):
+        model = instantiate(without_pretrained(OmegaConf.create(spec["model"])), num_classes=spec["num_classes"])
+        load_model_weights(model, ckpt["state_dict"], str(path), key, getattr(model, "lazy_state_prefixes", ()))
     model.build_spec = {k: v for k, v in spec.items() if k != "num_classes"}
     return model.eval(), spec

@@ -1,95 +1,57 @@
-"""Feature-privacy GAN (our reading of "Protecting Feature Privacy in Person Re-identification"):
-a BoT extractor E trained against a GAN feature-reversal module R = generator G + discriminator D.
+"""Feature-privacy models: a BoT extractor E trained against a defence (``model.defence``), optionally with
+a stochastic bottleneck after its BNNeck (``model.bottleneck``).
 
-Training (manual optimization) runs in three phases, each boundary an epoch value (an int epoch or a
-fraction of the run, ``model.phases``):
+- ``gan`` (our reading of "Protecting Feature Privacy in Person Re-identification"): a reversal GAN,
+  G: feature -> image and D: (image, feature) -> score, trained by two-step training with lazy updates;
+- ``pool``: a pool of decoders, the oldest restarted at every joint epoch (src/models/privacy/pool.py);
+- ``dependence``: a within-identity dependence penalty, no adversary (NoPeek / BiDO);
+- ``none``: nothing (with ``bottleneck``: the variational bottleneck alone, src/nn/bottleneck.py).
 
-- ``extractor``: E alone, as BoT (ID + triplet on the BNNeck);
-- ``reversal``: R alone on the features of the frozen E (eval mode: E's weights and BN statistics
-  do not move);
-- ``joint``: per batch, **step 1** updates R with E fixed (G: pixel + adversarial loss on detached
-  features; D: real vs G's image given the feature), **step 2** updates E with R fixed: the ReID
-  losses + ``privacy_weight`` x a privacy loss on G's reconstruction of the input (``neg_pixel``:
-  minus the pixel error, ``ssim``: SSIM to the input, ``realism``: D's realism score).
+Training (manual optimization) runs in phases (src/models/privacy/phases.py): E alone, the defence's
+adversaries alone on E's frozen features, then joint: per batch **step 1** trains the adversaries on
+detached features (src/models/privacy/reversal.py for the GAN), **step 2** trains E on its ReID losses
++ ``privacy_weight`` x the defence's privacy loss (+ ``beta`` x the bottleneck's KL). Privacy losses of
+reconstructions: ``neg_pixel``, ``ssim``, ``ssim_gain`` (SSIM above the running mean training image's,
+floored at 0: the default) or ``realism`` (GAN only). ``privacy_weight=0`` is the unprotected model,
+``d_weight=0 privacy_loss=neg_pixel`` the conventional defence (an L1 decoder, Xiao et al. AAAI 2020).
 
-**Lazy updates**: D steps every ``d_every`` batches of the reversal and joint phases, its R1 penalty
-every ``r1_every`` D steps with the weight scaled by ``r1_every`` (StyleGAN2's lazy R1), G every
-``g_every`` batches. ``configure_optimizers`` returns E, G, D in that order, so the optimizer states
-of a checkpoint show how many steps each module took; the batch / step counters, the phase and the
-resolved phase boundaries are saved in the checkpoint (key ``privacy_gan``), so a resumed run
-continues the same schedule. ``privacy_weight=0`` is the unprotected model, ``d_weight=0`` with
-``privacy_loss=neg_pixel`` the conventional defence (an L1/L2 decoder, Xiao et al., AAAI 2020).
-
-Retrieval uses BoT's feature (``extract_features``): the reversal module attacks exactly the feature
-a gallery stores. Images are reconstructed at ``image_size`` (the real input, un-normalized to
-[0, 1] and resized to it).
+``configure_optimizers`` returns E, then the defence's (GAN: G, D; pool: one for its decoders), so a
+checkpoint's optimizer states show how many steps each took. The counters, phase and boundaries are
+saved under the checkpoint key ``privacy_gan``; every epoch starts from an RNG seeded by (seed, epoch),
+so a run resumed inside any phase trains exactly as an uninterrupted one. A NaN / inf loss stops the
+run with ``TrainingDivergedError``. Outputs beside BoT's: ``loss_curves.png`` (epoch means per phase)
+and ``own_reconstructions.png`` (the defence's own decoders on held-out source images).
 """
 from __future__ import annotations
 
 import logging
+import random
 import warnings
+from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from src.data.datamodule import IMAGENET_MEAN, IMAGENET_STD
-from src.losses.adversarial import RECONSTRUCTION_LOSSES, gan_losses, neg_pixel_similarity, r1_penalty
-from src.metrics.privacy import ssim
 from src.models.bot import BoTModel
-from src.models.schedulers import resolve_epochs
-from src.utils.errors import ConfigValueError, ReIDInputError
+from src.models.privacy.defences import build_defence
+from src.models.privacy.history import LossHistory
+from src.models.privacy.images import to_unit_images
+from src.models.privacy.phases import PHASES, apply_phase_modes, phase_of, phase_values, resolve_boundaries
+from src.models.privacy.reversal import non_negative
+from src.nn.bottleneck import VariationalBottleneck
+from src.utils.errors import ConfigValueError, TrainingDivergedError
 
 log = logging.getLogger(__name__)
 
-PRIVACY_LOSSES = ("neg_pixel", "ssim", "realism")
-PHASES = ("extractor", "reversal", "joint")
-COUNTERS = ("e_steps", "g_steps", "d_steps", "r1_steps", "r_batches")
 CKPT_KEY = "privacy_gan"
-
-
-class NonFiniteLossError(ReIDInputError):
-    """A loss became NaN or infinite: training stops before the step that would spread it."""
-
-
-def fake_realism(kind: str, scores: torch.Tensor) -> torch.Tensor:
-    """The fake half of D's loss of ``kind`` (hinge / lsgan / logistic): low when D calls the images fake.
-
-    The extractor minimises it with ``privacy_loss=realism``: its features should decode to images the
-    discriminator rejects as not being the person behind the feature.
-    """
-    if kind == "hinge":
-        return F.relu(1.0 + scores).mean()
-    if kind == "lsgan":
-        return 0.5 * scores.pow(2).mean()
-    return F.softplus(scores).mean()
-
-
-def to_unit_images(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                   size: Sequence[int]) -> torch.Tensor:
-    """Normalized (B,3,H,W) -> (B,3,h,w) in [0, 1] at ``size`` (bilinear, antialiased when shrinking)."""
-    unit = images * std + mean
-    if tuple(unit.shape[-2:]) != tuple(size):
-        unit = F.interpolate(unit, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
-    return unit.clamp(0.0, 1.0)
-
-
-def _positive_int(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigValueError(f"{key}={value!r}: give an int >= 1 (1 = every batch).")
-    return value
-
-
-def _non_negative(key: str, value: Any) -> float:
-    value = float(value)
-    if not value >= 0.0:
-        raise ConfigValueError(f"{key}={value}: must be >= 0 (0 turns the term off).")
-    return value
+LEGACY_PREFIXES = ("generator.", "discriminator.")  # checkpoints written before the defences were modules
 
 
 class PrivacyGANModel(BoTModel):
-    """BoT extractor E + feature-reversal GAN (G: feature -> image, D: (image, feature) -> score)."""
+    """BoT extractor E + a privacy defence (+ an optional stochastic bottleneck); see the module docstring."""
 
     ddp_find_unused_parameters = True  # each step trains one module; the others take no gradient
 
@@ -98,14 +60,15 @@ class PrivacyGANModel(BoTModel):
         backbone: nn.Module,
         losses: Dict[str, Dict[str, Any]],
         optimizer: Callable[..., torch.optim.Optimizer],
-        generator: Callable[..., nn.Module],
-        discriminator: Callable[..., nn.Module],
-        g_optimizer: Callable[..., torch.optim.Optimizer],
-        d_optimizer: Callable[..., torch.optim.Optimizer],
+        generator: Optional[Callable[..., nn.Module]] = None,
+        discriminator: Optional[Callable[..., nn.Module]] = None,
+        g_optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None,
+        d_optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None,
         image_size: Sequence[int] = (64, 32),
         scheduler: Optional[Callable[..., Any]] = None,
         phases: Optional[Dict[str, Any]] = None,
-        privacy_loss: str = "ssim",
+        defence: str = "gan",
+        privacy_loss: str = "ssim_gain",
         privacy_weight: float = 1.0,
         neg_pixel_kind: str = "l1",
         pixel_loss: str = "l1",
@@ -116,6 +79,9 @@ class PrivacyGANModel(BoTModel):
         d_every: int = 4,
         r1_every: int = 16,
         g_every: int = 1,
+        pool: Optional[Dict[str, Any]] = None,
+        dependence: Optional[Dict[str, Any]] = None,
+        bottleneck: Optional[Dict[str, Any]] = None,
         pooling: str = "avg",
         neck_feat: str = "after",
         eval_metric: str = "cosine",
@@ -127,61 +93,38 @@ class PrivacyGANModel(BoTModel):
                          pooling=pooling, neck_feat=neck_feat, eval_metric=eval_metric, max_rank=max_rank,
                          num_classes=num_classes, name=name)
         self.save_hyperparameters(ignore=["backbone", "losses", "optimizer", "scheduler", "generator",
-                                          "discriminator", "g_optimizer", "d_optimizer"], logger=False)
+                                          "discriminator", "g_optimizer", "d_optimizer", "pool"], logger=False)
         self.automatic_optimization = False
-        if privacy_loss not in PRIVACY_LOSSES:
-            raise ConfigValueError(f"model.privacy_loss={privacy_loss!r} is unknown; use one of "
-                                   f"{', '.join(PRIVACY_LOSSES)}.")
-        if pixel_loss not in RECONSTRUCTION_LOSSES:
-            raise ConfigValueError(f"model.pixel_loss={pixel_loss!r} is unknown; use one of "
-                                   f"{', '.join(RECONSTRUCTION_LOSSES)}.")
-        if neg_pixel_kind not in RECONSTRUCTION_LOSSES:
-            raise ConfigValueError(f"model.neg_pixel_kind={neg_pixel_kind!r} is unknown; use one of "
-                                   f"{', '.join(RECONSTRUCTION_LOSSES)}.")
-        self.d_every = _positive_int("model.d_every", d_every)
-        self.r1_every = _positive_int("model.r1_every", r1_every)
-        self.g_every = _positive_int("model.g_every", g_every)
-        self.privacy_weight = _non_negative("model.privacy_weight", privacy_weight)
-        self.pixel_weight = _non_negative("model.pixel_weight", pixel_weight)
-        self.d_weight = _non_negative("model.d_weight", d_weight)
-        self.r1_gamma = _non_negative("model.r1_gamma", r1_gamma)
-        if privacy_loss == "realism" and self.d_weight == 0:
-            raise ConfigValueError("model.privacy_loss=realism needs the discriminator, but model.d_weight=0 "
-                                   "turns it off; give d_weight > 0 or privacy_loss=neg_pixel / ssim.")
-        self.privacy_loss, self.neg_pixel_kind, self.gan_loss = privacy_loss, neg_pixel_kind, gan_loss
-        self.pixel_fn = RECONSTRUCTION_LOSSES[pixel_loss]
-        self.d_loss_fn, self.g_loss_fn = gan_losses(gan_loss)
+        self.privacy_weight = non_negative("model.privacy_weight", privacy_weight)
         self.image_size = tuple(int(s) for s in image_size)
-        self.generator = generator(feat_dim=backbone.out_dim, image_size=self.image_size)
-        self.discriminator_factory = discriminator
-        self.discriminator = discriminator(feat_dim=backbone.out_dim, image_size=self.image_size)
-        self.g_optimizer_factory, self.d_optimizer_factory = g_optimizer, d_optimizer
-        phases = dict(phases or {})
-        unknown = sorted(set(phases) - {"reversal_from", "joint_from"})
-        if unknown:
-            raise ConfigValueError(f"model.phases: unknown key(s) {', '.join(unknown)}; known: reversal_from, "
-                                   "joint_from (epoch values: an int epoch or a fraction of the run).")
-        self.phase_values = {"reversal_from": phases.get("reversal_from", 0.625),
-                             "joint_from": phases.get("joint_from", 0.75)}
+        self.defence_name = defence
+        self.defence = build_defence(defence, gan=dict(
+            generator=generator, discriminator=discriminator, g_optimizer=g_optimizer, d_optimizer=d_optimizer,
+            privacy_loss=privacy_loss, neg_pixel_kind=neg_pixel_kind, pixel_loss=pixel_loss,
+            pixel_weight=pixel_weight, gan_loss=gan_loss, d_weight=d_weight, r1_gamma=r1_gamma, d_every=d_every,
+            r1_every=r1_every, g_every=g_every),
+            pool=dict(pool or {}, privacy_loss=privacy_loss, neg_pixel_kind=neg_pixel_kind),
+            dependence=dict(dependence or {}))
+        self.defence.build(feat_dim=backbone.out_dim, image_size=self.image_size)
+        options = dict(bottleneck or {})
+        self.beta = non_negative("model.bottleneck.beta", options.pop("beta", 0.0))
+        self.bottleneck = VariationalBottleneck(backbone.out_dim, **options) if bottleneck is not None else None
+        if self.bottleneck is not None and neck_feat != "after":
+            raise ConfigValueError("model.bottleneck sits after the BNNeck; use model.neck_feat=after with it.")
+        self.phase_values = phase_values(phases)
         self.boundaries: Optional[Dict[str, int]] = None  # resolved at fit start, or restored from a checkpoint
-        self.counters = {k: 0 for k in COUNTERS}
+        self.counters = {"e_steps": 0, "r_batches": 0}
         self.phase = "extractor"
+        self.history = LossHistory()
+        self.loss_history = self.history.history
+        self.base_seed = 0
+        self._started_epoch: Optional[int] = None
+        self._first_epoch: Optional[int] = None
         self.register_buffer("input_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("input_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-
-    # ----------------------------------------------------------------- pickling (trainer=ddp_spawn / ddp_sim)
-    def __getstate__(self) -> Dict[str, Any]:
-        """Spectral-norm parametrizations cannot be pickled: D travels as its state dict and is rebuilt."""
-        state = self.__dict__.copy()
-        state["_modules"] = {k: v for k, v in self._modules.items() if k != "discriminator"}
-        state["_discriminator_state"] = self.discriminator.state_dict()
-        return state
-
-    def __setstate__(self, state: Dict[str, Any]) -> None:
-        disc_state = state.pop("_discriminator_state")
-        super().__setstate__(state)
-        self.discriminator = self.discriminator_factory(feat_dim=self.backbone.out_dim, image_size=self.image_size)
-        self.discriminator.load_state_dict(disc_state)
+        # the feature-blind predictor of ssim_gain: the running mean of the training images seen
+        self.register_buffer("mean_image", torch.full((1, 3, *self.image_size), 0.5))
+        self.register_buffer("images_seen", torch.zeros((), dtype=torch.long))
 
     # ----------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
@@ -192,31 +135,31 @@ class PrivacyGANModel(BoTModel):
         self.input_mean.copy_(torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.input_std.copy_(torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
-    def extractor_parameters(self):
-        return [p for name, p in self.named_parameters()
-                if p.requires_grad and not name.startswith(("generator.", "discriminator."))]
+    def extractor_modules(self):
+        return [m for m in (self.backbone, self.pool, self.neck, self.bottleneck) if m is not None]
 
     def configure_optimizers(self):
-        """E (with its epoch schedule), G, D: in this order, so checkpoint optimizer states read E, G, D."""
-        e = self.build_optimization(self.extractor_parameters(), self.optimizer_factory, self.scheduler_factory)
-        g_opt = self.g_optimizer_factory(params=list(self.generator.parameters()))
-        d_opt = self.d_optimizer_factory(params=list(self.discriminator.parameters()))
+        """E (with its epoch schedule), then the defence's optimizers."""
+        params = [p for m in self.extractor_modules() for p in m.parameters() if p.requires_grad]
+        e = self.build_optimization(params, self.optimizer_factory, self.scheduler_factory)
+        others = self.defence.build_optimizers()
         if isinstance(e, dict):
-            return [e["optimizer"], g_opt, d_opt], [e["lr_scheduler"]]
-        return [e, g_opt, d_opt]
+            return [e["optimizer"], *others], [e["lr_scheduler"]]
+        return [e, *others]
 
-    def _resolve_boundaries(self) -> Dict[str, int]:
-        length = self.schedule_length()
-        rev = resolve_epochs(self.phase_values["reversal_from"], length, "model.phases.reversal_from", allow_end=True)
-        joint = resolve_epochs(self.phase_values["joint_from"], length, "model.phases.joint_from", allow_end=True)
-        if joint < rev:
-            raise ConfigValueError(
-                f"model.phases: joint_from (epoch {joint}) comes before reversal_from (epoch {rev}); the order is "
-                "extractor alone, then the reversal module alone, then joint. Set joint_from >= reversal_from.")
-        return {"reversal_from": rev, "joint_from": joint}
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Also reads checkpoints written before the defences were modules (generator / discriminator at the
+        top level, no running mean image)."""
+        state_dict = {(f"defence.{k}" if k.startswith(LEGACY_PREFIXES) else k): v for k, v in state_dict.items()}
+        for key in ("mean_image", "images_seen"):
+            state_dict.setdefault(key, getattr(self, key))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
+    # ----------------------------------------------------------------- phases
     def on_fit_start(self) -> None:
-        resolved = self._resolve_boundaries()
+        self.base_seed = int(torch.initial_seed()) % (2**31)
+        self._started_epoch = self._first_epoch = None
+        resolved = resolve_boundaries(self.phase_values, self.schedule_length(), self.defence.has_adversary)
         if self.boundaries is None:
             self.boundaries = resolved
         elif self.boundaries != resolved and not self.trainer.fast_dev_run:
@@ -224,36 +167,98 @@ class PrivacyGANModel(BoTModel):
                         self.boundaries, resolved)
         if not self.trainer.fast_dev_run:
             b = self.boundaries
-            log.info("phases: extractor alone for epochs [0, %d), reversal module alone [%d, %d), joint [%d, %d)",
-                     b["reversal_from"], b["reversal_from"], b["joint_from"], b["joint_from"],
-                     self.trainer.max_epochs)
+            log.info("phases: extractor alone for epochs [0, %d), the %s defence's adversaries alone [%d, %d), "
+                     "joint [%d, %d)", b["reversal_from"], self.defence_name, b["reversal_from"], b["joint_from"],
+                     b["joint_from"], self.trainer.max_epochs)
 
     def phase_of(self, epoch: int) -> str:
         if self.trainer.fast_dev_run:
             return "joint"  # one batch: run every step once
-        b = self.boundaries or self._resolve_boundaries()
-        if epoch < b["reversal_from"]:
-            return "extractor"
-        return "reversal" if epoch < b["joint_from"] else "joint"
+        return phase_of(epoch, self.boundaries or resolve_boundaries(
+            self.phase_values, self.schedule_length(), self.defence.has_adversary))
+
+    def on_train_start(self) -> None:
+        self._start_epoch()  # Lightning skips on_train_epoch_start for the first epoch of some resumed runs
+
+    def on_train_epoch_start(self) -> None:
+        self._start_epoch()
+
+    def _start_epoch(self) -> None:
+        """An RNG seeded by (seed, epoch) (again at every call: the last one comes right before the epoch's
+        data), and once per epoch the phase, its module modes and the defence's epoch start."""
+        epoch = self.current_epoch
+        seed = (self.base_seed * 7919 + epoch) % (2**31)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+        if epoch == self._first_epoch:
+            # a loader's iterator takes one number from the RNG when it is made: after this hook in later
+            # epochs, before it in the first epoch of a fit (fresh or resumed); take it here instead
+            torch.empty((), dtype=torch.int64).random_()
+        if self._started_epoch == epoch:
+            return
+        self._started_epoch = epoch
+        self.phase = self.phase_of(epoch)
+        apply_phase_modes(self.phase, self.extractor_modules(), [self.defence])
+        if self.phase == "joint" and not self.trainer.fast_dev_run:
+            self.defence.bind(self._optimizers()[1:], self._optimize)
+            self.defence.on_joint_epoch_start(epoch)
 
     # ----------------------------------------------------------------- checkpoint state
+    def _all_counters(self) -> Dict[str, int]:
+        clock = {k: v for k, v in self.defence.clock.items() if k != "batches"}
+        return {**self.counters, **clock}
+
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint[CKPT_KEY] = {"counters": dict(self.counters), "phase": self.phase,
+        checkpoint[CKPT_KEY] = {"counters": self._all_counters(), "phase": self.phase,
                                 "boundaries": dict(self.boundaries) if self.boundaries else None}
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         state = checkpoint.get(CKPT_KEY)
         if not state:
             return
-        self.counters.update({k: int(v) for k, v in state.get("counters", {}).items() if k in COUNTERS})
+        counters = {k: int(v) for k, v in state.get("counters", {}).items()}
+        self.counters.update({k: counters[k] for k in self.counters if k in counters})
+        self.defence.clock.update({k: counters[k] for k in self.defence.clock if k in counters})
+        if "batches" in self.defence.clock:
+            self.defence.clock["batches"] = self.counters["r_batches"]
         self.phase = state.get("phase", self.phase)
         if state.get("boundaries"):
             self.boundaries = {k: int(v) for k, v in state["boundaries"].items()}
 
+    # ----------------------------------------------------------------- features
+    def extract_features(self, images: torch.Tensor) -> torch.Tensor:
+        feat = self.pooled_features(images)
+        if self.bottleneck is None:
+            return feat if self.neck_feat == "before" else self.neck.bn(feat)
+        return self.bottleneck.stored_feature(self.neck.bn(feat), images)
+
+    def _forward_extractor(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """E's training forward: pre-BN feature, stored feature (a random sample with a bottleneck), logits,
+        the feature the metric losses see, and the bottleneck's KL per image."""
+        feat = self.pooled_features(images)
+        h = self.neck.bn(feat)
+        if self.bottleneck is None:
+            stored = feat if self.neck_feat == "before" else h
+            return {"feat": feat, "stored": stored, "logits": self.neck.classifier(h), "metric": feat}
+        mu, logvar = self.bottleneck(h)
+        z = self.bottleneck.sample(mu, logvar)
+        stored = z if self.bottleneck.stored == "sample" else mu
+        return {"feat": feat, "stored": stored, "logits": self.neck.classifier(z), "metric": stored,
+                "kl": self.bottleneck.kl(mu, logvar).mean()}
+
     # ----------------------------------------------------------------- training
-    def on_train_epoch_start(self) -> None:
-        self.phase = self.phase_of(self.current_epoch)
+    def _optimizers(self) -> list:
+        """E's optimizer, then the defence's (Lightning returns a lone optimizer unwrapped)."""
+        optimizers = self.optimizers()
+        return list(optimizers) if isinstance(optimizers, (list, tuple)) else [optimizers]
+
+    def _record(self, name: str, value: torch.Tensor, prog_bar: bool = False) -> None:
+        self.log(f"train/{name}", value, prog_bar=prog_bar)
+        self.history.add(name, float(value.detach()))
 
     def _check_finite(self, name: str, value: torch.Tensor) -> None:
         """Stop on a NaN / inf loss (all ranks together under DDP) before it reaches a weight."""
@@ -261,12 +266,12 @@ class PrivacyGANModel(BoTModel):
         if self.trainer.world_size > 1:
             bad = self.trainer.strategy.reduce(bad, reduce_op="max")
         if bool(bad > 0):
-            raise NonFiniteLossError(
+            raise TrainingDivergedError(
                 f"model=privacy_gan: loss {name} is {value.detach().float().item()} at global step "
                 f"{self.trainer.global_step} (epoch {self.current_epoch}, phase {self.phase}, "
-                f"{self.counters['r_batches']} reversal batches). Training stopped; checkpoints/last.ckpt holds the "
-                "last finished epoch. Lower the GAN learning rates (model.g_optimizer.lr / model.d_optimizer.lr), "
-                "raise model.r1_gamma, or resume with ckpt_path=... to retry.")
+                f"{self.counters['r_batches']} adversary batches). Training stopped; checkpoints/last.ckpt holds the "
+                "last finished epoch. Lower the learning rates (model.optimizer.lr, model.g_optimizer.lr / "
+                "model.d_optimizer.lr, model.pool.optimizer.lr), raise model.r1_gamma, or resume with ckpt_path=...")
 
     def _optimize(self, optimizer, name: str, compute_loss: Callable[[], torch.Tensor]) -> torch.Tensor:
         """One step of ``optimizer`` on ``compute_loss()``, run with only its own parameters requiring grad
@@ -282,111 +287,65 @@ class PrivacyGANModel(BoTModel):
             self.untoggle_optimizer(optimizer)
         return loss
 
-    def _reid_loss(self, feat: torch.Tensor, logits: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
-        inputs = {"logits": logits, "features": feat}
-        total = feat.new_zeros(())
+    def _reid_loss(self, out: Dict[str, torch.Tensor], pids: torch.Tensor) -> torch.Tensor:
+        inputs = {"logits": out["logits"], "features": out["metric"]}
+        total = out["feat"].new_zeros(())
         for name, fn in self.loss_fns.items():
             value = fn(inputs[fn.input_kind], pids)
-            self.log(f"train/loss_{name}", value)
+            self._record(f"loss_{name}", value)
             total = total + self.loss_weights[name] * value
-        self.log("train/acc", (logits.argmax(1) == pids).float().mean(), prog_bar=True)
+        self.log("train/acc", (out["logits"].argmax(1) == pids).float().mean(), prog_bar=True)
+        if "kl" in out:
+            self._record("kl", out["kl"])
+            total = total + self.beta * out["kl"]
         return total
 
-    def _privacy(self, recon: torch.Tensor, real: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
-        if self.privacy_loss == "neg_pixel":
-            return neg_pixel_similarity(recon, real, self.neg_pixel_kind)
-        if self.privacy_loss == "ssim":
-            return ssim(recon, real, check_range=False).mean()
-        return fake_realism(self.gan_loss, self.discriminator(recon, feat))
+    @torch.no_grad()
+    def _update_mean_image(self, real: torch.Tensor) -> None:
+        n, seen = real.shape[0], int(self.images_seen)
+        self.mean_image.add_((real.mean(0, keepdim=True) - self.mean_image) * (n / (seen + n)))
+        self.images_seen += n
+
+    def _adversary_step(self, stored: torch.Tensor, real: torch.Tensor) -> None:
+        self.counters["r_batches"] += 1
+        out = self.defence.adversary_step(stored.detach(), real)
+        recon = out.pop("recon", None)
+        for name, value in out.items():
+            self._check_finite(name, value)
+            self._record(name, value)
+        if recon is not None:
+            self._record("recon_ssim", _ssim(recon, real), prog_bar=True)
 
     def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> None:
-        opt_e, opt_g, opt_d = self.optimizers()
+        optimizers = self._optimizers()
+        self.defence.bind(optimizers[1:], self._optimize)
         images, pids = batch["image"], batch["pid"]
-        if self.phase == "reversal":
-            for module in (self.backbone, self.pool, self.neck):
-                module.eval()  # frozen: neither weights nor BN statistics move
-            with torch.no_grad():
-                bn_feat = self.neck.bn(self.pooled_features(images))
-        else:
-            feat = self.pooled_features(images)
-            bn_feat, logits = self.neck(feat)
-        if self.phase == "extractor":
-            loss = self._optimize(opt_e, "reid", lambda: self._reid_loss(feat, logits, pids))
-            self.counters["e_steps"] += 1
-            self.log("train/loss", loss, prog_bar=True)
-            return
         real = to_unit_images(images, self.input_mean, self.input_std, self.image_size)
-        self._reversal_step(bn_feat.detach(), real, opt_g, opt_d)
-        if self.phase == "joint":
-            self._extractor_step(feat, bn_feat, logits, pids, real, opt_e)
-
-    def _reversal_step(self, feat: torch.Tensor, real: torch.Tensor, opt_g, opt_d) -> None:
-        """Step 1, E fixed: D (every d_every batches, R1 every r1_every D steps), then G (every g_every)."""
-        batch = self.counters["r_batches"]
-        self.counters["r_batches"] += 1
-        use_d = self.d_weight > 0
-        if use_d and batch % self.d_every == 0:
-            do_r1 = self.r1_gamma > 0 and self.counters["d_steps"] % self.r1_every == 0
-
-            def d_loss() -> torch.Tensor:
-                with torch.no_grad():
-                    fake = self.generator(feat)
-                real_in = real.detach().requires_grad_(do_r1)
-                real_scores = self.discriminator(real_in, feat)
-                adv = self.d_loss_fn(real_scores, self.discriminator(fake, feat))
-                self._check_finite("d_adv", adv)
-                self.log("train/loss_d", adv)
-                if not do_r1:
-                    return adv
-                r1 = r1_penalty(real_scores, real_in)
-                self._check_finite("r1", r1)
-                self.log("train/r1", r1)
-                return adv + self.r1_gamma * self.r1_every * r1
-
-            self._optimize(opt_d, "d", d_loss)
-            self.counters["d_steps"] += 1
-            self.counters["r1_steps"] += int(do_r1)
-        if batch % self.g_every == 0:
-            recon = {}
-
-            def g_loss() -> torch.Tensor:
-                recon["x"] = self.generator(feat)
-                pixel = self.pixel_fn(recon["x"], real)
-                self._check_finite("g_pixel", pixel)
-                self.log("train/loss_g_pixel", pixel)
-                if not use_d:
-                    return self.pixel_weight * pixel
-                adv = self.g_loss_fn(self.discriminator(recon["x"], feat))
-                self._check_finite("g_adv", adv)
-                self.log("train/loss_g_adv", adv)
-                return self.pixel_weight * pixel + self.d_weight * adv
-
-            self._optimize(opt_g, "g", g_loss)
-            self.counters["g_steps"] += 1
+        self._update_mean_image(real)
+        if self.phase == "reversal":
             with torch.no_grad():
-                self.log("train/recon_ssim", ssim(recon["x"].detach(), real, check_range=False).mean(), prog_bar=True)
-
-    def _extractor_step(self, feat, bn_feat, logits, pids, real, opt_e) -> None:
-        """Step 2, R fixed (its weights take no gradient, its modules run in eval mode): ReID losses +
-        privacy_weight x the privacy loss of G's reconstruction of this batch."""
+                out = self._forward_extractor(images)
+            self._adversary_step(out["stored"], real)
+            return
+        out = self._forward_extractor(images)
+        joint = self.phase == "joint"
+        if joint:
+            self._adversary_step(out["stored"], real)
 
         def e_loss() -> torch.Tensor:
-            reid = self._reid_loss(feat, logits, pids)
-            if self.privacy_weight == 0:
-                return reid
-            modes = [m.training for m in (self.generator, self.discriminator)]
-            self.generator.eval()
-            self.discriminator.eval()
-            privacy = self._privacy(self.generator(bn_feat), real, bn_feat)
-            self.generator.train(modes[0])
-            self.discriminator.train(modes[1])
-            self._check_finite(f"privacy_{self.privacy_loss}", privacy)
-            self.log("train/loss_privacy", privacy)
-            return reid + self.privacy_weight * privacy
+            total = self._reid_loss(out, pids)
+            if joint and self.privacy_weight > 0:
+                privacy, extra = self.defence.privacy_loss(out["stored"], real, pids, self.mean_image)
+                self._check_finite("privacy", privacy)
+                self._record("loss_privacy", privacy)
+                for name, value in extra.items():
+                    self.log(f"train/{name}", value)
+                total = total + self.privacy_weight * privacy
+            return total
 
-        loss = self._optimize(opt_e, "extractor", e_loss)
+        loss = self._optimize(optimizers[0], "extractor", e_loss)
         self.counters["e_steps"] += 1
-        self.log("train/loss", loss, prog_bar=True)
+        self._record("loss", loss.detach(), prog_bar=True)
 
     def on_train_epoch_end(self) -> None:
         scheduler = self.lr_schedulers()
@@ -394,15 +353,33 @@ class PrivacyGANModel(BoTModel):
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*before.*optimizer.step")
                 scheduler.step()
-        for name, value in self.counters.items():
+        for name, value in self._all_counters().items():
             self.log(f"train/{name}", float(value))
+        self.history.close(f"{PHASES.index(self.phase) + 1} {self.phase}", self.current_epoch)  # panels in order
         if self.trainer.world_size > 1:
             self._check_ranks_in_step()
 
     def _check_ranks_in_step(self) -> None:
-        """Every rank must have taken the same E, G and D steps (the lazy-update clocks are per batch)."""
-        mine = torch.tensor([self.counters[k] for k in COUNTERS], dtype=torch.float64, device=self.device)
-        gathered = self.all_gather(mine).reshape(-1, len(COUNTERS))
+        """Every rank must have taken the same steps (the lazy-update clocks are per batch)."""
+        counters = self._all_counters()
+        keys = sorted(counters)
+        mine = torch.tensor([counters[k] for k in keys], dtype=torch.float64, device=self.device)
+        gathered = self.all_gather(mine).reshape(-1, len(keys))
         if not bool((gathered == gathered[0]).all()):
-            raise RuntimeError(f"privacy_gan: ranks out of step, counters {COUNTERS} per rank: {gathered.tolist()}")
+            raise RuntimeError(f"privacy_gan: ranks out of step, counters {keys} per rank: {gathered.tolist()}")
 
+    # ----------------------------------------------------------------- pictures
+    def on_train_end(self) -> None:
+        if not self.trainer.is_global_zero or self.trainer.fast_dev_run:
+            return
+        from src.callbacks.privacy_pictures import save_own_reconstructions
+
+        path = Path(self.trainer.default_root_dir) / "own_reconstructions.png"
+        save_own_reconstructions(self, self.trainer.datamodule, path)
+
+
+def _ssim(recon: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    from src.metrics.privacy import ssim
+
+    with torch.no_grad():
+        return ssim(recon.detach(), real, check_range=False).mean()

@@ -45,7 +45,7 @@ from src.losses.terms import build_loss_terms
 from src.models.reid_module import ReIDModule, check_neck_feat
 from src.nn.heads import BNNeck
 from src.nn.text import TextEncoder
-from src.utils.errors import ConfigValueError, ReIDInputError
+from src.utils.errors import ConfigValueError, TrainingDivergedError
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,6 @@ def check_keys(cfg: Dict[str, Any], known: Sequence[str], key: str) -> None:
     unknown = sorted(set(cfg) - set(known))
     if unknown:
         raise ConfigValueError(f"{key}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}.")
-
-
-class TrainingDivergedError(ReIDInputError):
-    """A loss became NaN or infinite: the run stops (the last checkpoint stays as it was)."""
 
 
 class TwoStageCLIPModule(ReIDModule):

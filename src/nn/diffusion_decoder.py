@@ -97,14 +97,22 @@ class DiffusionDecoder(nn.Module):
         return F.mse_loss(pred, target)
 
     @torch.no_grad()
-    def sample(self, feat: torch.Tensor, steps: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """DDIM sampling (eta 0, ``steps`` or ``inference_steps``): features (B,D) -> images (B,3,H,W) in [0, 1]."""
+    def sample(self, feat: torch.Tensor, steps: int | None = None, generator: torch.Generator | None = None,
+               noise: torch.Tensor | None = None) -> torch.Tensor:
+        """DDIM sampling (eta 0, ``steps`` or ``inference_steps``): features (B,D) -> images (B,3,H,W) in [0, 1].
+
+        The start is ``noise`` (B,3,H,W) when given (e.g. drawn per image from its own seed, so a sample
+        does not depend on its batch), else drawn from ``generator``.
+        """
         self._check(feat)
         scheduler = self.sample_scheduler
         scheduler.set_timesteps(int(steps or self.inference_steps), device=feat.device)
         cond = self.condition(feat)
-        x = torch.randn((feat.shape[0], 3, *self.image_size), generator=generator, device="cpu").to(feat.device)
+        shape = (feat.shape[0], 3, *self.image_size)
+        if noise is not None and tuple(noise.shape) != shape:
+            raise ValueError(f"DiffusionDecoder.sample: noise of shape {tuple(noise.shape)}, expected {shape}.")
+        x = noise if noise is not None else torch.randn(shape, generator=generator, device="cpu")
+        x = x.to(feat.device)
         for t in scheduler.timesteps:
             out = self.unet(x, t, class_labels=cond).sample
             x = scheduler.step(out, t, x, eta=0.0).prev_sample

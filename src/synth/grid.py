@@ -51,11 +51,19 @@ def contact_sheet(columns: Sequence[Sequence[Path]], gap: int = 2,
     return sheet
 
 
+UPPER_WORDS = ("upper_colour", "upper_pattern", "upper_type")
+
+
 def identity_caption(entry: dict) -> str:
-    """``id 3`` over the identity's upper garment (``teal sweater``): what to check in the pictures."""
+    """``id 3`` over the identity's upper garment in the record's (and the prompt's) words, pattern
+    included: ``grey checked`` / ``tank top``. A pattern's second colour is the renderer's choice (from
+    the identity seed, not in the record), so without the pattern word a grey garment with yellow checks
+    would be captioned plain "grey"."""
     attrs = entry.get("attributes", {})
-    upper = " ".join(str(attrs[k]).replace("_", " ") for k in ("upper_colour", "upper_type") if k in attrs)
-    return f"id {entry.get('pid')}" + (f"\n{upper}" if upper else "")
+    colour = " ".join(str(attrs[k]).replace("_", " ") for k in UPPER_WORDS[:2]
+                      if k in attrs and str(attrs[k]) not in ("plain", "none"))
+    kind = str(attrs.get("upper_type", "")).replace("_", " ")
+    return "\n".join([f"id {entry.get('pid')}"] + [t for t in (colour, kind) if t])
 
 
 def sample_columns(images_by_identity: Sequence[Sequence[Path]], num_identities: int = 8,

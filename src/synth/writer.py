@@ -5,7 +5,8 @@ Layout under ``out_dir``::
     bounding_box_train/PPPPP_cC_SSSSSS.jpg   (or query/ + bounding_box_test/ for a held-out set)
     manifest.jsonl      one line per image, sorted by file
     identities.jsonl    one line per identity, sorted by pid
-    dataset.json        counts, generator, config, seed, timing, sha256 of manifest.jsonl
+    dataset.json        the dataset card: counts, generator, config, seed, sha256 of manifest.jsonl
+    timing.json         generation time and speed of the runs that made the set (kept out of the card)
     samples.jpg         contact sheet
     .synth_config.json  fingerprint of the generation-relevant config (another config -> error)
     .parts/             per-shard manifest parts, timing, done markers, locks
@@ -16,7 +17,7 @@ manifest line appended (fsynced) to the shard's part. On restart, the shard drop
 files and a torn last line, skips images that have both file and line, and regenerates the rest
 (generation is deterministic, so a file without its line is rewritten byte for byte). The merge
 orders lines by file, so the merged manifest does not depend on sharding, batching or crashes.
-Only ``dataset.json``'s ``TIMING_KEYS`` differ between runs.
+Every file but ``timing.json`` (its ``TIMING_KEYS``) is byte-identical between runs, killed ones included.
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ CONFIG_FILE = ".synth_config.json"
 MANIFEST = "manifest.jsonl"
 IDENTITIES = "identities.jsonl"
 DATASET = "dataset.json"
+TIMING = "timing.json"
 SAMPLES = "samples.jpg"
 TIMING_KEYS = ("generation_seconds", "images_per_second", "images_generated")
 RESEED_STRIDE = 1_000_003
@@ -295,7 +297,8 @@ class GenePersonWriter:
 
     # ---- merge ----------------------------------------------------------------------------------
     def merge(self) -> Dict[str, Any]:
-        """Write manifest.jsonl, identities.jsonl, dataset.json and samples.jpg of a finished set.
+        """Write manifest.jsonl, identities.jsonl, dataset.json, timing.json and samples.jpg of a finished set;
+        returns the card with the timing keys added.
 
         Raises ConfigValueError naming what is missing (and which shards lack a done marker) otherwise.
         """
@@ -366,15 +369,18 @@ class GenePersonWriter:
                 "camera_profiles": self.plan.camera_profiles,
                 "config": self.config,
                 "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+            }
+            timing = {
                 "generation_seconds": round(seconds, 3),
                 "images_generated": generated,
                 "images_per_second": round(generated / seconds, 3) if seconds > 0 else None,
             }
             atomic_write_json(self.out / DATASET, info)
+            atomic_write_json(self.out / TIMING, timing)
             for part in self.parts.glob("manifest.shard-*.jsonl"):
                 part.unlink()
         log.info("merged %d images of %d identities into %s", len(files), len(identities), self.out)
-        return info
+        return {**info, **timing}
 
 
 def check_shard_values(shard: Any, num_shards: Any, batch_size: Any = 1) -> None:

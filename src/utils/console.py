@@ -31,14 +31,16 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*This DataLoader will create .* worker processes.*")
 
 
-def results_table(metrics: Mapping[str, Mapping[str, float]], title: str = "test") -> str:
-    """Per-target metrics (fractions) as a fixed-width table in percent, with the mean over targets."""
+def results_table(metrics: Mapping[str, Mapping[str, float]], title: str = "test", note: str = "") -> str:
+    """Per-target metrics (fractions) as a fixed-width table in percent, with the mean over targets;
+    ``note`` (e.g. the evaluation options) follows the title."""
     names = ("R1", "R5", "R10", "mAP", "mINP")
     rows: Dict[str, Mapping[str, float]] = dict(metrics)
     if len(rows) > 1:
         rows["mean"] = {k: sum(m.get(k, 0.0) for m in metrics.values()) / len(metrics) for k in names}
     width = max([len(t) for t in rows] + [6])
-    lines = [f"{title} results (%)", f"{'target':<{width}}" + "".join(f"{n:>8}" for n in names)]
+    lines = [f"{title} results (%)" + (f", {note}" if note else ""),
+             f"{'target':<{width}}" + "".join(f"{n:>8}" for n in names)]
     for target, m in rows.items():
         lines.append(f"{target:<{width}}" + "".join(f"{100 * m[n]:>8.1f}" if n in m else f"{'-':>8}" for n in names))
     return "\n".join(lines)

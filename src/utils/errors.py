@@ -1,6 +1,8 @@
-"""Errors for bad user input: caught by the entry points and printed without a traceback.
+"""Errors the entry points print as one line, without a traceback.
 
-Every message names the offending file/value and says how to fix it.
+Bad user input (``ReIDInputError`` and its kinds) names the offending file/value and says how to fix
+it; a diverged training (``TrainingDivergedError``) is no input error, but its message also says what
+happened, where, and what to try.
 """
 
 
@@ -20,12 +22,29 @@ class ConfigValueError(ReIDInputError):
     """A configuration value is out of range or inconsistent."""
 
 
-def find_input_error(exc: BaseException) -> "ReIDInputError | None":
-    """The ReIDInputError behind ``exc`` (Hydra's instantiate and Lightning wrap errors), or None."""
+class TrainingDivergedError(RuntimeError):
+    """A loss became NaN or infinite: training stopped before the step that would spread it.
+
+    Not an input error (the same config may train at another seed or learning rate), but reported the
+    same way: one line naming the loss, the step and what to lower.
+    """
+
+
+def _find(exc: BaseException, kinds: tuple) -> "BaseException | None":
     seen = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, ReIDInputError):
+        if isinstance(exc, kinds):
             return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def find_input_error(exc: BaseException) -> "ReIDInputError | None":
+    """The ReIDInputError behind ``exc`` (Hydra's instantiate and Lightning wrap errors), or None."""
+    return _find(exc, (ReIDInputError,))
+
+
+def find_reported_error(exc: BaseException) -> "ReIDInputError | TrainingDivergedError | None":
+    """The error behind ``exc`` that an entry point prints as one line (bad input or a diverged training)."""
+    return _find(exc, (ReIDInputError, TrainingDivergedError))

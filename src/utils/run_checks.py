@@ -13,8 +13,8 @@ WANDB_TARGET = "WandbLogger"
 
 
 def check_run_config(cfg: DictConfig) -> None:
-    """Refuse a non-integer seed, ``model.backbone=<string>``, a GPU trainer without a GPU and wandb
-    without credentials, each with the fix."""
+    """Refuse a non-integer seed, ``model.backbone=<string>``, a training run without a whole number of
+    epochs >= 1, a GPU trainer without a GPU and wandb without credentials, each with the fix."""
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigValueError(f"seed={seed!r} must be an integer, e.g. seed=1 (or -m seed=1,2,3 for a sweep).")
@@ -23,8 +23,31 @@ def check_run_config(cfg: DictConfig) -> None:
         raise ConfigValueError(
             f"model.backbone={backbone!r} sets a string where a backbone config belongs; choose the backbone "
             f"group instead: backbone={backbone} (options: conf/backbone/*.yaml).")
+    if cfg.get("train", True):
+        check_max_epochs(cfg.get("trainer") or {})
     check_accelerator(cfg.get("trainer") or {})
     check_wandb(cfg.get("logger") or {})
+
+
+def check_max_epochs(trainer_cfg: Any) -> None:
+    """A training run needs a whole number of epochs >= 1: schedules are fractions of it, and 0 would
+    write an untrained model's results as a training run's."""
+    value = trainer_cfg.get("max_epochs")
+    if trainer_cfg.get("fast_dev_run"):
+        return
+    if value is None:
+        raise ConfigValueError("trainer.max_epochs is not set; give the number of epochs, e.g. trainer.max_epochs=32.")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigValueError(f"trainer.max_epochs={value!r} is not a whole number of epochs; write it in digits, "
+                               "e.g. trainer.max_epochs=2.")
+    if value == 0:
+        raise ConfigValueError("trainer.max_epochs=0 with train=true trains nothing; give epochs >= 1, or evaluate "
+                               "without training: train=false ckpt_path=<checkpoint> (or no ckpt_path for the "
+                               "initial weights).")
+    if value < 0:
+        raise ConfigValueError(f"trainer.max_epochs={value} (Lightning's 'train until stopped') gives the run and its "
+                               "learning-rate schedule no end; give a number of epochs >= 1, e.g. "
+                               "trainer.max_epochs=32.")
 
 
 def check_accelerator(trainer_cfg: Any) -> None:

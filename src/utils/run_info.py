@@ -17,7 +17,8 @@ METRIC_NAMES = ("R1", "R5", "R10", "mAP", "mINP")
 # Keys that do not change what a run computes (or are the seed itself), left out of the config hash.
 HASH_EXCLUDED = ("seed", "paths", "hydra", "logger", "tags", "optimized_metric", "data.sampler_seed",
                  "data.num_workers", "data.pin_memory", "data.test_batch_size", "data.prepare.progress",
-                 "callbacks.progress_bar", "trainer.log_every_n_steps", "trainer.enable_progress_bar")
+                 "callbacks.progress_bar", "callbacks.best_checkpoint", "callbacks.log_interval",
+                 "trainer.log_every_n_steps", "trainer.enable_progress_bar")
 
 
 def git_commit(repo_dir: str | Path) -> Optional[str]:
@@ -118,3 +119,63 @@ def _choice(value: Any) -> Optional[str]:
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(map(str, value)) + "]"
     return str(value)
+
+
+def evaluation_options(eval_cfg: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """The options that change evaluation numbers: ``{"flip": bool, "rerank": {k1, k2, lambda_value} | None}``."""
+    eval_cfg = dict(eval_cfg or {})
+    rerank = dict(eval_cfg.get("rerank") or {})
+    return {"flip": bool(eval_cfg.get("flip", False)),
+            "rerank": ({k: rerank[k] for k in ("k1", "k2", "lambda_value") if k in rerank}
+                       if rerank.get("enabled") else None)}
+
+
+def describe_evaluation(options: Mapping[str, Any]) -> str:
+    """``flip-test off, re-ranking on (k1=20, k2=6, lambda_value=0.3)`` for logs and tables."""
+    rerank = options.get("rerank")
+    rr = "on (" + ", ".join(f"{k}={v}" for k, v in rerank.items()) + ")" if rerank else "off"
+    return f"flip-test {'on' if options.get('flip') else 'off'}, re-ranking {rr}"
+
+
+def checkpoint_training(spec: Optional[Mapping[str, Any]], ckpt_path: Optional[str]) -> Optional[Dict[str, Any]]:
+    """What trained an evaluated checkpoint: the ``training`` record its build spec carries (identity, seed,
+    git commit), or, for checkpoints written before it did, its run folder's results.json; None if unknown."""
+    training = (spec or {}).get("training")
+    if isinstance(training, Mapping) and isinstance(training.get("identity"), Mapping):
+        return dict(training)
+    if not ckpt_path:
+        return None
+    results = Path(str(ckpt_path)).expanduser().resolve().parent.parent / "results.json"
+    try:
+        res = json.loads(results.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(res, dict) or not res.get("train") or not isinstance(res.get("identity"), dict):
+        return None
+    return {"identity": res["identity"], "seed": res.get("seed"), "git_commit": res.get("git_commit"),
+            "run_dir": str(results.parent)}
+
+
+def evaluation_identity(training: Mapping[str, Any], resolved: Mapping[str, Any],
+                        evaluation: Mapping[str, Any], set_keys: Sequence[str] = ()) -> Dict[str, Any]:
+    """An evaluation-only run's identity: the checkpoint's training identity (model, data, epochs, ...) with
+    the evaluated ``targets``; its ``config_hash`` joins the training's hash with the evaluation's (targets'
+    data config, eval options, ``model.*`` values set on the command line), so evaluations of one training
+    config's seeds under the same evaluation pool, and nothing else does."""
+    ident = dict(training["identity"])
+    data = resolved.get("data") or {}
+    model_keys = {k: _select(resolved, k) for k in sorted(set_keys) if k.startswith(("model.", "backbone."))}
+    eval_part = {"data": data, "evaluation": dict(evaluation), "model_keys": model_keys,
+                 "paths": resolved.get("paths") or {}}
+    eval_hash = config_hash(eval_part)
+    ident["targets"] = [t.get("name", t.get("dataset")) for t in data.get("targets") or []]
+    ident["config_hash"] = hashlib.sha256(f"{training['identity'].get('config_hash')}+{eval_hash}".encode()
+                                          ).hexdigest()[:16]
+    return ident
+
+
+def _select(tree: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node

@@ -75,18 +75,25 @@ def register_dataset(name: str):
     return wrap
 
 
-def build_dataset(name: str, root: str | Path, **options) -> ReIDSplits:
+def build_dataset(name: str, root: str | Path, eval_only: bool = False, **options) -> ReIDSplits:
     """Parse the dataset ``name`` from its own folder ``root``.
 
     Returns an object with ``.train``, ``.query``, ``.gallery`` lists of records.
+    eval_only: only query and gallery are needed (evaluation): a parser that takes ``eval_only`` then
+    accepts a folder without its training split and leaves ``.train`` empty; others parse everything.
     """
+    import inspect
+
     from src.data import datasets as _all  # noqa: F401  (imports every parser module)
 
     if name not in DATASETS:
         from src.utils.errors import ConfigValueError
         raise ConfigValueError(
             f"unknown dataset '{name}'. Known: {', '.join(sorted(DATASETS))}.")
-    return DATASETS[name](str(root), **options)
+    parser = DATASETS[name]
+    if eval_only and "eval_only" in inspect.signature(parser).parameters:
+        options["eval_only"] = True
+    return parser(str(root), **options)
 
 
 # Shared parsing helpers: Market-style folders, relabelling, multi-source merge.
@@ -184,11 +191,19 @@ def relabel(records: Sequence[ReIDRecord]) -> List[ReIDRecord]:
 
 def parse_market_style(root: str | Path, dataset: str, default_folder: str,
                        nested: Sequence[str] = (), ext: str = ".jpg",
-                       num_cams: Optional[int] = None, max_pid: Optional[int] = None) -> ReIDSplits:
-    """The whole Market-1501 protocol: relabelled train without distractors, raw query/gallery."""
-    layout = ", ".join(f"{s}/" for s in MARKET_SPLITS) + f" with *{ext} images"
-    base = resolve_root(root, MARKET_SPLITS, nested, dataset, layout, default_folder)
+                       num_cams: Optional[int] = None, max_pid: Optional[int] = None,
+                       eval_only: bool = False) -> ReIDSplits:
+    """The whole Market-1501 protocol: relabelled train without distractors, raw query/gallery.
+
+    eval_only: parse (and require) only ``query/`` and ``bounding_box_test/``; ``.train`` stays empty.
+    """
+    needed = MARKET_SPLITS[1:] if eval_only else MARKET_SPLITS
+    layout = ", ".join(f"{s}/" for s in needed) + f" with *{ext} images"
+    base = resolve_root(root, needed, nested, dataset, layout, default_folder)
     kw = dict(dataset=dataset, ext=ext, num_cams=num_cams, max_pid=max_pid)
+    if eval_only:
+        return ReIDSplits(name=dataset, root=str(base), query=parse_market_folder(base / "query", **kw),
+                          gallery=parse_market_folder(base / "bounding_box_test", **kw))
     train = parse_market_folder(base / "bounding_box_train", drop_distractors=True, **kw)
     if not train:
         raise DatasetLayoutError(

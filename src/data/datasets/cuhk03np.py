@@ -21,7 +21,8 @@ VARIANTS = ("labeled", "detected")
 
 
 @register_dataset("cuhk03np")
-def cuhk03np(root: str, variant: str = "labeled") -> ReIDSplits:
+def cuhk03np(root: str, variant: str = "labeled", eval_only: bool = False) -> ReIDSplits:
+    """eval_only: only the variant's ``query/`` and ``bounding_box_test/`` are read (and needed)."""
     if variant not in VARIANTS:
         raise ConfigValueError(
             f"cuhk03np: variant '{variant}' is not one of {', '.join(VARIANTS)}; "
@@ -35,4 +36,4 @@ def cuhk03np(root: str, variant: str = "labeled") -> ReIDSplits:
             f"each with bounding_box_train/, query/, bounding_box_test/ of *.png images. Download "
             f"CUHK03-NP and put it at <paths.data_dir>/cuhk03-np, or set the dataset's root in the data config.")
     return parse_market_style(base / variant, f"cuhk03np-{variant}", default_folder=f"cuhk03-np/{variant}",
-                              ext=".png", num_cams=10, max_pid=1467)
+                              ext=".png", num_cams=10, max_pid=1467, eval_only=eval_only)

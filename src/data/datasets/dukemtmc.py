@@ -14,6 +14,7 @@ from src.data.datasets.base import ReIDSplits, parse_market_style, register_data
 
 
 @register_dataset("dukemtmc")
-def dukemtmc(root: str) -> ReIDSplits:
+def dukemtmc(root: str, eval_only: bool = False) -> ReIDSplits:
+    """eval_only: only ``query/`` and ``bounding_box_test/`` are read (and needed)."""
     return parse_market_style(root, "dukemtmc", default_folder="DukeMTMC-reID",
-                              nested=("DukeMTMC-reID",), num_cams=8)
+                              nested=("DukeMTMC-reID",), num_cams=8, eval_only=eval_only)

@@ -97,7 +97,8 @@ def _attach(records: List[ReIDRecord], split: str, manifest: Optional[Dict[str, 
 
 
 @register_dataset("genepers")
-def genepers(root: str, ext: str = ".jpg") -> ReIDSplits:
+def genepers(root: str, ext: str = ".jpg", eval_only: bool = False) -> ReIDSplits:
+    """eval_only: read only the held-out split (``.train`` stays empty)."""
     base = Path(root)
     has_train = (base / TRAIN_DIR).is_dir()
     held = [(base / s).is_dir() for s in HELD_OUT]
@@ -113,7 +114,7 @@ def genepers(root: str, ext: str = ".jpg") -> ReIDSplits:
     manifest = read_manifest(manifest_path) if manifest_path.is_file() else None
     splits = ReIDSplits(name=NAME, root=str(base))
     on_disk = set()
-    if has_train:
+    if has_train and not eval_only:
         files = list_images(base / TRAIN_DIR, ext, NAME)
         on_disk.update(f"{TRAIN_DIR}/{p.name}" for p in files)
         train = (_train_from_manifest(files, manifest, manifest_path) if manifest is not None
@@ -126,7 +127,8 @@ def genepers(root: str, ext: str = ".jpg") -> ReIDSplits:
         splits.query = _attach(query, HELD_OUT[0], manifest, manifest_path)
         splits.gallery = _attach(gallery, HELD_OUT[1], manifest, manifest_path)
         on_disk.update(f"{s}/{p.name}" for s in HELD_OUT for p in list_images(base / s, ext, NAME))
-    absent = sorted(set(manifest or ()) - on_disk)
+    listed = {f for f in (manifest or ()) if not (eval_only and PurePosixPath(f).parts[0] == TRAIN_DIR)}
+    absent = sorted(listed - on_disk)
     if absent:
         raise DatasetLayoutError(
             f"{NAME}: {manifest_path} lists {len(absent)} image(s) that are missing, e.g. {base / absent[0]}. "

@@ -14,6 +14,7 @@ from src.data.datasets.base import ReIDSplits, parse_market_style, register_data
 
 
 @register_dataset("market1501")
-def market1501(root: str) -> ReIDSplits:
+def market1501(root: str, eval_only: bool = False) -> ReIDSplits:
+    """eval_only: only ``query/`` and ``bounding_box_test/`` are read (and needed)."""
     return parse_market_style(root, "market1501", default_folder="Market-1501-v15.09.15",
-                              nested=("Market-1501-v15.09.15",), num_cams=6, max_pid=1501)
+                              nested=("Market-1501-v15.09.15",), num_cams=6, max_pid=1501, eval_only=eval_only)

@@ -28,12 +28,14 @@ LAYOUT = ("train/, test/ (V1) or mask_train_v2/, mask_test_v2/ (V2), plus "
           + ", ".join(LISTS))
 
 
-def _find_layout(root: Path) -> Tuple[Path, str, str]:
-    """``(base, train_dir, test_dir)`` of the first V1/V2 layout found in root or a nested folder."""
+def _find_layout(root: Path, eval_only: bool = False) -> Tuple[Path, str, str]:
+    """``(base, train_dir, test_dir)`` of the first V1/V2 layout found in root or a nested folder
+    (``eval_only``: the test folder and the query / gallery lists are enough)."""
+    lists = LISTS[2:] if eval_only else LISTS
     for base in [root] + [root / n for n in NESTED]:
         for train_dir, test_dir in VERSIONS.values():
-            if (base / train_dir).is_dir() and (base / test_dir).is_dir():
-                missing = [str(base / f) for f in LISTS if not (base / f).is_file()]
+            if (eval_only or (base / train_dir).is_dir()) and (base / test_dir).is_dir():
+                missing = [str(base / f) for f in lists if not (base / f).is_file()]
                 if missing:
                     raise DatasetLayoutError(
                         f"msmt17: missing list file(s) {', '.join(missing)}. Expected {LAYOUT} under {base}.")
@@ -72,9 +74,14 @@ def _read_list(list_file: Path, image_dir: Path) -> List[ReIDRecord]:
 
 
 @register_dataset("msmt17")
-def msmt17(root: str, include_val: bool = True) -> ReIDSplits:
-    """``include_val``: train on list_train + list_val (the standard full training set)."""
-    base, train_dir, test_dir = _find_layout(Path(root))
+def msmt17(root: str, include_val: bool = True, eval_only: bool = False) -> ReIDSplits:
+    """``include_val``: train on list_train + list_val (the standard full training set).
+    ``eval_only``: read only the test folder and list_query / list_gallery (``.train`` stays empty)."""
+    base, train_dir, test_dir = _find_layout(Path(root), eval_only)
+    if eval_only:
+        return ReIDSplits(name="msmt17", root=str(base),
+                          query=_read_list(base / "list_query.txt", base / test_dir),
+                          gallery=_read_list(base / "list_gallery.txt", base / test_dir))
     train = _read_list(base / "list_train.txt", base / train_dir)
     if include_val:
         train = sorted(train + _read_list(base / "list_val.txt", base / train_dir), key=lambda r: r.path)

@@ -1,0 +1,202 @@
+"""The defences of model=privacy_gan on hand-worked cases: the shared reversal step, the decoder pool's
+restarts, the within-identity dependence measures, the stochastic bottleneck, the fresh probe."""
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+
+from src.nn.discriminator import FeatureConditionedDiscriminator
+from src.nn.feature_decoder import FeatureDecoder
+
+SIZE = (16, 12)
+DECODER = partial(FeatureDecoder, base_channels=16, min_channels=8, norm="group", norm_groups=4)
+DISCRIMINATOR = partial(FeatureConditionedDiscriminator, base_channels=8, max_channels=16)
+
+
+def _batch(n=8, dim=6, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, dim, generator=gen), torch.rand(n, 3, *SIZE, generator=gen)
+
+
+# ----------------------------------------------------------------------------- the reversal step
+def test_reversal_step_lazy_clocks_and_g_learns():
+    from src.models.privacy.reversal import ReversalStep
+
+    torch.manual_seed(0)
+    feat, images = _batch()
+    g, d = DECODER(feat_dim=6, image_size=SIZE), DISCRIMINATOR(feat_dim=6, image_size=SIZE)
+    step = ReversalStep(g, d, torch.optim.Adam(g.parameters(), 1e-2), torch.optim.Adam(d.parameters(), 1e-3),
+                        gan_loss="lsgan", adv_weight=0.01, d_every=4, r1_every=2, g_every=1)
+    pixel = [float(step(feat, images)["loss_g_pixel"]) for _ in range(40)]
+    # D every 4th call (10 steps), R1 every 2nd D step (5), G every call
+    assert step.clock == {"batches": 40, "d_steps": 10, "r1_steps": 5, "g_steps": 40}
+    assert pixel[-1] < 0.7 * pixel[0]
+    out = step(feat, images, adversarial=False)  # an attacker's L1 warm-up: no D step, no D term
+    assert "loss_d" not in out and "loss_g_adv" not in out and step.clock["d_steps"] == 10
+
+
+# ----------------------------------------------------------------------------- the GAN defence
+def test_realism_gives_e_no_gradient_through_ds_condition():
+    """privacy_loss=realism: D sees E's feature detached, so a G that ignores the feature gives E nothing."""
+    from src.models.privacy.defences import GANDefence
+
+    defence = GANDefence(DECODER, DISCRIMINATOR, partial(torch.optim.Adam, lr=1e-3), partial(torch.optim.Adam, lr=1e-3),
+                         privacy_loss="realism")
+    defence.build(feat_dim=6, image_size=SIZE)
+    with torch.no_grad():
+        defence.generator.fc.weight.zero_()  # G's image no longer depends on the feature
+    feat, real = _batch()
+    feat.requires_grad_(True)
+    loss, _ = defence.privacy_loss(feat, real, torch.zeros(8), real.mean(0, keepdim=True))
+    loss.backward()
+    assert loss.item() > 0 and feat.grad.abs().max().item() == 0.0
+
+
+# ----------------------------------------------------------------------------- the decoder pool
+def _pool(**kw):
+    from src.models.privacy.pool import DecoderPoolDefence
+    from src.models.privacy.reversal import plain_minimize
+
+    pool = DecoderPoolDefence(DECODER, partial(torch.optim.Adam, lr=1e-3), size=3, warmup_batches=2, **kw)
+    pool.build(feat_dim=6, image_size=SIZE)
+    pool.bind(pool.build_optimizers(), plain_minimize)
+    return pool
+
+
+def test_pool_restarts_the_oldest_decoder_with_fresh_weights_and_no_optimizer_state():
+    torch.manual_seed(0)
+    pool = _pool()
+    feat, real = _batch()
+    for _ in range(3):
+        pool.adversary_step(feat, real)
+    optimizer = pool.optimizers_[0]
+    assert pool.steps.tolist() == [3, 3, 3] and len(optimizer.state) == sum(1 for _ in pool.parameters())
+    kept = {k: v.clone() for k, v in pool.decoders[1].state_dict().items()}
+    pool.on_joint_epoch_start(5)
+    with torch.random.fork_rng():
+        torch.manual_seed(0 * 100003 + 5 * 101 + 0)
+        fresh = DECODER(feat_dim=6, image_size=SIZE)
+    assert all(torch.equal(a, b) for a, b in zip(pool.decoders[0].state_dict().values(), fresh.state_dict().values()))
+    assert all(p not in optimizer.state for p in pool.decoders[0].parameters())
+    assert all(p in optimizer.state for p in pool.decoders[1].parameters())
+    assert all(torch.equal(kept[k], v) for k, v in pool.decoders[1].state_dict().items())
+    assert pool.born.tolist() == [5, 0, 0] and pool.steps.tolist() == [0, 3, 3] and pool.warm == [1, 2]
+    pool.on_joint_epoch_start(6)  # the next oldest: decoder 1
+    assert pool.born.tolist() == [5, 6, 0] and pool.warm == [2] and int(pool.restarts) == 2
+
+
+def test_pool_loss_uses_warm_decoders_and_ignores_feature_scale():
+    torch.manual_seed(0)
+    pool = _pool(aggregate="max", privacy_loss="ssim")
+    feat, real = _batch()
+    blind = real.mean(0, keepdim=True)
+    zero, _ = pool.privacy_loss(feat, real, torch.zeros(8), blind)
+    assert zero.item() == 0.0  # no decoder warmed up yet
+    for _ in range(2):
+        pool.adversary_step(feat, real)
+    loss, extra = pool.privacy_loss(feat, real, torch.zeros(8), blind)
+    scaled, _ = pool.privacy_loss(10.0 * feat + 3.0, real, torch.zeros(8), blind)
+    assert extra["pool_warm"].item() == 3.0
+    assert scaled.item() == pytest.approx(loss.item(), abs=1e-5)  # standardised: rescaling hides nothing
+    from src.metrics.privacy import ssim
+    from src.models.privacy.pool import standardise
+    each = [ssim(d(standardise(feat)), real).mean().item() for d in pool.decoders]
+    assert loss.item() == pytest.approx(max(each), abs=1e-5)
+
+
+# ----------------------------------------------------------------------------- dependence
+def test_distance_correlation_by_hand():
+    from src.losses.dependence import distance_correlation
+
+    x = torch.tensor([[0.0], [0.0], [1.0], [1.0]])
+    y = torch.tensor([[0.0], [1.0], [0.0], [1.0]])
+    # double-centred distance matrices are a - 0.5 (+-0.5); their products cancel: dCov = 0
+    assert distance_correlation(x, y).item() == pytest.approx(0.0, abs=1e-5)
+    z = torch.randn(10, 3)
+    assert distance_correlation(z, 2.0 * z + 1.0).item() == pytest.approx(1.0, abs=1e-4)
+    assert distance_correlation(z, torch.ones(10, 2)).item() == 0.0
+
+
+def test_normalized_hsic_bounds():
+    from src.losses.dependence import normalized_hsic
+
+    z = torch.randn(12, 4)
+    assert normalized_hsic(z, z).item() == pytest.approx(1.0, abs=1e-4)
+    assert normalized_hsic(z, torch.ones(12, 2)).item() == 0.0
+    assert 0.0 <= normalized_hsic(z, torch.randn(12, 5)).item() < 0.6
+
+
+def test_within_identity_dependence_ignores_what_identifies():
+    """A feature that depends on the image only through its identity has no within-identity dependence;
+    one that copies the image's own variation has a lot. Gradients reach the feature."""
+    from src.losses.dependence import within_identity_dependence, within_identity_residuals
+
+    pids = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    x = torch.tensor([[1.0, 2.0], [3.0, 2.0], [2.0, 5.0], [0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [5.0, 5.0],
+                      [5.0, 5.0], [5.0, 5.0]])
+    res = within_identity_residuals(x, pids)
+    assert res[:3].tolist() == [[-1.0, -1.0], [1.0, -1.0], [0.0, 2.0]] and res[6:].abs().sum() == 0
+    images = torch.rand(9, 3, 8, 4)
+    identity_only = torch.randn(3, 6)[pids].requires_grad_(True)
+    for measure in ("dcor", "hsic"):
+        assert within_identity_dependence(identity_only, images, pids, measure).item() == pytest.approx(0.0, abs=1e-4)
+    leaky = (images.flatten(1)[:, :6] + 0.0).requires_grad_(True)
+    value = within_identity_dependence(leaky, images, pids, "dcor")
+    assert value.item() > 0.5
+    value.backward()
+    assert torch.isfinite(leaky.grad).all() and leaky.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- bottleneck
+def test_bottleneck_kl_by_hand_and_seeded_samples():
+    from src.nn.bottleneck import VariationalBottleneck
+
+    mu, logvar = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0]])
+    # 0.5 * ((1 + 1 - 0 - 1) + (0 + 1 - 0 - 1)) = 0.5
+    assert VariationalBottleneck.kl(mu, logvar).tolist() == [0.5]
+    head = VariationalBottleneck(4, stored="sample", sample_seed=3)
+    h, images = torch.randn(3, 4), torch.rand(3, 3, 8, 4)
+    both = head.stored_feature(h, images)
+    alone = head.stored_feature(h[1:2], images[1:2])
+    assert torch.equal(both[1:2], alone)          # the same image gets the same sample in any batch
+    assert not torch.allclose(both, head(h)[0])  # a sample, not the mean
+    head.stored = "mean"
+    assert torch.equal(head.stored_feature(h, images), head(h)[0])
+    assert torch.allclose(head(h)[0], h)          # the mean head starts as the identity
+
+
+# ----------------------------------------------------------------------------- fresh probe
+class _Extractor(torch.nn.Module):
+    """extract_features = a fixed function of the image (leaky) or a constant (feature-blind)."""
+
+    def __init__(self, leaky: bool) -> None:
+        super().__init__()
+        self.leaky = leaky
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    @property
+    def device(self):
+        return self.anchor.device
+
+    def extract_features(self, images):
+        pooled = torch.nn.functional.adaptive_avg_pool2d(images, (4, 2)).flatten(1)
+        return pooled if self.leaky else torch.zeros_like(pooled)
+
+
+def test_fresh_probe_sees_a_leaky_feature_and_nothing_in_a_blind_one(reid_data_dir, tmp_path):
+    from hydra.utils import instantiate
+
+    from conftest import TINY, compose_train
+    from src.callbacks.fresh_probe import FreshProbeCallback
+
+    cfg = compose_train(TINY + ["data=market1501", "data.val_split.identities=6"], tmp_path, reid_data_dir)
+    dm = instantiate(cfg.data, _convert_="all")
+    dm.setup_sources()
+    probe = FreshProbeCallback(partial(FeatureDecoder, base_channels=16, min_channels=8, norm="batch"),
+                               steps=150, batch_size=16, lr=3e-3, image_size=(32, 16), max_passes=1000)
+    leaky = probe.probe(_Extractor(leaky=True), dm)
+    blind = probe.probe(_Extractor(leaky=False), dm)
+    assert leaky["ssim_gain"] > 0.1 and leaky["ssim"] > leaky["mean_image_ssim"]
+    assert blind["ssim_gain"] == 0.0  # constant features: the probe and its null are the same decoder
