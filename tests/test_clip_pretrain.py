@@ -124,10 +124,12 @@ def test_sandbox_build_is_reused_rebuilt_and_skipped_under_fast_dev_run(tmp_path
         OpenCLIPVisual("clip-tiny", pretrained="sandbox", image_size=(32, 16))
 
 
-def test_sandbox_is_the_default_of_the_clip_recipes_and_fdr_keeps_random_weights(tmp_path):
+def test_sandbox_weights_are_opt_in_and_fdr_keeps_random_weights(tmp_path):
     from hydra.utils import instantiate
 
-    cfg = compose_train(["model=pdm", "debug=fdr", "data.height=32", "data.width=16"], tmp_path)
+    assert compose_train(["model=pdm"], tmp_path / "d").backbone.pretrained is None  # opt-in for now
+    cfg = compose_train(["model=pdm", "debug=fdr", "data.height=32", "data.width=16", "backbone.pretrained=sandbox"],
+                        tmp_path)
     assert cfg.backbone.pretrained == "sandbox" and cfg.backbone.sandbox.quick is True
     assert instantiate(cfg.backbone).text_tower_loaded is None  # random weights, nothing built
     assert compose_train(["model=clipreid", "backbone.pretrained=null"], tmp_path / "n").backbone.pretrained is None
