@@ -391,9 +391,13 @@ def build_training_model(overrides: Sequence[str], num_classes: int):
     model = instantiate(cfg.model)
     model.log = lambda *args, **kwargs: None  # no trainer to log to
     model.neck.reset_classifier(num_classes)
+    if hasattr(model, "neck_proj"):  # CLIP-ReID / PDM: a second BNNeck on the projected feature
+        model.neck_proj.reset_classifier(num_classes)
     if hasattr(model, "setup_identities"):  # CLIP-ReID / PDM
         model.setup_identities(SimpleNamespace(num_classes=num_classes, num_cameras=6, num_domains=1))
         model.text_bank = torch.nn.functional.normalize(torch.randn(num_classes, model.embed_dim), dim=1)
+        if hasattr(model, "stage1_feats"):  # PDM's style-mixed term reads the stage-1 features by index
+            model.stage1_feats = torch.randn(4096, model.embed_dim)
         for module in model.stage1_modules().values():
             module.eval()
         params = [p for p in list(model.backbone.parameters()) + list(model.neck.parameters()) if p.requires_grad]
@@ -511,7 +515,7 @@ def step_privacy_gan(chk: Check) -> None:
             if not times:
                 raise RuntimeError(f"no timed iteration ({len(timer.times)} ran)")
             per_iter = sum(times) / len(times)
-            steps = {k: model.counters[k] - timer.counters_from.get(k, 0) for k in ("d_steps", "r1_steps")}
+            steps = {k: step_counters(model).get(k, 0) - timer.counters_from.get(k, 0) for k in ("d_steps", "r1_steps")}
             chk.add(f"{setting} ({len(times)} iterations holding {steps['d_steps']} D steps, {steps['r1_steps']} R1)",
                     1.0 / per_iter, "it/s")
             chk.add_peak(setting)
@@ -519,6 +523,13 @@ def step_privacy_gan(chk: Check) -> None:
         if chk.device.type == "cuda":
             gc.collect()
             torch.cuda.empty_cache()
+
+
+def step_counters(model) -> Dict[str, int]:
+    """The privacy model's step counters (E's and the defence's clock: batches, D / G / R1 steps)."""
+    counters = dict(getattr(model, "counters", {}) or {})
+    counters.update(getattr(getattr(model, "defence", None), "clock", {}) or {})
+    return counters
 
 
 class IterationTimer(pl.Callback):
@@ -538,7 +549,7 @@ class IterationTimer(pl.Callback):
         self._start = time.perf_counter()
         if len(self.times) == self.warmup:
             self._timed_from = self._start
-            self.counters_from = dict(getattr(pl_module, "counters", {}))
+            self.counters_from = step_counters(pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if pl_module.device.type == "cuda":

@@ -383,7 +383,15 @@ class AttackModel(ReIDModule):
         q_pid, q_cam, g_pid, g_cam = data["pids"][queries], data["camids"][queries], data["pids"][gallery], \
             data["camids"][gallery]
 
-        def rank1(qf: torch.Tensor, gf: torch.Tensor, subset: torch.Tensor) -> float:
+        def rank1(qf: torch.Tensor, gf: torch.Tensor, subset: torch.Tensor) -> Optional[float]:
+            """Rank-1 of queries ``subset`` against every member; None when no query has a cross-camera
+            match among the members (a fast dev run's or a tiny split's few images)."""
+            has_match = ((q_pid[subset].view(-1, 1) == g_pid.view(1, -1))
+                         & (q_cam[subset].view(-1, 1) != g_cam.view(1, -1))).any()
+            if not bool(has_match):
+                log.warning("leakage: no scored image has a match from another camera among the %d images; "
+                            "rank-1 left undefined", g_pid.numel())
+                return None
             res = evaluate_features(qf, gf, q_pid[subset], g_pid, q_cam[subset], g_cam, metric=self.eval_metric)
             return float(res["cmc"][0])
 
