@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
 from src.synth.attributes import _to_plain, derive_seed, load_conf_yaml
-from src.utils.fileops import atomic_write_json, file_lock
+from src.utils.fileops import atomic_write_json, file_lock, replace_dir
 from src.synth.generators.procedural import ProceduralGenerator
 from src.synth.plan import SynthPlan, parse_count_range
 from src.synth.writer import GenePersonWriter, ordered_json
@@ -168,15 +168,28 @@ def ensure_genepers_mini(root: Union[str, Path], num_identities: int = 300, imag
         counts = _write_domains(tmp, params, progress)
         atomic_write_json(tmp / COMPLETE, {"params": params, "counts": counts,
                                            "seconds": round(time.time() - start, 2)})
-        if root.exists():
-            old = root.parent / f"{root.name}.old-{os.getpid()}"
-            os.rename(root, old)
-            os.rename(tmp, root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, root)
+        replace_dir(tmp, root)
         log.info("GenePerson-mini ready in %.1f s: %s", time.time() - start, counts)
     return root
+
+
+def write_procedural_set(out: Path, plan: SynthPlan, params: Mapping[str, Any], generator: Mapping[str, Any],
+                         style: Any, progress: bool, what: str) -> int:
+    """Render ``plan`` with the procedural generator into the GenePerson folder ``out`` (writer, JPEG 95,
+    no fsync: the caller swaps the finished parent folder in atomically); returns the number of images."""
+    gen = ProceduralGenerator(render=params["render"], **generator)
+    config = {"plan": plan.describe(), "attributes": params["attributes"], "prompts": params["prompts"],
+              "style": style, "height": params["height"], "width": params["width"], "jpeg_quality": 95,
+              "generator": {"name": "procedural", **generator}, "quality_filter": None}
+    writer = GenePersonWriter(out, plan, gen, config, params["height"], params["width"], batch_size=64,
+                              fsync=False, progress=progress)
+    try:
+        info = writer.run()
+    finally:
+        gen.close()
+    if info is None:
+        raise RuntimeError(f"{what} did not complete")
+    return int(info["num_images"])
 
 
 def _check_domains(domains: Mapping[str, Any]) -> None:
@@ -211,18 +224,7 @@ def _write_domains(tmp: Path, params: Mapping[str, Any], progress: bool) -> Dict
         }
         plan = SynthPlan.from_config(plan_cfg, params["attributes"], params["prompts"], spec.get("style"))
         gen_opts = {**params["generator"], **(spec.get("generator") or {})}
-        gen = ProceduralGenerator(render=params["render"], **gen_opts)
-        config = {"plan": plan.describe(), "attributes": params["attributes"], "prompts": params["prompts"],
-                  "style": spec.get("style"), "height": params["height"], "width": params["width"],
-                  "jpeg_quality": 95, "generator": {"name": "procedural", **gen_opts}, "quality_filter": None}
-        writer = GenePersonWriter(tmp / name, plan, gen, config, params["height"], params["width"],
-                                  batch_size=64, fsync=False, progress=progress)
-        try:
-            info = writer.run()
-        finally:
-            gen.close()
-        if info is None:
-            raise RuntimeError(f"GenePerson-mini domain {name} did not complete")
-        counts[name] = info["num_images"]
+        counts[name] = write_procedural_set(tmp / name, plan, params, gen_opts, spec.get("style"), progress,
+                                            f"GenePerson-mini domain {name}")
         pid_start += plan.num_identities
     return counts

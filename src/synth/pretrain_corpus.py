@@ -31,11 +31,11 @@ from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 from src.synth.attributes import AttributeSchema, _to_plain, derive_seed, identity_seed, load_conf_yaml
 from src.synth.generators.procedural import ProceduralGenerator
-from src.synth.mini import DEFAULT_DOMAINS, DEFAULT_GENERATOR, SOURCE, _domain_seed
+from src.synth.mini import DEFAULT_DOMAINS, DEFAULT_GENERATOR, SOURCE, _domain_seed, write_procedural_set
 from src.synth.plan import MAX_PID, SynthPlan, parse_count_range
-from src.synth.writer import GenePersonWriter, ordered_json
+from src.synth.writer import ordered_json
 from src.utils.errors import ConfigValueError
-from src.utils.fileops import atomic_write_json, file_lock
+from src.utils.fileops import atomic_write_json, file_lock, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -195,28 +195,11 @@ def ensure_pretrain_corpus(root: Union[str, Path], num_identities: int = 1000, h
         counts = {}
         style = corpus_style(params["exclude_target_styles"], params["mini"].get("domains"), params["attributes"])
         for split, plan in plans.items():
-            gen = ProceduralGenerator(render=params["render"], **params["generator"])
-            config = {"plan": plan.describe(), "attributes": params["attributes"], "prompts": params["prompts"],
-                      "style": style, "height": params["height"], "width": params["width"], "jpeg_quality": 95,
-                      "generator": {"name": "procedural", **params["generator"]}, "quality_filter": None}
-            writer = GenePersonWriter(tmp / split, plan, gen, config, params["height"], params["width"],
-                                      batch_size=64, fsync=False, progress=progress)
-            try:
-                info = writer.run()
-            finally:
-                gen.close()
-            if info is None:
-                raise RuntimeError(f"pre-training corpus split {split} did not complete")
-            counts[split] = info["num_images"]
+            counts[split] = write_procedural_set(tmp / split, plan, params, params["generator"], style, progress,
+                                                 f"pre-training corpus split {split}")
         atomic_write_json(tmp / COMPLETE, {"params": params, "counts": counts,
                                            "seconds": round(time.time() - start, 2)})
-        if root.exists():
-            old = root.parent / f"{root.name}.old-{os.getpid()}"
-            os.rename(root, old)
-            os.rename(tmp, root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, root)
+        replace_dir(tmp, root)
         log.info("pre-training corpus ready in %.1f s: %s", time.time() - start, counts)
     return root
 

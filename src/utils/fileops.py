@@ -72,3 +72,18 @@ def file_lock(path: Path, blocking: bool = True, what: str = "") -> Iterator[Non
         yield
     finally:
         os.close(fd)
+
+
+def replace_dir(tmp: Path, root: Path) -> None:
+    """Put the finished folder ``tmp`` in place of ``root`` (which may exist): two renames on one file
+    system, so readers see the old folder or the new one, never a half-written one."""
+    import os
+    import shutil
+
+    if root.exists():
+        old = root.parent / f"{root.name}.old-{os.getpid()}"
+        os.rename(root, old)
+        os.rename(tmp, root)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, root)

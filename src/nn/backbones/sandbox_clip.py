@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from src.utils.errors import ConfigValueError
-from src.utils.fileops import atomic_write_json, file_lock
+from src.utils.fileops import atomic_write_json, file_lock, replace_dir
 
 log = logging.getLogger("src.nn")
 
@@ -142,13 +142,7 @@ def ensure_sandbox_clip(root: Union[str, Path], corpus: Optional[Mapping[str, An
         report["seconds"] = round(time.time() - start, 1)
         atomic_write_json(tmp / "report.json", report)
         atomic_write_json(tmp / COMPLETE, {"params": params, "seconds": report["seconds"]})
-        if root.exists():
-            old = root.parent / f"{root.name}.old-{os.getpid()}"
-            os.rename(root, old)
-            os.rename(tmp, root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, root)
+        replace_dir(tmp, root)
         held = report["heldout"]
         log.info("person-aligned %s ready in %.1f min: held-out zero-shot mean normalized accuracy %s, "
                  "caption-to-image R1 %s (%s)", model_name, report["seconds"] / 60,
