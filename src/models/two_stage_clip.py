@@ -31,17 +31,16 @@ runs one batch of each stage, caching only that batch's features.
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from src.losses.terms import build_loss_terms
+from src.models.feature_cache import cache_training_features
 from src.models.reid_module import ReIDModule, check_neck_feat
 from src.nn.heads import BNNeck
 from src.nn.text import TextEncoder
@@ -215,62 +214,11 @@ class TwoStageCLIPModule(ReIDModule):
         return [opt1, opt2], [{"scheduler": sch, "interval": "epoch"} for sch in schedules]
 
     # ----------------------------------------------------------------- cache
-    @torch.no_grad()
     def build_cache(self, indices: Optional[Sequence[int]] = None) -> Dict[str, torch.Tensor]:
-        """Image-encoder features of the training images (test transforms, eval mode), the same on every
-        rank: ``feats`` (N, E) in index order, ``restyled`` (N, E) with :attr:`cache_restyled`, and
-        ``row`` (n_train,) mapping a training index to its row (-1: not cached). ``indices``: cache only
-        these images (a fast dev run caches its one batch)."""
-        dm = self.trainer.datamodule
-        restyled = self.cache_restyled
-        loader = dm.train_feature_loader(restyled=restyled, restyle_strength=self.restyle_strength, indices=indices)
-        was_training = self.backbone.training
-        self.backbone.eval()
-        views = ("image", "image_restyled") if restyled else ("image",)
-        parts: Dict[str, list] = {v: [] for v in views}
-        seen = []
-        for batch in loader:
-            for v in views:
-                parts[v].append(self.backbone(batch[v].to(self.device)).float())
-            seen.append(batch["index"].to(self.device))
-        self.backbone.train(was_training)
-        n_train = len(dm.train_records)
-        wanted = (torch.arange(n_train, device=self.device) if indices is None
-                  else torch.as_tensor(sorted(set(int(i) for i in indices)), device=self.device))
-        idx = torch.cat(seen) if seen else torch.zeros(0, dtype=torch.long, device=self.device)
-        cache = {}
-        for v in views:
-            feats = torch.cat(parts[v]) if parts[v] else torch.zeros(0, self.embed_dim, device=self.device)
-            cache["feats" if v == "image" else "restyled"] = self._gather_in_order(feats, idx, wanted)
-        row = torch.full((n_train,), -1, dtype=torch.long, device=self.device)
-        row[wanted] = torch.arange(len(wanted), device=self.device)
-        cache["row"], cache["index"] = row, wanted
-        log.info("stage 1: cached image-encoder features of %d training images%s", len(wanted),
-                 " (+ re-styled views)" if restyled else "")
-        return cache
-
-    def _gather_in_order(self, feats: torch.Tensor, idx: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
-        """This rank's (rows, training indices) -> (len(wanted), E) rows in the order of ``wanted``, on
-        every rank."""
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            world = dist.get_world_size()
-            size = math.ceil(len(wanted) / world)
-            pad = size - len(idx)
-            feats = torch.cat([feats, feats.new_zeros(pad, feats.shape[1])])
-            idx = torch.cat([idx, idx.new_full((pad,), -1)])
-            all_feats = [torch.empty_like(feats) for _ in range(world)]
-            all_idx = [torch.empty_like(idx) for _ in range(world)]
-            dist.all_gather(all_feats, feats.contiguous())
-            dist.all_gather(all_idx, idx.contiguous())
-            feats, idx = torch.cat(all_feats), torch.cat(all_idx)
-            keep = idx >= 0
-            feats, idx = feats[keep], idx[keep]
-        position = torch.searchsorted(wanted, idx)
-        out = feats.new_zeros(len(wanted), feats.shape[1])
-        out[position] = feats
-        if len(torch.unique(idx)) != len(wanted):
-            raise RuntimeError(f"feature cache covers {len(torch.unique(idx))} of {len(wanted)} training images")
-        return out
+        """The frozen image encoder's features of the training images (see
+        :func:`src.models.feature_cache.cache_training_features`); ``indices``: only these images."""
+        return cache_training_features(self.backbone, self.trainer.datamodule, self.device, self.embed_dim,
+                                       self.cache_restyled, self.restyle_strength, indices)
 
     @property
     def cache(self) -> Dict[str, torch.Tensor]:

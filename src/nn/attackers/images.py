@@ -9,16 +9,8 @@ from __future__ import annotations
 from typing import Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 
-
-def resize(images: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """(B,C,H,W) -> (B,C,h,w), bilinear (antialiased when shrinking); unchanged when already that size."""
-    size = tuple(int(s) for s in size)
-    if tuple(images.shape[-2:]) == size:
-        return images
-    shrink = images.shape[-2] > size[0] or images.shape[-1] > size[1]
-    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+from src.models.privacy.images import resize_images as resize  # the one resize path of defences and audit
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
