@@ -20,7 +20,6 @@ import argparse
 import fnmatch
 import functools
 import importlib.util
-import itertools
 import re
 import shlex
 from dataclasses import dataclass, field

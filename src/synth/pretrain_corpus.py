@@ -27,7 +27,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from src.synth.attributes import AttributeSchema, _to_plain, derive_seed, identity_seed, load_conf_yaml
 from src.synth.generators.procedural import ProceduralGenerator
