@@ -25,6 +25,7 @@ register_resolvers()
 # Overrides that make any train config tiny and CPU-only.
 TINY = [
     "trainer=cpu",
+    "trainer.precision=32-true",  # the same arithmetic on every CI machine (auto: bf16 where native)
     "trainer.max_epochs=1",
     "trainer.check_val_every_n_epoch=1",
     "data.height=32",

@@ -121,3 +121,30 @@ def test_reconstruction_captions_name_the_attacker_and_ssim(tmp_path, monkeypatc
                                        torch.tensor([7, 8]), torch.arange(2))
     assert seen["captions"][:3] == ["real id 7", "l1 SSIM 1.00", f"diff SSIM {seen['captions'][2][-4:]}"]
     assert seen["width"] >= attack_report.CAPTION_WIDTH
+
+
+def test_gan_attacker_steps_are_the_defences_reversal_step():
+    """One GAN convention for defence and audit: the attacker's steps are ReversalStep calls (L1 alone in the
+    warm-up, then D every step with its R1), and they fit a feature -> image map that a linear decoder can learn."""
+    from src.models.privacy.reversal import ReversalStep
+    from src.nn.attackers.decoder import GANAttacker
+    from src.nn.discriminator import FeatureConditionedDiscriminator
+    from src.nn.feature_decoder import FeatureDecoder
+
+    torch.manual_seed(0)
+    attacker = GANAttacker(functools.partial(FeatureDecoder, base_channels=16, min_channels=8),
+                           functools.partial(FeatureConditionedDiscriminator, base_channels=8, max_channels=16),
+                           steps=40, batch_size=8, lr=3e-3, adv_weight=0.01, r1_gamma=0.1, l1_warmup=0.5, log_every=0)
+    attacker.build(feat_dim=6, image_size=[16, 8])
+    assert isinstance(attacker.step, ReversalStep) and attacker.step.generator is attacker.decoder
+    feats = torch.randn(32, 6)
+    images = (torch.sigmoid(feats[:, :3, None, None]).expand(-1, -1, 16, 8) * 255).to(torch.uint8)
+    before = (attacker.reconstruct(feats, None) - images.float() / 255).abs().mean()
+    attacker.fit(feats, images, "toy", torch.Generator().manual_seed(0))
+    clock = attacker.step.clock
+    assert clock["batches"] == clock["g_steps"] == 40
+    assert clock["d_steps"] == clock["r1_steps"] == 20  # the second half, every step
+    after = (attacker.reconstruct(feats, None) - images.float() / 255).abs().mean()
+    assert after < 0.5 * before
+    with pytest.raises(Exception, match="gan_loss|unknown"):
+        GANAttacker(None, None, gan_loss="wasserstein-ish")

@@ -152,3 +152,38 @@ def test_default_config_writes_mini_data_and_evaluates_every_target(tmp_path):
     assert set(res["test"]) == {"night_cctv", "station_indoor"}
     assert res["data"] == "genepers_mini"
     assert all(0.0 <= m["mAP"] <= 1.0 for m in res["test"].values())
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_auto_follows_the_cpu(native, monkeypatch):
+    from src.utils import resolvers
+
+    monkeypatch.setattr(resolvers, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolvers._precision("auto", "cpu") == ("bf16-mixed" if native else "32-true")
+    assert resolvers._precision("auto", "auto") == ("bf16-mixed" if native else "32-true")
+    assert resolvers._precision("32-true", "cpu") == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolvers._precision("auto", "auto") == "32-true"  # a GPU under trainer=default: as before
+
+
+def test_bf16_mixed_training_lowers_the_loss_and_evaluates(reid_data_dir, tmp_path):
+    """The default run's arithmetic on native-bf16 CPUs (trainer.precision=auto), typed here on any CPU."""
+    import csv
+    res = run_train(TINY + ["data=market1501", "trainer.max_epochs=6", "trainer.log_every_n_steps=1",
+                            "trainer.precision=auto", "model.scheduler.warmup_epochs=0", "data.val_split.identities=0"],
+                    tmp_path, reid_data_dir)
+    cfg = (tmp_path / "config_resolved.yaml").read_text()
+    assert "precision: bf16-mixed" in cfg or "precision: 32-true" in cfg  # auto resolved before the Trainer
+    rows = list(csv.DictReader(open(next((tmp_path / "csv").rglob("metrics.csv")))))
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    k = len(losses) // 3
+    assert sum(losses[-k:]) / k < sum(losses[:k]) / k
+    assert 0.0 < res["test"]["market1501"]["mAP"] <= 100.0
+
+
+def test_bf16_mixed_typed_trains(reid_data_dir, tmp_path):
+    res = run_train(TINY + ["data=market1501", "trainer.precision=bf16-mixed", "data.val_split.identities=0"],
+                    tmp_path, reid_data_dir)
+    assert "precision: bf16-mixed" in (tmp_path / "config_resolved.yaml").read_text()
+    assert res["test"]["market1501"]["mAP"] > 0

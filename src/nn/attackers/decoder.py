@@ -6,7 +6,8 @@ from typing import Callable, Dict, Sequence
 import torch
 from torch import nn
 
-from src.losses.adversarial import gan_losses, l1_reconstruction, r1_penalty
+from src.losses.adversarial import l1_reconstruction
+from src.models.privacy.reversal import ReversalStep
 from src.nn.attackers.base import ReversalAttacker
 from src.utils.errors import ConfigValueError
 
@@ -33,35 +34,13 @@ class L1Attacker(ReversalAttacker):
         return self.decoder(feat)
 
 
-def gan_attacker_step(decoder: nn.Module, discriminator: nn.Module, opt_g: torch.optim.Optimizer,
-                      opt_d: torch.optim.Optimizer, feat: torch.Tensor, images: torch.Tensor,
-                      d_loss_fn: Callable, g_loss_fn: Callable, l1_weight: float, adv_weight: float,
-                      r1_gamma: float = 0.0) -> Dict[str, float]:
-    """One GAN step of the attacker: D on real vs decoded images (+ R1), then the decoder on
-    ``l1_weight`` x L1 + ``adv_weight`` x the generator loss, D frozen. feat (B,D), images (B,3,h,w) in [0, 1].
-
-    The one place the attacker's GAN convention lives, so that it can be swapped for a shared GAN step.
-    """
-    fake = decoder(feat)
-    real = images.detach().requires_grad_(r1_gamma > 0)
-    real_scores = discriminator(real, feat)
-    d_loss = d_loss_fn(real_scores, discriminator(fake.detach(), feat))
-    if r1_gamma > 0:
-        d_loss = d_loss + r1_gamma * r1_penalty(real_scores, real)
-    ReversalAttacker.minimize(opt_d, d_loss)
-    discriminator.requires_grad_(False)
-    l1 = l1_reconstruction(fake, images.detach())
-    adv = g_loss_fn(discriminator(fake, feat))
-    discriminator.requires_grad_(True)
-    ReversalAttacker.minimize(opt_g, l1_weight * l1 + adv_weight * adv)
-    return {"l1": l1.item(), "g_adv": adv.item(), "d": d_loss.item()}
-
-
 class GANAttacker(ReversalAttacker):
     """Decoder + feature-conditioned discriminator: ``l1_weight`` x L1 + ``adv_weight`` x the GAN loss.
 
     The first ``l1_warmup`` fraction of the steps trains the decoder with L1 alone (as SRGAN starts from
-    its MSE network): the adversarial term then sharpens a decoder that already reconstructs.
+    its MSE network): the adversarial term then sharpens a decoder that already reconstructs. Each step is
+    the privacy GAN defence's own ``ReversalStep`` (one GAN convention for defence and audit), with D and
+    its R1 penalty every step (``d_every = r1_every = 1``).
     """
 
     def __init__(self, decoder: Callable[..., nn.Module], discriminator: Callable[..., nn.Module],
@@ -75,14 +54,23 @@ class GANAttacker(ReversalAttacker):
         self.l1_warmup, self.step_count, self.total_steps = float(l1_warmup), 0, self.steps
         self.decoder_factory, self.disc_factory = decoder, discriminator
         self.lr, self.d_lr, self.betas = float(lr), float(d_lr), tuple(float(b) for b in betas)
-        self.d_loss_fn, self.g_loss_fn = gan_losses(gan_loss)
-        self.l1_weight, self.adv_weight, self.r1_gamma = float(l1_weight), float(adv_weight), float(r1_gamma)
+        self.step_options = {"gan_loss": gan_loss, "pixel_loss": "l1", "pixel_weight": float(l1_weight),
+                             "adv_weight": float(adv_weight), "r1_gamma": float(r1_gamma), "d_every": 1,
+                             "r1_every": 1, "g_every": 1, "key": "model.gan"}
+        ReversalStep(nn.Identity(), None, None, **self.step_options)  # bad values stop here, before any work
 
     def build(self, feat_dim: int, image_size: Sequence[int]) -> None:
         self.decoder = self.decoder_factory(feat_dim=feat_dim, image_size=list(image_size))
         self.discriminator = self.disc_factory(feat_dim=feat_dim, image_size=list(image_size))
         self.opt_g = torch.optim.Adam(self.decoder.parameters(), lr=self.lr, betas=self.betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.d_lr, betas=self.betas)
+        self.step = ReversalStep(self.decoder, self.discriminator, self.opt_g, self.opt_d,
+                                 minimize=self._minimize, **self.step_options)
+
+    def _minimize(self, optimizer, name, compute_loss):
+        loss = compute_loss()
+        self.minimize(optimizer, loss)
+        return loss
 
     def fit(self, feats, images, name, generator, steps=None):
         self.step_count, self.total_steps = 0, self.steps if steps is None else int(steps)
@@ -90,12 +78,10 @@ class GANAttacker(ReversalAttacker):
 
     def train_step(self, feat, images):
         self.step_count += 1
-        if self.step_count <= self.l1_warmup * self.total_steps:
-            l1 = l1_reconstruction(self.decoder(feat), images)
-            self.minimize(self.opt_g, self.l1_weight * l1)
-            return {"l1": l1.item()}
-        return gan_attacker_step(self.decoder, self.discriminator, self.opt_g, self.opt_d, feat, images,
-                                 self.d_loss_fn, self.g_loss_fn, self.l1_weight, self.adv_weight, self.r1_gamma)
+        warmup = self.step_count <= self.l1_warmup * self.total_steps
+        out = self.step(feat, images, adversarial=not warmup)
+        names = {"loss_g_pixel": "l1", "loss_g_adv": "g_adv", "loss_d": "d", "r1": "r1"}
+        return {names[k]: float(v) for k, v in out.items() if k in names}
 
     @torch.no_grad()
     def reconstruct(self, feat, index):

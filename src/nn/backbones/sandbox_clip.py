@@ -46,8 +46,10 @@ SANDBOX = "sandbox"
 DEFAULT_TRAINING: Dict[str, Any] = {
     "steps": 500, "batch_size": 64, "caption_tokens": 48, "lr": 1.0e-3, "weight_decay": 0.1, "warmup_steps": 50,
     "identity_level": False, "caption_kinds": {"full": 0.2, "content": 0.7, "style": 0.1},
-    "logit_scale_init": 1 / 0.07, "seed": 0, "seconds_per_step": 1.4,
+    "logit_scale_init": 1 / 0.07, "seed": 0, "seconds_per_step": 1.4, "fragment_keep_prob": None,
+    "precision": "auto",
 }
+PRECISIONS = ("auto", "bf16-mixed", "32-true")
 
 
 def _read_images(paths: Sequence[str], height: int, width: int) -> torch.Tensor:
@@ -159,17 +161,25 @@ def _train_and_evaluate(out: Path, corpus_root: Path, model_name: str, image_siz
                                           clip_state_dict, draw_kinds, encode_text, identity_positives,
                                           text_to_image_report, zero_shot_report)
     from src.nn.backbones.clip_visual import OpenCLIPVisual
-    from src.synth.attributes import AttributeSchema
+    from src.synth.attributes import AttributeSchema, load_conf_yaml
     from src.synth.captions import Captioner
+    from src.utils.resolvers import _precision
 
     height, width = image_size
+    precision = str(training["precision"])
+    if precision not in PRECISIONS:
+        raise ConfigValueError(f"backbone.sandbox.training.precision={precision!r}: choose one of {', '.join(PRECISIONS)}.")
+    bf16 = _precision(precision, "cpu") == "bf16-mixed"
     torch.manual_seed(int(training["seed"]))
     rng = np.random.default_rng(int(training["seed"]))
     model = OpenCLIPVisual(model_name, None, image_size=(height, width))
     tower = model.text_tower()
     logit_scale = torch.nn.Parameter(torch.tensor(math.log(float(training["logit_scale_init"]))))
     context = int(tower.positional_embedding.shape[0])
-    captioner = Captioner.from_config(context_length=min(context, int(training["caption_tokens"])))
+    caption_cfg = load_conf_yaml("synth/captions.yaml")
+    if training["fragment_keep_prob"] is not None:
+        caption_cfg["fragment_keep_prob"] = float(training["fragment_keep_prob"])
+    captioner = Captioner.from_config(caption_cfg, context_length=min(context, int(training["caption_tokens"])))
     eval_captioner = Captioner.from_config(context_length=context)
     kinds_w = check_caption_kinds(training["caption_kinds"])
     mean = torch.tensor(model.input_mean).view(1, 3, 1, 1)
@@ -203,9 +213,10 @@ def _train_and_evaluate(out: Path, corpus_root: Path, model_name: str, image_siz
         kinds = draw_kinds(rng, kinds_w, len(idx))
         texts = [captioner.caption(train_records[i].attributes, k, rng) for i, k in zip(idx, kinds)]
         x = (images[torch.as_tensor(idx)].float() / 255 - mean) / std
-        img, txt = model(x), encode_text(tower, captioner.tokenize(texts))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            img, txt = model(x), encode_text(tower, captioner.tokenize(texts))
         positives = identity_positives(pids[torch.as_tensor(idx)], kinds) if training["identity_level"] else None
-        loss = clip_contrastive_loss(img, txt, logit_scale, positives)
+        loss = clip_contrastive_loss(img.float(), txt.float(), logit_scale, positives)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
