@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.metrics.attribute_probe import balanced_accuracy
 from src.models.reid_module import ReIDModule
 from src.synth.attributes import AttributeSchema, derive_seed
 from src.synth.captions import KINDS, Captioner
@@ -91,6 +92,23 @@ def identity_positives(pids: torch.Tensor, kinds: Sequence[str]) -> torch.Tensor
     return same | torch.eye(len(pids), dtype=torch.bool, device=pids.device)
 
 
+def caption_truth_positives(attributes: Sequence[Mapping[str, str]], stated: Sequence[Sequence[str]]) -> torch.Tensor:
+    """(B, B) bool: image i matches text j when text j is true of image i, i.e. image i's record has the
+    value of every attribute that caption j states (``stated[j]``, from ``Captioner.describe``). A caption
+    naming a few attributes ("an elderly female, with a cap") then has every image it describes as a
+    positive instead of as a false negative (UniCL's label-aware contrast, Yang et al., CVPR 2022; PLIP's
+    identity positives are the special case of a caption stating a whole identity). The diagonal is set."""
+    keys = sorted({k for ks in stated for k in ks})
+    n = len(attributes)
+    if not keys:
+        return torch.eye(n, dtype=torch.bool)
+    codes: Dict[str, Dict[str, int]] = {k: {} for k in keys}
+    values = torch.tensor([[codes[k].setdefault(str(a.get(k)), len(codes[k])) for k in keys] for a in attributes])
+    said = torch.tensor([[k in set(ks) for k in keys] for ks in stated])
+    differ = values[:, None, :] != values[None, :, :]            # (B_image, B_text, K)
+    return ~(differ & said[None, :, :]).any(-1) | torch.eye(n, dtype=torch.bool)
+
+
 def draw_kinds(rng: np.random.Generator, weights: Mapping[str, float], n: int) -> List[str]:
     names = list(weights)
     p = np.asarray([float(weights[k]) for k in names], dtype=np.float64)
@@ -131,6 +149,10 @@ def zero_shot_report(image_feats: torch.Tensor, attributes: Sequence[Mapping[str
                      captioner: Captioner, schema: AttributeSchema) -> Dict[str, Any]:
     """Per attribute: accuracy of picking the image's value among all vocabulary values by text prompts.
 
+    ``chance`` = 1 / number of values (the issue's control, behind ``normalized``); values are not equally
+    frequent (most people wear no hat), so ``majority`` (always guessing the most frequent value) and the
+    class-balanced accuracy (mean recall over the values present, chance ``balanced_chance``) stand beside it.
+
     ``image_feats``: (N, E) L2-normalised; ``attributes``: the N images' records.
     """
     per: Dict[str, Any] = {}
@@ -148,13 +170,21 @@ def zero_shot_report(image_feats: torch.Tensor, attributes: Sequence[Mapping[str
         truth = torch.tensor([values.index(attributes[i][key]) for i in rows])
         acc = float((pred == truth).float().mean())
         chance = 1.0 / len(values)
+        balanced = balanced_accuracy(pred, truth)
+        present = int(truth.unique().numel())
         per[key] = {"accuracy": round(acc, 4), "chance": round(chance, 4),
-                    "normalized": round((acc - chance) / (1 - chance), 4), "num_values": len(values),
-                    "num_images": len(rows)}
+                    "normalized": round((acc - chance) / (1 - chance), 4),
+                    "majority": round(float(torch.bincount(truth).max()) / len(rows), 4),
+                    "balanced_accuracy": round(balanced, 4), "balanced_chance": round(1.0 / present, 4),
+                    "num_values": len(values), "num_images": len(rows)}
     norm = [v["normalized"] for v in per.values()]
+
+    def mean_of(key: str) -> Optional[float]:
+        return round(float(np.mean([v[key] for v in per.values()])), 4) if per else None
+
     return {"attributes": per, "mean_normalized": round(float(np.mean(norm)), 4) if norm else None,
-            "mean_accuracy": round(float(np.mean([v["accuracy"] for v in per.values()])), 4) if per else None,
-            "mean_chance": round(float(np.mean([v["chance"] for v in per.values()])), 4) if per else None}
+            "mean_accuracy": mean_of("accuracy"), "mean_chance": mean_of("chance"), "mean_majority": mean_of("majority"),
+            "mean_balanced_accuracy": mean_of("balanced_accuracy"), "mean_balanced_chance": mean_of("balanced_chance")}
 
 
 @torch.no_grad()
@@ -240,6 +270,7 @@ class ClipPretrainModel(ReIDModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Optional[Callable[..., Any]] = None,
         identity_level: bool = False,
+        caption_truth: bool = False,
         text_source: str = "captions",
         caption_kinds: Optional[Mapping[str, float]] = None,
         captions: Optional[Mapping[str, Any]] = None,
@@ -267,6 +298,7 @@ class ClipPretrainModel(ReIDModule):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(float(logit_scale_init))))
         self.max_logit_scale = float(max_logit_scale)
         self.identity_level = bool(identity_level)
+        self.caption_truth = bool(caption_truth)
         self.text_source = text_source
         self.caption_kinds = check_caption_kinds(caption_kinds or {"full": 1.0})
         context = int(self.text_tower.positional_embedding.shape[0])
@@ -305,7 +337,9 @@ class ClipPretrainModel(ReIDModule):
                                    "GenePerson source with manifest.jsonl (data=genepers_mini, sandbox_corpus, "
                                    "genepers).")
         kinds = draw_kinds(rng, self.caption_kinds, len(records))
-        return [self.captioner.caption(r.attributes, k, rng) for r, k in zip(records, kinds)], kinds
+        described = [self.captioner.describe(r.attributes, k, rng) for r, k in zip(records, kinds)]
+        self._stated = [keys for _, keys in described]
+        return [text for text, _ in described], kinds
 
     # ------------------------------------------------------------------ training
     def extract_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -318,12 +352,20 @@ class ClipPretrainModel(ReIDModule):
         texts, kinds = self.batch_texts([records[i] for i in index], rng)
         ids = self.captioner.tokenize(texts).to(self.device)
         image, text = self.backbone(batch["image"]), encode_text(self.text_tower, ids)
-        positives = identity_positives(batch["pid"], kinds) if self.identity_level else None
+        positives = self.positives(batch["pid"], kinds, [records[i] for i in index])
         loss = clip_contrastive_loss(image, text, self.logit_scale, positives, self.max_logit_scale)
         self.log("train/loss_clip", loss.detach())
         self.log("train/loss", loss.detach(), prog_bar=True)
         self.log("train/logit_scale", self.logit_scale.detach().exp())
         return loss
+
+    def positives(self, pids: torch.Tensor, kinds: Sequence[str], records: Sequence[Any]) -> Optional[torch.Tensor]:
+        """None (CLIP's one-to-one pairs), or the (B, B) positives of ``identity_level`` / ``caption_truth``."""
+        out = identity_positives(pids, kinds) if self.identity_level else None
+        if self.caption_truth and self.text_source == "captions":
+            truth = caption_truth_positives([r.attributes for r in records], self._stated).to(pids.device)
+            out = truth if out is None else out | truth
+        return out
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Linear warm-up over the first ``warmup_steps`` optimizer steps, on top of the epoch schedule:

@@ -152,6 +152,7 @@ class Captioner:
             if self.num_tokens(candidate) > self.context_length:
                 break
             parts.append(frag)
+        self._last_fit = len(parts) - 1
         return self.separator.join(parts)
 
     def fit_prompt(self, prompt: str, separator: str = ", ") -> str:
@@ -164,12 +165,20 @@ class Captioner:
                 rng: Optional[np.random.Generator] = None, exclude: Sequence[str] = ()) -> str:
         """The ``kind`` caption of ``record`` (random phrasing / order / fragments with ``rng``, else canonical);
         ``exclude``: fragment names left out (e.g. ``viewpoint`` for a caption of the identity only)."""
+        return self.describe(record, kind, rng, exclude)[0]
+
+    def describe(self, record: Mapping[str, str], kind: str = "full", rng: Optional[np.random.Generator] = None,
+                 exclude: Sequence[str] = ()) -> Tuple[str, Tuple[str, ...]]:
+        """(caption, the attribute keys it states): what :meth:`caption` writes, and the attributes whose
+        values it names (the subject's and every fragment that fits), so that the caption is true of any
+        record with those values (``caption_truth`` positives in language-image pre-training)."""
         if kind not in KINDS:
             raise ConfigValueError(f"caption kind {kind!r}: choose one of {', '.join(KINDS)}.")
         groups = {"full": self.content + self.style, "content": self.content, "style": self.style}[kind]
         subjects = self.style_subject if kind == "style" else self.subject
         pick = (lambda opts: opts[0]) if rng is None else (lambda opts: opts[int(rng.integers(len(opts)))])
-        head = _fill(pick(subjects), record)
+        subject = pick(subjects)
+        head = _fill(subject, record)
         frags = [f for f in groups if f.name not in exclude]
         if rng is not None:
             frags = [frags[i] for i in rng.permutation(len(frags))]
@@ -177,8 +186,11 @@ class Captioner:
             if not keep.any():
                 keep[int(rng.integers(len(frags)))] = True
             frags = [f for f, k in zip(frags, keep) if k]
-        texts = [t for t in (f.render(record, rng) for f in frags) if t]
-        return self.fit(head, texts)
+        rendered = [(f, f.render(record, rng)) for f in frags]
+        rendered = [(f, t) for f, t in rendered if t]
+        text = self.fit(head, [t for _, t in rendered])
+        keys = _keys(subject) + tuple(k for f, _ in rendered[:self._last_fit] for k in f.keys)
+        return text, tuple(dict.fromkeys(keys))
 
     def tokenize(self, texts: Sequence[str]):
         """(N, context_length) int64 token ids of CLIP's tokenizer (captions fit: nothing is cut)."""
