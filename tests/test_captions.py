@@ -68,3 +68,21 @@ def test_zero_shot_prompts(captioner):
     assert captioner.zero_shot_prompts("upper_colour", ["orange"]) == ["a photo of a person wearing an orange top"]
     with pytest.raises(ConfigValueError, match="no prompt for attribute 'tattoo'"):
         captioner.zero_shot_prompts("tattoo", ["yes"])
+
+
+def test_describe_states_exactly_the_attributes_its_words_name(captioner):
+    """describe() = caption() plus the keys it states: the subject's and every fragment that fits."""
+    text, keys = captioner.describe(RECORD, "content")
+    assert text == captioner.caption(RECORD, "content")
+    assert keys[:2] == ("age_group", "gender") and "background" not in keys and "viewpoint" in keys
+    for seed in range(5):
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        text, keys = captioner.describe(RECORD, "full", a)
+        assert text == captioner.caption(RECORD, "full", b)  # the same draws as caption()
+        from src.synth.prompts import words
+        for key in keys:
+            if RECORD[key] != "none":
+                assert words(RECORD[key]) in text, (key, text)
+    short = Captioner.from_config(context_length=20)
+    text, keys = short.describe(RECORD, "full")
+    assert short.num_tokens(text) <= 20 and len(keys) < len(captioner.describe(RECORD, "full")[1])

@@ -54,7 +54,8 @@ def test_zero_shot_and_text_to_image_on_features_made_from_their_answers(tower):
     feats = encode_texts(tower, only_gender, [f"a photo of a {g}" for g in genders])
     report = zero_shot_report(feats, [{"gender": g} for g in genders], tower, only_gender, AttributeSchema.from_config())
     assert report["attributes"]["gender"] == {"accuracy": 1.0, "chance": 0.5, "normalized": 1.0, "num_values": 2,
-                                              "num_images": 3}
+                                              "num_images": 3, "majority": 0.6667, "balanced_accuracy": 1.0,
+                                              "balanced_chance": 0.5}
     assert report["mean_normalized"] == 1.0
     records = [dict(RECORD, upper_colour=c) for c in ("red", "teal", "beige")]
     queries = [captioner.caption(r, "content", exclude=("viewpoint",)) for r in records]
@@ -122,10 +123,11 @@ def test_sandbox_build_is_reused_rebuilt_and_skipped_under_fast_dev_run(tmp_path
         OpenCLIPVisual("clip-tiny", pretrained="sandbox", image_size=(32, 16))
 
 
-def test_sandbox_weights_are_opt_in_and_fdr_keeps_random_weights(tmp_path):
+def test_sandbox_weights_are_the_sandbox_default_and_fdr_keeps_random_weights(tmp_path):
     from hydra.utils import instantiate
 
-    assert compose_train(["model=pdm"], tmp_path / "d").backbone.pretrained is None  # opt-in for now
+    assert compose_train(["model=pdm"], tmp_path / "d").backbone.pretrained == "sandbox"
+    assert compose_train(["model=clipreid"], tmp_path / "c").backbone.pretrained == "sandbox"
     cfg = compose_train(["model=pdm", "debug=fdr", "data.height=32", "data.width=16", "backbone.pretrained=sandbox"],
                         tmp_path)
     assert cfg.backbone.pretrained == "sandbox" and cfg.backbone.sandbox.quick is True
@@ -161,3 +163,34 @@ def test_paper_scale_continues_clip_on_synth_prompts(reid_data_dir, tmp_path):
     assert cfg.model.text_source == "prompts" and cfg.data.name == "genepers"
     res = run_train(cfg_over, tmp_path / "run", reid_data_dir)
     assert "val" in res["zero_shot"] and (tmp_path / "run" / "clip_weights.pt").is_file()
+
+
+def test_caption_truth_positives_hand_case():
+    """Image i matches text j iff image i has every value caption j states (the diagonal always)."""
+    from src.models.clip_pretrain import caption_truth_positives
+
+    images = [{"gender": "male", "hat": "cap"}, {"gender": "male", "hat": "none"}, {"gender": "female", "hat": "cap"}]
+    stated = [("gender",), ("hat",), ("gender", "hat")]
+    expected = torch.tensor([[1, 0, 0],   # image 0 (male, cap): text 1 says "no hat" -> no
+                             [1, 1, 0],   # image 1 (male, none): text 0 ("a male") is true of it
+                             [0, 0, 1]], dtype=torch.bool)
+    assert torch.equal(caption_truth_positives(images, stated), expected)
+    assert torch.equal(caption_truth_positives(images, [(), (), ()]), torch.ones(3, 3, dtype=torch.bool))
+    # as positives of the contrastive loss: a uniform target over them
+    loss = clip_contrastive_loss(torch.eye(3), torch.eye(3), torch.tensor(0.0), expected)
+    assert torch.isfinite(loss)
+
+
+def test_zero_shot_report_puts_the_majority_and_balanced_accuracy_beside_chance(tower):
+    """Features that always pick 'none' score the majority share as accuracy, but chance as balanced accuracy."""
+    from src.models.clip_pretrain import encode_texts, zero_shot_report
+
+    captioner = Captioner.from_config()
+    schema = AttributeSchema.from_config()
+    values = list(schema.vocabulary("hat").values)
+    attrs = [{"hat": "none"}] * 6 + [{"hat": values[1]}, {"hat": values[2]}]
+    none_text = encode_texts(tower, captioner, captioner.zero_shot_prompts("hat", ["none"]))
+    feats = none_text.expand(len(attrs), -1)
+    hat = zero_shot_report(feats, attrs, tower, captioner, schema)["attributes"]["hat"]
+    assert hat["accuracy"] == hat["majority"] == 0.75
+    assert hat["balanced_accuracy"] == pytest.approx(1 / 3, abs=1e-4) == hat["balanced_chance"]

@@ -81,10 +81,10 @@ def test_recipe_follows_the_backbone_and_the_row(tmp_path):
     assert vit.data.val_split.identities == 0
     dg = compose_train(["experiment=dppp_market1501_clipreid"], tmp_path / "dg")
     assert dg.data.val_split.identities == 0.1
-    # random weights only when asked for; the sandbox's clip_tiny has no OpenAI weights (the aligned
-    # sandbox CLIP is opt-in: backbone.pretrained=sandbox)
+    # random weights only when asked for; the sandbox's clip_tiny has no OpenAI weights: its default is the
+    # person-aligned sandbox CLIP (backbone.pretrained=sandbox)
     assert compose_train(["model=pdm", "data=genepers", "backbone.pretrained=null"], tmp_path / "r").backbone.pretrained is None
-    assert compose_train(["model=pdm"], tmp_path / "s").backbone.pretrained is None
+    assert compose_train(["model=pdm"], tmp_path / "s").backbone.pretrained == "sandbox"
 
 
 @pytest.mark.parametrize("backbone, dims, test_dim", [("clip_vit_b16", (768, 768, 512), 1280),

@@ -100,8 +100,8 @@ def caption_truth_positives(attributes: Sequence[Mapping[str, str]], stated: Seq
     identity positives are the special case of a caption stating a whole identity). The diagonal is set."""
     keys = sorted({k for ks in stated for k in ks})
     n = len(attributes)
-    if not keys:
-        return torch.eye(n, dtype=torch.bool)
+    if not keys:  # captions that state nothing are true of every image
+        return torch.ones(n, n, dtype=torch.bool)
     codes: Dict[str, Dict[str, int]] = {k: {} for k in keys}
     values = torch.tensor([[codes[k].setdefault(str(a.get(k)), len(codes[k])) for k in keys] for a in attributes])
     said = torch.tensor([[k in set(ks) for k in keys] for ks in stated])

@@ -44,9 +44,9 @@ WEIGHTS = "clip_tiny.pt"
 SANDBOX_VERSION = 1
 SANDBOX = "sandbox"
 DEFAULT_TRAINING: Dict[str, Any] = {
-    "steps": 500, "batch_size": 64, "caption_tokens": 48, "lr": 1.0e-3, "weight_decay": 0.1, "warmup_steps": 50,
+    "steps": 1500, "batch_size": 64, "caption_tokens": 48, "lr": 1.0e-3, "weight_decay": 0.1, "warmup_steps": 50,
     "identity_level": False, "caption_truth": False, "caption_kinds": {"full": 0.2, "content": 0.7, "style": 0.1},
-    "logit_scale_init": 1 / 0.07, "seed": 0, "seconds_per_step": 1.4, "fragment_keep_prob": None,
+    "logit_scale_init": 1 / 0.07, "seed": 0, "seconds_per_step": 0.35, "fragment_keep_prob": None,
     "precision": "auto",
 }
 PRECISIONS = ("auto", "bf16-mixed", "32-true")
