@@ -65,7 +65,8 @@ class _Trainer:
 def build(model_name: str, extra=()):
     from hydra.utils import instantiate
 
-    cfg = compose([f"model={model_name}", "data.num_workers=0", *extra])
+    # random weights: a speed benchmark needs no person-aligned sandbox CLIP (the sandbox default builds one)
+    cfg = compose([f"model={model_name}", "data.num_workers=0", "backbone.pretrained=null", *extra])
     torch.manual_seed(0)
     model = instantiate(cfg.model)
     dm = instantiate(cfg.data, _convert_="all")

@@ -44,3 +44,12 @@ for seed in $SEEDS; do
   done
 done
 python experiments/tables.py "$OUT" --label model backbone experiment task_name --metrics R1 mAP --out "$OUT/table.md"
+: > "$OUT/paired.md"
+# The study's goals, paired by seed (A - B, mean target mAP): experiments/paired.py
+for pair in "pdm_aligned clipreid_aligned" "clipreid_aligned clipreid_random" "pdm_aligned pdm_random" \
+            "pdm_random clipreid_random"; do
+  set -- $pair
+  if [ -d "$OUT/$1" ] && [ -d "$OUT/$2" ]; then
+    python experiments/paired.py "$OUT/$1" "$OUT/$2" | tee -a "$OUT/paired.md" || true
+  fi
+done

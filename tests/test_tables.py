@@ -218,3 +218,38 @@ def test_bad_published_file_is_named_before_reading_runs(tmp_path, capsys, text,
     assert message in err and str(pub) in err
     assert tables.main([str(tmp_path), "--published", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml does not exist" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- experiments/paired.py
+def test_paired_differences_by_seed_hand_case(tmp_path, capsys):
+    """A - B per seed and target, their mean over targets, then mean ± sample std over the paired seeds."""
+    import paired
+
+    for seed, (a1, a2, b1, b2) in {1: (0.50, 0.70, 0.40, 0.60), 2: (0.52, 0.68, 0.50, 0.62),
+                                   3: (0.60, 0.80, 0.55, 0.71), 4: (0.1, 0.1, 0.1, 0.1)}.items():
+        if seed != 4:
+            _write(tmp_path / "a" / f"s{seed}", seed, {"t1": {"mAP": a1}, "t2": {"mAP": a2}})
+        _write(tmp_path / "b" / f"s{seed}", seed, {"t1": {"mAP": b1}, "t2": {"mAP": b2}}, config_hash=HASH_B)
+    a, b = paired.load_side(str(tmp_path / "a"), "A"), paired.load_side(str(tmp_path / "b"), "B")
+    table = paired.paired_table(a, b, "mAP")
+    # per-seed mean differences: (10 + 10) / 2 = 10, (2 + 6) / 2 = 4, (5 + 9) / 2 = 7 -> 7 ± 3
+    assert table["seeds"] == ["1", "2", "3"] and table["unpaired"] == ["4"]
+    assert table["mean_difference"] == pytest.approx(7.0) and table["std_difference"] == pytest.approx(3.0)
+    header, rows = table["header"], table["rows"]
+    assert rows[0][header.index("t2/A-B")] == "+10.0" and rows[-1][header.index("mean/A-B")] == "+7.0 ± 3.0"
+    assert paired.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "left out (a seed on one side only): 4" in out and "2.3x the paired standard deviation" in out
+
+
+def test_paired_refuses_mixed_configurations_and_repeated_seeds(tmp_path, capsys):
+    import paired
+
+    _write(tmp_path / "a" / "x", 1, {"t": {"mAP": 0.5}})
+    _write(tmp_path / "a" / "y", 2, {"t": {"mAP": 0.5}}, config_hash=HASH_B)
+    _write(tmp_path / "b" / "x", 1, {"t": {"mAP": 0.5}})
+    _write(tmp_path / "b" / "y", 1, {"t": {"mAP": 0.6}})
+    assert paired.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert "2 configurations" in capsys.readouterr().err
+    assert paired.main([str(tmp_path / "b"), str(tmp_path / "b")]) == 2
+    assert "two runs with seed 1" in capsys.readouterr().err
