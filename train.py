@@ -220,18 +220,16 @@ def _resolve_precision(cfg: DictConfig, log) -> None:
     """``trainer.precision=auto`` (typed) -> bf16-mixed on a native-bf16 CPU, else 32-true; says which."""
     from omegaconf import open_dict
 
-    from src.utils.resolvers import _precision, cpu_has_native_bf16
+    from src.utils.resolvers import _precision
 
     with open_dict(cfg):
         cfg.trainer.precision = str(_precision(cfg.trainer.get("precision", "32-true"),
                                                cfg.trainer.get("accelerator", "auto")))
-    if cfg.trainer.precision == "bf16-mixed" and str(cfg.trainer.get("accelerator")) in ("auto", "cpu") \
-            and cpu_has_native_bf16():
-        import torch
-
-        if not torch.cuda.is_available():
-            log.info("trainer.precision=bf16-mixed: this CPU computes bf16 natively (about half the time of fp32 "
-                     "steps); trainer.precision=32-true for exact fp32")
+    # auto would choose bf16 here only on a CPU run with native bf16
+    auto = _precision("auto", cfg.trainer.get("accelerator", "auto"))
+    if cfg.trainer.precision == "bf16-mixed" == auto:
+        log.info("trainer.precision=bf16-mixed: this CPU computes bf16 natively (about half the time of fp32 "
+                 "steps); trainer.precision=32-true for exact fp32")
 
 
 def _ddp_for_model(cfg: DictConfig, model, log) -> None:

@@ -109,6 +109,18 @@ def caption_truth_positives(attributes: Sequence[Mapping[str, str]], stated: Seq
     return ~(differ & said[None, :, :]).any(-1) | torch.eye(n, dtype=torch.bool)
 
 
+def batch_positives(pids: torch.Tensor, kinds: Sequence[str], attributes: Sequence[Mapping[str, str]],
+                    stated: Sequence[Sequence[str]], identity_level: bool = False,
+                    caption_truth: bool = False) -> Optional[torch.Tensor]:
+    """The contrastive positives of a batch: None (CLIP's one-to-one pairs), or the (B, B) union of
+    PLIP's identity positives (``identity_level``) and the caption-truth positives (``caption_truth``)."""
+    out = identity_positives(pids, kinds) if identity_level else None
+    if caption_truth:
+        truth = caption_truth_positives(attributes, stated).to(pids.device)
+        out = truth if out is None else out | truth
+    return out
+
+
 def draw_kinds(rng: np.random.Generator, weights: Mapping[str, float], n: int) -> List[str]:
     names = list(weights)
     p = np.asarray([float(weights[k]) for k in names], dtype=np.float64)
@@ -327,10 +339,12 @@ class ClipPretrainModel(ReIDModule):
             self._prompts[folder] = table
         return self.captioner.fit_prompt(self._prompts[folder][Path(path).name])
 
-    def batch_texts(self, records: Sequence[Any], rng: np.random.Generator) -> Tuple[List[str], List[str]]:
-        """(texts, kinds) of the records of a batch."""
+    def batch_texts(self, records: Sequence[Any], rng: np.random.Generator
+                    ) -> Tuple[List[str], List[str], List[Tuple[str, ...]]]:
+        """(texts, kinds, the attribute keys each text states) of the records of a batch (a stage-1 prompt
+        states none that is known)."""
         if self.text_source == "prompts":
-            return [self._prompt_of(r.path) for r in records], ["full"] * len(records)
+            return [self._prompt_of(r.path) for r in records], ["full"] * len(records), [()] * len(records)
         missing = [r.path for r in records if not getattr(r, "attributes", None)]
         if missing:
             raise ConfigValueError(f"model=clip_pretrain: {missing[0]} has no attribute record; captions need a "
@@ -338,8 +352,7 @@ class ClipPretrainModel(ReIDModule):
                                    "genepers).")
         kinds = draw_kinds(rng, self.caption_kinds, len(records))
         described = [self.captioner.describe(r.attributes, k, rng) for r, k in zip(records, kinds)]
-        self._stated = [keys for _, keys in described]
-        return [text for text, _ in described], kinds
+        return [text for text, _ in described], kinds, [keys for _, keys in described]
 
     # ------------------------------------------------------------------ training
     def extract_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -349,23 +362,17 @@ class ClipPretrainModel(ReIDModule):
         records = self.trainer.datamodule.train_records
         index = batch["index"].tolist()
         rng = np.random.default_rng(derive_seed(self.seed, self.global_step, self.global_rank))
-        texts, kinds = self.batch_texts([records[i] for i in index], rng)
+        batch_records = [records[i] for i in index]
+        texts, kinds, stated = self.batch_texts(batch_records, rng)
         ids = self.captioner.tokenize(texts).to(self.device)
         image, text = self.backbone(batch["image"]), encode_text(self.text_tower, ids)
-        positives = self.positives(batch["pid"], kinds, [records[i] for i in index])
+        positives = batch_positives(batch["pid"], kinds, [r.attributes for r in batch_records], stated,
+                                    self.identity_level, self.caption_truth and self.text_source == "captions")
         loss = clip_contrastive_loss(image, text, self.logit_scale, positives, self.max_logit_scale)
         self.log("train/loss_clip", loss.detach())
         self.log("train/loss", loss.detach(), prog_bar=True)
         self.log("train/logit_scale", self.logit_scale.detach().exp())
         return loss
-
-    def positives(self, pids: torch.Tensor, kinds: Sequence[str], records: Sequence[Any]) -> Optional[torch.Tensor]:
-        """None (CLIP's one-to-one pairs), or the (B, B) positives of ``identity_level`` / ``caption_truth``."""
-        out = identity_positives(pids, kinds) if self.identity_level else None
-        if self.caption_truth and self.text_source == "captions":
-            truth = caption_truth_positives([r.attributes for r in records], self._stated).to(pids.device)
-            out = truth if out is None else out | truth
-        return out
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Linear warm-up over the first ``warmup_steps`` optimizer steps, on top of the epoch schedule:

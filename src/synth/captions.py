@@ -141,6 +141,10 @@ class Captioner:
 
     def fit(self, head: str, fragments: Sequence[str]) -> str:
         """``head`` + as many leading ``fragments`` as fit the context (cut at fragment boundaries)."""
+        return self._fit(head, fragments)[0]
+
+    def _fit(self, head: str, fragments: Sequence[str]) -> Tuple[str, int]:
+        """(the fitted text, how many of ``fragments`` it kept)."""
         if self.num_tokens(head) > self.context_length:
             head_words = head.split()
             while len(head_words) > 1 and self.num_tokens(" ".join(head_words)) > self.context_length:
@@ -152,8 +156,7 @@ class Captioner:
             if self.num_tokens(candidate) > self.context_length:
                 break
             parts.append(frag)
-        self._last_fit = len(parts) - 1
-        return self.separator.join(parts)
+        return self.separator.join(parts), len(parts) - 1
 
     def fit_prompt(self, prompt: str, separator: str = ", ") -> str:
         """A stage-1 prompt (fragments joined by ``separator``) cut to the context at fragment boundaries."""
@@ -188,8 +191,8 @@ class Captioner:
             frags = [f for f, k in zip(frags, keep) if k]
         rendered = [(f, f.render(record, rng)) for f in frags]
         rendered = [(f, t) for f, t in rendered if t]
-        text = self.fit(head, [t for _, t in rendered])
-        keys = _keys(subject) + tuple(k for f, _ in rendered[:self._last_fit] for k in f.keys)
+        text, kept = self._fit(head, [t for _, t in rendered])
+        keys = _keys(subject) + tuple(k for f, _ in rendered[:kept] for k in f.keys)
         return text, tuple(dict.fromkeys(keys))
 
     def tokenize(self, texts: Sequence[str]):

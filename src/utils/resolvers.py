@@ -12,6 +12,8 @@
 """
 from __future__ import annotations
 
+import functools
+
 
 def _add(*values):
     return sum(values)
@@ -30,6 +32,7 @@ def _clip_weights(model_name):
     return "openai" if "openai" in open_clip.list_pretrained_tags_by_model(str(model_name)) else None
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """True where the CPU computes bf16 natively (x86 AVX512-BF16 / AMX-BF16 flags in /proc/cpuinfo).
 

@@ -159,9 +159,9 @@ def _train_and_evaluate(out: Path, corpus_root: Path, model_name: str, image_siz
     import torch.nn.functional as F
     from tqdm import tqdm
 
-    from src.models.clip_pretrain import (alignment_picture, caption_truth_positives, check_caption_kinds,
+    from src.models.clip_pretrain import (alignment_picture, batch_positives, check_caption_kinds,
                                           clip_contrastive_loss, clip_state_dict, draw_kinds, encode_text,
-                                          identity_positives, text_to_image_report, zero_shot_report)
+                                          text_to_image_report, zero_shot_report)
     from src.nn.backbones.clip_visual import OpenCLIPVisual
     from src.synth.attributes import AttributeSchema, load_conf_yaml
     from src.synth.captions import Captioner
@@ -218,10 +218,8 @@ def _train_and_evaluate(out: Path, corpus_root: Path, model_name: str, image_siz
         x = (images[torch.as_tensor(idx)].float() / 255 - mean) / std
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             img, txt = model(x), encode_text(tower, captioner.tokenize(texts))
-        positives = identity_positives(pids[torch.as_tensor(idx)], kinds) if training["identity_level"] else None
-        if training["caption_truth"]:
-            truth = caption_truth_positives([train_records[i].attributes for i in idx], [k for _, k in described])
-            positives = truth if positives is None else positives | truth
+        positives = batch_positives(pids[torch.as_tensor(idx)], kinds, [train_records[i].attributes for i in idx],
+                                    [k for _, k in described], training["identity_level"], training["caption_truth"])
         loss = clip_contrastive_loss(img.float(), txt.float(), logit_scale, positives)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -262,8 +260,8 @@ def image_probe_ceiling(feats: torch.Tensor, pids: Sequence[int], attrs: Sequenc
     from their alignment with the words."""
     from src.metrics.attribute_probe import probe_attributes
 
-    first = sorted(set(pids))[::2]
-    half = torch.tensor([p in set(first) for p in pids])
+    first = set(sorted(set(pids))[::2])
+    half = torch.tensor([p in first for p in pids])
     rows = probe_attributes(feats[half], [a for a, h in zip(attrs, half) if h], feats[~half],
                             [a for a, h in zip(attrs, half) if not h], {"attributes": list(keys)})["attributes"]
     per = {k: {"balanced_accuracy": round(v["balanced_accuracy"], 4), "chance": round(v["chance"], 4)}
