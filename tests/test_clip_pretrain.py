@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import TINY, compose_train, run_synth, run_train
-from src.models.clip_pretrain import (clip_contrastive_loss, clip_state_dict, encode_text, encode_texts,
-                                      identity_positives, text_to_image_report, zero_shot_report)
+from src.models.clip_alignment import encode_text, encode_texts, text_to_image_report, zero_shot_report
+from src.models.clip_pretrain import clip_contrastive_loss, clip_state_dict, identity_positives
 from src.nn.backbones.clip_visual import OpenCLIPVisual
 from src.synth.attributes import AttributeSchema, identity_seed, load_conf_yaml
 from src.synth.captions import Captioner
@@ -183,7 +183,7 @@ def test_caption_truth_positives_hand_case():
 
 def test_zero_shot_report_puts_the_majority_and_balanced_accuracy_beside_chance(tower):
     """Features that always pick 'none' score the majority share as accuracy, but chance as balanced accuracy."""
-    from src.models.clip_pretrain import encode_texts, zero_shot_report
+    from src.models.clip_alignment import encode_texts, zero_shot_report
 
     captioner = Captioner.from_config()
     schema = AttributeSchema.from_config()

@@ -1,7 +1,7 @@
 """The two decoder attackers: ``l1`` (the conventional reversal) and ``gan`` (decoder + discriminator)."""
 from __future__ import annotations
 
-from typing import Callable, Dict, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn

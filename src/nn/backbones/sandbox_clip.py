@@ -159,9 +159,9 @@ def _train_and_evaluate(out: Path, corpus_root: Path, model_name: str, image_siz
     import torch.nn.functional as F
     from tqdm import tqdm
 
-    from src.models.clip_pretrain import (alignment_picture, batch_positives, check_caption_kinds,
-                                          clip_contrastive_loss, clip_state_dict, draw_kinds, encode_text,
-                                          text_to_image_report, zero_shot_report)
+    from src.models.clip_alignment import alignment_picture, encode_text, text_to_image_report, zero_shot_report
+    from src.models.clip_pretrain import (batch_positives, check_caption_kinds, clip_contrastive_loss,
+                                          clip_state_dict, draw_kinds)
     from src.nn.backbones.clip_visual import OpenCLIPVisual
     from src.synth.attributes import AttributeSchema, load_conf_yaml
     from src.synth.captions import Captioner
