@@ -24,7 +24,8 @@ from src.synth.attributes import _to_plain, derive_seed
 from src.synth.generators.base import ImageGenerator, ImageRequest
 from src.synth.render.draw import Draw
 from src.synth.render.look import apply_camera, apply_weather, light_map, noise_bank, vignette_map
-from src.synth.render.person import PersonLook, PersonPainter, look_words, make_look, random_words, sample_pose
+from src.synth.render.appearance import PersonLook, look_words, make_look, random_words, sample_pose
+from src.synth.render.person import PersonPainter
 from src.synth.render.scene import draw_scene
 from src.synth.render.tables import RenderTables
 from src.utils.errors import ConfigValueError

@@ -1,193 +1,28 @@
-"""Draws one pedestrian (PIL ImageDraw polygons on an RGBA layer) from resolved identity looks and a pose.
+"""Paints one pedestrian (PIL ImageDraw polygons on an RGBA layer) from an identity's look and a pose.
 
-:class:`PersonLook` holds the identity-level things: attribute words resolved to exact colours,
-plus continuous traits drawn from the identity seed (hue offsets, body proportions, pattern
-scale, logo shape), so identities that share every word still differ. :class:`Pose` holds the
-per-image things: viewpoint (front/back/left/right), stride, arm swing. Shapes are in units of
-the person's height ``P`` in pixels; ``left`` means the camera sees the person's left side
-(the person faces image-left).
+The look (:class:`PersonLook`: words resolved to colours and proportions) and the pose (:class:`Pose`)
+come from :mod:`src.synth.render.appearance`; the head, hair, hat and glasses from the
+:class:`~src.synth.render.head.HeadPainter` mixin. Shapes are in units of the person's height ``P`` in
+pixels; ``left`` means the camera sees the person's left side (the person faces image-left).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, List, Tuple
 
 import numpy as np
 from PIL import Image
 
+from src.synth.render.appearance import PersonLook, Pose
 from src.synth.render.draw import Draw
-from src.synth.render.tables import RGB, RenderTables, jitter_colour, luminance
-from src.utils.errors import ConfigValueError
-
-SHAPES: Dict[str, Tuple[str, ...]] = {
-    "gender": ("male", "female"),
-    "age_group": ("child", "teenager", "young_adult", "middle_aged", "elderly"),
-    "build": ("slim", "average", "athletic", "heavy"),
-    "hair_style": ("short", "long", "ponytail", "bun", "curly", "buzz_cut"),
-    "upper_type": ("t_shirt", "shirt", "jacket", "hoodie", "coat", "sweater", "tank_top"),
-    "upper_pattern": ("plain", "striped", "checked", "logo", "dotted"),
-    "lower_type": ("trousers", "jeans", "shorts", "skirt", "long_skirt"),
-    "bag": ("none", "backpack", "handbag", "shoulder_bag"),
-    "hat": ("none", "cap", "beanie", "sun_hat"),
-    "glasses": ("none", "glasses", "sunglasses"),
-    "viewpoint": ("front", "back", "left", "right"),
-}
-HEAD = {"child": 0.158, "teenager": 0.134, "young_adult": 0.126, "middle_aged": 0.126, "elderly": 0.128}
-BUILD_WIDTH = {"slim": 0.88, "average": 1.0, "athletic": 1.1, "heavy": 1.22}
-BUILD_LIMB = {"slim": 0.85, "average": 1.0, "athletic": 1.12, "heavy": 1.3}
-NEUTRALS = ("black", "white", "grey", "navy", "beige", "brown")
+from src.synth.render.draw import fill_rgba as _fill
+from src.synth.render.draw import lerp as _lerp
+from src.synth.render.draw import limb as _limb
+from src.synth.render.head import HeadPainter
+from src.synth.render.tables import RGB, luminance
 
 
-def check_word(key: str, value: str) -> str:
-    if key in SHAPES and value not in SHAPES[key]:
-        raise ConfigValueError(
-            f"the procedural renderer draws {key} in {list(SHAPES[key])}; '{value}' has no drawing. Remove it "
-            "from conf/synth/attributes.yaml or use generator=diffusion.")
-    return value
-
-
-@dataclass
-class PersonLook:
-    """Identity-level appearance: words -> colours and proportions (fractions of the height P)."""
-
-    words: Dict[str, str]
-    skin: RGB
-    hair: RGB
-    upper: RGB
-    pattern: RGB
-    inner: RGB
-    lower: RGB
-    shoe: RGB
-    shoe_style: str
-    bag: RGB
-    hat: RGB
-    head_h: float
-    head_w: float
-    shoulder: float
-    waist: float
-    hip: float
-    hip_y: float
-    limb: float
-    period: float
-    duty: float
-    logo_shape: int
-    logo_scale: float
-    logo_back: bool
-    bag_side: int
-    hair_volume: float
-
-
-def _contrast_colour(base: RGB, tables: RenderTables, rng: np.random.Generator) -> RGB:
-    names = sorted(tables.tables["colours"])
-    lum = luminance(base)
-    good = [n for n in names if abs(luminance(tables.colour(n)) - lum) > 70] or names
-    return jitter_colour(tables.colour(good[int(rng.integers(len(good)))]), rng)
-
-
-def look_words(words: Dict[str, str]) -> Dict[str, str]:
-    """The words a look is drawn from (identity appearance only; no per-image environment words)."""
-    w = {k: check_word(k, str(words[k])) for k in SHAPES if k in words and k != "viewpoint"}
-    w.update({k: str(words[k]) for k in ("skin_tone", "hair_colour", "upper_colour", "lower_colour", "shoes")})
-    return w
-
-
-def make_look(words: Dict[str, str], tables: RenderTables, rng: np.random.Generator) -> PersonLook:
-    """Resolve identity words with the identity's own rng (the continuous traits come from it)."""
-    w = look_words(words)
-    shoe = tables.entry("shoes", w["shoes"])
-    male = w["gender"] == "male"
-    age, build = w["age_group"], w["build"]
-    shoulder = (0.118 if male else 0.102) * BUILD_WIDTH[build] * (0.86 if age == "child" else 1.0)
-    shoulder *= rng.uniform(0.94, 1.06)
-    upper = jitter_colour(tables.colour(w["upper_colour"]), rng)
-    return PersonLook(
-        words=w,
-        skin=jitter_colour(tuple(tables.entry("skin_tones", w["skin_tone"])), rng, 0.01, 0.06, 0.05),
-        hair=jitter_colour(tuple(tables.entry("hair_colours", w["hair_colour"])), rng, 0.015, 0.1, 0.12),
-        upper=upper,
-        pattern=_contrast_colour(upper, tables, rng),
-        inner=jitter_colour(tables.colour(NEUTRALS[int(rng.integers(len(NEUTRALS)))]), rng),
-        lower=jitter_colour(tables.colour(w["lower_colour"]), rng),
-        shoe=jitter_colour(tables.colour(shoe["colour"]), rng, 0.02, 0.1, 0.08),
-        shoe_style=shoe["style"],
-        bag=jitter_colour(tables.colour(NEUTRALS[int(rng.integers(len(NEUTRALS)))]), rng, 0.04, 0.2, 0.15),
-        hat=jitter_colour(tables.colour(sorted(tables.tables["colours"])[int(rng.integers(len(tables.tables["colours"])))]), rng),
-        head_h=HEAD[age] * rng.uniform(0.95, 1.05),
-        head_w=0.78 * rng.uniform(0.93, 1.07),
-        shoulder=shoulder,
-        waist=shoulder * (0.8 if male else 0.74) * (1.14 if build == "heavy" else 1.0),
-        hip=shoulder * (0.82 if male else 0.95) * (1.08 if build == "heavy" else 1.0),
-        hip_y=(0.5 if age == "child" else 0.53) * rng.uniform(0.98, 1.02),
-        limb=BUILD_LIMB[build] * rng.uniform(0.94, 1.06),
-        period=rng.uniform(0.035, 0.07),
-        duty=rng.uniform(0.3, 0.55),
-        logo_shape=int(rng.integers(4)),
-        logo_scale=rng.uniform(0.6, 1.0),
-        logo_back=bool(rng.random() < 0.5),
-        bag_side=1 if rng.random() < 0.5 else -1,
-        hair_volume=rng.uniform(0.9, 1.15),
-    )
-
-
-def random_words(tables: RenderTables, rng: np.random.Generator) -> Dict[str, str]:
-    """A random passer-by's words (for distractor people in the background)."""
-    pick = lambda seq: seq[int(rng.integers(len(seq)))]  # noqa: E731
-    words = {k: pick(v) for k, v in SHAPES.items() if k != "viewpoint"}
-    words.update(skin_tone=pick(sorted(tables.tables["skin_tones"])),
-                 hair_colour=pick(sorted(tables.tables["hair_colours"])),
-                 upper_colour=pick(sorted(tables.tables["colours"])),
-                 lower_colour=pick(sorted(tables.tables["colours"])),
-                 shoes=pick(sorted(tables.tables["shoes"])))
-    return words
-
-
-@dataclass
-class Pose:
-    """Per-image body pose: ``facing`` is -1 (faces image-left), +1 (right) or 0 (front/back)."""
-
-    view: str
-    facing: int
-    stride: float
-    arm_swing: float
-    arm_spread: float
-    elbow: float
-    foot_lift: float
-    lean: float
-
-
-def sample_pose(view: str, rng: np.random.Generator) -> Pose:
-    check_word("viewpoint", view)
-    facing = {"left": -1, "right": 1}.get(view, 0)
-    side = facing != 0
-    stride = rng.uniform(0.08, 0.42) * (1 if rng.random() < 0.5 else -1) if side else rng.uniform(-0.06, 0.06)
-    return Pose(view=view, facing=facing, stride=stride,
-                arm_swing=stride * rng.uniform(0.6, 1.1),
-                arm_spread=rng.uniform(0.04, 0.16), elbow=rng.uniform(0.05, 0.5),
-                foot_lift=rng.uniform(-0.025, 0.025), lean=rng.uniform(-0.012, 0.012))
-
-
-def _fill(c: RGB, k: float = 1.0) -> Tuple[int, int, int, int]:
-    return (int(min(255, c[0] * k)), int(min(255, c[1] * k)), int(min(255, c[2] * k)), 255)
-
-
-def _limb(d: Draw, p0, p1, w0: float, w1: float, fill, cap0: bool = True) -> None:
-    (x0, y0), (x1, y1) = p0, p1
-    dx, dy = x1 - x0, y1 - y0
-    n = math.hypot(dx, dy) or 1e-6
-    nx, ny = -dy / n, dx / n
-    d.polygon([(x0 + nx * w0 / 2, y0 + ny * w0 / 2), (x1 + nx * w1 / 2, y1 + ny * w1 / 2),
-               (x1 - nx * w1 / 2, y1 - ny * w1 / 2), (x0 - nx * w0 / 2, y0 - ny * w0 / 2)], fill=fill)
-    d.ellipse([x1 - w1 / 2, y1 - w1 / 2, x1 + w1 / 2, y1 + w1 / 2], fill=fill)
-    if cap0:
-        d.ellipse([x0 - w0 / 2, y0 - w0 / 2, x0 + w0 / 2, y0 + w0 / 2], fill=fill)
-
-
-def _lerp(a, b, t: float):
-    return (a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t)
-
-
-class PersonPainter:
+class PersonPainter(HeadPainter):
     """Paints ``look`` in ``pose`` into an RGBA image; box = (centre x, top y, height P) in pixels."""
 
     def __init__(self, img: Image.Image, look: PersonLook, pose: Pose, cx: float, top: float, P: float,
@@ -489,145 +324,6 @@ class PersonPainter:
         r = aw * 0.42
         self.d.ellipse([wr[0] - r, wr[1] - r * 0.6, wr[0] + r, wr[1] + r * 1.4], fill=skin)
 
-    def _head(self) -> None:
-        L, P, view = self.L, self.P, self.pose.view
-        hx, hh, hw = self.hcx, self.hh, self.hw
-        y0 = self.y0
-        self.d.rectangle([hx - hw * 0.2, y0 + hh * 0.75, hx + hw * 0.2, self.shoulder_y + 0.01 * P], fill=self.c(L.skin, 0.92))
-        box = [hx - hw / 2, y0, hx + hw / 2, y0 + hh]
-        style, hat = L.words["hair_style"], L.words["hat"]
-        hair = self.c(L.hair)
-        e = hh * 0.07 * L.hair_volume
-        big = [box[0] - e, box[1] - e, box[2] + e, box[3] + e * 0.3]
-        if style == "curly":
-            big = [box[0] - 2.4 * e, box[1] - 2.2 * e, box[2] + 2.4 * e, box[3] - hh * 0.15]
-        self.d.ellipse(box, fill=self.c(L.skin))
-        if view == "back":
-            back_box = [box[0] - e * 0.6, box[1] - e, box[2] + e * 0.6, box[3] - hh * 0.08]
-            self.d.ellipse(back_box if style != "curly" else big, fill=hair if style != "buzz_cut" else self.c(_mix(L.hair, L.skin)))
-        else:
-            self._face(box)
-            self._hair_front(box, big, style, hair)
-        if style == "ponytail" and view != "front":
-            tx = hx - self.f * hw * 0.55
-            self._tail((tx, y0 + hh * 0.45), hair)
-        if style == "bun":
-            r = hh * 0.2
-            bx = hx - self.f * hw * 0.45
-            by = y0 + (hh * 0.05 if view == "front" else hh * 0.15)
-            self.d.ellipse([bx - r, by - r, bx + r, by + r], fill=hair)
-        if hat != "none":
-            self._hat(box, hat)
-        if L.words["glasses"] != "none" and view != "back":
-            self._glasses(box)
-
-    def _hair_front(self, box, big, style, hair) -> None:
-        hx, hh, hw, f = self.hcx, self.hh, self.hw, self.f
-        if style == "buzz_cut":
-            hair = self.c(_mix(self.L.hair, self.L.skin))
-            big = [box[0], box[1] - hh * 0.02, box[2], box[3]]
-        cap = [big[0], big[1], big[2], big[1] + (big[3] - big[1]) * (0.82 if style != "curly" else 1.0)]
-        self.d.chord(cap, 180, 360, fill=hair)
-        if style == "curly":
-            r = hh * 0.16
-            for a in np.linspace(math.pi * 0.9, math.pi * 2.1, 7):
-                x = hx + math.cos(a) * hw * 0.62
-                y = box[1] + hh * 0.35 + math.sin(a) * hh * 0.55
-                self.d.ellipse([x - r, y - r, x + r, y + r], fill=hair)
-        if f:
-            self.d.chord(big, 90, 270, fill=hair) if f > 0 else self.d.chord(big, 270, 90, fill=hair)
-            ear_x = hx - f * hw * 0.05
-            r = hh * 0.09
-            self.d.ellipse([ear_x - r, box[1] + hh * 0.45, ear_x + r, box[1] + hh * 0.65], fill=self.c(self.L.skin, 0.85))
-            if style == "long":
-                x0 = hx - f * hw * 0.5
-                self.d.polygon([(x0, box[1] + hh * 0.3), (hx - f * hw * 0.05, box[1] + hh * 0.3),
-                                (hx - f * hw * 0.15, self.shoulder_y + 0.09 * self.P),
-                                (x0 - f * hw * 0.1, self.shoulder_y + 0.1 * self.P)], fill=hair)
-
-    def _face(self, box) -> None:
-        hx, hh, hw, f = self.hcx, self.hh, self.hw, self.f
-        eye = _fill((40, 30, 28))
-        ey = box[1] + hh * 0.52
-        r = max(0.6, hh * 0.05)
-        if f == 0:
-            for s in (-1, 1):
-                self.d.ellipse([hx + s * hw * 0.2 - r, ey - r, hx + s * hw * 0.2 + r, ey + r], fill=eye)
-            self.d.line([(hx - hw * 0.12, box[1] + hh * 0.78), (hx + hw * 0.12, box[1] + hh * 0.78)],
-                        fill=self.c(self.L.skin, 0.7), width=max(1, int(hh * 0.04)))
-        else:
-            ex = hx + f * hw * 0.3
-            self.d.ellipse([ex - r, ey - r, ex + r, ey + r], fill=eye)
-            nx = hx + f * hw * 0.5
-            self.d.polygon([(nx - f * hw * 0.05, box[1] + hh * 0.48), (nx + f * hh * 0.09, box[1] + hh * 0.66),
-                            (nx - f * hw * 0.05, box[1] + hh * 0.7)], fill=self.c(self.L.skin))
-
-    def _tail(self, root, hair) -> None:
-        hh = self.hh
-        x, y = root
-        _limb(self.d, (x, y), (x - self.f * hh * 0.2, y + hh * 0.9), hh * 0.3, hh * 0.14, hair)
-
-    def _hat(self, box, hat: str) -> None:
-        L, hh, hw, f = self.L, self.hh, self.hw, self.f
-        fill, dark = self.c(L.hat), self.c(L.hat, 0.72)
-        e = hh * 0.08
-        if hat == "beanie":
-            dome = [box[0] - e, box[1] - hh * 0.12, box[2] + e, box[1] + hh * 0.95]
-            self.d.chord(dome, 180, 360, fill=fill)
-            yb = box[1] + hh * 0.36
-            self.d.rectangle([box[0] - e, yb, box[2] + e, yb + hh * 0.12], fill=dark)
-            return
-        dome = [box[0] - e * 0.5, box[1] - hh * 0.1, box[2] + e * 0.5, box[1] + hh * 0.8]
-        self.d.chord(dome, 180, 360, fill=fill)
-        by = box[1] + hh * 0.33
-        if hat == "sun_hat":
-            self.d.ellipse([self.hcx - hw * 0.95, by - hh * 0.07, self.hcx + hw * 0.95, by + hh * 0.1], fill=dark)
-        elif f:
-            x0 = self.hcx + f * hw * 0.2
-            self.d.polygon([(x0, by - hh * 0.05), (x0 + f * hw * 0.55, by + hh * 0.02), (x0, by + hh * 0.06)], fill=dark)
-        elif self.pose.view == "front":
-            self.d.ellipse([box[0] - e * 0.4, by - hh * 0.02, box[2] + e * 0.4, by + hh * 0.13], fill=dark)
-
-    def _glasses(self, box) -> None:
-        hx, hh, hw, f = self.hcx, self.hh, self.hw, self.f
-        sun = self.L.words["glasses"] == "sunglasses"
-        frame = _fill((20, 20, 24))
-        ey = box[1] + hh * 0.52
-        gw, gh = hw * 0.14, hh * 0.075
-        lw = max(1, int(round(hh * 0.035)))
-        centres = [hx - hw * 0.2, hx + hw * 0.2] if f == 0 else [hx + f * hw * 0.32]
-        for x in centres:
-            b = [x - gw, ey - gh, x + gw, ey + gh]
-            if sun:
-                self.d.rectangle(b, fill=frame)
-            else:
-                self.d.rectangle(b, outline=frame, width=lw)
-        if f == 0:
-            self.d.line([(hx - hw * 0.05, ey), (hx + hw * 0.05, ey)], fill=frame, width=lw)
-        else:
-            self.d.line([(centres[0] - f * gw, ey), (hx - f * hw * 0.05, ey)], fill=frame, width=lw)
-
-    def _long_hair_behind(self) -> None:
-        hx, hh, hw, P = self.hcx, self.hh, self.hw, self.P
-        y = self.y0 + hh * 0.4
-        self.d.rounded_rectangle([hx - hw * 0.62 * self.L.hair_volume, y, hx + hw * 0.62 * self.L.hair_volume,
-                                  self.shoulder_y + 0.1 * P], radius=hw * 0.3, fill=self.c(self.L.hair))
-
-    def _long_hair_back(self) -> None:
-        hx, hh, hw, P = self.hcx, self.hh, self.hw, self.P
-        self.d.rounded_rectangle([hx - hw * 0.58 * self.L.hair_volume, self.y0 + hh * 0.3,
-                                  hx + hw * 0.58 * self.L.hair_volume, self.shoulder_y + 0.12 * P],
-                                 radius=hw * 0.3, fill=self.c(self.L.hair))
-
-    def _hood(self, behind: bool) -> None:
-        hx, hh, hw, P = self.hcx, self.hh, self.hw, self.P
-        fill = self.c(self.L.upper, 0.85)
-        if behind:
-            self.d.ellipse([hx - hw * 0.75, self.y0 + hh * 0.55, hx + hw * 0.75, self.shoulder_y + 0.03 * P], fill=fill)
-        else:
-            self.d.chord([hx - hw * 0.7, self.shoulder_y - 0.05 * P, hx + hw * 0.7, self.shoulder_y + 0.12 * P],
-                         0, 180, fill=fill)
-
     def _backpack_back(self) -> None:
         P, cx, L = self.P, self.cx, self.L
         w = L.shoulder * P * 0.75
@@ -670,7 +366,3 @@ class PersonPainter:
             s = 0.06 * P
             self.d.rounded_rectangle([x_bag - s * 0.8, self.hip_y - 0.05 * P, x_bag + s * 0.8, self.hip_y + 0.05 * P],
                                      radius=s * 0.2, fill=self.c(L.bag))
-
-
-def _mix(a: RGB, b: RGB, t: float = 0.5) -> RGB:
-    return tuple(x * (1 - t) + y * t for x, y in zip(a, b))
