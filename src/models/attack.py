@@ -19,7 +19,8 @@
    scored on the other half (balanced accuracy vs chance), nuisance and soft-biometric attributes apart.
 
 Outputs: the ``privacy`` and ``audit`` sections of results.json and ``reconstructions_<target>.png``;
-the privacy audit page in docs/ explains every field.
+the privacy audit page in docs/ explains every field. Scoring lives in ``audit_scoring.py``, the
+pictures, log lines and the ``audit`` block in ``attack_report.py``, the attackers in ``src/nn/attackers``.
 """
 from __future__ import annotations
 
@@ -33,9 +34,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from src.metrics.attribute_probe import probe_attributes
-from src.metrics.privacy import normalized_leakage, psnr, random_rank1, ssim
-from src.metrics.reid import evaluate_features
 from src.models import attack_report as report
+from src.models import audit_scoring as scoring
 from src.models.checkpoint import load_model_from_checkpoint
 from src.models.reid_module import ReIDModule
 from src.nn.attackers.images import ImageSpace, resize, to_uint8
@@ -290,43 +290,11 @@ class AttackModel(ReIDModule):
             for i, target in enumerate(self.trainer.datamodule.targets):
                 if i in self.collected:
                     m_ap = (utility.get(target.name) or {}).get("mAP")
-                    privacy[target.name] = self._audit_target(target, self._target_data(target, self.collected[i]),
+                    privacy[target.name] = self._audit_target(target, scoring.target_data(target, self.collected[i]),
                                                               None if m_ap is None else float(m_ap))
         self.collected = {}
         report.log_cost(self.cost, self.cost_cpu)
         self.extra_results = {"privacy": privacy, "audit": self._audit_block()}
-
-    def _target_data(self, target, store: Dict[str, List[torch.Tensor]]) -> Dict[str, Any]:
-        """One target's collected tensors in dataset order (copies: outside inference mode they train)."""
-        index = torch.cat(store["index"])
-        order = index.argsort()
-        index = index[order].clone()
-        records = target.records
-        data = {"index": index, "feats": torch.cat(store["feats"])[order].clone(),
-                "images": torch.cat(store["images"])[order].clone(),
-                "pids": torch.tensor([records[i].pid for i in index.tolist()]),
-                "camids": torch.tensor([records[i].camid for i in index.tolist()]),
-                "attrs": [getattr(records[i], "attributes", None) for i in index.tolist()],
-                "is_query": index < target.num_query}
-        data["ref"] = torch.cat(store["ref"])[order].clone() if "ref" in store else None
-        return data
-
-    def _identity_halves(self, pids: torch.Tensor):
-        """(train mask, scored mask) of the in-domain split: a seeded half of the identities trains."""
-        ids = sorted(set(pids.tolist()))
-        gen = torch.Generator().manual_seed(self.split_seed)
-        first = {ids[i] for i in torch.randperm(len(ids), generator=gen)[: len(ids) // 2].tolist()}
-        train = torch.tensor([p in first for p in pids.tolist()])
-        return train, ~train
-
-    def _scored(self, members: torch.Tensor) -> torch.Tensor:
-        """Indices of the scored images among ``members`` (bool mask): all, or ``max_scored_images`` of them
-        drawn with ``split_seed`` (the same images for every attacker and every audited model)."""
-        idx = torch.nonzero(members).flatten()
-        if self.max_scored is None or idx.numel() <= self.max_scored:
-            return idx
-        gen = torch.Generator().manual_seed(self.split_seed + 1)
-        return idx[torch.randperm(idx.numel(), generator=gen)[: self.max_scored].sort().values]
 
     def _audit_target(self, target, data: Dict[str, Any], m_ap: Optional[float]) -> Dict[str, Any]:
         """The ``privacy`` entry of one target: cross-domain fields at the top, ``in_domain`` and ``probes``."""
@@ -335,11 +303,11 @@ class AttackModel(ReIDModule):
         pictures = None
         if "cross" in self.splits:
             start = self._clock()
-            res, pictures = self._score_suite(self.suites["cross"], data, everyone, m_ap)
+            res, pictures = scoring.score_suite(self, self.suites["cross"], data, everyone, m_ap)
             out.update(res)
             self._timed(f"cross/{target.name}/score", start)
             report.log_target(target.name, "cross-domain", res)
-        train, scored = self._identity_halves(data["pids"])
+        train, scored = scoring.identity_halves(data["pids"], self.split_seed)
         if "in_domain" in self.splits:
             if len(set(data["pids"][train].tolist())) < 2 or len(set(data["pids"][scored].tolist())) < 2:
                 out["in_domain"] = None
@@ -348,7 +316,7 @@ class AttackModel(ReIDModule):
                 suite = self._train_suite(f"in_domain/{target.name}", data["feats"][train], data["images"][train],
                                           self.in_domain_steps)
                 start = self._clock()
-                res, recons = self._score_suite(suite, data, scored, m_ap)
+                res, recons = scoring.score_suite(self, suite, data, scored, m_ap)
                 self._timed(f"in_domain/{target.name}/score", start)
                 out["in_domain"] = {"num_train_images": int(train.sum()),
                                     "num_train_identities": len(set(data["pids"][train].tolist())), **res}
@@ -370,81 +338,6 @@ class AttackModel(ReIDModule):
                                         real, recons, data["pids"], rows[: self.num_pictures], self.trainer.loggers,
                                         key=f"privacy/reconstructions_{target.name}")
         return out
-
-    def _score_suite(self, suite: Dict[str, Any], data: Dict[str, Any], members: torch.Tensor,
-                     m_ap: Optional[float]):
-        """Score every attacker of ``suite`` and its null on the scored images among ``members`` (bool mask),
-        leakage against all real images of ``members``. Returns (the fields, pictures (real, recons, rows))."""
-        gallery, queries = torch.nonzero(members).flatten(), self._scored(members)
-        rows_in_queries = torch.arange(queries.numel())
-        real = data["images"][queries].float() / 255.0
-        z = (data["feats"][queries] - suite["feat_mean"]) / suite["feat_std"]
-        index = data["index"][queries]
-        q_pid, q_cam, g_pid, g_cam = data["pids"][queries], data["camids"][queries], data["pids"][gallery], \
-            data["camids"][gallery]
-
-        def rank1(qf: torch.Tensor, gf: torch.Tensor, subset: torch.Tensor) -> Optional[float]:
-            """Rank-1 of queries ``subset`` against every member; None when no query has a cross-camera
-            match among the members (a fast dev run's or a tiny split's few images)."""
-            has_match = ((q_pid[subset].view(-1, 1) == g_pid.view(1, -1))
-                         & (q_cam[subset].view(-1, 1) != g_cam.view(1, -1))).any()
-            if not bool(has_match):
-                log.warning("leakage: no scored image has a match from another camera among the %d images; "
-                            "rank-1 left undefined", g_pid.numel())
-                return None
-            res = evaluate_features(qf, gf, q_pid[subset], g_pid, q_cam[subset], g_cam, metric=self.eval_metric)
-            return float(res["cmc"][0])
-
-        judge = "reference" if data["ref"] is not None else "extractor"
-        judge_real = data["ref"] if data["ref"] is not None else data["feats"]
-        mean_img = suite["mean_image"].expand_as(real)
-        out: Dict[str, Any] = {
-            "num_scored": int(queries.numel()), "pairs": suite["pairs"],
-            "mean_image_ssim": float(ssim(mean_img, real).mean()),
-            "mean_image_psnr": float(psnr(mean_img, real).mean()),
-            "chance_r1": random_rank1(q_pid, g_pid, q_cam, g_cam), "leakage_judge": judge,
-            "extractor_r1": rank1(data["feats"][queries], data["feats"][gallery], rows_in_queries),
-            "attackers": {}}
-        judge_r1 = rank1(judge_real[queries], judge_real[gallery], rows_in_queries)
-        if data["ref"] is not None:
-            out["reference_r1"] = judge_r1
-        recons = {}
-        for name in self.attacker_names:
-            start = time.time()
-            attacker, null = suite["attackers"][name], suite["nulls"][name]
-            limit = getattr(attacker, "max_images", None)
-            sub = rows_in_queries[: limit] if limit else rows_in_queries
-            recon = self._reconstruct(attacker, z[sub], index[sub])
-            if null.needs_training:
-                null_recon = self._reconstruct(null, z[sub], index[sub])
-            else:  # white-box null: invert another scored image's feature
-                perm = torch.randperm(sub.numel(), generator=torch.Generator().manual_seed(self.split_seed))
-                null_recon = self._reconstruct(null, z[sub][perm], index[sub])
-            row = {"ssim": float(ssim(recon, real[sub]).mean()), "psnr": float(psnr(recon, real[sub]).mean()),
-                   "null_ssim": float(ssim(null_recon, real[sub]).mean()),
-                   "null_psnr": float(psnr(null_recon, real[sub]).mean()), "num_scored": int(sub.numel())}
-            row["ssim_gain"] = row["ssim"] - row["null_ssim"]
-            row["leakage_r1"] = rank1(self._features(recon), data["feats"][gallery], sub)
-            if data["ref"] is not None:
-                row["leakage_r1_ref"] = rank1(self._features(recon, reference=True), data["ref"][gallery], sub)
-            leak = row["leakage_r1_ref"] if data["ref"] is not None else row["leakage_r1"]
-            chance = random_rank1(q_pid[sub], g_pid, q_cam[sub], g_cam)
-            judge_sub = judge_r1 if sub.numel() == queries.numel() else rank1(judge_real[queries][sub],
-                                                                               judge_real[gallery], sub)
-            row["leakage_norm"] = normalized_leakage(leak, chance, judge_sub)
-            row["train_time_s"] = suite["train_time_s"].get(name)
-            row["reconstruct_time_s"] = round(time.time() - start, 2)
-            out["attackers"][name] = row
-            recons[name] = torch.cat([recon, real[recon.shape[0]:]]) if recon.shape[0] < real.shape[0] else recon
-        rows = out["attackers"]
-        out["strongest"] = max(rows, key=lambda a: rows[a]["ssim_gain"])
-        out["ssim_gain"] = rows[out["strongest"]]["ssim_gain"]
-        best = rows[out["strongest"]]["ssim"]
-        out["urr"] = m_ap / best if (m_ap is not None and best > 0) else None
-        leaking = {a: r["leakage_norm"] for a, r in rows.items() if r["leakage_norm"] is not None}
-        out["most_leaking"] = max(leaking, key=leaking.get) if leaking else None
-        out["leakage_norm"] = leaking.get(out["most_leaking"]) if leaking else None
-        return out, (real, recons, rows_in_queries)
 
     def _audit_block(self) -> Dict[str, Any]:
         dm = self.trainer.datamodule
