@@ -45,7 +45,8 @@ for seed in $SEEDS; do  # seeds round-robin over the rows: every row gets seed 1
 done
 for item in $SWEEP; do
   row=${item%%:*} setting=${item#*:}
-  name="sweep_${row}_${setting##*.}"
+  key=${setting%%=*} value=${setting#*=}
+  name="sweep_${row}_${key##*.}_${value}"   # e.g. sweep_gan_privacy_weight_0.3 (Hydra refuses '=' in a path)
   train "$OUT/train/$name/s1" experiment="privacy_sandbox_$row" "$setting" seed=1
   audit "$OUT/train/$name/s1" "$OUT/audit/$name/s1" 1
 done
