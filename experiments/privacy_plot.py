@@ -58,7 +58,9 @@ def points(runs: Sequence[tables.Run]) -> List[Dict]:
         privacy = ext.get("privacy") or {}
         weight, loss, beta = privacy.get("privacy_weight"), privacy.get("privacy_loss"), \
             (privacy.get("bottleneck") or {}).get("beta")
-        label = (f"{ext.get('experiment') or ext.get('model')}" + (f" {loss}" if loss and weight else "")
+        # the reversal loss only means something for the defences that train decoders (not the dependence penalty)
+        decoders = privacy.get("defence", "gan") in ("gan", "pool")
+        label = (f"{ext.get('experiment') or ext.get('model')}" + (f" {loss}" if loss and weight and decoders else "")
                  + (f" w={weight:g}" if weight else "") + (f" beta={beta:g}" if beta else ""))
         out.append({"key": key, "label": label, "runs": len(group), "mAP": m_ap, **stats})
     return sorted(out, key=lambda p: p["gain"][0])

@@ -410,3 +410,20 @@ def test_privacy_plot_seeds_compares_like_with_like(tmp_path, capsys):
     assert "| privacy_gan w=1 | 1 | 45.0 | 0.160 | 0.080 | 50.0 | 25.0 | -5.0 | 1.00 |" in text
     assert privacy_plot.main([str(tmp_path), "--seeds", "7", "--out", str(tmp_path / "t.png")]) == 2
     assert "with extractor seeds [7]" in capsys.readouterr().err
+
+
+def test_privacy_plot_labels_name_the_loss_only_for_decoder_defences(tmp_path):
+    import privacy_plot
+
+    for name, privacy in (("gan", {"privacy_weight": 3.0, "privacy_loss": "ssim_gain", "defence": "gan"}),
+                          ("dep", {"privacy_weight": 0.3, "privacy_loss": "ssim_gain", "defence": "dependence"}),
+                          ("vib", {"privacy_weight": 0.0, "privacy_loss": "ssim_gain", "defence": "none",
+                                   "bottleneck": {"beta": 3e-4}})):
+        _write_audit(tmp_path / name / "1", 1, name, 0.4, {"l1": 0.3}, f"privacy_sandbox_{name}")
+        res = json.loads((tmp_path / name / "1" / "results.json").read_text())
+        res["audit"]["extractor"]["privacy"] = privacy
+        (tmp_path / name / "1" / "results.json").write_text(json.dumps(res))
+    runs = [tables.load_result(p) for p in tables.find_results([str(tmp_path)])]
+    labels = sorted(p["label"] for p in privacy_plot.points(runs))
+    assert labels == ["privacy_sandbox_dep w=0.3", "privacy_sandbox_gan ssim_gain w=3",
+                      "privacy_sandbox_vib beta=0.0003"]
