@@ -16,11 +16,12 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-logs/privacy_sandbox}
 SEEDS=${SEEDS:-"1 2 3"}
 ROWS=${ROWS:-"unprotected conventional gan pool dependence bottleneck"}
-# the sweep at seed 1: <row>:<key>=<value> (each defence's own weight; its row's value is in its config)
+# the sweep at seed 1: <row>:<key>=<value> (each defence's own weight; its row's value is in its config;
+# the dependence penalty only upward: at its row's w=1 it already keeps mAP and moves no attacker)
 SWEEP=${SWEEP:-"conventional:model.privacy_weight=0.3 conventional:model.privacy_weight=3
 gan:model.privacy_weight=1 gan:model.privacy_weight=3 gan:model.privacy_weight=30
 pool:model.privacy_weight=3 pool:model.privacy_weight=30
-dependence:model.privacy_weight=0.3 dependence:model.privacy_weight=3
+dependence:model.privacy_weight=3
 bottleneck:model.bottleneck.beta=3e-4 bottleneck:model.bottleneck.beta=3e-3"}
 REFERENCE="$OUT/train/reference/s100"
 
