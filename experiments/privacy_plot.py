@@ -85,8 +85,11 @@ def plot(pts: Sequence[Dict], path: Path, base: Optional[Dict], keep: float, map
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5.2), dpi=130, sharey=True)
+    legend_rows = -(-len(pts) // 3)
+    height = 4.4 + 0.18 * legend_rows          # inches: the legend below the axes grows with the points
+    fig, axes = plt.subplots(1, 2, figsize=(10, height), dpi=130, sharey=True)
     markers = "osD^vP*Xh<>"
+    colours = plt.get_cmap("tab10" if len(pts) <= 10 else "tab20").colors  # no two points share a look
     gain_label = "SSIM gain of the strongest attacker over its null (lower = more private)"
     for ax, key, xlabel in ((axes[0], "gain", gain_label),
                             (axes[1], "nleak", "normalized leakage of the most-leaking attacker (%)")):
@@ -95,7 +98,8 @@ def plot(pts: Sequence[Dict], path: Path, base: Optional[Dict], keep: float, map
                 continue
             runs = f"{p['runs']} run" + ("s" if p["runs"] != 1 else "")
             ax.errorbar(p[key][0], p["mAP"][0], xerr=p[key][1] or 0, yerr=p["mAP"][1] or 0,
-                        fmt=markers[i % len(markers)], capsize=3, label=f"{p['label']} ({runs})")
+                        fmt=markers[i % len(markers)], color=colours[i % len(colours)], capsize=3,
+                        label=f"{p['label']} ({runs})")
         ax.axvline(0.0, color="black", ls=":", lw=1)
         if base is not None and base.get(key) is not None:
             ax.axvline(base[key][0] * keep, color="grey", ls="--", lw=0.8)
@@ -107,7 +111,7 @@ def plot(pts: Sequence[Dict], path: Path, base: Optional[Dict], keep: float, map
     fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=3, frameon=False)
     fig.suptitle("utility vs what the feature leaks (cross-domain; mean over targets, ± std over seeds); dashed: "
                  f"goal, at most {keep:g} x the baseline and {map_cost:g} mAP points", fontsize=9)
-    fig.tight_layout(rect=(0, 0.12, 1, 0.95))
+    fig.tight_layout(rect=(0, (0.18 * legend_rows + 0.1) / height, 1, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
