@@ -39,11 +39,11 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_run_timer import TIMINGS_ENV  # noqa: E402  (the callback the measured train.py loads)
-
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[1]
+
+sys.path.insert(0, str(HERE.parent))
+from bench_run_timer import TIMINGS_ENV  # noqa: E402  (the callback the measured train.py loads)
 
 
 # --------------------------------------------------------------------------- measurements (child side)

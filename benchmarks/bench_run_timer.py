@@ -2,7 +2,8 @@
 
 It runs inside the measured checkout's train.py (``+callbacks.bench_timer._target_=bench_run_timer.PhaseTimer``,
 this folder on ``PYTHONPATH``), records when each phase of the run starts and ends and the time spent in the
-other callbacks, and writes them as JSON to the file named by ``$BENCH_DEFAULT_RUN_TIMINGS`` at teardown.
+other callbacks, and writes them as JSON to the file named by ``$BENCH_DEFAULT_RUN_TIMINGS`` when fit and
+test end.
 """
 from __future__ import annotations
 
@@ -94,9 +95,10 @@ def _timer_callback_class():
             self._phase, self._v0 = "val", time.time()
 
         def on_validation_end(self, trainer, pl_module):
-            self.acc["val"] += time.time() - self._v0
+            elapsed = time.time() - self._v0
+            self.acc["val"] += elapsed
             if self._in_fit:
-                self.val_in_fit += time.time() - self._v0
+                self.val_in_fit += elapsed
             self.counts["val"] += 1
             self._phase = None
             self._last = time.time()
