@@ -21,7 +21,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 def list_crops(folder: Path) -> List[Path]:
     """Image files under ``folder`` (recursively), sorted by path."""
-    from src.utils.errors import ConfigValueError
+    from ppreid.utils.errors import ConfigValueError
 
     if not folder.is_dir():
         raise ConfigValueError(f"FOLDER={folder}: no such folder; give a folder of person crops.")
@@ -40,12 +40,12 @@ def embed_folder(ckpt_path: str, folder: str, out: str, batch_size: int = 64, fl
     import torch
     from tqdm import tqdm
 
-    from src.data.datasets.base import MARKET_PATTERN
-    from src.data.image_dataset import read_image
-    from src.data.transforms import build_transforms
-    from src.models.checkpoint import describe, load_model_from_checkpoint
-    from src.utils.device import resolve_device
-    from src.utils.fileops import atomic_write_bytes
+    from ppreid.data.datasets.base import MARKET_PATTERN
+    from ppreid.data.image_dataset import read_image
+    from ppreid.data.transforms import build_transforms
+    from ppreid.training.checkpoint import describe, load_model_from_checkpoint
+    from ppreid.utils.device import resolve_device
+    from ppreid.utils.fileops import atomic_write_bytes
 
     files = list_crops(Path(folder))
     model, spec = load_model_from_checkpoint(ckpt_path, key="CKPT")
@@ -94,7 +94,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
-    from src.utils.errors import find_input_error
+    from ppreid.utils.errors import find_input_error
 
     try:
         path = embed_folder(args.ckpt, args.folder, args.out, args.batch_size, args.flip, args.device,

@@ -18,8 +18,8 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from src.utils.resolvers import register_resolvers  # noqa: E402
-from src.utils.errors import find_input_error  # noqa: E402
+from ppreid.config.resolvers import register_resolvers  # noqa: E402
+from ppreid.utils.errors import find_input_error  # noqa: E402
 
 register_resolvers()
 log = logging.getLogger("synth")
@@ -27,7 +27,7 @@ log = logging.getLogger("synth")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="synth")
 def main(cfg: DictConfig) -> None:
-    from src.synth.pipeline import run_synthesis
+    from ppreid.synth.pipeline import run_synthesis
 
     try:
         info = run_synthesis(cfg)
@@ -43,7 +43,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from src.utils.config_groups import misspelt_group
+    from ppreid.config.config_groups import misspelt_group
 
     typo = misspelt_group("synth", sys.argv[1:])
     if typo:

@@ -18,8 +18,8 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from src.utils.resolvers import register_resolvers  # noqa: E402
-from src.utils.errors import find_reported_error  # noqa: E402
+from ppreid.config.resolvers import register_resolvers  # noqa: E402
+from ppreid.utils.errors import find_reported_error  # noqa: E402
 
 register_resolvers()
 
@@ -28,7 +28,7 @@ def _hydra_runtime():
     """(task overrides, group choices) of this run ([] and {} outside Hydra)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from src.utils.config_groups import effective_choice
+    from ppreid.config.config_groups import effective_choice
 
     if not HydraConfig.initialized():
         return [], {}
@@ -46,7 +46,7 @@ def build_model_and_data(cfg: DictConfig, log):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from src.models import checkpoint as ck
+    from ppreid.training import checkpoint as ck
 
     overrides, choices = _hydra_runtime()
     explicit = ck.explicit_overrides(overrides)
@@ -85,7 +85,7 @@ def build_model_and_data(cfg: DictConfig, log):
     elif ckpt is not None:
         problems = ck.state_dict_mismatch(model.state_dict(), ckpt["state_dict"], lazy)
         if problems:
-            from src.utils.errors import ConfigValueError
+            from ppreid.utils.errors import ConfigValueError
             raise ConfigValueError(f"ckpt_path={cfg.ckpt_path} cannot be resumed with this model config "
                                    f"({problems}); resume with the config the checkpoint was trained with.")
     if spec is not None and not cfg.train:
@@ -113,17 +113,17 @@ def run(cfg: DictConfig) -> dict:
     """Build everything from ``cfg``, fit and/or test, write ``results.json``; returns its content."""
     import logging
 
-    from src.utils.console import quiet_libraries, results_table
+    from ppreid.utils.console import quiet_libraries, results_table
 
     quiet_libraries()
     import pytorch_lightning as pl
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from src.utils.fileops import atomic_write_json, atomic_write_text
-    from src.utils.run_checks import check_run_config
-    from src.models import checkpoint as ck
-    from src.utils.run_info import (checkpoint_training, describe_evaluation, evaluation_identity,
+    from ppreid.utils.fileops import atomic_write_json, atomic_write_text
+    from ppreid.config.run_checks import check_run_config
+    from ppreid.training import checkpoint as ck
+    from ppreid.utils.run_info import (checkpoint_training, describe_evaluation, evaluation_identity,
                                     evaluation_options, experiment_identity, git_commit, metrics_by_target,
                                     stage_metrics)
 
@@ -220,7 +220,7 @@ def _resolve_precision(cfg: DictConfig, log) -> None:
     """``trainer.precision=auto`` (typed) -> bf16-mixed on a native-bf16 CPU, else 32-true; says which."""
     from omegaconf import open_dict
 
-    from src.utils.resolvers import _precision
+    from ppreid.config.resolvers import _precision
 
     with open_dict(cfg):
         cfg.trainer.precision = str(_precision(cfg.trainer.get("precision", "32-true"),
@@ -249,7 +249,7 @@ def _ddp_for_model(cfg: DictConfig, model, log) -> None:
 def _fit(trainer, model, datamodule, cfg: DictConfig) -> None:
     """trainer.fit (resuming from ``ckpt_path``), then a last validation if the final epoch had none,
     so ``val/*`` (what model selection may look at) describes the final weights."""
-    from src.utils.errors import ConfigValueError
+    from ppreid.utils.errors import ConfigValueError
 
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
@@ -266,7 +266,7 @@ def _fit(trainer, model, datamodule, cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from src.utils.run_status import RunStatus, log_to_files
+    from ppreid.utils.run_status import RunStatus, log_to_files
 
     status = RunStatus(cfg.paths.output_dir)
     status.running()
@@ -294,7 +294,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    from src.utils.config_groups import misspelt_group
+    from ppreid.config.config_groups import misspelt_group
 
     typo = misspelt_group("train", sys.argv[1:])
     if typo:

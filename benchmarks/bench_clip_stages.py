@@ -20,15 +20,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
 
 def compose(overrides):
@@ -38,7 +36,7 @@ def compose(overrides):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from src.utils.resolvers import register_resolvers
+    from ppreid.config.resolvers import register_resolvers
 
     register_resolvers()
     GlobalHydra.instance().clear()
@@ -85,7 +83,7 @@ def stage1_epoch(model, dm, recompute: bool, max_batches: int | None = None) -> 
     """Seconds for one stage-1 epoch (the model's stage-1 batches: chunks of a permutation of every
     training image; the first ``max_batches``), on the cache or recomputing the frozen image encoder's
     features of each batch."""
-    from src.data.samplers import PermutationChunkSampler
+    from ppreid.data.samplers import PermutationChunkSampler
 
     opt = torch.optim.Adam([p for m in model.stage1_modules().values() for p in m.parameters()], lr=1e-4)
     chunk = model.index_batch_size or dm.batch_size

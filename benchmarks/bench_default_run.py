@@ -41,9 +41,7 @@ from typing import Any, Dict, List, Optional
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[1]
-
-sys.path.insert(0, str(HERE.parent))
-from bench_run_timer import TIMINGS_ENV  # noqa: E402  (the callback the measured train.py loads)
+from bench_run_timer import TIMINGS_ENV  # the callback the measured train.py loads
 
 
 # --------------------------------------------------------------------------- measurements (child side)
@@ -79,7 +77,7 @@ def measure_components(checkout: Path, overrides: List[str], model_steps: int) -
     import torch
     from hydra.utils import instantiate
 
-    from src.utils.resolvers import register_resolvers
+    from ppreid.config.resolvers import register_resolvers
 
     register_resolvers()
     cfg = _compose(checkout, overrides)
@@ -112,7 +110,7 @@ def measure_components(checkout: Path, overrides: List[str], model_steps: int) -
         dm.num_workers = workers
         parts.time(f"train batches / epoch, {workers} workers", lambda: drain(dm.train_dataloader()))
 
-    from src.data.image_dataset import read_image
+    from ppreid.data.image_dataset import read_image
 
     parts.time("decode every train image once", lambda: [read_image(r.path) for r in dm.train_records])
 
@@ -162,7 +160,8 @@ def _env(checkout: Path) -> Dict[str, str]:
     env.setdefault("WANDB_MODE", "offline")
     env.setdefault("MPLBACKEND", "Agg")
     env["PROJECT_ROOT"] = str(checkout)
-    env["PYTHONPATH"] = os.pathsep.join([str(checkout), str(HERE.parent)] + [p for p in [env.get("PYTHONPATH")] if p])
+    # the measured checkout's own package first (src/ layout, or an older checkout's top-level src package)
+    env["PYTHONPATH"] = os.pathsep.join([str(checkout / "src"), str(checkout), str(HERE)] + [p for p in [env.get("PYTHONPATH")] if p])
     return env
 
 
@@ -274,7 +273,6 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     if args.child_components is not None:
         os.chdir(args.child_components)
-        sys.path.insert(0, str(args.child_components))
         res = measure_components(args.child_components.resolve(), extra, args.model_steps)
         args.child_out.write_text(json.dumps(res))
         return

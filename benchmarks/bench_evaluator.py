@@ -1,4 +1,4 @@
-"""Speed and memory of the ReID evaluator (src/metrics/reid.py), printed as figures.
+"""Speed and memory of the ReID evaluator (src/ppreid/metrics/reid.py), printed as figures.
 
 (a) Market-1501 scale: a random 3,368 x 15,913 float32 distance matrix with Market-like ids
     (751 ids, 6 cameras, 2,794 distractors of pid 0, junk where pid and camera coincide);
@@ -24,12 +24,10 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from benchmarks.reference_numpy_eval import reference_eval  # noqa: E402
-from benchmarks.memory import call_peak_bytes, current_rss_bytes, reset_call_peak  # noqa: E402
-from src.metrics.reid import evaluate_distmat, evaluate_features  # noqa: E402
+from ppreid.metrics.reference_eval import reference_eval
+from memory import call_peak_bytes, current_rss_bytes, reset_call_peak
+from ppreid.metrics.reid import evaluate_distmat, evaluate_features
 
 RSS_LIMIT_BYTES = 3 * 1024**3
 

@@ -31,12 +31,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
-import pytorch_lightning as pl  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset
 
 BATCH, P, HEIGHT, WIDTH = 64, 16, 128, 64
 
@@ -89,7 +87,7 @@ def build(overrides):
     from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import instantiate
 
-    from src.utils.resolvers import register_resolvers
+    from ppreid.config.resolvers import register_resolvers
 
     register_resolvers()
     GlobalHydra.instance().clear()
@@ -126,7 +124,7 @@ def main() -> int:
     import logging
 
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-    logging.getLogger("src").setLevel(logging.WARNING)
+    logging.getLogger("ppreid").setLevel(logging.WARNING)
     common = [f"backbone={args.backbone}"]
     joint = ["model.phases.reversal_from=0", "model.phases.joint_from=0"]
     rows = {"gan": ["experiment=privacy_sandbox_gan", *joint, "model.d_every=4"],

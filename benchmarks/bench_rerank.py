@@ -1,11 +1,11 @@
-"""Speed and memory of k-reciprocal re-ranking (src/metrics/rerank.py), printed as figures.
+"""Speed and memory of k-reciprocal re-ranking (src/ppreid/metrics/rerank.py), printed as figures.
 
 Features are L2-normalised identity clusters (same-id cosine ~0.5, like a trained model's), and
-the three distance blocks are squared euclidean distances from ``src.metrics.reid.distance_matrix``,
+the three distance blocks are squared euclidean distances from ``ppreid.metrics.reid.distance_matrix``,
 which is what torchreid's engine hands to its ``re_ranking``.
 
 (a) Q=1,000, G=5,000, dim 2,048: ``k_reciprocal_rerank`` against the dense NumPy reference
-    (``benchmarks/reference_numpy_rerank.py``) in the same run: times, speed-up, max |difference|
+    (``src/ppreid/metrics/reference_rerank.py``) in the same run: times, speed-up, max |difference|
     (asserted <= 1e-4).
 (b) Market-1501 scale, Q=3,368, G=15,913, dim 2,048: ``k_reciprocal_rerank`` alone, in a fresh
     subprocess so that its peak RSS is its own; asserted < 6 GB. The dense reference would need
@@ -28,13 +28,11 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from benchmarks.reference_numpy_rerank import re_ranking_reference  # noqa: E402
-from benchmarks.memory import call_peak_bytes, current_rss_bytes, reset_call_peak  # noqa: E402
-from src.metrics.reid import distance_matrix  # noqa: E402
-from src.metrics.rerank import k_reciprocal_rerank  # noqa: E402
+from ppreid.metrics.reference_rerank import re_ranking_reference
+from memory import call_peak_bytes, current_rss_bytes, reset_call_peak
+from ppreid.metrics.reid import distance_matrix
+from ppreid.metrics.rerank import k_reciprocal_rerank
 
 RSS_LIMIT_BYTES = 6 * 1024**3
 TOLERANCE = 1e-4

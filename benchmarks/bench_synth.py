@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 THREADS = 2
 ENV = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS), "PROJECT_ROOT": str(REPO)}
 
@@ -62,8 +61,8 @@ def diffusion_direct(pipe: Path, images: int, steps: int, repeats: int) -> dict[
     """Best seconds per image timing ``DiffusionGenerator.generate`` directly (no synth.py)."""
     import torch
 
-    from src.synth.generators.base import ImageRequest
-    from src.synth.generators.diffusion import DiffusionGenerator
+    from ppreid.synth.generators.base import ImageRequest
+    from ppreid.synth.generators.diffusion import DiffusionGenerator
 
     torch.set_num_threads(THREADS)
     gen = DiffusionGenerator(str(pipe), steps=steps)
@@ -103,7 +102,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--direct", action="store_true", help="time generate() directly, not through synth.py")
     args = ap.parse_args()
-    from tests.tiny_pipelines import build_tiny_sd_pipeline
+    from ppreid.synth.tiny_pipelines import build_tiny_sd_pipeline
 
     print(f"cores available: {os.cpu_count()}, torch threads: {THREADS}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -5,7 +5,7 @@
 
 Steps (each under a time cap; the sum of the caps fits in 8 minutes on an H200-class GPU):
 
-evaluator    the ReID evaluator (src/metrics/reid.py) on CUDA vs the CPU path at Market-1501 scale
+evaluator    the ReID evaluator (src/ppreid/metrics/reid.py) on CUDA vs the CPU path at Market-1501 scale
              (3,368 x 15,913, dim 2048) and MSMT17 scale (11,659 x 82,161), synthetic features, pids and
              cameras: seconds of each, and equality of CMC / mAP / mINP (the MSMT17 CPU time is
              extrapolated from a subset of the queries; the table says from how many);
@@ -49,19 +49,17 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 STARTED = time.time()  # before the heavy imports: the reported wall time includes them
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import torch  # noqa: E402
+import torch
 
-from benchmarks.gpu_check_core import Check, StepTimeout, format_table, one_line  # noqa: E402
-from benchmarks.gpu_check_diffusion import step_diffusion  # noqa: E402
-from benchmarks.gpu_check_fdr import failure_reason, step_fdr  # noqa: E402,F401  (failure_reason: tests)
-from benchmarks.gpu_check_training import step_privacy_gan, step_throughput  # noqa: E402
+from gpu_check_core import Check, StepTimeout, format_table, one_line
+from gpu_check_diffusion import step_diffusion
+from gpu_check_fdr import failure_reason, step_fdr  # noqa: F401  (failure_reason: tests)
+from gpu_check_training import step_privacy_gan, step_throughput
 
 STEP_NAMES = ("evaluator", "throughput", "privacy_gan", "diffusion", "fdr")
 # Hard time caps (s) per step. On the GPU they sum to 445 s, so with start-up the check ends within
@@ -86,7 +84,7 @@ def synthetic_reid_split(num_query: int, num_gallery: int, num_ids: int, num_cam
     """
     import numpy as np
 
-    from benchmarks.bench_evaluator import market_like_ids
+    from bench_evaluator import market_like_ids
 
     rng = np.random.default_rng(seed)
     q_pids, g_pids, q_cams, g_cams = market_like_ids(rng, num_query, num_gallery, num_ids, num_cams, num_distractors)
@@ -136,7 +134,7 @@ def evaluator_scale(chk: Check, name: str, nq: int, ng: int, ids: int, cams: int
     """Rows of one scale: device and CPU seconds, speed-up, equality from the same features and from the
     same distances. The CPU path runs on the first ``n_sub`` queries when the whole set would take more
     than ``CPU_EXTRAPOLATION_BUDGET_S`` (its time is then extrapolated, and said so)."""
-    from src.metrics.reid import distance_matrix, evaluate_distmat, evaluate_features
+    from ppreid.metrics.reid import distance_matrix, evaluate_distmat, evaluate_features
 
     dev = chk.device
     other = "cpu (dry run: no GPU)" if chk.dry_run else "CUDA"

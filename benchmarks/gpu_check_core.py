@@ -9,7 +9,6 @@ import math
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -18,10 +17,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
 
 class StepTimeout(BaseException):
@@ -175,7 +172,7 @@ def compose(overrides: Sequence[str], output_dir: Optional[Path] = None):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from src.utils.resolvers import register_resolvers
+    from ppreid.config.resolvers import register_resolvers
 
     register_resolvers()
     out = Path(output_dir) if output_dir is not None else Path(tempfile.gettempdir()) / "gpu_check_compose"

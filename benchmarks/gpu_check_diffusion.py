@@ -3,12 +3,11 @@ random-weight pipeline of Stable Diffusion 1.5's size (nothing downloaded), batc
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import torch
 
-from benchmarks.gpu_check_core import ROOT, Check
+from gpu_check_core import Check
 
 DIFFUSION_CONFIG_STEPS = 30        # conf/generator/diffusion.yaml: what synthesis runs by default
 
@@ -19,14 +18,13 @@ def build_random_sd_pipeline(dry_run: bool, device: torch.device, tokenizer_dir:
     GPU: Stable Diffusion 1.5's sizes: UNet (320, 640, 1280, 1280), 2 layers per block, cross-attention
     768, 8 heads (860M parameters); VAE (128, 256, 512, 512); a 12-layer, 768-wide CLIP ViT-L/14-size
     text encoder; CLIP's real 49,408-token tokenizer (built offline from open_clip's BPE merges); SD 1.5's
-    scheduler config. Dry run: the tiny blocks of tests/tiny_pipelines.py. Weights are created on
+    scheduler config. Dry run: the tiny blocks of src/ppreid/synth/tiny_pipelines.py. Weights are created on
     ``device`` (fast random init).
     """
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny_pipelines import CLIP_CONTEXT_LENGTH, CLIP_VOCAB_SIZE, write_clip_tokenizer
+    from ppreid.synth.tiny_pipelines import CLIP_CONTEXT_LENGTH, CLIP_VOCAB_SIZE, write_clip_tokenizer
 
     if dry_run:
         unet_kw = dict(block_out_channels=(32, 64), layers_per_block=1, sample_size=16,
@@ -69,7 +67,7 @@ def build_random_sd_pipeline(dry_run: bool, device: torch.device, tokenizer_dir:
 
 def synthesis_requests(count: int, height: int, width: int):
     """``count`` image requests with real GenePerson attribute prompts (a plan of 8 images per identity)."""
-    from src.synth.plan import SynthPlan
+    from ppreid.synth.plan import SynthPlan
 
     plan = SynthPlan.from_config({"num_identities": max(1, math.ceil(count / 8)), "num_cameras": 4, "seed": 0,
                                   "images_per_identity": [8, 8]})
@@ -78,7 +76,7 @@ def synthesis_requests(count: int, height: int, width: int):
 
 
 def step_diffusion(chk: Check) -> None:
-    """Images/s of the ``diffusion`` generator (src/synth/generators/diffusion.py: tokenizing the attribute
+    """Images/s of the ``diffusion`` generator (src/ppreid/synth/generators/diffusion.py: tokenizing the attribute
     prompts in up to 3 chunks, classifier-free guidance 7.5, DDIM, VAE decoding, PIL images) with the
     random-weight pipeline handed to it in place of a folder. Each batch size is timed at two step
     counts, which also gives the images/s at the config's 30 steps (fixed cost + steps x cost per step)."""
@@ -117,7 +115,7 @@ def step_diffusion(chk: Check) -> None:
 
 def diffusion_generator(chk: Check, height: int, width: int, count: int):
     """(DiffusionGenerator on the random-weight pipeline, description, ``count`` requests)."""
-    import src.synth.generators.diffusion as diffusion_module
+    import ppreid.synth.generators.diffusion as diffusion_module
 
     pipe, sizes = build_random_sd_pipeline(chk.dry_run, chk.device, chk.workdir / "sd_tokenizer")
     original = diffusion_module.load_text2image_pipeline

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import List, Sequence
 
-from benchmarks.gpu_check_core import ROOT, Check, StepTimeout, compose, one_line
+from gpu_check_core import ROOT, Check, StepTimeout, compose, one_line
 
 FDR_MODELS = ("bot", "clipreid", "pdm", "privacy_gan", "attack")
 # The dry run's embedded data: a GenePerson-mini of 40 source identities (x 4 images) and 12 per target,
@@ -112,7 +112,7 @@ def kill_child(proc: subprocess.Popen) -> None:
 def run_train_in_process(chk: Check, overrides: Sequence[str], run_dir: Path) -> float:
     """The dry run's fast dev runs: train.py's ``run`` on the same composed config, in this process (a
     train.py start-up costs more than a tiny run on 2 cores)."""
-    from src.utils.errors import find_input_error
+    from ppreid.utils.errors import find_input_error
     from train import run
 
     start = time.perf_counter()

@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from benchmarks.gpu_check_core import Check, compose
+from gpu_check_core import Check, compose
 
 NUM_TRAIN_IDS = 751                # Market-1501's training identities (classifier size)
 

@@ -7,16 +7,13 @@ Prints one line per (size, processes). The figures depend on the machine and on 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.synth.attributes import AttributeSchema  # noqa: E402
-from src.synth.generators.procedural import ProceduralGenerator  # noqa: E402
-from src.synth.plan import SynthPlan  # noqa: E402
-from src.synth.prompts import PromptBuilder  # noqa: E402
+from ppreid.synth.attributes import AttributeSchema
+from ppreid.synth.generators.procedural import ProceduralGenerator
+from ppreid.synth.plan import SynthPlan
+from ppreid.synth.prompts import PromptBuilder
 
 
 def main() -> None:

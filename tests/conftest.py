@@ -18,7 +18,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from src.utils.resolvers import register_resolvers  # noqa: E402
+from ppreid.config.resolvers import register_resolvers  # noqa: E402
 
 register_resolvers()
 

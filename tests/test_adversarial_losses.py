@@ -1,4 +1,4 @@
-"""src.losses.adversarial on hand-worked cases (the expected values are computed by hand below)."""
+"""ppreid.losses.adversarial on hand-worked cases (the expected values are computed by hand below)."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from src.losses.adversarial import (
+from ppreid.losses.adversarial import (
     GAN_LOSSES,
     d_hinge_loss,
     d_logistic_loss,
@@ -21,7 +21,7 @@ from src.losses.adversarial import (
     r1_penalty,
     ssim_similarity_loss,
 )
-from src.utils.errors import ConfigValueError
+from ppreid.utils.errors import ConfigValueError
 
 REAL = torch.tensor([2.0, -0.5])
 FAKE = torch.tensor([0.5, -3.0])
@@ -142,8 +142,8 @@ def test_ssim_similarity_loss_by_hand():
 
 
 def test_ssim_gain_by_hand():
-    from src.losses.adversarial import ssim_gain_loss
-    from src.metrics.privacy import ssim
+    from ppreid.losses.adversarial import ssim_gain_loss
+    from ppreid.metrics.privacy import ssim
 
     gen = torch.Generator().manual_seed(0)
     real = torch.rand(4, 3, 16, 16, generator=gen)
@@ -160,7 +160,7 @@ def test_ssim_gain_by_hand():
 
 
 def test_fake_realism_by_hand():
-    from src.losses.adversarial import fake_realism
+    from ppreid.losses.adversarial import fake_realism
 
     # hinge: relu(1 + 0.5) = 1.5, relu(1 - 3) = 0 -> 0.75; lsgan: 0.5 * (0.25 + 9) / 2 = 2.3125
     assert fake_realism("hinge", FAKE).item() == pytest.approx(0.75)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,12 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import ROOT, TINY, run_train, write_market_tree
-from src.models.reid_module import ReIDModule
-from src.utils.errors import ConfigValueError, find_input_error
-
-sys.path.insert(0, str(ROOT / "experiments"))
-import tables  # noqa: E402
+from conftest import TINY, run_train, write_market_tree
+from ppreid.models.reid_module import ReIDModule
+from ppreid.utils.errors import ConfigValueError, find_input_error
+from ppreid.reports import tables
 
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 # Tiny attackers: attack at the TINY input size (32x16), a few steps each.
@@ -163,12 +160,12 @@ def test_results_json_privacy_section_and_urr(leaky_audit):
 
 @pytest.mark.slow
 def test_mean_image_control_is_recomputed_from_the_image_files(leaky_audit, colour_data):
-    """mean_image_ssim / _psnr equal SSIM / PSNR (src.metrics.privacy, tested against skimage) of the mean
+    """mean_image_ssim / _psnr equal SSIM / PSNR (ppreid.metrics.privacy, tested against skimage) of the mean
     training image (with mirror images) against every query + gallery image, read independently here."""
     import numpy as np
     from PIL import Image
 
-    from src.metrics.privacy import psnr, ssim
+    from ppreid.metrics.privacy import psnr, ssim
 
     def read(files):
         return torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB")).copy()).permute(2, 0, 1)
@@ -375,7 +372,7 @@ def test_tables_privacy_metrics_by_name_and_bad_baseline(tmp_path, capsys):
 
 
 def test_privacy_plot_writes_the_tradeoff_png_and_names_the_best_point(tmp_path, capsys):
-    import privacy_plot
+    from ppreid.reports import privacy_plot
 
     _write_audit(tmp_path / "base" / "1", 1, "g0", 0.42, {"l1": 0.45}, "unprotected", nleak=0.6)
     _write_audit(tmp_path / "sweep" / "a", 1, "g1", 0.41, {"l1": 0.30}, "privacy_gan", nleak=0.2)
@@ -392,7 +389,7 @@ def test_privacy_plot_writes_the_tradeoff_png_and_names_the_best_point(tmp_path,
 
 
 def test_privacy_plot_seeds_compares_like_with_like(tmp_path, capsys):
-    import privacy_plot
+    from ppreid.reports import privacy_plot
 
     def audit(path, seed, group, m_ap, ssim, experiment):
         _write_audit(path, seed, group, m_ap, ssim, experiment)
@@ -413,7 +410,7 @@ def test_privacy_plot_seeds_compares_like_with_like(tmp_path, capsys):
 
 
 def test_privacy_plot_labels_name_the_loss_only_for_decoder_defences(tmp_path):
-    import privacy_plot
+    from ppreid.reports import privacy_plot
 
     for name, privacy in (("gan", {"privacy_weight": 3.0, "privacy_loss": "ssim_gain", "defence": "gan"}),
                           ("dep", {"privacy_weight": 0.3, "privacy_loss": "ssim_gain", "defence": "dependence"}),

@@ -1,4 +1,4 @@
-"""The attackers of the privacy audit and its measures, one by one (src/nn/attackers, src/metrics)."""
+"""The attackers of the privacy audit and its measures, one by one (src/ppreid/audit/attackers, src/ppreid/metrics)."""
 from __future__ import annotations
 
 import functools
@@ -6,12 +6,12 @@ import functools
 import pytest
 import torch
 
-from src.metrics.attribute_probe import balanced_accuracy, probe_attributes
-from src.metrics.privacy import normalized_leakage, random_rank1
-from src.nn.attackers.diffusion import DiffusionAttacker
-from src.nn.attackers.images import ImageSpace
-from src.nn.attackers.optim import OptimAttacker, total_variation
-from src.nn.diffusion_decoder import DiffusionDecoder
+from ppreid.metrics.attribute_probe import balanced_accuracy, probe_attributes
+from ppreid.metrics.privacy import normalized_leakage, random_rank1
+from ppreid.audit.attackers.diffusion import DiffusionAttacker
+from ppreid.audit.attackers.images import ImageSpace
+from ppreid.audit.attackers.optim import OptimAttacker, total_variation
+from ppreid.nn.diffusion_decoder import DiffusionDecoder
 
 
 def _diffusion_attacker(num_samples: int = 2) -> DiffusionAttacker:
@@ -106,8 +106,8 @@ def test_balanced_accuracy_and_probes_on_hand_built_features():
 
 
 def test_reconstruction_captions_name_the_attacker_and_ssim(tmp_path, monkeypatch):
-    from src.callbacks import pictures
-    from src.models import attack_report
+    from ppreid.callbacks import pictures
+    from ppreid.audit import report as attack_report
 
     seen = {}
 
@@ -126,10 +126,10 @@ def test_reconstruction_captions_name_the_attacker_and_ssim(tmp_path, monkeypatc
 def test_gan_attacker_steps_are_the_defences_reversal_step():
     """One GAN convention for defence and audit: the attacker's steps are ReversalStep calls (L1 alone in the
     warm-up, then D every step with its R1), and they fit a feature -> image map that a linear decoder can learn."""
-    from src.models.privacy.reversal import ReversalStep
-    from src.nn.attackers.decoder import GANAttacker
-    from src.nn.discriminator import FeatureConditionedDiscriminator
-    from src.nn.feature_decoder import FeatureDecoder
+    from ppreid.privacy.reversal import ReversalStep
+    from ppreid.audit.attackers.decoder import GANAttacker
+    from ppreid.nn.discriminator import FeatureConditionedDiscriminator
+    from ppreid.nn.feature_decoder import FeatureDecoder
 
     torch.manual_seed(0)
     attacker = GANAttacker(functools.partial(FeatureDecoder, base_channels=16, min_channels=8),

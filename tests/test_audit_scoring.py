@@ -1,7 +1,7 @@
-"""Which images the privacy audit trains on and scores (src/models/audit_scoring.py), on hand-made ids."""
+"""Which images the privacy audit trains on and scores (src/ppreid/audit/scoring.py), on hand-made ids."""
 import torch
 
-from src.models.audit_scoring import identity_halves, scored_indices
+from ppreid.audit.scoring import identity_halves, scored_indices
 
 
 def test_identity_halves_split_identities_not_images():

@@ -11,11 +11,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from open_clip.transformer import QuickGELU
 
-from src.nn.backbones.clip_visual import OpenCLIPVisual, resize_grid_pos_embed
-from src.nn.backbones.pretrained import load_pretrained
-from src.nn.backbones.resnet import ResNet50
-from src.nn.backbones.tiny_cnn import TinyCNN
-from src.utils.errors import ConfigValueError, find_input_error
+from ppreid.nn.backbones.clip_visual import OpenCLIPVisual, resize_grid_pos_embed
+from ppreid.nn.backbones.pretrained import load_pretrained
+from ppreid.nn.backbones.resnet import ResNet50
+from ppreid.nn.backbones.tiny_cnn import TinyCNN
+from ppreid.utils.errors import ConfigValueError, find_input_error
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
 
@@ -70,9 +70,9 @@ def test_resnet50_loads_torchvision_state_dict_with_fc(tmp_path):
 
 
 def test_no_pretrained_logs_exactly_one_line(caplog):
-    with caplog.at_level(logging.INFO, logger="src.nn"):
+    with caplog.at_level(logging.INFO, logger="ppreid.nn"):
         TinyCNN(pretrained=None)
-    lines = [r.getMessage() for r in caplog.records if r.name == "src.nn"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "ppreid.nn"]
     assert lines == ["backbone tiny_cnn: no pretrained weights given (pretrained=null), starting from random init"]
 
 
@@ -187,7 +187,7 @@ def rn50_state():
 
 
 def _log_lines(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "src.nn"]
+    return [r.getMessage() for r in caplog.records if r.name == "ppreid.nn"]
 
 
 def _assert_text_tower_equals(tower: OpenCLIPVisual, text_state: dict) -> None:
@@ -202,7 +202,7 @@ def test_vit_b16_both_towers_from_one_full_clip_file(tmp_path, vit_b16_state, ca
     torch.save(full, tmp_path / "clip_vit_b16.pt")
     visual, text = _split(full)
 
-    with caplog.at_level(logging.INFO, logger="src.nn"):
+    with caplog.at_level(logging.INFO, logger="ppreid.nn"):
         tower = OpenCLIPVisual("ViT-B-16", pretrained=str(tmp_path / "clip_vit_b16.pt"), image_size=(256, 128))
     assert any("text tower loaded from the same weights" in line for line in _log_lines(caplog))
     loaded = tower.visual.state_dict()
@@ -215,7 +215,7 @@ def test_vit_b16_both_towers_from_one_full_clip_file(tmp_path, vit_b16_state, ca
 def test_visual_only_file_leaves_text_tower_random_and_says_so(tmp_path, vit_b16_state, caplog):
     visual, text = _split(vit_b16_state)
     torch.save(visual, tmp_path / "vit_visual.pt")  # visual-only state dict
-    with caplog.at_level(logging.INFO, logger="src.nn"):
+    with caplog.at_level(logging.INFO, logger="ppreid.nn"):
         tower = OpenCLIPVisual("ViT-B-16", pretrained=str(tmp_path / "vit_visual.pt"), image_size=(224, 224))
     assert torch.equal(tower.visual.state_dict()["conv1.weight"], visual["conv1.weight"])
     random_text = tower.text_tower().state_dict()

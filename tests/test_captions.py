@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from src.synth.captions import Captioner
-from src.utils.errors import ConfigValueError
+from ppreid.synth.captions import Captioner
+from ppreid.utils.errors import ConfigValueError
 
 RECORD = {"gender": "female", "age_group": "young_adult", "build": "slim", "skin_tone": "olive",
           "hair_style": "ponytail", "hair_colour": "red", "upper_type": "jacket", "upper_colour": "orange",
@@ -79,7 +79,7 @@ def test_describe_states_exactly_the_attributes_its_words_name(captioner):
         a, b = np.random.default_rng(seed), np.random.default_rng(seed)
         text, keys = captioner.describe(RECORD, "full", a)
         assert text == captioner.caption(RECORD, "full", b)  # the same draws as caption()
-        from src.synth.prompts import words
+        from ppreid.synth.prompts import words
         for key in keys:
             if RECORD[key] != "none":
                 assert words(RECORD[key]) in text, (key, text)

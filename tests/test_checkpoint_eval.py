@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,7 +81,7 @@ def test_architecture_mismatch_is_one_message_naming_both(market_ckpt, reid_data
 
 
 def test_mismatching_backbone_parameters_list_the_keys(market_ckpt, reid_data_dir, tmp_path):
-    from src.utils.errors import ConfigValueError
+    from ppreid.utils.errors import ConfigValueError
 
     with pytest.raises(ConfigValueError, match=r"wrong shapes.*backbone\.") as err:
         run_train(TINY + ["data=market1501", "train=false", f"ckpt_path={market_ckpt[0]}",
@@ -123,9 +122,9 @@ def test_embed_folder_of_crops(market_ckpt, reid_data_dir, tmp_path):
     assert d["features"].shape == (len(files), 32) and list(d["paths"]) == [str(p) for p in files]
     assert list(d["pids"]) == [int(p.name[:4]) for p in files] and set(d["camids"]) == {0}
     # the same features as the evaluation path computes (model rebuilt from the checkpoint)
-    from src.data.image_dataset import read_image
-    from src.data.transforms import build_transforms
-    from src.models.checkpoint import load_model_from_checkpoint
+    from ppreid.data.image_dataset import read_image
+    from ppreid.data.transforms import build_transforms
+    from ppreid.training.checkpoint import load_model_from_checkpoint
 
     model, spec = load_model_from_checkpoint(market_ckpt[0])
     tf = build_transforms(32, 16, is_train=False)

@@ -80,7 +80,7 @@ def test_wandb_offline_logs_config_metrics_images_and_cmc(reid_data_dir, tmp_pat
     files = runs[0] / "files"
     # offline runs keep history, summary and config as records in the run's .wandb file
     records = next(runs[0].glob("*.wandb")).read_bytes()
-    for key in (b"test/market1501/mAP", b"test/market1501/R1", b"train/loss", b"src.data.datamodule.ReIDDataModule", b"Market-1501-v15.09.15"):
+    for key in (b"test/market1501/mAP", b"test/market1501/R1", b"train/loss", b"ppreid.data.datamodule.ReIDDataModule", b"Market-1501-v15.09.15"):
         assert key in records, key
     images = files / "media" / "images"
     media = [str(p.relative_to(images)) for p in images.rglob("*.png")]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import TINY, compose_train, run_train
-from src.utils.errors import ConfigValueError
+from ppreid.utils.errors import ConfigValueError
 
 CLIP = [o for o in TINY if not o.startswith(("backbone", "trainer.max_epochs"))] + [
     "backbone=clip_tiny", "data=market1501", "trainer.log_every_n_steps=1"]
@@ -115,7 +115,7 @@ def test_resume_inside_stage_2_does_not_repeat_stage_1(pdm_run, reid_data_dir, t
 def test_cached_features_equal_direct_extraction(reid_data_dir, tmp_path):
     from hydra.utils import instantiate
 
-    from src.data.image_dataset import read_image
+    from ppreid.data.image_dataset import read_image
 
     cfg = compose_train(CLIP + ["model=pdm"] + stages(1, 1), tmp_path, reid_data_dir)
     model = instantiate(cfg.model)
@@ -186,7 +186,7 @@ def test_default_scale_picks_clip_tiny_and_the_sandbox_recipe(tmp_path):
     (["model=clipreid", "trainer.max_epochs=5"], "set the stage epochs instead"),
 ])
 def test_clear_messages(overrides, message, reid_data_dir, tmp_path):
-    from src.utils.errors import find_input_error
+    from ppreid.utils.errors import find_input_error
 
     with pytest.raises(Exception) as err:  # as train.py's main sees it (Hydra may wrap it)
         run_train(CLIP + overrides + stages(1, 1), tmp_path, reid_data_dir)
@@ -199,12 +199,10 @@ def test_mini_dppp_tables_from_real_runs(reid_data_dir, tmp_path, capsys):
     """The DPPP comparison (source x model) and the PDM ablation at toy size: real runs of the real row
     configs on tiny RandPerson / Market / Duke folders, tabulated by experiments/tables.py with the
     published figures below our rows."""
-    import sys
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(repo / "experiments"))
-    import tables
+    from ppreid.reports import tables
 
     clip_toy = [o for o in CLIP if not o.startswith("data=")] + stages(1, 1)
     results = {}

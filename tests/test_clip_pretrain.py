@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from conftest import TINY, compose_train, run_synth, run_train
-from src.models.clip_alignment import encode_text, encode_texts, text_to_image_report, zero_shot_report
-from src.models.clip_pretrain import clip_contrastive_loss, clip_state_dict, identity_positives
-from src.nn.backbones.clip_visual import OpenCLIPVisual
-from src.synth.attributes import AttributeSchema, identity_seed, load_conf_yaml
-from src.synth.captions import Captioner
-from src.utils.errors import ConfigValueError
+from ppreid.metrics.clip_alignment import encode_text, encode_texts, text_to_image_report, zero_shot_report
+from ppreid.models.clip_pretrain import clip_contrastive_loss, clip_state_dict, identity_positives
+from ppreid.nn.backbones.clip_visual import OpenCLIPVisual
+from ppreid.synth.attributes import AttributeSchema, identity_seed, load_conf_yaml
+from ppreid.synth.captions import Captioner
+from ppreid.utils.errors import ConfigValueError
 from test_captions import RECORD
 
 CLIP_TINY = [o for o in TINY if not o.startswith("backbone")] + ["backbone=clip_tiny", "data.train_transforms.padding=0"]
@@ -80,9 +80,9 @@ def test_weights_file_loads_both_towers(tmp_path):
 
 # ----------------------------------------------------------------------------- corpus
 def test_corpus_is_disjoint_from_mini_and_keeps_target_words_out(tmp_path):
-    from src.synth.pretrain_corpus import check_disjoint, corpus_plans, ensure_pretrain_corpus, target_only_words
-    from src.synth.mini import _domain_seed
-    from src.synth.plan import SynthPlan
+    from ppreid.synth.pretrain_corpus import check_disjoint, corpus_plans, ensure_pretrain_corpus, target_only_words
+    from ppreid.synth.mini import _domain_seed
+    from ppreid.synth.plan import SynthPlan
 
     with pytest.raises(ConfigValueError, match="pid 250 is also a GenePerson-mini source pid"):
         ensure_pretrain_corpus(tmp_path / "bad", pid_start=250, **TINY_CORPUS)
@@ -104,7 +104,7 @@ def test_corpus_is_disjoint_from_mini_and_keeps_target_words_out(tmp_path):
 
 # ----------------------------------------------------------------------------- sandbox build
 def test_sandbox_build_is_reused_rebuilt_and_skipped_under_fast_dev_run(tmp_path):
-    from src.nn.backbones.sandbox_clip import ensure_sandbox_clip
+    from ppreid.run.sandbox_clip import ensure_sandbox_clip
 
     kw = {"corpus": {"root": str(tmp_path / "corpus"), **{k: v for k, v in TINY_CORPUS.items()
                                                           if k not in ("height", "width")}},
@@ -167,7 +167,7 @@ def test_paper_scale_continues_clip_on_synth_prompts(reid_data_dir, tmp_path):
 
 def test_caption_truth_positives_hand_case():
     """Image i matches text j iff image i has every value caption j states (the diagonal always)."""
-    from src.models.clip_pretrain import caption_truth_positives
+    from ppreid.models.clip_pretrain import caption_truth_positives
 
     images = [{"gender": "male", "hat": "cap"}, {"gender": "male", "hat": "none"}, {"gender": "female", "hat": "cap"}]
     stated = [("gender",), ("hat",), ("gender", "hat")]
@@ -183,7 +183,7 @@ def test_caption_truth_positives_hand_case():
 
 def test_zero_shot_report_puts_the_majority_and_balanced_accuracy_beside_chance(tower):
     """Features that always pick 'none' score the majority share as accuracy, but chance as balanced accuracy."""
-    from src.models.clip_alignment import encode_texts, zero_shot_report
+    from ppreid.metrics.clip_alignment import encode_texts, zero_shot_report
 
     captioner = Captioner.from_config()
     schema = AttributeSchema.from_config()

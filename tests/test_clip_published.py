@@ -10,7 +10,7 @@ import torch
 
 from conftest import compose_train, run_train
 from test_clip_models import CLIP, stages
-from src.utils.errors import ConfigValueError
+from ppreid.utils.errors import ConfigValueError
 
 
 def _stage_lrs(cfg, k: int, model_epochs: int):
@@ -123,7 +123,7 @@ def test_stage2_sums_id_over_two_classifiers_and_triplet_over_three_features(tmp
 
 
 def test_stage1_batches_are_chunks_of_a_permutation_of_every_image(reid_data_dir, tmp_path):
-    from src.data.samplers import PermutationChunkSampler
+    from ppreid.data.samplers import PermutationChunkSampler
 
     sampler = PermutationChunkSampler(10, seed=3)
     first = list(sampler)
@@ -148,7 +148,7 @@ def test_validation_is_skipped_while_the_image_encoder_is_frozen(reid_data_dir, 
 
 
 def test_fast_dev_step_runs_both_stages_and_normalises_the_bank(reid_data_dir, tmp_path, monkeypatch):
-    from src.models.pdm import PDMModel
+    from ppreid.models.pdm import PDMModel
 
     seen = {}
     original = PDMModel._step
@@ -167,7 +167,7 @@ def test_fast_dev_step_runs_both_stages_and_normalises_the_bank(reid_data_dir, t
 
 
 def test_content_invariance_is_zero_for_identical_inputs_in_training_mode():
-    from src.nn.inversion import TextualInversion
+    from ppreid.nn.inversion import TextualInversion
 
     torch.manual_seed(0)
     inv = TextualInversion(16, 8, num_words=2, hidden_dim=32, dropout=0.5, word_norm=1.5).train()
@@ -211,7 +211,7 @@ def _build(overrides, tmp_path):
 
 def _refused(fn, message: str) -> None:
     """``fn`` stops with a ConfigValueError (possibly wrapped by Hydra) whose text holds ``message``."""
-    from src.utils.errors import find_input_error
+    from ppreid.utils.errors import find_input_error
 
     with pytest.raises(Exception) as err:
         fn()
@@ -220,7 +220,7 @@ def _refused(fn, message: str) -> None:
 
 
 def _clip_tiny_weights(tmp_path, visual_only: bool):
-    from src.nn.backbones.clip_visual import OpenCLIPVisual
+    from ppreid.nn.backbones.clip_visual import OpenCLIPVisual
 
     torch.manual_seed(1)
     m = OpenCLIPVisual("clip-tiny", image_size=(32, 16))

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from src.losses.contrastive import SupConLoss, i2t_cross_entropy, info_nce
-from src.utils.errors import ConfigValueError
+from ppreid.losses.contrastive import SupConLoss, i2t_cross_entropy, info_nce
+from ppreid.utils.errors import ConfigValueError
 
 E = math.e
 

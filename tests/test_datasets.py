@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from src.data.datasets import build_dataset, merge_train_sets
-from src.data.datasets.base import ReIDRecord, ReIDSplits
-from src.utils.errors import ConfigValueError, DatasetLayoutError
+from ppreid.data.datasets import build_dataset, merge_train_sets
+from ppreid.data.datasets.base import ReIDRecord, ReIDSplits
+from ppreid.utils.errors import ConfigValueError, DatasetLayoutError
 
 
 def touch(folder: Path, *names: str) -> None:
@@ -272,8 +272,8 @@ def test_image_dataset_items_and_bad_images(tmp_path):
     import torch
     from PIL import Image
 
-    from src.data.image_dataset import ImageDataset
-    from src.utils.errors import BadImageError
+    from ppreid.data.image_dataset import ImageDataset
+    from ppreid.utils.errors import BadImageError
 
     good = tmp_path / "0001_c1_000000.png"
     Image.new("RGB", (4, 6), (255, 0, 51)).save(good)
@@ -303,7 +303,7 @@ def test_image_dataset_items_and_bad_images(tmp_path):
 
 
 def test_relabel_uses_sorted_original_pids():
-    from src.data.datasets.base import relabel
+    from ppreid.data.datasets.base import relabel
     recs = [ReIDRecord("x", 7, 0), ReIDRecord("y", 2, 1), ReIDRecord("z", 5, 0), ReIDRecord("w", 7, 2)]
     assert [(r.path, r.pid, r.camid) for r in relabel(recs)] == [("x", 2, 0), ("y", 0, 1), ("z", 1, 0), ("w", 2, 2)]
     assert recs[0].pid == 7  # input untouched

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from benchmarks import gpu_check
+import gpu_check
 
 STEPS = ("evaluator", "throughput", "privacy_gan", "diffusion", "fdr")
 MODELS = ("bot", "clipreid", "pdm", "privacy_gan", "attack")

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from src.nn.heads import BNNeck
-from src.nn.pooling import GeM, build_pooling
-from src.utils.errors import ConfigValueError
+from ppreid.nn.heads import BNNeck
+from ppreid.nn.pooling import GeM, build_pooling
+from ppreid.utils.errors import ConfigValueError
 
 
 def test_bnneck_shapes_init_and_frozen_bias():

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, TINY, compose_train, run_train, write_market_tree
-from src.utils.errors import BadImageError, DatasetLayoutError, find_input_error
+from ppreid.utils.errors import BadImageError, DatasetLayoutError, find_input_error
 
 MARKET = "Market-1501-v15.09.15"
 
@@ -70,7 +70,7 @@ def test_verify_off_reports_the_file_when_it_is_read(tmp_path, caplog):
     index = [r.path for r in dm.train_records].index(str(bad))
     with pytest.raises(BadImageError, match=f"cannot read image {bad}"):
         dataset[index]
-    with caplog.at_level(logging.INFO, logger="src.data.datamodule"):
+    with caplog.at_level(logging.INFO, logger="ppreid.data.datamodule"):
         auto = _datamodule(tmp_path, _market(tmp_path / "b"), "data.verify_max_images=10", "data.cache_images=false")
         auto.setup("fit")
     assert "data.verify_images=auto: off" in caplog.text
@@ -81,7 +81,7 @@ def test_verify_off_reports_the_file_when_it_is_read(tmp_path, caplog):
 
 def test_images_in_memory_give_the_same_batches_without_the_files(tmp_path, caplog):
     data = _market(tmp_path)
-    with caplog.at_level(logging.INFO, logger="src.data.datamodule"):
+    with caplog.at_level(logging.INFO, logger="ppreid.data.datamodule"):
         cached = _datamodule(tmp_path, data, "data.cache_images=auto")
         cached.setup("fit")
     assert "data.verify_images=auto: on" in caplog.text and "data.cache_images=auto: on" in caplog.text
@@ -97,7 +97,7 @@ def test_images_in_memory_give_the_same_batches_without_the_files(tmp_path, capl
     eval_batch = next(iter(cached.eval_dataloaders()[0]))
     assert eval_batch["image"].shape == (16, 3, 32, 16)
     off = _datamodule(tmp_path, _market(tmp_path / "c"), "data.cache_max_gib=0.000001")
-    with caplog.at_level(logging.INFO, logger="src.data.datamodule"):
+    with caplog.at_level(logging.INFO, logger="ppreid.data.datamodule"):
         off.setup("fit")
     assert "data.cache_images=auto: off" in caplog.text and not off.stores
 
@@ -105,9 +105,9 @@ def test_images_in_memory_give_the_same_batches_without_the_files(tmp_path, capl
 def test_unreadable_file_in_a_dataloader_worker_is_one_line(tmp_path):
     from torch.utils.data import DataLoader
 
-    from src.data.datasets.base import ReIDRecord
-    from src.data.image_dataset import ImageDataset
-    from src.data.transforms import build_transforms
+    from ppreid.data.datasets.base import ReIDRecord
+    from ppreid.data.image_dataset import ImageDataset
+    from ppreid.data.transforms import build_transforms
 
     bad = _garbage(tmp_path / "0001_c1_000000.jpg")
     loader = DataLoader(ImageDataset([ReIDRecord(str(bad), 1, 0)], build_transforms(32, 16, is_train=False)),
@@ -189,7 +189,7 @@ def test_cli_corrupt_gallery_image_in_worker_is_one_clear_line(tmp_path):
 
 # ----------------------------------------------------------------------------- evaluation-only folders
 def test_query_gallery_only_folders_parse_for_evaluation(tmp_path, reid_data_dir):
-    from src.data.datasets.base import build_dataset
+    from ppreid.data.datasets.base import build_dataset
 
     data = _market(tmp_path)
     shutil.rmtree(data / MARKET / "bounding_box_train")

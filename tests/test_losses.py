@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from src.losses.classification import CrossEntropyLabelSmooth
-from src.losses.metric import TripletLoss
-from src.utils.errors import ConfigValueError
+from ppreid.losses.classification import CrossEntropyLabelSmooth
+from ppreid.losses.metric import TripletLoss
+from ppreid.utils.errors import ConfigValueError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -1,14 +1,14 @@
-"""src.metrics.reid: hand-worked Market-1501 cases and randomized checks against a plain reference."""
+"""ppreid.metrics.reid: hand-worked Market-1501 cases and randomized checks against a plain reference."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-import src.metrics.reid as reid
-from benchmarks.reference_numpy_eval import reference_eval  # independent per-query NumPy evaluator
-from src.metrics.reid import evaluate_distmat, evaluate_features
-from src.utils.errors import ReIDInputError
+import ppreid.metrics.reid as reid
+from ppreid.metrics.reference_eval import reference_eval  # independent per-query NumPy evaluator
+from ppreid.metrics.reid import evaluate_distmat, evaluate_features
+from ppreid.utils.errors import ReIDInputError
 
 
 def assert_matches_reference(out, distmat, qp, gp, qc, gc, max_rank):
@@ -236,8 +236,8 @@ def test_cuda_equals_cpu():
 
 def test_evaluator_strict_refuses_partial_and_nonstrict_evaluates_present_samples():
     import torch as _t
-    from src.metrics.reid_metric import ReIDEvaluator
-    from src.metrics.reid import ReIDEvalInputError, evaluate_features as _ef
+    from ppreid.metrics.reid_metric import ReIDEvaluator
+    from ppreid.metrics.reid import ReIDEvalInputError, evaluate_features as _ef
     feats = _t.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9], [0.5, 0.5]])
     pids, cams = _t.tensor([1, 2, 1, 2, 3]), _t.tensor([0, 0, 1, 1, 1])
     present = _t.tensor([0, 1, 2, 3])  # the gallery's last sample (index 4) never arrived

@@ -7,8 +7,8 @@ from functools import partial
 import pytest
 import torch
 
-from src.nn.discriminator import FeatureConditionedDiscriminator
-from src.nn.feature_decoder import FeatureDecoder
+from ppreid.nn.discriminator import FeatureConditionedDiscriminator
+from ppreid.nn.feature_decoder import FeatureDecoder
 
 SIZE = (16, 12)
 DECODER = partial(FeatureDecoder, base_channels=16, min_channels=8, norm="group", norm_groups=4)
@@ -22,7 +22,7 @@ def _batch(n=8, dim=6, seed=0):
 
 # ----------------------------------------------------------------------------- the reversal step
 def test_reversal_step_lazy_clocks_and_g_learns():
-    from src.models.privacy.reversal import ReversalStep
+    from ppreid.privacy.reversal import ReversalStep
 
     torch.manual_seed(0)
     feat, images = _batch()
@@ -40,7 +40,7 @@ def test_reversal_step_lazy_clocks_and_g_learns():
 # ----------------------------------------------------------------------------- the GAN defence
 def test_realism_gives_e_no_gradient_through_ds_condition():
     """privacy_loss=realism: D sees E's feature detached, so a G that ignores the feature gives E nothing."""
-    from src.models.privacy.defences import GANDefence
+    from ppreid.privacy.defences import GANDefence
 
     defence = GANDefence(DECODER, DISCRIMINATOR, partial(torch.optim.Adam, lr=1e-3), partial(torch.optim.Adam, lr=1e-3),
                          privacy_loss="realism")
@@ -56,8 +56,8 @@ def test_realism_gives_e_no_gradient_through_ds_condition():
 
 # ----------------------------------------------------------------------------- the decoder pool
 def _pool(**kw):
-    from src.models.privacy.pool import DecoderPoolDefence
-    from src.models.privacy.reversal import plain_minimize
+    from ppreid.privacy.pool import DecoderPoolDefence
+    from ppreid.privacy.reversal import plain_minimize
 
     pool = DecoderPoolDefence(DECODER, partial(torch.optim.Adam, lr=1e-3), size=3, warmup_batches=2, **kw)
     pool.build(feat_dim=6, image_size=SIZE)
@@ -100,15 +100,15 @@ def test_pool_loss_uses_warm_decoders_and_ignores_feature_scale():
     scaled, _ = pool.privacy_loss(10.0 * feat + 3.0, real, torch.zeros(8), blind)
     assert extra["pool_warm"].item() == 3.0
     assert scaled.item() == pytest.approx(loss.item(), abs=1e-5)  # standardised: rescaling hides nothing
-    from src.metrics.privacy import ssim
-    from src.models.privacy.pool import standardise
+    from ppreid.metrics.privacy import ssim
+    from ppreid.privacy.pool import standardise
     each = [ssim(d(standardise(feat)), real).mean().item() for d in pool.decoders]
     assert loss.item() == pytest.approx(max(each), abs=1e-5)
 
 
 # ----------------------------------------------------------------------------- dependence
 def test_distance_correlation_by_hand():
-    from src.losses.dependence import distance_correlation
+    from ppreid.losses.dependence import distance_correlation
 
     x = torch.tensor([[0.0], [0.0], [1.0], [1.0]])
     y = torch.tensor([[0.0], [1.0], [0.0], [1.0]])
@@ -120,7 +120,7 @@ def test_distance_correlation_by_hand():
 
 
 def test_normalized_hsic_bounds():
-    from src.losses.dependence import normalized_hsic
+    from ppreid.losses.dependence import normalized_hsic
 
     z = torch.randn(12, 4)
     assert normalized_hsic(z, z).item() == pytest.approx(1.0, abs=1e-4)
@@ -131,7 +131,7 @@ def test_normalized_hsic_bounds():
 def test_within_identity_dependence_ignores_what_identifies():
     """A feature that depends on the image only through its identity has no within-identity dependence;
     one that copies the image's own variation has a lot. Gradients reach the feature."""
-    from src.losses.dependence import within_identity_dependence, within_identity_residuals
+    from ppreid.losses.dependence import within_identity_dependence, within_identity_residuals
 
     pids = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
     x = torch.tensor([[1.0, 2.0], [3.0, 2.0], [2.0, 5.0], [0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [5.0, 5.0],
@@ -151,7 +151,7 @@ def test_within_identity_dependence_ignores_what_identifies():
 
 # ----------------------------------------------------------------------------- bottleneck
 def test_bottleneck_kl_by_hand_and_seeded_samples():
-    from src.nn.bottleneck import VariationalBottleneck
+    from ppreid.nn.bottleneck import VariationalBottleneck
 
     mu, logvar = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0]])
     # 0.5 * ((1 + 1 - 0 - 1) + (0 + 1 - 0 - 1)) = 0.5
@@ -189,7 +189,7 @@ def test_fresh_probe_sees_a_leaky_feature_and_nothing_in_a_blind_one(reid_data_d
     from hydra.utils import instantiate
 
     from conftest import TINY, compose_train
-    from src.callbacks.fresh_probe import FreshProbeCallback
+    from ppreid.callbacks.fresh_probe import FreshProbeCallback
 
     cfg = compose_train(TINY + ["data=market1501", "data.val_split.identities=6"], tmp_path, reid_data_dir)
     dm = instantiate(cfg.data, _convert_="all")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import TINY, compose_train, run_train
-from src.utils.errors import ConfigValueError, find_input_error
+from ppreid.utils.errors import ConfigValueError, find_input_error
 
 # A tiny reversal module and a short schedule: epoch 0 E alone, epoch 1 R alone, epoch 2+ joint.
 PGAN = TINY + ["data=market1501", "model=privacy_gan", "model.phases.reversal_from=1", "model.phases.joint_from=2",
@@ -39,7 +39,7 @@ def _optimizer_steps(ckpt) -> list:
 def _batches_per_epoch(overrides, tmp_path, data_dir, world_size: int = 1) -> int:
     from hydra.utils import instantiate
 
-    from src.data.samplers import RandomIdentitySampler
+    from ppreid.data.samplers import RandomIdentitySampler
 
     dm = instantiate(compose_train(overrides, tmp_path / "cfg", data_dir).data, _convert_="all")
     dm.setup_sources()
@@ -74,7 +74,7 @@ def test_g_every_and_no_discriminator(reid_data_dir, tmp_path):
 
 
 def test_each_phase_leaves_the_other_modules_unchanged(reid_data_dir, tmp_path, monkeypatch):
-    from src.models.privacy_gan import PrivacyGANModel
+    from ppreid.models.privacy_gan import PrivacyGANModel
 
     snapshots = {}
 
@@ -100,7 +100,7 @@ def test_each_phase_leaves_the_other_modules_unchanged(reid_data_dir, tmp_path, 
 
 
 def test_resume_in_the_joint_phase_continues_the_counters(reid_data_dir, tmp_path, monkeypatch):
-    from src.models.privacy_gan import PrivacyGANModel
+    from ppreid.models.privacy_gan import PrivacyGANModel
 
     over = PGAN + ["model.d_every=4", "model.r1_every=2", "trainer.max_epochs=4"]
     run_train(over, tmp_path / "straight", reid_data_dir)
@@ -130,7 +130,7 @@ def test_resume_in_the_joint_phase_continues_the_counters(reid_data_dir, tmp_pat
 def test_modes_and_bn_statistics_follow_the_phases(reid_data_dir, tmp_path, monkeypatch):
     """E trains (train mode, BN statistics move) alone and in the joint phase; it is frozen (eval mode,
     statistics fixed) while the reversal module trains alone; validation in between changes nothing."""
-    from src.models.privacy_gan import PrivacyGANModel
+    from ppreid.models.privacy_gan import PrivacyGANModel
 
     seen = {}
     step, end = PrivacyGANModel.training_step, PrivacyGANModel.on_train_epoch_end
@@ -198,9 +198,9 @@ def test_the_bottleneck_stores_a_seeded_sample_at_evaluation(reid_data_dir, tmp_
 
 
 def test_nan_in_a_gan_loss_stops_the_run_and_keeps_last_ckpt(reid_data_dir, tmp_path, monkeypatch):
-    from src.models.privacy_gan import PrivacyGANModel
-    from src.utils.errors import TrainingDivergedError, find_reported_error
-    from src.nn.discriminator import FeatureConditionedDiscriminator
+    from ppreid.models.privacy_gan import PrivacyGANModel
+    from ppreid.utils.errors import TrainingDivergedError, find_reported_error
+    from ppreid.nn.discriminator import FeatureConditionedDiscriminator
 
     state = {"nan": False}
     forward, epoch_start = FeatureConditionedDiscriminator.forward, PrivacyGANModel.on_train_epoch_start

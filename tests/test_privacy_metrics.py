@@ -1,4 +1,4 @@
-"""src.metrics.privacy: SSIM / PSNR on hand-worked cases and against an independent SciPy SSIM."""
+"""ppreid.metrics.privacy: SSIM / PSNR on hand-worked cases and against an independent SciPy SSIM."""
 from __future__ import annotations
 
 import math
@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage, signal
 
-from src.metrics.privacy import psnr, ssim
-from src.utils.errors import ConfigValueError
+from ppreid.metrics.privacy import psnr, ssim
+from ppreid.utils.errors import ConfigValueError
 
 C1 = (0.01 * 1.0) ** 2  # (k1 * data_range)^2
 C2 = (0.03 * 1.0) ** 2  # (k2 * data_range)^2

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from src.losses.adversarial import l1_reconstruction, r1_penalty
-from src.nn.discriminator import FeatureConditionedDiscriminator, auto_num_downsamples
-from src.nn.feature_decoder import FeatureDecoder, auto_num_upsamples
-from src.utils.errors import ConfigValueError
+from ppreid.losses.adversarial import l1_reconstruction, r1_penalty
+from ppreid.nn.discriminator import FeatureConditionedDiscriminator, auto_num_downsamples
+from ppreid.nn.feature_decoder import FeatureDecoder, auto_num_upsamples
+from ppreid.utils.errors import ConfigValueError
 
 SIZES = [(128, 64), (256, 128), (40, 24)]
 

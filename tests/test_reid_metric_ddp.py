@@ -10,9 +10,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from src.metrics.reid import evaluate_features
-from src.metrics.reid_metric import ReIDEvaluator
-from src.utils.errors import ReIDInputError
+from ppreid.metrics.reid import evaluate_features
+from ppreid.metrics.reid_metric import ReIDEvaluator
+from ppreid.utils.errors import ReIDInputError
 
 NUM_QUERY, NUM_GALLERY, DIM = 14, 37, 8
 

@@ -1,14 +1,14 @@
-"""src.metrics.rerank: equal to the dense NumPy reference re-ranking, tensor in/out, input errors."""
+"""ppreid.metrics.rerank: equal to the dense NumPy reference re-ranking, tensor in/out, input errors."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-import src.metrics.rerank as rerank
-from benchmarks.reference_numpy_rerank import re_ranking_reference  # dense transcription of the reference
-from src.metrics.rerank import k_reciprocal_rerank
-from src.utils.errors import ConfigValueError
+import ppreid.metrics.rerank as rerank
+from ppreid.metrics.reference_rerank import re_ranking_reference  # dense transcription of the reference
+from ppreid.metrics.rerank import k_reciprocal_rerank
+from ppreid.utils.errors import ConfigValueError
 
 
 def squared_euclidean(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, compose_train
-
-sys.path.insert(0, str(ROOT / "experiments"))
-import tables  # noqa: E402
+from ppreid.reports import tables
 
 
 def _cli(script: str, *args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -30,8 +28,8 @@ def _cli(script: str, *args: str, cwd: Path = ROOT, timeout: int = 300) -> subpr
     ("null", "trainer.max_epochs is not set"),
 ])
 def test_max_epochs_that_cannot_train_is_one_line(value, expected, tmp_path):
-    from src.utils.errors import ConfigValueError
-    from src.utils.run_checks import check_run_config
+    from ppreid.utils.errors import ConfigValueError
+    from ppreid.config.run_checks import check_run_config
 
     cfg = compose_train([f"trainer.max_epochs={value}"], tmp_path)
     with pytest.raises(ConfigValueError, match=expected.replace("(", r"\(").replace(")", r"\)")):
@@ -87,7 +85,7 @@ def test_tables_names_each_folder_without_results_and_why(tmp_path, capsys):
 
 
 def test_completed_run_says_so(tmp_path):
-    from src.utils.run_status import RunStatus
+    from ppreid.utils.run_status import RunStatus
 
     status = RunStatus(tmp_path)
     status.running()
@@ -128,7 +126,7 @@ def test_misspelt_group_names_the_closest_group(tmp_path):
 
 
 def test_misspelt_key_of_synth_and_unknown_names_left_to_hydra():
-    from src.utils.config_groups import misspelt_group
+    from ppreid.config.config_groups import misspelt_group
 
     assert "did you mean num_identities=5 (the key)?" in misspelt_group("synth", ["num_identites=5"])
     assert "did you mean generator=diffusion (the config group)?" in misspelt_group("synth", ["generater=diffusion"])

@@ -14,10 +14,10 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import ROOT, TINY, compose_train, run_train
-from src.data.datasets.base import ReIDRecord
-from src.data.val_split import hold_out_identities
-from src.models.schedulers import timm_cosine, warmup_multistep
-from src.utils.errors import ConfigValueError
+from ppreid.data.datasets.base import ReIDRecord
+from ppreid.data.val_split import hold_out_identities
+from ppreid.training.schedulers import timm_cosine, warmup_multistep
+from ppreid.utils.errors import ConfigValueError
 
 
 def _cli(args, tmp_path, env=None, timeout=300):
@@ -140,7 +140,7 @@ def test_three_loss_terms_all_active(tmp_path, caplog):
     from hydra.utils import instantiate
 
     cfg = compose_train(TINY + ["loss=[ce_ls,triplet,triplet_soft]"], tmp_path)
-    with caplog.at_level(logging.INFO, logger="src.losses.terms"):
+    with caplog.at_level(logging.INFO, logger="ppreid.losses.terms"):
         model = instantiate(cfg.model)
     assert list(model.loss_fns) == ["ce_ls", "triplet", "triplet_soft"]
     assert model.loss_fns["triplet"].margin == 0.3 and model.loss_fns["triplet_soft"].margin is None
@@ -150,7 +150,7 @@ def test_three_loss_terms_all_active(tmp_path, caplog):
 # ----------------------------------------------------------------------------- identity
 def test_config_hash_ignores_seed_and_paths_but_not_hyperparameters(tmp_path):
     from train import _hydra_runtime  # noqa: F401  (registers the help resolver)
-    from src.utils.run_info import experiment_identity
+    from ppreid.utils.run_info import experiment_identity
 
     def identity(overrides, out):
         cfg = compose_train(TINY + overrides, tmp_path / out, data_dir=tmp_path / out / "data")
@@ -184,7 +184,7 @@ def test_full_run_keeps_last_and_best_checkpoint(reid_data_dir, tmp_path):
 
 # ----------------------------------------------------------------------------- evaluation extras
 def test_flip_test_is_the_mean_of_image_and_mirror_features():
-    from src.models.reid_module import ReIDModule
+    from ppreid.models.reid_module import ReIDModule
 
     class LeftColumn(ReIDModule):
         def extract_features(self, images):
@@ -210,8 +210,8 @@ def test_eval_extras_write_ranked_lists_and_features(reid_data_dir, tmp_path):
     assert d["query_features"].shape == (len(q), 32) and list(d["query_paths"]) == [str(p) for p in q]
     assert len(d["gallery_pids"]) == len(d["gallery_features"]) == len(d["gallery_paths"])
     # re-ranking was applied: the metrics equal evaluate_distmat on the re-ranked exported features
-    from src.metrics.reid import distance_matrix, evaluate_distmat
-    from src.metrics.rerank import k_reciprocal_rerank
+    from ppreid.metrics.reid import distance_matrix, evaluate_distmat
+    from ppreid.metrics.rerank import k_reciprocal_rerank
 
     qf, gf = torch.from_numpy(d["query_features"]), torch.from_numpy(d["gallery_features"])
     dist = k_reciprocal_rerank(distance_matrix(qf, gf), distance_matrix(qf, qf), distance_matrix(gf, gf))
@@ -243,8 +243,8 @@ def test_wandb_without_key_says_offline(tmp_path):
 def test_offline_weight_download_names_the_local_file_way(monkeypatch):
     import urllib.error
 
-    from src.nn.backbones import resnet
-    from src.nn.backbones.resnet import ResNet50
+    from ppreid.nn.backbones import resnet
+    from ppreid.nn.backbones.resnet import ResNet50
 
     def offline():
         raise urllib.error.URLError("Name or service not known")

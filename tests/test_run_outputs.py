@@ -31,7 +31,7 @@ def test_short_run_logs_its_training_losses(trained):
 
 
 def test_log_interval_follows_the_run_length():
-    from src.callbacks.log_interval import log_interval
+    from ppreid.callbacks.log_interval import log_interval
 
     assert log_interval(10, steps_per_epoch=3, max_epochs=1) == 1      # 3 steps: log each
     assert log_interval(10, steps_per_epoch=33, max_epochs=2) == 3     # 66 steps: >= 20 points
@@ -79,8 +79,8 @@ def test_training_run_says_its_evaluation_options(trained):
 
 
 def test_train_images_show_the_datasets_pids():
-    from src.callbacks.reid_media import dataset_pid_caption
-    from src.data.datasets.base import ReIDRecord
+    from ppreid.callbacks.reid_media import dataset_pid_caption
+    from ppreid.data.datasets.base import ReIDRecord
 
     assert dataset_pid_caption(ReIDRecord("/d/bounding_box_train/0002_c1s1_000451_03.jpg", 0, 0)) == "id 2 c1"
     assert dataset_pid_caption(ReIDRecord("/d/GenePerson/00417_c3_000002.jpg", 11, 2)) == "id 417 c3"
@@ -96,14 +96,14 @@ def test_ranked_lists_carry_distances_closest_first(trained):
     out, _ = trained
     with Image.open(out / "ranked_market1501.png") as im:
         assert im.size[1] > 0
-    from src.callbacks.pictures import legend_row
+    from ppreid.callbacks.pictures import legend_row
 
     strip = np.asarray(legend_row(300, ["green border: same identity", "red border: another identity"]))
     assert (strip == [0, 170, 0]).all(-1).any() and (strip == [220, 0, 0]).all(-1).any()
 
 
 def test_ranked_result_has_sorted_distances():
-    from src.metrics.reid_metric import ReIDEvaluator
+    from ppreid.metrics.reid_metric import ReIDEvaluator
 
     metric = ReIDEvaluator(num_query=2, ranked_queries=2, ranked_topk=3)
     qf = torch.tensor([[1.0, 0.0], [0.0, 1.0]])

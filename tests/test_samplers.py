@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from src.data.samplers import InferenceSampler, RandomIdentitySampler
-from src.utils.errors import ConfigValueError
+from ppreid.data.samplers import InferenceSampler, RandomIdentitySampler
+from ppreid.utils.errors import ConfigValueError
 
 # 10 identities with 1..12 images each (interleaved, so dataset order != identity order)
 COUNTS = [7, 1, 12, 4, 9, 3, 5, 8, 2, 6]

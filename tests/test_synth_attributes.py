@@ -1,14 +1,14 @@
-"""Attribute schema, seeds, prompt builder and plan of stage 1 (src/synth)."""
+"""Attribute schema, seeds, prompt builder and plan of stage 1 (src/ppreid/synth)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from src.synth.attributes import (AttributeSchema, Vocabulary, camera_seed, derive_seed, identity_seed,
+from ppreid.synth.attributes import (AttributeSchema, Vocabulary, camera_seed, derive_seed, identity_seed,
                                   image_seed, load_conf_yaml)
-from src.synth.plan import SynthPlan, image_name, parse_count_range
-from src.synth.prompts import PromptBuilder, words
-from src.utils.errors import ConfigValueError
+from ppreid.synth.plan import SynthPlan, image_name, parse_count_range
+from ppreid.synth.prompts import PromptBuilder, words
+from ppreid.utils.errors import ConfigValueError
 
 IDENTITY_KEYS = ["gender", "age_group", "build", "skin_tone", "hair_style", "hair_colour", "upper_type",
                  "upper_colour", "upper_pattern", "lower_type", "lower_colour", "shoes", "bag", "hat", "glasses"]

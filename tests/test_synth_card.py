@@ -27,8 +27,8 @@ def test_sample_captions_say_the_records_garment_with_its_pattern():
     """A grey checked tank top was captioned "grey tank top": the caption dropped the pattern word, and the
     renderer draws checks in a second colour of its own (from the identity seed; yellow for some grey
     identities), so the picture read "yellow-checked". The caption now carries the record's words."""
-    from src.synth.grid import identity_caption
-    from src.synth.plan import SynthPlan
+    from ppreid.synth.grid import identity_caption
+    from ppreid.synth.plan import SynthPlan
 
     plan = SynthPlan.from_config({"num_identities": 200, "num_cameras": 4, "seed": 0, "images_per_identity": 2,
                                   "split": "train"})
@@ -50,9 +50,9 @@ def test_sample_captions_say_the_records_garment_with_its_pattern():
 
 
 def test_dataset_card_holds_no_timing(tmp_path):
-    from src.synth.generators.procedural import ProceduralGenerator
-    from src.synth.plan import SynthPlan
-    from src.synth.writer import TIMING_KEYS, GenePersonWriter
+    from ppreid.synth.generators.procedural import ProceduralGenerator
+    from ppreid.synth.plan import SynthPlan
+    from ppreid.synth.writer import TIMING_KEYS, GenePersonWriter
 
     plan = SynthPlan.from_config({"num_identities": 2, "num_cameras": 2, "seed": 1, "images_per_identity": 2,
                                   "split": "train"})

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from conftest import ROOT as REPO, run_synth
-from src.synth.generators.base import ImageRequest
-from src.utils.errors import ConfigValueError
-from tests.tiny_pipelines import build_tiny_open_clip, build_tiny_sd_pipeline, clip_bpe_vocab
+from ppreid.synth.generators.base import ImageRequest
+from ppreid.utils.errors import ConfigValueError
+from ppreid.synth.tiny_pipelines import build_tiny_open_clip, build_tiny_sd_pipeline, clip_bpe_vocab
 
 PROMPT = "a full-body photo of an adult female pedestrian, slim build, wearing a red plain t shirt"
 NEGATIVE = "cartoon, blurry"
@@ -26,7 +26,7 @@ def tiny_sd(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def gen(tiny_sd):
-    from src.synth.generators.diffusion import DiffusionGenerator
+    from ppreid.synth.generators.diffusion import DiffusionGenerator
 
     return DiffusionGenerator(str(tiny_sd), steps=2, guidance_scale=5.0)
 
@@ -74,7 +74,7 @@ def test_image_depends_on_its_seed_not_its_batch(gen):
 
 
 def test_initial_latents_mix_identity_and_image_noise(tiny_sd):
-    from src.synth.generators.diffusion import DiffusionGenerator
+    from ppreid.synth.generators.diffusion import DiffusionGenerator
 
     g = DiffusionGenerator(str(tiny_sd), steps=2, identity_noise_mix=0.25)
     lat = g.initial_latents([req(7, identity_seed=11), req(8, identity_seed=12)], 128, 64)
@@ -86,7 +86,7 @@ def test_initial_latents_mix_identity_and_image_noise(tiny_sd):
 
 
 def test_full_identity_noise_makes_same_identity_images_equal(tiny_sd, gen):
-    from src.synth.generators.diffusion import DiffusionGenerator
+    from ppreid.synth.generators.diffusion import DiffusionGenerator
 
     g = DiffusionGenerator(str(tiny_sd), steps=2, guidance_scale=5.0, identity_noise_mix=1.0)
     shared = g.generate([req(1, identity_seed=42), req(2, identity_seed=42)])
@@ -119,7 +119,7 @@ def test_long_prompt_does_not_change_its_batch_neighbours(gen):
 
 
 def test_render_scale_renders_larger_and_resizes(tiny_sd):
-    from src.synth.generators.diffusion import DiffusionGenerator
+    from ppreid.synth.generators.diffusion import DiffusionGenerator
 
     g = DiffusionGenerator(str(tiny_sd), steps=2, render_scale=2.0)
     assert g.render_size(64, 32) == (128, 64)
@@ -130,7 +130,7 @@ def test_render_scale_renders_larger_and_resizes(tiny_sd):
 
 def test_scheduler_by_name_keeps_the_pipeline_betas(tiny_sd):
     from diffusers import DDIMScheduler, PNDMScheduler
-    from src.synth.generators.diffusion import DiffusionGenerator
+    from ppreid.synth.generators.diffusion import DiffusionGenerator
 
     g = DiffusionGenerator(str(tiny_sd), steps=2, scheduler="ddim")
     assert isinstance(g.pipe.scheduler, DDIMScheduler)
@@ -144,7 +144,7 @@ def test_scheduler_by_name_keeps_the_pipeline_betas(tiny_sd):
 
 
 def test_device_and_dtype_resolution():
-    from src.synth.generators.diffusion import resolve_device, resolve_dtype
+    from ppreid.synth.generators.diffusion import resolve_device, resolve_dtype
 
     cpu = torch.device("cpu")
     assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -160,7 +160,7 @@ def test_device_and_dtype_resolution():
 
 
 def test_unloadable_pretrained_says_what_was_tried(tmp_path):
-    from src.synth.generators.diffusion import DiffusionGenerator
+    from ppreid.synth.generators.diffusion import DiffusionGenerator
 
     with pytest.raises(ConfigValueError, match="needs generator.pretrained") as err:
         DiffusionGenerator(None)
@@ -179,7 +179,7 @@ def test_unloadable_pretrained_says_what_was_tried(tmp_path):
 
 
 def test_bad_generator_values(tiny_sd):
-    from src.synth.generators.diffusion import DiffusionGenerator
+    from ppreid.synth.generators.diffusion import DiffusionGenerator
 
     for kwargs, text in [({"steps": 0}, "generator.steps=0"), ({"identity_noise_mix": 1.5}, "identity_noise_mix=1.5"),
                          ({"max_prompt_chunks": 0}, "max_prompt_chunks=0"), ({"render_scale": 0}, "render_scale=0")]:
@@ -195,7 +195,7 @@ def tiny_clip(tmp_path_factory):
 
 def test_quality_filter_scores_are_cosine_similarities(tiny_clip):
     import open_clip
-    from src.synth.quality_filter import ClipQualityFilter
+    from ppreid.synth.quality_filter import ClipQualityFilter
 
     name, weights = tiny_clip
     images = [Image.new("RGB", (64, 128), c) for c in [(200, 30, 30), (20, 200, 40), (10, 10, 10)]]
@@ -220,7 +220,7 @@ def test_quality_filter_scores_are_cosine_similarities(tiny_clip):
 
 
 def test_quality_filter_bad_values(tiny_clip):
-    from src.synth.quality_filter import ClipQualityFilter
+    from ppreid.synth.quality_filter import ClipQualityFilter
 
     name, weights = tiny_clip
     with pytest.raises(ConfigValueError, match="needs quality_filter.clip_model"):
@@ -245,8 +245,8 @@ def test_quality_filter_rejections_regenerate_in_synth_py(tiny_clip, tmp_path):
               "quality_filter.threshold=1.0", "quality_filter.device=cpu")
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["num_images"] == 4 and json.loads((out / "timing.json").read_text())["images_generated"] == 12
-    from src.synth.attributes import identity_seed, image_seed
-    from src.synth.writer import RESEED_STRIDE
+    from ppreid.synth.attributes import identity_seed, image_seed
+    from ppreid.synth.writer import RESEED_STRIDE
 
     for line in map(json.loads, (out / "manifest.jsonl").read_text().splitlines()):
         planned = image_seed(identity_seed(0, line["pid"]), int(line["file"][-10:-4]))
@@ -269,7 +269,7 @@ def test_paper_preset_composes_to_paper_scale(tiny_sd):
     lo, hi = cfg.images_per_identity
     expected = cfg.num_identities * (lo + hi) / 2
     assert abs(expected - 130_519) / 130_519 < 0.01  # the paper's count within 1 %
-    assert cfg.generator._target_ == "src.synth.generators.diffusion.DiffusionGenerator"
+    assert cfg.generator._target_ == "ppreid.synth.generators.diffusion.DiffusionGenerator"
     assert cfg.generator.steps == 30 and cfg.generator.render_scale == 2.0
     g = instantiate(cfg.generator, steps=2)
     assert g.model_id == str(tiny_sd) and g.render_size(cfg.height, cfg.width) == (512, 256)

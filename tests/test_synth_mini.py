@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from src.data.datasets.base import build_dataset
-from src.synth.mini import DEFAULT_DOMAINS, ensure_genepers_mini
-from src.utils.errors import ConfigValueError
+from ppreid.data.datasets.base import build_dataset
+from ppreid.synth.mini import DEFAULT_DOMAINS, ensure_genepers_mini
+from ppreid.utils.errors import ConfigValueError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(num_identities=6, images_per_identity=3, target_identities=4, queries_per_identity=1,
@@ -67,7 +67,7 @@ def test_idempotent_and_rewritten_when_parameters_change(mini, tmp_path):
 
 def test_two_processes_at_once_write_it_once(tmp_path):
     code = ("import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
-            "from src.synth.mini import ensure_genepers_mini\n"
+            "from ppreid.synth.mini import ensure_genepers_mini\n"
             f"ensure_genepers_mini({str(tmp_path / 'shared')!r}, **{TINY!r})\n")
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT)}) for _ in range(2)]

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from src.synth.attributes import AttributeSchema
-from src.synth.generators.base import ImageRequest
-from src.synth.generators.procedural import ProceduralGenerator
-from src.synth.plan import SynthPlan
-from src.synth.prompts import PromptBuilder
-from src.utils.errors import ConfigValueError
+from ppreid.synth.attributes import AttributeSchema
+from ppreid.synth.generators.base import ImageRequest
+from ppreid.synth.generators.procedural import ProceduralGenerator
+from ppreid.synth.plan import SynthPlan
+from ppreid.synth.prompts import PromptBuilder
+from ppreid.utils.errors import ConfigValueError
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_synth as synth
-from src.synth.writer import KILL_ENV, TIMING_KEYS
+from ppreid.synth.writer import KILL_ENV, TIMING_KEYS
 
 NAME = re.compile(r"^(\d{5})_c(\d+)_(\d{6})\.jpg$")
 SMALL = ["num_identities=6", "images_per_identity=3", "height=64", "width=32", "progress=false"]
@@ -68,7 +68,7 @@ def test_layout_manifest_identities_dataset_json_and_samples(reference):
     from PIL import Image
     with Image.open(out / "samples.jpg") as im:
         assert im.size[0] > 6 * 32 and im.size[1] > 3 * 64
-    from src.data.datasets.base import build_dataset
+    from ppreid.data.datasets.base import build_dataset
     ds = build_dataset("genepers", out)
     assert len(ds.train) == 18 and ds.num_train_pids == 6 and ds.train[0].attributes
 
@@ -179,11 +179,11 @@ class _RejectFirst:
 
 
 def test_quality_filter_regenerates_rejected_images_with_the_documented_seed(tmp_path):
-    from src.synth.attributes import AttributeSchema
-    from src.synth.generators.procedural import ProceduralGenerator
-    from src.synth.plan import SynthPlan
-    from src.synth.prompts import PromptBuilder
-    from src.synth.writer import GenePersonWriter
+    from ppreid.synth.attributes import AttributeSchema
+    from ppreid.synth.generators.procedural import ProceduralGenerator
+    from ppreid.synth.plan import SynthPlan
+    from ppreid.synth.prompts import PromptBuilder
+    from ppreid.synth.writer import GenePersonWriter
 
     plan = SynthPlan(AttributeSchema.from_config(), PromptBuilder.from_config(), 2, 2, 1, (2, 2))
     planned = {i.seed for ident in plan.identities() for i in ident.images}

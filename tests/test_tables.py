@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "experiments"))
-import tables  # noqa: E402
+from ppreid.reports import tables
 
 HASH_A = "aaaaaaaa11112222"
 HASH_B = "bbbbbbbb33334444"
@@ -223,7 +222,7 @@ def test_bad_published_file_is_named_before_reading_runs(tmp_path, capsys, text,
 # ----------------------------------------------------------------------------- experiments/paired.py
 def test_paired_differences_by_seed_hand_case(tmp_path, capsys):
     """A - B per seed and target, their mean over targets, then mean ± sample std over the paired seeds."""
-    import paired
+    from ppreid.reports import paired
 
     for seed, (a1, a2, b1, b2) in {1: (0.50, 0.70, 0.40, 0.60), 2: (0.52, 0.68, 0.50, 0.62),
                                    3: (0.60, 0.80, 0.55, 0.71), 4: (0.1, 0.1, 0.1, 0.1)}.items():
@@ -243,7 +242,7 @@ def test_paired_differences_by_seed_hand_case(tmp_path, capsys):
 
 
 def test_paired_refuses_mixed_configurations_and_repeated_seeds(tmp_path, capsys):
-    import paired
+    from ppreid.reports import paired
 
     _write(tmp_path / "a" / "x", 1, {"t": {"mAP": 0.5}})
     _write(tmp_path / "a" / "y", 2, {"t": {"mAP": 0.5}}, config_hash=HASH_B)

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "experiments"))
-import tables  # noqa: E402
+from ppreid.reports import tables
 
 
 def _train(run_dir: Path, seed: int, config_hash: str, model: str = "privacy_gan", **top) -> None:
@@ -85,7 +81,7 @@ def test_markdown_tables_say_their_numbers_are_percent(tmp_path, capsys):
 
 def test_evaluation_only_runs_group_by_training_and_evaluation(tmp_path):
     """Evaluations of one training config's seeds with the same options pool; other options do not."""
-    from src.utils.run_info import evaluation_identity
+    from ppreid.utils.run_info import evaluation_identity
 
     resolved = {"data": {"name": "market1501", "targets": [{"name": "market1501"}]}, "paths": {}}
     trained = {"identity": {"model": "bot", "data": "genepers_mini", "epochs": 2, "targets": ["night"],

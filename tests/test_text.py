@@ -6,10 +6,10 @@ import torch
 from open_clip.tokenizer import SimpleTokenizer
 from torch import nn
 
-from src.nn.backbones.clip_visual import OpenCLIPVisual
-from src.nn.prompts import PromptComposer
-from src.nn.text import TextEncoder
-from src.utils.errors import ConfigValueError
+from ppreid.nn.backbones.clip_visual import OpenCLIPVisual
+from ppreid.nn.prompts import PromptComposer
+from ppreid.nn.text import TextEncoder
+from ppreid.utils.errors import ConfigValueError
 
 PROMPTS = [
     "A photo of a person.",
@@ -206,8 +206,8 @@ def test_prompt_errors_name_template_and_counts(tiny):
 def test_encode_prompts_in_one_pass_equals_one_call_per_prompt():
     import open_clip
 
-    from src.nn.prompts import PromptComposer, encode_prompts
-    from src.nn.text import TextEncoder
+    from ppreid.nn.prompts import PromptComposer, encode_prompts
+    from ppreid.nn.text import TextEncoder
 
     torch.manual_seed(0)
     enc = TextEncoder(open_clip.create_model("clip-tiny"))

@@ -156,7 +156,7 @@ def test_default_config_writes_mini_data_and_evaluates_every_target(tmp_path):
 
 @pytest.mark.parametrize("native", [True, False])
 def test_precision_auto_follows_the_cpu(native, monkeypatch):
-    from src.utils import resolvers
+    from ppreid.config import resolvers
 
     monkeypatch.setattr(resolvers, "cpu_has_native_bf16", lambda: native)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

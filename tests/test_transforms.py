@@ -3,8 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from src.data.transforms import build_transforms
-from src.utils.errors import ConfigValueError
+from ppreid.data.transforms import build_transforms
+from ppreid.utils.errors import ConfigValueError
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

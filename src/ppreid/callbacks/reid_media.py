@@ -1,0 +1,247 @@
+"""Pictures a person would rather look at than read, saved in the run folder and sent to wandb.
+
+- ``train_images.jpg``: the first P x K training batch exactly as the sampler draws it, one row per
+  identity, captioned with the dataset's own pid (from the file name, not the relabelled class index)
+  and camera (``train/images`` in wandb);
+- ``cmc_test.png`` / ``cmc_test.json``: CMC curves of every target (``test/cmc``);
+- ``embedding_test.png``: a 2-D PCA of every target's query + gallery features, coloured by target
+  domain and, for a few identities, by identity (``eval.embedding_plot``);
+- ``loss_curves.png``: per-stage loss curves (epoch means of every term) of multi-stage models;
+- ``ranked_<target>.png``: a few queries with their top-k gallery images, green / red borders for the
+  right / wrong identity, like torchreid's visrank (``test/ranked/<target>``); how many queries and
+  how deep is ``eval.ranked_list``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Dict, List
+
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from pytorch_lightning.loggers import WandbLogger
+
+from ppreid.callbacks.pictures import batch_grid, legend_row, ranked_list, stack_rows
+
+log = logging.getLogger(__name__)
+
+
+def denormalize(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """(B,3,H,W) normalized -> (B,3,H,W) in [0,1]."""
+    mean = torch.tensor(mean, dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(std, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images * std + mean).clamp(0, 1)
+
+
+def plot_cmc(curves: Dict[str, List[float]], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
+    for name, cmc in curves.items():
+        ranks = range(1, len(cmc) + 1)
+        ax.plot(ranks, [100 * c for c in cmc], label=f"{name} (R1 {100 * cmc[0]:.1f})")
+    ax.set_xlabel("rank")
+    ax.set_ylabel("matching rate (%)")
+    ax.set_title(title)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_loss_curves(history: Dict[str, Dict[str, list]], path: Path) -> None:
+    """One panel per stage: the epoch mean of every loss term (log scale when all are positive)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = [s for s in sorted(history) if any(history[s].values())]
+    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.6), dpi=110, squeeze=False)
+    for ax, stage in zip(axes[0], stages):
+        positive = True
+        for term, points in sorted(history[stage].items()):
+            if not points:
+                continue
+            epochs, values = zip(*points)
+            positive &= min(values) > 0
+            ax.plot(epochs, values, marker="o", ms=3, lw=2.2 if term == "total" else 1.2, label=term)
+        if positive:
+            ax.set_yscale("log")
+        ax.set_title(f"{stage} losses")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_embedding(features: Dict[str, Dict[str, torch.Tensor]], path: Path, num_identities: int = 8,
+                   max_points: int = 4000) -> None:
+    """PCA (over all targets together) of L2-normalised query + gallery features: left coloured by target
+    domain, right by identity for ``num_identities`` identities of each target (others grey)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    feats, domains, pids = [], [], []
+    for d, (name, f) in enumerate(features.items()):
+        x = torch.cat([f["qf"], f["gf"]]).float()
+        feats.append(torch.nn.functional.normalize(x, dim=1))
+        domains += [d] * len(x)
+        pids.append(torch.cat([f["q_pids"], f["g_pids"]]) + 1_000_000 * d)
+    x = torch.cat(feats)
+    domains, pids = torch.tensor(domains), torch.cat(pids)
+    if len(x) > max_points:
+        keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:max_points]
+        x, domains, pids = x[keep], domains[keep], pids[keep]
+    x = x - x.mean(0, keepdim=True)
+    _, _, v = torch.linalg.svd(x, full_matrices=False)
+    xy = (x @ v[:2].t()).numpy()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=110)
+    for d, name in enumerate(features):
+        m = (domains == d).numpy()
+        axes[0].scatter(xy[m, 0], xy[m, 1], s=4, alpha=0.5, label=name)
+    axes[0].set_title("targets: coloured by domain")
+    axes[0].legend(fontsize=8, markerscale=3)
+    axes[1].scatter(xy[:, 0], xy[:, 1], s=3, c="lightgrey")
+    shown = []
+    for d in range(len(features)):
+        ids = sorted(set(pids[domains == d].tolist()))[:num_identities]
+        shown += ids
+    cmap = plt.get_cmap("tab20")
+    for k, pid in enumerate(shown):
+        m = (pids == pid).numpy()
+        axes[1].scatter(xy[m, 0], xy[m, 1], s=14, color=cmap(k % 20), marker="os^D"[k // 20 % 4])
+    axes[1].set_title(f"coloured by identity ({num_identities} per target)")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def dataset_pid_caption(record, with_source: bool = False) -> str:
+    """``id 1502 c3``: the pid in the image's file name (Market-style names, MSMT17, GenePerson: the leading
+    number), which a person can look up in the data set; the relabelled class index when the name has none.
+    ``with_source``: prefixed ``s<i>:`` by the source data set (multi-source training)."""
+    m = re.match(r"(-?\d+)_", Path(record.path).name)
+    pid = str(int(m.group(1))) if m else f"#{record.pid}"
+    return (f"s{record.domain + 1}:" if with_source else "") + f"id {pid} c{record.camid + 1}"
+
+
+class ReIDMediaCallback(pl.Callback):
+    def __init__(self, num_train_images: int = 32) -> None:
+        self.num_train_images = int(num_train_images)
+
+    @staticmethod
+    def _wandb(trainer: pl.Trainer):
+        return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or self.num_train_images <= 0:
+            return
+        dm = trainer.datamodule
+        batch = dm.first_train_batch()
+        k = max(1, dm.num_instances)
+        n = min(self.num_train_images, len(batch["pid"]))
+        n = max(min(k, n), n - n % k)  # whole identities
+        mean, std = dm.normalization(train=True)
+        images = denormalize(batch["image"][:n], mean, std)
+        records = getattr(dm, "train_records", None) or []
+        captions = None
+        if "index" in batch and records:
+            multi = getattr(dm, "num_domains", 1) > 1
+            captions = [dataset_pid_caption(records[int(i)], multi) for i in batch["index"][:n].tolist()]
+        sheet = batch_grid(images, batch["pid"][:n].tolist(), batch["camid"][:n].tolist(), dm.num_instances,
+                           captions=captions)
+        path = Path(trainer.default_root_dir) / "train_images.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sheet.save(path, quality=92)
+        for lg in self._wandb(trainer):
+            lg.log_image(key="train/images", images=[sheet],
+                         caption=[f"first P x K batch: {n} images, {n // max(1, dm.num_instances)} identities "
+                                  "(captions: the dataset's pid and camera)"])
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        history = getattr(pl_module, "loss_history", None)
+        if not trainer.is_global_zero or not history:
+            return
+        path = Path(trainer.default_root_dir) / "loss_curves.png"
+        plot_loss_curves(history, path)
+        for lg in self._wandb(trainer):
+            lg.log_image(key="train/loss_curves", images=[str(path)])
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        results = getattr(pl_module, "eval_results", {}).get("test")
+        if not trainer.is_global_zero or not results:
+            return
+        out = Path(trainer.default_root_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self._save_curves(trainer, results, out)
+        if all("features" in r for r in results.values()):
+            self._save_embedding(trainer, results, out)
+        targets = {t.name: t for t in getattr(trainer.datamodule, "targets", [])}
+        for name, res in results.items():
+            if "ranked" in res and name in targets:
+                self._save_ranked(trainer, name, res["ranked"], targets[name], out)
+
+    def _save_curves(self, trainer: pl.Trainer, results: Dict, out: Path) -> None:
+        curves = {name: [float(c) for c in res["cmc"]] for name, res in results.items()}
+        with open(out / "cmc_test.json", "w") as f:
+            json.dump(curves, f)
+        png = out / "cmc_test.png"
+        plot_cmc(curves, png, "CMC (test)")
+        for lg in self._wandb(trainer):
+            lg.log_image(key="test/cmc", images=[str(png)])
+            import wandb
+            for name, cmc in curves.items():
+                table = wandb.Table(data=[[k + 1, c] for k, c in enumerate(cmc)], columns=["rank", "cmc"])
+                lg.experiment.log({f"test/{name}/cmc_curve": wandb.plot.line(table, "rank", "cmc", title=f"CMC {name}")})
+
+    def _save_embedding(self, trainer: pl.Trainer, results: Dict, out: Path) -> None:
+        path = out / "embedding_test.png"
+        plot_embedding({name: res["features"] for name, res in results.items()}, path)
+        for lg in self._wandb(trainer):
+            lg.log_image(key="test/embedding", images=[str(path)])
+
+    def _save_ranked(self, trainer: pl.Trainer, name: str, ranked: Dict, target, out: Path) -> None:
+        query, gallery = target.splits.query, target.splits.gallery
+        rows = []
+        distances = ranked.get("distance") or [[None] * len(g) for g in ranked["gallery"]]
+        for q, g_list, matches, dists in zip(ranked["query"], ranked["gallery"], ranked["match"], distances):
+            qrec = query[q]
+            with Image.open(qrec.path) as im:
+                q_img = im.convert("RGB")
+            g_imgs = []
+            for g in g_list:
+                with Image.open(gallery[g].path) as im:
+                    g_imgs.append(im.convert("RGB"))
+            rows.append(ranked_list(q_img, g_imgs, matches, query_caption=f"q id {qrec.pid}",
+                                    gallery_captions=[f"id {gallery[g].pid}" + ("" if d is None else f" {d:.2f}")
+                                                      for g, d in zip(g_list, dists)]))
+        if not rows:
+            return
+        opts = getattr(trainer.lightning_module, "eval_options", None)
+        metric = getattr(trainer.lightning_module, "eval_metric", "cosine")
+        how = "re-ranked distance" if getattr(opts, "rerank", False) else f"{metric} distance"
+        legend = legend_row(max(r.size[0] for r in rows), [
+            f"{name}: each row a query (grey border, first) and its top {len(ranked['gallery'][0])} gallery images, "
+            "closest first (same-camera images of the query's identity excluded, as the metric does)",
+            "green border: same identity as the query",
+            "red border: another identity",
+            f"captions: the gallery image's pid and its {how} to the query (smaller is closer)"])
+        path = out / f"ranked_{name}.png"
+        stack_rows([legend] + rows).save(path)
+        for lg in self._wandb(trainer):
+            lg.log_image(key=f"test/ranked/{name}", images=[str(path)])

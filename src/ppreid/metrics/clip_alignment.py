@@ -1,0 +1,164 @@
+"""How well a CLIP model aligns person images and words: the text tower as trainable code, and the
+zero-shot / caption-to-image evaluation of ``model=clip_pretrain`` and of the sandbox CLIP build.
+
+- ``encode_text``: (B, L) token ids -> (B, E) text features of an open_clip text tower (trainable);
+- ``zero_shot_report``: per attribute, choosing the image's value among all vocabulary values by prompts;
+- ``text_to_image_report``: each identity's canonical content caption ranks every image (R1 / R5 / mAP);
+- ``alignment_picture``: caption queries with their top-ranked images.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ppreid.metrics.attribute_probe import balanced_accuracy
+from ppreid.synth.attributes import AttributeSchema
+from ppreid.synth.captions import Captioner
+from ppreid.utils.errors import ConfigValueError
+
+IDENTITY_EXCLUDE = ("viewpoint",)  # per-image fragments left out of an identity's query caption
+
+
+def encode_text(tower: nn.Module, token_ids: torch.Tensor) -> torch.Tensor:
+    """(B, L) ids -> (B, E) text features of an open_clip ``TextTransformer``, trainable.
+
+    The ids are cut after the longest end-of-text token of the batch (exact under the causal mask:
+    later tokens never reach an end-of-text row), so short captions cost less than the full context.
+    """
+    eot = token_ids.argmax(dim=-1)
+    length = int(eot.max()) + 1
+    ids = token_ids[:, :length]
+    x = tower.token_embedding(ids) + tower.positional_embedding[:length]
+    mask = None if tower.attn_mask is None else tower.attn_mask[:length, :length]
+    x = tower.ln_final(tower.transformer(x, attn_mask=mask))
+    x = x[torch.arange(x.shape[0], device=x.device), eot]
+    proj = tower.text_projection
+    if isinstance(proj, nn.Linear):
+        return proj(x)
+    return x @ proj if proj is not None else x
+
+
+@torch.no_grad()
+def encode_texts(tower: nn.Module, captioner: Captioner, texts: Sequence[str], batch_size: int = 256,
+                 device: Optional[torch.device] = None) -> torch.Tensor:
+    """(N, E) L2-normalised text features of ``texts``."""
+    out = []
+    for i in range(0, len(texts), batch_size):
+        ids = captioner.tokenize(texts[i:i + batch_size]).to(device or "cpu")
+        out.append(F.normalize(encode_text(tower, ids).float(), dim=-1))
+    return torch.cat(out) if out else torch.zeros(0, 1)
+
+
+@torch.no_grad()
+def zero_shot_report(image_feats: torch.Tensor, attributes: Sequence[Mapping[str, str]], tower: nn.Module,
+                     captioner: Captioner, schema: AttributeSchema) -> Dict[str, Any]:
+    """Per attribute: accuracy of picking the image's value among all vocabulary values by text prompts.
+
+    ``chance`` = 1 / number of values (the issue's control, behind ``normalized``); values are not equally
+    frequent (most people wear no hat), so ``majority`` (always guessing the most frequent value) and the
+    class-balanced accuracy (mean recall over the values present, chance ``balanced_chance``) stand beside it.
+
+    ``image_feats``: (N, E) L2-normalised; ``attributes``: the N images' records.
+    """
+    per: Dict[str, Any] = {}
+    device = image_feats.device
+    for key in captioner.zero_shot_keys:
+        try:
+            values = list(schema.vocabulary(key).values)
+        except ConfigValueError:
+            continue
+        rows = [i for i, a in enumerate(attributes) if a and a.get(key) in values]
+        if not rows or len(values) < 2:
+            continue
+        text = encode_texts(tower, captioner, captioner.zero_shot_prompts(key, values), device=device)
+        pred = (image_feats[rows] @ text.t()).argmax(1).cpu()
+        truth = torch.tensor([values.index(attributes[i][key]) for i in rows])
+        acc = float((pred == truth).float().mean())
+        chance = 1.0 / len(values)
+        balanced = balanced_accuracy(pred, truth)
+        present = int(truth.unique().numel())
+        per[key] = {"accuracy": round(acc, 4), "chance": round(chance, 4),
+                    "normalized": round((acc - chance) / (1 - chance), 4),
+                    "majority": round(float(torch.bincount(truth).max()) / len(rows), 4),
+                    "balanced_accuracy": round(balanced, 4), "balanced_chance": round(1.0 / present, 4),
+                    "num_values": len(values), "num_images": len(rows)}
+    norm = [v["normalized"] for v in per.values()]
+
+    def mean_of(key: str) -> Optional[float]:
+        return round(float(np.mean([v[key] for v in per.values()])), 4) if per else None
+
+    return {"attributes": per, "mean_normalized": round(float(np.mean(norm)), 4) if norm else None,
+            "mean_accuracy": mean_of("accuracy"), "mean_chance": mean_of("chance"), "mean_majority": mean_of("majority"),
+            "mean_balanced_accuracy": mean_of("balanced_accuracy"), "mean_balanced_chance": mean_of("balanced_chance")}
+
+
+@torch.no_grad()
+def text_to_image_report(image_feats: torch.Tensor, pids: Sequence[int], attributes: Sequence[Mapping[str, str]],
+                         tower: nn.Module, captioner: Captioner) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Caption-to-image retrieval: each identity's canonical content caption ranks all N images.
+
+    Returns (metrics {R1, R5, mAP, num_queries, num_images}, ranking {queries, pids, order}) where
+    ``order`` is the (Q, N) ranking, for the picture.
+    """
+    pids_t = torch.as_tensor(list(pids))
+    first: Dict[int, int] = {}
+    for i, p in enumerate(pids_t.tolist()):
+        if attributes[i]:
+            first.setdefault(p, i)
+    qpids = sorted(first)
+    if not qpids:
+        return {"R1": None, "R5": None, "mAP": None, "num_queries": 0, "num_images": len(pids_t)}, {}
+    queries = [captioner.caption(attributes[first[p]], "content", exclude=IDENTITY_EXCLUDE) for p in qpids]
+    text = encode_texts(tower, captioner, queries, device=image_feats.device)
+    order = (text @ image_feats.t()).argsort(dim=1, descending=True).cpu()
+    match = pids_t[order] == torch.tensor(qpids)[:, None]
+    hits = match.float()
+    ranks = torch.arange(1, hits.shape[1] + 1, dtype=torch.float32)
+    ap = ((hits.cumsum(1) / ranks) * hits).sum(1) / hits.sum(1).clamp(min=1)
+    metrics = {"R1": round(float(hits[:, :1].amax(1).mean()), 4), "R5": round(float(hits[:, :5].amax(1).mean()), 4),
+               "mAP": round(float(ap.mean()), 4), "num_queries": len(qpids), "num_images": int(len(pids_t)),
+               "chance_R1": round(float((hits.sum(1) / hits.shape[1]).mean()), 4)}
+    return metrics, {"queries": queries, "pids": qpids, "order": order, "match": match}
+
+
+def alignment_picture(path: Path, ranking: Mapping[str, Any], image_paths: Sequence[str], num_queries: int = 6,
+                      topk: int = 6) -> Optional[Path]:
+    """``path``: one row per caption query (text left), its top-k images (green border: the person)."""
+    from PIL import Image, ImageDraw
+
+    from ppreid.synth.grid import _font
+
+    if not ranking or num_queries <= 0:
+        return None
+    queries = ranking["queries"][:num_queries]
+    with Image.open(image_paths[0]) as im:
+        w, h = im.size
+    text_w, gap, border = 260, 4, 2
+    sheet = Image.new("RGB", (text_w + topk * (w + gap) + gap, len(queries) * (h + gap) + gap), (255, 255, 255))
+    draw, font = ImageDraw.Draw(sheet), _font(10)
+    for r, query in enumerate(queries):
+        y = gap + r * (h + gap)
+        lines, line = [], ""
+        for word in query.split():
+            if len(line) + len(word) > 44:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}".strip()
+        lines.append(line)
+        draw.multiline_text((2, y), "\n".join(lines[: max(1, h // 12)]), fill=(0, 0, 0), font=font, spacing=1)
+        for c in range(min(topk, ranking["order"].shape[1])):
+            idx = int(ranking["order"][r, c])
+            ok = bool(ranking["match"][r, c])
+            x = text_w + gap + c * (w + gap)
+            with Image.open(image_paths[idx]) as im:
+                sheet.paste(im.convert("RGB").resize((w, h)), (x, y))
+            draw.rectangle([x, y, x + w - 1, y + h - 1], outline=(0, 170, 0) if ok else (210, 0, 0), width=border)
+    path = Path(path)
+    sheet.save(path)
+    return path

@@ -1,0 +1,316 @@
+"""Language-image pre-training of a CLIP model on captioned GenePerson (``model=clip_pretrain``).
+
+PDM rests on CLIP's alignment of images and words. The sandbox's ``clip_tiny`` has none from
+random weights, and every GenePerson image comes from an attribute record, so image-text pairs are
+free: as PLIP (Zuo et al., NeurIPS 2023) did with SYNTH-PEDES, both towers of any
+``backbone=clip_*`` are trained with CLIP's symmetric contrastive loss (learnable logit scale) on
+captions of the records (``src/ppreid/synth/captions.py``), optionally with PLIP-style identity-level
+positives (images and captions of one identity match). At paper scale the text is the stage-1
+prompt that ``synth.py`` wrote into the manifest (``text_source: prompts``), continuing a real CLIP.
+
+Outputs (run folder): ``clip_weights.pt``, a full open_clip CLIP state dict (``visual.*`` + the text
+tower's keys + ``logit_scale``) that ``backbone.pretrained=<file>`` loads for every model, at the
+training input size (positional embeddings of that grid); ``results.json`` sections ``zero_shot``
+and ``text_to_image`` per evaluated set (the held-out source identities ``val`` and every target);
+``text_to_image_<set>.png``: caption queries with their top-ranked images.
+
+The evaluation lives in ``src/ppreid/metrics/clip_alignment.py`` (shared with the sandbox build):
+
+- ``zero_shot``: per attribute, the accuracy of choosing the image's value among *all* the
+  attribute's vocabulary values by the similarity to one prompt per value, chance (1 / number of
+  values) beside it, the normalized accuracy ``(acc - chance) / (1 - chance)`` and its mean;
+- ``text_to_image``: each identity's canonical content caption (without the per-image viewpoint)
+  ranks every image of the set; its images are the matches: R1 / R5 / mAP.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ppreid.metrics.clip_alignment import alignment_picture, encode_text, text_to_image_report, zero_shot_report
+from ppreid.models.reid_module import ReIDModule
+from ppreid.synth.attributes import AttributeSchema, derive_seed
+from ppreid.synth.captions import KINDS, Captioner
+from ppreid.utils.errors import ConfigValueError
+
+log = logging.getLogger(__name__)
+
+TEXT_SOURCES = ("captions", "prompts")
+
+
+# ----------------------------------------------------------------------------- towers and loss
+def clip_contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
+                          positives: Optional[torch.Tensor] = None, max_scale: float = 100.0) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy over (B, E) image and (B, E) text features of B pairs.
+
+    ``positives``: optional (B, B) bool, image i matches text j (PLIP's identity-level contrast);
+    each row's / column's target is uniform over its positives (the diagonal must be set).
+    ``logit_scale`` is the log of the inverse temperature, clamped at ``log(max_scale)`` as CLIP does.
+    """
+    scale = logit_scale.clamp(max=math.log(max_scale)).exp()
+    logits = scale * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t()
+    if positives is None:
+        target = torch.arange(logits.shape[0], device=logits.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+    pos = positives.float()
+    rows = -(pos / pos.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
+    cols = -(pos / pos.sum(0, keepdim=True) * F.log_softmax(logits, dim=0)).sum(0).mean()
+    return (rows + cols) / 2
+
+
+def identity_positives(pids: torch.Tensor, kinds: Sequence[str]) -> torch.Tensor:
+    """(B, B) bool: image i matches text j if j is its own text, or if they share the identity and text j
+    describes the person (a ``full`` or ``content`` caption; a style caption matches its own image only)."""
+    person = torch.tensor([k != "style" for k in kinds], device=pids.device)
+    same = (pids[:, None] == pids[None, :]) & person[None, :]
+    return same | torch.eye(len(pids), dtype=torch.bool, device=pids.device)
+
+
+def caption_truth_positives(attributes: Sequence[Mapping[str, str]], stated: Sequence[Sequence[str]]) -> torch.Tensor:
+    """(B, B) bool: image i matches text j when text j is true of image i, i.e. image i's record has the
+    value of every attribute that caption j states (``stated[j]``, from ``Captioner.describe``). A caption
+    naming a few attributes ("an elderly female, with a cap") then has every image it describes as a
+    positive instead of as a false negative (UniCL's label-aware contrast, Yang et al., CVPR 2022; PLIP's
+    identity positives are the special case of a caption stating a whole identity). The diagonal is set."""
+    keys = sorted({k for ks in stated for k in ks})
+    n = len(attributes)
+    if not keys:  # captions that state nothing are true of every image
+        return torch.ones(n, n, dtype=torch.bool)
+    codes: Dict[str, Dict[str, int]] = {k: {} for k in keys}
+    values = torch.tensor([[codes[k].setdefault(str(a.get(k)), len(codes[k])) for k in keys] for a in attributes])
+    said = torch.tensor([[k in set(ks) for k in keys] for ks in stated])
+    differ = values[:, None, :] != values[None, :, :]            # (B_image, B_text, K)
+    return ~(differ & said[None, :, :]).any(-1) | torch.eye(n, dtype=torch.bool)
+
+
+def batch_positives(pids: torch.Tensor, kinds: Sequence[str], attributes: Sequence[Mapping[str, str]],
+                    stated: Sequence[Sequence[str]], identity_level: bool = False,
+                    caption_truth: bool = False) -> Optional[torch.Tensor]:
+    """The contrastive positives of a batch: None (CLIP's one-to-one pairs), or the (B, B) union of
+    PLIP's identity positives (``identity_level``) and the caption-truth positives (``caption_truth``)."""
+    out = identity_positives(pids, kinds) if identity_level else None
+    if caption_truth:
+        truth = caption_truth_positives(attributes, stated).to(pids.device)
+        out = truth if out is None else out | truth
+    return out
+
+
+def draw_kinds(rng: np.random.Generator, weights: Mapping[str, float], n: int) -> List[str]:
+    names = list(weights)
+    p = np.asarray([float(weights[k]) for k in names], dtype=np.float64)
+    return [names[i] for i in rng.choice(len(names), size=n, p=p / p.sum())]
+
+
+def check_caption_kinds(weights: Mapping[str, float]) -> Dict[str, float]:
+    weights = {str(k): float(v) for k, v in dict(weights).items()}
+    bad = [k for k in weights if k not in KINDS]
+    if bad or not weights or any(v < 0 for v in weights.values()) or sum(weights.values()) <= 0:
+        raise ConfigValueError(f"caption_kinds={weights}: a map of {', '.join(KINDS)} to weights >= 0 with a "
+                               "positive sum, e.g. {full: 0.6, content: 0.2, style: 0.2}.")
+    return weights
+
+
+def clip_state_dict(visual: nn.Module, text_tower: nn.Module, logit_scale: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """A full open_clip CLIP state dict: ``visual.*``, the text tower's keys, ``logit_scale``."""
+    state = {f"visual.{k}": v.detach().cpu().clone() for k, v in visual.state_dict().items()}
+    state.update({k: v.detach().cpu().clone() for k, v in text_tower.state_dict().items()})
+    state["logit_scale"] = logit_scale.detach().cpu().clone().reshape(())
+    return state
+
+
+# ----------------------------------------------------------------------------- the LightningModule
+class ClipPretrainModel(ReIDModule):
+    """Both towers of a CLIP backbone, trained on image-text pairs of the source's attribute records.
+
+    A training batch is the datamodule's P x K batch of source images; each image gets one text:
+    a caption of kind drawn from ``caption_kinds`` (random phrasing, seeded by ``seed`` and the step),
+    or its stage-1 prompt from the manifest (``text_source: prompts``). ReID evaluation (val and
+    targets) ranks by the L2-normalised image embedding.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Optional[Callable[..., Any]] = None,
+        identity_level: bool = False,
+        caption_truth: bool = False,
+        text_source: str = "captions",
+        caption_kinds: Optional[Mapping[str, float]] = None,
+        captions: Optional[Mapping[str, Any]] = None,
+        logit_scale_init: float = 1 / 0.07,
+        max_logit_scale: float = 100.0,
+        weights_file: str = "clip_weights.pt",
+        picture: Optional[Mapping[str, int]] = None,
+        warmup_steps: int = 50,
+        seed: int = 0,
+        eval_metric: str = "cosine",
+        max_rank: int = 50,
+        num_classes: Optional[int] = None,
+        name: str = "clip_pretrain",
+    ) -> None:
+        super().__init__(eval_metric=eval_metric, max_rank=max_rank)
+        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"], logger=False)
+        if not hasattr(backbone, "text_tower"):
+            raise ConfigValueError(f"model=clip_pretrain needs a CLIP backbone (backbone=clip_*), got "
+                                   f"{type(backbone).__name__}.")
+        if text_source not in TEXT_SOURCES:
+            raise ConfigValueError(f"model.text_source={text_source!r}: choose one of {', '.join(TEXT_SOURCES)}.")
+        self.backbone = backbone
+        self.text_tower = backbone.text_tower()
+        self.text_tower.requires_grad_(True)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(float(logit_scale_init))))
+        self.max_logit_scale = float(max_logit_scale)
+        self.identity_level = bool(identity_level)
+        self.caption_truth = bool(caption_truth)
+        self.text_source = text_source
+        self.caption_kinds = check_caption_kinds(caption_kinds or {"full": 1.0})
+        context = int(self.text_tower.positional_embedding.shape[0])
+        self.captioner = Captioner.from_config(captions, context_length=context)
+        self.schema = AttributeSchema.from_config()
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.weights_file = str(weights_file)
+        self.picture = {"num_queries": 6, "topk": 6, **dict(picture or {})}
+        self.seed = int(seed)
+        self.warmup_steps = int(warmup_steps)
+        self._prompts: Dict[Path, Dict[str, str]] = {}
+
+    # ------------------------------------------------------------------ texts
+    def _prompt_of(self, path: str) -> str:
+        folder = Path(path).parents[1]
+        if folder not in self._prompts:
+            manifest = folder / "manifest.jsonl"
+            if not manifest.is_file():
+                raise ConfigValueError(f"model.text_source=prompts: {manifest} is missing; the source must be a "
+                                       "GenePerson folder written by synth.py (or use text_source=captions).")
+            table = {}
+            for line in manifest.read_text().splitlines():
+                if line.strip():
+                    entry = json.loads(line)
+                    table[Path(entry["file"]).name] = entry.get("prompt", "")
+            self._prompts[folder] = table
+        return self.captioner.fit_prompt(self._prompts[folder][Path(path).name])
+
+    def batch_texts(self, records: Sequence[Any], rng: np.random.Generator
+                    ) -> Tuple[List[str], List[str], List[Tuple[str, ...]]]:
+        """(texts, kinds, the attribute keys each text states) of the records of a batch (a stage-1 prompt
+        states none that is known)."""
+        if self.text_source == "prompts":
+            return [self._prompt_of(r.path) for r in records], ["full"] * len(records), [()] * len(records)
+        missing = [r.path for r in records if not getattr(r, "attributes", None)]
+        if missing:
+            raise ConfigValueError(f"model=clip_pretrain: {missing[0]} has no attribute record; captions need a "
+                                   "GenePerson source with manifest.jsonl (data=genepers_mini, sandbox_corpus, "
+                                   "genepers).")
+        kinds = draw_kinds(rng, self.caption_kinds, len(records))
+        described = [self.captioner.describe(r.attributes, k, rng) for r, k in zip(records, kinds)]
+        return [text for text, _ in described], kinds, [keys for _, keys in described]
+
+    # ------------------------------------------------------------------ training
+    def extract_features(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.backbone(images), dim=-1)
+
+    def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        records = self.trainer.datamodule.train_records
+        index = batch["index"].tolist()
+        rng = np.random.default_rng(derive_seed(self.seed, self.global_step, self.global_rank))
+        batch_records = [records[i] for i in index]
+        texts, kinds, stated = self.batch_texts(batch_records, rng)
+        ids = self.captioner.tokenize(texts).to(self.device)
+        image, text = self.backbone(batch["image"]), encode_text(self.text_tower, ids)
+        positives = batch_positives(batch["pid"], kinds, [r.attributes for r in batch_records], stated,
+                                    self.identity_level, self.caption_truth and self.text_source == "captions")
+        loss = clip_contrastive_loss(image, text, self.logit_scale, positives, self.max_logit_scale)
+        self.log("train/loss_clip", loss.detach())
+        self.log("train/loss", loss.detach(), prog_bar=True)
+        self.log("train/logit_scale", self.logit_scale.detach().exp())
+        return loss
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Linear warm-up over the first ``warmup_steps`` optimizer steps, on top of the epoch schedule:
+        a CLIP trained from random weights at full learning rate from step 0 collapses (constant
+        features, loss stuck at ln(batch size))."""
+        if self.global_step > self.warmup_steps or self.warmup_steps <= 0:
+            return
+        factor = min(1.0, (self.global_step + 1) / self.warmup_steps)
+        sched = self.lr_schedulers()
+        optimizer = self.optimizers().optimizer
+        if sched is not None:
+            base = sched.get_last_lr()
+        else:
+            base = self.__dict__.setdefault("_base_lrs", [g["lr"] for g in optimizer.param_groups])
+        for group, lr in zip(optimizer.param_groups, base):
+            group["lr"] = lr * factor
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        return self.build_optimization(params, self.optimizer_factory, self.scheduler_factory)
+
+    def on_train_end(self) -> None:
+        if self.trainer.is_global_zero and not self.trainer.fast_dev_run:
+            path = self.save_weights(Path(self.trainer.default_root_dir) / self.weights_file)
+            self.extra_results.setdefault("clip_weights", str(path))
+
+    def save_weights(self, path: Path) -> Path:
+        """Write the full CLIP weights file (``backbone.pretrained=<path>`` loads it)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(clip_state_dict(self.backbone.visual, self.text_tower, self.logit_scale), path)
+        log.info("CLIP weights (both towers) written to %s; use them with backbone.pretrained=%s", path, path)
+        return path
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def _set_features(self, target) -> Tuple[torch.Tensor, List[Any]]:
+        dm = self.trainer.datamodule
+        records = list(target.records)
+        loader = dm.eval_loader(target)
+        feats: List[torch.Tensor] = []
+        idx: List[int] = []
+        limit = 1 if self.trainer.fast_dev_run else None
+        for b, batch in enumerate(loader):
+            if limit is not None and b >= limit:
+                break
+            feats.append(self.extract_features(batch["image"].to(self.device)).float())
+            idx += batch["index"].tolist()
+        return torch.cat(feats), [records[i] for i in idx]
+
+    def alignment(self, sets: Sequence[Any], out_dir: Optional[Path]) -> Dict[str, Dict[str, Any]]:
+        """``{"zero_shot": {set: ...}, "text_to_image": {set: ...}}`` for each evaluation set."""
+        zero_shot, t2i = {}, {}
+        was_training = self.training
+        self.eval()
+        for target in sets:
+            feats, records = self._set_features(target)
+            attrs = [getattr(r, "attributes", None) or {} for r in records]
+            if not any(attrs):
+                log.warning("%s: no attribute records (no manifest); zero-shot and text-to-image skipped", target.name)
+                continue
+            zero_shot[target.name] = zero_shot_report(feats, attrs, self.text_tower, self.captioner, self.schema)
+            t2i[target.name], ranking = text_to_image_report(feats, [r.pid for r in records], attrs, self.text_tower,
+                                                             self.captioner)
+            if out_dir is not None and ranking:
+                alignment_picture(out_dir / f"text_to_image_{target.name}.png", ranking, [r.path for r in records],
+                                  int(self.picture["num_queries"]), int(self.picture["topk"]))
+            zs = zero_shot[target.name]
+            log.info("%s: zero-shot mean normalized accuracy %s (mean accuracy %s, chance %s); caption-to-image "
+                     "R1 %s, mAP %s", target.name, zs["mean_normalized"], zs["mean_accuracy"], zs["mean_chance"],
+                     t2i[target.name]["R1"], t2i[target.name]["mAP"])
+        self.train(was_training)
+        return {"zero_shot": zero_shot, "text_to_image": t2i}
+
+    def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
+        if not self.trainer.is_global_zero:
+            return
+        dm = self.trainer.datamodule
+        sets = ([dm.val_set] if getattr(dm, "val_set", None) is not None else []) + list(dm.targets)
+        self.extra_results.update(self.alignment(sets, Path(self.trainer.default_root_dir)))

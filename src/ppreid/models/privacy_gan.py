@@ -1,0 +1,385 @@
+"""Feature-privacy models: a BoT extractor E trained against a defence (``model.defence``), optionally with
+a stochastic bottleneck after its BNNeck (``model.bottleneck``).
+
+- ``gan`` (our reading of "Protecting Feature Privacy in Person Re-identification"): a reversal GAN,
+  G: feature -> image and D: (image, feature) -> score, trained by two-step training with lazy updates;
+- ``pool``: a pool of decoders, the oldest restarted at every joint epoch (src/ppreid/privacy/pool.py);
+- ``dependence``: a within-identity dependence penalty, no adversary (NoPeek / BiDO);
+- ``none``: nothing (with ``bottleneck``: the variational bottleneck alone, src/ppreid/nn/bottleneck.py).
+
+Training (manual optimization) runs in phases (src/ppreid/privacy/phases.py): E alone, the defence's
+adversaries alone on E's frozen features, then joint: per batch **step 1** trains the adversaries on
+detached features (src/ppreid/privacy/reversal.py for the GAN), **step 2** trains E on its ReID losses
++ ``privacy_weight`` x the defence's privacy loss (+ ``beta`` x the bottleneck's KL). Privacy losses of
+reconstructions: ``neg_pixel``, ``ssim``, ``ssim_gain`` (SSIM above the running mean training image's,
+floored at 0: the default) or ``realism`` (GAN only). ``privacy_weight=0`` is the unprotected model,
+``d_weight=0 privacy_loss=neg_pixel`` the conventional defence (an L1 decoder, Xiao et al. AAAI 2020).
+
+``configure_optimizers`` returns E, then the defence's (GAN: G, D; pool: one for its decoders), so a
+checkpoint's optimizer states show how many steps each took. The counters, phase and boundaries are
+saved under the checkpoint key ``privacy_gan``; every epoch starts from an RNG seeded by (seed, epoch),
+so a run resumed inside any phase trains exactly as an uninterrupted one. A NaN / inf loss stops the
+run with ``TrainingDivergedError``. Outputs beside BoT's: ``loss_curves.png`` (epoch means per phase)
+and ``own_reconstructions.png`` (the defence's own decoders on held-out source images).
+"""
+from __future__ import annotations
+
+import logging
+import random
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ppreid.data.datamodule import IMAGENET_MEAN, IMAGENET_STD
+from ppreid.models.bot import BoTModel
+from ppreid.privacy.defences import build_defence
+from ppreid.privacy.history import LossHistory
+from ppreid.privacy.images import to_unit_images
+from ppreid.privacy.phases import PHASES, apply_phase_modes, phase_of, phase_values, resolve_boundaries
+from ppreid.privacy.reversal import non_negative
+from ppreid.nn.bottleneck import VariationalBottleneck
+from ppreid.utils.errors import ConfigValueError, TrainingDivergedError
+
+log = logging.getLogger(__name__)
+
+CKPT_KEY = "privacy_gan"
+LEGACY_PREFIXES = ("generator.", "discriminator.")  # checkpoints written before the defences were modules
+
+
+class PrivacyGANModel(BoTModel):
+    """BoT extractor E + a privacy defence (+ an optional stochastic bottleneck); see the module docstring."""
+
+    ddp_find_unused_parameters = True  # each step trains one module; the others take no gradient
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        losses: Dict[str, Dict[str, Any]],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        generator: Optional[Callable[..., nn.Module]] = None,
+        discriminator: Optional[Callable[..., nn.Module]] = None,
+        g_optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None,
+        d_optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None,
+        image_size: Sequence[int] = (64, 32),
+        scheduler: Optional[Callable[..., Any]] = None,
+        phases: Optional[Dict[str, Any]] = None,
+        defence: str = "gan",
+        privacy_loss: str = "ssim_gain",
+        privacy_weight: float = 1.0,
+        neg_pixel_kind: str = "l1",
+        pixel_loss: str = "l1",
+        pixel_weight: float = 1.0,
+        gan_loss: str = "hinge",
+        d_weight: float = 0.05,
+        r1_gamma: float = 1.0,
+        d_every: int = 4,
+        r1_every: int = 16,
+        g_every: int = 1,
+        pool: Optional[Dict[str, Any]] = None,
+        dependence: Optional[Dict[str, Any]] = None,
+        bottleneck: Optional[Dict[str, Any]] = None,
+        pooling: str = "avg",
+        neck_feat: str = "after",
+        eval_metric: str = "cosine",
+        max_rank: int = 50,
+        num_classes: Optional[int] = None,
+        name: str = "privacy_gan",
+    ) -> None:
+        super().__init__(backbone=backbone, losses=losses, optimizer=optimizer, scheduler=scheduler,
+                         pooling=pooling, neck_feat=neck_feat, eval_metric=eval_metric, max_rank=max_rank,
+                         num_classes=num_classes, name=name)
+        self.save_hyperparameters(ignore=["backbone", "losses", "optimizer", "scheduler", "generator",
+                                          "discriminator", "g_optimizer", "d_optimizer", "pool"], logger=False)
+        self.automatic_optimization = False
+        self.privacy_weight = non_negative("model.privacy_weight", privacy_weight)
+        self.image_size = tuple(int(s) for s in image_size)
+        self.defence_name = defence
+        self.defence = build_defence(defence, gan=dict(
+            generator=generator, discriminator=discriminator, g_optimizer=g_optimizer, d_optimizer=d_optimizer,
+            privacy_loss=privacy_loss, neg_pixel_kind=neg_pixel_kind, pixel_loss=pixel_loss,
+            pixel_weight=pixel_weight, gan_loss=gan_loss, d_weight=d_weight, r1_gamma=r1_gamma, d_every=d_every,
+            r1_every=r1_every, g_every=g_every),
+            pool=dict(pool or {}, privacy_loss=privacy_loss, neg_pixel_kind=neg_pixel_kind),
+            dependence=dict(dependence or {}))
+        self.defence.build(feat_dim=backbone.out_dim, image_size=self.image_size)
+        options = dict(bottleneck or {})
+        self.beta = non_negative("model.bottleneck.beta", options.pop("beta", 0.0))
+        self.bottleneck = VariationalBottleneck(backbone.out_dim, **options) if bottleneck is not None else None
+        if self.bottleneck is not None and neck_feat != "after":
+            raise ConfigValueError("model.bottleneck sits after the BNNeck; use model.neck_feat=after with it.")
+        self.phase_values = phase_values(phases)
+        self.boundaries: Optional[Dict[str, int]] = None  # resolved at fit start, or restored from a checkpoint
+        self.counters = {"e_steps": 0, "r_batches": 0}
+        self.phase = "extractor"
+        self.history = LossHistory()
+        self.loss_history = self.history.history
+        self.base_seed = 0
+        self._started_epoch: Optional[int] = None
+        self._first_epoch: Optional[int] = None
+        self.register_buffer("input_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        # the feature-blind predictor of ssim_gain: the running mean of the training images seen
+        self.register_buffer("mean_image", torch.full((1, 3, *self.image_size), 0.5))
+        self.register_buffer("images_seen", torch.zeros((), dtype=torch.long))
+
+    # ----------------------------------------------------------------- set-up
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage != "fit":
+            return
+        mean, std = self.trainer.datamodule.normalization(train=True)
+        self.input_mean.copy_(torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.input_std.copy_(torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def extractor_modules(self):
+        return [m for m in (self.backbone, self.pool, self.neck, self.bottleneck) if m is not None]
+
+    def configure_optimizers(self):
+        """E (with its epoch schedule), then the defence's optimizers."""
+        params = [p for m in self.extractor_modules() for p in m.parameters() if p.requires_grad]
+        e = self.build_optimization(params, self.optimizer_factory, self.scheduler_factory)
+        others = self.defence.build_optimizers()
+        if isinstance(e, dict):
+            return [e["optimizer"], *others], [e["lr_scheduler"]]
+        return [e, *others]
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Also reads checkpoints written before the defences were modules (generator / discriminator at the
+        top level, no running mean image)."""
+        state_dict = {(f"defence.{k}" if k.startswith(LEGACY_PREFIXES) else k): v for k, v in state_dict.items()}
+        for key in ("mean_image", "images_seen"):
+            state_dict.setdefault(key, getattr(self, key))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    # ----------------------------------------------------------------- phases
+    def on_fit_start(self) -> None:
+        self.base_seed = int(torch.initial_seed()) % (2**31)
+        self._started_epoch = self._first_epoch = None
+        resolved = resolve_boundaries(self.phase_values, self.schedule_length(), self.defence.has_adversary)
+        if self.boundaries is None:
+            self.boundaries = resolved
+        elif self.boundaries != resolved and not self.trainer.fast_dev_run:
+            log.warning("model.phases: the resumed checkpoint's phases %s are kept (this config gives %s)",
+                        self.boundaries, resolved)
+        if not self.trainer.fast_dev_run:
+            b = self.boundaries
+            log.info("phases: extractor alone for epochs [0, %d), the %s defence's adversaries alone [%d, %d), "
+                     "joint [%d, %d)", b["reversal_from"], self.defence_name, b["reversal_from"], b["joint_from"],
+                     b["joint_from"], self.trainer.max_epochs)
+
+    def phase_of(self, epoch: int) -> str:
+        if self.trainer.fast_dev_run:
+            return "joint"  # one batch: run every step once
+        return phase_of(epoch, self.boundaries or resolve_boundaries(
+            self.phase_values, self.schedule_length(), self.defence.has_adversary))
+
+    def on_train_start(self) -> None:
+        self._start_epoch()  # Lightning skips on_train_epoch_start for the first epoch of some resumed runs
+
+    def on_train_epoch_start(self) -> None:
+        self._start_epoch()
+
+    def _start_epoch(self) -> None:
+        """An RNG seeded by (seed, epoch) (again at every call: the last one comes right before the epoch's
+        data), and once per epoch the phase, its module modes and the defence's epoch start."""
+        epoch = self.current_epoch
+        seed = (self.base_seed * 7919 + epoch) % (2**31)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+        if epoch == self._first_epoch:
+            # a loader's iterator takes one number from the RNG when it is made: after this hook in later
+            # epochs, before it in the first epoch of a fit (fresh or resumed); take it here instead
+            torch.empty((), dtype=torch.int64).random_()
+        if self._started_epoch == epoch:
+            return
+        self._started_epoch = epoch
+        self.phase = self.phase_of(epoch)
+        apply_phase_modes(self.phase, self.extractor_modules(), [self.defence])
+        if self.phase == "joint" and not self.trainer.fast_dev_run:
+            self.defence.bind(self._optimizers()[1:], self._optimize)
+            self.defence.on_joint_epoch_start(epoch)
+
+    # ----------------------------------------------------------------- checkpoint state
+    def _all_counters(self) -> Dict[str, int]:
+        clock = {k: v for k, v in self.defence.clock.items() if k != "batches"}
+        return {**self.counters, **clock}
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[CKPT_KEY] = {"counters": self._all_counters(), "phase": self.phase,
+                                "boundaries": dict(self.boundaries) if self.boundaries else None}
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        state = checkpoint.get(CKPT_KEY)
+        if not state:
+            return
+        counters = {k: int(v) for k, v in state.get("counters", {}).items()}
+        self.counters.update({k: counters[k] for k in self.counters if k in counters})
+        self.defence.clock.update({k: counters[k] for k in self.defence.clock if k in counters})
+        if "batches" in self.defence.clock:
+            self.defence.clock["batches"] = self.counters["r_batches"]
+        self.phase = state.get("phase", self.phase)
+        if state.get("boundaries"):
+            self.boundaries = {k: int(v) for k, v in state["boundaries"].items()}
+
+    # ----------------------------------------------------------------- features
+    def extract_features(self, images: torch.Tensor) -> torch.Tensor:
+        feat = self.pooled_features(images)
+        if self.bottleneck is None:
+            return feat if self.neck_feat == "before" else self.neck.bn(feat)
+        return self.bottleneck.stored_feature(self.neck.bn(feat), images)
+
+    def _forward_extractor(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """E's training forward: pre-BN feature, stored feature (a random sample with a bottleneck), logits,
+        the feature the metric losses see, and the bottleneck's KL per image."""
+        feat = self.pooled_features(images)
+        h = self.neck.bn(feat)
+        if self.bottleneck is None:
+            stored = feat if self.neck_feat == "before" else h
+            return {"feat": feat, "stored": stored, "logits": self.neck.classifier(h), "metric": feat}
+        mu, logvar = self.bottleneck(h)
+        z = self.bottleneck.sample(mu, logvar)
+        stored = z if self.bottleneck.stored == "sample" else mu
+        return {"feat": feat, "stored": stored, "logits": self.neck.classifier(z), "metric": stored,
+                "kl": self.bottleneck.kl(mu, logvar).mean()}
+
+    # ----------------------------------------------------------------- training
+    def _optimizers(self) -> list:
+        """E's optimizer, then the defence's (Lightning returns a lone optimizer unwrapped)."""
+        optimizers = self.optimizers()
+        return list(optimizers) if isinstance(optimizers, (list, tuple)) else [optimizers]
+
+    def _record(self, name: str, value: torch.Tensor, prog_bar: bool = False) -> None:
+        self.log(f"train/{name}", value, prog_bar=prog_bar)
+        self.history.add(name, float(value.detach()))
+
+    def _check_finite(self, name: str, value: torch.Tensor) -> None:
+        """Stop on a NaN / inf loss (all ranks together under DDP) before it reaches a weight."""
+        bad = (~torch.isfinite(value.detach())).any().float()
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce(bad, reduce_op="max")
+        if bool(bad > 0):
+            raise TrainingDivergedError(
+                f"model=privacy_gan: loss {name} is {value.detach().float().item()} at global step "
+                f"{self.trainer.global_step} (epoch {self.current_epoch}, phase {self.phase}, "
+                f"{self.counters['r_batches']} adversary batches). Training stopped; checkpoints/last.ckpt holds the "
+                "last finished epoch. Lower the learning rates (model.optimizer.lr, model.g_optimizer.lr / "
+                "model.d_optimizer.lr, model.pool.optimizer.lr), raise model.r1_gamma, or resume with ckpt_path=...")
+
+    def _optimize(self, optimizer, name: str, compute_loss: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """One step of ``optimizer`` on ``compute_loss()``, run with only its own parameters requiring grad
+        (the other modules' weights take no gradient and no DDP traffic)."""
+        self.toggle_optimizer(optimizer)
+        try:
+            loss = compute_loss()
+            self._check_finite(name, loss)
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            optimizer.step()
+        finally:
+            self.untoggle_optimizer(optimizer)
+        return loss
+
+    def _reid_loss(self, out: Dict[str, torch.Tensor], pids: torch.Tensor) -> torch.Tensor:
+        inputs = {"logits": out["logits"], "features": out["metric"]}
+        total = out["feat"].new_zeros(())
+        for name, fn in self.loss_fns.items():
+            value = fn(inputs[fn.input_kind], pids)
+            self._record(f"loss_{name}", value)
+            total = total + self.loss_weights[name] * value
+        self.log("train/acc", (out["logits"].argmax(1) == pids).float().mean(), prog_bar=True)
+        if "kl" in out:
+            self._record("kl", out["kl"])
+            total = total + self.beta * out["kl"]
+        return total
+
+    @torch.no_grad()
+    def _update_mean_image(self, real: torch.Tensor) -> None:
+        n, seen = real.shape[0], int(self.images_seen)
+        self.mean_image.add_((real.mean(0, keepdim=True) - self.mean_image) * (n / (seen + n)))
+        self.images_seen += n
+
+    def _adversary_step(self, stored: torch.Tensor, real: torch.Tensor) -> None:
+        self.counters["r_batches"] += 1
+        out = self.defence.adversary_step(stored.detach(), real)
+        recon = out.pop("recon", None)
+        for name, value in out.items():
+            self._check_finite(name, value)
+            self._record(name, value)
+        if recon is not None:
+            self._record("recon_ssim", _ssim(recon, real), prog_bar=True)
+
+    def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> None:
+        optimizers = self._optimizers()
+        self.defence.bind(optimizers[1:], self._optimize)
+        images, pids = batch["image"], batch["pid"]
+        real = to_unit_images(images, self.input_mean, self.input_std, self.image_size)
+        self._update_mean_image(real)
+        if self.phase == "reversal":
+            with torch.no_grad():
+                out = self._forward_extractor(images)
+            self._adversary_step(out["stored"], real)
+            return
+        out = self._forward_extractor(images)
+        joint = self.phase == "joint"
+        if joint:
+            self._adversary_step(out["stored"], real)
+
+        def e_loss() -> torch.Tensor:
+            total = self._reid_loss(out, pids)
+            if joint and self.privacy_weight > 0:
+                privacy, extra = self.defence.privacy_loss(out["stored"], real, pids, self.mean_image)
+                self._check_finite("privacy", privacy)
+                self._record("loss_privacy", privacy)
+                for name, value in extra.items():
+                    self.log(f"train/{name}", value)
+                total = total + self.privacy_weight * privacy
+            return total
+
+        loss = self._optimize(optimizers[0], "extractor", e_loss)
+        self.counters["e_steps"] += 1
+        self._record("loss", loss.detach(), prog_bar=True)
+
+    def on_train_epoch_end(self) -> None:
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:  # E's schedule follows the epoch, also while E is frozen
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*before.*optimizer.step")
+                scheduler.step()
+        for name, value in self._all_counters().items():
+            self.log(f"train/{name}", float(value))
+        self.history.close(f"{PHASES.index(self.phase) + 1} {self.phase}", self.current_epoch)  # panels in order
+        if self.trainer.world_size > 1:
+            self._check_ranks_in_step()
+
+    def _check_ranks_in_step(self) -> None:
+        """Every rank must have taken the same steps (the lazy-update clocks are per batch)."""
+        counters = self._all_counters()
+        keys = sorted(counters)
+        mine = torch.tensor([counters[k] for k in keys], dtype=torch.float64, device=self.device)
+        gathered = self.all_gather(mine).reshape(-1, len(keys))
+        if not bool((gathered == gathered[0]).all()):
+            raise RuntimeError(f"privacy_gan: ranks out of step, counters {keys} per rank: {gathered.tolist()}")
+
+    # ----------------------------------------------------------------- pictures
+    def on_train_end(self) -> None:
+        if not self.trainer.is_global_zero or self.trainer.fast_dev_run:
+            return
+        from ppreid.callbacks.privacy_pictures import save_own_reconstructions
+
+        path = Path(self.trainer.default_root_dir) / "own_reconstructions.png"
+        save_own_reconstructions(self, self.trainer.datamodule, path)
+
+
+def _ssim(recon: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    from ppreid.metrics.privacy import ssim
+
+    with torch.no_grad():
+        return ssim(recon.detach(), real, check_range=False).mean()

@@ -1,0 +1,356 @@
+"""Build a results table from finished runs (their ``results.json`` files only).
+
+    python experiments/tables.py logs/train/multiruns/2026-11-23_10-00-00
+    python experiments/tables.py logs/train/runs/* --metrics R1 R5 mAP --format csv --out table.csv
+    python experiments/tables.py logs/ --label model loss epochs --targets night_cctv station_indoor
+    python experiments/tables.py logs/ --include-debug --show-hash
+    python experiments/tables.py logs/audits --baseline logs/audits/unprotected --mean-only   # privacy audits
+
+Every folder given is searched recursively for ``results.json``. Runs are grouped by
+``identity.config_hash`` alone (same resolved config, only the seed differs), so runs of different
+configs are never pooled. A cell is the mean over the group's runs (seeds), with the sample standard
+deviation when there are several, in percent; ``mean/<metric>`` is, per run, the mean over the
+table's targets, then mean ± std over the runs. The label columns (``--label``) come from the
+identity block (or the top level of results.json); when two configs share labels a ``config``
+column with the short hash tells them apart. Debug, evaluation-only (``train=false``) and partial
+(``limit_*_batches``) runs are left out unless their ``--include-*`` flag is given, and files
+without an identity block (older run writer) are left out with a warning.
+
+Privacy audits (``model=attack`` runs, whose results.json has a ``privacy`` section) are grouped by
+``audit.group_hash`` (the audited model's config and the attack config, not the checkpoint path, so
+the audits of one config's seeds pool) and labelled by the audited model (``extractor.<key>`` labels
+read ``audit.extractor``). Their columns add, per target, ``<kind>:<attacker>`` with kind ``SSIM``,
+``PSNR``, ``null`` (the SSIM of the attacker's null, trained on shuffled features), ``gain`` (SSIM above
+the null), ``leak`` / ``leakref`` (leakage rank-1 through the audited / the reference model, %) and
+``nleak`` (normalized leakage, %: 0 = chance, 100 = as identifiable as the real images), for an attacker,
+``strongest`` (the largest gain in that run) or, for SSIM / PSNR, ``mean_image`` (the control). Run-level
+columns: ``gain`` and ``nleak`` (the strongest attacker's gain, the most-leaking attacker's normalized
+leakage; ``gain_in`` / ``nleak_in`` the same in-domain), ``probe_nuis`` / ``probe_soft`` (the linear
+attribute probes' mean balanced-accuracy gain over chance, in points, for nuisance / soft-biometric
+attributes), ``chance``, ``URR`` (mAP / SSIM of the strongest attacker) and, with ``--baseline RUN_DIR``
+(the audits of the unprotected model), ``nURR`` = (mAP / mAP_base) / (SSIM / SSIM_base), the
+baseline's values being its means over its runs.
+
+Published figures (``--published FILE``, e.g. ``experiments/published/dppp.yaml``) are added below our
+rows, never pooled with them: each published row fills the label columns it names, its figures
+(``<target>/<metric>`` in percent; ``n/a`` where the file says null, i.e. not published or not available
+to us) and a last ``source`` column naming the paper and table (``ours`` for our rows).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+
+from ppreid.reports.published import load_published, published_rows  # noqa: E402,F401  (re-exported)
+from ppreid.reports.run_results import (METRICS, PRIVACY_KINDS, PRIVACY_SCALARS, Run, TableInputError,  # noqa: E402,F401
+                         FLAG_DEFAULTS, _decimals, _flag, _fmt_value, _kinds, _warn_stderr, check_metrics, find_results,
+                         group_key, is_audit, kind_cell, load_result, mean_std, select_runs)
+
+DEFAULT_METRICS = ("R1", "mAP")
+DEFAULT_LABEL = ("model", "backbone", "data", "experiment")
+SHORT_HASH = 8
+PRIVACY_LABEL = ("extractor.model", "extractor.experiment")
+
+
+def _cell(values: Optional[List[float]], decimals: int = 1) -> str:
+    if not values:
+        return "-"
+    mu, sd = mean_std(values)
+    return f"{mu:.{decimals}f}" if sd is None else f"{mu:.{decimals}f} ± {sd:.{decimals}f}"
+
+
+def _label_value(run: Run, key: str) -> str:
+    ident = run.result["identity"]
+    if key.startswith("extractor.") and key not in ident:
+        if not is_audit(run):  # a training run is its own extractor
+            return _label_value(run, key[len("extractor."):])
+        return _fmt_value(((run.result.get("audit") or {}).get("extractor") or {}).get(key[len("extractor."):]))
+    return _fmt_value(ident[key] if key in ident else run.result.get(key))
+
+
+def _label_keys(runs: Sequence[Run]) -> set:
+    keys = {k for r in runs for k in r.result["identity"]} | {k for r in runs for k in r.result}
+    return keys | {f"extractor.{k}" for r in runs if is_audit(r) for k in r.result["audit"].get("extractor") or {}}
+
+
+def _check_group(runs: List[Run]) -> None:
+    """Runs sharing a config_hash must share their identity and kind; otherwise the hash is wrong."""
+    first = runs[0]
+    skip = {"config_hash"} if is_audit(first) else set()  # audits of different checkpoints hash apart
+    for run in runs[1:]:
+        for prefix, a, b in [("identity.", {k: v for k, v in first.result["identity"].items() if k not in skip},
+                              {k: v for k, v in run.result["identity"].items() if k not in skip}),
+                             ("", {k: _flag(first, k) for k in FLAG_DEFAULTS},
+                              {k: _flag(run, k) for k in FLAG_DEFAULTS})]:
+            diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            if diff:
+                k = diff[0]
+                raise TableInputError(
+                    f"{first.path} and {run.path} share config_hash {group_key(first)} "
+                    f"but differ in {prefix}{k} ({a.get(k)!r} vs {b.get(k)!r}); the run writer's hash is "
+                    "wrong, tabulate these folders separately")
+
+
+def _privacy(run: Run, target: str) -> Optional[dict]:
+    p = (run.result.get("privacy") or {}).get(target)
+    return p if isinstance(p, dict) else None
+
+
+def _strongest_ssim(p: dict) -> Optional[float]:
+    row = (p.get("attackers") or {}).get(p.get("strongest")) or {}
+    return row.get("ssim")
+
+
+def _metric_value(run: Run, target: str, metric: str, baseline: Optional[Dict[str, Tuple[float, float]]] = None
+                  ) -> Optional[float]:
+    if metric in METRICS:
+        v = run.result["test"].get(target, {}).get(metric)
+        return None if v is None else float(v) * 100
+    p = _privacy(run, target)
+    if p is None:
+        return None
+    if metric == "nURR":
+        m_ap, ssim = run.result["test"].get(target, {}).get("mAP"), _strongest_ssim(p)
+        if baseline is None or target not in baseline or m_ap is None or not ssim:
+            return None
+        base_map, base_ssim = baseline[target]
+        return (float(m_ap) / base_map) / (float(ssim) / base_ssim)
+    if metric in PRIVACY_SCALARS:
+        path, scale, _ = PRIVACY_SCALARS[metric]
+        v = p
+        for key in path.split("."):
+            v = v.get(key) if isinstance(v, dict) else None
+        return None if v is None else float(v) * scale
+    kind, _, who = metric.partition(":")
+    key, scale, _ = PRIVACY_KINDS[kind]
+    if who == "mean_image":
+        v = p.get(f"mean_image_{key}")
+    else:
+        v = ((p.get("attackers") or {}).get(p.get("strongest") if who == "strongest" else who) or {}).get(key)
+    return None if v is None else float(v) * scale
+
+
+def privacy_baseline(runs: Sequence[Run]) -> Dict[str, Tuple[float, float]]:
+    """target -> (mean mAP, mean SSIM of the strongest attacker) over the baseline's audit runs (one config)."""
+    audits = [r for r in runs if is_audit(r)]
+    if not audits:
+        raise TableInputError("--baseline: no privacy audit (model=attack results.json) found there; give the "
+                              "folder of the unprotected model's audits")
+    keys = {group_key(r) for r in audits}
+    if len(keys) > 1:
+        raise TableInputError(f"--baseline holds the audits of {len(keys)} configs; give a folder with the audits "
+                              "of one config (the unprotected model, its seeds)")
+    out = {}
+    for target in sorted({t for r in audits for t in r.result["privacy"]}):
+        pairs = [(r.result["test"].get(target, {}).get("mAP"), _strongest_ssim(_privacy(r, target) or {}))
+                 for r in audits]
+        pairs = [(float(m), float(s)) for m, s in pairs if m is not None and s]
+        if pairs:
+            out[target] = (sum(m for m, _ in pairs) / len(pairs), sum(s for _, s in pairs) / len(pairs))
+    return out
+
+
+def default_metrics(runs: Sequence[Run], baseline: bool = False) -> List[str]:
+    """R1 and mAP; for audits also SSIM and its gain over the null per attacker, the mean-image control,
+    the strongest gain and the normalized leakage (cross-domain and in-domain), the probes' gains, URR
+    (and nURR with a baseline)."""
+    metrics = list(DEFAULT_METRICS)
+    audits = [r for r in runs if is_audit(r)]
+    if not audits:
+        return metrics
+    attackers = list(dict.fromkeys(a for r in audits for p in r.result["privacy"].values() if isinstance(p, dict)
+                                   for a in p.get("attackers") or {}))
+    metrics += [f"{k}:{a}" for a in attackers for k in ("SSIM", "gain")]
+    metrics += ["SSIM:mean_image", "gain", "gain_in", "nleak", "nleak_in", "probe_nuis", "probe_soft", "URR"]
+    return metrics + (["nURR"] if baseline else [])
+
+
+def build_table(runs: Sequence[Run], metrics: Sequence[str] = DEFAULT_METRICS,
+                label: Sequence[str] = DEFAULT_LABEL, targets: Optional[Sequence[str]] = None,
+                show_hash: bool = False,
+                warn: Callable[[str], None] = _warn_stderr,
+                baseline: Optional[Dict[str, Tuple[float, float]]] = None,
+                mean_only: bool = False) -> Tuple[List[str], List[List[str]]]:
+    """Header and rows: one row per ``identity.config_hash``, cells "mean ± std" in %.
+
+    Columns: ``label`` values, ``config`` (short hash; when labels collide or ``show_hash``),
+    ``kind`` (only when debug / eval-only / partial runs are in), ``runs``, ``seeds``, one column per
+    (target, metric), then ``mean/<metric>``. A cell is "-" unless every run of the group has the value.
+    ``runs`` must carry an identity block (see ``select_runs``). Audits are grouped by ``group_key``;
+    privacy metrics (``check_metrics``) read their ``privacy`` section, ``nURR`` needs ``baseline``
+    (``privacy_baseline``); ``mean_only`` keeps only the ``mean/<metric>`` columns.
+    """
+    check_metrics(metrics)
+    metrics = list(dict.fromkeys(metrics))
+    if not runs:
+        raise TableInputError("no runs to tabulate")
+    known = _label_keys(runs)
+    for key in label:
+        if key not in known:
+            ident_keys = sorted({k for r in runs for k in r.result["identity"]})
+            raise TableInputError(f"unknown label key {key!r}; identity keys: {', '.join(ident_keys)} "
+                                  "(or any top-level key of results.json)")
+    present = sorted({t for r in runs for t in r.result["test"]})
+    if targets is None:
+        shown = present
+    else:
+        missing = [t for t in targets if t not in present]
+        if missing:
+            raise TableInputError(f"unknown target {missing[0]!r}; the runs have: {', '.join(present) or 'none'}")
+        shown = list(dict.fromkeys(targets))
+
+    groups: Dict[str, List[Run]] = {}
+    for run in runs:
+        groups.setdefault(group_key(run), []).append(run)
+    for group in groups.values():
+        _check_group(group)
+    labels = {h: tuple(_label_value(g[0], k) for k in label) for h, g in groups.items()}
+    collide = len(set(labels.values())) < len(labels)
+    with_hash = show_hash or collide
+    short = SHORT_HASH
+    while len({h[:short] for h in groups}) < len(groups):
+        short += 1
+    with_kind = any(_kinds(r) for r in runs) or len({is_audit(r) for r in runs}) > 1
+
+    header = list(label) + (["config"] if with_hash else []) + (["kind"] if with_kind else []) + ["runs", "seeds"]
+    per_target = [] if mean_only else shown
+    header += [f"{t}/{m}" for t in per_target for m in metrics] + [f"mean/{m}" for m in metrics]
+    rows = []
+    for h in sorted(groups, key=lambda h: (labels[h], h)):
+        group = groups[h]
+        seeds = [r.result.get("seed") for r in group]
+        for s in dict.fromkeys(s for s in seeds if seeds.count(s) > 1):
+            paths = ", ".join(str(r.path) for r in group if r.result.get("seed") == s)
+            warn(f"warning: config {h[:short]} has {seeds.count(s)} runs with seed {s} "
+                 f"(repeated run?); all are kept: {paths}")
+        row = list(labels[h]) + ([h[:short]] if with_hash else [])
+        row += ([kind_cell(group[0])] if with_kind else [])
+        row += [str(len(group)), ",".join("?" if s is None else str(s) for s in sorted(seeds, key=_seed_key))]
+        for t in per_target:
+            for m in metrics:
+                vals = [_metric_value(r, t, m, baseline) for r in group]
+                row.append(_cell(None if None in vals else vals, _decimals(m)))
+        for m in metrics:
+            per_run = []
+            for r in group:
+                vals = [_metric_value(r, t, m, baseline) for t in shown]
+                per_run.append(None if not vals or None in vals else sum(vals) / len(vals))
+            row.append(_cell(None if None in per_run else per_run, _decimals(m)))
+        rows.append(row)
+    return header, rows
+
+
+def _seed_key(seed) -> Tuple[bool, float, str]:
+    """Numbers in numeric order, then anything else (a missing seed) by its text."""
+    number = isinstance(seed, (int, float)) and not isinstance(seed, bool)
+    return (not number, seed if number else 0.0, str(seed))
+
+
+def units_note(metrics: Sequence[str]) -> str:
+    """One line saying what the table's numbers are (which are %, which are not)."""
+    percent = [m for m in metrics if m in METRICS or m == "chance" or m.partition(":")[0] in ("leak", "leakref")]
+    other = {"SSIM": "SSIM in [0, 1]", "PSNR": "PSNR in dB", "URR": "URR a ratio", "nURR": "nURR a ratio"}
+    parts = [f"{', '.join(percent)} in %"] if percent else []
+    parts += list(dict.fromkeys(other[m.partition(":")[0]] for m in metrics if m.partition(":")[0] in other))
+    return ("Numbers: " + "; ".join(parts) + ". A cell is the mean ± sample std over the row's runs (seeds); "
+            "mean/<metric>: per run the mean over the targets shown.")
+
+
+def render(header: Sequence[str], rows: Sequence[Sequence[str]], fmt: str = "markdown") -> str:
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+        return buf.getvalue()
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temp file in the same folder + ``os.replace``: a reader never sees half a table."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 allow_abbrev=False)
+    ap.add_argument("paths", nargs="+", help="run folders (searched recursively) or results.json files")
+    ap.add_argument("--metrics", nargs="+", help=f"any of {' '.join(METRICS)}; for privacy audits also "
+                    f"{', '.join(PRIVACY_SCALARS)} and <kind>:<attacker> with kind {', '.join(PRIVACY_KINDS)} "
+                    "(default: R1 mAP, plus the privacy columns when the runs are audits)")
+    ap.add_argument("--label", nargs="+", help="label columns: identity keys (or top-level results.json keys, or "
+                    "extractor.<key> for audits); default: model backbone data experiment, for audits "
+                    "extractor.model extractor.experiment")
+    ap.add_argument("--targets", nargs="+", help="targets to show, in this order (default: all, sorted)")
+    ap.add_argument("--show-hash", action="store_true", help="always add the config (short hash) column")
+    ap.add_argument("--include-debug", action="store_true", help="include debug runs (debug=..., fast_dev_run)")
+    ap.add_argument("--include-eval-only", action="store_true", help="include evaluation-only runs (train=false)")
+    ap.add_argument("--include-partial", action="store_true", help="include runs evaluated on part of a target")
+    ap.add_argument("--baseline", metavar="RUN_DIR",
+                    help="audits of the unprotected model (one config, any seeds): adds nURR")
+    ap.add_argument("--mean-only", action="store_true", help="only the mean-over-targets columns")
+    ap.add_argument("--published", metavar="FILE",
+                    help="published figures (YAML, e.g. experiments/published/dppp.yaml) shown below our rows, "
+                    "labelled by their source")
+    ap.add_argument("--format", choices=["markdown", "csv"], default="markdown")
+    ap.add_argument("--out", help="also write the table to this file")
+    ap.add_argument("--group", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    try:
+        if args.group is not None:
+            raise TableInputError("--group was removed: runs are grouped by identity.config_hash; "
+                                  "use --label to choose the label columns")
+        check_metrics(args.metrics or [])
+        published = load_published(Path(args.published)) if args.published else None
+        runs = [load_result(p) for p in find_results(args.paths)]
+        kept = select_runs(runs, args.include_debug, args.include_eval_only, args.include_partial)
+        baseline = None
+        if args.baseline:
+            base_runs = [load_result(p) for p in find_results([args.baseline])]
+            baseline = privacy_baseline(select_runs(base_runs, args.include_debug, args.include_eval_only,
+                                                    args.include_partial))
+        metrics = args.metrics or default_metrics(kept, baseline is not None)
+        label = args.label or (list(PRIVACY_LABEL) if any(is_audit(r) for r in kept) else list(DEFAULT_LABEL))
+        header, rows = build_table(kept, metrics, label, args.targets, args.show_hash, baseline=baseline,
+                                   mean_only=args.mean_only)
+        if published is not None:
+            rows = [r + ["ours"] for r in rows] + [r + [p["source"]] for r, p in
+                                                    zip(published_rows(published, header, label), published)]
+            header = header + ["source"]
+        text = render(header, rows, fmt=args.format)
+        if args.format == "markdown":
+            text += "\n" + units_note(metrics) + "\n"
+        else:
+            _warn_stderr(units_note(metrics))
+        if args.out:
+            write_atomic(Path(args.out), text)
+    except TableInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: cannot write {args.out}: {err}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Generator ``procedural``: draws a pedestrian from its attribute record, offline, in milliseconds.
+
+It renders the same records the diffusion prompts are built from, so the whole stage-1 pipeline
+(schema -> writer -> GenePerson -> training) runs on a laptop with no model weights.
+
+What comes from where (all numpy ``default_rng`` streams of derived seeds):
+- identity seed: exact colours and proportions (:func:`make_look`), so identities sharing every
+  attribute word still differ;
+- camera seed: the camera's scene layout and palette, side light, lamp pool, exact camera look
+  (colour cast, blur, noise, contrast, gamma, JPEG quality, resolution);
+- image seed: pose (stride, arm swing), bounding-box jitter (scale, shift), scene window,
+  weather particles, a passer-by behind or an occluder in front, per-image exposure and noise.
+The result depends only on the request, never on the batch or the process.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ppreid.synth.attributes import _to_plain, derive_seed
+from ppreid.synth.generators.base import ImageGenerator, ImageRequest
+from ppreid.synth.render.draw import Draw
+from ppreid.synth.render.look import apply_camera, apply_weather, light_map, noise_bank, vignette_map
+from ppreid.synth.render.appearance import PersonLook, look_words, make_look, random_words, sample_pose
+from ppreid.synth.render.person import PersonPainter
+from ppreid.synth.render.scene import draw_scene
+from ppreid.synth.render.tables import RenderTables
+from ppreid.utils.errors import ConfigValueError
+
+LOOK_STREAM, CAMERA_STREAM, IMAGE_STREAM = 3, 4, 5
+NEUTRAL_LOOK = {"cast_r": 1.0, "cast_g": 1.0, "cast_b": 1.0, "blur": 0.0, "noise": 0.0, "contrast": 1.0,
+                "saturation": 1.0, "gamma": 1.0, "jpeg": 95.0, "downscale": 1.0, "vignette": 0.0, "exposure": 1.0}
+
+
+class _LRU(OrderedDict):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def get_or(self, key, make):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = self[key] = make()
+        if len(self) > self.size:
+            self.popitem(last=False)
+        return value
+
+
+class ProceduralGenerator(ImageGenerator):
+    """Offline renderer of attribute records (``generator=procedural``).
+
+    Args:
+        render: render tables (shape of ``conf/synth/render.yaml``; that file when None).
+        supersample: the person is drawn at this multiple of the output size, then box-filtered
+            (anti-aliasing).
+        person_height: [lo, hi] person height as a fraction of the image height (bbox scale jitter).
+        shift_x / shift_y: max horizontal / vertical bbox shift, fraction of width / height.
+        distractor_prob: chance of a passer-by partly visible behind the person.
+        occluder_prob: chance of an object in front of the person's legs.
+        cache_size: cameras and identities kept in memory (scenes are drawn once per camera).
+        num_workers: 0 renders in this process; n > 0 spreads each batch over n worker processes
+            (spawned, each with its own renderer; output is identical, only faster on n cores).
+        scene_contrast: background contrast about its mean colour (1 = as drawn; lower makes the
+            person stand out more).
+        look_strength: scales every camera-look parameter's distance from neutral (cast, blur,
+            noise, contrast, gamma, JPEG, resolution, vignette); 0 = an ideal camera.
+        light_strength: scales illumination and time-of-day brightness/colour away from neutral, and
+            the side light and lamp pools on the scene.
+    """
+
+    name = "procedural"
+    model_id = "procedural-v1"  # bump when the drawing changes (GenePerson-mini is then rewritten)
+
+    def __init__(self, render: Optional[Mapping[str, Any]] = None, supersample: int = 2,
+                 person_height: Sequence[float] = (0.8, 0.97), shift_x: float = 0.07, shift_y: float = 0.03,
+                 distractor_prob: float = 0.2, occluder_prob: float = 0.1, cache_size: int = 256,
+                 num_workers: int = 0, scene_contrast: float = 1.0, look_strength: float = 1.0,
+                 light_strength: float = 1.0) -> None:
+        self._options = dict(render=render, supersample=supersample, person_height=_to_plain(person_height),
+                             shift_x=shift_x, shift_y=shift_y, distractor_prob=distractor_prob,
+                             occluder_prob=occluder_prob, cache_size=cache_size, scene_contrast=scene_contrast,
+                             look_strength=look_strength, light_strength=light_strength)
+        self.tables = RenderTables.from_config(render)
+        person_height = tuple(float(v) for v in (_to_plain(person_height) or ()))
+        if int(supersample) < 1:
+            raise ConfigValueError(f"generator.supersample={supersample} must be an integer >= 1.")
+        if len(person_height) != 2 or not 0.2 <= person_height[0] <= person_height[1] <= 1.2:
+            raise ConfigValueError(f"generator.person_height={list(person_height)} must be [lo, hi] with "
+                                   "0.2 <= lo <= hi <= 1.2 (fraction of the image height).")
+        for name, v in (("distractor_prob", distractor_prob), ("occluder_prob", occluder_prob),
+                        ("shift_x", shift_x), ("shift_y", shift_y)):
+            if not 0.0 <= float(v) <= 1.0:
+                raise ConfigValueError(f"generator.{name}={v} must be in [0, 1].")
+        for name, v in (("scene_contrast", scene_contrast), ("look_strength", look_strength),
+                        ("light_strength", light_strength)):
+            if not 0.0 <= float(v) <= 3.0:
+                raise ConfigValueError(f"generator.{name}={v} must be in [0, 3] (1 = the render tables as written).")
+        self.scene_contrast, self.look_strength = float(scene_contrast), float(look_strength)
+        self.light_strength = float(light_strength)
+        self.supersample = int(supersample)
+        self.person_height = person_height
+        self.shift_x, self.shift_y = float(shift_x), float(shift_y)
+        self.distractor_prob, self.occluder_prob = float(distractor_prob), float(occluder_prob)
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ConfigValueError(f"generator.num_workers={num_workers!r} must be an integer >= 0.")
+        self.num_workers = num_workers
+        self._pool = None
+        self._cameras = _LRU(int(cache_size))
+        self._looks = _LRU(int(cache_size))
+
+    def generate(self, requests: List[ImageRequest]) -> List[Image.Image]:
+        if self.num_workers == 0 or len(requests) < 2:
+            return [self.render(r) for r in requests]
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(self.num_workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_init_worker, initargs=(self._options,))
+        chunk = max(1, len(requests) // (4 * self.num_workers))
+        return list(self._pool.map(_render_in_worker, requests, chunksize=chunk))
+
+    def close(self) -> None:
+        """Stop the worker processes (if any)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __getstate__(self):
+        raise TypeError("ProceduralGenerator is not picklable; workers build their own from the options.")
+
+    # ---- cached per camera / identity -----------------------------------------------------------
+    def _camera(self, req: ImageRequest) -> Dict[str, Any]:
+        a = req.attributes
+        key = (req.camera_seed, a["background"], a["illumination"], a["camera"], req.height, req.width)
+
+        def make():
+            rng = np.random.default_rng(derive_seed(req.camera_seed, CAMERA_STREAM))
+            illum = self.tables.entry("illumination", a["illumination"])
+            scene, _ = draw_scene(self.tables.entry("backgrounds", a["background"]), rng, req.height, req.width)
+            k = self.light_strength
+            light = light_map(rng, scene.shape[0], scene.shape[1], float(illum.get("directional", 0.0)) * k,
+                              float(illum.get("pool", 0.0)) * k)
+            params = self.tables.camera_params(a["camera"], rng)
+            params = {k: NEUTRAL_LOOK.get(k, v) + (v - NEUTRAL_LOOK.get(k, v)) * self.look_strength
+                      for k, v in params.items()}
+            if self.scene_contrast != 1.0:
+                mean = scene.mean(axis=(0, 1), keepdims=True)
+                scene = mean + (scene - mean) * self.scene_contrast
+            return {"scene": scene * light, "light_side": 1.0 if rng.random() < 0.5 else -1.0,
+                    "params": params, "illumination": illum, "noise": noise_bank(rng, req.height, req.width),
+                    "vignette": vignette_map(req.height, req.width, params.get("vignette", 0.0))}
+        return self._cameras.get_or(key, make)
+
+    def _look(self, req: ImageRequest) -> PersonLook:
+        # keyed on the identity's appearance words only: every image of an identity (other camera,
+        # weather, viewpoint) reuses its look
+        key = (req.identity_seed, tuple(look_words(req.attributes).items()))
+        return self._looks.get_or(key, lambda: make_look(
+            req.attributes, self.tables, np.random.default_rng(derive_seed(req.identity_seed, LOOK_STREAM))))
+
+    # ---- one image ------------------------------------------------------------------------------
+    def render(self, req: ImageRequest) -> Image.Image:
+        """One RGB image of size ``(req.width, req.height)`` for ``req`` (deterministic)."""
+        H, W, ss = int(req.height), int(req.width), self.supersample
+        if H < 16 or W < 8:
+            raise ConfigValueError(f"image size {H}x{W} is too small for the procedural renderer (min 16x8).")
+        a = req.attributes
+        cam = self._camera(req)
+        look = self._look(req)
+        time = self.tables.entry("time_of_day", a["time_of_day"])
+        weather = self.tables.entry("weather", a["weather"]) or {}
+        rng = np.random.default_rng(derive_seed(req.seed, IMAGE_STREAM))
+
+        scene = cam["scene"]
+        ox = int(rng.integers(0, scene.shape[1] - W + 1))
+        bg = scene[:, ox:ox + W].copy()
+
+        P = H * rng.uniform(*self.person_height)
+        top = (H - P) * rng.uniform(0.25, 0.75) + H * rng.uniform(-self.shift_y, self.shift_y)
+        cx = W * (0.5 + rng.uniform(-self.shift_x, self.shift_x))
+        self._shadow(bg, cx, top + P, P, float(cam["illumination"].get("shadow", 0.3)), cam["light_side"])
+
+        layer = Image.new("RGBA", (W * ss, H * ss), (0, 0, 0, 0))
+        if rng.random() < self.distractor_prob:
+            self._passer_by(layer, rng, cx * ss, top * ss, P * ss, W * ss)
+        PersonPainter(layer, look, sample_pose(a["viewpoint"], rng), cx * ss, top * ss, P * ss).paint()
+        if rng.random() < self.occluder_prob:
+            self._occluder(layer, rng, W * ss, H * ss, top * ss, P * ss)
+        if ss > 1:
+            layer = layer.reduce(ss)
+        arr = np.asarray(layer, np.float32) / 255.0
+        alpha = arr[..., 3:]
+        person = arr[..., :3] * self._body_shading(H, W, cx, top, P, cam)
+        img = bg * (1 - alpha) + person * alpha
+
+        illum, k = cam["illumination"], self.light_strength
+        gains = np.asarray(illum.get("gains", (1, 1, 1)), np.float32) * np.asarray(time.get("gains", (1, 1, 1)), np.float32)
+        brightness = float(illum.get("brightness", 1.0)) * float(time.get("brightness", 1.0))
+        img = img * (1 + (gains - 1) * k) * (1 + (brightness - 1) * k)
+        img = apply_weather(img, weather, rng)
+        return Image.fromarray(apply_camera(img, cam["params"], rng, cam["noise"], cam["vignette"]), mode="RGB")
+
+    def _body_shading(self, H: int, W: int, cx: float, top: float, P: float, cam: Dict[str, Any]) -> np.ndarray:
+        """Round-body shading ``(H, W, 1)``: darker at the silhouette's sides, lit from the camera's side."""
+        x = (np.arange(W, dtype=np.float32)[None, :] - cx) / max(1.0, 0.14 * P)
+        y = (np.arange(H, dtype=np.float32)[:, None] - top) / max(1.0, P)
+        directional = float(cam["illumination"].get("directional", 0.0))
+        s = 1.0 - 0.16 * np.clip(x, -1.5, 1.5) ** 2 + 0.22 * directional * cam["light_side"] * np.clip(x, -1.2, 1.2)
+        s = s + 0.06 * (0.5 - np.clip(y, 0, 1))
+        return np.clip(s, 0.45, 1.4)[..., None]
+
+    @staticmethod
+    def _shadow(bg: np.ndarray, cx: float, feet_y: float, P: float, strength: float, side: float) -> None:
+        H, W, _ = bg.shape
+        sx, sy, mx = 0.16 * P, 0.025 * P, cx - side * 0.06 * P
+        y0, y1 = max(0, int(feet_y - 3 * sy)), min(H, int(feet_y + 3 * sy) + 1)
+        x0, x1 = max(0, int(mx - 3 * sx)), min(W, int(mx + 3 * sx) + 1)
+        if strength <= 0 or y0 >= y1 or x0 >= x1:
+            return
+        x = (np.arange(x0, x1, dtype=np.float32)[None, :] - mx) / sx
+        y = (np.arange(y0, y1, dtype=np.float32)[:, None] - feet_y) / sy
+        bg[y0:y1, x0:x1] *= (1 - 0.6 * strength * np.exp(-(x ** 2 + y ** 2)))[..., None]
+
+    def _passer_by(self, layer: Image.Image, rng: np.random.Generator, cx: float, top: float, P: float, Wss: int) -> None:
+        words = random_words(self.tables, rng)
+        look = make_look(words, self.tables, rng)
+        view = ("front", "back", "left", "right")[int(rng.integers(4))]
+        P2 = P * rng.uniform(0.7, 0.95)
+        cx2 = cx + (1 if rng.random() < 0.5 else -1) * Wss * rng.uniform(0.42, 0.7)
+        top2 = top + (P - P2) * rng.uniform(0.1, 0.5)
+        PersonPainter(layer, look, sample_pose(view, rng), cx2, top2, P2, shade=0.85).paint()
+
+    @staticmethod
+    def _occluder(layer: Image.Image, rng: np.random.Generator, W: int, H: int, top: float, P: float) -> None:
+        d = Draw(layer)
+        grey = int(rng.integers(40, 200))
+        colour = (grey, int(grey * rng.uniform(0.8, 1.2)) % 256, int(grey * rng.uniform(0.8, 1.2)) % 256, 255)
+        y = top + P * rng.uniform(0.68, 0.85)
+        kind = int(rng.integers(3))
+        if kind == 0:  # railing
+            d.rectangle([0, y, W, y + P * 0.02], fill=colour)
+            for x in np.arange(rng.uniform(0, W * 0.2), W, W * rng.uniform(0.18, 0.3)):
+                d.rectangle([x, y, x + max(1, W * 0.03), H], fill=colour)
+        elif kind == 1:  # bin / bollard
+            x = W * rng.uniform(0.05, 0.7)
+            d.rounded_rectangle([x, y, x + W * rng.uniform(0.2, 0.35), H], radius=W * 0.03, fill=colour)
+        else:  # bush
+            x = W * rng.uniform(-0.2, 0.5)
+            d.ellipse([x, y, x + W * rng.uniform(0.5, 0.8), H + P * 0.2], fill=(40, int(rng.integers(90, 140)), 50, 255))
+
+
+_WORKER: Optional[ProceduralGenerator] = None
+
+
+def _init_worker(options: Dict[str, Any]) -> None:
+    global _WORKER
+    _WORKER = ProceduralGenerator(**options)
+
+
+def _render_in_worker(request: ImageRequest) -> Image.Image:
+    return _WORKER.render(request)

@@ -1,0 +1,393 @@
+"""Writes a GenePerson set: resumable, atomic, sharded (docs/architecture.md, "GenePerson format").
+
+Layout under ``out_dir``::
+
+    bounding_box_train/PPPPP_cC_SSSSSS.jpg   (or query/ + bounding_box_test/ for a held-out set)
+    manifest.jsonl      one line per image, sorted by file
+    identities.jsonl    one line per identity, sorted by pid
+    dataset.json        the dataset card: counts, generator, config, seed, sha256 of manifest.jsonl
+    timing.json         generation time and speed of the runs that made the set (kept out of the card)
+    samples.jpg         contact sheet
+    .synth_config.json  fingerprint of the generation-relevant config (another config -> error)
+    .parts/             per-shard manifest parts, timing, done markers, locks
+
+Crash safety (``kill -9`` at any moment, then the same command again gives the same bytes):
+an image is written to ``.<name>.tmp`` in its folder, fsynced and renamed; only then is its
+manifest line appended (fsynced) to the shard's part. On restart, the shard drops its orphan temp
+files and a torn last line, skips images that have both file and line, and regenerates the rest
+(generation is deterministic, so a file without its line is rewritten byte for byte). The merge
+orders lines by file, so the merged manifest does not depend on sharding, batching or crashes.
+Every file but ``timing.json`` (its ``TIMING_KEYS``) is byte-identical between runs, killed ones included.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Tuple
+
+from PIL import Image
+
+from ppreid.utils.fileops import atomic_write_bytes, atomic_write_json, atomic_write_text, cut_torn_tail, file_lock
+from ppreid.synth.generators.base import ImageGenerator, ImageRequest
+from ppreid.synth.grid import contact_sheet, identity_caption, sample_columns
+from ppreid.synth.plan import SPLIT_DIRS, PlannedImage, SynthPlan
+from ppreid.utils.errors import ConfigValueError, DatasetLayoutError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+PARTS = ".parts"
+CONFIG_FILE = ".synth_config.json"
+MANIFEST = "manifest.jsonl"
+IDENTITIES = "identities.jsonl"
+DATASET = "dataset.json"
+TIMING = "timing.json"
+SAMPLES = "samples.jpg"
+TIMING_KEYS = ("generation_seconds", "images_per_second", "images_generated")
+RESEED_STRIDE = 1_000_003
+KILL_ENV = "PPREID_SYNTH_KILL_AFTER"  # test hook: SIGKILL self after this many image renames
+
+
+def ordered_json(obj: Any) -> str:
+    """Compact JSON in insertion order (a config's key order is its sampling order)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def fingerprint(config: Mapping[str, Any]) -> str:
+    """sha256 of the config, order-sensitive (reordering a vocabulary changes the draws)."""
+    return hashlib.sha256(ordered_json(config).encode("utf-8")).hexdigest()
+
+
+def _flatten(obj: Any, prefix: str = "") -> Dict[str, Any]:
+    if isinstance(obj, Mapping):
+        out: Dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def read_jsonl_lines(path: Path, repair: bool = False) -> Dict[str, str]:
+    """``{file: line}`` of a manifest (part); a torn last line (no newline) is ignored, or cut when ``repair``."""
+    if not path.is_file():
+        return {}
+    if repair:
+        cut_torn_tail(path)
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    out: Dict[str, str] = {}
+    for n, line in enumerate(data[:end].decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out[json.loads(line)["file"]] = line
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise DatasetLayoutError(f"{path} line {n} is not a manifest entry ({line[:80]!r}); delete that line "
+                                     "(its image will be regenerated) and run again.") from None
+    return out
+
+
+class GenePersonWriter:
+    """Generates the images of one shard of ``plan`` into ``out_dir`` and merges a finished set.
+
+    Args:
+        out_dir: the set's folder (created).
+        plan: what to make (identities, images, seeds, words, names).
+        generator: anything with ``generate(list[ImageRequest]) -> list[PIL.Image]``.
+        config: the generation-relevant configuration (JSON-able). Its fingerprint guards ``out_dir``
+            against mixing sets; it is also stored in dataset.json.
+        height / width: image size requested from the generator (and checked on its output).
+        batch_size: requests per ``generate`` call.
+        shard / num_shards: this process makes the identities of :meth:`SynthPlan.shard_pids`.
+        quality_filter: optional object with ``accept(images, requests) -> list[bool]``; a rejected image
+            is regenerated with seed ``seed + attempt * 1_000_003`` up to ``max_attempts`` generations
+            in all (the last attempt is kept); the manifest records the seed used.
+        jpeg_quality: quality of the saved JPEG files.
+        fsync: fsync each image before its rename (durability against power loss, not only crashes).
+        progress: show a tqdm bar with images/s.
+    """
+
+    def __init__(self, out_dir: Path, plan: SynthPlan, generator: ImageGenerator, config: Mapping[str, Any],
+                 height: int, width: int, batch_size: int = 8, shard: int = 0, num_shards: int = 1,
+                 quality_filter: Any = None, max_attempts: int = 1, jpeg_quality: int = 95, fsync: bool = True,
+                 progress: bool = True, samples_grid: Tuple[int, int] = (8, 4)) -> None:
+        check_shard_values(shard, num_shards, batch_size)
+        if not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ConfigValueError(f"quality_filter.max_attempts={max_attempts!r} must be an integer >= 1.")
+        if not 1 <= int(jpeg_quality) <= 100:
+            raise ConfigValueError(f"jpeg_quality={jpeg_quality} must be in 1..100.")
+        self.out = Path(out_dir)
+        self.plan, self.generator = plan, generator
+        self.config = json.loads(ordered_json(config))
+        self.height, self.width = int(height), int(width)
+        self.batch_size, self.shard, self.num_shards = batch_size, shard, num_shards
+        self.quality_filter, self.max_attempts = quality_filter, max_attempts
+        self.jpeg_quality, self.fsync, self.progress = int(jpeg_quality), fsync, progress
+        self.samples_grid = samples_grid
+        self.parts = self.out / PARTS
+        self.tag = f"shard-{shard}-of-{num_shards}"
+        self.part = self.parts / f"manifest.{self.tag}.jsonl"
+        self.timing = self.parts / f"timing.{self.tag}.jsonl"
+        self.done_marker = self._done_marker(shard)
+        self._renamed = 0
+        self._kill_after = int(os.environ.get(KILL_ENV, "0") or 0)
+
+    # ---- guards ---------------------------------------------------------------------------------
+    def check_config(self, create: bool = True) -> None:
+        """``out_dir`` must be empty, or hold a set of this exact configuration."""
+        path = self.out / CONFIG_FILE
+        fp = fingerprint(self.config)
+        with file_lock(self.parts / "config.lock"):
+            if path.is_file():
+                stored = json.loads(path.read_text())
+                if stored.get("fingerprint") != fp:
+                    old, new = _flatten(stored.get("config", {})), _flatten(self.config)
+                    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                    shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:5])
+                    raise ConfigValueError(
+                        f"out_dir={self.out} holds a GenePerson set of a different configuration ({shown}"
+                        f"{' ...' if len(diff) > 5 else ''}). Use another out_dir, or delete {self.out} to "
+                        "start over; to finish that set, run with its original arguments (stored in "
+                        f"{path}).")
+                return
+            foreign = [p for p in [MANIFEST, *SPLIT_DIRS.values()] if (self.out / p).exists()]
+            if foreign:
+                raise ConfigValueError(
+                    f"out_dir={self.out} already holds {', '.join(foreign)} but no {CONFIG_FILE}: it was not "
+                    "written by synth.py (or by an older version). Use an empty or new out_dir.")
+            if create:
+                atomic_write_json(path, {"fingerprint": fp, "config": self.config, "version": FORMAT_VERSION})
+
+    def _done_marker(self, shard: int) -> Path:
+        return self.parts / f"done.shard-{shard}-of-{self.num_shards}.json"
+
+    # ---- generation -----------------------------------------------------------------------------
+    def run(self) -> Dict[str, Any] | None:
+        """Make this shard's missing images; merge if every shard is done.
+
+        Returns dataset.json's content when the set is merged, None while other shards are pending."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.parts.mkdir(exist_ok=True)
+        self.check_config()
+        with file_lock(self.parts / f"{self.tag}.lock", blocking=False,
+                       what=f"shard {self.shard} of {self.num_shards} in {self.out}"):
+            self._generate_shard()
+            atomic_write_json(self.done_marker, {"shard": self.shard, "num_shards": self.num_shards})
+        done = all(self._done_marker(i).is_file() for i in range(self.num_shards))
+        if not done:
+            log.info("shard %d of %d finished; the set is merged when all %d shards are done (or run "
+                     "merge_only=true)", self.shard, self.num_shards, self.num_shards)
+            return None
+        return self.merge()
+
+    def _remove_orphans(self, pids: set) -> None:
+        for split_dir in set(SPLIT_DIRS.values()):
+            folder = self.out / split_dir
+            if not folder.is_dir():
+                continue
+            for p in folder.iterdir():
+                name = p.name
+                if name.startswith(".") and ".tmp" in name:
+                    try:
+                        pid = int(name[1:].split("_", 1)[0])
+                    except ValueError:
+                        continue
+                    if pid in pids:
+                        p.unlink(missing_ok=True)
+
+    def _done_lines(self) -> Dict[str, str]:
+        lines: Dict[str, str] = {}
+        for part in sorted(self.parts.glob("manifest.shard-*.jsonl")):
+            lines.update(read_jsonl_lines(part, repair=(part == self.part)))
+        lines.update(read_jsonl_lines(self.out / MANIFEST))
+        return lines
+
+    def _generate_shard(self) -> None:
+        pids = self.plan.shard_pids(self.shard, self.num_shards)
+        self._remove_orphans(set(pids))
+        done = self._done_lines()
+        todo: List[Tuple[PlannedImage, bool]] = []
+        total = 0
+        for ident in self.plan.identities(pids):
+            for img in ident.images:
+                total += 1
+                has_line = img.file in done
+                if has_line and (self.out / img.file).is_file():
+                    continue
+                todo.append((img, has_line))
+        for d in {SPLIT_DIRS[i.split] for i, _ in todo}:
+            (self.out / d).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.parts / "generator.json",
+                          {"name": self._generator_name(),
+                           "model_id": getattr(self.generator, "model_id", "")})
+        if not todo:
+            return
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=total - len(todo), unit="img", dynamic_ncols=True,
+                   desc=f"synth {self.out.name} [{self.shard + 1}/{self.num_shards}]", disable=not self.progress)
+        gen_seconds, gen_images = 0.0, 0
+        cut_torn_tail(self.timing)  # a killed run's torn record would swallow the next one
+        with open(self.part, "ab") as part, open(self.timing, "ab") as timing:
+            for start in range(0, len(todo), self.batch_size):
+                batch = todo[start:start + self.batch_size]
+                images, seeds, seconds, count = self._make_batch([img for img, _ in batch])
+                for (img, _), im in zip(batch, images):
+                    self._save_image(img, im)
+                lines = [ordered_json(img.manifest_entry(self._generator_name(), seed)) + "\n"
+                         for (img, has_line), seed in zip(batch, seeds) if not has_line]
+                if lines:
+                    part.write("".join(lines).encode("utf-8"))
+                    part.flush()
+                    os.fsync(part.fileno())
+                timing.write((ordered_json({"images": count, "seconds": round(seconds, 6)}) + "\n").encode())
+                timing.flush()
+                gen_seconds, gen_images = gen_seconds + seconds, gen_images + count
+                bar.update(len(batch))
+                bar.set_postfix_str(f"{gen_images / max(gen_seconds, 1e-9):.1f} gen img/s")
+        bar.close()
+
+    def _generator_name(self) -> str:
+        return getattr(self.generator, "name", type(self.generator).__name__)
+
+    def _generate(self, requests: List[ImageRequest]) -> Tuple[List[Image.Image], float]:
+        t0 = time.perf_counter()
+        images = list(self.generator.generate(requests))
+        seconds = time.perf_counter() - t0
+        if len(images) != len(requests):
+            raise RuntimeError(f"generator {self._generator_name()} returned {len(images)} images for "
+                               f"{len(requests)} requests")
+        return images, seconds
+
+    def _make_batch(self, planned: List[PlannedImage]) -> Tuple[List[Image.Image], List[int], float, int]:
+        requests = [p.request(self.height, self.width) for p in planned]
+        images, seconds = self._generate(requests)
+        count = len(images)
+        seeds = [p.seed for p in planned]
+        if self.quality_filter is not None:
+            for attempt in range(1, self.max_attempts):
+                ok = list(self.quality_filter.accept(images, requests))
+                bad = [i for i, good in enumerate(ok) if not good]
+                if not bad:
+                    break
+                retry = [dataclasses.replace(requests[i], seed=planned[i].seed + attempt * RESEED_STRIDE) for i in bad]
+                new, sec = self._generate(retry)
+                seconds, count = seconds + sec, count + len(new)
+                for i, req, im in zip(bad, retry, new):
+                    images[i], requests[i], seeds[i] = im, req, req.seed
+        return images, seeds, seconds, count
+
+    def _save_image(self, planned: PlannedImage, image: Image.Image) -> None:
+        if image.size != (self.width, self.height):
+            raise RuntimeError(f"generator {self._generator_name()} returned a {image.size[0]}x{image.size[1]} "
+                               f"image for a {self.width}x{self.height} request ({planned.file})")
+        buf = io.BytesIO()
+        image.convert("RGB").save(buf, format="JPEG", quality=self.jpeg_quality)
+        atomic_write_bytes(self.out / planned.file, buf.getvalue(), fsync=self.fsync)
+        self._renamed += 1
+        if self._kill_after and self._renamed >= self._kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    # ---- merge ----------------------------------------------------------------------------------
+    def merge(self) -> Dict[str, Any]:
+        """Write manifest.jsonl, identities.jsonl, dataset.json, timing.json and samples.jpg of a finished set;
+        returns the card with the timing keys added.
+
+        Raises ConfigValueError naming what is missing (and which shards lack a done marker) otherwise.
+        """
+        if not (self.out / CONFIG_FILE).is_file():
+            raise ConfigValueError(f"nothing to merge in out_dir={self.out}: no {CONFIG_FILE} (run synth.py first).")
+        self.check_config(create=False)
+        with file_lock(self.parts / "merge.lock"):
+            lines: Dict[str, str] = {}
+            sources = sorted(self.parts.glob("manifest.shard-*.jsonl")) + [self.out / MANIFEST]
+            for src in sources:
+                for file, line in read_jsonl_lines(src).items():
+                    if file in lines and json.loads(lines[file]) != json.loads(line):
+                        raise DatasetLayoutError(
+                            f"{file} has two different manifest lines in {self.out} (a generator that is not "
+                            "deterministic?); delete the image and its lines, then run again.")
+                    lines[file] = line
+            identities, files, columns, captions = [], [], [], []
+            missing: List[str] = []
+            splits: Dict[str, int] = {}
+            per_camera = [0] * self.plan.num_cameras
+            for ident in self.plan.identities():
+                identities.append(ordered_json(ident.identity_entry()))
+                columns.append([self.out / i.file for i in ident.images])
+                captions.append(identity_caption(ident.identity_entry()))
+                for img in ident.images:
+                    files.append(img.file)
+                    splits[img.split] = splits.get(img.split, 0) + 1
+                    per_camera[img.camid] += 1
+                    if img.file not in lines or not (self.out / img.file).is_file():
+                        missing.append(img.file)
+            if missing:
+                pending = [i for i in range(self.num_shards) if not self._done_marker(i).is_file()]
+                raise ConfigValueError(
+                    f"the set in {self.out} is not finished: {len(missing)} of {len(files)} images are missing "
+                    f"(e.g. {missing[0]}). Shards without a done marker (of num_shards={self.num_shards}): "
+                    f"{pending or 'none'}. Run the missing shards with the same arguments, then merge.")
+            manifest = "".join(lines[f].rstrip("\n") + "\n" for f in sorted(files)).encode("utf-8")
+            atomic_write_bytes(self.out / MANIFEST, manifest)
+            atomic_write_text(self.out / IDENTITIES, "".join(i + "\n" for i in identities))
+            n_ids, n_imgs = self.samples_grid
+            buf = io.BytesIO()
+            contact_sheet(sample_columns(columns, n_ids, n_imgs), captions=captions[:n_ids]).save(
+                buf, format="JPEG", quality=90)
+            atomic_write_bytes(self.out / SAMPLES, buf.getvalue())
+            seconds, generated = 0.0, 0
+            for t in sorted(self.parts.glob("timing.shard-*.jsonl")):
+                for line in t.read_text().splitlines():
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a torn last line of a killed run
+                    seconds += float(rec["seconds"])
+                    generated += int(rec["images"])
+            gen_file = self.parts / "generator.json"
+            gen = json.loads(gen_file.read_text()) if gen_file.is_file() else {"name": "", "model_id": ""}
+            info = {
+                "format": "GenePerson",
+                "version": FORMAT_VERSION,
+                "num_identities": len(identities),
+                "num_images": len(files),
+                "num_cameras": self.plan.num_cameras,
+                "splits": dict(sorted(splits.items())),
+                "images_per_camera": per_camera,
+                "height": self.height,
+                "width": self.width,
+                "seed": self.plan.seed,
+                "generator": gen,
+                "camera_profiles": self.plan.camera_profiles,
+                "config": self.config,
+                "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+            }
+            timing = {
+                "generation_seconds": round(seconds, 3),
+                "images_generated": generated,
+                "images_per_second": round(generated / seconds, 3) if seconds > 0 else None,
+            }
+            atomic_write_json(self.out / DATASET, info)
+            atomic_write_json(self.out / TIMING, timing)
+            for part in self.parts.glob("manifest.shard-*.jsonl"):
+                part.unlink()
+        log.info("merged %d images of %d identities into %s", len(files), len(identities), self.out)
+        return {**info, **timing}
+
+
+def check_shard_values(shard: Any, num_shards: Any, batch_size: Any = 1) -> None:
+    """Bad sharding values -> ConfigValueError with the fix."""
+    for name, v, lo in (("num_shards", num_shards, 1), ("batch_size", batch_size, 1), ("shard", shard, 0)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise ConfigValueError(f"{name}={v!r} must be an integer >= {lo}.")
+    if shard >= num_shards:
+        raise ConfigValueError(f"shard={shard} must be < num_shards={num_shards} (shards are numbered "
+                               f"0..{num_shards - 1}).")
