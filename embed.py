@@ -8,18 +8,19 @@ does not follow the pattern), and ``normalized`` (bool). Load it with ``numpy.lo
 Features are the model's raw test features, **not** L2-normalised, unless ``--normalize`` is given (then
 every row has unit length, and a dot product is the cosine similarity the evaluator ranks by).
 """
+
 from __future__ import annotations
 
 import argparse
 import io
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Optional, Sequence
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-def list_crops(folder: Path) -> List[Path]:
+def list_crops(folder: Path) -> list[Path]:
     """Image files under ``folder`` (recursively), sorted by path."""
     from ppreid.utils.errors import ConfigValueError
 
@@ -31,8 +32,16 @@ def list_crops(folder: Path) -> List[Path]:
     return files
 
 
-def embed_folder(ckpt_path: str, folder: str, out: str, batch_size: int = 64, flip: bool = False,
-                 device: str = "auto", progress: bool = True, normalize: bool = False) -> Path:
+def embed_folder(
+    ckpt_path: str,
+    folder: str,
+    out: str,
+    batch_size: int = 64,
+    flip: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+    normalize: bool = False,
+) -> Path:
     """Embed every crop under ``folder`` and write ``out`` (atomically); returns its path.
 
     ``normalize``: L2-normalise each feature (after the flip-test mean, as the evaluator does for cosine)."""
@@ -57,7 +66,7 @@ def embed_folder(ckpt_path: str, folder: str, out: str, batch_size: int = 64, fl
     feats = []
     with torch.no_grad():
         for start in tqdm(range(0, len(files), batch_size), disable=not progress, desc="embed", unit="batch"):
-            images = torch.stack([tf(read_image(str(p))) for p in files[start:start + batch_size]]).to(dev)
+            images = torch.stack([tf(read_image(str(p))) for p in files[start : start + batch_size]]).to(dev)
             f = model.extract_features(images)
             if flip:
                 f = (f + model.extract_features(torch.flip(images, dims=[3]))) / 2
@@ -71,25 +80,33 @@ def embed_folder(ckpt_path: str, folder: str, out: str, batch_size: int = 64, fl
     if normalize:
         features = torch.nn.functional.normalize(features, dim=1)
     buf = io.BytesIO()
-    np.savez(buf, features=features.numpy().astype(np.float32), paths=np.asarray([str(p) for p in files]),
-             pids=np.asarray(pids, dtype=np.int64), camids=np.asarray(camids, dtype=np.int64),
-             normalized=np.asarray(bool(normalize)))
+    np.savez(
+        buf,
+        features=features.numpy().astype(np.float32),
+        paths=np.asarray([str(p) for p in files]),
+        pids=np.asarray(pids, dtype=np.int64),
+        camids=np.asarray(camids, dtype=np.int64),
+        normalized=np.asarray(bool(normalize)),
+    )
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out_path, buf.getvalue())
     return out_path
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("ckpt", help="a checkpoint written by train.py, e.g. logs/train/runs/<run>/checkpoints/last.ckpt")
     ap.add_argument("folder", help="a folder of person crops (searched recursively)")
     ap.add_argument("--out", default="features.npz", help="output .npz file (default: features.npz)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--flip", action="store_true", help="flip-test: mean of each crop's and its mirror's features")
-    ap.add_argument("--normalize", action="store_true",
-                    help="L2-normalise every feature (unit length: dot product = cosine similarity). Without it the "
-                    "features are the model's raw test features, not normalised")
+    ap.add_argument(
+        "--normalize",
+        action="store_true",
+        help="L2-normalise every feature (unit length: dot product = cosine similarity). Without it the "
+        "features are the model's raw test features, not normalised",
+    )
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -97,8 +114,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ppreid.utils.errors import find_input_error
 
     try:
-        path = embed_folder(args.ckpt, args.folder, args.out, args.batch_size, args.flip, args.device,
-                            progress=not args.no_progress, normalize=args.normalize)
+        path = embed_folder(
+            args.ckpt,
+            args.folder,
+            args.out,
+            args.batch_size,
+            args.flip,
+            args.device,
+            progress=not args.no_progress,
+            normalize=args.normalize,
+        )
     except Exception as exc:  # bad input: one clear line, no traceback
         err = find_input_error(exc)
         if err is None:

@@ -5,6 +5,7 @@ Diffusion: ``generator=diffusion generator.pretrained=/path/to/sd-folder``; the 
 ``preset=genepers_paper``. Shards: ``shard=i num_shards=n`` (``-m shard=0,1 num_shards=2``);
 ``merge_only=true out_dir=X`` merges finished shards. See README.md and conf/synth.yaml.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,8 +39,13 @@ def main(cfg: DictConfig) -> None:
         print(f"\nerror: {err}", file=sys.stderr)
         sys.exit(1)
     if info is not None:
-        log.info("GenePerson set complete: %d images of %d identities in %s (%.1f generated images/s)",
-                 info["num_images"], info["num_identities"], cfg.out_dir, info["images_per_second"] or 0.0)
+        log.info(
+            "GenePerson set complete: %d images of %d identities in %s (%.1f generated images/s)",
+            info["num_images"],
+            info["num_identities"],
+            cfg.out_dir,
+            info["images_per_second"] or 0.0,
+        )
 
 
 if __name__ == "__main__":

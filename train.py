@@ -5,6 +5,7 @@ on first use), validated on held-out source identities and tested on its held-ou
 ``python train.py train=false ckpt_path=X data=<any data>`` evaluates a checkpoint on any targets:
 the model is rebuilt from the checkpoint itself. See README.md and docs/architecture.md.
 """
+
 from __future__ import annotations
 
 import os
@@ -71,8 +72,13 @@ def build_model_and_data(cfg: DictConfig, log):
     if spec is not None and not cfg.train:
         inp = spec["input"]
         if (datamodule.height, datamodule.width) != (inp["height"], inp["width"]):
-            log.info("input size %dx%d from the checkpoint (data config: %dx%d)", inp["height"], inp["width"],
-                     datamodule.height, datamodule.width)
+            log.info(
+                "input size %dx%d from the checkpoint (data config: %dx%d)",
+                inp["height"],
+                inp["width"],
+                datamodule.height,
+                datamodule.width,
+            )
         datamodule.height, datamodule.width = int(inp["height"]), int(inp["width"])
         for tf in (datamodule.train_transform_cfg, datamodule.test_transform_cfg):
             tf["mean"], tf["std"] = list(inp["mean"]), list(inp["std"])
@@ -86,8 +92,11 @@ def build_model_and_data(cfg: DictConfig, log):
         problems = ck.state_dict_mismatch(model.state_dict(), ckpt["state_dict"], lazy)
         if problems:
             from ppreid.utils.errors import ConfigValueError
-            raise ConfigValueError(f"ckpt_path={cfg.ckpt_path} cannot be resumed with this model config "
-                                   f"({problems}); resume with the config the checkpoint was trained with.")
+
+            raise ConfigValueError(
+                f"ckpt_path={cfg.ckpt_path} cannot be resumed with this model config "
+                f"({problems}); resume with the config the checkpoint was trained with."
+            )
     if spec is not None and not cfg.train:
         model.build_spec = {k: v for k, v in spec.items() if k != "num_classes"}
     else:
@@ -105,8 +114,12 @@ def _fmt(value) -> str:
 def _checkpoint_record(path: str, meta: dict, trained_by: dict | None) -> dict:
     """results.json's ``checkpoint``: the evaluated file, how far its run had got, and what trained it."""
     epoch = meta.get("epoch")
-    return {"path": str(path), "epochs_completed": None if epoch is None else int(epoch) + 1,
-            "global_step": meta.get("global_step"), "training": trained_by}
+    return {
+        "path": str(path),
+        "epochs_completed": None if epoch is None else int(epoch) + 1,
+        "global_step": meta.get("global_step"),
+        "training": trained_by,
+    }
 
 
 def run(cfg: DictConfig) -> dict:
@@ -120,12 +133,19 @@ def run(cfg: DictConfig) -> dict:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from ppreid.utils.fileops import atomic_write_json, atomic_write_text
     from ppreid.config.run_checks import check_run_config
     from ppreid.training import checkpoint as ck
-    from ppreid.utils.run_info import (checkpoint_training, describe_evaluation, evaluation_identity,
-                                    evaluation_options, experiment_identity, git_commit, metrics_by_target,
-                                    stage_metrics)
+    from ppreid.utils.fileops import atomic_write_json, atomic_write_text
+    from ppreid.utils.run_info import (
+        checkpoint_training,
+        describe_evaluation,
+        evaluation_identity,
+        evaluation_options,
+        experiment_identity,
+        git_commit,
+        metrics_by_target,
+        stage_metrics,
+    )
 
     log = logging.getLogger("train")
     start = time.time()
@@ -140,8 +160,9 @@ def run(cfg: DictConfig) -> dict:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if not loggers:  # nothing to record learning rates into (e.g. debug=fdr)
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                      enable_model_summary=False)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_model_summary=False
+    )
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved.pop("hydra", None)
     if trainer.is_global_zero:
@@ -150,26 +171,42 @@ def run(cfg: DictConfig) -> dict:
     for lg in loggers:
         lg.log_hyperparams(resolved)
     num_params = sum(p.numel() for p in model.parameters())
-    log.info("model %s, backbone %s: %.2f M parameters", cfg.model.get("name"),
-             (spec or {}).get("choices", {}).get("backbone") or choices.get("backbone")
-             or getattr(model, "backbone_name", None), num_params / 1e6)
+    log.info(
+        "model %s, backbone %s: %.2f M parameters",
+        cfg.model.get("name"),
+        (spec or {}).get("choices", {}).get("backbone")
+        or choices.get("backbone")
+        or getattr(model, "backbone_name", None),
+        num_params / 1e6,
+    )
     commit = git_commit(ROOT)
     evaluation = evaluation_options(cfg.get("eval"))
     identity = experiment_identity(resolved, choices, (spec or {}).get("choices"))
     if cfg.train and model.build_spec is not None:  # checkpoints say what trained them
-        model.build_spec["training"] = {"identity": identity, "seed": cfg.seed, "git_commit": commit,
-                                        "run_dir": str(output_dir)}
+        model.build_spec["training"] = {
+            "identity": identity,
+            "seed": cfg.seed,
+            "git_commit": commit,
+            "run_dir": str(output_dir),
+        }
     eval_only = spec is not None and not cfg.train  # a checkpoint evaluated: record what trained it
     trained_by = checkpoint_training(spec, cfg.ckpt_path) if eval_only else None
     if trained_by is not None:
         set_keys = ck.explicit_overrides(_hydra_runtime()[0])["keys"]
         identity = evaluation_identity(trained_by, resolved, evaluation, set_keys)
-        log.info("checkpoint trained by: %s, seed %s, %s epochs (run %s)", ", ".join(
-            f"{k} {_fmt(trained_by['identity'].get(k))}" for k in ("model", "backbone", "data")),
-            trained_by.get("seed"), trained_by["identity"].get("epochs"), trained_by.get("run_dir"))
+        log.info(
+            "checkpoint trained by: %s, seed %s, %s epochs (run %s)",
+            ", ".join(f"{k} {_fmt(trained_by['identity'].get(k))}" for k in ("model", "backbone", "data")),
+            trained_by.get("seed"),
+            trained_by["identity"].get("epochs"),
+            trained_by.get("run_dir"),
+        )
     elif eval_only:
-        log.warning("%s does not record its training run (an older checkpoint without results.json beside it): "
-                    "results.json's identity describes this evaluation command instead", cfg.ckpt_path)
+        log.warning(
+            "%s does not record its training run (an older checkpoint without results.json beside it): "
+            "results.json's identity describes this evaluation command instead",
+            cfg.ckpt_path,
+        )
 
     val_metrics = {}
     if cfg.train:
@@ -186,8 +223,9 @@ def run(cfg: DictConfig) -> dict:
         test_metrics = metrics_by_target(trainer.callback_metrics, "test")
 
     tr = cfg.trainer
-    limited = [k for k in ("limit_train_batches", "limit_val_batches", "limit_test_batches")
-               if tr.get(k) not in (None, 1.0)]
+    limited = [
+        k for k in ("limit_train_batches", "limit_val_batches", "limit_test_batches") if tr.get(k) not in (None, 1.0)
+    ]
     results = {
         "test": test_metrics,
         **getattr(model, "extra_results", {}),
@@ -223,13 +261,16 @@ def _resolve_precision(cfg: DictConfig, log) -> None:
     from ppreid.config.resolvers import _precision
 
     with open_dict(cfg):
-        cfg.trainer.precision = str(_precision(cfg.trainer.get("precision", "32-true"),
-                                               cfg.trainer.get("accelerator", "auto")))
+        cfg.trainer.precision = str(
+            _precision(cfg.trainer.get("precision", "32-true"), cfg.trainer.get("accelerator", "auto"))
+        )
     # auto would choose bf16 here only on a CPU run with native bf16
     auto = _precision("auto", cfg.trainer.get("accelerator", "auto"))
     if cfg.trainer.precision == "bf16-mixed" == auto:
-        log.info("trainer.precision=bf16-mixed: this CPU computes bf16 natively (about half the time of fp32 "
-                 "steps); trainer.precision=32-true for exact fp32")
+        log.info(
+            "trainer.precision=bf16-mixed: this CPU computes bf16 natively (about half the time of fp32 "
+            "steps); trainer.precision=32-true for exact fp32"
+        )
 
 
 def _ddp_for_model(cfg: DictConfig, model, log) -> None:
@@ -238,12 +279,19 @@ def _ddp_for_model(cfg: DictConfig, model, log) -> None:
     from omegaconf import open_dict
 
     strategy = cfg.trainer.get("strategy")
-    if (getattr(model, "ddp_find_unused_parameters", False) and isinstance(strategy, str)
-            and strategy.startswith("ddp") and "find_unused_parameters" not in strategy):
+    if (
+        getattr(model, "ddp_find_unused_parameters", False)
+        and isinstance(strategy, str)
+        and strategy.startswith("ddp")
+        and "find_unused_parameters" not in strategy
+    ):
         with open_dict(cfg):
             cfg.trainer.strategy = f"{strategy}_find_unused_parameters_true"
-        log.info("trainer.strategy=%s (%s leaves parameters unused in some steps)", cfg.trainer.strategy,
-                 type(model).__name__)
+        log.info(
+            "trainer.strategy=%s (%s leaves parameters unused in some steps)",
+            cfg.trainer.strategy,
+            type(model).__name__,
+        )
 
 
 def _fit(trainer, model, datamodule, cfg: DictConfig) -> None:
@@ -257,8 +305,10 @@ def _fit(trainer, model, datamodule, cfg: DictConfig) -> None:
         if "Error(s) in loading state_dict" not in str(err):
             raise
         first = [line.strip() for line in str(err).splitlines() if "size mismatch" in line or "Missing" in line][:2]
-        raise ConfigValueError(f"ckpt_path={cfg.ckpt_path} does not fit this run's model ({'; '.join(first)}); "
-                               "resume with the config (and data) the checkpoint was trained with.") from None
+        raise ConfigValueError(
+            f"ckpt_path={cfg.ckpt_path} does not fit this run's model ({'; '.join(first)}); "
+            "resume with the config (and data) the checkpoint was trained with."
+        ) from None
     every = int(cfg.trainer.get("check_val_every_n_epoch") or 1)
     if datamodule.has_val and not cfg.trainer.get("fast_dev_run") and trainer.max_epochs % every != 0:
         trainer.validate(model, datamodule=datamodule, verbose=False)
@@ -288,8 +338,11 @@ def main(cfg: DictConfig) -> float | None:
     status.completed()
     metric = cfg.get("optimized_metric")  # e.g. "val/mAP" for hparams_search sweeps
     if metric and metric.startswith("test/"):
-        print(f"warning: optimized_metric={metric} selects on the test targets; use val/mAP "
-              "(held-out source identities) for honest model selection.", file=sys.stderr)
+        print(
+            f"warning: optimized_metric={metric} selects on the test targets; use val/mAP "
+            "(held-out source identities) for honest model selection.",
+            file=sys.stderr,
+        )
     return results["scalars"].get(metric) if metric else None
 
 

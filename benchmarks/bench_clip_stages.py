@@ -15,6 +15,7 @@ Threads: torch's default for the machine (``--threads`` to set it). Times are CP
 process (``time.process_time``; images are decoded in the main process, ``data.num_workers=0``), so
 the ratios hold on a machine shared with other jobs; wall seconds swing with the load.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -93,13 +94,17 @@ def stage1_epoch(model, dm, recompute: bool, max_batches: int | None = None) -> 
     loader = None
     if recompute:
         loader = torch.utils.data.DataLoader(
-            torch.utils.data.Subset(dataset, torch.cat(batches).tolist()), batch_size=chunk,
-            num_workers=dm.num_workers)
+            torch.utils.data.Subset(dataset, torch.cat(batches).tolist()), batch_size=chunk, num_workers=dm.num_workers
+        )
     start = time.process_time()
     batch_iter = iter(loader) if recompute else None
     for idx in batches:
-        meta = {"pid": torch.tensor([records[i].pid for i in idx]), "camid": torch.tensor([records[i].camid for i in idx]),
-                "domain": torch.tensor([records[i].domain for i in idx]), "index": idx}
+        meta = {
+            "pid": torch.tensor([records[i].pid for i in idx]),
+            "camid": torch.tensor([records[i].camid for i in idx]),
+            "domain": torch.tensor([records[i].domain for i in idx]),
+            "index": idx,
+        }
         if recompute:
             images = next(batch_iter)["image"]
             with torch.no_grad():
@@ -135,8 +140,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--vit-images", type=int, default=16, help="batch size of the ViT-B/16 measurement (0: skip)")
-    ap.add_argument("--vit-batches", type=int, default=4,
-                    help="stage-1 batches of the ViT-B/16 cached-vs-recomputed measurement (0: skip)")
+    ap.add_argument(
+        "--vit-batches",
+        type=int,
+        default=4,
+        help="stage-1 batches of the ViT-B/16 cached-vs-recomputed measurement (0: skip)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -148,11 +157,14 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
 
     # 1. stage 1: cached vs recomputed image features, both models, sandbox and paper backbones
-    print("\n[1] stage 1, one epoch: training on cached image features vs recomputing them "
-          "(PDM targets: >= 3x clip_tiny, >= 6x ViT-B/16)")
-    for backbone, extra, batches in (("clip_tiny 128x64", [], None),
-                                     ("clip_vit_b16 256x128", ["backbone=clip_vit_b16", "data.height=256",
-                                                               "data.width=128"], args.vit_batches)):
+    print(
+        "\n[1] stage 1, one epoch: training on cached image features vs recomputing them "
+        "(PDM targets: >= 3x clip_tiny, >= 6x ViT-B/16)"
+    )
+    for backbone, extra, batches in (
+        ("clip_tiny 128x64", [], None),
+        ("clip_vit_b16 256x128", ["backbone=clip_vit_b16", "data.height=256", "data.width=128"], args.vit_batches),
+    ):
         if batches == 0:
             continue
         for name in ("clipreid", "pdm"):
@@ -165,8 +177,10 @@ def main() -> None:
             cached = min(stage1_epoch(model, dm, False, batches) for _ in range(2))
             recomputed = stage1_epoch(model, dm, True, batches)
             n = len(dm.train_records)
-            print(f"    {name:8s} {backbone:20s} {n:5d} images: cached {cached:6.2f} s, recomputed {recomputed:6.2f} s "
-                  f"-> {recomputed / cached:5.1f}x  (cache built once in {cache_s:.1f} s)")
+            print(
+                f"    {name:8s} {backbone:20s} {n:5d} images: cached {cached:6.2f} s, recomputed {recomputed:6.2f} s "
+                f"-> {recomputed / cached:5.1f}x  (cache built once in {cache_s:.1f} s)"
+            )
             if name == "pdm" and batches is None:
                 pdm, pdm_dm = model, dm
     dm = pdm_dm
@@ -178,24 +192,35 @@ def main() -> None:
         pdm.build_stage2_targets()
     clipreid.backbone.load_state_dict(pdm.backbone.state_dict())
     items = [dm.train_dataset()[i] for i in list(dm.train_sampler())[: dm.batch_size]]
-    batch = {k: (torch.stack([it[k] for it in items]) if k == "image" else torch.tensor([it[k] for it in items]))
-             for k in ("image", "pid", "camid", "domain", "index")}
+    batch = {
+        k: (torch.stack([it[k] for it in items]) if k == "image" else torch.tensor([it[k] for it in items]))
+        for k in ("image", "pid", "camid", "domain", "index")
+    }
     t_clipreid = stage2_iteration(clipreid, batch, args.repeats)
     t_pdm = stage2_iteration(pdm, batch, args.repeats)
     print(f"\n[2] stage-2 iteration, batch {len(items)} x 3x{dm.height}x{dm.width}, clip_tiny")
-    print(f"    CLIP-ReID: {1000 * t_clipreid:7.1f} ms   PDM: {1000 * t_pdm:7.1f} ms   ratio {t_pdm / t_clipreid:.2f}x "
-          "(target <= 1.2x)")
+    print(
+        f"    CLIP-ReID: {1000 * t_clipreid:7.1f} ms   PDM: {1000 * t_pdm:7.1f} ms   ratio {t_pdm / t_clipreid:.2f}x "
+        "(target <= 1.2x)"
+    )
 
     # 3. ViT-B/16 training throughput
     if args.vit_images > 0:
         vit, _ = build("clipreid", ["backbone=clip_vit_b16", "data.height=256", "data.width=128"])
         vit.text_bank = torch.randn(vit.prompt_learner.num_classes, vit.embed_dim)
         n = args.vit_images
-        vb = {"image": torch.randn(n, 3, 256, 128), "pid": torch.arange(n) // 4, "camid": torch.arange(n) % 4,
-              "domain": torch.zeros(n, dtype=torch.long), "index": torch.arange(n)}
+        vb = {
+            "image": torch.randn(n, 3, 256, 128),
+            "pid": torch.arange(n) // 4,
+            "camid": torch.arange(n) % 4,
+            "domain": torch.zeros(n, dtype=torch.long),
+            "index": torch.arange(n),
+        }
         t_vit = stage2_iteration(vit, vb, max(2, args.repeats // 2))
-        print(f"\n[3] clip_vit_b16 stage-2 training, batch {n} x 3x256x128: {1000 * t_vit:.0f} ms/iteration = "
-              f"{n / t_vit:.1f} images/s on {torch.get_num_threads()} threads")
+        print(
+            f"\n[3] clip_vit_b16 stage-2 training, batch {n} x 3x256x128: {1000 * t_vit:.0f} ms/iteration = "
+            f"{n / t_vit:.1f} images/s on {torch.get_num_threads()} threads"
+        )
 
 
 if __name__ == "__main__":

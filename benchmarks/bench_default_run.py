@@ -26,6 +26,7 @@ other jobs loads both alike; the table shows the median of ``--repeats`` and the
 Timings on a loaded machine are noisy: compare ratios, and report the load (printed) with them.
 Both checkouts read the same data folder (``--data-dir``, default this checkout's ``data/``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[1]
@@ -45,7 +46,7 @@ from bench_run_timer import TIMINGS_ENV  # the callback the measured train.py lo
 
 
 # --------------------------------------------------------------------------- measurements (child side)
-def _compose(checkout: Path, overrides: List[str]):
+def _compose(checkout: Path, overrides: list[str]):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -58,8 +59,8 @@ class _Parts:
     """Wall and CPU seconds (this process; DataLoader workers not included) of named parts."""
 
     def __init__(self) -> None:
-        self.wall: Dict[str, float] = {}
-        self.cpu: Dict[str, float] = {}
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
 
     def time(self, name: str, fn, *args, scale: float = 1.0):
         w0, c0 = time.perf_counter(), time.process_time()
@@ -69,7 +70,7 @@ class _Parts:
         return out
 
 
-def measure_components(checkout: Path, overrides: List[str], model_steps: int) -> Dict[str, Dict[str, float]]:
+def measure_components(checkout: Path, overrides: list[str], model_steps: int) -> dict[str, dict[str, float]]:
     """Per-part wall and CPU seconds of the default run, measured inside ``checkout`` (its code, this process)."""
     import warnings
 
@@ -100,8 +101,8 @@ def measure_components(checkout: Path, overrides: List[str], model_steps: int) -
 
     parts.time("data set-up (parse, once-only work)", data_setup)
 
-    def drain(loader) -> List[Any]:
-        return [b for b in loader]
+    def drain(loader) -> list[Any]:
+        return list(loader)
 
     workers = dm.num_workers
     dm.num_workers = 0
@@ -154,37 +155,54 @@ def measure_components(checkout: Path, overrides: List[str], model_steps: int) -
 
 
 # --------------------------------------------------------------------------- parent side
-def _env(checkout: Path) -> Dict[str, str]:
+def _env(checkout: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("WANDB_MODE", "offline")
     env.setdefault("MPLBACKEND", "Agg")
     env["PROJECT_ROOT"] = str(checkout)
     # the measured checkout's own package first (src/ layout, or an older checkout's top-level src package)
-    env["PYTHONPATH"] = os.pathsep.join([str(checkout / "src"), str(checkout), str(HERE)] + [p for p in [env.get("PYTHONPATH")] if p])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(checkout / "src"), str(checkout), str(HERE)] + [p for p in [env.get("PYTHONPATH")] if p]
+    )
     return env
 
 
-def run_components(checkout: Path, overrides: List[str], model_steps: int) -> Dict[str, float]:
+def run_components(checkout: Path, overrides: list[str], model_steps: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "components.json"
-        cmd = [sys.executable, str(HERE), "--child-components", str(checkout), "--child-out", str(out),
-               "--model-steps", str(model_steps), "--", *overrides]
+        cmd = [
+            sys.executable,
+            str(HERE),
+            "--child-components",
+            str(checkout),
+            "--child-out",
+            str(out),
+            "--model-steps",
+            str(model_steps),
+            "--",
+            *overrides,
+        ]
         proc = subprocess.run(cmd, cwd=checkout, env=_env(checkout), capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"components of {checkout} failed:\n{proc.stderr[-3000:]}")
         return json.loads(out.read_text())
 
 
-def run_train(checkout: Path, overrides: List[str]) -> Dict[str, Any]:
+def run_train(checkout: Path, overrides: list[str]) -> dict[str, Any]:
     """``python train.py <overrides>`` in ``checkout`` with the timing callback; seconds per phase + metrics."""
     with tempfile.TemporaryDirectory() as tmp:
         timings = Path(tmp) / "timings.json"
         run_dir = Path(tmp) / "run"
         env = _env(checkout)
         env[TIMINGS_ENV] = str(timings)
-        cmd = [sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}",
-               "+callbacks.bench_timer._target_=bench_run_timer.PhaseTimer"]
+        cmd = [
+            sys.executable,
+            "train.py",
+            *overrides,
+            f"hydra.run.dir={run_dir}",
+            "+callbacks.bench_timer._target_=bench_run_timer.PhaseTimer",
+        ]
         import resource
 
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -226,24 +244,25 @@ def run_train(checkout: Path, overrides: List[str]) -> Dict[str, Any]:
 
 def _load() -> str:
     try:
-        return "load average %.2f %.2f %.2f" % os.getloadavg()
+        return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     except OSError:
         return "load average n/a"
 
 
-def _table(title: str, runs: Dict[str, List[Dict[str, float]]], labels: List[str]) -> str:
+def _table(title: str, runs: dict[str, list[dict[str, float]]], labels: list[str]) -> str:
     """Median per key and checkout, and the ratio this / ref; '-' where a checkout has no such part."""
     keys = list(dict.fromkeys(k for lab in labels for r in runs[lab] for k in r))
-    med = {lab: {k: statistics.median(r[k] for r in runs[lab] if k in r) for k in keys
-                 if any(k in r for r in runs[lab])} for lab in labels}
+    med = {
+        lab: {k: statistics.median(r[k] for r in runs[lab] if k in r) for k in keys if any(k in r for r in runs[lab])}
+        for lab in labels
+    }
     width = max(len(k) for k in keys) + 2
     head = f"{title:<{width}}" + "".join(f"{lab:>12}" for lab in labels)
     if len(labels) == 2:
         head += f"{labels[0] + ' / ' + labels[1]:>16}"
     lines = [head, "-" * len(head)]
     for k in keys:
-        row = f"{k:<{width}}" + "".join(f"{med[lab][k]:>11.2f}s" if k in med[lab] else f"{'-':>12}"
-                                        for lab in labels)
+        row = f"{k:<{width}}" + "".join(f"{med[lab][k]:>11.2f}s" if k in med[lab] else f"{'-':>12}" for lab in labels)
         if len(labels) == 2 and all(k in med[lab] for lab in labels):
             a, b = med[labels[0]][k], med[labels[1]][k]
             row += f"{(a / b if b > 1e-6 else float('nan')):>16.2f}"
@@ -251,14 +270,15 @@ def _table(title: str, runs: Dict[str, List[Dict[str, float]]], labels: List[str
     return "\n".join(lines)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra: List[str] = []
+    extra: list[str] = []
     if "--" in argv:
         cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+        argv, extra = argv[:cut], argv[cut + 1 :]
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--ref", type=Path, default=None, help="another checkout to measure side by side")
     p.add_argument("--this", type=Path, default=ROOT, help="the checkout called 'this' (default: this script's)")
     p.add_argument("--epochs", type=int, default=4, help="trainer.max_epochs of the timed runs (0: the config's)")
@@ -285,13 +305,16 @@ def main(argv: Optional[List[str]] = None) -> None:
         checkouts["ref"] = args.ref.resolve()
     labels = list(checkouts)
     parts = [s.strip() for s in args.parts.split(",") if s.strip()]
-    comp: Dict[str, List[Dict[str, float]]] = {lab: [] for lab in labels}
-    comp_cpu: Dict[str, List[Dict[str, float]]] = {lab: [] for lab in labels}
-    runs: Dict[str, List[Dict[str, float]]] = {lab: [] for lab in labels}
-    metrics: Dict[str, List[Dict[str, Any]]] = {lab: [] for lab in labels}
+    comp: dict[str, list[dict[str, float]]] = {lab: [] for lab in labels}
+    comp_cpu: dict[str, list[dict[str, float]]] = {lab: [] for lab in labels}
+    runs: dict[str, list[dict[str, float]]] = {lab: [] for lab in labels}
+    metrics: dict[str, list[dict[str, Any]]] = {lab: [] for lab in labels}
     loads = [_load()]
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {_load()}  cpus {os.cpu_count()}  "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '1 (set by this script)')}", flush=True)
+    print(
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {_load()}  cpus {os.cpu_count()}  "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '1 (set by this script)')}",
+        flush=True,
+    )
     for lab, path in checkouts.items():
         print(f"  {lab}: {path}  ({_git_commit(path)})", flush=True)
     for part in parts:
@@ -310,8 +333,10 @@ def main(argv: Optional[List[str]] = None) -> None:
                 else:
                     raise SystemExit(f"--parts: unknown part '{part}' (components, run)")
                 loads.append(_load())
-                print(f"  [{rep + 1}/{args.repeats}] {part:<10} {lab:<5} {time.time() - t0:6.1f}s  {loads[-1]}",
-                      flush=True)
+                print(
+                    f"  [{rep + 1}/{args.repeats}] {part:<10} {lab:<5} {time.time() - t0:6.1f}s  {loads[-1]}",
+                    flush=True,
+                )
         if part == "components":
             print()
             print(_table("components, wall seconds", comp, labels) + "\n")
@@ -321,21 +346,39 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(_table(f"train.py, {epochs} epochs", runs, labels) + "\n")
         for lab in labels:
             for m in metrics[lab]:
-                print(f"  {lab} metrics: " + ", ".join(
-                    f"{k} {100 * v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
+                print(
+                    f"  {lab} metrics: "
+                    + ", ".join(f"{k} {100 * v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items())
+                )
     print(f"\nload during the measurements: {loads[0]} ... {loads[-1]}")
     if args.json:
-        args.json.write_text(json.dumps({"checkouts": {k: str(v) for k, v in checkouts.items()},
-                                         "components": comp, "components_cpu": comp_cpu, "runs": runs, "metrics": metrics,
-                                         "loads": loads, "overrides": run_overrides}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "checkouts": {k: str(v) for k, v in checkouts.items()},
+                    "components": comp,
+                    "components_cpu": comp_cpu,
+                    "runs": runs,
+                    "metrics": metrics,
+                    "loads": loads,
+                    "overrides": run_overrides,
+                },
+                indent=1,
+            )
+        )
 
 
 def _git_commit(path: Path) -> str:
     try:
-        out = subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        out = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return (out.stdout.strip() or "no git") + (" + local changes" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "no git"

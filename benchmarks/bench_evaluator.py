@@ -9,6 +9,7 @@
 
     python benchmarks/bench_evaluator.py [--skip-msmt] [--skip-market] [--threads 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,15 +26,17 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from ppreid.metrics.reference_eval import reference_eval
 from memory import call_peak_bytes, current_rss_bytes, reset_call_peak
+
+from ppreid.metrics.reference_eval import reference_eval
 from ppreid.metrics.reid import evaluate_distmat, evaluate_features
 
 RSS_LIMIT_BYTES = 3 * 1024**3
 
 
-def market_like_ids(rng: np.random.Generator, num_query: int, num_gallery: int, num_ids: int,
-                    num_cams: int, num_distractors: int):
+def market_like_ids(
+    rng: np.random.Generator, num_query: int, num_gallery: int, num_ids: int, num_cams: int, num_distractors: int
+):
     """Query/gallery pids and camids shaped like Market-1501's test split."""
     pids = np.arange(1, num_ids + 1)
     q_pids = np.concatenate([pids, rng.choice(pids, num_query - num_ids)])
@@ -58,8 +61,9 @@ def bench_market(repeats: int) -> None:
     distmat = rng.random((nq, ng), dtype=np.float32)
     junk = (q_pids[:, None] == g_pids[None]) & (q_cams[:, None] == g_cams[None])
     matches = (q_pids[:, None] == g_pids[None]) & ~junk
-    print(f"[market] {nq} x {ng} float32, matches/query {matches.sum(1).mean():.1f}, "
-          f"junk/query {junk.sum(1).mean():.1f}")
+    print(
+        f"[market] {nq} x {ng} float32, matches/query {matches.sum(1).mean():.1f}, junk/query {junk.sum(1).mean():.1f}"
+    )
 
     times = []
     for _ in range(repeats):
@@ -75,8 +79,10 @@ def bench_market(repeats: int) -> None:
     t_quick = time.perf_counter() - t0
     assert_equal(ours, ref)
     assert_equal(ours, ref_quick)
-    print(f"[market] R1 {ours['cmc'][0]:.6f} mAP {ours['mAP']:.6f} mINP {ours['mINP']:.6f} "
-          f"(equal to the reference within 1e-6)")
+    print(
+        f"[market] R1 {ours['cmc'][0]:.6f} mAP {ours['mAP']:.6f} mINP {ours['mINP']:.6f} "
+        f"(equal to the reference within 1e-6)"
+    )
     print(f"[market] evaluate_distmat       {t_ours:7.3f} s  (best of {repeats})")
     print(f"[market] numpy ref, stable sort {t_stable:7.3f} s  speed-up {t_stable / t_ours:5.1f}x")
     print(f"[market] numpy ref, quicksort   {t_quick:7.3f} s  speed-up {t_quick / t_ours:5.1f}x")
@@ -107,12 +113,21 @@ def msmt_case(threads: int) -> None:
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     call_peak = call_peak_bytes()
-    print(json.dumps({
-        "seconds": seconds, "peak_rss_bytes": peak, "setup_peak_bytes": setup_peak,
-        "rss_before_bytes": rss_before, "call_peak_bytes": call_peak,
-        "R1": float(out["cmc"][0]), "mAP": out["mAP"], "mINP": out["mINP"],
-        "num_valid_queries": out["num_valid_queries"],
-    }))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "peak_rss_bytes": peak,
+                "setup_peak_bytes": setup_peak,
+                "rss_before_bytes": rss_before,
+                "call_peak_bytes": call_peak,
+                "R1": float(out["cmc"][0]),
+                "mAP": out["mAP"],
+                "mINP": out["mINP"],
+                "num_valid_queries": out["num_valid_queries"],
+            }
+        )
+    )
 
 
 def bench_msmt(threads: int) -> None:
@@ -123,14 +138,20 @@ def bench_msmt(threads: int) -> None:
         raise SystemExit(f"MSMT17 case failed:\n{proc.stderr}")
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     gb = res["peak_rss_bytes"] / 1024**3
-    print(f"[msmt17] R1 {res['R1']:.4f} mAP {res['mAP']:.4f} mINP {res['mINP']:.4f} "
-          f"({res['num_valid_queries']} valid queries)")
-    print(f"[msmt17] evaluate_features {res['seconds']:.1f} s, peak RSS {gb:.2f} GB; before the "
-          f"call (torch + 0.77 GB of features): RSS {res['rss_before_bytes'] / 1024**3:.2f} GB, "
-          f"set-up peak {res['setup_peak_bytes'] / 1024**3:.2f} GB")
+    print(
+        f"[msmt17] R1 {res['R1']:.4f} mAP {res['mAP']:.4f} mINP {res['mINP']:.4f} "
+        f"({res['num_valid_queries']} valid queries)"
+    )
+    print(
+        f"[msmt17] evaluate_features {res['seconds']:.1f} s, peak RSS {gb:.2f} GB; before the "
+        f"call (torch + 0.77 GB of features): RSS {res['rss_before_bytes'] / 1024**3:.2f} GB, "
+        f"set-up peak {res['setup_peak_bytes'] / 1024**3:.2f} GB"
+    )
     if res["call_peak_bytes"]:
-        print(f"[msmt17] peak RSS during the call alone (VmHWM reset before it): "
-              f"{res['call_peak_bytes'] / 1024**3:.2f} GB")
+        print(
+            f"[msmt17] peak RSS during the call alone (VmHWM reset before it): "
+            f"{res['call_peak_bytes'] / 1024**3:.2f} GB"
+        )
     assert res["peak_rss_bytes"] < RSS_LIMIT_BYTES, f"peak RSS {gb:.2f} GB exceeds 3 GB"
 
 
@@ -147,8 +168,7 @@ def main() -> None:
         msmt_case(args.threads)
         return
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, "
-          f"load average {load}")
+    print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, load average {load}")
     if not args.skip_market:
         bench_market(args.repeats)
     if not args.skip_msmt:

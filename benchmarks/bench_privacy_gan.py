@@ -19,6 +19,7 @@ amortized cost of an iteration.
     python benchmarks/bench_privacy_gan.py [--iters 64] [--warmup 8] [--threads 2] [--backbone tiny_cnn]
                                            [--defences gan pool dependence bottleneck]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,9 +45,12 @@ class RepeatedBatch(Dataset):
 
     def __init__(self, length: int, num_classes: int) -> None:
         gen = torch.Generator().manual_seed(0)
-        self.batch = {"image": torch.randn(BATCH, 3, HEIGHT, WIDTH, generator=gen),
-                      "pid": torch.arange(P).repeat_interleave(BATCH // P) % num_classes,
-                      "camid": torch.zeros(BATCH, dtype=torch.long), "index": torch.arange(BATCH)}
+        self.batch = {
+            "image": torch.randn(BATCH, 3, HEIGHT, WIDTH, generator=gen),
+            "pid": torch.arange(P).repeat_interleave(BATCH // P) % num_classes,
+            "camid": torch.zeros(BATCH, dtype=torch.long),
+            "index": torch.arange(BATCH),
+        }
         self.length = length
 
     def __len__(self) -> int:
@@ -101,23 +105,40 @@ def time_iterations(overrides, iters: int, warmup: int) -> float:
     pl.seed_everything(0, verbose=False)
     model = build(overrides)
     timer = BatchTimer()
-    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
-                         num_sanity_val_steps=0, limit_val_batches=0)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     trainer.fit(model, datamodule=BenchData(warmup + iters))
     return statistics.mean(timer.times[warmup:])
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--iters", type=int, default=64, help="timed iterations per model (64: whole D and R1 cycles "
-                    "of d_every=4, r1_every=16)")
+    ap.add_argument(
+        "--iters",
+        type=int,
+        default=64,
+        help="timed iterations per model (64: whole D and R1 cycles of d_every=4, r1_every=16)",
+    )
     ap.add_argument("--warmup", type=int, default=8)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--backbone", default="tiny_cnn")
     ap.add_argument("--max-ratio", type=float, default=2.5)
-    ap.add_argument("--defences", nargs="+", default=["gan", "pool", "dependence", "bottleneck"],
-                    choices=["gan", "pool", "dependence", "bottleneck"])
+    ap.add_argument(
+        "--defences",
+        nargs="+",
+        default=["gan", "pool", "dependence", "bottleneck"],
+        choices=["gan", "pool", "dependence", "bottleneck"],
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -127,12 +148,16 @@ def main() -> int:
     logging.getLogger("ppreid").setLevel(logging.WARNING)
     common = [f"backbone={args.backbone}"]
     joint = ["model.phases.reversal_from=0", "model.phases.joint_from=0"]
-    rows = {"gan": ["experiment=privacy_sandbox_gan", *joint, "model.d_every=4"],
-            "pool": ["experiment=privacy_sandbox_pool", *joint, "model.pool.warmup_batches=0"],
-            "dependence": ["experiment=privacy_sandbox_dependence", *joint],
-            "bottleneck": ["experiment=privacy_sandbox_bottleneck", *joint]}
-    print(f"batch {BATCH} x 3 x {HEIGHT} x {WIDTH}, backbone {args.backbone}, {torch.get_num_threads()} threads, "
-          f"mean of {args.iters} iterations after {args.warmup}")
+    rows = {
+        "gan": ["experiment=privacy_sandbox_gan", *joint, "model.d_every=4"],
+        "pool": ["experiment=privacy_sandbox_pool", *joint, "model.pool.warmup_batches=0"],
+        "dependence": ["experiment=privacy_sandbox_dependence", *joint],
+        "bottleneck": ["experiment=privacy_sandbox_bottleneck", *joint],
+    }
+    print(
+        f"batch {BATCH} x 3 x {HEIGHT} x {WIDTH}, backbone {args.backbone}, {torch.get_num_threads()} threads, "
+        f"mean of {args.iters} iterations after {args.warmup}"
+    )
     bot = time_iterations(common + ["model=bot"], args.iters, args.warmup)
     print(f"(a) BoT iteration                      {1000 * bot:8.1f} ms")
     ok, times = True, {}
@@ -140,14 +165,18 @@ def main() -> int:
         times[name] = time_iterations(common + rows[name], args.iters, args.warmup)
         ratio = times[name] / bot
         ok &= ratio <= args.max_ratio
-        print(f"    {name:<10} joint iteration          {1000 * times[name]:8.1f} ms   ratio {ratio:.2f}x "
-              f"(goal <= {args.max_ratio}x){'' if ratio <= args.max_ratio else '  OVER'}")
+        print(
+            f"    {name:<10} joint iteration          {1000 * times[name]:8.1f} ms   ratio {ratio:.2f}x "
+            f"(goal <= {args.max_ratio}x){'' if ratio <= args.max_ratio else '  OVER'}"
+        )
     if "gan" in times:
         lazy = times["gan"]
         eager = time_iterations(common + rows["gan"] + ["model.d_every=1"], args.iters, args.warmup)
         print(f"(b) gan joint, d_every=1               {1000 * eager:8.1f} ms   ratio {eager / bot:.2f}x")
-        print(f"    d_every=4 saves                    {1000 * (eager - lazy):8.1f} ms per iteration "
-              f"({100 * (eager - lazy) / eager:.0f}% of a d_every=1 iteration)")
+        print(
+            f"    d_every=4 saves                    {1000 * (eager - lazy):8.1f} ms per iteration "
+            f"({100 * (eager - lazy) / eager:.0f}% of a d_every=1 iteration)"
+        )
     print("PASS" if ok else f"FAIL: a defence above {args.max_ratio}x a BoT iteration")
     return 0 if ok else 1
 

@@ -5,13 +5,13 @@ this folder on ``PYTHONPATH``), records when each phase of the run starts and en
 other callbacks, and writes them as JSON to the file named by ``$BENCH_DEFAULT_RUN_TIMINGS`` when fit and
 test end.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import time
 from pathlib import Path
-from typing import Dict
 
 TIMINGS_ENV = "BENCH_DEFAULT_RUN_TIMINGS"
 
@@ -19,20 +19,34 @@ TIMINGS_ENV = "BENCH_DEFAULT_RUN_TIMINGS"
 def _timer_callback_class():
     import pytorch_lightning as pl
 
-    hooks = ("setup", "on_fit_start", "on_train_start", "on_train_epoch_start", "on_train_batch_end",
-             "on_train_epoch_end", "on_validation_start", "on_validation_end", "on_validation_epoch_end",
-             "on_train_end", "on_test_start", "on_test_epoch_end", "on_test_end", "on_save_checkpoint",
-             "on_fit_end", "teardown")
+    hooks = (
+        "setup",
+        "on_fit_start",
+        "on_train_start",
+        "on_train_epoch_start",
+        "on_train_batch_end",
+        "on_train_epoch_end",
+        "on_validation_start",
+        "on_validation_end",
+        "on_validation_epoch_end",
+        "on_train_end",
+        "on_test_start",
+        "on_test_epoch_end",
+        "on_test_end",
+        "on_save_checkpoint",
+        "on_fit_end",
+        "teardown",
+    )
 
     class PhaseTimer(pl.Callback):
         """Records when each phase of a run starts and ends, and the time spent in the other callbacks."""
 
         def __init__(self) -> None:
             self.t_built = time.time()
-            self.t: Dict[str, float] = {}
-            self.acc: Dict[str, float] = {"data_wait": 0.0, "step": 0.0, "val": 0.0, "test": 0.0}
-            self.counts: Dict[str, int] = {"steps": 0, "val": 0, "epochs": 0}
-            self.callback_time: Dict[str, float] = {}
+            self.t: dict[str, float] = {}
+            self.acc: dict[str, float] = {"data_wait": 0.0, "step": 0.0, "val": 0.0, "test": 0.0}
+            self.counts: dict[str, int] = {"steps": 0, "val": 0, "epochs": 0}
+            self.callback_time: dict[str, float] = {}
             self.callback_in_val = self.callback_in_test = 0.0
             self._phase = None
             self._last = None
@@ -65,6 +79,7 @@ def _timer_callback_class():
                         self.callback_in_val += dt
                     elif self._phase == "test":
                         self.callback_in_test += dt
+
             return wrapper
 
         def setup(self, trainer, pl_module, stage):
@@ -120,11 +135,20 @@ def _timer_callback_class():
         def _dump(self) -> None:
             path = os.environ.get(TIMINGS_ENV)
             if path:
-                Path(path).write_text(json.dumps({
-                    "t_built": self.t_built, "t": self.t, "acc": self.acc, "counts": self.counts,
-                    "callbacks": self.callback_time, "callback_in_val": self.callback_in_val,
-                    "val_in_fit": self.val_in_fit,
-                    "callback_in_test": self.callback_in_test}))
+                Path(path).write_text(
+                    json.dumps(
+                        {
+                            "t_built": self.t_built,
+                            "t": self.t,
+                            "acc": self.acc,
+                            "counts": self.counts,
+                            "callbacks": self.callback_time,
+                            "callback_in_val": self.callback_in_val,
+                            "val_in_fit": self.val_in_fit,
+                            "callback_in_test": self.callback_in_test,
+                        }
+                    )
+                )
 
     return PhaseTimer
 

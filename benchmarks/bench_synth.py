@@ -13,6 +13,7 @@ Runs alternate (bs 1, bs 8, bs 1, ...) and the best of ``--repeats`` is reported
 other processes on a shared machine biases neither side. Usage:
     python benchmarks/bench_synth.py [--images 32] [--steps 4] [--repeats 2] [--direct]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,14 +46,26 @@ def diffusion_via_synth(pipe: Path, work: Path, images: int, steps: int, repeats
     best: dict[int, float] = {}
     for rep in range(repeats):
         for bs in (1, 8):
-            meta = synth_run(work / f"diff_bs{bs}_{rep}", [
-                "generator=diffusion", f"generator.pretrained={pipe}", f"generator.steps={steps}",
-                "height=128", "width=64", f"num_identities={ids}", f"images_per_identity={per_id}",
-                f"batch_size={bs}", "seed=0"])
+            meta = synth_run(
+                work / f"diff_bs{bs}_{rep}",
+                [
+                    "generator=diffusion",
+                    f"generator.pretrained={pipe}",
+                    f"generator.steps={steps}",
+                    "height=128",
+                    "width=64",
+                    f"num_identities={ids}",
+                    f"images_per_identity={per_id}",
+                    f"batch_size={bs}",
+                    "seed=0",
+                ],
+            )
             n = meta["images_generated"]
             sec = meta["generation_seconds"] / n
-            print(f"  run {rep} batch_size={bs}: {n} images, generation_seconds={meta['generation_seconds']:.2f} "
-                  f"({sec * 1000:.1f} ms/image)")
+            print(
+                f"  run {rep} batch_size={bs}: {n} images, generation_seconds={meta['generation_seconds']:.2f} "
+                f"({sec * 1000:.1f} ms/image)"
+            )
             best[bs] = min(best.get(bs, float("inf")), sec)
     return best
 
@@ -66,10 +79,24 @@ def diffusion_direct(pipe: Path, images: int, steps: int, repeats: int) -> dict[
 
     torch.set_num_threads(THREADS)
     gen = DiffusionGenerator(str(pipe), steps=steps)
-    prompt = ("a full-body photo of an adult female pedestrian, slim build, light skin, black long hair, "
-              "wearing a red plain t shirt, blue jeans, white sneakers, seen from the front, street background")
-    reqs = [ImageRequest(pid=i // 8, camid=0, attributes={}, prompt=prompt, negative_prompt="cartoon, blurry",
-                         seed=i, identity_seed=i // 8, height=128, width=64) for i in range(images)]
+    prompt = (
+        "a full-body photo of an adult female pedestrian, slim build, light skin, black long hair, "
+        "wearing a red plain t shirt, blue jeans, white sneakers, seen from the front, street background"
+    )
+    reqs = [
+        ImageRequest(
+            pid=i // 8,
+            camid=0,
+            attributes={},
+            prompt=prompt,
+            negative_prompt="cartoon, blurry",
+            seed=i,
+            identity_seed=i // 8,
+            height=128,
+            width=64,
+        )
+        for i in range(images)
+    ]
     for bs in (1, 8):  # warm-up: first calls of a shape set up CPU kernels
         gen.generate(reqs[:bs])
     best: dict[int, float] = {}
@@ -77,7 +104,7 @@ def diffusion_direct(pipe: Path, images: int, steps: int, repeats: int) -> dict[
         for bs in (1, 8):
             t = time.perf_counter()
             for i in range(0, images, bs):
-                gen.generate(reqs[i:i + bs])
+                gen.generate(reqs[i : i + bs])
             sec = (time.perf_counter() - t) / images
             print(f"  run {rep} batch_size={bs}: {images} images, {sec * 1000:.1f} ms/image")
             best[bs] = min(best.get(bs, float("inf")), sec)
@@ -87,10 +114,13 @@ def diffusion_direct(pipe: Path, images: int, steps: int, repeats: int) -> dict[
 def procedural_via_synth(work: Path, repeats: int) -> float:
     best = 0.0
     for rep in range(repeats):
-        meta = synth_run(work / f"proc_{rep}", ["generator=procedural", "num_identities=40",
-                                               "images_per_identity=6", "seed=7"])
+        meta = synth_run(
+            work / f"proc_{rep}", ["generator=procedural", "num_identities=40", "images_per_identity=6", "seed=7"]
+        )
         ips = meta["images_per_second"]
-        print(f"  run {rep}: {meta['images_generated']} images, generation_seconds={meta['generation_seconds']:.2f} ({ips:.1f} images/s)")
+        print(
+            f"  run {rep}: {meta['images_generated']} images, generation_seconds={meta['generation_seconds']:.2f} ({ips:.1f} images/s)"
+        )
         best = max(best, ips)
     return best
 
@@ -115,8 +145,10 @@ def main() -> None:
         else:
             best = diffusion_via_synth(pipe, work, args.images, args.steps, args.repeats)
         speedup = best[1] / best[8]
-        print(f"    batch_size=1: {best[1] * 1000:.1f} ms/image   batch_size=8: {best[8] * 1000:.1f} ms/image   "
-              f"speed-up per image: {speedup:.2f}x ({'meets' if speedup >= 2 else 'MISSES'} the 2x target)")
+        print(
+            f"    batch_size=1: {best[1] * 1000:.1f} ms/image   batch_size=8: {best[8] * 1000:.1f} ms/image   "
+            f"speed-up per image: {speedup:.2f}x ({'meets' if speedup >= 2 else 'MISSES'} the 2x target)"
+        )
         print("(b) procedural generator, 256x128, synth.py, 40 identities x 6 images")
         ips = procedural_via_synth(work, args.repeats)
         print(f"    {ips:.1f} images/s on {THREADS} threads")

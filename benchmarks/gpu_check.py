@@ -32,6 +32,7 @@ This file holds the evaluator step and the driver; the other steps are ``gpu_che
 (throughput, privacy_gan), ``gpu_check_diffusion.py`` and ``gpu_check_fdr.py``, the table and helpers
 ``gpu_check_core.py``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,8 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
 
 STARTED = time.time()  # before the heavy imports: the reported wall time includes them
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +56,6 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import torch
-
 from gpu_check_core import Check, StepTimeout, format_table, one_line
 from gpu_check_diffusion import step_diffusion
 from gpu_check_fdr import failure_reason, step_fdr  # noqa: F401  (failure_reason: tests)
@@ -75,15 +75,22 @@ CPU_EXTRAPOLATION_BUDGET_S = 15.0  # CPU seconds spent on the MSMT17-scale subse
 
 
 # ============================================================================ 1. evaluator
-def synthetic_reid_split(num_query: int, num_gallery: int, num_ids: int, num_cams: int, num_distractors: int,
-                         dim: int, seed: int, identity_strength: float = 0.2):
+def synthetic_reid_split(
+    num_query: int,
+    num_gallery: int,
+    num_ids: int,
+    num_cams: int,
+    num_distractors: int,
+    dim: int,
+    seed: int,
+    identity_strength: float = 0.2,
+):
     """Query / gallery features (CPU float32) with identity structure, and Market-like pids / camids.
 
     feature = noise + ``identity_strength`` * centre of its identity, so ranks are partial (mAP well
     below 1), as with a real model; built in slices so that only the two arrays are ever held.
     """
     import numpy as np
-
     from bench_evaluator import market_like_ids
 
     rng = np.random.default_rng(seed)
@@ -100,14 +107,19 @@ def synthetic_reid_split(num_query: int, num_gallery: int, num_ids: int, num_cam
     return feats[0], feats[1], q_pids, g_pids, q_cams, g_cams
 
 
-def max_result_diff(a: Dict, b: Dict) -> float:
+def max_result_diff(a: dict, b: dict) -> float:
     """Largest absolute difference of CMC / mAP / mINP (inf when the valid query counts differ)."""
     import numpy as np
 
     if a["num_valid_queries"] != b["num_valid_queries"]:
         return math.inf
-    return float(max(np.abs(np.asarray(a["cmc"]) - np.asarray(b["cmc"])).max(), abs(a["mAP"] - b["mAP"]),
-                     abs(a["mINP"] - b["mINP"])))
+    return float(
+        max(
+            np.abs(np.asarray(a["cmc"]) - np.asarray(b["cmc"])).max(),
+            abs(a["mAP"] - b["mAP"]),
+            abs(a["mINP"] - b["mINP"]),
+        )
+    )
 
 
 def add_equality(chk: Check, setting: str, diff: float, tolerance: float) -> None:
@@ -120,7 +132,7 @@ def step_evaluator(chk: Check) -> None:
         scales = [("market1501-like", 60, 300, 20, 6, 30, 32), ("msmt17-like", 120, 900, 40, 15, 0, 32)]
     else:
         scales = [("market1501", 3368, 15913, 751, 6, 2794, 2048), ("msmt17", 11659, 82161, 3060, 15, 0, 2048)]
-    cpu_seconds_per_pair: List[float] = []  # measured on the first scale, sizes the second one's subset
+    cpu_seconds_per_pair: list[float] = []  # measured on the first scale, sizes the second one's subset
     for seed, (name, nq, ng, ids, cams, distractors, dim) in enumerate(scales):
         with chk.setting(f"{name} {nq}x{ng} d{dim}"):
             evaluator_scale(chk, name, nq, ng, ids, cams, distractors, dim, seed, cpu_seconds_per_pair)
@@ -129,8 +141,18 @@ def step_evaluator(chk: Check) -> None:
             torch.cuda.empty_cache()
 
 
-def evaluator_scale(chk: Check, name: str, nq: int, ng: int, ids: int, cams: int, distractors: int, dim: int,
-                    seed: int, cpu_seconds_per_pair: List[float]) -> None:
+def evaluator_scale(
+    chk: Check,
+    name: str,
+    nq: int,
+    ng: int,
+    ids: int,
+    cams: int,
+    distractors: int,
+    dim: int,
+    seed: int,
+    cpu_seconds_per_pair: list[float],
+) -> None:
     """Rows of one scale: device and CPU seconds, speed-up, equality from the same features and from the
     same distances. The CPU path runs on the first ``n_sub`` queries when the whole set would take more
     than ``CPU_EXTRAPOLATION_BUDGET_S`` (its time is then extrapolated, and said so)."""
@@ -140,7 +162,8 @@ def evaluator_scale(chk: Check, name: str, nq: int, ng: int, ids: int, cams: int
     other = "cpu (dry run: no GPU)" if chk.dry_run else "CUDA"
     label = f"{name} {nq}x{ng} d{dim}"
     qf, gf, q_pids, g_pids, q_cams, g_cams = synthetic_reid_split(
-        nq, ng, ids, cams, distractors, dim, seed, identity_strength=1.0 if chk.dry_run else 0.2)
+        nq, ng, ids, cams, distractors, dim, seed, identity_strength=1.0 if chk.dry_run else 0.2
+    )
     qd, gd = qf.to(dev), gf.to(dev)
     evaluate_features(qd[:64], gd, q_pids[:64], g_pids, q_cams[:64], g_cams)  # warm-up (CUDA context, kernels)
 
@@ -156,31 +179,41 @@ def evaluator_scale(chk: Check, name: str, nq: int, ng: int, ids: int, cams: int
     else:  # the first scale failed before its CPU timing
         n_sub = max(256, nq // 8)
     q = slice(0, n_sub)
-    res_cpu, t_cpu = chk.timed(lambda: evaluate_features(qf[q], gf, q_pids[q], g_pids, q_cams[q], g_cams,
-                                                         device="cpu"))
+    res_cpu, t_cpu = chk.timed(lambda: evaluate_features(qf[q], gf, q_pids[q], g_pids, q_cams[q], g_cams, device="cpu"))
     cpu_seconds_per_pair.append(t_cpu / (n_sub * ng))
     t_cpu_full = t_cpu * nq / n_sub
     threads = torch.get_num_threads()
     if n_sub == nq:
         chk.add(f"{label}: CPU evaluate_features ({threads} threads)", t_cpu_full, "s")
     else:
-        chk.add(f"{label}: CPU evaluate_features ({threads} threads), extrapolated from the first {n_sub} of "
-                f"{nq} queries", t_cpu_full, "s")
+        chk.add(
+            f"{label}: CPU evaluate_features ({threads} threads), extrapolated from the first {n_sub} of {nq} queries",
+            t_cpu_full,
+            "s",
+        )
     chk.add(f"{label}: {other} speed-up over CPU", t_cpu_full / t_dev, "x")
 
     res_sub = res_dev if n_sub == nq else evaluate_features(qd[q], gd, q_pids[q], g_pids, q_cams[q], g_cams)
-    add_equality(chk, f"{label}: {other} = CPU from the same features ({n_sub} queries)",
-                 max_result_diff(res_sub, res_cpu), FEATURE_TOLERANCE)
+    add_equality(
+        chk,
+        f"{label}: {other} = CPU from the same features ({n_sub} queries)",
+        max_result_diff(res_sub, res_cpu),
+        FEATURE_TOLERANCE,
+    )
     n_exact = min(n_sub, 1024)
     e = slice(0, n_exact)
     dist = distance_matrix(qd[e], gd)
     exact_dev = evaluate_distmat(dist, q_pids[e], g_pids, q_cams[e], g_cams)
     exact_cpu = evaluate_distmat(dist.cpu(), q_pids[e], g_pids, q_cams[e], g_cams)
-    add_equality(chk, f"{label}: {other} = CPU from the same distances ({n_exact} queries)",
-                 max_result_diff(exact_dev, exact_cpu), EXACT_TOLERANCE)
+    add_equality(
+        chk,
+        f"{label}: {other} = CPU from the same distances ({n_exact} queries)",
+        max_result_diff(exact_dev, exact_cpu),
+        EXACT_TOLERANCE,
+    )
 
 
-STEPS: Dict[str, Callable[[Check], None]] = {
+STEPS: dict[str, Callable[[Check], None]] = {
     "evaluator": step_evaluator,
     "throughput": step_throughput,
     "privacy_gan": step_privacy_gan,
@@ -220,30 +253,40 @@ def run_step(chk: Check, name: str, cap_s: float) -> None:
         torch.cuda.empty_cache()
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dry-run", action="store_true", help="every step on tiny shapes on CPU (for CI)")
-    ap.add_argument("--only", default=None,
-                    help=f"comma-separated steps to run (default: all of {', '.join(STEP_NAMES)})")
+    ap.add_argument(
+        "--only", default=None, help=f"comma-separated steps to run (default: all of {', '.join(STEP_NAMES)})"
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the table as JSON to this file")
-    ap.add_argument("--workdir", type=Path, default=None,
-                    help="folder for the fast dev runs' folders and logs (default: a temp folder, removed when "
-                         "every step passed)")
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="folder for the fast dev runs' folders and logs (default: a temp folder, removed when every step passed)",
+    )
     ap.add_argument("--fdr-workers", type=int, default=6, help="fast dev runs at once on the GPU (default 6)")
     return ap.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     steps = list(STEP_NAMES) if not args.only else [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in steps if s not in STEP_NAMES]
     if unknown or not steps:
-        print(f"error: --only {args.only}: unknown step(s) {', '.join(unknown) or '(none given)'}; "
-              f"steps are {', '.join(STEP_NAMES)}", file=sys.stderr)
+        print(
+            f"error: --only {args.only}: unknown step(s) {', '.join(unknown) or '(none given)'}; "
+            f"steps are {', '.join(STEP_NAMES)}",
+            file=sys.stderr,
+        )
         return 2
     if not args.dry_run and not torch.cuda.is_available():
-        print("error: no CUDA GPU is visible to torch (torch.cuda.is_available() is False); run with --dry-run "
-              "for the CPU version of every step", file=sys.stderr)
+        print(
+            "error: no CUDA GPU is visible to torch (torch.cuda.is_available() is False); run with --dry-run "
+            "for the CPU version of every step",
+            file=sys.stderr,
+        )
         return 2
     if args.fdr_workers < 1:
         print(f"error: --fdr-workers {args.fdr_workers} must be >= 1", file=sys.stderr)

@@ -1,5 +1,6 @@
 """The GPU check's table and helpers (``benchmarks/gpu_check.py``): the ``Check`` being filled (rows,
 device, the running step's deadline), its formatting, and the config composer every step uses."""
+
 from __future__ import annotations
 
 import contextlib
@@ -12,9 +13,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +31,7 @@ class StepTimeout(BaseException):
 class Row:
     step: str
     setting: str
-    figure: Optional[float]
+    figure: float | None
     unit: str
     status: str
 
@@ -45,23 +46,24 @@ def one_line(exc: BaseException, limit: int = 240) -> str:
 class Check:
     """The table being filled, the device, and the running step's name, setting and deadline."""
 
-    def __init__(self, dry_run: bool, workdir: Path, json_path: Optional[Path], fdr_workers: int,
-                 started: Optional[float] = None) -> None:
+    def __init__(
+        self, dry_run: bool, workdir: Path, json_path: Path | None, fdr_workers: int, started: float | None = None
+    ) -> None:
         self.dry_run = dry_run
         self.device = torch.device("cpu" if dry_run else "cuda")
         self.workdir = workdir
         self.json_path = json_path
         self.fdr_workers = fdr_workers
-        self.rows: List[Row] = []
+        self.rows: list[Row] = []
         self.step = ""
         self.current = "-"
         self.deadline = math.inf
         self.started = time.time() if started is None else started  # the check's start, for its wall time
-        self.children: Dict[int, subprocess.Popen] = {}  # running train.py subprocesses, by pid
+        self.children: dict[int, subprocess.Popen] = {}  # running train.py subprocesses, by pid
         self.children_lock = threading.Lock()
 
     # ---------------------------------------------------------------- rows
-    def add(self, setting: str, figure: Optional[float], unit: str, status: str = "ok") -> None:
+    def add(self, setting: str, figure: float | None, unit: str, status: str = "ok") -> None:
         row = Row(self.step, setting, None if figure is None else float(figure), unit, status)
         self.rows.append(row)
         print(f"  [{row.step}] {row.setting}: {format_figure(row.figure)} {row.unit}  {row.status}", flush=True)
@@ -93,7 +95,7 @@ class Check:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
 
-    def peak_gib(self) -> Optional[float]:
+    def peak_gib(self) -> float | None:
         return torch.cuda.max_memory_allocated() / 2**30 if self.device.type == "cuda" else None
 
     def add_peak(self, setting: str) -> None:
@@ -111,13 +113,18 @@ class Check:
         return out, time.perf_counter() - start
 
     # ---------------------------------------------------------------- output
-    def failed_steps(self) -> List[str]:
+    def failed_steps(self) -> list[str]:
         return list(dict.fromkeys(r.step for r in self.rows if r.status != "ok"))
 
-    def describe(self) -> Dict:
-        info = {"mode": "dry-run (CPU, tiny shapes)" if self.dry_run else "gpu", "torch": torch.__version__,
-                "cuda": torch.version.cuda, "python": platform.python_version(), "cpus": os.cpu_count(),
-                "cpu_threads": torch.get_num_threads()}
+    def describe(self) -> dict:
+        info = {
+            "mode": "dry-run (CPU, tiny shapes)" if self.dry_run else "gpu",
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "cpu_threads": torch.get_num_threads(),
+        }
         if torch.cuda.is_available() and not self.dry_run:
             props = torch.cuda.get_device_properties(0)
             info["device"] = f"{props.name} ({props.total_memory / 2**30:.0f} GiB, compute {props.major}.{props.minor})"
@@ -130,15 +137,20 @@ class Check:
         if self.json_path is None:
             return
         failed = self.failed_steps()
-        payload = {**self.describe(), "ok": not failed, "failed_steps": failed,
-                   "wall_s": round(time.time() - self.started, 1), "rows": [asdict(r) for r in self.rows]}
+        payload = {
+            **self.describe(),
+            "ok": not failed,
+            "failed_steps": failed,
+            "wall_s": round(time.time() - self.started, 1),
+            "rows": [asdict(r) for r in self.rows],
+        }
         self.json_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.json_path.with_suffix(self.json_path.suffix + ".tmp")
         tmp.write_text(json.dumps(payload, indent=2))
         os.replace(tmp, self.json_path)
 
 
-def format_figure(value: Optional[float]) -> str:
+def format_figure(value: float | None) -> str:
     if value is None:
         return "-"
     if value == 0:
@@ -163,7 +175,7 @@ def format_table(rows: Sequence[Row]) -> str:
 
 
 # ============================================================================ configs
-def compose(overrides: Sequence[str], output_dir: Optional[Path] = None):
+def compose(overrides: Sequence[str], output_dir: Path | None = None):
     """conf/train.yaml composed with ``overrides``, as ``python train.py <overrides>`` would (Hydra's
     runtime config set, so ``${hydra:...}`` interpolations resolve)."""
     from hydra import compose as hydra_compose

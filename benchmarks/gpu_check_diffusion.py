@@ -1,15 +1,15 @@
 """GPU check step 4 (``benchmarks/gpu_check.py``): synthesis images/s of the ``diffusion`` generator with a
 random-weight pipeline of Stable Diffusion 1.5's size (nothing downloaded), batch 1 and 8, DDIM."""
+
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
 import torch
-
 from gpu_check_core import Check
 
-DIFFUSION_CONFIG_STEPS = 30        # conf/generator/diffusion.yaml: what synthesis runs by default
+DIFFUSION_CONFIG_STEPS = 30  # conf/generator/diffusion.yaml: what synthesis runs by default
 
 
 def build_random_sd_pipeline(dry_run: bool, device: torch.device, tokenizer_dir: Path):
@@ -27,41 +27,88 @@ def build_random_sd_pipeline(dry_run: bool, device: torch.device, tokenizer_dir:
     from ppreid.synth.tiny_pipelines import CLIP_CONTEXT_LENGTH, CLIP_VOCAB_SIZE, write_clip_tokenizer
 
     if dry_run:
-        unet_kw = dict(block_out_channels=(32, 64), layers_per_block=1, sample_size=16,
-                       down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                       up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-                       attention_head_dim=(2, 4), norm_num_groups=32)
+        unet_kw = dict(
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            sample_size=16,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=(2, 4),
+            norm_num_groups=32,
+        )
         vae_kw = dict(block_out_channels=(8, 16, 16, 16), layers_per_block=1, sample_size=32, norm_num_groups=8)
-        text_kw = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                       projection_dim=32)
+        text_kw = dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, projection_dim=32
+        )
     else:
-        unet_kw = dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, sample_size=64,
-                       down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                       up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768,
-                       attention_head_dim=8, norm_num_groups=32)
-        vae_kw = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, sample_size=512,
-                      norm_num_groups=32)
-        text_kw = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                       projection_dim=768, hidden_act="quick_gelu")
+        unet_kw = dict(
+            block_out_channels=(320, 640, 1280, 1280),
+            layers_per_block=2,
+            sample_size=64,
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+            cross_attention_dim=768,
+            attention_head_dim=8,
+            norm_num_groups=32,
+        )
+        vae_kw = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, sample_size=512, norm_num_groups=32)
+        text_kw = dict(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            projection_dim=768,
+            hidden_act="quick_gelu",
+        )
     torch.manual_seed(0)
     with torch.device(device):
         unet = UNet2DConditionModel(in_channels=4, out_channels=4, **unet_kw)
         n = len(vae_kw["block_out_channels"])
-        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
-                            down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
-                            **vae_kw)
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=CLIP_VOCAB_SIZE, max_position_embeddings=CLIP_CONTEXT_LENGTH, bos_token_id=CLIP_VOCAB_SIZE - 2,
-            eos_token_id=CLIP_VOCAB_SIZE - 1, pad_token_id=CLIP_VOCAB_SIZE - 1, **text_kw))
-    tokenizer = CLIPTokenizer.from_pretrained(str(write_clip_tokenizer(tokenizer_dir)),
-                                              model_max_length=CLIP_CONTEXT_LENGTH)
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              num_train_timesteps=1000, set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1)
-    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    sizes = {k: sum(p.numel() for p in m.parameters()) / 1e6 for k, m in
-             (("unet", unet), ("vae", vae), ("text", text_encoder))}
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            down_block_types=("DownEncoderBlock2D",) * n,
+            up_block_types=("UpDecoderBlock2D",) * n,
+            **vae_kw,
+        )
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=CLIP_VOCAB_SIZE,
+                max_position_embeddings=CLIP_CONTEXT_LENGTH,
+                bos_token_id=CLIP_VOCAB_SIZE - 2,
+                eos_token_id=CLIP_VOCAB_SIZE - 1,
+                pad_token_id=CLIP_VOCAB_SIZE - 1,
+                **text_kw,
+            )
+        )
+    tokenizer = CLIPTokenizer.from_pretrained(
+        str(write_clip_tokenizer(tokenizer_dir)), model_max_length=CLIP_CONTEXT_LENGTH
+    )
+    scheduler = PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        set_alpha_to_one=False,
+        skip_prk_steps=True,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    sizes = {
+        k: sum(p.numel() for p in m.parameters()) / 1e6
+        for k, m in (("unet", unet), ("vae", vae), ("text", text_encoder))
+    }
     return pipe, sizes
 
 
@@ -69,8 +116,9 @@ def synthesis_requests(count: int, height: int, width: int):
     """``count`` image requests with real GenePerson attribute prompts (a plan of 8 images per identity)."""
     from ppreid.synth.plan import SynthPlan
 
-    plan = SynthPlan.from_config({"num_identities": max(1, math.ceil(count / 8)), "num_cameras": 4, "seed": 0,
-                                  "images_per_identity": [8, 8]})
+    plan = SynthPlan.from_config(
+        {"num_identities": max(1, math.ceil(count / 8)), "num_cameras": 4, "seed": 0, "images_per_identity": [8, 8]}
+    )
     images = [img for ident in plan.identities() for img in ident.images]
     return [img.request(height, width) for img in images[:count]]
 
@@ -108,8 +156,11 @@ def step_diffusion(chk: Check) -> None:
                 per_step = seconds[steps_hi] / steps_hi
             fixed = max(0.0, seconds[steps_hi] - steps_hi * per_step)
             chk.add(f"{what}, batch {bs}, {steps_hi} DDIM steps", bs / seconds[steps_hi], "images/s")
-            chk.add(f"{what}, batch {bs}, {DIFFUSION_CONFIG_STEPS} steps (extrapolated from {steps_lo} and "
-                    f"{steps_hi})", bs / (fixed + DIFFUSION_CONFIG_STEPS * per_step), "images/s")
+            chk.add(
+                f"{what}, batch {bs}, {DIFFUSION_CONFIG_STEPS} steps (extrapolated from {steps_lo} and {steps_hi})",
+                bs / (fixed + DIFFUSION_CONFIG_STEPS * per_step),
+                "images/s",
+            )
             chk.add_peak(f"{what}, batch {bs}")
 
 
@@ -122,12 +173,22 @@ def diffusion_generator(chk: Check, height: int, width: int, count: int):
     diffusion_module.load_text2image_pipeline = lambda pretrained, dtype=torch.float32, *a, **k: pipe.to(dtype=dtype)
     try:
         generator = diffusion_module.DiffusionGenerator(
-            pretrained="random-weight pipeline", steps=1, guidance_scale=7.5, scheduler="ddim", dtype="auto",
-            device=chk.device.type, max_prompt_chunks=3)
+            pretrained="random-weight pipeline",
+            steps=1,
+            guidance_scale=7.5,
+            scheduler="ddim",
+            dtype="auto",
+            device=chk.device.type,
+            max_prompt_chunks=3,
+        )
     finally:
         diffusion_module.load_text2image_pipeline = original
     kind = "tiny" if chk.dry_run else "SD 1.5-size"
-    chk.add(f"random-weight {kind} pipeline: UNet {sizes['unet']:.1f}M + VAE {sizes['vae']:.1f}M + CLIP text encoder "
-            f"{sizes['text']:.1f}M parameters", sum(sizes.values()), "M params")
+    chk.add(
+        f"random-weight {kind} pipeline: UNet {sizes['unet']:.1f}M + VAE {sizes['vae']:.1f}M + CLIP text encoder "
+        f"{sizes['text']:.1f}M parameters",
+        sum(sizes.values()),
+        "M params",
+    )
     dtype = str(generator.dtype).replace("torch.", "")
     return generator, f"{height}x{width} {dtype}, CFG 7.5", synthesis_requests(count, height, width)

@@ -1,6 +1,7 @@
 """GPU check step 5 (``benchmarks/gpu_check.py``): ``python train.py debug=fdr`` of every model with
 ``trainer=gpu`` and ``trainer=ddp trainer.devices=1`` as subprocesses (the dry run: in this process, on
 CPU), after a short bot run that writes the checkpoint the attack audits."""
+
 from __future__ import annotations
 
 import json
@@ -10,30 +11,52 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import List, Sequence
 
 from gpu_check_core import ROOT, Check, StepTimeout, compose, one_line
 
 FDR_MODELS = ("bot", "clipreid", "pdm", "privacy_gan", "attack")
 # The dry run's embedded data: a GenePerson-mini of 40 source identities (x 4 images) and 12 per target,
 # written into the work folder (about a second), read at 32x16.
-DRY_RUN_DATA = ["data.prepare.num_identities=40", "data.prepare.images_per_identity=4",
-                "data.prepare.target_identities=12", "data.height=32", "data.width=16", "data.batch_size=8",
-                "data.num_instances=2", "data.test_batch_size=16", "data.val_split.identities=2",
-                "callbacks.reid_media.num_train_images=8", "callbacks.progress_bar.refresh_rate=0"]
+DRY_RUN_DATA = [
+    "data.prepare.num_identities=40",
+    "data.prepare.images_per_identity=4",
+    "data.prepare.target_identities=12",
+    "data.height=32",
+    "data.width=16",
+    "data.batch_size=8",
+    "data.num_instances=2",
+    "data.test_batch_size=16",
+    "data.val_split.identities=2",
+    "callbacks.reid_media.num_train_images=8",
+    "callbacks.progress_bar.refresh_rate=0",
+]
 DRY_RUN_MODEL = {
     "bot": ["backbone.channels=[8,16,16,32]", "backbone.out_dim=32"],
     "clipreid": [],
     "pdm": [],
-    "privacy_gan": ["backbone.channels=[8,16,16,32]", "backbone.out_dim=32", "model.generator.base_channels=16",
-                    "model.generator.min_channels=8", "model.discriminator.base_channels=8",
-                    "model.discriminator.max_channels=16"],
-    "attack": ["model.attack_size=[32,16]", "model.l1.decoder.base_channels=32", "model.gan.decoder.base_channels=32",
-               "model.gan.discriminator.base_channels=8", "model.gan.discriminator.max_channels=32",
-               "model.diffusion.sample_size=null", "model.diffusion.decoder.block_out_channels=[8,16]",
-               "model.diffusion.decoder.inference_steps=3", "model.diffusion.num_samples=1", "model.num_pictures=3"],
+    "privacy_gan": [
+        "backbone.channels=[8,16,16,32]",
+        "backbone.out_dim=32",
+        "model.generator.base_channels=16",
+        "model.generator.min_channels=8",
+        "model.discriminator.base_channels=8",
+        "model.discriminator.max_channels=16",
+    ],
+    "attack": [
+        "model.attack_size=[32,16]",
+        "model.l1.decoder.base_channels=32",
+        "model.gan.decoder.base_channels=32",
+        "model.gan.discriminator.base_channels=8",
+        "model.gan.discriminator.max_channels=32",
+        "model.diffusion.sample_size=null",
+        "model.diffusion.decoder.block_out_channels=[8,16]",
+        "model.diffusion.decoder.inference_steps=3",
+        "model.diffusion.num_samples=1",
+        "model.num_pictures=3",
+    ],
 }
 
 
@@ -43,9 +66,13 @@ def fdr_trainers(dry_run: bool):
     backend on CPU."""
     if dry_run:
         gpu, ddp = (compose([f"trainer={name}"]).trainer.precision for name in ("gpu", "ddp"))
-        return [(f"trainer=cpu {gpu} (for gpu)", ["trainer=cpu", f"trainer.precision={gpu}"]),
-                (f"trainer=ddp on cpu {ddp}",
-                 ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.sync_batchnorm=false"])]
+        return [
+            (f"trainer=cpu {gpu} (for gpu)", ["trainer=cpu", f"trainer.precision={gpu}"]),
+            (
+                f"trainer=ddp on cpu {ddp}",
+                ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.sync_batchnorm=false"],
+            ),
+        ]
     return [("trainer=gpu", ["trainer=gpu"]), ("trainer=ddp devices=1", ["trainer=ddp", "trainer.devices=1"])]
 
 
@@ -60,7 +87,7 @@ def failure_reason(stderr: str) -> str:
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln]
     for ln in reversed(lines):
         if ln.startswith("error:"):
-            return ln[len("error:"):].strip()
+            return ln[len("error:") :].strip()
     for k, ln in enumerate(lines):  # Hydra's own messages (bad override, missing config)
         if ln.startswith(("Could not override", "Could not load", "Could not append", "In '")):
             return " ".join(lines[k : k + 2])
@@ -75,8 +102,13 @@ def run_train_subprocess(chk: Check, overrides: Sequence[str], run_dir: Path, ti
     """``python train.py OVERRIDES`` in the work folder, its run folder ``run_dir``; returns its wall seconds,
     raises RuntimeError with one line (the run's own error line, or its timeout) when it fails."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={run_dir}",
-           f"paths.log_dir={chk.workdir / 'logs'}"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *overrides,
+        f"hydra.run.dir={run_dir}",
+        f"paths.log_dir={chk.workdir / 'logs'}",
+    ]
     env = {**os.environ, "PROJECT_ROOT": str(ROOT), "MASTER_PORT": str(free_port()), "HF_HUB_OFFLINE": "1"}
     (run_dir / "command.txt").write_text(" ".join(cmd) + "\n")
     start = time.perf_counter()
@@ -144,16 +176,29 @@ def step_fdr(chk: Check) -> None:
     root = chk.workdir / "fdr"
     tiny = [f"data.prepare.root={chk.workdir / 'GenePerson-mini-tiny'}", *DRY_RUN_DATA] if dry else []
 
-    def overrides_of(model: str, trainer: Sequence[str], extra: Sequence[str] = ()) -> List[str]:
+    def overrides_of(model: str, trainer: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
         return [f"model={model}", *trainer, *tiny, *(DRY_RUN_MODEL[model] if dry else []), *extra]
 
     ckpt_run = root / "bot_checkpoint"
     ckpt = ckpt_run / "checkpoints" / "last.ckpt"
     ckpt_setting = f"{trainers[0][0]} model=bot, 2 batches: checkpoint for the attack"
     with chk.setting(ckpt_setting):
-        seconds = run_train_subprocess(chk, overrides_of("bot", trainers[0][1], [
-            "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "test=false",
-            "task_name=gpu_check"]), ckpt_run, timeout=min(150.0, chk.time_left() - 5))
+        seconds = run_train_subprocess(
+            chk,
+            overrides_of(
+                "bot",
+                trainers[0][1],
+                [
+                    "trainer.max_epochs=1",
+                    "+trainer.limit_train_batches=2",
+                    "+trainer.limit_val_batches=1",
+                    "test=false",
+                    "task_name=gpu_check",
+                ],
+            ),
+            ckpt_run,
+            timeout=min(150.0, chk.time_left() - 5),
+        )
         if not ckpt.exists():
             raise RuntimeError(f"the bot run wrote no {ckpt}")
         chk.add(f"{ckpt_setting}, train.py subprocess", seconds, "s")
@@ -162,8 +207,14 @@ def step_fdr(chk: Check) -> None:
     for label, trainer in trainers:
         for model in FDR_MODELS:
             extra = ["debug=fdr"] + ([f"model.extractor_ckpt={ckpt}"] if model == "attack" else [])
-            jobs.append((f"{label} model={model}", model, overrides_of(model, trainer, extra),
-                         root / f"{trainer[0].split('=')[1]}_{model}"))
+            jobs.append(
+                (
+                    f"{label} model={model}",
+                    model,
+                    overrides_of(model, trainer, extra),
+                    root / f"{trainer[0].split('=')[1]}_{model}",
+                )
+            )
 
     def one(job):
         setting, model, overrides, run_dir = job
@@ -196,5 +247,5 @@ def step_fdr(chk: Check) -> None:
             for job, future in futures[reported:]:
                 with chk.setting(job[0]):
                     if not future.done() or future.cancelled():
-                        raise RuntimeError("stopped at the step's time cap")
+                        raise RuntimeError("stopped at the step's time cap") from None
                     chk.add(f"{job[0]}, train.py subprocess", future.result(), "s")

@@ -1,20 +1,20 @@
 """GPU check steps 2 and 3 (``benchmarks/gpu_check.py``): training images/s and peak memory of BoT,
 CLIP-ReID and PDM (one iteration as each model's training step computes it, synthetic P x K batches), and
 joint-phase iterations/s of ``model=privacy_gan`` through Lightning's loop; fp32 and bf16-mixed."""
+
 from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable, Sequence
 from types import SimpleNamespace
-from typing import Callable, Dict, List, Sequence
 
 import pytorch_lightning as pl
 import torch
+from gpu_check_core import Check, compose
 from torch.utils.data import DataLoader, Dataset
 
-from gpu_check_core import Check, compose
-
-NUM_TRAIN_IDS = 751                # Market-1501's training identities (classifier size)
+NUM_TRAIN_IDS = 751  # Market-1501's training identities (classifier size)
 
 
 PRECISIONS = ("32-true", "bf16-mixed")
@@ -24,25 +24,34 @@ def throughput_models(dry_run: bool):
     """(label, overrides) of the models whose training iteration is timed."""
     if dry_run:
         data = ["data=market1501", "data.height=64", "data.width=32", "data.batch_size=8", "data.num_instances=2"]
-        return [("BoT tiny_cnn", ["model=bot", "backbone=tiny_cnn", "backbone.channels=[8,16,16,32]",
-                                  "backbone.out_dim=32", *data]),
-                ("CLIP-ReID stage 2 clip_tiny", ["model=clipreid", "backbone=clip_tiny", *data]),
-                ("PDM stage 2 clip_tiny", ["model=pdm", "backbone=clip_tiny", *data])]
+        return [
+            (
+                "BoT tiny_cnn",
+                ["model=bot", "backbone=tiny_cnn", "backbone.channels=[8,16,16,32]", "backbone.out_dim=32", *data],
+            ),
+            ("CLIP-ReID stage 2 clip_tiny", ["model=clipreid", "backbone=clip_tiny", *data]),
+            ("PDM stage 2 clip_tiny", ["model=pdm", "backbone=clip_tiny", *data]),
+        ]
     data = ["data=market1501"]  # paper scale: 256x128, P x K = 16 x 4, the paper recipes
-    return [("BoT ResNet-50", ["model=bot", "backbone=resnet50", *data]),
-            ("CLIP-ReID stage 2 ViT-B/16", ["model=clipreid", "backbone=clip_vit_b16", *data]),
-            ("PDM stage 2 ViT-B/16", ["model=pdm", "backbone=clip_vit_b16", *data])]
+    return [
+        ("BoT ResNet-50", ["model=bot", "backbone=resnet50", *data]),
+        ("CLIP-ReID stage 2 ViT-B/16", ["model=clipreid", "backbone=clip_vit_b16", *data]),
+        ("PDM stage 2 ViT-B/16", ["model=pdm", "backbone=clip_vit_b16", *data]),
+    ]
 
 
-def synthetic_batch(batch_size: int, instances: int, height: int, width: int, num_classes: int, device,
-                    cameras: int = 6) -> Dict[str, torch.Tensor]:
+def synthetic_batch(
+    batch_size: int, instances: int, height: int, width: int, num_classes: int, device, cameras: int = 6
+) -> dict[str, torch.Tensor]:
     """A P x K batch of random images: pids (P identities, K images each), cameras cycling over ``cameras``."""
     n = batch_size
-    return {"image": torch.randn(n, 3, height, width, device=device),
-            "pid": (torch.arange(n, device=device) // instances) % num_classes,
-            "camid": torch.arange(n, device=device) % cameras,
-            "domain": torch.zeros(n, dtype=torch.long, device=device),
-            "index": torch.arange(n, device=device)}
+    return {
+        "image": torch.randn(n, 3, height, width, device=device),
+        "pid": (torch.arange(n, device=device) // instances) % num_classes,
+        "camid": torch.arange(n, device=device) % cameras,
+        "domain": torch.zeros(n, dtype=torch.long, device=device),
+        "index": torch.arange(n, device=device),
+    }
 
 
 def build_training_model(overrides: Sequence[str], num_classes: int):
@@ -73,11 +82,13 @@ def build_training_model(overrides: Sequence[str], num_classes: int):
 
         def loss_fn(batch):
             return model.training_step(batch, 0)
+
     return model, loss_fn, params, cfg.data
 
 
-def time_iterations(chk: Check, step: Callable[[], None], warmup: int, max_iters: int, min_iters: int,
-                    budget_s: float) -> tuple:
+def time_iterations(
+    chk: Check, step: Callable[[], None], warmup: int, max_iters: int, min_iters: int, budget_s: float
+) -> tuple:
     """(mean seconds per call of ``step``, calls timed): ``warmup`` calls first, then up to ``max_iters``,
     stopping after ``min_iters`` once ``budget_s`` is spent."""
     for _ in range(warmup):
@@ -99,8 +110,11 @@ def time_iterations(chk: Check, step: Callable[[], None], warmup: int, max_iters
 def step_throughput(chk: Check) -> None:
     dev = chk.device
     num_classes = 20 if chk.dry_run else NUM_TRAIN_IDS
-    iters = dict(warmup=1, max_iters=3, min_iters=2, budget_s=2.0) if chk.dry_run else \
-        dict(warmup=3, max_iters=12, min_iters=4, budget_s=6.0)
+    iters = (
+        dict(warmup=1, max_iters=3, min_iters=2, budget_s=2.0)
+        if chk.dry_run
+        else dict(warmup=3, max_iters=12, min_iters=4, budget_s=6.0)
+    )
     for label, overrides in throughput_models(chk.dry_run):
         built = None
         with chk.setting(f"{label}: build"):
@@ -144,11 +158,22 @@ def step_privacy_gan(chk: Check) -> None:
     from hydra.utils import instantiate
 
     if chk.dry_run:
-        overrides = ["model=privacy_gan", "data=market1501", "backbone=tiny_cnn", "backbone.channels=[8,16,16,32]",
-                     "backbone.out_dim=32", "data.height=32", "data.width=16", "data.batch_size=16",
-                     "data.num_instances=4", "model.generator.base_channels=16", "model.generator.min_channels=8",
-                     "model.discriminator.base_channels=8", "model.discriminator.max_channels=16",
-                     "model.r1_every=1"]  # so that the few timed iterations hold an R1 step
+        overrides = [
+            "model=privacy_gan",
+            "data=market1501",
+            "backbone=tiny_cnn",
+            "backbone.channels=[8,16,16,32]",
+            "backbone.out_dim=32",
+            "data.height=32",
+            "data.width=16",
+            "data.batch_size=16",
+            "data.num_instances=4",
+            "model.generator.base_channels=16",
+            "model.generator.min_channels=8",
+            "model.discriminator.base_channels=8",
+            "model.discriminator.max_channels=16",
+            "model.r1_every=1",
+        ]  # so that the few timed iterations hold an R1 step
         warmup, max_iters, budget_s, label = 2, 6, 5.0, "privacy_gan joint, tiny_cnn, R1 every D step"
     else:
         # the paper recipe: ResNet-50 at 256x128, G from 256 channels, D up to 256, reconstructions at 256x128
@@ -165,13 +190,22 @@ def step_privacy_gan(chk: Check) -> None:
             pl.seed_everything(0, verbose=False)
             model = instantiate(cfg.model)
             timer = IterationTimer(warmup, max_iters, budget_s)
-            trainer = pl.Trainer(max_epochs=1, accelerator="gpu" if chk.device.type == "cuda" else "cpu", devices=1,
-                                 precision=precision,
-                                 logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                                 enable_model_summary=False, callbacks=[timer], num_sanity_val_steps=0,
-                                 limit_val_batches=0)
-            batch = synthetic_batch(data.batch_size, data.num_instances, data.height, data.width, num_classes,
-                                    chk.device)  # on the device already: no copy per iteration
+            trainer = pl.Trainer(
+                max_epochs=1,
+                accelerator="gpu" if chk.device.type == "cuda" else "cpu",
+                devices=1,
+                precision=precision,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                callbacks=[timer],
+                num_sanity_val_steps=0,
+                limit_val_batches=0,
+            )
+            batch = synthetic_batch(
+                data.batch_size, data.num_instances, data.height, data.width, num_classes, chk.device
+            )  # on the device already: no copy per iteration
             chk.reset_peak()
             trainer.fit(model, datamodule=RepeatedBatchData(batch, warmup + max_iters, num_classes))
             times = timer.times[warmup:]
@@ -179,8 +213,11 @@ def step_privacy_gan(chk: Check) -> None:
                 raise RuntimeError(f"no timed iteration ({len(timer.times)} ran)")
             per_iter = sum(times) / len(times)
             steps = {k: step_counters(model).get(k, 0) - timer.counters_from.get(k, 0) for k in ("d_steps", "r1_steps")}
-            chk.add(f"{setting} ({len(times)} iterations holding {steps['d_steps']} D steps, {steps['r1_steps']} R1)",
-                    1.0 / per_iter, "it/s")
+            chk.add(
+                f"{setting} ({len(times)} iterations holding {steps['d_steps']} D steps, {steps['r1_steps']} R1)",
+                1.0 / per_iter,
+                "it/s",
+            )
             chk.add_peak(setting)
             del model, trainer
         if chk.device.type == "cuda":
@@ -188,7 +225,7 @@ def step_privacy_gan(chk: Check) -> None:
             torch.cuda.empty_cache()
 
 
-def step_counters(model) -> Dict[str, int]:
+def step_counters(model) -> dict[str, int]:
     """The privacy model's step counters (E's and the defence's clock: batches, D / G / R1 steps)."""
     counters = dict(getattr(model, "counters", {}) or {})
     counters.update(getattr(getattr(model, "defence", None), "clock", {}) or {})
@@ -201,10 +238,10 @@ class IterationTimer(pl.Callback):
 
     def __init__(self, warmup: int, max_iters: int, budget_s: float) -> None:
         self.warmup, self.max_iters, self.budget_s = warmup, max_iters, budget_s
-        self.times: List[float] = []
+        self.times: list[float] = []
         self._start = 0.0
         self._timed_from = 0.0
-        self.counters_from: Dict[str, int] = {}  # the model's step counters when timing starts
+        self.counters_from: dict[str, int] = {}  # the model's step counters when timing starts
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if pl_module.device.type == "cuda":
@@ -227,7 +264,7 @@ class IterationTimer(pl.Callback):
 class RepeatedBatch(Dataset):
     """The same batch ``length`` times (loaded with ``batch_size=None``)."""
 
-    def __init__(self, batch: Dict[str, torch.Tensor], length: int) -> None:
+    def __init__(self, batch: dict[str, torch.Tensor], length: int) -> None:
         self.batch, self.length = batch, length
 
     def __len__(self) -> int:
@@ -240,7 +277,7 @@ class RepeatedBatch(Dataset):
 class RepeatedBatchData(pl.LightningDataModule):
     """What the models read from a datamodule at fit time, serving one batch ``length`` times."""
 
-    def __init__(self, batch: Dict[str, torch.Tensor], length: int, num_classes: int) -> None:
+    def __init__(self, batch: dict[str, torch.Tensor], length: int, num_classes: int) -> None:
         super().__init__()
         self.batch, self.length, self.num_classes = batch, length, num_classes
         self.has_val, self.target_names = False, []

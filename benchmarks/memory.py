@@ -1,4 +1,5 @@
 """Process memory readings for the benchmarks (Linux /proc): current RSS and the peak of one call."""
+
 from __future__ import annotations
 
 import os

@@ -4,11 +4,11 @@
 
 Prints one line per (size, processes). The figures depend on the machine and on other load.
 """
+
 from __future__ import annotations
 
 import argparse
 import time
-
 
 from ppreid.synth.attributes import AttributeSchema
 from ppreid.synth.generators.procedural import ProceduralGenerator
@@ -22,8 +22,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     per_id = 8
-    plan = SynthPlan(AttributeSchema.from_config(), PromptBuilder.from_config(), max(1, args.images // per_id),
-                     num_cameras=6, seed=0, images_per_identity=(per_id, per_id))
+    plan = SynthPlan(
+        AttributeSchema.from_config(),
+        PromptBuilder.from_config(),
+        max(1, args.images // per_id),
+        num_cameras=6,
+        seed=0,
+        images_per_identity=(per_id, per_id),
+    )
     images = [img for ident in plan.identities() for img in ident.images]
     for height, width in ((256, 128), (128, 64)):
         requests = [img.request(height, width) for img in images]
@@ -34,8 +40,10 @@ def main() -> None:
             gen.generate(requests)
             seconds = time.perf_counter() - start
             gen.close()
-            print(f"procedural {height}x{width}: {len(requests) / seconds:7.1f} images/s "
-                  f"({max(1, workers)} process{'es' if workers > 1 else ''}, {len(requests)} images)")
+            print(
+                f"procedural {height}x{width}: {len(requests) / seconds:7.1f} images/s "
+                f"({max(1, workers)} process{'es' if workers > 1 else ''}, {len(requests)} images)"
+            )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ targets, per run), then the mean ± sample standard deviation of each column ove
 percent. The last line says whether the mean difference is larger than its spread (one and two
 standard deviations), the yardstick of the sandbox studies' goals.
 """
+
 import sys
 
 from ppreid.reports.paired import main

@@ -16,6 +16,7 @@ the plot marks the goal region (each privacy figure at most ``--keep`` x the bas
 ``--map-cost`` points below it) and the table names the best point: within the mAP cost, the lowest of
 the largest ratio to the baseline among the gains and leakages (cross-domain and in-domain).
 """
+
 import sys
 
 from ppreid.reports.privacy_plot import main

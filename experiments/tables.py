@@ -36,6 +36,7 @@ rows, never pooled with them: each published row fills the label columns it name
 (``<target>/<metric>`` in percent; ``n/a`` where the file says null, i.e. not published or not available
 to us) and a last ``source`` column naming the paper and table (``ours`` for our rows).
 """
+
 import sys
 
 from ppreid.reports.tables import main

@@ -2,11 +2,12 @@
 
 The tiny images are colour-coded by identity (plus camera noise), so a model can really learn them.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pytest
@@ -44,7 +45,7 @@ TINY = [
 ]
 
 
-def compose_train(overrides: Sequence[str], out_dir: Path, data_dir: Optional[Path] = None):
+def compose_train(overrides: Sequence[str], out_dir: Path, data_dir: Path | None = None):
     """Compose conf/train.yaml like ``python train.py <overrides>`` would, writing into ``out_dir``."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -66,24 +67,31 @@ def compose_train(overrides: Sequence[str], out_dir: Path, data_dir: Optional[Pa
     return cfg
 
 
-def run_synth(tmp_path: Path, out: Path, *args: str, env: Optional[dict] = None, check: bool = True,
-              timeout: int = 300):
+def run_synth(tmp_path: Path, out: Path, *args: str, env: dict | None = None, check: bool = True, timeout: int = 300):
     """``python synth.py out_dir=<out> ARGS`` as a user runs it (a subprocess from ``tmp_path``, Hydra's
     folders under it). Flags (``-m``) go first. ``check``: assert exit code 0, showing stderr's tail."""
     import subprocess
     import sys
 
     flags = [a for a in args if a.startswith("-")]
-    cmd = [sys.executable, str(ROOT / "synth.py"), *flags, f"out_dir={out}", f"hydra.run.dir={tmp_path / 'hydra'}",
-           f"hydra.sweep.dir={tmp_path / 'hydra_m'}", *[a for a in args if not a.startswith("-")]]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+    cmd = [
+        sys.executable,
+        str(ROOT / "synth.py"),
+        *flags,
+        f"out_dir={out}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+        f"hydra.sweep.dir={tmp_path / 'hydra_m'}",
+        *[a for a in args if not a.startswith("-")],
+    ]
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout
+    )
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
 
-def run_train(overrides: Sequence[str], out_dir: Path, data_dir: Optional[Path] = None) -> Dict:
+def run_train(overrides: Sequence[str], out_dir: Path, data_dir: Path | None = None) -> dict:
     from train import run
 
     cfg = compose_train(overrides, out_dir, data_dir)
@@ -101,14 +109,21 @@ def _person(pid: int, cam: int, k: int, size=(32, 16)) -> Image.Image:
     h, w = size
     img = np.zeros((h, w, 3), np.float32)
     img[: h // 2] = top
-    img[h // 2:] = bottom
+    img[h // 2 :] = bottom
     noise = np.random.default_rng(pid * 1000 + cam * 10 + k).normal(0, 12, img.shape)
     img = img * (0.8 + 0.05 * cam) + noise
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
-def write_market_tree(root: Path, train_ids: List[int], test_ids: List[int], cams: int = 4,
-                      ext: str = ".jpg", train_per_id: int = 4, gallery_per_id: int = 3) -> Path:
+def write_market_tree(
+    root: Path,
+    train_ids: list[int],
+    test_ids: list[int],
+    cams: int = 4,
+    ext: str = ".jpg",
+    train_per_id: int = 4,
+    gallery_per_id: int = 3,
+) -> Path:
     """bounding_box_train/ query/ bounding_box_test/ with Market names; plus junk (-1) and distractors (0)."""
     fmt = "JPEG" if ext == ".jpg" else "PNG"
     for split in ("bounding_box_train", "query", "bounding_box_test"):
@@ -123,14 +138,14 @@ def write_market_tree(root: Path, train_ids: List[int], test_ids: List[int], cam
             cam = k % (cams - 1) + 2
             _person(pid, cam, k).save(root / "bounding_box_test" / f"{pid:04d}_c{cam}s1_{k:06d}_00{ext}", fmt)
         _person(pid, 1, 50).save(root / "bounding_box_test" / f"{pid:04d}_c1s1_{50:06d}_00{ext}", fmt)  # junk
-    _person(9000, 2, 0).save(root / "bounding_box_test" / f"0000_c2s1_000000_00{ext}", fmt)   # distractor
-    _person(9001, 3, 0).save(root / "bounding_box_test" / f"-1_c3s1_000000_00{ext}", fmt)     # junk
+    _person(9000, 2, 0).save(root / "bounding_box_test" / f"0000_c2s1_000000_00{ext}", fmt)  # distractor
+    _person(9001, 3, 0).save(root / "bounding_box_test" / f"-1_c3s1_000000_00{ext}", fmt)  # junk
     return root
 
 
-def write_msmt_tree(root: Path, train_ids: List[int], test_ids: List[int], cams: int = 4) -> Path:
+def write_msmt_tree(root: Path, train_ids: list[int], test_ids: list[int], cams: int = 4) -> Path:
     """MSMT17 V1: train/ test/ + list files (relpath pid), camera = 3rd '_' field of the name."""
-    lines: Dict[str, List[str]] = {"train": [], "val": [], "query": [], "gallery": []}
+    lines: dict[str, list[str]] = {"train": [], "val": [], "query": [], "gallery": []}
     for pid in train_ids:
         for k in range(4):
             rel = f"{pid:04d}/{pid:04d}_{k:03d}_{k % cams + 1:02d}_0303morning_{k:04d}_0.jpg"

@@ -1,4 +1,5 @@
 """ppreid.losses.adversarial on hand-worked cases (the expected values are computed by hand below)."""
+
 from __future__ import annotations
 
 import math

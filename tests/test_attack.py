@@ -1,4 +1,5 @@
 """model=attack: the privacy audit of a checkpoint (attackers trained from scratch, SSIM / PSNR, leakage, URR)."""
+
 from __future__ import annotations
 
 import json
@@ -8,21 +9,34 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY, run_train, write_market_tree
 from torch import nn
 
-from conftest import TINY, run_train, write_market_tree
 from ppreid.models.reid_module import ReIDModule
-from ppreid.utils.errors import ConfigValueError, find_input_error
 from ppreid.reports import tables
+from ppreid.utils.errors import ConfigValueError, find_input_error
 
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 # Tiny attackers: attack at the TINY input size (32x16), a few steps each.
-FAST = ["model=attack", "model.attack_size=[32,16]", "model.l1.steps=5", "model.gan.steps=5", "model.diffusion.steps=5",
-        "model.l1.decoder.base_channels=32", "model.gan.decoder.base_channels=32",
-        "model.gan.discriminator.base_channels=8", "model.gan.discriminator.max_channels=32",
-        "model.diffusion.sample_size=null", "model.diffusion.decoder.block_out_channels=[8,16]",
-        "model.diffusion.decoder.inference_steps=3", "model.diffusion.num_samples=1", "model.num_pictures=3",
-        "model.optim.steps=3", "model.probes.steps=20", "model.max_scored_images=null"]
+FAST = [
+    "model=attack",
+    "model.attack_size=[32,16]",
+    "model.l1.steps=5",
+    "model.gan.steps=5",
+    "model.diffusion.steps=5",
+    "model.l1.decoder.base_channels=32",
+    "model.gan.decoder.base_channels=32",
+    "model.gan.discriminator.base_channels=8",
+    "model.gan.discriminator.max_channels=32",
+    "model.diffusion.sample_size=null",
+    "model.diffusion.decoder.block_out_channels=[8,16]",
+    "model.diffusion.decoder.inference_steps=3",
+    "model.diffusion.num_samples=1",
+    "model.num_pictures=3",
+    "model.optim.steps=3",
+    "model.probes.steps=20",
+    "model.max_scored_images=null",
+]
 
 
 class DownsampledImageExtractor(ReIDModule):
@@ -39,9 +53,13 @@ class DownsampledImageExtractor(ReIDModule):
 
 def write_leaky_checkpoint(path: Path, height: int = 32, width: int = 16) -> Path:
     """A checkpoint of this repository's format (state dict + build spec) holding the leaky extractor."""
-    spec = {"format": 1, "model": {"_target_": "test_attack.DownsampledImageExtractor", "size": [8, 4]},
-            "choices": {"model": "leaky", "backbone": None, "loss": None},
-            "input": {"height": height, "width": width, **IMAGENET}, "num_classes": 0}
+    spec = {
+        "format": 1,
+        "model": {"_target_": "test_attack.DownsampledImageExtractor", "size": [8, 4]},
+        "choices": {"model": "leaky", "backbone": None, "loss": None},
+        "input": {"height": height, "width": width, **IMAGENET},
+        "num_classes": 0,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": DownsampledImageExtractor().state_dict(), "ppreid": spec, "epoch": 0}, path)
     return path
@@ -52,8 +70,14 @@ def colour_data(tmp_path_factory) -> Path:
     """Market layout with 80 training identities (each a random pair of colours) and 12 test identities, so
     an attacker can learn colours it then meets on unseen people."""
     root = tmp_path_factory.mktemp("colour_data")
-    write_market_tree(root / "Market-1501-v15.09.15", list(range(1, 81)), list(range(101, 113)), cams=4,
-                      train_per_id=2, gallery_per_id=2)
+    write_market_tree(
+        root / "Market-1501-v15.09.15",
+        list(range(1, 81)),
+        list(range(101, 113)),
+        cams=4,
+        train_per_id=2,
+        gallery_per_id=2,
+    )
     return root
 
 
@@ -69,9 +93,13 @@ class ConstantExtractor(ReIDModule):
 
 
 def write_constant_checkpoint(path: Path, height: int = 32, width: int = 16) -> Path:
-    spec = {"format": 1, "model": {"_target_": "test_attack.ConstantExtractor"},
-            "choices": {"model": "constant", "backbone": None, "loss": None},
-            "input": {"height": height, "width": width, **IMAGENET}, "num_classes": 0}
+    spec = {
+        "format": 1,
+        "model": {"_target_": "test_attack.ConstantExtractor"},
+        "choices": {"model": "constant", "backbone": None, "loss": None},
+        "input": {"height": height, "width": width, **IMAGENET},
+        "num_classes": 0,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": ConstantExtractor().state_dict(), "ppreid": spec, "epoch": 0}, path)
     return path
@@ -86,9 +114,20 @@ def leaky_ckpt(tmp_path_factory) -> Path:
 def leaky_audit(colour_data, leaky_ckpt, tmp_path_factory):
     """The leaky extractor audited by l1 and optim (with their nulls), cross-domain and in-domain."""
     out, ckpt = tmp_path_factory.mktemp("leaky_audit"), leaky_ckpt
-    res = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={ckpt}", "model.attackers=[l1,optim]",
-                                   "model.l1.steps=40", "model.l1.lr=5e-3", "model.optim.steps=20"],
-                    out / "audit", colour_data)
+    res = run_train(
+        TINY
+        + FAST
+        + [
+            "data=market1501",
+            f"model.extractor_ckpt={ckpt}",
+            "model.attackers=[l1,optim]",
+            "model.l1.steps=40",
+            "model.l1.lr=5e-3",
+            "model.optim.steps=20",
+        ],
+        out / "audit",
+        colour_data,
+    )
     return res, out / "audit", ckpt
 
 
@@ -121,10 +160,22 @@ def test_a_feature_blind_extractor_shows_no_gain(leaky_ckpt, colour_data, tmp_pa
     """Constant features: the attacker is its own null (gain ~0); the leaky extractor as reference judge finds
     no identity in its reconstructions."""
     ckpt = write_constant_checkpoint(tmp_path / "constant" / "checkpoints" / "last.ckpt")
-    res = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={ckpt}", "model.attackers=[l1]",
-                                   "model.audit_split=cross", "model.l1.steps=40", "model.l1.lr=5e-3",
-                                   f"model.reference_ckpt={leaky_ckpt}", "model.probes.enabled=false"],
-                   tmp_path / "audit", colour_data)
+    res = run_train(
+        TINY
+        + FAST
+        + [
+            "data=market1501",
+            f"model.extractor_ckpt={ckpt}",
+            "model.attackers=[l1]",
+            "model.audit_split=cross",
+            "model.l1.steps=40",
+            "model.l1.lr=5e-3",
+            f"model.reference_ckpt={leaky_ckpt}",
+            "model.probes.enabled=false",
+        ],
+        tmp_path / "audit",
+        colour_data,
+    )
     p = res["privacy"]["market1501"]
     l1 = p["attackers"]["l1"]
     assert abs(l1["ssim_gain"]) < 0.03, l1
@@ -149,11 +200,17 @@ def test_results_json_privacy_section_and_urr(leaky_audit):
     assert audit["attack_size"] == [32, 16] and len(audit["group_hash"]) == 16
     assert audit["splits"] == ["cross", "in_domain"]
     assert audit["train"]["steps"] == {"l1": 40, "optim": 20}
-    assert {"cross/pairs", "cross/train/l1", "cross/market1501/score", "in_domain/market1501/train/l1",
-            "probes/market1501"} <= set(audit["cost_s"])
+    assert {
+        "cross/pairs",
+        "cross/train/l1",
+        "cross/market1501/score",
+        "in_domain/market1501/train/l1",
+        "probes/market1501",
+    } <= set(audit["cost_s"])
     assert audit["cost_total_s"] == pytest.approx(sum(audit["cost_s"].values()), abs=0.2)
     picture = out / "reconstructions_market1501.png"
     from PIL import Image
+
     with Image.open(picture) as im:
         assert im.size[0] > 3 * 96  # real + two attackers side by side, each at least 96 pixels wide
 
@@ -168,8 +225,12 @@ def test_mean_image_control_is_recomputed_from_the_image_files(leaky_audit, colo
     from ppreid.metrics.privacy import psnr, ssim
 
     def read(files):
-        return torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB")).copy()).permute(2, 0, 1)
-                            for f in files]).float() / 255
+        return (
+            torch.stack(
+                [torch.from_numpy(np.asarray(Image.open(f).convert("RGB")).copy()).permute(2, 0, 1) for f in files]
+            ).float()
+            / 255
+        )
 
     p = leaky_audit[0]["privacy"]["market1501"]
     root = colour_data / "Market-1501-v15.09.15"
@@ -184,9 +245,16 @@ def test_mean_image_control_is_recomputed_from_the_image_files(leaky_audit, colo
     assert p["mean_image_psnr"] == pytest.approx(psnr(mean, test).mean().item(), abs=0.1)
 
 
-TOY_MINI = ["data.prepare.num_identities=12", "data.prepare.images_per_identity=4", "data.prepare.target_identities=8",
-            "data.prepare.gallery_per_identity=3", "data.prepare.height=32", "data.prepare.width=16",
-            "data.prepare.progress=false", "data.val_split.identities=2"]
+TOY_MINI = [
+    "data.prepare.num_identities=12",
+    "data.prepare.images_per_identity=4",
+    "data.prepare.target_identities=8",
+    "data.prepare.gallery_per_identity=3",
+    "data.prepare.height=32",
+    "data.prepare.width=16",
+    "data.prepare.progress=false",
+    "data.val_split.identities=2",
+]
 
 
 @pytest.mark.slow
@@ -198,8 +266,11 @@ def test_audit_of_a_trained_bot_checkpoint_writes_every_part(tmp_path):
     for seed in (1, 2):
         run_train(TINY + TOY_MINI + [f"seed={seed}"], tmp_path / f"bot{seed}", data)
     ckpt, ref = (tmp_path / f"bot{seed}" / "checkpoints" / "last.ckpt" for seed in (1, 2))
-    res = run_train(TINY + TOY_MINI + FAST + [f"model.extractor_ckpt={ckpt}", f"model.reference_ckpt={ref}"],
-                    tmp_path / "audit", data)
+    res = run_train(
+        TINY + TOY_MINI + FAST + [f"model.extractor_ckpt={ckpt}", f"model.reference_ckpt={ref}"],
+        tmp_path / "audit",
+        data,
+    )
     assert set(res["privacy"]) == {"night_cctv", "station_indoor"}
     for target, p in res["privacy"].items():
         for block in (p, p["in_domain"]):
@@ -212,14 +283,16 @@ def test_audit_of_a_trained_bot_checkpoint_writes_every_part(tmp_path):
             assert block["leakage_judge"] == "reference" and 0 <= block["reference_r1"] <= 1
             assert block["strongest"] in block["attackers"]
             defined = [a for a, row in block["attackers"].items() if row["leakage_norm"] is not None]
-            assert block["most_leaking"] == (max(defined, key=lambda a: block["attackers"][a]["leakage_norm"])
-                                             if defined else None)
+            assert block["most_leaking"] == (
+                max(defined, key=lambda a: block["attackers"][a]["leakage_norm"]) if defined else None
+            )
         assert p["in_domain"]["num_train_identities"] == 4  # half of the target's 8 identities
         probes = p["probes"]
         assert {"viewpoint", "camera"} <= set(probes["nuisance"]) and "gender" in probes["soft_biometric"], probes
         for row in (probes["nuisance"]["viewpoint"], probes["soft_biometric"]["gender"]):
-            assert 0 <= row["balanced_accuracy"] <= 1 and row["gain"] == pytest.approx(row["balanced_accuracy"]
-                                                                                      - row["chance"])
+            assert 0 <= row["balanced_accuracy"] <= 1 and row["gain"] == pytest.approx(
+                row["balanced_accuracy"] - row["chance"]
+            )
         assert (tmp_path / "audit" / f"reconstructions_{target}.png").is_file()
     assert res["audit"]["extractor"]["backbone"] == "tiny_cnn" and res["audit"]["cost_total_s"] > 0
     log_text = (tmp_path / "audit" / "train.log").read_text() if (tmp_path / "audit" / "train.log").is_file() else ""
@@ -230,18 +303,34 @@ def test_audit_of_a_trained_bot_checkpoint_writes_every_part(tmp_path):
 def test_audits_of_one_config_pool_and_another_config_does_not(reid_data_dir, tmp_path):
     """Two seeds of one privacy GAN config audit into one table row (equal group hashes), a BoT does not."""
     base = TINY + ["data=market1501", "trainer.max_epochs=1"]
-    pgan = base + ["model=privacy_gan", "model.phases.reversal_from=0", "model.phases.joint_from=0",
-                   "model.generator.base_channels=16", "model.generator.min_channels=8",
-                   "model.discriminator.base_channels=8", "model.discriminator.max_channels=16"]
+    pgan = base + [
+        "model=privacy_gan",
+        "model.phases.reversal_from=0",
+        "model.phases.joint_from=0",
+        "model.generator.base_channels=16",
+        "model.generator.min_channels=8",
+        "model.discriminator.base_channels=8",
+        "model.discriminator.max_channels=16",
+    ]
     for seed in (1, 2):
         run_train(pgan + [f"seed={seed}"], tmp_path / f"pgan{seed}", reid_data_dir)
     run_train(base + ["model=bot"], tmp_path / "bot", reid_data_dir)
     audits = {}
     for name in ("pgan1", "pgan2", "bot"):
         ckpt = tmp_path / name / "checkpoints" / "last.ckpt"
-        audits[name] = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={ckpt}", "debug=fdr",
-                                                "model.attackers=[l1]", "model.audit_split=cross"],
-                                 tmp_path / f"audit_{name}", reid_data_dir)
+        audits[name] = run_train(
+            TINY
+            + FAST
+            + [
+                "data=market1501",
+                f"model.extractor_ckpt={ckpt}",
+                "debug=fdr",
+                "model.attackers=[l1]",
+                "model.audit_split=cross",
+            ],
+            tmp_path / f"audit_{name}",
+            reid_data_dir,
+        )
     ext = audits["pgan1"]["audit"]["extractor"]
     assert ext["model"] == "privacy_gan" and ext["seed"] == 1 and ext["privacy"]["privacy_weight"] == 1.0
     hashes = {k: a["audit"]["group_hash"] for k, a in audits.items()}
@@ -252,28 +341,45 @@ def test_audits_of_one_config_pool_and_another_config_does_not(reid_data_dir, tm
 def test_flip_test_features_are_paired_with_one_image(flip, pairs_per_image, leaky_ckpt, colour_data, tmp_path):
     """With eval.flip the stored feature is the mean over an image and its mirror: pairing it with both images
     would teach an ambiguity, so the mirror images add pairs only without flip-test."""
-    res = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={leaky_ckpt}", "debug=fdr",
-                                   f"eval.flip={str(flip).lower()}", "model.attackers=[l1]", "model.audit_split=cross"],
-                    tmp_path, colour_data)
+    res = run_train(
+        TINY
+        + FAST
+        + [
+            "data=market1501",
+            f"model.extractor_ckpt={leaky_ckpt}",
+            "debug=fdr",
+            f"eval.flip={str(flip).lower()}",
+            "model.attackers=[l1]",
+            "model.audit_split=cross",
+        ],
+        tmp_path,
+        colour_data,
+    )
     assert res["audit"]["train"]["pairs"] == 16 * pairs_per_image  # a fast dev run: one batch of 16 images
 
 
 def test_fast_dev_run_of_the_audit(leaky_ckpt, colour_data, tmp_path):
-    res = run_train(TINY + FAST + ["data=market1501", f"model.extractor_ckpt={leaky_ckpt}", "model.l1.steps=1000",
-                                   "debug=fdr"], tmp_path, colour_data)
+    res = run_train(
+        TINY + FAST + ["data=market1501", f"model.extractor_ckpt={leaky_ckpt}", "model.l1.steps=1000", "debug=fdr"],
+        tmp_path,
+        colour_data,
+    )
     assert res["debug"] and res["partial"]
     assert res["audit"]["train"]["steps"] == {"l1": 1, "gan": 1, "diffusion": 1, "optim": 1}
     p = res["privacy"]["market1501"]
     assert set(p["attackers"]) == set(p["in_domain"]["attackers"]) == {"l1", "gan", "diffusion", "optim"}
 
 
-@pytest.mark.parametrize("override, message", [
-    (None, r"model=attack needs the checkpoint to audit: give model.extractor_ckpt=<path>"),
-    ("model.attackers=[l1,vae]", r"unknown attacker 'vae'; choose from l1, gan, diffusion, optim"),
-    ("model.attack_size=[8,4]", r"model.attack_size=\[8, 4\]: .* >= 11"),
-    ("model.audit_split=half", r"model.audit_split='half'; use one of cross, in_domain, both"),
-    ("model.max_scored_images=1", r"model.max_scored_images=1; give null \(all\) or an int >= 2"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (None, r"model=attack needs the checkpoint to audit: give model.extractor_ckpt=<path>"),
+        ("model.attackers=[l1,vae]", r"unknown attacker 'vae'; choose from l1, gan, diffusion, optim"),
+        ("model.attack_size=[8,4]", r"model.attack_size=\[8, 4\]: .* >= 11"),
+        ("model.audit_split=half", r"model.audit_split='half'; use one of cross, in_domain, both"),
+        ("model.max_scored_images=1", r"model.max_scored_images=1; give null \(all\) or an int >= 2"),
+    ],
+)
 def test_bad_audit_settings_are_clear_messages(override, message, leaky_ckpt, colour_data, tmp_path):
     extra = [] if override is None else [f"model.extractor_ckpt={leaky_ckpt}", override]
     with pytest.raises(Exception) as err:
@@ -287,43 +393,91 @@ def test_a_file_that_is_not_a_checkpoint_is_named(colour_data, tmp_path):
     junk.write_text("not a checkpoint")
     plain = tmp_path / "plain.pth"
     torch.save({"weight": torch.zeros(2)}, plain)
-    for path, message in ((junk, "is not a checkpoint of this repository"), (plain, "not a Lightning checkpoint"),
-                          (tmp_path / "missing.ckpt", "no such file")):
+    for path, message in (
+        (junk, "is not a checkpoint of this repository"),
+        (plain, "not a Lightning checkpoint"),
+        (tmp_path / "missing.ckpt", "no such file"),
+    ):
         with pytest.raises(Exception) as err:
-            run_train(TINY + FAST + ["data=market1501", "debug=fdr", f"model.extractor_ckpt={path}"], tmp_path / "o",
-                      colour_data)
+            run_train(
+                TINY + FAST + ["data=market1501", "debug=fdr", f"model.extractor_ckpt={path}"],
+                tmp_path / "o",
+                colour_data,
+            )
         text = str(find_input_error(err.value))
         assert f"model.extractor_ckpt={path}" in text and message in text, text
 
 
 def test_the_audit_refuses_to_train(leaky_ckpt, colour_data, tmp_path):
     with pytest.raises(Exception) as err:
-        run_train(TINY + FAST + ["data=market1501", "debug=fdr", "train=true",
-                                 f"model.extractor_ckpt={leaky_ckpt}"], tmp_path, colour_data)
+        run_train(
+            TINY + FAST + ["data=market1501", "debug=fdr", "train=true", f"model.extractor_ckpt={leaky_ckpt}"],
+            tmp_path,
+            colour_data,
+        )
     assert "never trains the extractor" in str(find_input_error(err.value))
 
 
 # ----------------------------------------------------------------------------- tables of audits
-def _write_audit(run_dir: Path, seed: int, group: str, m_ap: float, ssim: dict, experiment: str,
-                 null: float = 0.2, nleak: float = 0.5, inside: float = 0.5) -> None:
+def _write_audit(
+    run_dir: Path,
+    seed: int,
+    group: str,
+    m_ap: float,
+    ssim: dict,
+    experiment: str,
+    null: float = 0.2,
+    nleak: float = 0.5,
+    inside: float = 0.5,
+) -> None:
     """An audit's results.json as model=attack writes it (one target, 'night'): every attacker's null scores
     ``null``, the most-leaking attacker ``nleak``; in-domain gains and leakage are ``inside`` x the
     cross-domain ones."""
-    attackers = {a: {"ssim": s, "psnr": 10 + 10 * s, "null_ssim": null, "ssim_gain": s - null,
-                     "leakage_r1": s / 2, "leakage_norm": nleak * s / max(ssim.values())} for a, s in ssim.items()}
+    attackers = {
+        a: {
+            "ssim": s,
+            "psnr": 10 + 10 * s,
+            "null_ssim": null,
+            "ssim_gain": s - null,
+            "leakage_r1": s / 2,
+            "leakage_norm": nleak * s / max(ssim.values()),
+        }
+        for a, s in ssim.items()
+    }
     strongest = max(ssim, key=ssim.get)
     gain = ssim[strongest] - null
-    res = {"test": {"night": {"R1": 0.5, "mAP": m_ap}},
-           "privacy": {"night": {"mean_image_ssim": 0.2, "mean_image_psnr": 12.0, "chance_r1": 0.01,
-                                 "attackers": attackers, "strongest": strongest, "urr": m_ap / ssim[strongest],
-                                 "ssim_gain": gain, "most_leaking": strongest, "leakage_norm": nleak,
-                                 "in_domain": {"ssim_gain": inside * gain, "leakage_norm": inside * nleak},
-                                 "probes": {"nuisance": {"mean_gain": 0.3}, "soft_biometric": {"mean_gain": 0.1}}}},
-           "audit": {"group_hash": group, "extractor": {"model": "privacy_gan", "experiment": experiment,
-                                                        "privacy": {"privacy_weight": 1.0}}},
-           "identity": {"model": "attack", "data": "genepers_mini", "experiment": None,
-                        "config_hash": f"{group}-{seed}"},  # the checkpoint path differs per seed
-           "debug": False, "partial": False, "train": False, "seed": seed}
+    res = {
+        "test": {"night": {"R1": 0.5, "mAP": m_ap}},
+        "privacy": {
+            "night": {
+                "mean_image_ssim": 0.2,
+                "mean_image_psnr": 12.0,
+                "chance_r1": 0.01,
+                "attackers": attackers,
+                "strongest": strongest,
+                "urr": m_ap / ssim[strongest],
+                "ssim_gain": gain,
+                "most_leaking": strongest,
+                "leakage_norm": nleak,
+                "in_domain": {"ssim_gain": inside * gain, "leakage_norm": inside * nleak},
+                "probes": {"nuisance": {"mean_gain": 0.3}, "soft_biometric": {"mean_gain": 0.1}},
+            }
+        },
+        "audit": {
+            "group_hash": group,
+            "extractor": {"model": "privacy_gan", "experiment": experiment, "privacy": {"privacy_weight": 1.0}},
+        },
+        "identity": {
+            "model": "attack",
+            "data": "genepers_mini",
+            "experiment": None,
+            "config_hash": f"{group}-{seed}",
+        },  # the checkpoint path differs per seed
+        "debug": False,
+        "partial": False,
+        "train": False,
+        "seed": seed,
+    }
     run_dir.mkdir(parents=True)
     (run_dir / "results.json").write_text(json.dumps(res))
 
@@ -338,9 +492,23 @@ def test_tables_pool_audits_per_config_with_gains_and_normalized_leakage(tmp_pat
     out = list(__import__("csv").reader(capsys.readouterr().out.splitlines()))
     header, row = out[0], out[1]
     assert header[:4] == ["extractor.model", "extractor.experiment", "runs", "seeds"]
-    assert header[4:] == ["mean/R1", "mean/mAP", "mean/SSIM:l1", "mean/gain:l1", "mean/SSIM:gan", "mean/gain:gan",
-                          "mean/SSIM:mean_image", "mean/gain", "mean/gain_in", "mean/nleak", "mean/nleak_in",
-                          "mean/probe_nuis", "mean/probe_soft", "mean/URR", "mean/nURR"]
+    assert header[4:] == [
+        "mean/R1",
+        "mean/mAP",
+        "mean/SSIM:l1",
+        "mean/gain:l1",
+        "mean/SSIM:gan",
+        "mean/gain:gan",
+        "mean/SSIM:mean_image",
+        "mean/gain",
+        "mean/gain_in",
+        "mean/nleak",
+        "mean/nleak_in",
+        "mean/probe_nuis",
+        "mean/probe_soft",
+        "mean/URR",
+        "mean/nURR",
+    ]
     assert row[:4] == ["privacy_gan", "privacy_sandbox_gan", "2", "1,2"]  # seeds pooled, audits are not eval-only
     cell = dict(zip(header, row))
     assert cell["mean/mAP"] == "39.0 ± 1.4" and cell["mean/SSIM:l1"] == "0.250 ± 0.071"
@@ -360,8 +528,23 @@ def test_tables_pool_audits_per_config_with_gains_and_normalized_leakage(tmp_pat
 def test_tables_privacy_metrics_by_name_and_bad_baseline(tmp_path, capsys):
     _write_audit(tmp_path / "a" / "1", 1, "g1", 0.4, {"l1": 0.2}, "x")
     _write_audit(tmp_path / "b" / "1", 1, "g2", 0.4, {"l1": 0.3}, "y")
-    assert tables.main([str(tmp_path / "a"), "--metrics", "mAP", "SSIM:strongest", "PSNR:mean_image", "null:l1",
-                        "nleak:l1", "--format", "csv", "--mean-only"]) == 0
+    assert (
+        tables.main(
+            [
+                str(tmp_path / "a"),
+                "--metrics",
+                "mAP",
+                "SSIM:strongest",
+                "PSNR:mean_image",
+                "null:l1",
+                "nleak:l1",
+                "--format",
+                "csv",
+                "--mean-only",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("mean/mAP,mean/SSIM:strongest,mean/PSNR:mean_image,mean/null:l1,mean/nleak:l1")
     assert lines[1].endswith("40.0,0.200,12.00,0.200,50.0")
@@ -378,14 +561,20 @@ def test_privacy_plot_writes_the_tradeoff_png_and_names_the_best_point(tmp_path,
     _write_audit(tmp_path / "sweep" / "a", 1, "g1", 0.41, {"l1": 0.30}, "privacy_gan", nleak=0.2)
     _write_audit(tmp_path / "sweep" / "b", 1, "g2", 0.30, {"l1": 0.21}, "privacy_gan_strong", nleak=0.0)
     out = tmp_path / "tradeoff.png"
-    assert privacy_plot.main([str(tmp_path / "sweep"), str(tmp_path / "base"), "--baseline", str(tmp_path / "base"),
-                              "--out", str(out)]) == 0
+    assert (
+        privacy_plot.main(
+            [str(tmp_path / "sweep"), str(tmp_path / "base"), "--baseline", str(tmp_path / "base"), "--out", str(out)]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert out.stat().st_size > 0
     # gains over the null 0.2: baseline 0.25, privacy_gan 0.10 (x0.40), leakage 60 -> 20 (x0.33): worst 0.40
     assert "| privacy_gan w=1 | 1 | 41.0 | 0.100 | 0.050 | 20.0 | 10.0 | -1.0 | 0.40 |" in text
-    assert ("best point within 2 mAP points: privacy_gan w=1: every gain and leakage at most 0.40 x the baseline's, "
-            "mAP -1.0 points (goal: at most 0.5 x: reached)") in text
+    assert (
+        "best point within 2 mAP points: privacy_gan w=1: every gain and leakage at most 0.40 x the baseline's, "
+        "mAP -1.0 points (goal: at most 0.5 x: reached)"
+    ) in text
 
 
 def test_privacy_plot_seeds_compares_like_with_like(tmp_path, capsys):
@@ -400,8 +589,12 @@ def test_privacy_plot_seeds_compares_like_with_like(tmp_path, capsys):
     audit(tmp_path / "base" / "1", 1, "g0", 0.50, {"l1": 0.40}, "unprotected")
     audit(tmp_path / "base" / "2", 2, "g0", 0.30, {"l1": 0.30}, "unprotected")
     audit(tmp_path / "sweep" / "1", 1, "g1", 0.45, {"l1": 0.36}, "privacy_gan")
-    assert privacy_plot.main([str(tmp_path), "--baseline", str(tmp_path / "base"), "--seeds", "1",
-                              "--out", str(tmp_path / "t.png")]) == 0
+    assert (
+        privacy_plot.main(
+            [str(tmp_path), "--baseline", str(tmp_path / "base"), "--seeds", "1", "--out", str(tmp_path / "t.png")]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     # against seed 1 alone (mAP 50, gain 0.20): gain 0.16 (x0.80), -5 points (against both seeds: +5 points)
     assert "| privacy_gan w=1 | 1 | 45.0 | 0.160 | 0.080 | 50.0 | 25.0 | -5.0 | 1.00 |" in text
@@ -412,15 +605,19 @@ def test_privacy_plot_seeds_compares_like_with_like(tmp_path, capsys):
 def test_privacy_plot_labels_name_the_loss_only_for_decoder_defences(tmp_path):
     from ppreid.reports import privacy_plot
 
-    for name, privacy in (("gan", {"privacy_weight": 3.0, "privacy_loss": "ssim_gain", "defence": "gan"}),
-                          ("dep", {"privacy_weight": 0.3, "privacy_loss": "ssim_gain", "defence": "dependence"}),
-                          ("vib", {"privacy_weight": 0.0, "privacy_loss": "ssim_gain", "defence": "none",
-                                   "bottleneck": {"beta": 3e-4}})):
+    for name, privacy in (
+        ("gan", {"privacy_weight": 3.0, "privacy_loss": "ssim_gain", "defence": "gan"}),
+        ("dep", {"privacy_weight": 0.3, "privacy_loss": "ssim_gain", "defence": "dependence"}),
+        ("vib", {"privacy_weight": 0.0, "privacy_loss": "ssim_gain", "defence": "none", "bottleneck": {"beta": 3e-4}}),
+    ):
         _write_audit(tmp_path / name / "1", 1, name, 0.4, {"l1": 0.3}, f"privacy_sandbox_{name}")
         res = json.loads((tmp_path / name / "1" / "results.json").read_text())
         res["audit"]["extractor"]["privacy"] = privacy
         (tmp_path / name / "1" / "results.json").write_text(json.dumps(res))
     runs = [tables.load_result(p) for p in tables.find_results([str(tmp_path)])]
     labels = sorted(p["label"] for p in privacy_plot.points(runs))
-    assert labels == ["privacy_sandbox_dep w=0.3", "privacy_sandbox_gan ssim_gain w=3",
-                      "privacy_sandbox_vib beta=0.0003"]
+    assert labels == [
+        "privacy_sandbox_dep w=0.3",
+        "privacy_sandbox_gan ssim_gain w=3",
+        "privacy_sandbox_vib beta=0.0003",
+    ]

@@ -1,4 +1,5 @@
 """The attackers of the privacy audit and its measures, one by one (src/ppreid/audit/attackers, src/ppreid/metrics)."""
+
 from __future__ import annotations
 
 import functools
@@ -6,11 +7,11 @@ import functools
 import pytest
 import torch
 
-from ppreid.metrics.attribute_probe import balanced_accuracy, probe_attributes
-from ppreid.metrics.privacy import normalized_leakage, random_rank1
 from ppreid.audit.attackers.diffusion import DiffusionAttacker
 from ppreid.audit.attackers.images import ImageSpace
 from ppreid.audit.attackers.optim import OptimAttacker, total_variation
+from ppreid.metrics.attribute_probe import balanced_accuracy, probe_attributes
+from ppreid.metrics.privacy import normalized_leakage, random_rank1
 from ppreid.nn.diffusion_decoder import DiffusionDecoder
 
 
@@ -55,8 +56,9 @@ def test_optim_inversion_matches_the_feature_and_starts_from_the_mean():
     assert recon.shape == truth.shape and not recon.requires_grad
     assert (features_of(recon) - features_of(truth)).abs().max() < 0.02
     attacker.steps = 0
-    torch.testing.assert_close(attacker.reconstruct(features_of(truth), torch.arange(4)),
-                               mean_image.expand(4, -1, -1, -1), atol=0.02, rtol=0)
+    torch.testing.assert_close(
+        attacker.reconstruct(features_of(truth), torch.arange(4)), mean_image.expand(4, -1, -1, -1), atol=0.02, rtol=0
+    )
 
 
 def test_total_variation_on_hand_worked_images():
@@ -95,10 +97,17 @@ def test_balanced_accuracy_and_probes_on_hand_built_features():
     gender = torch.randint(0, 2, (n,))
     feats = torch.randn(n, 6) * 0.1
     feats[:, :4] += torch.nn.functional.one_hot(view, 4).float() * 2  # the viewpoint is written in the feature
-    attrs = [{"viewpoint": ["front", "back", "left", "right"][v], "gender": ["male", "female"][g], "weather": "none"}
-             for v, g in zip(view.tolist(), gender.tolist())]
-    out = probe_attributes(feats[:40], attrs[:40], feats[40:], attrs[40:],
-                           {"nuisance": ["viewpoint", "weather"], "soft_biometric": ["gender", "age_group"]})
+    attrs = [
+        {"viewpoint": ["front", "back", "left", "right"][v], "gender": ["male", "female"][g], "weather": "none"}
+        for v, g in zip(view.tolist(), gender.tolist())
+    ]
+    out = probe_attributes(
+        feats[:40],
+        attrs[:40],
+        feats[40:],
+        attrs[40:],
+        {"nuisance": ["viewpoint", "weather"], "soft_biometric": ["gender", "age_group"]},
+    )
     assert out["nuisance"]["viewpoint"]["balanced_accuracy"] == 1.0 and out["nuisance"]["viewpoint"]["chance"] == 0.25
     assert abs(out["soft_biometric"]["gender"]["gain"]) < 0.25  # not in the feature: near chance
     assert out["nuisance"]["mean_gain"] == pytest.approx(0.75)
@@ -106,8 +115,8 @@ def test_balanced_accuracy_and_probes_on_hand_built_features():
 
 
 def test_reconstruction_captions_name_the_attacker_and_ssim(tmp_path, monkeypatch):
-    from ppreid.callbacks import pictures
     from ppreid.audit import report as attack_report
+    from ppreid.callbacks import pictures
 
     seen = {}
 
@@ -117,8 +126,9 @@ def test_reconstruction_captions_name_the_attacker_and_ssim(tmp_path, monkeypatc
 
     monkeypatch.setattr(pictures, "captioned_grid", fake_grid)
     real = torch.rand(2, 3, 64, 32)
-    attack_report.save_reconstructions(tmp_path / "r.png", real, {"l1": real, "diffusion": real * 0},
-                                       torch.tensor([7, 8]), torch.arange(2))
+    attack_report.save_reconstructions(
+        tmp_path / "r.png", real, {"l1": real, "diffusion": real * 0}, torch.tensor([7, 8]), torch.arange(2)
+    )
     assert seen["captions"][:3] == ["real id 7", "l1 SSIM 1.00", f"diff SSIM {seen['captions'][2][-4:]}"]
     assert seen["width"] >= attack_report.CAPTION_WIDTH
 
@@ -126,15 +136,23 @@ def test_reconstruction_captions_name_the_attacker_and_ssim(tmp_path, monkeypatc
 def test_gan_attacker_steps_are_the_defences_reversal_step():
     """One GAN convention for defence and audit: the attacker's steps are ReversalStep calls (L1 alone in the
     warm-up, then D every step with its R1), and they fit a feature -> image map that a linear decoder can learn."""
-    from ppreid.privacy.reversal import ReversalStep
     from ppreid.audit.attackers.decoder import GANAttacker
     from ppreid.nn.discriminator import FeatureConditionedDiscriminator
     from ppreid.nn.feature_decoder import FeatureDecoder
+    from ppreid.privacy.reversal import ReversalStep
 
     torch.manual_seed(0)
-    attacker = GANAttacker(functools.partial(FeatureDecoder, base_channels=16, min_channels=8),
-                           functools.partial(FeatureConditionedDiscriminator, base_channels=8, max_channels=16),
-                           steps=40, batch_size=8, lr=3e-3, adv_weight=0.01, r1_gamma=0.1, l1_warmup=0.5, log_every=0)
+    attacker = GANAttacker(
+        functools.partial(FeatureDecoder, base_channels=16, min_channels=8),
+        functools.partial(FeatureConditionedDiscriminator, base_channels=8, max_channels=16),
+        steps=40,
+        batch_size=8,
+        lr=3e-3,
+        adv_weight=0.01,
+        r1_gamma=0.1,
+        l1_warmup=0.5,
+        log_every=0,
+    )
     attacker.build(feat_dim=6, image_size=[16, 8])
     assert isinstance(attacker.step, ReversalStep) and attacker.step.generator is attacker.decoder
     feats = torch.randn(32, 6)

@@ -1,4 +1,5 @@
 """Which images the privacy audit trains on and scores (src/ppreid/audit/scoring.py), on hand-made ids."""
+
 import torch
 
 from ppreid.audit.scoring import identity_halves, scored_indices

@@ -171,7 +171,7 @@ def _full_clip_state(model_name: str, seed: int = 0) -> dict:
 
 
 def _split(state: dict) -> tuple[dict, dict]:
-    visual = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+    visual = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
     text = {k: v for k, v in state.items() if not k.startswith("visual.") and not k.startswith("logit_")}
     return visual, text
 
@@ -221,8 +221,10 @@ def test_visual_only_file_leaves_text_tower_random_and_says_so(tmp_path, vit_b16
     random_text = tower.text_tower().state_dict()
     assert not torch.equal(random_text["token_embedding.weight"], text["token_embedding.weight"])
     lines = [line for line in _log_lines(caplog) if "text tower" in line]
-    assert lines == [f"backbone clip ViT-B-16: {tmp_path / 'vit_visual.pt'} holds image-tower weights only; "
-                     "the text tower stays at random init"]
+    assert lines == [
+        f"backbone clip ViT-B-16: {tmp_path / 'vit_visual.pt'} holds image-tower weights only; "
+        "the text tower stays at random init"
+    ]
 
 
 def test_rn50_attnpool_pos_embed_resized_from_full_clip_safetensors(tmp_path, rn50_state):

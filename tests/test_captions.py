@@ -1,4 +1,5 @@
 """Captions of attribute records: hand cases (exact text), kinds, seeding, the context cut."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,14 +8,34 @@ import pytest
 from ppreid.synth.captions import Captioner
 from ppreid.utils.errors import ConfigValueError
 
-RECORD = {"gender": "female", "age_group": "young_adult", "build": "slim", "skin_tone": "olive",
-          "hair_style": "ponytail", "hair_colour": "red", "upper_type": "jacket", "upper_colour": "orange",
-          "upper_pattern": "striped", "lower_type": "jeans", "lower_colour": "blue", "shoes": "white_sneakers",
-          "bag": "none", "hat": "cap", "glasses": "none", "background": "parking_lot", "illumination": "streetlight",
-          "time_of_day": "night", "camera": "grainy", "weather": "rainy", "viewpoint": "left"}
+RECORD = {
+    "gender": "female",
+    "age_group": "young_adult",
+    "build": "slim",
+    "skin_tone": "olive",
+    "hair_style": "ponytail",
+    "hair_colour": "red",
+    "upper_type": "jacket",
+    "upper_colour": "orange",
+    "upper_pattern": "striped",
+    "lower_type": "jeans",
+    "lower_colour": "blue",
+    "shoes": "white_sneakers",
+    "bag": "none",
+    "hat": "cap",
+    "glasses": "none",
+    "background": "parking_lot",
+    "illumination": "streetlight",
+    "time_of_day": "night",
+    "camera": "grainy",
+    "weather": "rainy",
+    "viewpoint": "left",
+}
 
-CONTENT = ("a photo of a young adult female, of slim build, with olive skin, with red ponytail hair, wearing an "
-           "orange striped jacket, blue jeans, white sneakers, no bag, wearing a cap, no glasses, seen from the left")
+CONTENT = (
+    "a photo of a young adult female, of slim build, with olive skin, with red ponytail hair, wearing an "
+    "orange striped jacket, blue jeans, white sneakers, no bag, wearing a cap, no glasses, seen from the left"
+)
 STYLE = "a photo, in a parking lot, streetlight lighting, at night, rainy weather, grainy camera"
 
 
@@ -26,8 +47,8 @@ def captioner():
 def test_canonical_captions_are_exact(captioner):
     assert captioner.caption(RECORD, "content") == CONTENT
     assert captioner.caption(RECORD, "style") == STYLE
-    assert captioner.caption(RECORD, "full") == CONTENT + ", " + STYLE[len("a photo, "):]
-    assert captioner.caption(RECORD, "content", exclude=("viewpoint",)) == CONTENT[:-len(", seen from the left")]
+    assert captioner.caption(RECORD, "full") == CONTENT + ", " + STYLE[len("a photo, ") :]
+    assert captioner.caption(RECORD, "content", exclude=("viewpoint",)) == CONTENT[: -len(", seen from the left")]
 
 
 def test_content_and_style_keep_to_their_words(captioner):
@@ -53,7 +74,7 @@ def test_cut_at_fragment_boundaries_within_the_context():
     short = Captioner.from_config(context_length=20)
     full = Captioner.from_config().caption(RECORD, "full")
     cut = short.caption(RECORD, "full")
-    assert short.num_tokens(cut) <= 20 and full.startswith(cut) and full[len(cut):].startswith(", ")
+    assert short.num_tokens(cut) <= 20 and full.startswith(cut) and full[len(cut) :].startswith(", ")
     assert cut == "a photo of a young adult female, of slim build, with olive skin"
     rng = np.random.default_rng(3)
     for _ in range(20):  # every kept piece is a whole fragment
@@ -64,7 +85,9 @@ def test_cut_at_fragment_boundaries_within_the_context():
 
 def test_zero_shot_prompts(captioner):
     assert captioner.zero_shot_prompts("bag", ["none", "backpack"]) == [
-        "a photo of a person without a bag", "a photo of a person carrying a backpack"]
+        "a photo of a person without a bag",
+        "a photo of a person carrying a backpack",
+    ]
     assert captioner.zero_shot_prompts("upper_colour", ["orange"]) == ["a photo of a person wearing an orange top"]
     with pytest.raises(ConfigValueError, match="no prompt for attribute 'tattoo'"):
         captioner.zero_shot_prompts("tattoo", ["yes"])
@@ -80,6 +103,7 @@ def test_describe_states_exactly_the_attributes_its_words_name(captioner):
         text, keys = captioner.describe(RECORD, "full", a)
         assert text == captioner.caption(RECORD, "full", b)  # the same draws as caption()
         from ppreid.synth.prompts import words
+
         for key in keys:
             if RECORD[key] != "none":
                 assert words(RECORD[key]) in text, (key, text)

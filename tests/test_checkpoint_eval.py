@@ -1,4 +1,5 @@
 """Cross-domain evaluation of checkpoints: the model comes from the checkpoint, not from the command."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT, TINY, run_train
 
 TINY_ARCH = ["backbone.channels=[8,16,16,32]", "backbone.out_dim=32"]
@@ -20,8 +20,9 @@ TINY_ARCH = ["backbone.channels=[8,16,16,32]", "backbone.out_dim=32"]
 def market_ckpt(reid_data_dir, tmp_path_factory):
     """A checkpoint trained 2 epochs on tiny Market-1501 (7 of its 8 identities after the val split)."""
     out = tmp_path_factory.mktemp("market_ckpt")
-    res = run_train(TINY + ["data=market1501", "trainer.max_epochs=2", "data.val_split.identities=1"],
-                    out, reid_data_dir)
+    res = run_train(
+        TINY + ["data=market1501", "trainer.max_epochs=2", "data.val_split.identities=1"], out, reid_data_dir
+    )
     return out / "checkpoints" / "last.ckpt", res
 
 
@@ -35,8 +36,12 @@ def test_checkpoint_carries_its_model_spec(market_ckpt):
     spec = ckpt["ppreid"]
     assert spec["choices"]["model"] == "bot" and spec["choices"]["backbone"] == "tiny_cnn"
     assert spec["num_classes"] == 7  # 8 training identities, 1 held out for validation
-    assert spec["input"] == {"height": 32, "width": 16, "mean": pytest.approx([0.485, 0.456, 0.406]),
-                             "std": pytest.approx([0.229, 0.224, 0.225])}
+    assert spec["input"] == {
+        "height": 32,
+        "width": 16,
+        "mean": pytest.approx([0.485, 0.456, 0.406]),
+        "std": pytest.approx([0.229, 0.224, 0.225]),
+    }
     assert spec["model"]["backbone"]["channels"] == [8, 16, 16, 32]
     assert ckpt["state_dict"]["neck.classifier.weight"].shape == (7, 32)
 
@@ -48,7 +53,12 @@ def test_evaluate_on_another_dataset_without_the_training_set(market_ckpt, reid_
     data = tmp_path / "data"
     shutil.copytree(reid_data_dir / "DukeMTMC-reID", data / "DukeMTMC-reID")
     overrides = [o for o in TINY if not o.startswith("backbone.")] + [
-        "data=dukemtmc", "train=false", f"ckpt_path={ckpt}", "data.height=64", "data.width=32"]
+        "data=dukemtmc",
+        "train=false",
+        f"ckpt_path={ckpt}",
+        "data.height=64",
+        "data.width=32",
+    ]
     res = run_train(overrides, tmp_path / "run", data)
     m = res["test"]["dukemtmc"]
     assert set(m) == {"R1", "R5", "R10", "mAP", "mINP"} and 0.0 <= m["mAP"] <= 1.0
@@ -59,22 +69,37 @@ def test_evaluate_on_another_dataset_without_the_training_set(market_ckpt, reid_
 
 def test_eval_with_same_data_reproduces_training_metrics(market_ckpt, reid_data_dir, tmp_path):
     ckpt, trained = market_ckpt
-    res = run_train(TINY + ["data=market1501", "train=false", f"ckpt_path={ckpt}",
-                            "data.val_split.identities=1"], tmp_path, reid_data_dir)
+    res = run_train(
+        TINY + ["data=market1501", "train=false", f"ckpt_path={ckpt}", "data.val_split.identities=1"],
+        tmp_path,
+        reid_data_dir,
+    )
     assert res["test"] == trained["test"]
 
 
 def test_command_line_eval_option_applies_to_checkpoint_model(market_ckpt, reid_data_dir, tmp_path):
     """model.neck_feat=before is an evaluation choice: it overrides the checkpoint's value."""
     ckpt, trained = market_ckpt
-    res = run_train(TINY + ["data=market1501", "train=false", f"ckpt_path={ckpt}", "model.neck_feat=before"],
-                    tmp_path, reid_data_dir)
+    res = run_train(
+        TINY + ["data=market1501", "train=false", f"ckpt_path={ckpt}", "model.neck_feat=before"],
+        tmp_path,
+        reid_data_dir,
+    )
     assert res["test"] != trained["test"]
 
 
 def test_architecture_mismatch_is_one_message_naming_both(market_ckpt, reid_data_dir, tmp_path):
-    proc = _cli(["train.py", "train=false", f"ckpt_path={market_ckpt[0]}", "backbone=resnet50", "data=market1501",
-                 f"paths.data_dir={reid_data_dir}", f"hydra.run.dir={tmp_path}"])
+    proc = _cli(
+        [
+            "train.py",
+            "train=false",
+            f"ckpt_path={market_ckpt[0]}",
+            "backbone=resnet50",
+            "data=market1501",
+            f"paths.data_dir={reid_data_dir}",
+            f"hydra.run.dir={tmp_path}",
+        ]
+    )
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert "tiny_cnn" in last and "backbone=resnet50" in last and "Traceback" not in proc.stderr
@@ -84,8 +109,18 @@ def test_mismatching_backbone_parameters_list_the_keys(market_ckpt, reid_data_di
     from ppreid.utils.errors import ConfigValueError
 
     with pytest.raises(ConfigValueError, match=r"wrong shapes.*backbone\.") as err:
-        run_train(TINY + ["data=market1501", "train=false", f"ckpt_path={market_ckpt[0]}",
-                          "backbone.channels=[4,8,8,16]", "backbone.out_dim=16"], tmp_path, reid_data_dir)
+        run_train(
+            TINY
+            + [
+                "data=market1501",
+                "train=false",
+                f"ckpt_path={market_ckpt[0]}",
+                "backbone.channels=[4,8,8,16]",
+                "backbone.out_dim=16",
+            ],
+            tmp_path,
+            reid_data_dir,
+        )
     assert "size mismatch" not in str(err.value)
 
 

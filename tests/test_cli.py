@@ -1,4 +1,5 @@
 """train.py as a user runs it: subprocesses, exit codes, the last lines of stderr, files on disk."""
+
 from __future__ import annotations
 
 import json
@@ -9,16 +10,24 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, TINY
 
 
 def _train(args, run_dir: Path, data_dir: Path, multirun: bool = False, timeout: int = 300):
     env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0")
-    dirs = [f"hydra.sweep.dir={run_dir}", "hydra.sweep.subdir=${hydra.job.num}"] if multirun \
+    dirs = (
+        [f"hydra.sweep.dir={run_dir}", "hydra.sweep.subdir=${hydra.job.num}"]
+        if multirun
         else [f"hydra.run.dir={run_dir}"]
-    cmd = [sys.executable, "train.py"] + (["-m"] if multirun else []) + \
-        TINY + [f"paths.data_dir={data_dir}"] + dirs + list(args)
+    )
+    cmd = (
+        [sys.executable, "train.py"]
+        + (["-m"] if multirun else [])
+        + TINY
+        + [f"paths.data_dir={data_dir}"]
+        + dirs
+        + list(args)
+    )
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -62,8 +71,13 @@ def test_corrupt_image_names_the_file(reid_data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_multirun_writes_one_results_json_per_run(reid_data_dir, tmp_path):
-    proc = _train(["data=market1501", "seed=1,2", "trainer.max_epochs=1"], tmp_path / "sweep", reid_data_dir,
-                  multirun=True, timeout=600)
+    proc = _train(
+        ["data=market1501", "seed=1,2", "trainer.max_epochs=1"],
+        tmp_path / "sweep",
+        reid_data_dir,
+        multirun=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, _last_lines(proc.stderr, 30)
     results = sorted((tmp_path / "sweep").glob("*/results.json"))
     assert len(results) == 2
@@ -73,14 +87,24 @@ def test_multirun_writes_one_results_json_per_run(reid_data_dir, tmp_path):
 @pytest.mark.slow
 def test_wandb_offline_logs_config_metrics_images_and_cmc(reid_data_dir, tmp_path):
     pytest.importorskip("wandb")
-    proc = _train(["data=market1501", "logger=wandb", "trainer.max_epochs=1", "trainer.log_every_n_steps=1"], tmp_path / "run", reid_data_dir)
+    proc = _train(
+        ["data=market1501", "logger=wandb", "trainer.max_epochs=1", "trainer.log_every_n_steps=1"],
+        tmp_path / "run",
+        reid_data_dir,
+    )
     assert proc.returncode == 0, _last_lines(proc.stderr, 30)
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     files = runs[0] / "files"
     # offline runs keep history, summary and config as records in the run's .wandb file
     records = next(runs[0].glob("*.wandb")).read_bytes()
-    for key in (b"test/market1501/mAP", b"test/market1501/R1", b"train/loss", b"ppreid.data.datamodule.ReIDDataModule", b"Market-1501-v15.09.15"):
+    for key in (
+        b"test/market1501/mAP",
+        b"test/market1501/R1",
+        b"train/loss",
+        b"ppreid.data.datamodule.ReIDDataModule",
+        b"Market-1501-v15.09.15",
+    ):
         assert key in records, key
     images = files / "media" / "images"
     media = [str(p.relative_to(images)) for p in images.rglob("*.png")]
@@ -91,9 +115,19 @@ def test_wandb_offline_logs_config_metrics_images_and_cmc(reid_data_dir, tmp_pat
 def test_optuna_hparams_search_maximizes_the_returned_metric(reid_data_dir, tmp_path):
     """hparams_search=bot_optuna: every trial returns val/mAP (held-out source identities, never a target)
     and the sweeper records the best one."""
-    proc = _train(["data=market1501", "hparams_search=bot_optuna", "trainer.max_epochs=1",
-                   "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=1"],
-                  tmp_path / "sweep", reid_data_dir, multirun=True, timeout=600)
+    proc = _train(
+        [
+            "data=market1501",
+            "hparams_search=bot_optuna",
+            "trainer.max_epochs=1",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.sampler.n_startup_trials=1",
+        ],
+        tmp_path / "sweep",
+        reid_data_dir,
+        multirun=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, _last_lines(proc.stderr, 30)
     results = sorted((tmp_path / "sweep").glob("*/results.json"))
     assert len(results) == 2
@@ -101,4 +135,5 @@ def test_optuna_hparams_search_maximizes_the_returned_metric(reid_data_dir, tmp_
     best = (tmp_path / "sweep" / "optimization_results.yaml").read_text()
     assert "best_value" in best and "model.optimizer.lr" in best, best
     import yaml
+
     assert yaml.safe_load(best)["best_value"] == pytest.approx(max(maps), abs=1e-6)

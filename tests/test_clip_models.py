@@ -1,4 +1,5 @@
 """CLIP-ReID and PDM on tiny data: two stages in one run, freezing rules, resume, cache, messages."""
+
 from __future__ import annotations
 
 import csv
@@ -6,12 +7,15 @@ import json
 
 import pytest
 import torch
-
 from conftest import TINY, compose_train, run_train
+
 from ppreid.utils.errors import ConfigValueError
 
 CLIP = [o for o in TINY if not o.startswith(("backbone", "trainer.max_epochs"))] + [
-    "backbone=clip_tiny", "data=market1501", "trainer.log_every_n_steps=1"]
+    "backbone=clip_tiny",
+    "data=market1501",
+    "trainer.log_every_n_steps=1",
+]
 
 
 def stages(s1: int, s2: int):
@@ -97,8 +101,10 @@ def test_stage_losses_are_logged_per_stage(pdm_run):
 def test_resume_inside_stage_2_does_not_repeat_stage_1(pdm_run, reid_data_dir, tmp_path):
     _, out, overrides = pdm_run
     first = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    overrides = [o for o in overrides if "stage2.epochs" not in o] + ["model.stage2.epochs=2",
-                                                                       f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}"]
+    overrides = [o for o in overrides if "stage2.epochs" not in o] + [
+        "model.stage2.epochs=2",
+        f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
+    ]
     run_train(overrides, tmp_path, reid_data_dir)
     resumed = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert resumed["epoch"] == 2 and first["epoch"] == 1
@@ -144,20 +150,27 @@ def test_ddp_sim_training_and_evaluation_equal_single_process(pdm_run, reid_data
     _, out, overrides = pdm_run
     ckpt = out / "checkpoints" / "last.ckpt"
     single = run_train(CLIP + ["model=pdm", "train=false", f"ckpt_path={ckpt}"], tmp_path / "cpu", reid_data_dir)
-    ddp = run_train(CLIP + ["model=pdm", "train=false", f"ckpt_path={ckpt}", "trainer=ddp_sim"],
-                    tmp_path / "ddp", reid_data_dir)
+    ddp = run_train(
+        CLIP + ["model=pdm", "train=false", f"ckpt_path={ckpt}", "trainer=ddp_sim"], tmp_path / "ddp", reid_data_dir
+    )
     assert ddp["test"] == single["test"]
     # a two-stage run under DDP (cache gathered across ranks, unused parameters in each stage)
-    res = run_train(CLIP + ["model=pdm", "trainer=ddp_sim", "data.val_split.identities=0"] + stages(1, 1),
-                    tmp_path / "train", reid_data_dir)
+    res = run_train(
+        CLIP + ["model=pdm", "trainer=ddp_sim", "data.val_split.identities=0"] + stages(1, 1),
+        tmp_path / "train",
+        reid_data_dir,
+    )
     assert (tmp_path / "train" / "checkpoints" / "last.ckpt").is_file() and res["test"]["market1501"]
 
 
 def test_eval_from_checkpoint_rebuilds_the_clip_model(clipreid_run, reid_data_dir, tmp_path):
     trained, out, _ = clipreid_run
-    res = run_train([o for o in TINY if not o.startswith("backbone")] +
-                    ["data=market1501", "train=false", f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}"],
-                    tmp_path, reid_data_dir)
+    res = run_train(
+        [o for o in TINY if not o.startswith("backbone")]
+        + ["data=market1501", "train=false", f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}"],
+        tmp_path,
+        reid_data_dir,
+    )
     assert res["test"] == trained["test"]
     assert json.loads((tmp_path / "results.json").read_text())["identity"]["backbone"] == "clip_tiny"
 
@@ -178,13 +191,16 @@ def test_default_scale_picks_clip_tiny_and_the_sandbox_recipe(tmp_path):
     assert chosen.backbone.model_name == "RN50"
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["model=pdm", "backbone=tiny_cnn"], "needs a CLIP backbone"),
-    (["model=pdm", "model.style_label=domain"], "style_label=domain"),
-    (["model=pdm", "model.style_label=weather"], "choose one of camid, domain"),
-    (["model=pdm", "model.templates.content='A photo of a person.'"], "no placeholder word 'X'"),
-    (["model=clipreid", "trainer.max_epochs=5"], "set the stage epochs instead"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model=pdm", "backbone=tiny_cnn"], "needs a CLIP backbone"),
+        (["model=pdm", "model.style_label=domain"], "style_label=domain"),
+        (["model=pdm", "model.style_label=weather"], "choose one of camid, domain"),
+        (["model=pdm", "model.templates.content='A photo of a person.'"], "no placeholder word 'X'"),
+        (["model=clipreid", "trainer.max_epochs=5"], "set the stage epochs instead"),
+    ],
+)
 def test_clear_messages(overrides, message, reid_data_dir, tmp_path):
     from ppreid.utils.errors import find_input_error
 
@@ -208,14 +224,36 @@ def test_mini_dppp_tables_from_real_runs(reid_data_dir, tmp_path, capsys):
     results = {}
     for row, model in (("bot", "bot"), ("clipreid", "clipreid"), ("pdm", "pdm")):
         toy = TINY if model == "bot" else clip_toy
-        results[row] = run_train([f"experiment=dppp_randperson_{model}", "backbone.pretrained=null"] + toy,
-                                 tmp_path / "main" / row, reid_data_dir)
-    ablation = run_train(["experiment=pdm_without_style", "data=dg_randperson"] + clip_toy,
-                         tmp_path / "ablation" / "without_style", reid_data_dir)
+        results[row] = run_train(
+            [f"experiment=dppp_randperson_{model}", "backbone.pretrained=null"] + toy,
+            tmp_path / "main" / row,
+            reid_data_dir,
+        )
+    ablation = run_train(
+        ["experiment=pdm_without_style", "data=dg_randperson"] + clip_toy,
+        tmp_path / "ablation" / "without_style",
+        reid_data_dir,
+    )
 
     published = str(repo / "experiments" / "published" / "dppp.yaml")
-    assert tables.main([str(tmp_path / "main"), "--label", "model", "data", "--targets", "market1501", "dukemtmc",
-                        "--published", published, "--format", "csv"]) == 0
+    assert (
+        tables.main(
+            [
+                str(tmp_path / "main"),
+                "--label",
+                "model",
+                "data",
+                "--targets",
+                "market1501",
+                "dukemtmc",
+                "--published",
+                published,
+                "--format",
+                "csv",
+            ]
+        )
+        == 0
+    )
     table = list(csv.DictReader(capsys.readouterr().out.splitlines()))
     ours = {r["model"]: r for r in table if r["source"] == "ours"}
     assert set(ours) == {"bot", "clipreid", "pdm"}
@@ -234,8 +272,20 @@ def test_mini_dppp_tables_from_real_runs(reid_data_dir, tmp_path, capsys):
     assert unreal["market1501/R1"] == "79.0" and unreal["market1501/mAP"] == "-" and unreal["mean/R1"] == "-"
 
     # the ablation table: full PDM and PDM without the style loss, one row each, never pooled
-    assert tables.main([str(tmp_path / "main" / "pdm"), str(tmp_path / "ablation"), "--label", "model",
-                        "experiment", "--format", "csv"]) == 0
+    assert (
+        tables.main(
+            [
+                str(tmp_path / "main" / "pdm"),
+                str(tmp_path / "ablation"),
+                "--label",
+                "model",
+                "experiment",
+                "--format",
+                "csv",
+            ]
+        )
+        == 0
+    )
     rows = {r["experiment"]: r for r in csv.DictReader(capsys.readouterr().out.splitlines())}
     assert set(rows) == {"dppp_randperson_pdm", "pdm_without_style"}
     m = ablation["test"]["market1501"]["mAP"]

@@ -1,5 +1,6 @@
 """Language-image pre-training: loss and metrics on hand cases, the weights file, the corpus's
 disjointness and vocabulary rule, the sandbox build (tiny), and model=clip_pretrain end to end (tiny)."""
+
 from __future__ import annotations
 
 import json
@@ -7,19 +8,28 @@ import math
 
 import pytest
 import torch
-
 from conftest import TINY, compose_train, run_synth, run_train
+from test_captions import RECORD
+
 from ppreid.metrics.clip_alignment import encode_text, encode_texts, text_to_image_report, zero_shot_report
 from ppreid.models.clip_pretrain import clip_contrastive_loss, clip_state_dict, identity_positives
 from ppreid.nn.backbones.clip_visual import OpenCLIPVisual
 from ppreid.synth.attributes import AttributeSchema, identity_seed, load_conf_yaml
 from ppreid.synth.captions import Captioner
 from ppreid.utils.errors import ConfigValueError
-from test_captions import RECORD
 
-CLIP_TINY = [o for o in TINY if not o.startswith("backbone")] + ["backbone=clip_tiny", "data.train_transforms.padding=0"]
-TINY_CORPUS = {"num_identities": 10, "heldout_identities": 4, "images_per_identity": 2, "num_cameras": 6,
-               "height": 32, "width": 16}
+CLIP_TINY = [o for o in TINY if not o.startswith("backbone")] + [
+    "backbone=clip_tiny",
+    "data.train_transforms.padding=0",
+]
+TINY_CORPUS = {
+    "num_identities": 10,
+    "heldout_identities": 4,
+    "images_per_identity": 2,
+    "num_cameras": 6,
+    "height": 32,
+    "width": 16,
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,29 +49,42 @@ def test_contrastive_loss_hand_cases():
     assert clip_contrastive_loss(feats, feats, scale).item() == pytest.approx(math.log(1 + math.exp(-1)), abs=1e-6)
     everyone = torch.ones(2, 2, dtype=torch.bool)  # uniform targets over both columns
     assert clip_contrastive_loss(feats, feats, scale, everyone).item() == pytest.approx(
-        math.log(1 + math.e) - 0.5, abs=1e-6)
+        math.log(1 + math.e) - 0.5, abs=1e-6
+    )
     assert clip_contrastive_loss(feats, feats, torch.tensor(10.0)).item() == pytest.approx(
-        math.log(1 + math.exp(-100)), abs=1e-6)  # the scale is clamped at 100
+        math.log(1 + math.exp(-100)), abs=1e-6
+    )  # the scale is clamped at 100
     pos = identity_positives(torch.tensor([3, 3, 5]), ["full", "style", "content"])
     assert pos.tolist() == [[True, False, False], [True, True, False], [False, False, True]]
 
 
 def test_zero_shot_and_text_to_image_on_features_made_from_their_answers(tower):
     captioner = Captioner.from_config()
-    only_gender = Captioner.from_config({**load_conf_yaml("synth/captions.yaml"),
-                                         "zero_shot": {"gender": "a photo of a {value}"}})
+    only_gender = Captioner.from_config(
+        {**load_conf_yaml("synth/captions.yaml"), "zero_shot": {"gender": "a photo of a {value}"}}
+    )
     genders = ["male", "female", "female"]
     feats = encode_texts(tower, only_gender, [f"a photo of a {g}" for g in genders])
-    report = zero_shot_report(feats, [{"gender": g} for g in genders], tower, only_gender, AttributeSchema.from_config())
-    assert report["attributes"]["gender"] == {"accuracy": 1.0, "chance": 0.5, "normalized": 1.0, "num_values": 2,
-                                              "num_images": 3, "majority": 0.6667, "balanced_accuracy": 1.0,
-                                              "balanced_chance": 0.5}
+    report = zero_shot_report(
+        feats, [{"gender": g} for g in genders], tower, only_gender, AttributeSchema.from_config()
+    )
+    assert report["attributes"]["gender"] == {
+        "accuracy": 1.0,
+        "chance": 0.5,
+        "normalized": 1.0,
+        "num_values": 2,
+        "num_images": 3,
+        "majority": 0.6667,
+        "balanced_accuracy": 1.0,
+        "balanced_chance": 0.5,
+    }
     assert report["mean_normalized"] == 1.0
     records = [dict(RECORD, upper_colour=c) for c in ("red", "teal", "beige")]
     queries = [captioner.caption(r, "content", exclude=("viewpoint",)) for r in records]
     images = encode_texts(tower, captioner, queries)
-    metrics, ranking = text_to_image_report(torch.cat([images, images.flip(0)]), [1, 2, 3, 3, 2, 1], records + records[::-1],
-                                            tower, captioner)
+    metrics, ranking = text_to_image_report(
+        torch.cat([images, images.flip(0)]), [1, 2, 3, 3, 2, 1], records + records[::-1], tower, captioner
+    )
     assert metrics["R1"] == 1.0 and metrics["R5"] == 1.0 and metrics["num_queries"] == 3
     assert metrics["mAP"] == pytest.approx(1.0) and ranking["match"][:, :2].all()  # its two images come first
     assert metrics["chance_R1"] == pytest.approx(1 / 3, abs=1e-4)
@@ -73,21 +96,24 @@ def test_weights_file_loads_both_towers(tmp_path):
     torch.save(clip_state_dict(src.visual, src.text_tower(), torch.tensor(2.0)), tmp_path / "w.pt")
     dst = OpenCLIPVisual("clip-tiny", pretrained=str(tmp_path / "w.pt"), image_size=(64, 32))
     assert dst.text_tower_loaded is True
-    for a, b in zip(list(src.visual.state_dict().values()) + list(src.text_tower().state_dict().values()),
-                    list(dst.visual.state_dict().values()) + list(dst.text_tower().state_dict().values())):
+    for a, b in zip(
+        list(src.visual.state_dict().values()) + list(src.text_tower().state_dict().values()),
+        list(dst.visual.state_dict().values()) + list(dst.text_tower().state_dict().values()),
+    ):
         assert torch.equal(a, b)
 
 
 # ----------------------------------------------------------------------------- corpus
 def test_corpus_is_disjoint_from_mini_and_keeps_target_words_out(tmp_path):
-    from ppreid.synth.pretrain_corpus import check_disjoint, corpus_plans, ensure_pretrain_corpus, target_only_words
     from ppreid.synth.mini import _domain_seed
     from ppreid.synth.plan import SynthPlan
+    from ppreid.synth.pretrain_corpus import check_disjoint, corpus_plans, ensure_pretrain_corpus, target_only_words
 
     with pytest.raises(ConfigValueError, match="pid 250 is also a GenePerson-mini source pid"):
         ensure_pretrain_corpus(tmp_path / "bad", pid_start=250, **TINY_CORPUS)
-    clash = SynthPlan.from_config({"num_identities": 2, "num_cameras": 2, "seed": _domain_seed(0, "night_cctv"),
-                                   "pid_start": 301})
+    clash = SynthPlan.from_config(
+        {"num_identities": 2, "num_cameras": 2, "seed": _domain_seed(0, "night_cctv"), "pid_start": 301}
+    )
     with pytest.raises(ConfigValueError, match="night_cctv pid 301"):
         check_disjoint({"train": clash}, {"seed": 0, "num_identities": 300, "target_identities": 100, "domains": None})
     only = target_only_words()
@@ -106,9 +132,15 @@ def test_corpus_is_disjoint_from_mini_and_keeps_target_words_out(tmp_path):
 def test_sandbox_build_is_reused_rebuilt_and_skipped_under_fast_dev_run(tmp_path):
     from ppreid.run.sandbox_clip import ensure_sandbox_clip
 
-    kw = {"corpus": {"root": str(tmp_path / "corpus"), **{k: v for k, v in TINY_CORPUS.items()
-                                                          if k not in ("height", "width")}},
-          "training": {"steps": 2, "batch_size": 8}, "image_size": (32, 16), "progress": False}
+    kw = {
+        "corpus": {
+            "root": str(tmp_path / "corpus"),
+            **{k: v for k, v in TINY_CORPUS.items() if k not in ("height", "width")},
+        },
+        "training": {"steps": 2, "batch_size": 8},
+        "image_size": (32, 16),
+        "progress": False,
+    }
     assert ensure_sandbox_clip(tmp_path / "clip", quick=True, **kw) is None
     path = ensure_sandbox_clip(tmp_path / "clip", **kw)
     report = json.loads((path.parent / "report.json").read_text())
@@ -128,8 +160,9 @@ def test_sandbox_weights_are_the_sandbox_default_and_fdr_keeps_random_weights(tm
 
     assert compose_train(["model=pdm"], tmp_path / "d").backbone.pretrained == "sandbox"
     assert compose_train(["model=clipreid"], tmp_path / "c").backbone.pretrained == "sandbox"
-    cfg = compose_train(["model=pdm", "debug=fdr", "data.height=32", "data.width=16", "backbone.pretrained=sandbox"],
-                        tmp_path)
+    cfg = compose_train(
+        ["model=pdm", "debug=fdr", "data.height=32", "data.width=16", "backbone.pretrained=sandbox"], tmp_path
+    )
     assert cfg.backbone.pretrained == "sandbox" and cfg.backbone.sandbox.quick is True
     assert instantiate(cfg.backbone).text_tower_loaded is None  # random weights, nothing built
     assert compose_train(["model=clipreid", "backbone.pretrained=null"], tmp_path / "n").backbone.pretrained is None
@@ -138,12 +171,19 @@ def test_sandbox_weights_are_the_sandbox_default_and_fdr_keeps_random_weights(tm
 # ----------------------------------------------------------------------------- model=clip_pretrain
 @pytest.mark.slow
 def test_clip_pretrain_run_writes_weights_and_alignment_sections(tmp_path):
-    prepare = ["data.prepare.mini.num_identities=8", "data.prepare.mini.images_per_identity=4",
-               "data.prepare.mini.target_identities=4", "data.prepare.mini.gallery_per_identity=2",
-               "data.prepare.mini.height=32", "data.prepare.mini.width=16", "data.prepare.progress=false"]
+    prepare = [
+        "data.prepare.mini.num_identities=8",
+        "data.prepare.mini.images_per_identity=4",
+        "data.prepare.mini.target_identities=4",
+        "data.prepare.mini.gallery_per_identity=2",
+        "data.prepare.mini.height=32",
+        "data.prepare.mini.width=16",
+        "data.prepare.progress=false",
+    ]
     prepare += [f"data.prepare.corpus.{k}={v}" for k, v in TINY_CORPUS.items()]
-    res = run_train(["model=clip_pretrain"] + CLIP_TINY + prepare + ["trainer.max_epochs=2"], tmp_path / "run",
-                    tmp_path / "data")
+    res = run_train(
+        ["model=clip_pretrain"] + CLIP_TINY + prepare + ["trainer.max_epochs=2"], tmp_path / "run", tmp_path / "data"
+    )
     assert set(res["zero_shot"]) == {"val", "corpus_heldout", "night_cctv", "station_indoor"}
     held = res["zero_shot"]["corpus_heldout"]
     assert held["attributes"]["gender"]["chance"] == 0.5 and -1.0 <= held["mean_normalized"] <= 1.0
@@ -171,9 +211,14 @@ def test_caption_truth_positives_hand_case():
 
     images = [{"gender": "male", "hat": "cap"}, {"gender": "male", "hat": "none"}, {"gender": "female", "hat": "cap"}]
     stated = [("gender",), ("hat",), ("gender", "hat")]
-    expected = torch.tensor([[1, 0, 0],   # image 0 (male, cap): text 1 says "no hat" -> no
-                             [1, 1, 0],   # image 1 (male, none): text 0 ("a male") is true of it
-                             [0, 0, 1]], dtype=torch.bool)
+    expected = torch.tensor(
+        [
+            [1, 0, 0],  # image 0 (male, cap): text 1 says "no hat" -> no
+            [1, 1, 0],  # image 1 (male, none): text 0 ("a male") is true of it
+            [0, 0, 1],
+        ],
+        dtype=torch.bool,
+    )
     assert torch.equal(caption_truth_positives(images, stated), expected)
     assert torch.equal(caption_truth_positives(images, [(), (), ()]), torch.ones(3, 3, dtype=torch.bool))
     # as positives of the contrastive loss: a uniform target over them

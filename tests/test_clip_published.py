@@ -1,5 +1,6 @@
 """CLIP-ReID as published: its features and necks, its per-epoch learning rates, its stage-1 batches;
 PDM's terms measuring what they say; checkpoints that never reload pretrained weights."""
+
 from __future__ import annotations
 
 import csv
@@ -7,9 +8,9 @@ import math
 
 import pytest
 import torch
-
 from conftest import compose_train, run_train
 from test_clip_models import CLIP, stages
+
 from ppreid.utils.errors import ConfigValueError
 
 
@@ -47,10 +48,13 @@ def _reference_stage1(e: int, epochs: int) -> float:
     return 1e-6 + 0.5 * (3.5e-4 - 1e-6) * (1 + math.cos(math.pi * e / epochs))
 
 
-@pytest.mark.parametrize("backbone, s1_epochs, s2_epochs, base, warmup, milestones, wd", [
-    ("clip_vit_b16", 120, 60, 5e-6, 0.1, (30, 50), 1e-4),
-    ("clip_rn50", 60, 120, 3.5e-4, 0.01, (40, 70), 5e-4),
-])
+@pytest.mark.parametrize(
+    "backbone, s1_epochs, s2_epochs, base, warmup, milestones, wd",
+    [
+        ("clip_vit_b16", 120, 60, 5e-6, 0.1, (30, 50), 1e-4),
+        ("clip_rn50", 60, 120, 3.5e-4, 0.01, (40, 70), 5e-4),
+    ],
+)
 def test_published_learning_rates_per_epoch(backbone, s1_epochs, s2_epochs, base, warmup, milestones, wd, tmp_path):
     cfg = compose_train(["experiment=clipreid_market1501", f"backbone={backbone}"], tmp_path)
     assert (cfg.model.stage1.epochs, cfg.model.stage2.epochs) == (s1_epochs, s2_epochs)
@@ -83,17 +87,23 @@ def test_recipe_follows_the_backbone_and_the_row(tmp_path):
     assert dg.data.val_split.identities == 0.1
     # random weights only when asked for; the sandbox's clip_tiny has no OpenAI weights: its default is the
     # person-aligned sandbox CLIP (backbone.pretrained=sandbox)
-    assert compose_train(["model=pdm", "data=genepers", "backbone.pretrained=null"], tmp_path / "r").backbone.pretrained is None
+    assert (
+        compose_train(["model=pdm", "data=genepers", "backbone.pretrained=null"], tmp_path / "r").backbone.pretrained
+        is None
+    )
     assert compose_train(["model=pdm"], tmp_path / "s").backbone.pretrained == "sandbox"
 
 
-@pytest.mark.parametrize("backbone, dims, test_dim", [("clip_vit_b16", (768, 768, 512), 1280),
-                                                      ("clip_rn50", (1024, 2048, 1024), 3072)])
+@pytest.mark.parametrize(
+    "backbone, dims, test_dim", [("clip_vit_b16", (768, 768, 512), 1280), ("clip_rn50", (1024, 2048, 1024), 3072)]
+)
 def test_published_features_and_test_feature(backbone, dims, test_dim, tmp_path):
     from hydra.utils import instantiate
 
-    cfg = compose_train(["model=clipreid", f"backbone={backbone}", "backbone.pretrained=null",
-                         "data.height=64", "data.width=32"], tmp_path)
+    cfg = compose_train(
+        ["model=clipreid", f"backbone={backbone}", "backbone.pretrained=null", "data.height=64", "data.width=32"],
+        tmp_path,
+    )
     model = instantiate(cfg.model, num_classes=5).eval()
     x = torch.randn(2, 3, 64, 32)
     with torch.no_grad():
@@ -119,7 +129,9 @@ def test_stage2_sums_id_over_two_classifiers_and_triplet_over_three_features(tmp
     expected_tri = sum(tri(feats[k], pids) for k in ("intermediate", "final", "proj"))
     assert set(terms) == {"ce_ls", "triplet"}
     assert float(terms["ce_ls"]) == pytest.approx(float(model.loss_weights["ce_ls"] * expected_ce.detach()), rel=1e-4)
-    assert float(terms["triplet"]) == pytest.approx(float(model.loss_weights["triplet"] * expected_tri.detach()), rel=1e-4)
+    assert float(terms["triplet"]) == pytest.approx(
+        float(model.loss_weights["triplet"] * expected_tri.detach()), rel=1e-4
+    )
 
 
 def test_stage1_batches_are_chunks_of_a_permutation_of_every_image(reid_data_dir, tmp_path):
@@ -133,8 +145,11 @@ def test_stage1_batches_are_chunks_of_a_permutation_of_every_image(reid_data_dir
     assert sorted(shards[0] + shards[1]) == list(range(10))
     # a real run: ceil(N / chunk) stage-1 steps per epoch, the remainder kept
     res_dir = tmp_path / "run"
-    run_train(CLIP + ["model=clipreid", "model.stage1.batch_size=7", "data.val_split.identities=0"] + stages(1, 1),
-              res_dir, reid_data_dir)
+    run_train(
+        CLIP + ["model=clipreid", "model.stage1.batch_size=7", "data.val_split.identities=0"] + stages(1, 1),
+        res_dir,
+        reid_data_dir,
+    )
     ckpt = torch.load(res_dir / "checkpoints" / "stage1.ckpt", map_location="cpu", weights_only=False)
     steps = max(int(s["step"]) for s in ckpt["optimizer_states"][0]["state"].values())
     assert steps == math.ceil(32 / 7)  # tiny Market: 8 identities x 4 images
@@ -185,20 +200,26 @@ def test_restyled_views_only_when_a_term_uses_them(tmp_path):
     from hydra.utils import instantiate
 
     on = instantiate(compose_train(CLIP + ["model=pdm"], tmp_path / "a").model)
-    off = instantiate(compose_train(CLIP + ["model=pdm", "model.stage1_loss.terms.content_invariance.enabled=false"],
-                                    tmp_path / "b").model)
+    off = instantiate(
+        compose_train(
+            CLIP + ["model=pdm", "model.stage1_loss.terms.content_invariance.enabled=false"], tmp_path / "b"
+        ).model
+    )
     assert on.cache_restyled and not off.cache_restyled
     # the pseudo-word norm is part of the state (a checkpoint carries the value training used)
     assert "inversion_content.word_norm" in on.state_dict() and float(on.inversion_content.word_norm) > 0
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["model=clipreid", "+model.stage2_loss.i2t_wieght=1"], "model.stage2_loss: unknown key(s) i2t_wieght"),
-    (["model=pdm", "+model.stage2_loss.terms.i2t.wieght=1"], "model.stage2_loss.terms.i2t: unknown key(s) wieght"),
-    (["model=pdm", "model.stage2_loss.terms.style_mixed.input=fresh"], "choose cached or current"),
-    (["model=clipreid", "+model.stage1.lr=1"], "model.stage1: unknown key(s) lr"),
-    (["model=clipreid", "model.test_feature=both"], "model.test_feature='both'"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model=clipreid", "+model.stage2_loss.i2t_wieght=1"], "model.stage2_loss: unknown key(s) i2t_wieght"),
+        (["model=pdm", "+model.stage2_loss.terms.i2t.wieght=1"], "model.stage2_loss.terms.i2t: unknown key(s) wieght"),
+        (["model=pdm", "model.stage2_loss.terms.style_mixed.input=fresh"], "choose cached or current"),
+        (["model=clipreid", "+model.stage1.lr=1"], "model.stage1: unknown key(s) lr"),
+        (["model=clipreid", "model.test_feature=both"], "model.test_feature='both'"),
+    ],
+)
 def test_misspelt_keys_are_refused(overrides, message, tmp_path):
     _refused(lambda: _build(CLIP + overrides, tmp_path), message)
 
@@ -234,14 +255,17 @@ def _clip_tiny_weights(tmp_path, visual_only: bool):
 
 def test_a_weights_file_without_the_text_tower_is_refused(tmp_path):
     path = _clip_tiny_weights(tmp_path, visual_only=True)
-    _refused(lambda: _build(CLIP + ["model=clipreid", f"backbone.pretrained={path}"], tmp_path / "x"),
-             "holds image-tower weights only")
+    _refused(
+        lambda: _build(CLIP + ["model=clipreid", f"backbone.pretrained={path}"], tmp_path / "x"),
+        "holds image-tower weights only",
+    )
 
 
 def test_evaluating_a_checkpoint_never_reloads_the_pretrained_weights(reid_data_dir, tmp_path):
     path = _clip_tiny_weights(tmp_path, visual_only=False)
-    trained = run_train(CLIP + ["model=clipreid", f"backbone.pretrained={path}"] + stages(1, 1), tmp_path / "run",
-                        reid_data_dir)
+    trained = run_train(
+        CLIP + ["model=clipreid", f"backbone.pretrained={path}"] + stages(1, 1), tmp_path / "run", reid_data_dir
+    )
     path.unlink()  # the weights file is gone: the checkpoint alone must do
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     res = run_train(CLIP + ["train=false", f"ckpt_path={ckpt}"], tmp_path / "eval", reid_data_dir)

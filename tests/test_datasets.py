@@ -1,4 +1,5 @@
 """Dataset parsers on tiny folder trees of empty files (parsers never open images)."""
+
 import json
 import re
 from pathlib import Path
@@ -21,21 +22,40 @@ def triples(records):
 
 
 def make_market(root: Path, ext: str = "jpg") -> None:
-    touch(root / "bounding_box_train",
-          f"0007_c1s1_000001_00.{ext}", f"0007_c2s1_000002_00.{ext}", f"0002_c3s1_000003_00.{ext}",
-          f"0005_c6s1_000004_00.{ext}", f"0000_c1s1_000005_00.{ext}", f"-1_c1s1_000006_00.{ext}", "Thumbs.db")
+    touch(
+        root / "bounding_box_train",
+        f"0007_c1s1_000001_00.{ext}",
+        f"0007_c2s1_000002_00.{ext}",
+        f"0002_c3s1_000003_00.{ext}",
+        f"0005_c6s1_000004_00.{ext}",
+        f"0000_c1s1_000005_00.{ext}",
+        f"-1_c1s1_000006_00.{ext}",
+        "Thumbs.db",
+    )
     touch(root / "query", f"0002_c1s1_000010_00.{ext}", f"0005_c2s1_000011_00.{ext}", f"0007_c4s1_000012_00.{ext}")
-    touch(root / "bounding_box_test", f"0002_c2s1_000020_00.{ext}", f"0005_c3s1_000021_00.{ext}",
-          f"0000_c1s1_000022_00.{ext}", f"-1_c3s1_000023_00.{ext}", f"0007_c5s1_000024_00.{ext}")
+    touch(
+        root / "bounding_box_test",
+        f"0002_c2s1_000020_00.{ext}",
+        f"0005_c3s1_000021_00.{ext}",
+        f"0000_c1s1_000022_00.{ext}",
+        f"-1_c3s1_000023_00.{ext}",
+        f"0007_c5s1_000024_00.{ext}",
+    )
 
 
 MARKET_TRAIN = [  # sorted file order; original pids 2, 5, 7 -> 0, 1, 2; pid 0 and -1 dropped
-    ("0002_c3s1_000003_00.jpg", 0, 2), ("0005_c6s1_000004_00.jpg", 1, 5),
-    ("0007_c1s1_000001_00.jpg", 2, 0), ("0007_c2s1_000002_00.jpg", 2, 1)]
-MARKET_QUERY = [("0002_c1s1_000010_00.jpg", 2, 0), ("0005_c2s1_000011_00.jpg", 5, 1),
-                ("0007_c4s1_000012_00.jpg", 7, 3)]
-MARKET_GALLERY = [("0000_c1s1_000022_00.jpg", 0, 0), ("0002_c2s1_000020_00.jpg", 2, 1),
-                  ("0005_c3s1_000021_00.jpg", 5, 2), ("0007_c5s1_000024_00.jpg", 7, 4)]
+    ("0002_c3s1_000003_00.jpg", 0, 2),
+    ("0005_c6s1_000004_00.jpg", 1, 5),
+    ("0007_c1s1_000001_00.jpg", 2, 0),
+    ("0007_c2s1_000002_00.jpg", 2, 1),
+]
+MARKET_QUERY = [("0002_c1s1_000010_00.jpg", 2, 0), ("0005_c2s1_000011_00.jpg", 5, 1), ("0007_c4s1_000012_00.jpg", 7, 3)]
+MARKET_GALLERY = [
+    ("0000_c1s1_000022_00.jpg", 0, 0),
+    ("0002_c2s1_000020_00.jpg", 2, 1),
+    ("0005_c3s1_000021_00.jpg", 5, 2),
+    ("0007_c5s1_000024_00.jpg", 7, 4),
+]
 
 
 def test_market1501_rules(tmp_path):
@@ -112,28 +132,37 @@ def write_lines(path: Path, lines) -> None:
     path.write_text("".join(f"{line}\n" for line in lines))
 
 
-@pytest.mark.parametrize("version,train_dir,test_dir", [("V1", "train", "test"),
-                                                        ("V2", "mask_train_v2", "mask_test_v2")])
+@pytest.mark.parametrize(
+    "version,train_dir,test_dir", [("V1", "train", "test"), ("V2", "mask_train_v2", "mask_test_v2")]
+)
 def test_msmt17_lists_val_merged_into_train(tmp_path, version, train_dir, test_dir):
     root = tmp_path / f"MSMT17_{version}" if version == "V2" else tmp_path
     (root / train_dir).mkdir(parents=True)
     (root / test_dir).mkdir()
-    write_lines(root / "list_train.txt", ["0010/0010_000_03_0303morning_0001_0.jpg 10",
-                                          "0003/0003_001_01_0303morning_0002_0.jpg 3"])
+    write_lines(
+        root / "list_train.txt",
+        ["0010/0010_000_03_0303morning_0001_0.jpg 10", "0003/0003_001_01_0303morning_0002_0.jpg 3"],
+    )
     write_lines(root / "list_val.txt", ["0007/0007_002_15_0303noon_0003_0.jpg 7"])
     write_lines(root / "list_query.txt", ["0100/0100_000_05_0303noon_0004_0.jpg 100"])
-    write_lines(root / "list_gallery.txt", ["0100/0100_001_02_0303noon_0005_0.jpg 100",
-                                            "0042/0042_000_12_0303noon_0006_0.jpg 42", ""])
+    write_lines(
+        root / "list_gallery.txt",
+        ["0100/0100_001_02_0303noon_0005_0.jpg 100", "0042/0042_000_12_0303noon_0006_0.jpg 42", ""],
+    )
     ds = build_dataset("msmt17", tmp_path)
     # train = list_train + list_val, sorted by path; pids 3, 7, 10 -> 0, 1, 2; camera = 3rd field - 1
-    assert triples(ds.train) == [("0003_001_01_0303morning_0002_0.jpg", 0, 0),
-                                 ("0007_002_15_0303noon_0003_0.jpg", 1, 14),
-                                 ("0010_000_03_0303morning_0001_0.jpg", 2, 2)]
+    assert triples(ds.train) == [
+        ("0003_001_01_0303morning_0002_0.jpg", 0, 0),
+        ("0007_002_15_0303noon_0003_0.jpg", 1, 14),
+        ("0010_000_03_0303morning_0001_0.jpg", 2, 2),
+    ]
     assert Path(ds.train[0].path) == root / train_dir / "0003" / "0003_001_01_0303morning_0002_0.jpg"
     assert triples(ds.query) == [("0100_000_05_0303noon_0004_0.jpg", 100, 4)]
     assert Path(ds.query[0].path).parent.parent == root / test_dir
-    assert triples(ds.gallery) == [("0042_000_12_0303noon_0006_0.jpg", 42, 11),
-                                   ("0100_001_02_0303noon_0005_0.jpg", 100, 1)]
+    assert triples(ds.gallery) == [
+        ("0042_000_12_0303noon_0006_0.jpg", 42, 11),
+        ("0100_001_02_0303noon_0005_0.jpg", 100, 1),
+    ]
     assert len(build_dataset("msmt17", tmp_path, include_val=False).train) == 2
 
 
@@ -176,13 +205,25 @@ ATTRS = {1: {"gender": "female", "hair": "long"}, 4: {"gender": "male", "hair": 
 
 
 def manifest_line(file: str, pid: int, camid: int, **extra) -> str:
-    return json.dumps({"file": file, "pid": pid, "camid": camid, "seed": 1,
-                       "attributes": dict(ATTRS.get(pid, {"gender": "male"}), camera=f"cam{camid}"), **extra})
+    return json.dumps(
+        {
+            "file": file,
+            "pid": pid,
+            "camid": camid,
+            "seed": 1,
+            "attributes": dict(ATTRS.get(pid, {"gender": "male"}), camera=f"cam{camid}"),
+            **extra,
+        }
+    )
 
 
 def make_genepers(root: Path) -> None:
-    files = [("00004_c1_000000.jpg", 4, 0), ("00001_c2_000001.jpg", 1, 1), ("00001_c3_000002.jpg", 1, 2),
-             ("00000_c1_000003.jpg", 0, 0)]
+    files = [
+        ("00004_c1_000000.jpg", 4, 0),
+        ("00001_c2_000001.jpg", 1, 1),
+        ("00001_c3_000002.jpg", 1, 2),
+        ("00000_c1_000003.jpg", 0, 0),
+    ]
     touch(root / "bounding_box_train", *[f for f, _, _ in files])
     write_lines(root / "manifest.jsonl", [manifest_line(f"bounding_box_train/{f}", p, c) for f, p, c in files])
 
@@ -191,8 +232,12 @@ def test_genepers_manifest_attributes(tmp_path):
     make_genepers(tmp_path)
     ds = build_dataset("genepers", tmp_path)
     # pid 0 is a normal synthetic identity; pids 0, 1, 4 -> 0, 1, 2
-    assert triples(ds.train) == [("00000_c1_000003.jpg", 0, 0), ("00001_c2_000001.jpg", 1, 1),
-                                 ("00001_c3_000002.jpg", 1, 2), ("00004_c1_000000.jpg", 2, 0)]
+    assert triples(ds.train) == [
+        ("00000_c1_000003.jpg", 0, 0),
+        ("00001_c2_000001.jpg", 1, 1),
+        ("00001_c3_000002.jpg", 1, 2),
+        ("00004_c1_000000.jpg", 2, 0),
+    ]
     assert ds.train[1].attributes == {"gender": "female", "hair": "long", "camera": "cam1"}
     assert ds.train[3].attributes == {"gender": "male", "hair": "short", "camera": "cam0"}
     assert ds.query == [] and ds.gallery == []
@@ -259,7 +304,12 @@ def test_merge_train_sets_offsets():
     b = ReIDSplits("b", "/b", train=[ReIDRecord("b0", 1, 2, {"x": 1}), ReIDRecord("b1", 0, 0)])
     records, num_pids, num_cams = merge_train_sets([a, b])
     assert [(r.path, r.pid, r.camid) for r in records] == [
-        ("a0", 0, 0), ("a1", 2, 1), ("a2", 1, 0), ("b0", 3 + 1, 2 + 2), ("b1", 3 + 0, 2 + 0)]
+        ("a0", 0, 0),
+        ("a1", 2, 1),
+        ("a2", 1, 0),
+        ("b0", 3 + 1, 2 + 2),
+        ("b1", 3 + 0, 2 + 0),
+    ]
     assert (num_pids, num_cams) == (5, 5)
     assert records[3].attributes == {"x": 1}
     assert (b.train[0].pid, b.train[0].camid) == (1, 2)  # inputs untouched
@@ -285,8 +335,16 @@ def test_image_dataset_items_and_bad_images(tmp_path):
     Image.new("RGB", (64, 64), (10, 200, 30)).save(buf, format="JPEG")
     truncated = tmp_path / "0004_c1_000000.jpg"
     truncated.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-    records = [ReIDRecord(str(p), pid, cam) for p, pid, cam in
-               [(good, 1, 0), (gray, 2, 1), (garbage, 3, 0), (truncated, 4, 0), (tmp_path / "gone.jpg", 5, 0)]]
+    records = [
+        ReIDRecord(str(p), pid, cam)
+        for p, pid, cam in [
+            (good, 1, 0),
+            (gray, 2, 1),
+            (garbage, 3, 0),
+            (truncated, 4, 0),
+            (tmp_path / "gone.jpg", 5, 0),
+        ]
+    ]
     ds = ImageDataset(records)
     assert len(ds) == 5
     item = ds[0]
@@ -304,6 +362,7 @@ def test_image_dataset_items_and_bad_images(tmp_path):
 
 def test_relabel_uses_sorted_original_pids():
     from ppreid.data.datasets.base import relabel
+
     recs = [ReIDRecord("x", 7, 0), ReIDRecord("y", 2, 1), ReIDRecord("z", 5, 0), ReIDRecord("w", 7, 2)]
     assert [(r.path, r.pid, r.camid) for r in relabel(recs)] == [("x", 2, 0), ("y", 0, 1), ("z", 1, 0), ("w", 2, 2)]
     assert recs[0].pid == 7  # input untouched

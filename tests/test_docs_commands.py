@@ -14,6 +14,7 @@ group option (``experiment=privacy_market1501_<row>``) by every option they matc
 dummy value; what was substituted is printed (``pytest -s``). A few commands on the embedded data also
 run for real with ``debug=fdr`` (slow test).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,12 +23,11 @@ import functools
 import importlib.util
 import re
 import shlex
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
-
 from conftest import ROOT
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "experiments" / "README.md"]
@@ -37,30 +37,30 @@ ARGPARSE_SCRIPTS = ("embed.py", "experiments/tables.py", "experiments/privacy_pl
 # Flags a Hydra entry point takes besides overrides; -m makes the comma lists sweeps.
 HYDRA_FLAGS = {"-m", "--multirun", "--help", "-h", "--hydra-help", "--info"}
 SHELL_SEPARATORS = {"&&", "||", ";", "|", "&", "do", "then", "done", "fi"}
-REDIRECTION = re.compile(r"^(\d?>>?|&>|<)(&\d)?\S*$")   # > out.txt, 2>&1, >>log: ends the arguments
+REDIRECTION = re.compile(r"^(\d?>>?|&>|<)(&\d)?\S*$")  # > out.txt, 2>&1, >>log: ends the arguments
 PLACEHOLDER = re.compile(r"<[^<>\n`]+>|\$\([^)\n]*\)|\$\{[^}\n]*\}|\$[A-Za-z_]\w*|(?<![\w/.])\.\.\.(?![\w/])")
-DUMMY = "1"          # what a placeholder outside a group option becomes (a path, a number or a name)
+DUMMY = "1"  # what a placeholder outside a group option becomes (a path, a number or a name)
 
 
 # ----------------------------------------------------------------------------- extraction
 @dataclass
 class DocCommand:
-    doc: str                 # "docs/privacy.md:42"
-    text: str                # the command as the doc shows it (whitespace collapsed)
-    script: str              # "train.py", "experiments/tables.py", "bash:experiments/dppp_sandbox.sh"
-    args: List[str]          # its arguments, placeholders replaced by markers
-    placeholders: Dict[str, str] = field(default_factory=dict)   # marker -> original text
+    doc: str  # "docs/privacy.md:42"
+    text: str  # the command as the doc shows it (whitespace collapsed)
+    script: str  # "train.py", "experiments/tables.py", "bash:experiments/dppp_sandbox.sh"
+    args: list[str]  # its arguments, placeholders replaced by markers
+    placeholders: dict[str, str] = field(default_factory=dict)  # marker -> original text
 
     def __str__(self) -> str:
         return f"{self.doc}: {self.text}"
 
 
-def _shell_lines(block: str) -> List[str]:
+def _shell_lines(block: str) -> list[str]:
     """Lines of a shell code block, ``\\``-continuations joined as the shell joins them."""
     return block.replace("\\\n", "").splitlines()
 
 
-def _code_of(text: str) -> Tuple[List[Tuple[int, str]], List[Tuple[int, str]], str]:
+def _code_of(text: str) -> tuple[list[tuple[int, str]], list[tuple[int, str]], str]:
     """(shell code lines, inline code spans, prose without code), each with its 1-based line number."""
     lines, spans, prose = [], [], []
     fence = re.compile(r"^\s*```(\w*)\s*$")
@@ -89,7 +89,7 @@ def _code_of(text: str) -> Tuple[List[Tuple[int, str]], List[Tuple[int, str]], s
 
 
 def _commands_in(line: str, where: str) -> Iterator[DocCommand]:
-    placeholders: Dict[str, str] = {}
+    placeholders: dict[str, str] = {}
 
     def mark(m: re.Match) -> str:
         key = f"PLACEHOLDER{len(placeholders)}X"
@@ -97,14 +97,15 @@ def _commands_in(line: str, where: str) -> Iterator[DocCommand]:
         return key
 
     # placeholders outside single quotes ('${...}' in single quotes is a Hydra interpolation, kept)
-    marked = "".join(part if part.startswith("'") else PLACEHOLDER.sub(mark, part)
-                     for part in re.split(r"('[^']*')", line))
+    marked = "".join(
+        part if part.startswith("'") else PLACEHOLDER.sub(mark, part) for part in re.split(r"('[^']*')", line)
+    )
     try:
         tokens = shlex.split(marked, comments=True)
-    except ValueError as err:         # unbalanced quotes: a shell would refuse the line too
+    except ValueError as err:  # unbalanced quotes: a shell would refuse the line too
         assert not re.search(r"\b(python3?\s+\S+\.py|bash\s+\S+\.sh)\b", line), f"{where}: {line}\n  {err}"
         return
-    segment: List[str] = []
+    segment: list[str] = []
     redirected = False
     for tok in tokens + [";"]:
         if tok not in SHELL_SEPARATORS:
@@ -113,7 +114,7 @@ def _commands_in(line: str, where: str) -> Iterator[DocCommand]:
                 segment.append(tok)
             continue
         redirected = False
-        while segment and re.fullmatch(r"[A-Za-z_]\w*=\S*", segment[0]):    # VAR=value prefixes
+        while segment and re.fullmatch(r"[A-Za-z_]\w*=\S*", segment[0]):  # VAR=value prefixes
             segment = segment[1:]
         if len(segment) >= 2 and segment[0] in ("python", "python3") and segment[1].endswith(".py"):
             script, args = segment[1], segment[2:]
@@ -127,7 +128,7 @@ def _commands_in(line: str, where: str) -> Iterator[DocCommand]:
         segment = []
 
 
-def doc_commands(paths: Sequence[Path] = DOCS) -> List[DocCommand]:
+def doc_commands(paths: Sequence[Path] = DOCS) -> list[DocCommand]:
     found = []
     for path in paths:
         rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
@@ -138,7 +139,7 @@ def doc_commands(paths: Sequence[Path] = DOCS) -> List[DocCommand]:
 
 
 # ----------------------------------------------------------------------------- Hydra commands
-def _group_options(group: str) -> Optional[List[str]]:
+def _group_options(group: str) -> list[str] | None:
     """Selectable options of ``group`` in conf/ (None when ``group`` is not a config group)."""
     folder = ROOT / "conf" / group.replace(".", "/")
     if not folder.is_dir():
@@ -146,14 +147,14 @@ def _group_options(group: str) -> Optional[List[str]]:
     return sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
 
 
-def _expand(cmd: DocCommand, notes: List[str]) -> List[List[str]]:
+def _expand(cmd: DocCommand, notes: list[str]) -> list[list[str]]:
     """The override lists one doc command stands for: placeholders filled, sweeps (-m) unrolled."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     multirun = any(a in ("-m", "--multirun") for a in cmd.args)
     unknown = [a for a in cmd.args if a.startswith("-") and a not in HYDRA_FLAGS]
     assert not unknown, f"{cmd}\n  unknown flag(s) {unknown} for {cmd.script}"
-    choices: List[List[str]] = []
+    choices: list[list[str]] = []
     for arg in (a for a in cmd.args if not a.startswith("-")):
         assert "=" in arg, f"{cmd}\n  '{arg}' is not a key=value override"
         key, value = arg.split("=", 1)
@@ -177,15 +178,18 @@ def _expand(cmd: DocCommand, notes: List[str]) -> List[List[str]]:
                 filled = filled.replace(k, DUMMY)
             notes.append(f"{cmd}\n    {arg_text(arg, cmd)} -> {key}={filled}")
             choices.append([f"{key}={filled}"])
-    if multirun:              # -m: a comma list is a sweep; unroll it like a group placeholder
+    if multirun:  # -m: a comma list is a sweep; unroll it like a group placeholder
         parser = OverridesParser.create()
         unrolled = []
         for c in choices:
-            values: List[str] = []
+            values: list[str] = []
             for text in c:
                 ov = parser.parse_override(text)
-                values += ([f"{ov.get_key_element()}={v}" for v in ov.sweep_string_iterator()]
-                           if ov.is_sweep_override() else [text])
+                values += (
+                    [f"{ov.get_key_element()}={v}" for v in ov.sweep_string_iterator()]
+                    if ov.is_sweep_override()
+                    else [text]
+                )
             unrolled.append(values)
         choices = unrolled
     # every alternative of every override once, the others at their first alternative
@@ -207,7 +211,7 @@ def _is_group_override(override: str) -> bool:
     return "/" in key or _group_options(key) is not None
 
 
-_COMPOSED: Dict[Tuple[str, Tuple[str, ...]], object] = {}
+_COMPOSED: dict[tuple[str, tuple[str, ...]], object] = {}
 
 
 def compose_and_resolve(config_name: str, overrides: Sequence[str]) -> None:
@@ -228,10 +232,11 @@ def compose_and_resolve(config_name: str, overrides: Sequence[str]) -> None:
     groups = tuple(o for o in overrides if _is_group_override(o))
     keys = [o for o in overrides if not _is_group_override(o)]
     if (config_name, groups) not in _COMPOSED:
-        if not GlobalHydra.instance().is_initialized():     # one initialization, shared by every command
+        if not GlobalHydra.instance().is_initialized():  # one initialization, shared by every command
             initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3")
-        _COMPOSED[config_name, groups] = compose(config_name=config_name, overrides=list(groups),
-                                                 return_hydra_config=True)
+        _COMPOSED[config_name, groups] = compose(
+            config_name=config_name, overrides=list(groups), return_hydra_config=True
+        )
     cfg = copy.deepcopy(_COMPOSED[config_name, groups])
     parsed = OverridesParser.create().parse_overrides(keys)
     sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
@@ -240,20 +245,21 @@ def compose_and_resolve(config_name: str, overrides: Sequence[str]) -> None:
     ConfigLoaderImpl._apply_overrides_to_config(parsed, cfg)
     with open_dict(cfg):
         del cfg["hydra"]
-        cfg.paths.output_dir = "output_dir"     # the two keys that only exist inside a running Hydra app
+        cfg.paths.output_dir = "output_dir"  # the two keys that only exist inside a running Hydra app
         cfg.paths.work_dir = "work_dir"
     OmegaConf.to_container(cfg, resolve=True)
 
 
-def check_hydra_command(cmd: DocCommand, notes: List[str]) -> int:
+def check_hydra_command(cmd: DocCommand, notes: list[str]) -> int:
     config_name = HYDRA_SCRIPTS[cmd.script]
     runs = _expand(cmd, notes)
     for overrides in runs:
         try:
             compose_and_resolve(config_name, overrides)
         except Exception as err:  # noqa: BLE001 - the message is the finding
-            raise AssertionError(f"{cmd}\n  python {cmd.script} {' '.join(overrides)}\n  "
-                                 f"{type(err).__name__}: {err}") from None
+            raise AssertionError(
+                f"{cmd}\n  python {cmd.script} {' '.join(overrides)}\n  {type(err).__name__}: {err}"
+            ) from None
     return len(runs)
 
 
@@ -263,7 +269,7 @@ class _Parsed(Exception):
         self.namespace = namespace
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_script(rel: str):
     """A script as a module, loaded once (its ``__main__`` block does not run)."""
     spec = importlib.util.spec_from_file_location("doc_script_" + rel.replace("/", "_")[:-3], ROOT / rel)
@@ -286,13 +292,15 @@ def parse_script_args(rel: str, args: Sequence[str]) -> argparse.Namespace:
     except _Parsed as parsed:
         return parsed.namespace
     except SystemExit as err:
-        raise AssertionError(f"python {rel} {' '.join(args)}: the script's parser refused it (exit {err.code})")
+        raise AssertionError(
+            f"python {rel} {' '.join(args)}: the script's parser refused it (exit {err.code})"
+        ) from None
     finally:
         argparse.ArgumentParser.parse_args = original
     raise AssertionError(f"python {rel}: main() never parsed its arguments")
 
 
-def check_argparse_command(cmd: DocCommand, notes: List[str]) -> None:
+def check_argparse_command(cmd: DocCommand, notes: list[str]) -> None:
     args = []
     for a in cmd.args:
         filled = a
@@ -331,7 +339,7 @@ def test_docs_show_commands_of_every_kind():
 
 
 def test_every_docs_command_composes_or_parses():
-    notes: List[str] = []
+    notes: list[str] = []
     composed = parsed = other = 0
     for cmd in doc_commands():
         if cmd.script in HYDRA_SCRIPTS:
@@ -342,24 +350,29 @@ def test_every_docs_command_composes_or_parses():
         else:
             check_other_script(cmd)
             other += 1
-    print(f"\ndocs commands: {composed} Hydra compositions, {parsed} parsed, {other} other scripts checked; "
-          f"placeholders substituted ({len(notes)}):")      # shown with pytest -s
+    print(
+        f"\ndocs commands: {composed} Hydra compositions, {parsed} parsed, {other} other scripts checked; "
+        f"placeholders substituted ({len(notes)}):"
+    )  # shown with pytest -s
     for note in notes:
         print("  " + note)
 
 
-@pytest.mark.parametrize("bad, reason", [
-    ("python train.py model=pdmm", "Could not find 'model/pdmm'"),
-    ("python train.py model=pdm model.stage1.epoch=3", "model.stage1.epoch"),
-    ("python train.py seed=1,2,3", "seed=1,2,3"),                      # a sweep without -m
-    ("python train.py 'data.root=${paths.nope}/x'", "paths.nope"),     # an interpolation that does not resolve
-    ("python train.py -m experiment=pdm_without_<term> model.nope=1", "model.nope"),
-    ("python train.py experiment=nothing_<row>", "no option of group 'experiment'"),
-    ("python synth.py generator=difusion", "generator/difusion"),
-    ("python experiments/tables.py logs --metrics R1 mAPP", "mAPP"),
-    ("python embed.py ckpt folder --outt x.npz", "refused"),
-    ("python benchmarks/bench_rerank.py --quik", "takes no --quik"),
-])
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        ("python train.py model=pdmm", "Could not find 'model/pdmm'"),
+        ("python train.py model=pdm model.stage1.epoch=3", "model.stage1.epoch"),
+        ("python train.py seed=1,2,3", "seed=1,2,3"),  # a sweep without -m
+        ("python train.py 'data.root=${paths.nope}/x'", "paths.nope"),  # an interpolation that does not resolve
+        ("python train.py -m experiment=pdm_without_<term> model.nope=1", "model.nope"),
+        ("python train.py experiment=nothing_<row>", "no option of group 'experiment'"),
+        ("python synth.py generator=difusion", "generator/difusion"),
+        ("python experiments/tables.py logs --metrics R1 mAPP", "mAPP"),
+        ("python embed.py ckpt folder --outt x.npz", "refused"),
+        ("python benchmarks/bench_rerank.py --quik", "takes no --quik"),
+    ],
+)
 def test_a_wrong_command_in_a_doc_fails(tmp_path, bad, reason):
     doc = tmp_path / "doc.md"
     doc.write_text(f"Text with `{bad}` inline.\n```bash\n{bad}   # a comment\n```\n")
@@ -377,20 +390,25 @@ def test_a_wrong_command_in_a_doc_fails(tmp_path, bad, reason):
 
 def test_extraction_joins_continuations_and_fills_placeholders(tmp_path):
     doc = tmp_path / "doc.md"
-    doc.write_text("```bash\npython train.py -m experiment=pdm_without_identity,\\\npdm_without_style \\\n"
-                   "  seed=1,2 hydra.sweep.dir=logs/x\nfor run in a/*/; do\n"
-                   "  python train.py model=attack model.extractor_ckpt=${run}last.ckpt\ndone\n```\n"
-                   "See `python train.py train=false model=<m>` and `CUDA_VISIBLE_DEVICES=0 python synth.py "
-                   "shard=0 num_shards=2`.\n")
+    doc.write_text(
+        "```bash\npython train.py -m experiment=pdm_without_identity,\\\npdm_without_style \\\n"
+        "  seed=1,2 hydra.sweep.dir=logs/x\nfor run in a/*/; do\n"
+        "  python train.py model=attack model.extractor_ckpt=${run}last.ckpt\ndone\n```\n"
+        "See `python train.py train=false model=<m>` and `CUDA_VISIBLE_DEVICES=0 python synth.py "
+        "shard=0 num_shards=2`.\n"
+    )
     cmds = doc_commands([doc])
     assert [c.script for c in cmds] == ["train.py", "train.py", "train.py", "synth.py"]
-    redirected = doc_commands([_write(tmp_path / "r.md", "```bash\npython train.py seed=1 2>&1 | tee log.txt &\n```\n")])
+    redirected = doc_commands(
+        [_write(tmp_path / "r.md", "```bash\npython train.py seed=1 2>&1 | tee log.txt &\n```\n")]
+    )
     assert [(c.script, c.args) for c in redirected] == [("train.py", ["seed=1"])]
-    notes: List[str] = []
+    notes: list[str] = []
     assert _expand(cmds[0], notes) == [
         ["experiment=pdm_without_identity", "seed=1", "hydra.sweep.dir=logs/x"],
         ["experiment=pdm_without_style", "seed=1", "hydra.sweep.dir=logs/x"],
-        ["experiment=pdm_without_identity", "seed=2", "hydra.sweep.dir=logs/x"]]
+        ["experiment=pdm_without_identity", "seed=2", "hydra.sweep.dir=logs/x"],
+    ]
     assert _expand(cmds[1], notes) == [["model=attack", f"model.extractor_ckpt={DUMMY}last.ckpt"]]
     assert _expand(cmds[2], notes) == [["train=false", f"model={m}"] for m in _group_options("model")]
     assert _expand(cmds[3], notes) == [["shard=0", "num_shards=2"]]
@@ -409,7 +427,7 @@ def _slug(heading: str) -> str:
 
 
 def _anchors(path: Path) -> set:
-    seen: Dict[str, int] = {}
+    seen: dict[str, int] = {}
     anchors = set()
     for line in _strip_fences(path.read_text()).splitlines():
         m = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
@@ -431,13 +449,13 @@ def _strip_fences(text: str) -> str:
     return "\n".join(out)
 
 
-def broken_links(paths: Sequence[Path] = DOCS) -> List[str]:
+def broken_links(paths: Sequence[Path] = DOCS) -> list[str]:
     broken = []
     for path in paths:
         _, _, prose = _code_of(path.read_text())
         for m in re.finditer(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)", prose):
             target = m.group(1)
-            if re.match(r"^[a-z]+:", target):             # http:, https:, mailto:
+            if re.match(r"^[a-z]+:", target):  # http:, https:, mailto:
                 continue
             file_part, _, anchor = target.partition("#")
             dest = (path.parent / file_part).resolve() if file_part else path
@@ -456,8 +474,10 @@ def test_every_relative_link_in_the_docs_resolves():
 def test_a_broken_link_is_found(tmp_path):
     (tmp_path / "other.md").write_text("# Other page\n## Outputs of a run\n")
     doc = tmp_path / "doc.md"
-    doc.write_text("[ok](other.md#outputs-of-a-run) [gone](missing.md) [bad anchor](other.md#outputs)\n"
-                   "`[not a link](in/code.md)`\n")
+    doc.write_text(
+        "[ok](other.md#outputs-of-a-run) [gone](missing.md) [bad anchor](other.md#outputs)\n"
+        "`[not a link](in/code.md)`\n"
+    )
     found = broken_links([doc])
     assert len(found) == 2 and "missing.md" in found[0] and "#outputs" in found[1], found
 
@@ -472,11 +492,21 @@ def test_readme_is_a_front_door():
 # ----------------------------------------------------------------------------- commands that run
 # The main jobs on the embedded data, run as the docs write them plus debug=fdr (one batch of each
 # stage), on a small GenePerson-mini written once for all of them.
-FDR_COMMANDS = ["python train.py", "python train.py model=pdm", "python train.py model=clipreid",
-                "python train.py model=privacy_gan"]
-SMALL_MINI = ["data.prepare.num_identities=20", "data.prepare.images_per_identity=4",
-              "data.prepare.target_identities=4", "data.prepare.gallery_per_identity=2",
-              "data.prepare.height=32", "data.prepare.width=16", "data.prepare.progress=false"]
+FDR_COMMANDS = [
+    "python train.py",
+    "python train.py model=pdm",
+    "python train.py model=clipreid",
+    "python train.py model=privacy_gan",
+]
+SMALL_MINI = [
+    "data.prepare.num_identities=20",
+    "data.prepare.images_per_identity=4",
+    "data.prepare.target_identities=4",
+    "data.prepare.gallery_per_identity=2",
+    "data.prepare.height=32",
+    "data.prepare.width=16",
+    "data.prepare.progress=false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -492,7 +522,10 @@ def test_main_job_commands_run_with_fdr(command, small_mini_dir, tmp_path):
     shown = {c.text.split(" #")[0].strip() for c in doc_commands() if c.script == "train.py"}
     assert command in shown, f"'{command}' is no longer in the docs: update FDR_COMMANDS"
     overrides = shlex.split(command)[2:]
-    res = run_train(overrides + ["debug=fdr", "trainer=cpu", "callbacks.progress_bar.refresh_rate=0"] + SMALL_MINI,
-                    tmp_path, small_mini_dir)
+    res = run_train(
+        overrides + ["debug=fdr", "trainer=cpu", "callbacks.progress_bar.refresh_rate=0"] + SMALL_MINI,
+        tmp_path,
+        small_mini_dir,
+    )
     assert set(res["test"]) == {"night_cctv", "station_indoor"}, res["test"]
     assert res["debug"] is True

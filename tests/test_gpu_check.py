@@ -1,5 +1,6 @@
 """benchmarks/gpu_check.py: the dry run fills every step with ok rows; a failing or overrunning step is
 named in the table, the other steps still run, and the exit code is non-zero."""
+
 from __future__ import annotations
 
 import json
@@ -7,11 +8,10 @@ import subprocess
 import sys
 import time
 
+import gpu_check
 import pytest
 import torch
-
 from conftest import ROOT
-import gpu_check
 
 STEPS = ("evaluator", "throughput", "privacy_gan", "diffusion", "fdr")
 MODELS = ("bot", "clipreid", "pdm", "privacy_gan", "attack")
@@ -21,9 +21,21 @@ MODELS = ("bot", "clipreid", "pdm", "privacy_gan", "attack")
 def test_dry_run_measures_every_step(tmp_path):
     """The whole dry run as CI runs it: a subprocess, every row ok, the figures each step promises."""
     out = tmp_path / "gpu_check.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--json", str(out),
-                           "--workdir", str(tmp_path / "work")], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "gpu_check.py"),
+            "--dry-run",
+            "--json",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "all steps ok" in proc.stdout and "step  " in proc.stdout  # the printed table
     table = json.loads(out.read_text())
@@ -45,8 +57,9 @@ def test_dry_run_measures_every_step(tmp_path):
             assert sum(model in r["setting"] and precision in r["setting"] for r in speed) == 1
     assert len(figures("privacy_gan", "it/s")) == 2
     synth = figures("diffusion", "images/s")
-    assert len(synth) == 4 and {", batch 1,", ", batch 2,"} <= {s for r in synth for s in (", batch 1,", ", batch 2,")
-                                                               if s in r["setting"]}
+    assert len(synth) == 4 and {", batch 1,", ", batch 2,"} <= {
+        s for r in synth for s in (", batch 1,", ", batch 2,") if s in r["setting"]
+    }
     runs = [r for r in figures("fdr", "s") if "model=" in r["setting"]]
     assert len(runs) == 1 + 2 * len(MODELS)  # the checkpoint run, then every model with both trainers
     for model in MODELS:
@@ -61,8 +74,9 @@ def test_a_failing_step_is_named_and_the_others_still_run(tmp_path, monkeypatch,
 
     monkeypatch.setitem(gpu_check.STEPS, "privacy_gan", broken)
     out = tmp_path / "table.json"
-    code = gpu_check.main(["--dry-run", "--only", "privacy_gan,evaluator", "--json", str(out),
-                           "--workdir", str(tmp_path / "work")])
+    code = gpu_check.main(
+        ["--dry-run", "--only", "privacy_gan,evaluator", "--json", str(out), "--workdir", str(tmp_path / "work")]
+    )
     assert code == 1
     table = json.loads(out.read_text())
     assert not table["ok"] and table["failed_steps"] == ["privacy_gan"]
@@ -83,13 +97,15 @@ def test_a_step_over_its_time_cap_fails_and_the_next_step_runs(tmp_path, monkeyp
     monkeypatch.setitem(gpu_check.DRY_RUN_CAPS_S, "diffusion", 1)
     out = tmp_path / "table.json"
     start = time.perf_counter()
-    code = gpu_check.main(["--dry-run", "--only", "diffusion,evaluator", "--json", str(out),
-                           "--workdir", str(tmp_path / "work")])
+    code = gpu_check.main(
+        ["--dry-run", "--only", "diffusion,evaluator", "--json", str(out), "--workdir", str(tmp_path / "work")]
+    )
     assert code == 1 and time.perf_counter() - start < 20
     rows = json.loads(out.read_text())["rows"]
     failed = [r for r in rows if r["status"] != "ok"]
     assert [(r["step"], r["setting"], r["status"]) for r in failed] == [
-        ("diffusion", "a setting that hangs", "FAIL: time cap of 1 s reached")]
+        ("diffusion", "a setting that hangs", "FAIL: time cap of 1 s reached")
+    ]
     assert sum(r["step"] == "evaluator" for r in rows) > 1
 
 
@@ -98,30 +114,45 @@ def test_a_setting_whose_results_differ_fails_its_row():
     chk.step = "evaluator"
     same = {"cmc": [0.5, 1.0], "mAP": 0.4, "mINP": 0.2, "num_valid_queries": 3}
     gpu_check.add_equality(chk, "equal", gpu_check.max_result_diff(same, dict(same)), gpu_check.EXACT_TOLERANCE)
-    gpu_check.add_equality(chk, "mAP off", gpu_check.max_result_diff(same, {**same, "mAP": 0.41}),
-                           gpu_check.FEATURE_TOLERANCE)
-    gpu_check.add_equality(chk, "fewer queries", gpu_check.max_result_diff(same, {**same, "num_valid_queries": 2}),
-                           gpu_check.FEATURE_TOLERANCE)
-    assert [r.status for r in chk.rows] == ["ok", "FAIL: results differ by 0.01 (tolerance 0.0001)",
-                                            "FAIL: results differ by inf (tolerance 0.0001)"]
+    gpu_check.add_equality(
+        chk, "mAP off", gpu_check.max_result_diff(same, {**same, "mAP": 0.41}), gpu_check.FEATURE_TOLERANCE
+    )
+    gpu_check.add_equality(
+        chk,
+        "fewer queries",
+        gpu_check.max_result_diff(same, {**same, "num_valid_queries": 2}),
+        gpu_check.FEATURE_TOLERANCE,
+    )
+    assert [r.status for r in chk.rows] == [
+        "ok",
+        "FAIL: results differ by 0.01 (tolerance 0.0001)",
+        "FAIL: results differ by inf (tolerance 0.0001)",
+    ]
     assert chk.failed_steps() == ["evaluator"]
 
 
 def test_a_train_py_failure_is_one_line():
-    hydra = ("Could not override 'trainer.limit_train_batches'.\nTo append to your config use "
-             "+trainer.limit_train_batches=2\nKey 'limit_train_batches' is not in struct\n"
-             "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n")
-    assert gpu_check.failure_reason(hydra) == ("Could not override 'trainer.limit_train_batches'. To append to your "
-                                               "config use +trainer.limit_train_batches=2")
+    hydra = (
+        "Could not override 'trainer.limit_train_batches'.\nTo append to your config use "
+        "+trainer.limit_train_batches=2\nKey 'limit_train_batches' is not in struct\n"
+        "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n"
+    )
+    assert gpu_check.failure_reason(hydra) == (
+        "Could not override 'trainer.limit_train_batches'. To append to your config use +trainer.limit_train_batches=2"
+    )
     ours = "Traceback ...\n\nerror: model=attack needs the checkpoint to audit: give model.extractor_ckpt=<path>\n"
-    assert gpu_check.failure_reason(ours) == "model=attack needs the checkpoint to audit: give model.extractor_ckpt=<path>"
+    assert (
+        gpu_check.failure_reason(ours) == "model=attack needs the checkpoint to audit: give model.extractor_ckpt=<path>"
+    )
     crash = 'Traceback (most recent call last):\n  File "x.py", line 1\ntorch.OutOfMemoryError: CUDA out of memory.\n'
     assert gpu_check.failure_reason(crash) == "torch.OutOfMemoryError: CUDA out of memory."
 
 
 def test_bad_arguments_and_a_missing_gpu_are_one_line(capsys):
     assert gpu_check.main(["--dry-run", "--only", "evaluator,fdr2"]) == 2
-    assert "unknown step(s) fdr2; steps are evaluator, throughput, privacy_gan, diffusion, fdr" in capsys.readouterr().err
+    assert (
+        "unknown step(s) fdr2; steps are evaluator, throughput, privacy_gan, diffusion, fdr" in capsys.readouterr().err
+    )
     if not torch.cuda.is_available():
         assert gpu_check.main(["--only", "evaluator"]) == 2
         assert "no CUDA GPU is visible to torch" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """Images decoded once at start: the in-memory cache, data.verify_images, one message for every unreadable
 file or missing folder, and evaluation folders that hold only query/ and bounding_box_test/."""
+
 from __future__ import annotations
 
 import io
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, TINY, compose_train, run_train, write_market_tree
 from PIL import Image
 
-from conftest import ROOT, TINY, compose_train, run_train, write_market_tree
 from ppreid.utils.errors import BadImageError, DatasetLayoutError, find_input_error
 
 MARKET = "Market-1501-v15.09.15"
@@ -88,7 +89,8 @@ def test_images_in_memory_give_the_same_batches_without_the_files(tmp_path, capl
     from_files = _datamodule(tmp_path, data, "data.cache_images=false")
     from_files.setup("fit")
     assert len(next(iter(cached.stores.values()))) == len(cached.train_records) + len(cached.val_set.records) + sum(
-        len(t.records) for t in cached.targets)
+        len(t.records) for t in cached.targets
+    )
     torch.manual_seed(0)
     expected = from_files.first_train_batch()["image"]
     shutil.rmtree(data / MARKET)  # memory only from here on
@@ -110,8 +112,11 @@ def test_unreadable_file_in_a_dataloader_worker_is_one_line(tmp_path):
     from ppreid.data.transforms import build_transforms
 
     bad = _garbage(tmp_path / "0001_c1_000000.jpg")
-    loader = DataLoader(ImageDataset([ReIDRecord(str(bad), 1, 0)], build_transforms(32, 16, is_train=False)),
-                        batch_size=1, num_workers=1)
+    loader = DataLoader(
+        ImageDataset([ReIDRecord(str(bad), 1, 0)], build_transforms(32, 16, is_train=False)),
+        batch_size=1,
+        num_workers=1,
+    )
     with pytest.raises(BadImageError) as err:
         next(iter(loader))
     assert str(err.value).startswith(f"cannot read image {bad}") and "Traceback" not in str(err.value)
@@ -152,8 +157,9 @@ def test_missing_targets_are_named_together_before_training(tmp_path, reid_data_
 def test_missing_source_and_target_one_message(tmp_path):
     from hydra.utils import instantiate
 
-    cfg = compose_train(TINY + ["data=genepers", f"data.root={tmp_path / 'nowhere'}"], tmp_path / "run",
-                        tmp_path / "empty")
+    cfg = compose_train(
+        TINY + ["data=genepers", f"data.root={tmp_path / 'nowhere'}"], tmp_path / "run", tmp_path / "empty"
+    )
     dm = instantiate(cfg.data, _convert_="all")
     with pytest.raises(DatasetLayoutError) as err:
         dm.setup("fit")
@@ -179,8 +185,11 @@ def test_cli_genepers_without_market_stops_before_training(tmp_path, reid_data_d
 def test_cli_corrupt_gallery_image_in_worker_is_one_clear_line(tmp_path):
     data = _market(tmp_path)
     bad = _garbage(sorted((data / MARKET / "bounding_box_test").glob("*.jpg"))[2])
-    proc = _cli(["data=market1501", "train=false", "data.verify_images=false", "data.cache_images=false",
-                 "data.num_workers=2"], tmp_path / "run", data)
+    proc = _cli(
+        ["data=market1501", "train=false", "data.verify_images=false", "data.cache_images=false", "data.num_workers=2"],
+        tmp_path / "run",
+        data,
+    )
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]

@@ -1,4 +1,5 @@
 """ppreid.metrics.reid: hand-worked Market-1501 cases and randomized checks against a plain reference."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -180,13 +181,22 @@ def test_market_like_scale_against_reference():
 def test_numpy_and_torch_inputs_agree():
     d, qp, gp, qc, gc = random_case(6, 30, 50, "ties")
     a = evaluate_distmat(d, qp, gp, qc, gc, max_rank=10)
-    b = evaluate_distmat(torch.from_numpy(d), torch.from_numpy(qp), torch.from_numpy(gp),
-                         torch.from_numpy(qc), torch.from_numpy(gc), max_rank=10)
+    b = evaluate_distmat(
+        torch.from_numpy(d),
+        torch.from_numpy(qp),
+        torch.from_numpy(gp),
+        torch.from_numpy(qc),
+        torch.from_numpy(gc),
+        max_rank=10,
+    )
     c = evaluate_distmat(d.astype(np.int64), qp.tolist(), gp.tolist(), qc, gc, max_rank=10)
     for other in (b, c):
         np.testing.assert_array_equal(a["cmc"], other["cmc"])
         assert (a["mAP"], a["mINP"], a["num_valid_queries"]) == (
-            other["mAP"], other["mINP"], other["num_valid_queries"])
+            other["mAP"],
+            other["mINP"],
+            other["num_valid_queries"],
+        )
 
 
 def test_features_match_distmat_and_chunking():
@@ -201,8 +211,9 @@ def test_features_match_distmat_and_chunking():
     euc = evaluate_distmat(sq, qp, gp, qc, gc, max_rank=10)
     for chunk in (None, 1, 7):
         for metric, ref in (("cosine", cos), ("euclidean", euc)):
-            out = evaluate_features(torch.from_numpy(qf), gf, qp, gp, qc, gc, metric=metric,
-                                    max_rank=10, chunk_size=chunk)
+            out = evaluate_features(
+                torch.from_numpy(qf), gf, qp, gp, qc, gc, metric=metric, max_rank=10, chunk_size=chunk
+            )
             np.testing.assert_allclose(out["cmc"], ref["cmc"], atol=1e-12)
             assert out["mAP"] == pytest.approx(ref["mAP"], abs=1e-12)
             assert out["mINP"] == pytest.approx(ref["mINP"], abs=1e-12)
@@ -236,8 +247,11 @@ def test_cuda_equals_cpu():
 
 def test_evaluator_strict_refuses_partial_and_nonstrict_evaluates_present_samples():
     import torch as _t
+
+    from ppreid.metrics.reid import ReIDEvalInputError
+    from ppreid.metrics.reid import evaluate_features as _ef
     from ppreid.metrics.reid_metric import ReIDEvaluator
-    from ppreid.metrics.reid import ReIDEvalInputError, evaluate_features as _ef
+
     feats = _t.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9], [0.5, 0.5]])
     pids, cams = _t.tensor([1, 2, 1, 2, 3]), _t.tensor([0, 0, 1, 1, 1])
     present = _t.tensor([0, 1, 2, 3])  # the gallery's last sample (index 4) never arrived

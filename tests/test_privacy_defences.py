@@ -1,5 +1,6 @@
 """The defences of model=privacy_gan on hand-worked cases: the shared reversal step, the decoder pool's
 restarts, the within-identity dependence measures, the stochastic bottleneck, the fresh probe."""
+
 from __future__ import annotations
 
 from functools import partial
@@ -27,8 +28,17 @@ def test_reversal_step_lazy_clocks_and_g_learns():
     torch.manual_seed(0)
     feat, images = _batch()
     g, d = DECODER(feat_dim=6, image_size=SIZE), DISCRIMINATOR(feat_dim=6, image_size=SIZE)
-    step = ReversalStep(g, d, torch.optim.Adam(g.parameters(), 1e-2), torch.optim.Adam(d.parameters(), 1e-3),
-                        gan_loss="lsgan", adv_weight=0.01, d_every=4, r1_every=2, g_every=1)
+    step = ReversalStep(
+        g,
+        d,
+        torch.optim.Adam(g.parameters(), 1e-2),
+        torch.optim.Adam(d.parameters(), 1e-3),
+        gan_loss="lsgan",
+        adv_weight=0.01,
+        d_every=4,
+        r1_every=2,
+        g_every=1,
+    )
     pixel = [float(step(feat, images)["loss_g_pixel"]) for _ in range(40)]
     # D every 4th call (10 steps), R1 every 2nd D step (5), G every call
     assert step.clock == {"batches": 40, "d_steps": 10, "r1_steps": 5, "g_steps": 40}
@@ -42,8 +52,13 @@ def test_realism_gives_e_no_gradient_through_ds_condition():
     """privacy_loss=realism: D sees E's feature detached, so a G that ignores the feature gives E nothing."""
     from ppreid.privacy.defences import GANDefence
 
-    defence = GANDefence(DECODER, DISCRIMINATOR, partial(torch.optim.Adam, lr=1e-3), partial(torch.optim.Adam, lr=1e-3),
-                         privacy_loss="realism")
+    defence = GANDefence(
+        DECODER,
+        DISCRIMINATOR,
+        partial(torch.optim.Adam, lr=1e-3),
+        partial(torch.optim.Adam, lr=1e-3),
+        privacy_loss="realism",
+    )
     defence.build(feat_dim=6, image_size=SIZE)
     with torch.no_grad():
         defence.generator.fc.weight.zero_()  # G's image no longer depends on the feature
@@ -102,6 +117,7 @@ def test_pool_loss_uses_warm_decoders_and_ignores_feature_scale():
     assert scaled.item() == pytest.approx(loss.item(), abs=1e-5)  # standardised: rescaling hides nothing
     from ppreid.metrics.privacy import ssim
     from ppreid.privacy.pool import standardise
+
     each = [ssim(d(standardise(feat)), real).mean().item() for d in pool.decoders]
     assert loss.item() == pytest.approx(max(each), abs=1e-5)
 
@@ -134,8 +150,9 @@ def test_within_identity_dependence_ignores_what_identifies():
     from ppreid.losses.dependence import within_identity_dependence, within_identity_residuals
 
     pids = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
-    x = torch.tensor([[1.0, 2.0], [3.0, 2.0], [2.0, 5.0], [0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [5.0, 5.0],
-                      [5.0, 5.0], [5.0, 5.0]])
+    x = torch.tensor(
+        [[1.0, 2.0], [3.0, 2.0], [2.0, 5.0], [0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [5.0, 5.0], [5.0, 5.0], [5.0, 5.0]]
+    )
     res = within_identity_residuals(x, pids)
     assert res[:3].tolist() == [[-1.0, -1.0], [1.0, -1.0], [0.0, 2.0]] and res[6:].abs().sum() == 0
     images = torch.rand(9, 3, 8, 4)
@@ -160,11 +177,11 @@ def test_bottleneck_kl_by_hand_and_seeded_samples():
     h, images = torch.randn(3, 4), torch.rand(3, 3, 8, 4)
     both = head.stored_feature(h, images)
     alone = head.stored_feature(h[1:2], images[1:2])
-    assert torch.equal(both[1:2], alone)          # the same image gets the same sample in any batch
+    assert torch.equal(both[1:2], alone)  # the same image gets the same sample in any batch
     assert not torch.allclose(both, head(h)[0])  # a sample, not the mean
     head.stored = "mean"
     assert torch.equal(head.stored_feature(h, images), head(h)[0])
-    assert torch.allclose(head(h)[0], h)          # the mean head starts as the identity
+    assert torch.allclose(head(h)[0], h)  # the mean head starts as the identity
 
 
 # ----------------------------------------------------------------------------- fresh probe
@@ -186,16 +203,22 @@ class _Extractor(torch.nn.Module):
 
 
 def test_fresh_probe_sees_a_leaky_feature_and_nothing_in_a_blind_one(reid_data_dir, tmp_path):
+    from conftest import TINY, compose_train
     from hydra.utils import instantiate
 
-    from conftest import TINY, compose_train
     from ppreid.callbacks.fresh_probe import FreshProbeCallback
 
     cfg = compose_train(TINY + ["data=market1501", "data.val_split.identities=6"], tmp_path, reid_data_dir)
     dm = instantiate(cfg.data, _convert_="all")
     dm.setup_sources()
-    probe = FreshProbeCallback(partial(FeatureDecoder, base_channels=16, min_channels=8, norm="batch"),
-                               steps=150, batch_size=16, lr=3e-3, image_size=(32, 16), max_passes=1000)
+    probe = FreshProbeCallback(
+        partial(FeatureDecoder, base_channels=16, min_channels=8, norm="batch"),
+        steps=150,
+        batch_size=16,
+        lr=3e-3,
+        image_size=(32, 16),
+        max_passes=1000,
+    )
     leaky = probe.probe(_Extractor(leaky=True), dm)
     blind = probe.probe(_Extractor(leaky=False), dm)
     assert leaky["ssim_gain"] > 0.1 and leaky["ssim"] > leaky["mean_image_ssim"]

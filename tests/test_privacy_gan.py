@@ -1,4 +1,5 @@
 """model=privacy_gan: phases, lazy E / G / D updates read from the optimizer states, resume, NaN, DDP."""
+
 from __future__ import annotations
 
 import json
@@ -7,17 +8,26 @@ import re
 
 import pytest
 import torch
-
 from conftest import TINY, compose_train, run_train
+
 from ppreid.utils.errors import ConfigValueError, find_input_error
 
 # A tiny reversal module and a short schedule: epoch 0 E alone, epoch 1 R alone, epoch 2+ joint.
-PGAN = TINY + ["data=market1501", "model=privacy_gan", "model.phases.reversal_from=1", "model.phases.joint_from=2",
-               "model.generator.base_channels=32", "model.generator.min_channels=8",
-               "model.discriminator.base_channels=8", "model.discriminator.max_channels=32",
-               "model.pool.decoder.base_channels=16", "model.pool.decoder.min_channels=8",
-               "callbacks.fresh_probe.steps=3", "callbacks.fresh_probe.decoder.base_channels=16",
-               "callbacks.fresh_probe.decoder.min_channels=8"]
+PGAN = TINY + [
+    "data=market1501",
+    "model=privacy_gan",
+    "model.phases.reversal_from=1",
+    "model.phases.joint_from=2",
+    "model.generator.base_channels=32",
+    "model.generator.min_channels=8",
+    "model.discriminator.base_channels=8",
+    "model.discriminator.max_channels=32",
+    "model.pool.decoder.base_channels=16",
+    "model.pool.decoder.min_channels=8",
+    "callbacks.fresh_probe.steps=3",
+    "callbacks.fresh_probe.decoder.base_channels=16",
+    "callbacks.fresh_probe.decoder.min_channels=8",
+]
 E_PREFIXES = ("backbone.", "neck.")
 R_PREFIXES = ("defence.generator.", "defence.discriminator.")
 
@@ -43,8 +53,9 @@ def _batches_per_epoch(overrides, tmp_path, data_dir, world_size: int = 1) -> in
 
     dm = instantiate(compose_train(overrides, tmp_path / "cfg", data_dir).data, _convert_="all")
     dm.setup_sources()
-    sampler = RandomIdentitySampler([r.pid for r in dm.train_records], dm.batch_size, dm.num_instances,
-                                    num_replicas=world_size, rank=0)
+    sampler = RandomIdentitySampler(
+        [r.pid for r in dm.train_records], dm.batch_size, dm.num_instances, num_replicas=world_size, rank=0
+    )
     return len(sampler) // dm.batch_size
 
 
@@ -58,8 +69,13 @@ def test_step_counts_of_e_g_d_follow_lazy_updates(reid_data_dir, tmp_path):
     assert (e, g, d) == (2 * n, r_batches, math.ceil(r_batches / 4))  # E: E-alone + joint epochs
     state = ckpt["privacy_gan"]
     assert state["phase"] == "joint" and state["boundaries"] == {"reversal_from": 1, "joint_from": 2}
-    assert state["counters"] == {"e_steps": e, "g_steps": g, "d_steps": d, "r1_steps": math.ceil(d / 2),
-                                 "r_batches": r_batches}
+    assert state["counters"] == {
+        "e_steps": e,
+        "g_steps": g,
+        "d_steps": d,
+        "r1_steps": math.ceil(d / 2),
+        "r_batches": r_batches,
+    }
     written = json.loads((tmp_path / "run" / "results.json").read_text())
     assert written["model"] == "privacy_gan" and set(written["test"]["market1501"]) >= {"R1", "mAP"}
     assert written["test"] == res["test"]
@@ -83,8 +99,7 @@ def test_each_phase_leaves_the_other_modules_unchanged(reid_data_dir, tmp_path, 
 
     start, end = PrivacyGANModel.on_fit_start, PrivacyGANModel.on_train_epoch_end
     monkeypatch.setattr(PrivacyGANModel, "on_fit_start", lambda self: (start(self), snap(self, "start")))
-    monkeypatch.setattr(PrivacyGANModel, "on_train_epoch_end",
-                        lambda self: (snap(self, self.current_epoch), end(self)))
+    monkeypatch.setattr(PrivacyGANModel, "on_train_epoch_end", lambda self: (snap(self, self.current_epoch), end(self)))
     run_train(PGAN + ["trainer.max_epochs=3"], tmp_path, reid_data_dir)
 
     def same(a, b, prefixes):
@@ -92,9 +107,9 @@ def test_each_phase_leaves_the_other_modules_unchanged(reid_data_dir, tmp_path, 
         assert keys
         return all(torch.equal(snapshots[a][k], snapshots[b][k]) for k in keys)
 
-    assert same("start", 0, R_PREFIXES)          # E alone: G and D untouched
+    assert same("start", 0, R_PREFIXES)  # E alone: G and D untouched
     assert not same("start", 0, E_PREFIXES)
-    assert same(0, 1, E_PREFIXES)                 # R alone: E's weights and BN statistics frozen
+    assert same(0, 1, E_PREFIXES)  # R alone: E's weights and BN statistics frozen
     assert not same(0, 1, R_PREFIXES)
     assert not same(1, 2, E_PREFIXES) and not same(1, 2, R_PREFIXES)  # joint: both move
 
@@ -115,8 +130,9 @@ def test_resume_in_the_joint_phase_continues_the_counters(reid_data_dir, tmp_pat
         run_train(over, tmp_path / "first", reid_data_dir)
     first = _ckpt(tmp_path / "first")
     assert first["privacy_gan"]["phase"] == "joint" and first["epoch"] == 2
-    run_train(over + [f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"], tmp_path / "resumed",
-              reid_data_dir)
+    run_train(
+        over + [f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"], tmp_path / "resumed", reid_data_dir
+    )
     straight, resumed = _ckpt(tmp_path / "straight"), _ckpt(tmp_path / "resumed")
     assert resumed["privacy_gan"] == straight["privacy_gan"]
     assert _optimizer_steps(resumed) == _optimizer_steps(straight)
@@ -154,15 +170,23 @@ def test_modes_and_bn_statistics_follow_the_phases(reid_data_dir, tmp_path, monk
     assert moved == [True, False, True, True]
 
 
-@pytest.mark.parametrize("defence, extra, optimizers", [
-    ("pool", ["model.pool.size=2", "model.pool.warmup_batches=1"], 2),
-    ("dependence", ["model.dependence.measure=hsic"], 1),
-    ("none", ["model.privacy_weight=0", "+model.bottleneck={beta: 0.01, stored: sample}"], 1),
-])
+@pytest.mark.parametrize(
+    "defence, extra, optimizers",
+    [
+        ("pool", ["model.pool.size=2", "model.pool.warmup_batches=1"], 2),
+        ("dependence", ["model.dependence.measure=hsic"], 1),
+        ("none", ["model.privacy_weight=0", "+model.bottleneck={beta: 0.01, stored: sample}"], 1),
+    ],
+)
 def test_each_defence_trains_and_writes_its_pictures_and_probe(defence, extra, optimizers, reid_data_dir, tmp_path):
     out = tmp_path / "run"
-    over = PGAN + ["trainer.max_epochs=3", f"model.defence={defence}", "callbacks.fresh_probe.every_n_epochs=2",
-                   "data.val_split.identities=4", *extra]
+    over = PGAN + [
+        "trainer.max_epochs=3",
+        f"model.defence={defence}",
+        "callbacks.fresh_probe.every_n_epochs=2",
+        "data.val_split.identities=4",
+        *extra,
+    ]
     res = run_train(over, out, reid_data_dir)
     ckpt = _ckpt(out)
     assert len(ckpt["optimizer_states"]) == optimizers
@@ -199,8 +223,8 @@ def test_the_bottleneck_stores_a_seeded_sample_at_evaluation(reid_data_dir, tmp_
 
 def test_nan_in_a_gan_loss_stops_the_run_and_keeps_last_ckpt(reid_data_dir, tmp_path, monkeypatch):
     from ppreid.models.privacy_gan import PrivacyGANModel
-    from ppreid.utils.errors import TrainingDivergedError, find_reported_error
     from ppreid.nn.discriminator import FeatureConditionedDiscriminator
+    from ppreid.utils.errors import TrainingDivergedError, find_reported_error
 
     state = {"nan": False}
     forward, epoch_start = FeatureConditionedDiscriminator.forward, PrivacyGANModel.on_train_epoch_start
@@ -218,21 +242,28 @@ def test_nan_in_a_gan_loss_stops_the_run_and_keeps_last_ckpt(reid_data_dir, tmp_
     monkeypatch.setattr(FeatureConditionedDiscriminator, "forward", poisoned)
     monkeypatch.setattr(PrivacyGANModel, "on_train_epoch_start", start)
     with pytest.raises(TrainingDivergedError, match=r"loss d is nan at global step \d+ \(epoch 1") as err:
-        run_train(PGAN + ["trainer.max_epochs=2", "model.phases.reversal_from=0", "model.phases.joint_from=1",
-                          "model.d_every=1"], tmp_path, reid_data_dir)
+        run_train(
+            PGAN
+            + ["trainer.max_epochs=2", "model.phases.reversal_from=0", "model.phases.joint_from=1", "model.d_every=1"],
+            tmp_path,
+            reid_data_dir,
+        )
     assert find_input_error(err.value) is None  # not an input error ...
     assert find_reported_error(err.value) is err.value  # ... but train.py prints it as one line
     assert last.read_bytes() == state["bytes"]
 
 
-@pytest.mark.parametrize("override, message", [
-    ("model.d_every=0", r"model.d_every=0: give an int >= 1"),
-    ("model.r1_every=-2", r"model.r1_every=-2"),
-    ("model.privacy_weight=-0.5", r"model.privacy_weight=-0.5: must be >= 0"),
-    ("model.d_weight=-1", r"model.d_weight=-1.0: must be >= 0"),
-    ("model.privacy_loss=blur", r"privacy_loss='blur' is unknown; use one of neg_pixel, ssim, ssim_gain, realism"),
-    ("model.phases.joint_from=0", r"joint_from \(epoch 0\) comes before reversal_from"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.d_every=0", r"model.d_every=0: give an int >= 1"),
+        ("model.r1_every=-2", r"model.r1_every=-2"),
+        ("model.privacy_weight=-0.5", r"model.privacy_weight=-0.5: must be >= 0"),
+        ("model.d_weight=-1", r"model.d_weight=-1.0: must be >= 0"),
+        ("model.privacy_loss=blur", r"privacy_loss='blur' is unknown; use one of neg_pixel, ssim, ssim_gain, realism"),
+        ("model.phases.joint_from=0", r"joint_from \(epoch 0\) comes before reversal_from"),
+    ],
+)
 def test_bad_values_are_clear_messages(override, message, reid_data_dir, tmp_path):
     with pytest.raises(Exception) as err:
         run_train(PGAN + ["trainer.max_epochs=2", "debug=default", override], tmp_path, reid_data_dir)
@@ -260,17 +291,33 @@ def test_fast_dev_run_runs_every_step_of_each_privacy_loss(privacy_loss, reid_da
 
 @pytest.mark.slow
 def test_ddp_sim_keeps_every_rank_in_step(reid_data_dir, tmp_path):
-    over = PGAN + ["trainer=ddp_sim", "trainer.max_epochs=2", "model.phases.reversal_from=0",
-                   "model.phases.joint_from=1", "model.d_every=2", "data.val_split.identities=0"]
+    over = PGAN + [
+        "trainer=ddp_sim",
+        "trainer.max_epochs=2",
+        "model.phases.reversal_from=0",
+        "model.phases.joint_from=1",
+        "model.d_every=2",
+        "data.val_split.identities=0",
+    ]
     res = run_train(over, tmp_path / "run", reid_data_dir)
     n = _batches_per_epoch(over, tmp_path, reid_data_dir, world_size=2)
     assert _optimizer_steps(_ckpt(tmp_path / "run")) == [n, 2 * n, math.ceil(2 * n / 2)]
     assert 0.0 <= res["test"]["market1501"]["mAP"] <= 1.0
 
 
-@pytest.mark.parametrize("row", ["sandbox_gan", "sandbox_pool", "sandbox_dependence", "sandbox_bottleneck",
-                                 "market1501_gan", "market1501_pool", "market1501_dependence",
-                                 "market1501_bottleneck"])
+@pytest.mark.parametrize(
+    "row",
+    [
+        "sandbox_gan",
+        "sandbox_pool",
+        "sandbox_dependence",
+        "sandbox_bottleneck",
+        "market1501_gan",
+        "market1501_pool",
+        "market1501_dependence",
+        "market1501_bottleneck",
+    ],
+)
 def test_every_privacy_row_builds_its_defence(row, tmp_path):
     from hydra.utils import instantiate
 
@@ -287,8 +334,9 @@ def test_checkpoints_from_before_the_defence_modules_still_load(tmp_path):
 
     cfg = compose_train(PGAN, tmp_path)
     model = instantiate(cfg.model)
-    old = {k.replace("defence.", "", 1): v for k, v in model.state_dict().items()
-           if k not in ("mean_image", "images_seen")}  # generator.* / discriminator.* at the top level
+    old = {
+        k.replace("defence.", "", 1): v for k, v in model.state_dict().items() if k not in ("mean_image", "images_seen")
+    }  # generator.* / discriminator.* at the top level
     fresh = instantiate(cfg.model)
     fresh.load_state_dict(old)
     assert torch.equal(fresh.defence.generator.fc.weight, model.defence.generator.fc.weight)

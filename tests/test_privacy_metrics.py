@@ -1,4 +1,5 @@
 """ppreid.metrics.privacy: SSIM / PSNR on hand-worked cases and against an independent SciPy SSIM."""
+
 from __future__ import annotations
 
 import math
@@ -81,7 +82,7 @@ def test_ssim_constant_pair_closed_form():
     assert ssim(x, y).item() == pytest.approx(0.3001 / 0.3401, abs=1e-12)
     # float32: the variances come out as +-2e-9 instead of 0, against C2 = 9e-4 -> ~1e-5 relative
     assert ssim(x.float(), y.float()).item() == pytest.approx(0.3001 / 0.3401, abs=2e-5)
-    assert 0.3001 / 0.3401 == pytest.approx(0.8823875, abs=1e-7)
+    assert pytest.approx(0.8823875, abs=1e-7) == 0.3001 / 0.3401
     # per-channel constants (R, G, B) = (0.3|0.5, 0.2|0.2, 0.0|1.0): the mean of three closed forms
     # 0.3|0.5 -> 0.882387533; 0.2|0.2 -> 1; 0.0|1.0 -> (0 + 1e-4) / (0 + 1 + 1e-4) = 9.999e-5
     x = torch.tensor([0.3, 0.2, 0.0], dtype=torch.float64).view(1, 3, 1, 1).expand(2, 3, 13, 11)

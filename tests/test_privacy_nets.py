@@ -1,4 +1,5 @@
 """FeatureDecoder and FeatureConditionedDiscriminator: shapes, gradients, spectral norm, a tiny overfit."""
+
 from __future__ import annotations
 
 import pytest

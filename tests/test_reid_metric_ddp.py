@@ -1,4 +1,5 @@
 """ReIDEvaluator: index bookkeeping, and real 2-process gloo DDP equal to the single-process result."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """ppreid.metrics.rerank: equal to the dense NumPy reference re-ranking, tensor in/out, input errors."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """Failed runs: one clear line, the error in the run's own log, a folder that says it failed, and
 tables.py naming every folder it skips with the reason."""
+
 from __future__ import annotations
 
 import csv
@@ -10,26 +11,30 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, compose_train
+
 from ppreid.reports import tables
 
 
 def _cli(script: str, *args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, WANDB_MODE="offline", HYDRA_FULL_ERROR="0", OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
-@pytest.mark.parametrize("value,expected", [
-    ("two", "trainer.max_epochs='two' is not a whole number of epochs"),
-    ("-1", "trainer.max_epochs=-1 (Lightning's 'train until stopped')"),
-    ("0", "trainer.max_epochs=0 with train=true trains nothing"),
-    ("null", "trainer.max_epochs is not set"),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("two", "trainer.max_epochs='two' is not a whole number of epochs"),
+        ("-1", "trainer.max_epochs=-1 (Lightning's 'train until stopped')"),
+        ("0", "trainer.max_epochs=0 with train=true trains nothing"),
+        ("null", "trainer.max_epochs is not set"),
+    ],
+)
 def test_max_epochs_that_cannot_train_is_one_line(value, expected, tmp_path):
-    from ppreid.utils.errors import ConfigValueError
     from ppreid.config.run_checks import check_run_config
+    from ppreid.utils.errors import ConfigValueError
 
     cfg = compose_train([f"trainer.max_epochs={value}"], tmp_path)
     with pytest.raises(ConfigValueError, match=expected.replace("(", r"\(").replace(")", r"\)")):
@@ -45,8 +50,10 @@ def test_failed_run_logs_the_error_says_failed_and_is_skipped_by_tables(tmp_path
     proc = _cli("train.py", "trainer.max_epochs=two", f"hydra.run.dir={run_dir}", "logger=csv")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert lines == ["error: trainer.max_epochs='two' is not a whole number of epochs; write it in digits, "
-                     "e.g. trainer.max_epochs=2."]
+    assert lines == [
+        "error: trainer.max_epochs='two' is not a whole number of epochs; write it in digits, "
+        "e.g. trainer.max_epochs=2."
+    ]
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "failed" and "trainer.max_epochs='two'" in status["error"] and status["finished"]
     assert "ERROR" in (run_dir / "train.log").read_text() and "max_epochs='two'" in (run_dir / "train.log").read_text()
@@ -54,15 +61,32 @@ def test_failed_run_logs_the_error_says_failed_and_is_skipped_by_tables(tmp_path
 
     good = tmp_path / "runs" / "good"
     good.mkdir(parents=True)
-    (good / "results.json").write_text(json.dumps({
-        "test": {"night": {"R1": 0.5, "mAP": 0.25}}, "train": True, "debug": False, "partial": False, "seed": 1,
-        "identity": {"model": "bot", "backbone": "tiny_cnn", "data": "d", "experiment": None, "epochs": 2,
-                     "config_hash": "a" * 16}}))
+    (good / "results.json").write_text(
+        json.dumps(
+            {
+                "test": {"night": {"R1": 0.5, "mAP": 0.25}},
+                "train": True,
+                "debug": False,
+                "partial": False,
+                "seed": 1,
+                "identity": {
+                    "model": "bot",
+                    "backbone": "tiny_cnn",
+                    "data": "d",
+                    "experiment": None,
+                    "epochs": 2,
+                    "config_hash": "a" * 16,
+                },
+            }
+        )
+    )
     warnings = []
     found = tables.find_results([str(tmp_path / "runs")], warn=warnings.append)
     assert found == [good / "results.json"]
-    assert warnings == [f"skipped {run_dir}: failed: trainer.max_epochs='two' is not a whole number of epochs; "
-                        "write it in digits, e.g. trainer.max_epochs=2."]
+    assert warnings == [
+        f"skipped {run_dir}: failed: trainer.max_epochs='two' is not a whole number of epochs; "
+        "write it in digits, e.g. trainer.max_epochs=2."
+    ]
 
 
 def test_tables_names_each_folder_without_results_and_why(tmp_path, capsys):
@@ -80,7 +104,8 @@ def test_tables_names_each_folder_without_results_and_why(tmp_path, capsys):
         f"skipped {failed}: failed: data.root: no such folder",
         f"skipped {killed}: no results.json: started 2026-12-01T10:00:00 and never finished (killed, or still running)",
         f"skipped {old}: no results.json (failed or stopped before the end; no status.json, an older run); "
-        "train.log ends: 'Epoch 3: 40%'"]
+        "train.log ends: 'Epoch 3: 40%'",
+    ]
     assert err[-1].startswith("error: no results.json found") and "3 run folder(s) without one" in err[-1]
 
 
@@ -101,15 +126,32 @@ def test_zero_epoch_results_are_untrained_not_pooled_with_trained_runs(tmp_path,
     for name, epochs, r1 in (("trained", 2, 0.5), ("zero", 0, 0.01)):
         d = tmp_path / name
         d.mkdir()
-        (d / "results.json").write_text(json.dumps({
-            "test": {"night": {"R1": r1, "mAP": r1}}, "train": True, "debug": False, "partial": False, "seed": 1,
-            "identity": {"model": "bot", "backbone": "tiny_cnn", "data": "d", "experiment": None, "epochs": epochs,
-                         "config_hash": name * 4}}))
+        (d / "results.json").write_text(
+            json.dumps(
+                {
+                    "test": {"night": {"R1": r1, "mAP": r1}},
+                    "train": True,
+                    "debug": False,
+                    "partial": False,
+                    "seed": 1,
+                    "identity": {
+                        "model": "bot",
+                        "backbone": "tiny_cnn",
+                        "data": "d",
+                        "experiment": None,
+                        "epochs": epochs,
+                        "config_hash": name * 4,
+                    },
+                }
+            )
+        )
     assert tables.main([str(tmp_path), "--format", "csv"]) == 0
     out, err = capsys.readouterr()
     assert out.splitlines()[1].endswith("50.0,50.0,50.0,50.0") and len(out.splitlines()) == 2
-    assert f"left out 1 untrained run (trained 0 epochs); add --include-eval-only to include it: {tmp_path / 'zero'}" \
+    assert (
+        f"left out 1 untrained run (trained 0 epochs); add --include-eval-only to include it: {tmp_path / 'zero'}"
         in err
+    )
     assert tables.main([str(tmp_path), "--format", "csv", "--include-eval-only"]) == 0
     rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
     assert sorted(r["kind"] for r in rows) == ["trained", "untrained"]
@@ -121,7 +163,8 @@ def test_misspelt_group_names_the_closest_group(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "error: modle=pdm: there is no config group or key 'modle'; did you mean model=pdm (the config group)? "
         "Groups: scale, data, backbone, loss, trainer, recipe, model, callbacks, logger, paths, experiment, "
-        "hparams_search, debug."]
+        "hparams_search, debug."
+    ]
     assert not (tmp_path / "logs").exists()  # refused before Hydra made a run folder
 
 

@@ -1,5 +1,6 @@
 """Honest model selection and trustworthy runs: validation split, schedules, loss keys, identity,
 evaluation extras, messages, run folders."""
+
 from __future__ import annotations
 
 import csv
@@ -11,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, TINY, compose_train, run_train
 from omegaconf import OmegaConf
 
-from conftest import ROOT, TINY, compose_train, run_train
 from ppreid.data.datasets.base import ReIDRecord
 from ppreid.data.val_split import hold_out_identities
 from ppreid.training.schedulers import timm_cosine, warmup_multistep
@@ -23,8 +24,14 @@ from ppreid.utils.errors import ConfigValueError
 def _cli(args, tmp_path, env=None, timeout=300):
     full_env = dict(os.environ, WANDB_MODE="offline", HYDRA_FULL_ERROR="0")
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "train.py", *args, f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT,
-                          env=full_env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "train.py", *args, f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # ----------------------------------------------------------------------------- validation split
@@ -57,8 +64,9 @@ def test_val_split_needs_identities_seen_by_two_cameras():
 
 def test_no_target_metric_before_test(reid_data_dir, tmp_path):
     """Validation runs on held-out source identities; target metrics appear only in the test stage."""
-    res = run_train(TINY + ["data=market1501", "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1"],
-                    tmp_path, reid_data_dir)
+    res = run_train(
+        TINY + ["data=market1501", "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1"], tmp_path, reid_data_dir
+    )
     rows = list(csv.DictReader(open(next((tmp_path / "csv").rglob("metrics.csv")))))
     val_rows = [r for r in rows if r.get("val/mAP")]
     assert len(val_rows) == 2  # one validation per epoch
@@ -79,8 +87,9 @@ def test_search_optimizes_a_validation_metric():
 
 
 def test_last_epoch_is_validated_even_off_the_validation_cycle(reid_data_dir, tmp_path):
-    res = run_train(TINY + ["data=market1501", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=8"],
-                    tmp_path, reid_data_dir)
+    res = run_train(
+        TINY + ["data=market1501", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=8"], tmp_path, reid_data_dir
+    )
     assert "mAP" in res["val"] and res["scalars"]["val/mAP"] == pytest.approx(res["val"]["mAP"])
 
 
@@ -118,14 +127,18 @@ def test_absolute_epochs_outside_the_run_are_refused():
     with pytest.raises(ConfigValueError, match="first milestone"):
         warmup_multistep(_opt(), warmup_epochs=0.6, milestones=[0.5], max_epochs=10)
     # 0.2 of 10 epochs = 2 warm-up epochs: half-way through at epoch 1
-    assert timm_cosine(_opt(), max_epochs=10, warmup_epochs=0.2, warmup_lr_init=0.0,
-                       epoch_offset=0).lr_lambdas[0](1) == pytest.approx(0.5)
+    assert timm_cosine(_opt(), max_epochs=10, warmup_epochs=0.2, warmup_lr_init=0.0, epoch_offset=0).lr_lambdas[0](
+        1
+    ) == pytest.approx(0.5)
 
 
 def test_run_refuses_a_schedule_outside_the_run(reid_data_dir, tmp_path):
     with pytest.raises(ConfigValueError, match="does not fall inside the run"):
-        run_train(TINY + ["data=market1501", "trainer.max_epochs=2", "model.scheduler.warmup_epochs=5"],
-                  tmp_path, reid_data_dir)
+        run_train(
+            TINY + ["data=market1501", "trainer.max_epochs=2", "model.scheduler.warmup_epochs=5"],
+            tmp_path,
+            reid_data_dir,
+        )
 
 
 # ----------------------------------------------------------------------------- loss terms
@@ -149,8 +162,8 @@ def test_three_loss_terms_all_active(tmp_path, caplog):
 
 # ----------------------------------------------------------------------------- identity
 def test_config_hash_ignores_seed_and_paths_but_not_hyperparameters(tmp_path):
-    from train import _hydra_runtime  # noqa: F401  (registers the help resolver)
     from ppreid.utils.run_info import experiment_identity
+    from train import _hydra_runtime  # noqa: F401  (registers the help resolver)
 
     def identity(overrides, out):
         cfg = compose_train(TINY + overrides, tmp_path / out, data_dir=tmp_path / out / "data")
@@ -201,9 +214,19 @@ def test_flip_test_is_the_mean_of_image_and_mirror_features():
 def test_eval_extras_write_ranked_lists_and_features(reid_data_dir, tmp_path):
     import numpy as np
 
-    res = run_train(TINY + ["data=market1501", "trainer.max_epochs=1", "eval.export_features=true",
-                            "eval.flip=true", "eval.rerank.enabled=true", "eval.ranked_list.num_queries=3"],
-                    tmp_path, reid_data_dir)
+    res = run_train(
+        TINY
+        + [
+            "data=market1501",
+            "trainer.max_epochs=1",
+            "eval.export_features=true",
+            "eval.flip=true",
+            "eval.rerank.enabled=true",
+            "eval.ranked_list.num_queries=3",
+        ],
+        tmp_path,
+        reid_data_dir,
+    )
     assert (tmp_path / "ranked_market1501.png").is_file()
     d = np.load(tmp_path / "features_market1501.npz")
     q = sorted((reid_data_dir / "Market-1501-v15.09.15" / "query").glob("*.jpg"))
@@ -220,11 +243,14 @@ def test_eval_extras_write_ranked_lists_and_features(reid_data_dir, tmp_path):
 
 
 # ----------------------------------------------------------------------------- messages
-@pytest.mark.parametrize("args, expected", [
-    (["seed=abc"], "seed='abc' must be an integer"),
-    (["model.backbone=resnet50"], "backbone=resnet50"),
-    (["trainer=gpu"], "trainer=cpu"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["seed=abc"], "seed='abc' must be an integer"),
+        (["model.backbone=resnet50"], "backbone=resnet50"),
+        (["trainer=gpu"], "trainer=cpu"),
+    ],
+)
 def test_bad_values_are_one_clear_line(args, expected, tmp_path):
     if "trainer=gpu" in args and torch.cuda.is_available():
         pytest.skip("a GPU is present")

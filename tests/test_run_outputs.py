@@ -1,6 +1,7 @@
 """What a run leaves for a person: losses logged in short runs, best.ckpt, pictures that say what they show,
 evaluation-only results.json that names the checkpoint's training (not the command's defaults),
 no 'random init' news for a checkpoint's model, embed.py --normalize."""
+
 from __future__ import annotations
 
 import csv
@@ -10,7 +11,6 @@ import logging
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY, run_train
 
 
@@ -18,8 +18,9 @@ from conftest import TINY, run_train
 def trained(reid_data_dir, tmp_path_factory):
     """1 epoch on tiny Market-1501 with seed 3: 3 steps, fewer than trainer.log_every_n_steps=10."""
     out = tmp_path_factory.mktemp("trained")
-    res = run_train(TINY + ["data=market1501", "seed=3", "logger=csv", "data.val_split.identities=1"],
-                    out, reid_data_dir)
+    res = run_train(
+        TINY + ["data=market1501", "seed=3", "logger=csv", "data.val_split.identities=1"], out, reid_data_dir
+    )
     return out, res
 
 
@@ -33,9 +34,9 @@ def test_short_run_logs_its_training_losses(trained):
 def test_log_interval_follows_the_run_length():
     from ppreid.callbacks.log_interval import log_interval
 
-    assert log_interval(10, steps_per_epoch=3, max_epochs=1) == 1      # 3 steps: log each
-    assert log_interval(10, steps_per_epoch=33, max_epochs=2) == 3     # 66 steps: >= 20 points
-    assert log_interval(10, steps_per_epoch=33, max_epochs=32) == 10   # the default run: as configured
+    assert log_interval(10, steps_per_epoch=3, max_epochs=1) == 1  # 3 steps: log each
+    assert log_interval(10, steps_per_epoch=33, max_epochs=2) == 3  # 66 steps: >= 20 points
+    assert log_interval(10, steps_per_epoch=33, max_epochs=32) == 10  # the default run: as configured
     assert log_interval(50, steps_per_epoch=20, max_epochs=100) == 20  # every epoch logs at least once
 
 
@@ -53,9 +54,20 @@ def test_evaluation_only_results_name_the_checkpoints_training(trained, reid_dat
     command's data as the run's identity."""
     out, res = trained
     caplog.set_level(logging.INFO)
-    ev = run_train(TINY + ["data=dukemtmc", "train=false", f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
-                           "eval.flip=true", "eval.rerank.enabled=true", "eval.rerank.k1=4", "eval.rerank.k2=2"],
-                   tmp_path, reid_data_dir)
+    ev = run_train(
+        TINY
+        + [
+            "data=dukemtmc",
+            "train=false",
+            f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}",
+            "eval.flip=true",
+            "eval.rerank.enabled=true",
+            "eval.rerank.k1=4",
+            "eval.rerank.k2=2",
+        ],
+        tmp_path,
+        reid_data_dir,
+    )
     written = json.loads((tmp_path / "results.json").read_text())
     ident, trained_ident = written["identity"], res["identity"]
     assert written["seed"] == 3 and written["evaluation"]["seed"] == 42
@@ -64,7 +76,10 @@ def test_evaluation_only_results_name_the_checkpoints_training(trained, reid_dat
     assert written["checkpoint"]["training"]["identity"] == trained_ident
     assert written["checkpoint"]["epochs_completed"] == 1 and written["checkpoint"]["training"]["seed"] == 3
     assert written["evaluation"]["flip"] is True and written["evaluation"]["rerank"] == {
-        "k1": 4, "k2": 2, "lambda_value": 0.3}
+        "k1": 4,
+        "k2": 2,
+        "lambda_value": 0.3,
+    }
     assert written["evaluation"]["data"] == "dukemtmc" and ev["test"] == written["test"]
     text = caplog.text
     assert "testing: flip-test on, re-ranking on (k1=4, k2=2, lambda_value=0.3)" in text
@@ -84,8 +99,12 @@ def test_train_images_show_the_datasets_pids():
 
     assert dataset_pid_caption(ReIDRecord("/d/bounding_box_train/0002_c1s1_000451_03.jpg", 0, 0)) == "id 2 c1"
     assert dataset_pid_caption(ReIDRecord("/d/GenePerson/00417_c3_000002.jpg", 11, 2)) == "id 417 c3"
-    assert dataset_pid_caption(ReIDRecord("/m/train/0105/0105_004_01_0303morning_0015_0.jpg", 1, 3, domain=1),
-                               with_source=True) == "s2:id 105 c4"
+    assert (
+        dataset_pid_caption(
+            ReIDRecord("/m/train/0105/0105_004_01_0303morning_0015_0.jpg", 1, 3, domain=1), with_source=True
+        )
+        == "s2:id 105 c4"
+    )
     assert dataset_pid_caption(ReIDRecord("/x/person.jpg", 7, 0)) == "id #7 c1"
 
 
@@ -108,8 +127,9 @@ def test_ranked_result_has_sorted_distances():
     metric = ReIDEvaluator(num_query=2, ranked_queries=2, ranked_topk=3)
     qf = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     gf = torch.tensor([[1.0, 0.1], [0.0, 1.0], [1.0, 1.0], [1.0, -1.0]])
-    ranked = metric._ranked(qf, gf, torch.tensor([1, 2]), torch.tensor([1, 2, 3, 4]), torch.tensor([0, 0]),
-                            torch.tensor([1, 1, 1, 1]), None)
+    ranked = metric._ranked(
+        qf, gf, torch.tensor([1, 2]), torch.tensor([1, 2, 3, 4]), torch.tensor([0, 0]), torch.tensor([1, 1, 1, 1]), None
+    )
     assert ranked["gallery"][0] == [0, 2, 3] and ranked["match"][0] == [True, False, False]
     for dists in ranked["distance"]:
         assert dists == sorted(dists) and len(dists) == 3

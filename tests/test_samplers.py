@@ -1,4 +1,5 @@
 """P x K identity sampler and inference shards, including the DDP split."""
+
 from collections import Counter
 
 import pytest
@@ -16,7 +17,7 @@ PIDS = [pid for n in range(max(COUNTS)) for pid, c in enumerate(COUNTS) if n < c
 def batches(sampler, batch_size):
     flat = list(sampler)
     assert len(flat) == len(sampler) and len(flat) % batch_size == 0
-    return [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]
+    return [flat[i : i + batch_size] for i in range(0, len(flat), batch_size)]
 
 
 def test_every_batch_is_p_ids_times_k():
@@ -27,9 +28,9 @@ def test_every_batch_is_p_ids_times_k():
     for batch in out:
         pids = [PIDS[i] for i in batch]
         assert sorted(Counter(pids).values()) == [4, 4, 4]
-        assert all(len(set(pids[j:j + 4])) == 1 for j in range(0, 12, 4))  # K consecutive per identity
+        assert all(len(set(pids[j : j + 4])) == 1 for j in range(0, 12, 4))  # K consecutive per identity
         for j in range(0, 12, 4):
-            block = batch[j:j + 4]
+            block = batch[j : j + 4]
             if COUNTS[pids[j]] >= 4:
                 assert len(set(block)) == 4  # no repeats when an identity has K images
             else:
@@ -84,6 +85,7 @@ def test_ddp_ranks_get_disjoint_batches_of_equal_length():
 
 def test_ddp_world_read_from_torch_distributed(monkeypatch):
     import torch.distributed as dist
+
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "get_world_size", lambda: 2)
     monkeypatch.setattr(dist, "get_rank", lambda: 1)

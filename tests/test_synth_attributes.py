@@ -1,17 +1,40 @@
 """Attribute schema, seeds, prompt builder and plan of stage 1 (src/ppreid/synth)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ppreid.synth.attributes import (AttributeSchema, Vocabulary, camera_seed, derive_seed, identity_seed,
-                                  image_seed, load_conf_yaml)
+from ppreid.synth.attributes import (
+    AttributeSchema,
+    Vocabulary,
+    camera_seed,
+    derive_seed,
+    identity_seed,
+    image_seed,
+    load_conf_yaml,
+)
 from ppreid.synth.plan import SynthPlan, image_name, parse_count_range
 from ppreid.synth.prompts import PromptBuilder, words
 from ppreid.utils.errors import ConfigValueError
 
-IDENTITY_KEYS = ["gender", "age_group", "build", "skin_tone", "hair_style", "hair_colour", "upper_type",
-                 "upper_colour", "upper_pattern", "lower_type", "lower_colour", "shoes", "bag", "hat", "glasses"]
+IDENTITY_KEYS = [
+    "gender",
+    "age_group",
+    "build",
+    "skin_tone",
+    "hair_style",
+    "hair_colour",
+    "upper_type",
+    "upper_colour",
+    "upper_pattern",
+    "lower_type",
+    "lower_colour",
+    "shoes",
+    "bag",
+    "hat",
+    "glasses",
+]
 ENV_KEYS = ["background", "illumination", "time_of_day", "camera", "weather", "viewpoint"]
 
 
@@ -23,7 +46,7 @@ def test_seed_formulas_match_the_documented_seedsequence_hash():
     assert camera_seed(7, 2) == expected(7, 1, 2)
     assert image_seed(12345, 4) == expected(12345, 2, 4)
     seeds = {derive_seed(7, 0, p) for p in range(2000)}
-    assert len(seeds) == 2000 and max(seeds) < 2 ** 53
+    assert len(seeds) == 2000 and max(seeds) < 2**53
 
 
 def test_default_schema_has_the_issue_attributes_and_none_values():
@@ -51,7 +74,8 @@ def test_rules_restrict_later_keys_and_weight_zero_values_only_when_forced():
         identity={"a": ["x"]},
         camera_profile={"place": ["indoor", "outdoor"]},
         image={"weather": {"rain": 1, "sun": 1, "none": 0}},
-        rules=[{"if": {"place": ["indoor"]}, "then": {"weather": ["none"]}}])
+        rules=[{"if": {"place": ["indoor"]}, "then": {"weather": ["none"]}}],
+    )
     seen = set()
     for s in range(200):
         rng = np.random.default_rng(s)
@@ -74,11 +98,27 @@ def test_schema_errors_name_the_problem():
 
 
 def test_prompt_builder_formats_fragments_drops_none_and_fixes_articles():
-    pb = PromptBuilder(["a photo of a {age_group} {gender}", "wearing a {upper_colour} {upper_type}",
-                        "carrying a {bag}", "{weather} weather"], negative="blurry", separator="; ",
-                       negative_if_none={"bag": "bag"})
-    pos, neg = pb.build({"age_group": "elderly", "gender": "male", "upper_colour": "orange",
-                         "upper_type": "t_shirt", "bag": "none", "weather": "rainy"})
+    pb = PromptBuilder(
+        [
+            "a photo of a {age_group} {gender}",
+            "wearing a {upper_colour} {upper_type}",
+            "carrying a {bag}",
+            "{weather} weather",
+        ],
+        negative="blurry",
+        separator="; ",
+        negative_if_none={"bag": "bag"},
+    )
+    pos, neg = pb.build(
+        {
+            "age_group": "elderly",
+            "gender": "male",
+            "upper_colour": "orange",
+            "upper_type": "t_shirt",
+            "bag": "none",
+            "weather": "rainy",
+        }
+    )
     assert pos == "a photo of an elderly male; wearing an orange t shirt; rainy weather"
     assert neg == "blurry; bag"
     with pytest.raises(ConfigValueError, match="lacks"):
@@ -118,8 +158,17 @@ def test_plan_is_deterministic_per_identity_and_shards_partition_it():
 
 
 def test_heldout_plan_puts_query_and_gallery_in_different_cameras():
-    plan = SynthPlan(AttributeSchema.from_config(), PromptBuilder.from_config(), num_identities=20, num_cameras=4,
-                     seed=1, split="heldout", queries_per_identity=1, gallery_per_identity=4, pid_start=50)
+    plan = SynthPlan(
+        AttributeSchema.from_config(),
+        PromptBuilder.from_config(),
+        num_identities=20,
+        num_cameras=4,
+        seed=1,
+        split="heldout",
+        queries_per_identity=1,
+        gallery_per_identity=4,
+        pid_start=50,
+    )
     for ident in plan.identities():
         q = [i for i in ident.images if i.split == "query"]
         g = [i for i in ident.images if i.split == "gallery"]
@@ -141,8 +190,10 @@ def test_vocabularies_are_config_files():
 
 
 def test_camera_profiles_are_balanced_over_the_vocabulary():
-    plan = SynthPlan.from_config({"num_identities": 1, "num_cameras": 6, "seed": 2, "split": "train"},
-                                 style={"background": ["street", "park", "campus"]})
+    plan = SynthPlan.from_config(
+        {"num_identities": 1, "num_cameras": 6, "seed": 2, "split": "train"},
+        style={"background": ["street", "park", "campus"]},
+    )
     looks = [p["camera"] for p in plan.camera_profiles]
     backgrounds = [p["background"] for p in plan.camera_profiles]
     assert len(set(looks)) == 6  # 6 cameras, 10 looks: all different

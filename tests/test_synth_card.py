@@ -1,5 +1,6 @@
 """synth.py for a person: --help shows its own keys first, samples.jpg captions say what the record says,
 dataset.json is a card without timings (timing.json holds them)."""
+
 from __future__ import annotations
 
 import json
@@ -12,11 +13,17 @@ from conftest import ROOT
 
 def test_help_shows_the_main_keys_before_the_vocabularies():
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(ROOT / "synth.py"), "--help"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "synth.py"), "--help"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
-    lines = lines[lines.index("== Config =="):]
+    lines = lines[lines.index("== Config ==") :]
     first = {line.split(":")[0]: i for i, line in reversed(list(enumerate(lines))) if line and not line[0].isspace()}
     for key in ("out_dir", "num_identities", "images_per_identity", "num_cameras", "seed", "shard", "num_shards"):
         assert first[key] < 30, (key, first[key])
@@ -30,8 +37,9 @@ def test_sample_captions_say_the_records_garment_with_its_pattern():
     from ppreid.synth.grid import identity_caption
     from ppreid.synth.plan import SynthPlan
 
-    plan = SynthPlan.from_config({"num_identities": 200, "num_cameras": 4, "seed": 0, "images_per_identity": 2,
-                                  "split": "train"})
+    plan = SynthPlan.from_config(
+        {"num_identities": 200, "num_cameras": 4, "seed": 0, "images_per_identity": 2, "split": "train"}
+    )
     seen = set()
     for ident in plan.identities():
         entry = ident.identity_entry()
@@ -44,8 +52,10 @@ def test_sample_captions_say_the_records_garment_with_its_pattern():
         assert f"{attrs['upper_colour']} {attrs['upper_pattern']} {attrs['upper_type']}".replace("_", " ") in prompt
         seen.add(attrs["upper_pattern"])
     assert {"plain", "checked", "striped", "dotted", "logo"} <= seen
-    grey_checked = {"pid": 107, "attributes": {"upper_colour": "grey", "upper_pattern": "checked",
-                                               "upper_type": "tank_top"}}
+    grey_checked = {
+        "pid": 107,
+        "attributes": {"upper_colour": "grey", "upper_pattern": "checked", "upper_type": "tank_top"},
+    }
     assert identity_caption(grey_checked) == "id 107\ngrey checked\ntank top"
 
 
@@ -54,8 +64,9 @@ def test_dataset_card_holds_no_timing(tmp_path):
     from ppreid.synth.plan import SynthPlan
     from ppreid.synth.writer import TIMING_KEYS, GenePersonWriter
 
-    plan = SynthPlan.from_config({"num_identities": 2, "num_cameras": 2, "seed": 1, "images_per_identity": 2,
-                                  "split": "train"})
+    plan = SynthPlan.from_config(
+        {"num_identities": 2, "num_cameras": 2, "seed": 1, "images_per_identity": 2, "split": "train"}
+    )
     info = GenePersonWriter(tmp_path / "gp", plan, ProceduralGenerator(), {"t": 1}, 64, 32, progress=False).run()
     card = json.loads((tmp_path / "gp" / "dataset.json").read_text())
     timing = json.loads((tmp_path / "gp" / "timing.json").read_text())

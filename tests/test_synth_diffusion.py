@@ -1,4 +1,5 @@
 """Diffusion generator, CLIP quality filter and paper preset on tiny random-weight models (offline, CPU)."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT as REPO
+from conftest import run_synth
 from PIL import Image
 
-from conftest import ROOT as REPO, run_synth
 from ppreid.synth.generators.base import ImageRequest
-from ppreid.utils.errors import ConfigValueError
 from ppreid.synth.tiny_pipelines import build_tiny_open_clip, build_tiny_sd_pipeline, clip_bpe_vocab
+from ppreid.utils.errors import ConfigValueError
 
 PROMPT = "a full-body photo of an adult female pedestrian, slim build, wearing a red plain t shirt"
 NEGATIVE = "cartoon, blurry"
@@ -32,8 +34,17 @@ def gen(tiny_sd):
 
 
 def req(seed: int, prompt: str = PROMPT, identity_seed: int = 100, height: int = 128, width: int = 64) -> ImageRequest:
-    return ImageRequest(pid=1, camid=0, attributes={}, prompt=prompt, negative_prompt=NEGATIVE, seed=seed,
-                        identity_seed=identity_seed, height=height, width=width)
+    return ImageRequest(
+        pid=1,
+        camid=0,
+        attributes={},
+        prompt=prompt,
+        negative_prompt=NEGATIVE,
+        seed=seed,
+        identity_seed=identity_seed,
+        height=height,
+        width=width,
+    )
 
 
 def px(img: Image.Image) -> np.ndarray:
@@ -82,7 +93,7 @@ def test_initial_latents_mix_identity_and_image_noise(tiny_sd):
     for row, (seed, id_seed) in enumerate([(7, 11), (8, 12)]):
         z_img = torch.randn((1, 4, 16, 8), generator=torch.Generator().manual_seed(seed))
         z_id = torch.randn((1, 4, 16, 8), generator=torch.Generator().manual_seed(id_seed))
-        torch.testing.assert_close(lat[row:row + 1], 0.5 * z_id + math.sqrt(0.75) * z_img)
+        torch.testing.assert_close(lat[row : row + 1], 0.5 * z_id + math.sqrt(0.75) * z_img)
 
 
 def test_full_identity_noise_makes_same_identity_images_equal(tiny_sd, gen):
@@ -130,6 +141,7 @@ def test_render_scale_renders_larger_and_resizes(tiny_sd):
 
 def test_scheduler_by_name_keeps_the_pipeline_betas(tiny_sd):
     from diffusers import DDIMScheduler, PNDMScheduler
+
     from ppreid.synth.generators.diffusion import DiffusionGenerator
 
     g = DiffusionGenerator(str(tiny_sd), steps=2, scheduler="ddim")
@@ -181,8 +193,12 @@ def test_unloadable_pretrained_says_what_was_tried(tmp_path):
 def test_bad_generator_values(tiny_sd):
     from ppreid.synth.generators.diffusion import DiffusionGenerator
 
-    for kwargs, text in [({"steps": 0}, "generator.steps=0"), ({"identity_noise_mix": 1.5}, "identity_noise_mix=1.5"),
-                         ({"max_prompt_chunks": 0}, "max_prompt_chunks=0"), ({"render_scale": 0}, "render_scale=0")]:
+    for kwargs, text in [
+        ({"steps": 0}, "generator.steps=0"),
+        ({"identity_noise_mix": 1.5}, "identity_noise_mix=1.5"),
+        ({"max_prompt_chunks": 0}, "max_prompt_chunks=0"),
+        ({"render_scale": 0}, "render_scale=0"),
+    ]:
         with pytest.raises(ConfigValueError, match=text.replace(".", r"\.")):
             DiffusionGenerator(str(tiny_sd), **kwargs)
 
@@ -195,6 +211,7 @@ def tiny_clip(tmp_path_factory):
 
 def test_quality_filter_scores_are_cosine_similarities(tiny_clip):
     import open_clip
+
     from ppreid.synth.quality_filter import ClipQualityFilter
 
     name, weights = tiny_clip
@@ -203,7 +220,9 @@ def test_quality_filter_scores_are_cosine_similarities(tiny_clip):
     filt = ClipQualityFilter(name, str(weights), threshold=0.0, device="cpu")
     scores = filt.scores(images)
     # independent reference: open_clip directly, whole image padded into the square input
-    model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=str(weights), image_resize_mode="longest")
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        name, pretrained=str(weights), image_resize_mode="longest"
+    )
     with torch.no_grad():
         f = model.encode_image(torch.stack([preprocess(im) for im in images]))
         t = model.encode_text(open_clip.get_tokenizer(name)(["a photo of a person"]))
@@ -239,10 +258,20 @@ def test_quality_filter_rejections_regenerate_in_synth_py(tiny_clip, tmp_path):
     """threshold 1.0 rejects every image: each is generated max_attempts (3) times, the last one kept."""
     name, weights = tiny_clip
     out = tmp_path / "gp"
-    run_synth(tmp_path, out, "num_identities=2", "images_per_identity=2",
-              "height=64", "width=32", "quality_filter.enabled=true", "quality_filter.max_attempts=3",
-              f"quality_filter.clip_model={weights.with_suffix('.json')}", f"quality_filter.pretrained={weights}",
-              "quality_filter.threshold=1.0", "quality_filter.device=cpu")
+    run_synth(
+        tmp_path,
+        out,
+        "num_identities=2",
+        "images_per_identity=2",
+        "height=64",
+        "width=32",
+        "quality_filter.enabled=true",
+        "quality_filter.max_attempts=3",
+        f"quality_filter.clip_model={weights.with_suffix('.json')}",
+        f"quality_filter.pretrained={weights}",
+        "quality_filter.threshold=1.0",
+        "quality_filter.device=cpu",
+    )
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["num_images"] == 4 and json.loads((out / "timing.json").read_text())["images_generated"] == 12
     from ppreid.synth.attributes import identity_seed, image_seed
@@ -286,9 +315,22 @@ def identity_words(attributes):
 
 def test_synth_py_with_tiny_diffusion_pipeline(tiny_sd, tmp_path):
     out = tmp_path / "gp"
-    run_synth(tmp_path, out, "generator=diffusion", f"generator.pretrained={tiny_sd}", "generator.steps=2",
-              "height=128", "width=64", "num_identities=3", "images_per_identity=2", "batch_size=4", timeout=600)
-    identities = {d["pid"]: d["attributes"] for d in map(json.loads, (out / "identities.jsonl").read_text().splitlines())}
+    run_synth(
+        tmp_path,
+        out,
+        "generator=diffusion",
+        f"generator.pretrained={tiny_sd}",
+        "generator.steps=2",
+        "height=128",
+        "width=64",
+        "num_identities=3",
+        "images_per_identity=2",
+        "batch_size=4",
+        timeout=600,
+    )
+    identities = {
+        d["pid"]: d["attributes"] for d in map(json.loads, (out / "identities.jsonl").read_text().splitlines())
+    }
     lines = [json.loads(l) for l in (out / "manifest.jsonl").read_text().splitlines()]
     assert len(identities) == 3 and len(lines) == 6
     for line in lines:

@@ -1,4 +1,5 @@
 """GenePerson-mini: source + held-out target domains, idempotent, atomic and safe under concurrency."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,16 @@ from ppreid.synth.mini import DEFAULT_DOMAINS, ensure_genepers_mini
 from ppreid.utils.errors import ConfigValueError
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(num_identities=6, images_per_identity=3, target_identities=4, queries_per_identity=1,
-            gallery_per_identity=3, seed=0, height=64, width=32)
+TINY = dict(
+    num_identities=6,
+    images_per_identity=3,
+    target_identities=4,
+    queries_per_identity=1,
+    gallery_per_identity=3,
+    seed=0,
+    height=64,
+    width=32,
+)
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +75,21 @@ def test_idempotent_and_rewritten_when_parameters_change(mini, tmp_path):
 
 
 def test_two_processes_at_once_write_it_once(tmp_path):
-    code = ("import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
-            "from ppreid.synth.mini import ensure_genepers_mini\n"
-            f"ensure_genepers_mini({str(tmp_path / 'shared')!r}, **{TINY!r})\n")
-    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)}) for _ in range(2)]
+    code = (
+        "import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
+        "from ppreid.synth.mini import ensure_genepers_mini\n"
+        f"ensure_genepers_mini({str(tmp_path / 'shared')!r}, **{TINY!r})\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        for _ in range(2)
+    ]
     logs = [p.communicate(timeout=300)[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), logs
     assert sum("writing GenePerson-mini" in log for log in logs) == 1
@@ -81,8 +100,9 @@ def test_bad_domains_and_foreign_root_are_clear_errors(tmp_path):
     with pytest.raises(ConfigValueError, match="'source' entry and at least one target"):
         ensure_genepers_mini(tmp_path / "x", domains={"source": DEFAULT_DOMAINS["source"]}, **TINY)
     with pytest.raises(ConfigValueError, match="not in its vocabulary"):
-        ensure_genepers_mini(tmp_path / "x", domains={**DEFAULT_DOMAINS, "moon": {"style": {"background": ["moon"]}}},
-                             **TINY)
+        ensure_genepers_mini(
+            tmp_path / "x", domains={**DEFAULT_DOMAINS, "moon": {"style": {"background": ["moon"]}}}, **TINY
+        )
     (tmp_path / "mine" / "stuff").mkdir(parents=True)
     with pytest.raises(ConfigValueError, match="not a GenePerson-mini folder"):
         ensure_genepers_mini(tmp_path / "mine", **TINY)

@@ -1,4 +1,5 @@
 """The procedural renderer: deterministic, the requested size, and it draws what the record says."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,8 +24,14 @@ def gen():
 
 @pytest.fixture(scope="module")
 def plan():
-    return SynthPlan(AttributeSchema.from_config(), PromptBuilder.from_config(), num_identities=6, num_cameras=3,
-                     seed=4, images_per_identity=(4, 4))
+    return SynthPlan(
+        AttributeSchema.from_config(),
+        PromptBuilder.from_config(),
+        num_identities=6,
+        num_cameras=3,
+        seed=4,
+        images_per_identity=(4, 4),
+    )
 
 
 def _png(img: Image.Image) -> bytes:
@@ -34,15 +41,42 @@ def _png(img: Image.Image) -> bytes:
 
 
 def _plain_request(**attrs) -> ImageRequest:
-    record = {"gender": "female", "age_group": "young_adult", "build": "average", "skin_tone": "medium",
-              "hair_style": "short", "hair_colour": "black", "upper_type": "t_shirt", "upper_colour": "red",
-              "upper_pattern": "plain", "lower_type": "trousers", "lower_colour": "blue",
-              "shoes": "white_sneakers", "bag": "none", "hat": "none", "glasses": "none",
-              "background": "park", "illumination": "overcast", "time_of_day": "noon", "camera": "clean",
-              "weather": "clear", "viewpoint": "front"}
+    record = {
+        "gender": "female",
+        "age_group": "young_adult",
+        "build": "average",
+        "skin_tone": "medium",
+        "hair_style": "short",
+        "hair_colour": "black",
+        "upper_type": "t_shirt",
+        "upper_colour": "red",
+        "upper_pattern": "plain",
+        "lower_type": "trousers",
+        "lower_colour": "blue",
+        "shoes": "white_sneakers",
+        "bag": "none",
+        "hat": "none",
+        "glasses": "none",
+        "background": "park",
+        "illumination": "overcast",
+        "time_of_day": "noon",
+        "camera": "clean",
+        "weather": "clear",
+        "viewpoint": "front",
+    }
     record.update(attrs)
-    return ImageRequest(pid=1, camid=0, attributes=record, prompt="", negative_prompt="", seed=3, identity_seed=5,
-                        height=128, width=64, camera_seed=9)
+    return ImageRequest(
+        pid=1,
+        camid=0,
+        attributes=record,
+        prompt="",
+        negative_prompt="",
+        seed=3,
+        identity_seed=5,
+        height=128,
+        width=64,
+        camera_seed=9,
+    )
 
 
 def test_output_size_mode_and_determinism_across_instances_and_batches(gen, plan):
@@ -62,15 +96,29 @@ def test_seed_changes_the_image_and_identities_differ(gen, plan):
     b = np.asarray(gen.render(dataclasses.replace(req, seed=req.seed + 1)), np.float32)
     assert np.abs(a - b).mean() > 2.0
     other = plan.identity(2).images[0].request(128, 64)
-    c = np.asarray(gen.render(dataclasses.replace(other, seed=req.seed, camera_seed=req.camera_seed,
-                                                  attributes={**other.attributes, **{k: req.attributes[k] for k in
-                                                              ("background", "illumination", "time_of_day",
-                                                               "camera", "weather", "viewpoint")}})), np.float32)
+    c = np.asarray(
+        gen.render(
+            dataclasses.replace(
+                other,
+                seed=req.seed,
+                camera_seed=req.camera_seed,
+                attributes={
+                    **other.attributes,
+                    **{
+                        k: req.attributes[k]
+                        for k in ("background", "illumination", "time_of_day", "camera", "weather", "viewpoint")
+                    },
+                },
+            )
+        ),
+        np.float32,
+    )
     assert np.abs(a - c).mean() > 2.0
 
 
 def test_garment_colour_words_reach_the_pixels(gen):
     """Torso centre of a plain red t-shirt is red, of a plain blue one blue (clean camera, neutral light)."""
+
     def torso(colour):
         im = np.asarray(gen.render(_plain_request(upper_colour=colour)), np.float32)
         return im[40:60, 26:38].reshape(-1, 3).mean(0)
@@ -115,6 +163,7 @@ def test_strength_knobs_move_the_look_towards_neutral():
     green = np.asarray(ideal.render(_plain_request(camera="green_cast")))
     clean = np.asarray(ideal.render(_plain_request(camera="clean")))
     assert np.array_equal(green, clean)  # every camera-look parameter is neutral at strength 0
+
     def greenness(camera):
         m = np.asarray(ProceduralGenerator().render(_plain_request(camera=camera)), np.float32).mean((0, 1))
         return 2 * m[1] / (m[0] + m[2])

@@ -1,4 +1,5 @@
 """synth.py end to end: GenePerson layout, determinism, crash-resume, shards, merge, bad values."""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,8 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import run_synth as synth
+
 from ppreid.synth.writer import KILL_ENV, TIMING_KEYS
 
 NAME = re.compile(r"^(\d{5})_c(\d+)_(\d{6})\.jpg$")
@@ -66,9 +67,11 @@ def test_layout_manifest_identities_dataset_json_and_samples(reference):
     assert timing["generation_seconds"] > 0 and timing["images_per_second"] > 0
     assert info["config"]["plan"]["num_identities"] == 6 and info["height"] == 64
     from PIL import Image
+
     with Image.open(out / "samples.jpg") as im:
         assert im.size[0] > 6 * 32 and im.size[1] > 3 * 64
     from ppreid.data.datasets.base import build_dataset
+
     ds = build_dataset("genepers", out)
     assert len(ds.train) == 18 and ds.num_train_pids == 6 and ds.train[0].attributes
 
@@ -105,14 +108,14 @@ def test_resume_repairs_temps_torn_lines_and_missing_images(tmp_path, reference)
     part = out / ".parts" / "manifest.shard-0-of-2.jsonl"
     lines = part.read_text().splitlines(keepends=True)
     victim = json.loads(lines[-1])["file"]
-    part.write_text("".join(lines[:-1]) + lines[-1][:25])          # torn last line, image present
-    (out / victim).write_bytes(b"\xff\xd8 half")                     # ... and the image half-written
+    part.write_text("".join(lines[:-1]) + lines[-1][:25])  # torn last line, image present
+    (out / victim).write_bytes(b"\xff\xd8 half")  # ... and the image half-written
     first = sorted(train.glob("*.jpg"))[0]
-    first.unlink()                                                    # a listed image deleted
-    (train / f".{first.name}.tmp").write_bytes(b"junk")              # an orphan temp
+    first.unlink()  # a listed image deleted
+    (train / f".{first.name}.tmp").write_bytes(b"junk")  # an orphan temp
     timing = out / ".parts" / "timing.shard-0-of-2.jsonl"
     records = timing.read_text().splitlines(keepends=True)
-    timing.write_text("".join(records[:-1]) + records[-1][:10])      # a torn timing record
+    timing.write_text("".join(records[:-1]) + records[-1][:10])  # a torn timing record
     synth(tmp_path, out, *SMALL, "seed=3", "num_shards=2", "shard=0")
     synth(tmp_path, out, *SMALL, "seed=3", "num_shards=2", "shard=1")
     assert files_of(out) == files_of(reference)
@@ -135,7 +138,9 @@ def test_explicit_merge_and_incomplete_merge_message(tmp_path, reference):
     proc = synth(tmp_path, out, *SMALL, "seed=3", "num_shards=2", "shard=1", env={KILL_ENV: "9"}, check=False)
     assert proc.returncode == -9 and len(list((out / "bounding_box_train").glob("*.jpg"))) == 18
     proc = synth(tmp_path, out, "merge_only=true", "num_shards=2", check=False)
-    assert proc.returncode == 1 and "not finished" in proc.stderr and "done marker (of num_shards=2): [1]" in proc.stderr
+    assert (
+        proc.returncode == 1 and "not finished" in proc.stderr and "done marker (of num_shards=2): [1]" in proc.stderr
+    )
     assert "Traceback" not in proc.stderr
     synth(tmp_path, out, *SMALL, "seed=3", "num_shards=2", "shard=1")
     assert files_of(out) == files_of(reference)
@@ -145,13 +150,16 @@ def test_explicit_merge_and_incomplete_merge_message(tmp_path, reference):
     assert files_of(out) == files_of(reference)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["num_shards=0"], "num_shards=0 must be an integer >= 1"),
-    (["shard=2", "num_shards=2"], "shard=2 must be < num_shards=2"),
-    (["num_identities=0"], "num_identities=0 must be an integer >= 1"),
-    (["images_per_identity=[5,3]"], "images_per_identity=[5, 3]"),
-    (["batch_size=0"], "batch_size=0 must be an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["num_shards=0"], "num_shards=0 must be an integer >= 1"),
+        (["shard=2", "num_shards=2"], "shard=2 must be < num_shards=2"),
+        (["num_identities=0"], "num_identities=0 must be an integer >= 1"),
+        (["images_per_identity=[5,3]"], "images_per_identity=[5, 3]"),
+        (["batch_size=0"], "batch_size=0 must be an integer >= 1"),
+    ],
+)
 def test_bad_values_exit_1_with_one_clear_message(tmp_path, args, message):
     proc = synth(tmp_path, tmp_path / "bad", *SMALL, *args, check=False)
     assert proc.returncode == 1
@@ -187,8 +195,17 @@ def test_quality_filter_regenerates_rejected_images_with_the_documented_seed(tmp
 
     plan = SynthPlan(AttributeSchema.from_config(), PromptBuilder.from_config(), 2, 2, 1, (2, 2))
     planned = {i.seed for ident in plan.identities() for i in ident.images}
-    writer = GenePersonWriter(tmp_path / "qf", plan, ProceduralGenerator(), {"t": 1}, 64, 32, progress=False,
-                              quality_filter=_RejectFirst(planned), max_attempts=3)
+    writer = GenePersonWriter(
+        tmp_path / "qf",
+        plan,
+        ProceduralGenerator(),
+        {"t": 1},
+        64,
+        32,
+        progress=False,
+        quality_filter=_RejectFirst(planned),
+        max_attempts=3,
+    )
     assert writer.run()
     entries = [json.loads(line) for line in (tmp_path / "qf" / "manifest.jsonl").read_text().splitlines()]
     by_file = {i.file: i.seed for ident in plan.identities() for i in ident.images}

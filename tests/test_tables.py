@@ -1,4 +1,5 @@
 """experiments/tables.py: tables built only from results.json files, one row per config."""
+
 import csv
 import json
 import subprocess
@@ -7,22 +8,48 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
 from ppreid.reports import tables
+
+REPO = Path(__file__).resolve().parents[1]
 
 HASH_A = "aaaaaaaa11112222"
 HASH_B = "bbbbbbbb33334444"
 
 
-def _write(run_dir: Path, seed: int, test: dict, config_hash: str = HASH_A, legacy: bool = False,
-           identity: dict = None, **top) -> Path:
+def _write(
+    run_dir: Path, seed: int, test: dict, config_hash: str = HASH_A, legacy: bool = False, identity: dict = None, **top
+) -> Path:
     """A results.json as train.py writes it; ``test`` is target -> metrics (fractions)."""
-    ident = {"model": "bot", "backbone": "tiny_cnn", "data": "genepers_mini", "sources": ["genepers"],
-             "targets": sorted(test), "loss": {"ce": 1.0, "triplet": 1.0}, "epochs": 32, "experiment": None,
-             "task_name": "train", "config_hash": config_hash, **(identity or {})}
-    res = {"test": test, "val": {"R1": 0.9, "mAP": 0.8}, "identity": ident, "debug": False, "partial": False,
-           "train": True, "ckpt_path": None, "seed": seed, "model": ident["model"], "data": ident["data"],
-           "git_commit": "abc", "wall_time_s": 1.0, "run_dir": str(run_dir), "overrides": [f"seed={seed}"], **top}
+    ident = {
+        "model": "bot",
+        "backbone": "tiny_cnn",
+        "data": "genepers_mini",
+        "sources": ["genepers"],
+        "targets": sorted(test),
+        "loss": {"ce": 1.0, "triplet": 1.0},
+        "epochs": 32,
+        "experiment": None,
+        "task_name": "train",
+        "config_hash": config_hash,
+        **(identity or {}),
+    }
+    res = {
+        "test": test,
+        "val": {"R1": 0.9, "mAP": 0.8},
+        "identity": ident,
+        "debug": False,
+        "partial": False,
+        "train": True,
+        "ckpt_path": None,
+        "seed": seed,
+        "model": ident["model"],
+        "data": ident["data"],
+        "git_commit": "abc",
+        "wall_time_s": 1.0,
+        "run_dir": str(run_dir),
+        "overrides": [f"seed={seed}"],
+        **top,
+    }
     if legacy:
         del res["identity"]
     run_dir.mkdir(parents=True)
@@ -31,8 +58,9 @@ def _write(run_dir: Path, seed: int, test: dict, config_hash: str = HASH_A, lega
 
 
 def _runs(root: Path, **select):
-    return tables.select_runs([tables.load_result(p) for p in tables.find_results([str(root)])],
-                              warn=lambda _: None, **select)
+    return tables.select_runs(
+        [tables.load_result(p) for p in tables.find_results([str(root)])], warn=lambda _: None, **select
+    )
 
 
 def _col(header, row, name):
@@ -44,11 +72,33 @@ def test_seeds_of_one_config_are_pooled_with_sample_std(tmp_path):
     _write(tmp_path / "m" / "1", 2, {"night": {"R1": 0.70, "mAP": 0.40}})
     _write(tmp_path / "m" / "2", 3, {"night": {"R1": 0.60, "mAP": 0.35}})
     header, rows = tables.build_table(_runs(tmp_path))
-    assert header == ["model", "backbone", "data", "experiment", "runs", "seeds",
-                      "night/R1", "night/mAP", "mean/R1", "mean/mAP"]
+    assert header == [
+        "model",
+        "backbone",
+        "data",
+        "experiment",
+        "runs",
+        "seeds",
+        "night/R1",
+        "night/mAP",
+        "mean/R1",
+        "mean/mAP",
+    ]
     # R1 50, 70, 60: mean 60.0, sample std sqrt((100 + 100 + 0) / 2) = 10.0; mAP 30, 40, 35: 35.0 ± 5.0
-    assert rows == [["bot", "tiny_cnn", "genepers_mini", "-", "3", "1,2,3",
-                     "60.0 ± 10.0", "35.0 ± 5.0", "60.0 ± 10.0", "35.0 ± 5.0"]]
+    assert rows == [
+        [
+            "bot",
+            "tiny_cnn",
+            "genepers_mini",
+            "-",
+            "3",
+            "1,2,3",
+            "60.0 ± 10.0",
+            "35.0 ± 5.0",
+            "60.0 ± 10.0",
+            "35.0 ± 5.0",
+        ]
+    ]
 
 
 def test_same_labels_different_hash_are_two_rows_with_config_column(tmp_path, capsys):
@@ -57,8 +107,10 @@ def test_same_labels_different_hash_are_two_rows_with_config_column(tmp_path, ca
     assert tables.main([str(tmp_path), "--format", "csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "model,backbone,data,experiment,config,runs,seeds,night/R1,night/mAP,mean/R1,mean/mAP"
-    assert lines[1:] == ["bot,tiny_cnn,genepers_mini,-,aaaaaaaa,1,1,50.0,30.0,50.0,30.0",
-                         "bot,tiny_cnn,genepers_mini,-,bbbbbbbb,1,1,90.0,70.0,90.0,70.0"]
+    assert lines[1:] == [
+        "bot,tiny_cnn,genepers_mini,-,aaaaaaaa,1,1,50.0,30.0,50.0,30.0",
+        "bot,tiny_cnn,genepers_mini,-,bbbbbbbb,1,1,90.0,70.0,90.0,70.0",
+    ]
     # a label that tells them apart: no config column unless asked for
     header, rows = tables.build_table(_runs(tmp_path), label=["model", "epochs"])
     assert "config" not in header and [r[:2] for r in rows] == [["bot", "32"], ["bot", "64"]]
@@ -90,9 +142,14 @@ def test_repeated_seed_is_kept_with_a_warning(tmp_path, capsys):
     assert "seed 7" in err and "a/results.json" in err and "b/results.json" in err
 
 
-@pytest.mark.parametrize("kind,top,flag", [("debug", {"debug": True}, "--include-debug"),
-                                           ("eval-only", {"train": False}, "--include-eval-only"),
-                                           ("partial", {"partial": True}, "--include-partial")])
+@pytest.mark.parametrize(
+    "kind,top,flag",
+    [
+        ("debug", {"debug": True}, "--include-debug"),
+        ("eval-only", {"train": False}, "--include-eval-only"),
+        ("partial", {"partial": True}, "--include-partial"),
+    ],
+)
 def test_debug_eval_only_partial_excluded_by_default(tmp_path, capsys, kind, top, flag):
     _write(tmp_path / "ok", 1, {"night": {"R1": 0.5, "mAP": 0.3}})
     _write(tmp_path / "x" / "0", 1, {"night": {"R1": 0.9, "mAP": 0.9}}, HASH_B, **top)
@@ -164,15 +221,22 @@ def test_same_hash_with_different_identity_is_an_error(tmp_path):
 def test_cli_writes_csv_atomically_and_reports_bad_inputs(tmp_path):
     _write(tmp_path / "r", 1, {"night": {"R1": 0.25, "mAP": 0.125}})
     out = tmp_path / "tables" / "t.csv"
-    ok = subprocess.run([sys.executable, str(REPO / "experiments" / "tables.py"), str(tmp_path), "--format", "csv",
-                         "--out", str(out)], capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "tables.py"), str(tmp_path), "--format", "csv", "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stderr
     assert out.read_text().splitlines() == [
         "model,backbone,data,experiment,runs,seeds,night/R1,night/mAP,mean/R1,mean/mAP",
-        "bot,tiny_cnn,genepers_mini,-,1,1,25.0,12.5,25.0,12.5"]
+        "bot,tiny_cnn,genepers_mini,-,1,1,25.0,12.5,25.0,12.5",
+    ]
     assert [p.name for p in out.parent.iterdir()] == ["t.csv"]  # no temp file left behind
-    bad = subprocess.run([sys.executable, str(REPO / "experiments" / "tables.py"), str(tmp_path / "nope")],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "tables.py"), str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "nope" in bad.stderr and "no such" in bad.stderr
     assert "Traceback" not in bad.stderr
 
@@ -192,9 +256,11 @@ def test_unreadable_results_file_is_named(tmp_path, capsys):
 def test_published_rows_below_ours_labelled_by_source(tmp_path, capsys):
     _write(tmp_path / "runs" / "a", 1, {"t1": {"R1": 0.5, "mAP": 0.25}, "t2": {"R1": 0.7, "mAP": 0.35}})
     pub = tmp_path / "published.yaml"
-    pub.write_text("rows:\n"
-                   "  - label: {model: bot}\n    source: 'Paper A, Table 2'\n"
-                   "    metrics: {t1/R1: 60.0, t1/mAP: null, t2/R1: 80.0}\n")
+    pub.write_text(
+        "rows:\n"
+        "  - label: {model: bot}\n    source: 'Paper A, Table 2'\n"
+        "    metrics: {t1/R1: 60.0, t1/mAP: null, t2/R1: 80.0}\n"
+    )
     assert tables.main([str(tmp_path / "runs"), "--label", "model", "--published", str(pub), "--format", "csv"]) == 0
     ours, theirs = list(csv.DictReader(capsys.readouterr().out.splitlines()))
     assert ours["source"] == "ours" and ours["t1/R1"] == "50.0" and ours["mean/mAP"] == "30.0"
@@ -203,12 +269,18 @@ def test_published_rows_below_ours_labelled_by_source(tmp_path, capsys):
     assert theirs["mean/R1"] == "70.0" and theirs["mean/mAP"] == "-"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("rows: []\n", "non-empty list under 'rows:'"),
-    ("rows:\n  - {label: {model: a}, source: s, metrics: {t1/Rank1: 3.0}}\n", "'t1/Rank1' is not <target>/<metric>"),
-    ("rows:\n  - {label: {model: a}, source: s, metrics: {t1/R1: high}}\n", "is not a percentage or null"),
-    ("rows:\n  - {label: {model: a}, metrics: {}}\n", "needs 'label' (mapping), 'source' (text)"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("rows: []\n", "non-empty list under 'rows:'"),
+        (
+            "rows:\n  - {label: {model: a}, source: s, metrics: {t1/Rank1: 3.0}}\n",
+            "'t1/Rank1' is not <target>/<metric>",
+        ),
+        ("rows:\n  - {label: {model: a}, source: s, metrics: {t1/R1: high}}\n", "is not a percentage or null"),
+        ("rows:\n  - {label: {model: a}, metrics: {}}\n", "needs 'label' (mapping), 'source' (text)"),
+    ],
+)
 def test_bad_published_file_is_named_before_reading_runs(tmp_path, capsys, text, message):
     pub = tmp_path / "pub.yaml"
     pub.write_text(text)
@@ -224,8 +296,12 @@ def test_paired_differences_by_seed_hand_case(tmp_path, capsys):
     """A - B per seed and target, their mean over targets, then mean ± sample std over the paired seeds."""
     from ppreid.reports import paired
 
-    for seed, (a1, a2, b1, b2) in {1: (0.50, 0.70, 0.40, 0.60), 2: (0.52, 0.68, 0.50, 0.62),
-                                   3: (0.60, 0.80, 0.55, 0.71), 4: (0.1, 0.1, 0.1, 0.1)}.items():
+    for seed, (a1, a2, b1, b2) in {
+        1: (0.50, 0.70, 0.40, 0.60),
+        2: (0.52, 0.68, 0.50, 0.62),
+        3: (0.60, 0.80, 0.55, 0.71),
+        4: (0.1, 0.1, 0.1, 0.1),
+    }.items():
         if seed != 4:
             _write(tmp_path / "a" / f"s{seed}", seed, {"t1": {"mAP": a1}, "t2": {"mAP": a2}})
         _write(tmp_path / "b" / f"s{seed}", seed, {"t1": {"mAP": b1}, "t2": {"mAP": b2}}, config_hash=HASH_B)

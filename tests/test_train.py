@@ -1,4 +1,5 @@
 """End-to-end runs of train.py's pipeline on tiny data: real training, real files, real metrics."""
+
 from __future__ import annotations
 
 import json
@@ -6,11 +7,21 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, TINY, run_train
 
-REAL_DATA = ["market1501", "dukemtmc", "msmt17", "cuhk03np", "cuhk03np_detected", "genepers", "dg_market1501",
-             "dg_msmt17", "dg_randperson", "dg_unrealperson", "dg_clonedperson"]
+REAL_DATA = [
+    "market1501",
+    "dukemtmc",
+    "msmt17",
+    "cuhk03np",
+    "cuhk03np_detected",
+    "genepers",
+    "dg_market1501",
+    "dg_msmt17",
+    "dg_randperson",
+    "dg_unrealperson",
+    "dg_clonedperson",
+]
 
 
 def _results(out: Path) -> dict:
@@ -49,8 +60,7 @@ def test_train_then_results_json_and_checkpoint(trained_market):
 
 def test_eval_checkpoint_equals_end_of_training(trained_market, reid_data_dir, tmp_path):
     trained, _, ckpt = trained_market
-    evaluated = run_train(TINY + ["data=market1501", "train=false", f"ckpt_path={ckpt}"],
-                          tmp_path / "b", reid_data_dir)
+    evaluated = run_train(TINY + ["data=market1501", "train=false", f"ckpt_path={ckpt}"], tmp_path / "b", reid_data_dir)
     assert evaluated["test"] == trained["test"]
 
 
@@ -58,8 +68,7 @@ def test_resume_from_last_ckpt_continues_training(reid_data_dir, tmp_path):
     run_train(TINY + ["data=market1501", "trainer.max_epochs=1"], tmp_path / "a", reid_data_dir)
     ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
     first = torch.load(ckpt, map_location="cpu", weights_only=False)
-    run_train(TINY + ["data=market1501", "trainer.max_epochs=3", f"ckpt_path={ckpt}"],
-              tmp_path / "b", reid_data_dir)
+    run_train(TINY + ["data=market1501", "trainer.max_epochs=3", f"ckpt_path={ckpt}"], tmp_path / "b", reid_data_dir)
     resumed = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert first["epoch"] == 0 and resumed["epoch"] == 2
     steps_per_epoch = first["global_step"]
@@ -76,8 +85,19 @@ def test_untrained_evaluation_runs_with_train_false(reid_data_dir, tmp_path):
 
 def test_training_lowers_the_loss(reid_data_dir, tmp_path):
     import csv
-    run_train(TINY + ["data=market1501", "trainer.max_epochs=6", "trainer.log_every_n_steps=1",
-                      "model.scheduler.warmup_epochs=0", "data.val_split.identities=0"], tmp_path, reid_data_dir)
+
+    run_train(
+        TINY
+        + [
+            "data=market1501",
+            "trainer.max_epochs=6",
+            "trainer.log_every_n_steps=1",
+            "model.scheduler.warmup_epochs=0",
+            "data.val_split.identities=0",
+        ],
+        tmp_path,
+        reid_data_dir,
+    )
     rows = list(csv.DictReader(open(next((tmp_path / "csv").rglob("metrics.csv")))))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert len(losses) >= 6
@@ -87,28 +107,39 @@ def test_training_lowers_the_loss(reid_data_dir, tmp_path):
 
 def test_multi_source_training_merges_identities(reid_data_dir, tmp_path):
     root = reid_data_dir
-    res = run_train(TINY + [
-        "data=market1501",
-        "data.sources=[{dataset: market1501, root: " + str(root / "Market-1501-v15.09.15") + "},"
-        "{dataset: dukemtmc, root: " + str(root / "DukeMTMC-reID") + "}]",
-        "debug=fdr"], tmp_path, reid_data_dir)
+    res = run_train(
+        TINY
+        + [
+            "data=market1501",
+            "data.sources=[{dataset: market1501, root: " + str(root / "Market-1501-v15.09.15") + "},"
+            "{dataset: dukemtmc, root: " + str(root / "DukeMTMC-reID") + "}]",
+            "debug=fdr",
+        ],
+        tmp_path,
+        reid_data_dir,
+    )
     assert "market1501" in res["test"]
 
 
 def test_ddp_sim_evaluation_equals_single_process(trained_market, reid_data_dir, tmp_path):
     ckpt = trained_market[2]
-    single = run_train(TINY + ["data=market1501", "train=false", f"ckpt_path={ckpt}"],
-                       tmp_path / "cpu", reid_data_dir)
-    ddp = run_train(TINY + ["data=market1501", "train=false", f"ckpt_path={ckpt}", "trainer=ddp_sim"],
-                    tmp_path / "ddp", reid_data_dir)
+    single = run_train(TINY + ["data=market1501", "train=false", f"ckpt_path={ckpt}"], tmp_path / "cpu", reid_data_dir)
+    ddp = run_train(
+        TINY + ["data=market1501", "train=false", f"ckpt_path={ckpt}", "trainer=ddp_sim"],
+        tmp_path / "ddp",
+        reid_data_dir,
+    )
     assert json.loads((tmp_path / "ddp" / "results.json").read_text())["test"] == single["test"]
     assert ddp["test"] == single["test"]
 
 
 @pytest.mark.slow
 def test_ddp_sim_training_runs(reid_data_dir, tmp_path):
-    res = run_train(TINY + ["data=market1501", "trainer=ddp_sim", "trainer.max_epochs=1",
-                            "data.val_split.identities=0"], tmp_path, reid_data_dir)  # 2 ranks x P=4 need 8 ids
+    res = run_train(
+        TINY + ["data=market1501", "trainer=ddp_sim", "trainer.max_epochs=1", "data.val_split.identities=0"],
+        tmp_path,
+        reid_data_dir,
+    )  # 2 ranks x P=4 need 8 ids
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert 0.0 <= res["test"]["market1501"]["mAP"] <= 1.0
 
@@ -122,9 +153,15 @@ def _uses_clip(experiment: str) -> bool:
 
 
 # Experiments on the embedded data (no data override, e.g. the sandbox privacy rows): a toy GenePerson-mini.
-TOY_MINI = ["data.prepare.num_identities=8", "data.prepare.images_per_identity=4", "data.prepare.target_identities=4",
-            "data.prepare.gallery_per_identity=2", "data.prepare.height=32", "data.prepare.width=16",
-            "data.prepare.progress=false"]
+TOY_MINI = [
+    "data.prepare.num_identities=8",
+    "data.prepare.images_per_identity=4",
+    "data.prepare.target_identities=4",
+    "data.prepare.gallery_per_identity=2",
+    "data.prepare.height=32",
+    "data.prepare.width=16",
+    "data.prepare.progress=false",
+]
 
 
 def _on_embedded_data(experiment: str) -> bool:
@@ -134,18 +171,27 @@ def _on_embedded_data(experiment: str) -> bool:
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_fast_dev_run_every_experiment_config(experiment, reid_data_dir, tmp_path):
     # the experiment's real data/trainer choices, with a tiny CPU backbone and no weight download
-    tiny = [o for o in TINY if not o.startswith("backbone")] + ["backbone=clip_tiny"] if _uses_clip(experiment) else TINY
+    tiny = (
+        [o for o in TINY if not o.startswith("backbone")] + ["backbone=clip_tiny"] if _uses_clip(experiment) else TINY
+    )
     toy = TOY_MINI if _on_embedded_data(experiment) else []
-    res = run_train([f"experiment={experiment}"] + tiny + ["backbone.pretrained=null", "debug=fdr"] + toy,
-                    tmp_path, reid_data_dir)
+    res = run_train(
+        [f"experiment={experiment}"] + tiny + ["backbone.pretrained=null", "debug=fdr"] + toy, tmp_path, reid_data_dir
+    )
     assert res["test"], res
 
 
 def test_default_config_writes_mini_data_and_evaluates_every_target(tmp_path):
     """The default `python train.py` path (data=genepers_mini), at toy size: data written on first use."""
-    small = ["data.prepare.num_identities=8", "data.prepare.images_per_identity=4",
-             "data.prepare.target_identities=4", "data.prepare.gallery_per_identity=2",
-             "data.prepare.height=32", "data.prepare.width=16", "data.prepare.progress=false"]
+    small = [
+        "data.prepare.num_identities=8",
+        "data.prepare.images_per_identity=4",
+        "data.prepare.target_identities=4",
+        "data.prepare.gallery_per_identity=2",
+        "data.prepare.height=32",
+        "data.prepare.width=16",
+        "data.prepare.progress=false",
+    ]
     res = run_train(TINY + small, tmp_path / "run", tmp_path / "data")
     mini = tmp_path / "data" / "GenePerson-mini"
     assert (mini / "source" / "manifest.jsonl").is_file()
@@ -170,9 +216,20 @@ def test_precision_auto_follows_the_cpu(native, monkeypatch):
 def test_bf16_mixed_training_lowers_the_loss_and_evaluates(reid_data_dir, tmp_path):
     """The default run's arithmetic on native-bf16 CPUs (trainer.precision=auto), typed here on any CPU."""
     import csv
-    res = run_train(TINY + ["data=market1501", "trainer.max_epochs=6", "trainer.log_every_n_steps=1",
-                            "trainer.precision=auto", "model.scheduler.warmup_epochs=0", "data.val_split.identities=0"],
-                    tmp_path, reid_data_dir)
+
+    res = run_train(
+        TINY
+        + [
+            "data=market1501",
+            "trainer.max_epochs=6",
+            "trainer.log_every_n_steps=1",
+            "trainer.precision=auto",
+            "model.scheduler.warmup_epochs=0",
+            "data.val_split.identities=0",
+        ],
+        tmp_path,
+        reid_data_dir,
+    )
     cfg = (tmp_path / "config_resolved.yaml").read_text()
     assert "precision: bf16-mixed" in cfg or "precision: 32-true" in cfg  # auto resolved before the Trainer
     rows = list(csv.DictReader(open(next((tmp_path / "csv").rglob("metrics.csv")))))
@@ -183,7 +240,10 @@ def test_bf16_mixed_training_lowers_the_loss_and_evaluates(reid_data_dir, tmp_pa
 
 
 def test_bf16_mixed_typed_trains(reid_data_dir, tmp_path):
-    res = run_train(TINY + ["data=market1501", "trainer.precision=bf16-mixed", "data.val_split.identities=0"],
-                    tmp_path, reid_data_dir)
+    res = run_train(
+        TINY + ["data=market1501", "trainer.precision=bf16-mixed", "data.val_split.identities=0"],
+        tmp_path,
+        reid_data_dir,
+    )
     assert "precision: bf16-mixed" in (tmp_path / "config_resolved.yaml").read_text()
     assert res["test"]["market1501"]["mAP"] > 0

@@ -1,4 +1,5 @@
 """Train/test transforms: shapes, exact normalization, determinism, each augmentation's effect."""
+
 import pytest
 import torch
 from PIL import Image
@@ -26,8 +27,7 @@ def test_shapes():
 def test_test_transform_is_exact_and_deterministic():
     t = build_transforms(height=8, width=4, is_train=False)
     out = t(Image.new("RGB", (20, 40), (255, 128, 0)))
-    expected = torch.tensor([(255 / 255 - MEAN[0]) / STD[0], (128 / 255 - MEAN[1]) / STD[1],
-                             (0 - MEAN[2]) / STD[2]])
+    expected = torch.tensor([(255 / 255 - MEAN[0]) / STD[0], (128 / 255 - MEAN[1]) / STD[1], (0 - MEAN[2]) / STD[2]])
     assert torch.allclose(out, expected[:, None, None].expand(3, 8, 4), atol=1e-6)
     img = gradient_image()
     torch.manual_seed(0)

@@ -22,23 +22,25 @@ Outputs: the ``privacy`` and ``audit`` sections of results.json and ``reconstruc
 the privacy audit page in docs/ explains every field. Scoring lives in ``scoring.py``, the
 pictures, log lines and the ``audit`` block in ``report.py``, the attackers in ``src/ppreid/audit/attackers``.
 """
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ppreid.metrics.attribute_probe import probe_attributes
 from ppreid.audit import report as report
 from ppreid.audit import scoring as scoring
-from ppreid.training.checkpoint import load_model_from_checkpoint
-from ppreid.models.reid_module import ReIDModule
 from ppreid.audit.attackers.images import ImageSpace, resize, to_uint8
+from ppreid.metrics.attribute_probe import probe_attributes
+from ppreid.models.reid_module import ReIDModule
+from ppreid.training.checkpoint import load_model_from_checkpoint
 from ppreid.utils.errors import ConfigValueError
 
 log = logging.getLogger(__name__)
@@ -46,10 +48,14 @@ log = logging.getLogger(__name__)
 ATTACKERS = ("l1", "gan", "diffusion", "optim")
 AUDIT_SPLITS = ("cross", "in_domain", "both")
 SSIM_WINDOW = 11
-HOW_TO_GET_ONE = ("a checkpoints/last.ckpt written by `python train.py` (model=bot, clipreid, pdm or privacy_gan), "
-                  "e.g. model.extractor_ckpt=logs/train/runs/<run>/checkpoints/last.ckpt")
-DEFAULT_PROBES = {"nuisance": ["viewpoint", "weather", "background", "camera"],
-                  "soft_biometric": ["gender", "age_group", "skin_tone"]}
+HOW_TO_GET_ONE = (
+    "a checkpoints/last.ckpt written by `python train.py` (model=bot, clipreid, pdm or privacy_gan), "
+    "e.g. model.extractor_ckpt=logs/train/runs/<run>/checkpoints/last.ckpt"
+)
+DEFAULT_PROBES = {
+    "nuisance": ["viewpoint", "weather", "background", "camera"],
+    "soft_biometric": ["gender", "age_group", "skin_tone"],
+}
 
 
 class AttackModel(ReIDModule):
@@ -57,38 +63,57 @@ class AttackModel(ReIDModule):
 
     loads_own_weights = True  # train=false without ckpt_path: the extractor comes from model.extractor_ckpt
 
-    def __init__(self, extractor_ckpt: Optional[str] = None, attackers: Sequence[str] = ATTACKERS,
-                 attack_size: Sequence[int] = (64, 32), l1: Optional[Callable] = None, gan: Optional[Callable] = None,
-                 diffusion: Optional[Callable] = None, optim: Optional[Callable] = None,
-                 reference_ckpt: Optional[str] = None, audit_split: str = "both", split_seed: int = 0,
-                 in_domain_steps: float = 1.0,
-                 max_scored_images: Optional[int] = None, train_flip: bool = True,
-                 probes: Optional[Dict[str, Any]] = None, num_pictures: int = 8, reconstruct_batch_size: int = 256,
-                 name: str = "attack") -> None:
+    def __init__(
+        self,
+        extractor_ckpt: str | None = None,
+        attackers: Sequence[str] = ATTACKERS,
+        attack_size: Sequence[int] = (64, 32),
+        l1: Callable | None = None,
+        gan: Callable | None = None,
+        diffusion: Callable | None = None,
+        optim: Callable | None = None,
+        reference_ckpt: str | None = None,
+        audit_split: str = "both",
+        split_seed: int = 0,
+        in_domain_steps: float = 1.0,
+        max_scored_images: int | None = None,
+        train_flip: bool = True,
+        probes: dict[str, Any] | None = None,
+        num_pictures: int = 8,
+        reconstruct_batch_size: int = 256,
+        name: str = "attack",
+    ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["l1", "gan", "diffusion", "optim"], logger=False)
         if not extractor_ckpt:
-            raise ConfigValueError(f"model=attack needs the checkpoint to audit: give model.extractor_ckpt=<path>, "
-                                   f"{HOW_TO_GET_ONE}.")
+            raise ConfigValueError(
+                f"model=attack needs the checkpoint to audit: give model.extractor_ckpt=<path>, {HOW_TO_GET_ONE}."
+            )
         attackers = [str(a) for a in attackers]
         unknown = [a for a in attackers if a not in ATTACKERS]
         if unknown or not attackers:
             problem = f"unknown attacker {unknown[0]!r}" if unknown else "empty"
-            raise ConfigValueError(f"model.attackers={attackers}: {problem}; choose from {', '.join(ATTACKERS)} "
-                                   "(e.g. model.attackers=[l1,gan]).")
+            raise ConfigValueError(
+                f"model.attackers={attackers}: {problem}; choose from {', '.join(ATTACKERS)} "
+                "(e.g. model.attackers=[l1,gan])."
+            )
         self.factories = {"l1": l1, "gan": gan, "diffusion": diffusion, "optim": optim}
         missing = [a for a in attackers if self.factories[a] is None]
         if missing:
-            raise ConfigValueError(f"model.attackers names {missing[0]} but model.{missing[0]} has no settings; "
-                                   "use the model=attack config (conf/model/attack.yaml) or give them.")
+            raise ConfigValueError(
+                f"model.attackers names {missing[0]} but model.{missing[0]} has no settings; "
+                "use the model=attack config (conf/model/attack.yaml) or give them."
+            )
         if audit_split not in AUDIT_SPLITS:
             raise ConfigValueError(f"model.audit_split={audit_split!r}; use one of {', '.join(AUDIT_SPLITS)}.")
         if max_scored_images is not None and int(max_scored_images) < 2:
             raise ConfigValueError(f"model.max_scored_images={max_scored_images}; give null (all) or an int >= 2.")
         self.attack_size = tuple(int(s) for s in attack_size)
         if len(self.attack_size) != 2 or min(self.attack_size) < SSIM_WINDOW:
-            raise ConfigValueError(f"model.attack_size={list(attack_size)}: give [height, width], both >= "
-                                   f"{SSIM_WINDOW} (the SSIM window), e.g. [64, 32].")
+            raise ConfigValueError(
+                f"model.attack_size={list(attack_size)}: give [height, width], both >= "
+                f"{SSIM_WINDOW} (the SSIM window), e.g. [64, 32]."
+            )
         self.extractor_ckpt = str(extractor_ckpt)
         self.extractor, self.extractor_spec = load_model_from_checkpoint(extractor_ckpt, key="model.extractor_ckpt")
         self.extractor.requires_grad_(False)
@@ -105,21 +130,26 @@ class AttackModel(ReIDModule):
         self.attacker_settings = {a: report.describe(self.factories[a]) for a in attackers}
         self.splits = ("cross", "in_domain") if audit_split == "both" else (audit_split,)
         if not 0.0 < float(in_domain_steps) <= 1.0:
-            raise ConfigValueError(f"model.in_domain_steps={in_domain_steps}: the fraction of each attacker's steps "
-                                   "that the in-domain attackers take, in (0, 1].")
+            raise ConfigValueError(
+                f"model.in_domain_steps={in_domain_steps}: the fraction of each attacker's steps "
+                "that the in-domain attackers take, in (0, 1]."
+            )
         self.split_seed, self.train_flip = int(split_seed), bool(train_flip)
         self.in_domain_steps = float(in_domain_steps)
         self.max_scored = None if max_scored_images is None else int(max_scored_images)
-        self.probes = {**{"enabled": True, "steps": 300, "lr": 0.05, "weight_decay": 1e-3}, **DEFAULT_PROBES,
-                       **dict(probes or {})}
+        self.probes = {
+            **{"enabled": True, "steps": 300, "lr": 0.05, "weight_decay": 1e-3},
+            **DEFAULT_PROBES,
+            **dict(probes or {}),
+        }
         self.num_pictures, self.reconstruct_batch_size = int(num_pictures), int(reconstruct_batch_size)
-        self.suites: Dict[str, Dict[str, Any]] = {}
-        self.collected: Dict[int, Dict[str, List[Any]]] = {}
-        self.cost: Dict[str, float] = {}  # part -> wall seconds
-        self.cost_cpu: Dict[str, float] = {}  # part -> CPU seconds of this process (less sensitive to load)
+        self.suites: dict[str, dict[str, Any]] = {}
+        self.collected: dict[int, dict[str, list[Any]]] = {}
+        self.cost: dict[str, float] = {}  # part -> wall seconds
+        self.cost_cpu: dict[str, float] = {}  # part -> CPU seconds of this process (less sensitive to load)
 
     @property
-    def backbone_name(self) -> Optional[str]:
+    def backbone_name(self) -> str | None:
         """The audited extractor's backbone (model=attack has none of its own)."""
         return self.extractor_spec["choices"].get("backbone")
 
@@ -138,28 +168,40 @@ class AttackModel(ReIDModule):
         """[0, 1] images (N,3,h,w) -> E's stored features (or the reference's), in batches, on the CPU."""
         out = []
         for i in range(0, unit.shape[0], self.reconstruct_batch_size):
-            x = unit[i:i + self.reconstruct_batch_size].to(self.device)
+            x = unit[i : i + self.reconstruct_batch_size].to(self.device)
             with torch.no_grad():
-                f = (self.reference.extract_features(self.reference_space.from_unit(x)) if reference
-                     else self.eval_features(self.space.from_unit(x)))
+                f = (
+                    self.reference.extract_features(self.reference_space.from_unit(x))
+                    if reference
+                    else self.eval_features(self.space.from_unit(x))
+                )
             out.append(f.float().cpu())
         return torch.cat(out)
 
     # ----------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
         if stage == "fit":
-            raise ConfigValueError("model=attack trains its attackers inside the audit (the test stage) and never "
-                                   "trains the extractor; run it with train=false (the default of model=attack).")
+            raise ConfigValueError(
+                "model=attack trains its attackers inside the audit (the test stage) and never "
+                "trains the extractor; run it with train=false (the default of model=attack)."
+            )
         if self.trainer.world_size > 1:
-            raise ConfigValueError("model=attack runs in one process (its attackers train on one device); use "
-                                   "trainer=cpu or trainer=gpu.")
+            raise ConfigValueError(
+                "model=attack runs in one process (its attackers train on one device); use trainer=cpu or trainer=gpu."
+            )
         dm = self.trainer.datamodule
         dm.height, dm.width = self.input_size
         for tf in (dm.train_transform_cfg, dm.test_transform_cfg):
             tf["mean"], tf["std"] = self.space.mean.flatten().tolist(), self.space.std.flatten().tolist()
-        log.info("auditing %s (%s, backbone %s, input %dx%d); attackers %s with their nulls, splits %s",
-                 self.extractor_ckpt, self.extractor_spec["choices"].get("model"), self.backbone_name,
-                 *self.input_size, ", ".join(self.attacker_names), " + ".join(self.splits))
+        log.info(
+            "auditing %s (%s, backbone %s, input %dx%d); attackers %s with their nulls, splits %s",
+            self.extractor_ckpt,
+            self.extractor_spec["choices"].get("model"),
+            self.backbone_name,
+            *self.input_size,
+            ", ".join(self.attacker_names),
+            " + ".join(self.splits),
+        )
         super().setup(stage)
 
     def training_step(self, batch, batch_idx):
@@ -188,8 +230,9 @@ class AttackModel(ReIDModule):
             return min(steps, limit)
         return max(1, int(round(steps * float(limit)))) if limit is not None and float(limit) < 1.0 else steps
 
-    def _train_suite(self, split: str, feats: torch.Tensor, images: torch.Tensor,
-                     step_fraction: float = 1.0) -> Dict[str, Any]:
+    def _train_suite(
+        self, split: str, feats: torch.Tensor, images: torch.Tensor, step_fraction: float = 1.0
+    ) -> dict[str, Any]:
         """Every attacker kind and its null trained from scratch on (feats (N,D), images (N,3,h,w) uint8) for
         ``step_fraction`` of its steps; ``split`` names the suite in the log and the cost (``cross``,
         ``in_domain/<target>``)."""
@@ -198,8 +241,16 @@ class AttackModel(ReIDModule):
         mean_image = images.float().mean(0, keepdim=True) / 255.0
         gen = torch.Generator().manual_seed(int(torch.initial_seed()) % (2**31))
         shuffled = z[torch.randperm(z.shape[0], generator=gen)]
-        suite = {"feat_mean": mean, "feat_std": std, "mean_image": mean_image, "pairs": int(z.shape[0]),
-                 "attackers": {}, "nulls": {}, "steps": {}, "train_time_s": {}}
+        suite = {
+            "feat_mean": mean,
+            "feat_std": std,
+            "mean_image": mean_image,
+            "pairs": int(z.shape[0]),
+            "attackers": {},
+            "nulls": {},
+            "steps": {},
+            "train_time_s": {},
+        }
         for name in self.attacker_names:
             for role, inputs in (("attackers", z), ("nulls", shuffled)):
                 attacker = self.factories[name]()
@@ -208,8 +259,10 @@ class AttackModel(ReIDModule):
                 if self.trainer.fast_dev_run:
                     attacker.quick()
                 if hasattr(attacker, "bind"):  # white-box: E and this split's standardization and mean image
-                    attacker.bind(lambda x: (self.eval_features(self.space.from_unit(x)) - mean.to(x))
-                                  / std.to(x), mean_image.to(self.device))
+                    attacker.bind(
+                        lambda x: (self.eval_features(self.space.from_unit(x)) - mean.to(x)) / std.to(x),
+                        mean_image.to(self.device),
+                    )
                 steps = self._limited_steps(max(1, round(attacker.steps * step_fraction)))
                 if attacker.needs_training:
                     label = f"{split}/{name}" + (" null" if role == "nulls" else "")
@@ -226,9 +279,14 @@ class AttackModel(ReIDModule):
         return suite
 
     def _reconstruct(self, attacker: nn.Module, z: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        out = [attacker.reconstruct(z[i:i + self.reconstruct_batch_size].to(self.device),
-                                    index[i:i + self.reconstruct_batch_size]).float().cpu()
-               for i in range(0, z.shape[0], self.reconstruct_batch_size)]
+        out = [
+            attacker.reconstruct(
+                z[i : i + self.reconstruct_batch_size].to(self.device), index[i : i + self.reconstruct_batch_size]
+            )
+            .float()
+            .cpu()
+            for i in range(0, z.shape[0], self.reconstruct_batch_size)
+        ]
         return torch.cat(out).clamp(0.0, 1.0)
 
     # ----------------------------------------------------------------- cross-domain training pairs
@@ -250,23 +308,30 @@ class AttackModel(ReIDModule):
         would teach the attacker an ambiguity, not a reversal."""
         dm = self.trainer.datamodule
         dm.setup_sources()
-        loader = DataLoader(dm.train_dataset(augment=False), batch_size=dm.test_batch_size, shuffle=False,
-                            num_workers=dm.num_workers)
+        loader = DataLoader(
+            dm.train_dataset(augment=False), batch_size=dm.test_batch_size, shuffle=False, num_workers=dm.num_workers
+        )
         mirror = self.train_flip and not self.eval_options.flip
         if self.train_flip and not mirror:
             log.info("model.train_flip is moot with eval.flip=true (flip-averaged features): one pair per image")
-        max_batches = 1 if self.trainer.fast_dev_run else (
-            self.trainer.limit_train_batches if isinstance(self.trainer.limit_train_batches, int) else None)
+        max_batches = (
+            1
+            if self.trainer.fast_dev_run
+            else (self.trainer.limit_train_batches if isinstance(self.trainer.limit_train_batches, int) else None)
+        )
         feats, images = [], []
         for i, batch in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
             x = batch["image"].to(self.device)
-            for view in ([x, torch.flip(x, dims=[3])] if mirror else [x]):
+            for view in [x, torch.flip(x, dims=[3])] if mirror else [x]:
                 feats.append(self.eval_features(view).float().cpu())
                 images.append(to_uint8(resize(self.space.to_unit(view), self.attack_size)))
-        log.info("features of %d training images extracted (%s)", sum(map(len, feats)) // (1 + mirror),
-                 "and of their mirror images" if mirror else "no mirror images")
+        log.info(
+            "features of %d training images extracted (%s)",
+            sum(map(len, feats)) // (1 + mirror),
+            "and of their mirror images" if mirror else "no mirror images",
+        )
         return torch.cat(feats), torch.cat(images)
 
     # ----------------------------------------------------------------- test
@@ -290,16 +355,17 @@ class AttackModel(ReIDModule):
             for i, target in enumerate(self.trainer.datamodule.targets):
                 if i in self.collected:
                     m_ap = (utility.get(target.name) or {}).get("mAP")
-                    privacy[target.name] = self._audit_target(target, scoring.target_data(target, self.collected[i]),
-                                                              None if m_ap is None else float(m_ap))
+                    privacy[target.name] = self._audit_target(
+                        target, scoring.target_data(target, self.collected[i]), None if m_ap is None else float(m_ap)
+                    )
         self.collected = {}
         report.log_cost(self.cost, self.cost_cpu)
         self.extra_results = {"privacy": privacy, "audit": self._audit_block()}
 
-    def _audit_target(self, target, data: Dict[str, Any], m_ap: Optional[float]) -> Dict[str, Any]:
+    def _audit_target(self, target, data: dict[str, Any], m_ap: float | None) -> dict[str, Any]:
         """The ``privacy`` entry of one target: cross-domain fields at the top, ``in_domain`` and ``probes``."""
         everyone = torch.ones(len(data["pids"]), dtype=torch.bool)
-        out: Dict[str, Any] = {"num_images": int(everyone.sum()), "num_queries": int(data["is_query"].sum())}
+        out: dict[str, Any] = {"num_images": int(everyone.sum()), "num_queries": int(data["is_query"].sum())}
         pictures = None
         if "cross" in self.splits:
             start = self._clock()
@@ -313,32 +379,47 @@ class AttackModel(ReIDModule):
                 out["in_domain"] = None
                 log.warning("in-domain audit of %s skipped: fewer than 4 identities", target.name)
             else:
-                suite = self._train_suite(f"in_domain/{target.name}", data["feats"][train], data["images"][train],
-                                          self.in_domain_steps)
+                suite = self._train_suite(
+                    f"in_domain/{target.name}", data["feats"][train], data["images"][train], self.in_domain_steps
+                )
                 start = self._clock()
                 res, recons = scoring.score_suite(self, suite, data, scored, m_ap)
                 self._timed(f"in_domain/{target.name}/score", start)
-                out["in_domain"] = {"num_train_images": int(train.sum()),
-                                    "num_train_identities": len(set(data["pids"][train].tolist())), **res}
+                out["in_domain"] = {
+                    "num_train_images": int(train.sum()),
+                    "num_train_identities": len(set(data["pids"][train].tolist())),
+                    **res,
+                }
                 report.log_target(target.name, "in-domain", res)
                 pictures = pictures or recons
         if self.probes.get("enabled", True):
             start = self._clock()
             groups = {g: self.probes[g] for g in ("nuisance", "soft_biometric")}
-            probes = probe_attributes(data["feats"][train], [data["attrs"][i] for i in torch.nonzero(train).flatten()],
-                                      data["feats"][scored],
-                                      [data["attrs"][i] for i in torch.nonzero(scored).flatten()], groups,
-                                      1 if self.trainer.fast_dev_run else int(self.probes["steps"]),
-                                      float(self.probes["lr"]), float(self.probes["weight_decay"]))
+            probes = probe_attributes(
+                data["feats"][train],
+                [data["attrs"][i] for i in torch.nonzero(train).flatten()],
+                data["feats"][scored],
+                [data["attrs"][i] for i in torch.nonzero(scored).flatten()],
+                groups,
+                1 if self.trainer.fast_dev_run else int(self.probes["steps"]),
+                float(self.probes["lr"]),
+                float(self.probes["weight_decay"]),
+            )
             out["probes"] = {"split": "held-out identities of this target (trained on the in-domain half)", **probes}
             self._timed(f"probes/{target.name}", start)
         if pictures is not None and self.trainer.is_global_zero and self.num_pictures > 0:
             real, recons, rows = pictures
-            report.save_reconstructions(Path(self.trainer.default_root_dir) / f"reconstructions_{target.name}.png",
-                                        real, recons, data["pids"], rows[: self.num_pictures], self.trainer.loggers,
-                                        key=f"privacy/reconstructions_{target.name}")
+            report.save_reconstructions(
+                Path(self.trainer.default_root_dir) / f"reconstructions_{target.name}.png",
+                real,
+                recons,
+                data["pids"],
+                rows[: self.num_pictures],
+                self.trainer.loggers,
+                key=f"privacy/reconstructions_{target.name}",
+            )
         return out
 
-    def _audit_block(self) -> Dict[str, Any]:
+    def _audit_block(self) -> dict[str, Any]:
         dm = self.trainer.datamodule
         return report.audit_block(self, dm.name, dm.target_names)

@@ -1,5 +1,6 @@
 """What the privacy audit (``model=attack``) writes besides its numbers: the reconstruction sheet, the
 log lines, and the ``audit`` block of results.json (what was audited, with what, at which cost)."""
+
 from __future__ import annotations
 
 import functools
@@ -7,8 +8,9 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any
 
 import torch
 
@@ -21,24 +23,34 @@ SHORT_NAMES = {"diffusion": "diff"}
 PRIVACY_SETTINGS = ("privacy_weight", "privacy_loss", "d_weight", "defence", "bottleneck")
 
 
-def run_identity(ckpt_path: str) -> Dict[str, Any]:
+def run_identity(ckpt_path: str) -> dict[str, Any]:
     """What the checkpoint's run folder says about it (``<run>/results.json`` next to ``checkpoints/``)."""
     results = Path(ckpt_path).expanduser().resolve().parent.parent / "results.json"
     try:
         res = json.loads(results.read_text())
     except (OSError, ValueError):
         return {}
-    overrides = [o for o in res.get("overrides") or [] if not o.split("=", 1)[0].lstrip("+~") in ("seed", "ckpt_path")
-                 and not o.startswith("hydra.")]
-    return {"identity": res.get("identity"), "seed": res.get("seed"), "overrides": overrides,
-            "test": res.get("test"), "results": str(results)}
+    overrides = [
+        o
+        for o in res.get("overrides") or []
+        if o.split("=", 1)[0].lstrip("+~") not in ("seed", "ckpt_path") and not o.startswith("hydra.")
+    ]
+    return {
+        "identity": res.get("identity"),
+        "seed": res.get("seed"),
+        "overrides": overrides,
+        "test": res.get("test"),
+        "results": str(results),
+    }
 
 
 def describe(obj: Any) -> Any:
     """Attacker settings as plain data (a ``functools.partial`` -> its target and keywords), for hashing."""
     if isinstance(obj, functools.partial):
-        return {"_target_": f"{obj.func.__module__}.{obj.func.__qualname__}",
-                **{k: describe(v) for k, v in obj.keywords.items()}}
+        return {
+            "_target_": f"{obj.func.__module__}.{obj.func.__qualname__}",
+            **{k: describe(v) for k, v in obj.keywords.items()},
+        }
     if isinstance(obj, dict):
         return {k: describe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -46,24 +58,41 @@ def describe(obj: Any) -> Any:
     return obj
 
 
-def spec_hash(spec: Dict[str, Any]) -> str:
+def spec_hash(spec: dict[str, Any]) -> str:
     blob = json.dumps({k: spec.get(k) for k in ("model", "choices", "input")}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def log_target(name: str, split: str, out: Dict[str, Any]) -> None:
+def log_target(name: str, split: str, out: dict[str, Any]) -> None:
     """One INFO line per target and split: each attacker's SSIM, its null's and the gain, the leakage."""
+
     def leak(r):
         return "" if r.get("leakage_norm") is None else f", leak {r['leakage_norm']:+.2f}"
 
-    parts = "; ".join(f"{a} SSIM {r['ssim']:.3f} (null {r['null_ssim']:.3f}, gain {r['ssim_gain']:+.3f}{leak(r)})"
-                      for a, r in out["attackers"].items())
-    log.info("privacy of %s (%s): mean image SSIM %.3f; %s; strongest %s, most leaking %s", name, split,
-             out["mean_image_ssim"], parts, out["strongest"], out.get("most_leaking") or "-")
+    parts = "; ".join(
+        f"{a} SSIM {r['ssim']:.3f} (null {r['null_ssim']:.3f}, gain {r['ssim_gain']:+.3f}{leak(r)})"
+        for a, r in out["attackers"].items()
+    )
+    log.info(
+        "privacy of %s (%s): mean image SSIM %.3f; %s; strongest %s, most leaking %s",
+        name,
+        split,
+        out["mean_image_ssim"],
+        parts,
+        out["strongest"],
+        out.get("most_leaking") or "-",
+    )
 
 
-def save_reconstructions(path: Path, real: torch.Tensor, recons: Dict[str, torch.Tensor], pids: torch.Tensor,
-                         rows: torch.Tensor, loggers: Sequence[Any] = (), key: Optional[str] = None) -> None:
+def save_reconstructions(
+    path: Path,
+    real: torch.Tensor,
+    recons: dict[str, torch.Tensor],
+    pids: torch.Tensor,
+    rows: torch.Tensor,
+    loggers: Sequence[Any] = (),
+    key: str | None = None,
+) -> None:
     """``path``: one row per image of ``rows``: the real image, then each attacker's reconstruction, each
     captioned with the attacker and the SSIM of that reconstruction to the real image ("l1 SSIM 0.30")."""
     from ppreid.callbacks.pictures import captioned_grid, to_pil
@@ -77,7 +106,7 @@ def save_reconstructions(path: Path, real: torch.Tensor, recons: Dict[str, torch
         captions.append(f"real id {int(pids[i])}")
         for attacker, recon in recons.items():
             images.append(to_pil(recon[i]).resize(size))
-            value = float(ssim(recon[i:i + 1], real[i:i + 1]))
+            value = float(ssim(recon[i : i + 1], real[i : i + 1]))
             captions.append(f"{SHORT_NAMES.get(attacker, attacker)} SSIM {value:.2f}")
     sheet = captioned_grid(images, captions, columns=1 + len(recons))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,43 +120,75 @@ def save_reconstructions(path: Path, real: torch.Tensor, recons: Dict[str, torch
             lg.log_image(key=key or path.stem, images=[sheet], caption=[caption])
 
 
-def log_cost(cost: Dict[str, float], cpu: Dict[str, float]) -> None:
+def log_cost(cost: dict[str, float], cpu: dict[str, float]) -> None:
     """The audit's wall time per part, largest first, with its CPU time, and the totals."""
-    parts = ", ".join(f"{k} {v:.0f} s (CPU {cpu.get(k, 0):.0f} s)"
-                      for k, v in sorted(cost.items(), key=lambda kv: -kv[1]))
+    parts = ", ".join(
+        f"{k} {v:.0f} s (CPU {cpu.get(k, 0):.0f} s)" for k, v in sorted(cost.items(), key=lambda kv: -kv[1])
+    )
     log.info("audit cost: %.0f s in all (CPU %.0f s); %s", sum(cost.values()), sum(cpu.values()), parts)
 
 
-def audit_block(model, data_name: str, target_names: Sequence[str]) -> Dict[str, Any]:
+def audit_block(model, data_name: str, target_names: Sequence[str]) -> dict[str, Any]:
     """What was audited and with what, and ``group_hash``: runs with equal hashes audited models of one
     config (their seeds may differ) with one attack config, so tables may pool them."""
     spec = model.extractor_spec
     run = run_identity(model.extractor_ckpt)
     ident = run.get("identity") or {}
-    extractor = {"ckpt": model.extractor_ckpt, "model": spec["choices"].get("model"), "backbone": model.backbone_name,
-                 "input": f"{model.input_size[0]}x{model.input_size[1]}", "num_classes": spec.get("num_classes"),
-                 "experiment": ident.get("experiment"), "config_hash": ident.get("config_hash"),
-                 "spec_hash": spec_hash(spec), "seed": run.get("seed"), "overrides": run.get("overrides"),
-                 "privacy": {k: spec["model"].get(k) for k in PRIVACY_SETTINGS if k in spec["model"]} or None,
-                 "run_results": run.get("results")}
+    extractor = {
+        "ckpt": model.extractor_ckpt,
+        "model": spec["choices"].get("model"),
+        "backbone": model.backbone_name,
+        "input": f"{model.input_size[0]}x{model.input_size[1]}",
+        "num_classes": spec.get("num_classes"),
+        "experiment": ident.get("experiment"),
+        "config_hash": ident.get("config_hash"),
+        "spec_hash": spec_hash(spec),
+        "seed": run.get("seed"),
+        "overrides": run.get("overrides"),
+        "privacy": {k: spec["model"].get(k) for k in PRIVACY_SETTINGS if k in spec["model"]} or None,
+        "run_results": run.get("results"),
+    }
     reference = None
     if model.reference_spec is not None:
         ref_run = run_identity(model.reference_ckpt)
-        reference = {"ckpt": model.reference_ckpt, "model": model.reference_spec["choices"].get("model"),
-                     "config_hash": (ref_run.get("identity") or {}).get("config_hash"),
-                     "spec_hash": spec_hash(model.reference_spec)}
-    settings = {k: v for k, v in model.hparams.items()
-                if k not in ("extractor_ckpt", "reference_ckpt", "num_pictures", "reconstruct_batch_size")}
+        reference = {
+            "ckpt": model.reference_ckpt,
+            "model": model.reference_spec["choices"].get("model"),
+            "config_hash": (ref_run.get("identity") or {}).get("config_hash"),
+            "spec_hash": spec_hash(model.reference_spec),
+        }
+    settings = {
+        k: v
+        for k, v in model.hparams.items()
+        if k not in ("extractor_ckpt", "reference_ckpt", "num_pictures", "reconstruct_batch_size")
+    }
     settings["attacker_settings"] = model.attacker_settings
-    key = {"extractor": extractor["config_hash"] or extractor["spec_hash"],
-           "reference": None if reference is None else (reference["config_hash"] or reference["spec_hash"]),
-           "attack": settings, "data": data_name, "targets": list(target_names),
-           "eval": {"flip": model.eval_options.flip, "rerank": model.eval_options.rerank}}
+    key = {
+        "extractor": extractor["config_hash"] or extractor["spec_hash"],
+        "reference": None if reference is None else (reference["config_hash"] or reference["spec_hash"]),
+        "attack": settings,
+        "data": data_name,
+        "targets": list(target_names),
+        "eval": {"flip": model.eval_options.flip, "rerank": model.eval_options.rerank},
+    }
     group = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     cross = model.suites.get("cross") or {}
-    train = {"pairs": cross.get("pairs"), "feat_dim": None if not cross else int(cross["feat_mean"].numel()),
-             "steps": cross.get("steps"), "train_time_s": cross.get("train_time_s")}
-    return {"extractor": extractor, "reference": reference, "attackers": list(model.attacker_names),
-            "splits": list(model.splits), "attack_size": list(model.attack_size), "train": train,
-            "max_scored_images": model.max_scored, "cost_s": dict(model.cost), "cost_cpu_s": dict(model.cost_cpu),
-            "cost_total_s": round(sum(model.cost.values()), 1), "group_hash": group}
+    train = {
+        "pairs": cross.get("pairs"),
+        "feat_dim": None if not cross else int(cross["feat_mean"].numel()),
+        "steps": cross.get("steps"),
+        "train_time_s": cross.get("train_time_s"),
+    }
+    return {
+        "extractor": extractor,
+        "reference": reference,
+        "attackers": list(model.attacker_names),
+        "splits": list(model.splits),
+        "attack_size": list(model.attack_size),
+        "train": train,
+        "max_scored_images": model.max_scored,
+        "cost_s": dict(model.cost),
+        "cost_cpu_s": dict(model.cost_cpu),
+        "cost_total_s": round(sum(model.cost.values()), 1),
+        "group_hash": group,
+    }

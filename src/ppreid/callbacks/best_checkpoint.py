@@ -5,6 +5,7 @@ is a validation metric on held-out *source* identities (``val/mAP`` by default),
 choosing this file is honest model selection. A run without a validation split has no best epoch:
 then no file is written and the log says so once (Lightning's ModelCheckpoint would warn every epoch).
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,9 +18,17 @@ log = logging.getLogger(__name__)
 
 class BestCheckpoint(ModelCheckpoint):
     def __init__(self, dirpath: str, monitor: str = "val/mAP", mode: str = "max", filename: str = "best") -> None:
-        super().__init__(dirpath=dirpath, filename=filename, monitor=monitor, mode=mode, save_top_k=1,
-                         save_last=False, auto_insert_metric_name=False, enable_version_counter=False,
-                         save_on_train_epoch_end=False)
+        super().__init__(
+            dirpath=dirpath,
+            filename=filename,
+            monitor=monitor,
+            mode=mode,
+            save_top_k=1,
+            save_last=False,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+            save_on_train_epoch_end=False,
+        )
         self._said_no_val = False
 
     def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates) -> None:

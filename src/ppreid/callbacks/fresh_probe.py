@@ -20,11 +20,12 @@ defence's own decoders' losses and never a test metric. Runs at the end of every
 training epoch and of the last one; skipped in a fast dev run and without a validation split. The
 probe draws its own random numbers (a forked, seeded RNG): training is unchanged by it.
 """
+
 from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Dict, Sequence
+from collections.abc import Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -40,18 +41,28 @@ log = logging.getLogger(__name__)
 
 
 class FreshProbeCallback(pl.Callback):
-    def __init__(self, decoder: Callable[..., nn.Module], every_n_epochs: int = 8, steps: int = 300,
-                 batch_size: int = 64, lr: float = 1e-3, image_size: Sequence[int] = (64, 32), seed: int = 0,
-                 max_passes: int = 100) -> None:
+    def __init__(
+        self,
+        decoder: Callable[..., nn.Module],
+        every_n_epochs: int = 8,
+        steps: int = 300,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        image_size: Sequence[int] = (64, 32),
+        seed: int = 0,
+        max_passes: int = 100,
+    ) -> None:
         super().__init__()
         if int(every_n_epochs) < 1 or int(steps) < 1 or int(batch_size) < 1:
-            raise ConfigValueError(f"callbacks.fresh_probe: every_n_epochs={every_n_epochs}, steps={steps} and "
-                                   f"batch_size={batch_size} must be >= 1.")
+            raise ConfigValueError(
+                f"callbacks.fresh_probe: every_n_epochs={every_n_epochs}, steps={steps} and "
+                f"batch_size={batch_size} must be >= 1."
+            )
         self.decoder_factory, self.every_n_epochs, self.steps = decoder, int(every_n_epochs), int(steps)
         self.batch_size, self.lr, self.seed = int(batch_size), float(lr), int(seed)
         self.max_passes = int(max_passes)
         self.image_size = tuple(int(s) for s in image_size)
-        self.results: Dict[int, Dict[str, float]] = {}
+        self.results: dict[int, dict[str, float]] = {}
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dm = trainer.datamodule
@@ -64,17 +75,27 @@ class FreshProbeCallback(pl.Callback):
         self.results[epoch] = result
         for key, value in result.items():
             pl_module.log(f"val/probe_{key}", value)
-        log.info("fresh probe (epoch %d): SSIM %.3f, null %.3f, gain %.3f, mean image %.3f (%.0f s)", epoch,
-                 result["ssim"], result["ssim_null"], result["ssim_gain"], result["mean_image_ssim"],
-                 time.time() - start)
+        log.info(
+            "fresh probe (epoch %d): SSIM %.3f, null %.3f, gain %.3f, mean image %.3f (%.0f s)",
+            epoch,
+            result["ssim"],
+            result["ssim_null"],
+            result["ssim_gain"],
+            result["mean_image_ssim"],
+            time.time() - start,
+        )
 
     @torch.no_grad()
     def _pairs(self, model: pl.LightningModule, dm):
         from ppreid.data.image_dataset import ImageDataset
 
         records = dm.val_set.records
-        loader = DataLoader(ImageDataset(records, dm._transform(is_train=False)), batch_size=dm.test_batch_size,
-                            shuffle=False, num_workers=0)
+        loader = DataLoader(
+            ImageDataset(records, dm._transform(is_train=False)),
+            batch_size=dm.test_batch_size,
+            shuffle=False,
+            num_workers=0,
+        )
         mean, std = dm.normalization(train=False)
         mean = torch.tensor(mean, device=model.device).view(1, 3, 1, 1)
         std = torch.tensor(std, device=model.device).view(1, 3, 1, 1)
@@ -91,7 +112,7 @@ class FreshProbeCallback(pl.Callback):
                 m.training = mode
         return torch.cat(feats), torch.cat(images), torch.tensor([r.pid for r in records])
 
-    def probe(self, model: pl.LightningModule, dm) -> Dict[str, float]:
+    def probe(self, model: pl.LightningModule, dm) -> dict[str, float]:
         feats, images, pids = self._pairs(model, dm)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
@@ -99,8 +120,9 @@ class FreshProbeCallback(pl.Callback):
             first = ids[torch.randperm(len(ids))[: max(1, len(ids) // 2)]]
             train = torch.isin(pids, first)
             if train.all():
-                raise ConfigValueError("callbacks.fresh_probe needs at least 2 validation identities; raise "
-                                       "data.val_split.identities.")
+                raise ConfigValueError(
+                    "callbacks.fresh_probe needs at least 2 validation identities; raise data.val_split.identities."
+                )
             f_train, f_test = feats[train], feats[~train]
             mu, sd = f_train.mean(0), f_train.std(0).clamp_min(1e-6)
             z_train, z_test = (f_train - mu) / sd, (f_test - mu) / sd
@@ -129,5 +151,5 @@ class FreshProbeCallback(pl.Callback):
             opt.step()
         decoder.eval()
         with torch.no_grad():
-            recon = torch.cat([decoder(z_test[i:i + 256]) for i in range(0, len(z_test), 256)])
+            recon = torch.cat([decoder(z_test[i : i + 256]) for i in range(0, len(z_test), 256)])
             return float(ssim(recon.clamp(0, 1), x_test, check_range=False).mean())

@@ -6,6 +6,7 @@ training loss at all, in CSV or wandb. At the start of training this callback lo
 ``min(log_every_n_steps, steps per epoch, total steps // min_points)`` (at least 1), so every epoch
 logs at least once and the run at least ``min_points`` times when it has that many steps.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,5 +37,11 @@ class LogIntervalCallback(pl.Callback):
         interval = log_interval(configured, int(batches), int(trainer.max_epochs), self.min_points)
         if interval != configured:
             trainer.log_every_n_steps = interval
-            log.info("training losses logged every %d steps (trainer.log_every_n_steps=%d; this run has %d steps "
-                     "per epoch, %d epochs)", interval, configured, int(batches), int(trainer.max_epochs))
+            log.info(
+                "training losses logged every %d steps (trainer.log_every_n_steps=%d; this run has %d steps "
+                "per epoch, %d epochs)",
+                interval,
+                configured,
+                int(batches),
+                int(trainer.max_epochs),
+            )

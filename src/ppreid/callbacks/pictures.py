@@ -2,9 +2,10 @@
 
 Inputs are (B,3,H,W) float images in [0, 1] or image files; outputs are PIL images.
 """
+
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -26,8 +27,9 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr)
 
 
-def captioned_grid(images: Sequence[Image.Image], captions: Sequence[str], columns: int = 16,
-                   caption_height: int = 14, gap: int = 2) -> Image.Image:
+def captioned_grid(
+    images: Sequence[Image.Image], captions: Sequence[str], columns: int = 16, caption_height: int = 14, gap: int = 2
+) -> Image.Image:
     """Tile images (all resized to the first one's size) with a caption line under each."""
     if not images:
         raise ValueError("captioned_grid needs at least one image")
@@ -43,8 +45,13 @@ def captioned_grid(images: Sequence[Image.Image], captions: Sequence[str], colum
     return sheet
 
 
-def batch_grid(images: torch.Tensor, pids: Sequence[int], camids: Sequence[int], num_instances: int,
-               captions: Optional[Sequence[str]] = None) -> Image.Image:
+def batch_grid(
+    images: torch.Tensor,
+    pids: Sequence[int],
+    camids: Sequence[int],
+    num_instances: int,
+    captions: Sequence[str] | None = None,
+) -> Image.Image:
     """A P x K training batch: one row per identity (K images), captioned ``id <pid> c<camera>`` (or ``captions``)."""
     pil = [to_pil(im) for im in images]
     captions = list(captions) if captions is not None else [f"id {int(p)} c{int(c) + 1}" for p, c in zip(pids, camids)]
@@ -52,9 +59,16 @@ def batch_grid(images: torch.Tensor, pids: Sequence[int], camids: Sequence[int],
     return captioned_grid(pil, captions, columns=columns)
 
 
-def ranked_list(query: Image.Image, gallery: Sequence[Image.Image], matches: Sequence[bool],
-                query_caption: str = "", gallery_captions: Optional[Sequence[str]] = None,
-                size: tuple = (64, 128), border: int = 3, gap: int = 4) -> Image.Image:
+def ranked_list(
+    query: Image.Image,
+    gallery: Sequence[Image.Image],
+    matches: Sequence[bool],
+    query_caption: str = "",
+    gallery_captions: Sequence[str] | None = None,
+    size: tuple = (64, 128),
+    border: int = 3,
+    gap: int = 4,
+) -> Image.Image:
     """One row: the query (grey border), then its ranked gallery, green border = same identity, red = not."""
     w, h = size
     n = len(gallery)
@@ -89,7 +103,7 @@ def legend_row(width: int, lines: Sequence[str], height: int = 14) -> Image.Imag
     return row
 
 
-def stack_rows(rows: List[Image.Image], gap: int = 6) -> Image.Image:
+def stack_rows(rows: list[Image.Image], gap: int = 6) -> Image.Image:
     width = max(r.size[0] for r in rows)
     sheet = Image.new("RGB", (width, sum(r.size[1] for r in rows) + gap * (len(rows) - 1)), WHITE)
     y = 0

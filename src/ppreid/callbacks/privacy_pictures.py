@@ -7,11 +7,11 @@ row's name: ``G``, ``d0``, ``d1``, ... for a pool's decoders, ``mean``).
 Fresh attackers (the audit, the fresh probe) are what privacy is judged by; this picture shows what E
 was trained against. Defences without a decoder (dependence, bottleneck alone) write no picture.
 """
+
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, Optional
 
 import torch
 from PIL import Image
@@ -22,7 +22,7 @@ from ppreid.metrics.privacy import ssim
 log = logging.getLogger(__name__)
 
 
-def reconstruction_sheet(real: torch.Tensor, rows: Dict[str, torch.Tensor]) -> Image.Image:
+def reconstruction_sheet(real: torch.Tensor, rows: dict[str, torch.Tensor]) -> Image.Image:
     """real (N,3,h,w) and rows name -> (N,3,h,w) or (1,3,h,w), all in [0, 1] -> one picture, a row each."""
     n, scale = real.shape[0], max(1, 64 // real.shape[-1])
 
@@ -39,7 +39,7 @@ def reconstruction_sheet(real: torch.Tensor, rows: Dict[str, torch.Tensor]) -> I
     return captioned_grid(images, captions, columns=n)
 
 
-def _held_out_images(datamodule, count: int) -> Optional[torch.Tensor]:
+def _held_out_images(datamodule, count: int) -> torch.Tensor | None:
     from ppreid.data.image_dataset import ImageDataset
 
     if getattr(datamodule, "has_val", False):
@@ -54,7 +54,7 @@ def _held_out_images(datamodule, count: int) -> Optional[torch.Tensor]:
 
 
 @torch.no_grad()
-def save_own_reconstructions(model, datamodule, path: Path, count: int = 8) -> Optional[Path]:
+def save_own_reconstructions(model, datamodule, path: Path, count: int = 8) -> Path | None:
     """Write the picture for ``model`` (a PrivacyGANModel) to ``path``; None when it has no decoder."""
     from ppreid.privacy.images import to_unit_images
 
@@ -73,8 +73,7 @@ def save_own_reconstructions(model, datamodule, path: Path, count: int = 8) -> O
     if not rows:
         return None
     real = to_unit_images(images, model.input_mean, model.input_std, model.image_size)
-    sheet = reconstruction_sheet(real.cpu(), {**{k: v.cpu() for k, v in rows.items()},
-                                              "mean": model.mean_image.cpu()})
+    sheet = reconstruction_sheet(real.cpu(), {**{k: v.cpu() for k, v in rows.items()}, "mean": model.mean_image.cpu()})
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
     log.info("the defence's own reconstructions written to %s", path)

@@ -11,13 +11,13 @@
   right / wrong identity, like torchreid's visrank (``test/ranked/<target>``); how many queries and
   how deep is ``eval.ranked_list``.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import re
 from pathlib import Path
-from typing import Dict, List
 
 import pytorch_lightning as pl
 import torch
@@ -36,8 +36,9 @@ def denormalize(images: torch.Tensor, mean, std) -> torch.Tensor:
     return (images * std + mean).clamp(0, 1)
 
 
-def plot_cmc(curves: Dict[str, List[float]], path: Path, title: str) -> None:
+def plot_cmc(curves: dict[str, list[float]], path: Path, title: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -56,9 +57,10 @@ def plot_cmc(curves: Dict[str, List[float]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def plot_loss_curves(history: Dict[str, Dict[str, list]], path: Path) -> None:
+def plot_loss_curves(history: dict[str, dict[str, list]], path: Path) -> None:
     """One panel per stage: the epoch mean of every loss term (log scale when all are positive)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -83,16 +85,18 @@ def plot_loss_curves(history: Dict[str, Dict[str, list]], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_embedding(features: Dict[str, Dict[str, torch.Tensor]], path: Path, num_identities: int = 8,
-                   max_points: int = 4000) -> None:
+def plot_embedding(
+    features: dict[str, dict[str, torch.Tensor]], path: Path, num_identities: int = 8, max_points: int = 4000
+) -> None:
     """PCA (over all targets together) of L2-normalised query + gallery features: left coloured by target
     domain, right by identity for ``num_identities`` identities of each target (others grey)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     feats, domains, pids = [], [], []
-    for d, (name, f) in enumerate(features.items()):
+    for d, f in enumerate(features.values()):
         x = torch.cat([f["qf"], f["gf"]]).float()
         feats.append(torch.nn.functional.normalize(x, dim=1))
         domains += [d] * len(x)
@@ -163,15 +167,21 @@ class ReIDMediaCallback(pl.Callback):
         if "index" in batch and records:
             multi = getattr(dm, "num_domains", 1) > 1
             captions = [dataset_pid_caption(records[int(i)], multi) for i in batch["index"][:n].tolist()]
-        sheet = batch_grid(images, batch["pid"][:n].tolist(), batch["camid"][:n].tolist(), dm.num_instances,
-                           captions=captions)
+        sheet = batch_grid(
+            images, batch["pid"][:n].tolist(), batch["camid"][:n].tolist(), dm.num_instances, captions=captions
+        )
         path = Path(trainer.default_root_dir) / "train_images.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
         sheet.save(path, quality=92)
         for lg in self._wandb(trainer):
-            lg.log_image(key="train/images", images=[sheet],
-                         caption=[f"first P x K batch: {n} images, {n // max(1, dm.num_instances)} identities "
-                                  "(captions: the dataset's pid and camera)"])
+            lg.log_image(
+                key="train/images",
+                images=[sheet],
+                caption=[
+                    f"first P x K batch: {n} images, {n // max(1, dm.num_instances)} identities "
+                    "(captions: the dataset's pid and camera)"
+                ],
+            )
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         history = getattr(pl_module, "loss_history", None)
@@ -196,7 +206,7 @@ class ReIDMediaCallback(pl.Callback):
             if "ranked" in res and name in targets:
                 self._save_ranked(trainer, name, res["ranked"], targets[name], out)
 
-    def _save_curves(self, trainer: pl.Trainer, results: Dict, out: Path) -> None:
+    def _save_curves(self, trainer: pl.Trainer, results: dict, out: Path) -> None:
         curves = {name: [float(c) for c in res["cmc"]] for name, res in results.items()}
         with open(out / "cmc_test.json", "w") as f:
             json.dump(curves, f)
@@ -205,17 +215,20 @@ class ReIDMediaCallback(pl.Callback):
         for lg in self._wandb(trainer):
             lg.log_image(key="test/cmc", images=[str(png)])
             import wandb
+
             for name, cmc in curves.items():
                 table = wandb.Table(data=[[k + 1, c] for k, c in enumerate(cmc)], columns=["rank", "cmc"])
-                lg.experiment.log({f"test/{name}/cmc_curve": wandb.plot.line(table, "rank", "cmc", title=f"CMC {name}")})
+                lg.experiment.log(
+                    {f"test/{name}/cmc_curve": wandb.plot.line(table, "rank", "cmc", title=f"CMC {name}")}
+                )
 
-    def _save_embedding(self, trainer: pl.Trainer, results: Dict, out: Path) -> None:
+    def _save_embedding(self, trainer: pl.Trainer, results: dict, out: Path) -> None:
         path = out / "embedding_test.png"
         plot_embedding({name: res["features"] for name, res in results.items()}, path)
         for lg in self._wandb(trainer):
             lg.log_image(key="test/embedding", images=[str(path)])
 
-    def _save_ranked(self, trainer: pl.Trainer, name: str, ranked: Dict, target, out: Path) -> None:
+    def _save_ranked(self, trainer: pl.Trainer, name: str, ranked: dict, target, out: Path) -> None:
         query, gallery = target.splits.query, target.splits.gallery
         rows = []
         distances = ranked.get("distance") or [[None] * len(g) for g in ranked["gallery"]]
@@ -227,20 +240,32 @@ class ReIDMediaCallback(pl.Callback):
             for g in g_list:
                 with Image.open(gallery[g].path) as im:
                     g_imgs.append(im.convert("RGB"))
-            rows.append(ranked_list(q_img, g_imgs, matches, query_caption=f"q id {qrec.pid}",
-                                    gallery_captions=[f"id {gallery[g].pid}" + ("" if d is None else f" {d:.2f}")
-                                                      for g, d in zip(g_list, dists)]))
+            rows.append(
+                ranked_list(
+                    q_img,
+                    g_imgs,
+                    matches,
+                    query_caption=f"q id {qrec.pid}",
+                    gallery_captions=[
+                        f"id {gallery[g].pid}" + ("" if d is None else f" {d:.2f}") for g, d in zip(g_list, dists)
+                    ],
+                )
+            )
         if not rows:
             return
         opts = getattr(trainer.lightning_module, "eval_options", None)
         metric = getattr(trainer.lightning_module, "eval_metric", "cosine")
         how = "re-ranked distance" if getattr(opts, "rerank", False) else f"{metric} distance"
-        legend = legend_row(max(r.size[0] for r in rows), [
-            f"{name}: each row a query (grey border, first) and its top {len(ranked['gallery'][0])} gallery images, "
-            "closest first (same-camera images of the query's identity excluded, as the metric does)",
-            "green border: same identity as the query",
-            "red border: another identity",
-            f"captions: the gallery image's pid and its {how} to the query (smaller is closer)"])
+        legend = legend_row(
+            max(r.size[0] for r in rows),
+            [
+                f"{name}: each row a query (grey border, first) and its top {len(ranked['gallery'][0])} gallery images, "
+                "closest first (same-camera images of the query's identity excluded, as the metric does)",
+                "green border: same identity as the query",
+                "red border: another identity",
+                f"captions: the gallery image's pid and its {how} to the query (smaller is closer)",
+            ],
+        )
         path = out / f"ranked_{name}.png"
         stack_rows([legend] + rows).save(path)
         for lg in self._wandb(trainer):

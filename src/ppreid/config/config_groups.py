@@ -7,9 +7,8 @@
 - :func:`effective_choice`: a building block that only extends one option (``backbone/_clip_sandbox``
   = ``clip_tiny``) is reported as that option in results and checkpoints.
 """
-from __future__ import annotations
 
-from typing import List
+from __future__ import annotations
 
 import yaml
 
@@ -18,7 +17,7 @@ from ppreid.utils.paths import CONF_DIR
 CONF = CONF_DIR
 
 
-def entry_groups(config_name: str) -> List[str]:
+def entry_groups(config_name: str) -> list[str]:
     """Config groups named in the defaults list of ``conf/<config_name>.yaml``, in order."""
     text = (CONF / f"{config_name}.yaml").read_text()
     defaults = (yaml.safe_load(text) or {}).get("defaults") or []
@@ -56,13 +55,13 @@ def effective_choice(group: str, option):
     return names[0] if len(names) == 1 else option
 
 
-def top_level_keys(config_name: str) -> List[str]:
+def top_level_keys(config_name: str) -> list[str]:
     """Keys that ``conf/<config_name>.yaml`` itself sets (besides its defaults list)."""
     data = yaml.safe_load((CONF / f"{config_name}.yaml").read_text()) or {}
     return [k for k in data if k != "defaults"]
 
 
-def misspelt_group(config_name: str, args: List[str]) -> str | None:
+def misspelt_group(config_name: str, args: list[str]) -> str | None:
     """One line for the first ``name=value`` whose name is neither a config group nor a key of the entry
     point's config but close to one (``modle=pdm`` -> ``model=pdm``), else None (Hydra's own check
     follows). Flags, dotted keys and ``+``/``~`` overrides are left to Hydra."""
@@ -80,6 +79,8 @@ def misspelt_group(config_name: str, args: List[str]) -> str | None:
         if not close:
             continue
         what = "config group" if close[0] in groups else "key"
-        return (f"{arg}: there is no config group or key '{name}'; did you mean {close[0]}={value} (the {what})? "
-                f"Groups: {', '.join(groups)}.")
+        return (
+            f"{arg}: there is no config group or key '{name}'; did you mean {close[0]}={value} (the {what})? "
+            f"Groups: {', '.join(groups)}."
+        )
     return None

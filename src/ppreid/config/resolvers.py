@@ -10,6 +10,7 @@
   when the run is on a CPU with native bf16 arithmetic (AVX512-BF16 or AMX; about half the CPU time of a
   tiny-CNN step, metrics equal to seed noise), else ``32-true``; any other argument is returned as it is.
 """
+
 from __future__ import annotations
 
 import functools
@@ -65,7 +66,12 @@ def register_resolvers() -> None:
 
     from ppreid.config.config_groups import groups_help
 
-    for name, fn in (("ppreid_groups", groups_help), ("ppreid_add", _add), ("ppreid_vit_or_cnn", _vit_or_cnn),
-                     ("ppreid_clip_weights", _clip_weights), ("ppreid_precision", _precision)):
+    for name, fn in (
+        ("ppreid_groups", groups_help),
+        ("ppreid_add", _add),
+        ("ppreid_vit_or_cnn", _vit_or_cnn),
+        ("ppreid_clip_weights", _clip_weights),
+        ("ppreid_precision", _precision),
+    ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

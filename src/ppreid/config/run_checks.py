@@ -1,4 +1,5 @@
 """Checks of a composed train config that turn common slips into one clear line before anything runs."""
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,8 @@ def check_run_config(cfg: DictConfig) -> None:
     if isinstance(backbone, str):
         raise ConfigValueError(
             f"model.backbone={backbone!r} sets a string where a backbone config belongs; choose the backbone "
-            f"group instead: backbone={backbone} (options: conf/backbone/*.yaml).")
+            f"group instead: backbone={backbone} (options: conf/backbone/*.yaml)."
+        )
     if cfg.get("train", True):
         check_max_epochs(cfg.get("trainer") or {})
     check_accelerator(cfg.get("trainer") or {})
@@ -38,16 +40,22 @@ def check_max_epochs(trainer_cfg: Any) -> None:
     if value is None:
         raise ConfigValueError("trainer.max_epochs is not set; give the number of epochs, e.g. trainer.max_epochs=32.")
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigValueError(f"trainer.max_epochs={value!r} is not a whole number of epochs; write it in digits, "
-                               "e.g. trainer.max_epochs=2.")
+        raise ConfigValueError(
+            f"trainer.max_epochs={value!r} is not a whole number of epochs; write it in digits, "
+            "e.g. trainer.max_epochs=2."
+        )
     if value == 0:
-        raise ConfigValueError("trainer.max_epochs=0 with train=true trains nothing; give epochs >= 1, or evaluate "
-                               "without training: train=false ckpt_path=<checkpoint> (or no ckpt_path for the "
-                               "initial weights).")
+        raise ConfigValueError(
+            "trainer.max_epochs=0 with train=true trains nothing; give epochs >= 1, or evaluate "
+            "without training: train=false ckpt_path=<checkpoint> (or no ckpt_path for the "
+            "initial weights)."
+        )
     if value < 0:
-        raise ConfigValueError(f"trainer.max_epochs={value} (Lightning's 'train until stopped') gives the run and its "
-                               "learning-rate schedule no end; give a number of epochs >= 1, e.g. "
-                               "trainer.max_epochs=32.")
+        raise ConfigValueError(
+            f"trainer.max_epochs={value} (Lightning's 'train until stopped') gives the run and its "
+            "learning-rate schedule no end; give a number of epochs >= 1, e.g. "
+            "trainer.max_epochs=32."
+        )
 
 
 def check_accelerator(trainer_cfg: Any) -> None:
@@ -58,7 +66,8 @@ def check_accelerator(trainer_cfg: Any) -> None:
         if not torch.cuda.is_available():
             raise ConfigValueError(
                 f"trainer.accelerator={accelerator} but torch sees no CUDA GPU on this machine; use trainer=cpu "
-                "(or trainer=ddp_sim to simulate DDP on the CPU).")
+                "(or trainer=ddp_sim to simulate DDP on the CPU)."
+            )
 
 
 def check_wandb(logger_cfg: Any) -> None:
@@ -71,7 +80,8 @@ def check_wandb(logger_cfg: Any) -> None:
             continue
         raise ConfigValueError(
             "logger=wandb has no W&B API key (WANDB_API_KEY unset, no `wandb login`); log locally with "
-            "WANDB_MODE=offline (sync later with `wandb sync`), or run `wandb login` first.")
+            "WANDB_MODE=offline (sync later with `wandb sync`), or run `wandb login` first."
+        )
 
 
 def wandb_api_key_present() -> bool:

@@ -13,7 +13,7 @@ mean over the batch. Three families:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -9,6 +9,7 @@ are replaced by their residuals from their identity's mean in the batch before t
 Inputs are (N,D) and (N,E) float tensors (images flattened); every measure returns a scalar in [0, 1]
 (0: no dependence seen in the sample) that is differentiable in both inputs.
 """
+
 from __future__ import annotations
 
 import torch
@@ -83,12 +84,15 @@ def within_identity_residuals(x: torch.Tensor, pids: torch.Tensor) -> torch.Tens
     return torch.where(res.abs() > tiny, res, torch.zeros_like(res)).view_as(x)
 
 
-def within_identity_dependence(feat: torch.Tensor, images: torch.Tensor, pids: torch.Tensor,
-                               measure: str = "dcor", sigma: float | None = None) -> torch.Tensor:
+def within_identity_dependence(
+    feat: torch.Tensor, images: torch.Tensor, pids: torch.Tensor, measure: str = "dcor", sigma: float | None = None
+) -> torch.Tensor:
     """Dependence between feature (N,D) and image (N,3,H,W) residuals from their identity's batch mean:
     what the feature keeps of an image beyond its identity."""
     if measure not in DEPENDENCE_MEASURES:
-        raise ConfigValueError(f"dependence measure={measure!r} is unknown; use one of {', '.join(DEPENDENCE_MEASURES)}.")
+        raise ConfigValueError(
+            f"dependence measure={measure!r} is unknown; use one of {', '.join(DEPENDENCE_MEASURES)}."
+        )
     fx, fy = within_identity_residuals(feat, pids), within_identity_residuals(images, pids).flatten(1)
     if measure == "hsic":
         return normalized_hsic(fx, fy, sigma)

@@ -1,8 +1,9 @@
 """The ``loss`` config group as a model sees it: named terms, each a loss module and a weight."""
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict
+from typing import Any
 
 from torch import nn
 
@@ -11,7 +12,7 @@ from ppreid.utils.errors import ConfigValueError
 log = logging.getLogger(__name__)
 
 
-def build_loss_terms(losses: Dict[str, Dict[str, Any]], key: str = "loss") -> tuple[nn.ModuleDict, Dict[str, float]]:
+def build_loss_terms(losses: dict[str, dict[str, Any]], key: str = "loss") -> tuple[nn.ModuleDict, dict[str, float]]:
     """``{name: {fn: module, weight: w}}`` (the ``loss`` config group) -> (ModuleDict, weights).
 
     Each loss config file has its own top-level key (its file name), so terms never overwrite each

@@ -5,9 +5,11 @@ on standardized features of one set of identities and scored on another set's fe
 accuracy** (the mean per-class recall over the classes present in the scored set), whose chance level is
 1 / (number of those classes): a constant guess scores exactly that, whatever the class frequencies.
 """
+
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +21,14 @@ def balanced_accuracy(pred: torch.Tensor, target: torch.Tensor) -> float:
     return sum(recalls) / len(recalls)
 
 
-def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, steps: int = 300,
-                     lr: float = 0.05, weight_decay: float = 1e-3) -> torch.nn.Linear:
+def fit_linear_probe(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    num_classes: int,
+    steps: int = 300,
+    lr: float = 0.05,
+    weight_decay: float = 1e-3,
+) -> torch.nn.Linear:
     """Logistic regression (N,D) -> num_classes on standardized features, classes weighted by 1 / frequency."""
     gen = torch.Generator().manual_seed(0)
     probe = torch.nn.Linear(train_x.shape[1], num_classes)
@@ -40,10 +48,16 @@ def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: 
     return probe
 
 
-def probe_attributes(train_feats: torch.Tensor, train_attrs: Sequence[Optional[Mapping[str, Any]]],
-                     test_feats: torch.Tensor, test_attrs: Sequence[Optional[Mapping[str, Any]]],
-                     groups: Mapping[str, Sequence[str]], steps: int = 300, lr: float = 0.05,
-                     weight_decay: float = 1e-3) -> Dict[str, Any]:
+def probe_attributes(
+    train_feats: torch.Tensor,
+    train_attrs: Sequence[Mapping[str, Any] | None],
+    test_feats: torch.Tensor,
+    test_attrs: Sequence[Mapping[str, Any] | None],
+    groups: Mapping[str, Sequence[str]],
+    steps: int = 300,
+    lr: float = 0.05,
+    weight_decay: float = 1e-3,
+) -> dict[str, Any]:
     """One probe per attribute named in ``groups`` (group name -> attribute keys), fitted on the train
     features (N,D) with their attribute records and scored on the test ones. Per group: attribute ->
     {balanced_accuracy, chance, gain (= the two's difference), classes}, and ``mean_gain`` over the group;
@@ -51,9 +65,9 @@ def probe_attributes(train_feats: torch.Tensor, train_attrs: Sequence[Optional[M
     ``skipped`` with the reason."""
     mean, std = train_feats.mean(0), train_feats.std(0).clamp_min(1e-6)
     train_x, test_x = (train_feats - mean) / std, (test_feats - mean) / std
-    out: Dict[str, Any] = {"skipped": {}}
+    out: dict[str, Any] = {"skipped": {}}
     for group, keys in groups.items():
-        rows: Dict[str, Any] = {}
+        rows: dict[str, Any] = {}
         for key in keys:
             tr = [None if a is None else a.get(key) for a in train_attrs]
             te = [None if a is None else a.get(key) for a in test_attrs]
@@ -65,15 +79,20 @@ def probe_attributes(train_feats: torch.Tensor, train_attrs: Sequence[Optional[M
                 out["skipped"][key] = f"{len(classes)} value(s) in the probe's training set, {len(set(te))} scored"
                 continue
             code = {c: i for i, c in enumerate(classes)}
-            probe = fit_linear_probe(train_x, torch.tensor([code[v] for v in tr]), len(classes), steps, lr,
-                                     weight_decay)
+            probe = fit_linear_probe(
+                train_x, torch.tensor([code[v] for v in tr]), len(classes), steps, lr, weight_decay
+            )
             with torch.no_grad():
                 pred = probe(test_x).argmax(1)
             target = torch.tensor([code.get(v, -1) for v in te])  # -1: a value the probe never saw (recall 0)
             bacc = balanced_accuracy(pred, target)
             scored = len(set(te))
-            rows[key] = {"balanced_accuracy": bacc, "chance": 1.0 / scored, "gain": bacc - 1.0 / scored,
-                         "classes": scored}
-        gains: List[float] = [r["gain"] for r in rows.values()]
+            rows[key] = {
+                "balanced_accuracy": bacc,
+                "chance": 1.0 / scored,
+                "gain": bacc - 1.0 / scored,
+                "classes": scored,
+            }
+        gains: list[float] = [r["gain"] for r in rows.values()]
         out[group] = {**rows, "mean_gain": sum(gains) / len(gains) if gains else None}
     return out

@@ -6,10 +6,12 @@ zero-shot / caption-to-image evaluation of ``model=clip_pretrain`` and of the sa
 - ``text_to_image_report``: each identity's canonical content caption ranks every image (R1 / R5 / mAP);
 - ``alignment_picture``: caption queries with their top-ranked images.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,19 +46,29 @@ def encode_text(tower: nn.Module, token_ids: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_texts(tower: nn.Module, captioner: Captioner, texts: Sequence[str], batch_size: int = 256,
-                 device: Optional[torch.device] = None) -> torch.Tensor:
+def encode_texts(
+    tower: nn.Module,
+    captioner: Captioner,
+    texts: Sequence[str],
+    batch_size: int = 256,
+    device: torch.device | None = None,
+) -> torch.Tensor:
     """(N, E) L2-normalised text features of ``texts``."""
     out = []
     for i in range(0, len(texts), batch_size):
-        ids = captioner.tokenize(texts[i:i + batch_size]).to(device or "cpu")
+        ids = captioner.tokenize(texts[i : i + batch_size]).to(device or "cpu")
         out.append(F.normalize(encode_text(tower, ids).float(), dim=-1))
     return torch.cat(out) if out else torch.zeros(0, 1)
 
 
 @torch.no_grad()
-def zero_shot_report(image_feats: torch.Tensor, attributes: Sequence[Mapping[str, str]], tower: nn.Module,
-                     captioner: Captioner, schema: AttributeSchema) -> Dict[str, Any]:
+def zero_shot_report(
+    image_feats: torch.Tensor,
+    attributes: Sequence[Mapping[str, str]],
+    tower: nn.Module,
+    captioner: Captioner,
+    schema: AttributeSchema,
+) -> dict[str, Any]:
     """Per attribute: accuracy of picking the image's value among all vocabulary values by text prompts.
 
     ``chance`` = 1 / number of values (the issue's control, behind ``normalized``); values are not equally
@@ -65,7 +77,7 @@ def zero_shot_report(image_feats: torch.Tensor, attributes: Sequence[Mapping[str
 
     ``image_feats``: (N, E) L2-normalised; ``attributes``: the N images' records.
     """
-    per: Dict[str, Any] = {}
+    per: dict[str, Any] = {}
     device = image_feats.device
     for key in captioner.zero_shot_keys:
         try:
@@ -82,31 +94,47 @@ def zero_shot_report(image_feats: torch.Tensor, attributes: Sequence[Mapping[str
         chance = 1.0 / len(values)
         balanced = balanced_accuracy(pred, truth)
         present = int(truth.unique().numel())
-        per[key] = {"accuracy": round(acc, 4), "chance": round(chance, 4),
-                    "normalized": round((acc - chance) / (1 - chance), 4),
-                    "majority": round(float(torch.bincount(truth).max()) / len(rows), 4),
-                    "balanced_accuracy": round(balanced, 4), "balanced_chance": round(1.0 / present, 4),
-                    "num_values": len(values), "num_images": len(rows)}
+        per[key] = {
+            "accuracy": round(acc, 4),
+            "chance": round(chance, 4),
+            "normalized": round((acc - chance) / (1 - chance), 4),
+            "majority": round(float(torch.bincount(truth).max()) / len(rows), 4),
+            "balanced_accuracy": round(balanced, 4),
+            "balanced_chance": round(1.0 / present, 4),
+            "num_values": len(values),
+            "num_images": len(rows),
+        }
     norm = [v["normalized"] for v in per.values()]
 
-    def mean_of(key: str) -> Optional[float]:
+    def mean_of(key: str) -> float | None:
         return round(float(np.mean([v[key] for v in per.values()])), 4) if per else None
 
-    return {"attributes": per, "mean_normalized": round(float(np.mean(norm)), 4) if norm else None,
-            "mean_accuracy": mean_of("accuracy"), "mean_chance": mean_of("chance"), "mean_majority": mean_of("majority"),
-            "mean_balanced_accuracy": mean_of("balanced_accuracy"), "mean_balanced_chance": mean_of("balanced_chance")}
+    return {
+        "attributes": per,
+        "mean_normalized": round(float(np.mean(norm)), 4) if norm else None,
+        "mean_accuracy": mean_of("accuracy"),
+        "mean_chance": mean_of("chance"),
+        "mean_majority": mean_of("majority"),
+        "mean_balanced_accuracy": mean_of("balanced_accuracy"),
+        "mean_balanced_chance": mean_of("balanced_chance"),
+    }
 
 
 @torch.no_grad()
-def text_to_image_report(image_feats: torch.Tensor, pids: Sequence[int], attributes: Sequence[Mapping[str, str]],
-                         tower: nn.Module, captioner: Captioner) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+def text_to_image_report(
+    image_feats: torch.Tensor,
+    pids: Sequence[int],
+    attributes: Sequence[Mapping[str, str]],
+    tower: nn.Module,
+    captioner: Captioner,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Caption-to-image retrieval: each identity's canonical content caption ranks all N images.
 
     Returns (metrics {R1, R5, mAP, num_queries, num_images}, ranking {queries, pids, order}) where
     ``order`` is the (Q, N) ranking, for the picture.
     """
     pids_t = torch.as_tensor(list(pids))
-    first: Dict[int, int] = {}
+    first: dict[int, int] = {}
     for i, p in enumerate(pids_t.tolist()):
         if attributes[i]:
             first.setdefault(p, i)
@@ -120,14 +148,20 @@ def text_to_image_report(image_feats: torch.Tensor, pids: Sequence[int], attribu
     hits = match.float()
     ranks = torch.arange(1, hits.shape[1] + 1, dtype=torch.float32)
     ap = ((hits.cumsum(1) / ranks) * hits).sum(1) / hits.sum(1).clamp(min=1)
-    metrics = {"R1": round(float(hits[:, :1].amax(1).mean()), 4), "R5": round(float(hits[:, :5].amax(1).mean()), 4),
-               "mAP": round(float(ap.mean()), 4), "num_queries": len(qpids), "num_images": int(len(pids_t)),
-               "chance_R1": round(float((hits.sum(1) / hits.shape[1]).mean()), 4)}
+    metrics = {
+        "R1": round(float(hits[:, :1].amax(1).mean()), 4),
+        "R5": round(float(hits[:, :5].amax(1).mean()), 4),
+        "mAP": round(float(ap.mean()), 4),
+        "num_queries": len(qpids),
+        "num_images": int(len(pids_t)),
+        "chance_R1": round(float((hits.sum(1) / hits.shape[1]).mean()), 4),
+    }
     return metrics, {"queries": queries, "pids": qpids, "order": order, "match": match}
 
 
-def alignment_picture(path: Path, ranking: Mapping[str, Any], image_paths: Sequence[str], num_queries: int = 6,
-                      topk: int = 6) -> Optional[Path]:
+def alignment_picture(
+    path: Path, ranking: Mapping[str, Any], image_paths: Sequence[str], num_queries: int = 6, topk: int = 6
+) -> Path | None:
     """``path``: one row per caption query (text left), its top-k images (green border: the person)."""
     from PIL import Image, ImageDraw
 

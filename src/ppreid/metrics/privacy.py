@@ -10,8 +10,6 @@ to its input).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from ppreid.utils.errors import ConfigValueError
@@ -145,8 +143,7 @@ def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, *, check_ran
     return 10.0 * torch.log10(data_range**2 / mse)
 
 
-def random_rank1(q_pids: torch.Tensor, g_pids: torch.Tensor, q_camids: torch.Tensor,
-                 g_camids: torch.Tensor) -> float:
+def random_rank1(q_pids: torch.Tensor, g_pids: torch.Tensor, q_camids: torch.Tensor, g_camids: torch.Tensor) -> float:
     """Expected rank-1 of a random ranking under the Market protocol: per query, the share of true matches
     among the gallery entries it may be ranked against (same pid *and* camera dropped, which drops the
     query itself when query and gallery are one set), averaged over the queries with a match left."""
@@ -159,7 +156,7 @@ def random_rank1(q_pids: torch.Tensor, g_pids: torch.Tensor, q_camids: torch.Ten
     return float((matches[valid] / kept.sum(1)[valid].float()).mean())
 
 
-def normalized_leakage(leak_r1: float, chance_r1: float, reference_r1: float) -> Optional[float]:
+def normalized_leakage(leak_r1: float, chance_r1: float, reference_r1: float) -> float | None:
     """``(leak - chance) / (reference R1 - chance)``: 0 = the reconstructions identify people no better than
     chance, 1 = as well as the real images do (both judged by one extractor). None when undefined."""
     if any(v is None or v != v for v in (leak_r1, chance_r1, reference_r1)) or reference_r1 - chance_r1 <= 1e-9:

@@ -5,6 +5,7 @@ cumsums. Used by ``bench_evaluator.py`` as the speed and correctness baseline.
 ``kind="stable"`` breaks distance ties by gallery order (the protocol); torchreid itself calls
 ``np.argsort`` with the default quicksort, which is faster and differs only on exact ties.
 """
+
 from __future__ import annotations
 
 import numpy as np

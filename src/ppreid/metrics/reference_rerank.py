@@ -9,6 +9,7 @@ uses NumPy's default kind, and V, the Jaccard term and the result are float32. I
 several dense (N, N) arrays, N = Q + G: the speed and correctness baseline of
 ``ppreid.metrics.rerank``, used by ``bench_rerank.py`` and the tests, not for Market-1501 scale.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -71,9 +72,7 @@ def re_ranking_reference(
         nonzero = np.where(V[i, :] != 0)[0]
         images = [inv_index[col] for col in nonzero]
         for j in range(len(nonzero)):
-            temp_min[0, images[j]] = temp_min[0, images[j]] + np.minimum(
-                V[i, nonzero[j]], V[images[j], nonzero[j]]
-            )
+            temp_min[0, images[j]] = temp_min[0, images[j]] + np.minimum(V[i, nonzero[j]], V[images[j], nonzero[j]])
         jaccard[i] = 1 - temp_min / (2.0 - temp_min)
 
     final = jaccard * (1 - lambda_value) + dist * lambda_value

@@ -17,6 +17,7 @@ a smaller (distance, gallery index) pair. Per query block (B, G):
 The result is exact for any finite or infinite distances (NaN is rejected); only the amount of
 work in step 3 depends on the data (many exact ties make it larger, never wrong).
 """
+
 from __future__ import annotations
 
 import math

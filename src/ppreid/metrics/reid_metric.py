@@ -7,6 +7,7 @@ with repeated samples. Each sample therefore carries its position in the concate
 checks that nothing is missing and calls :func:`ppreid.metrics.reid.evaluate_features`, so every
 rank gets exactly the single-process result.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -140,27 +141,45 @@ class ReIDEvaluator(Metric):
             from ppreid.metrics.rerank import k_reciprocal_rerank
 
             reranked = k_reciprocal_rerank(
-                distance_matrix(qf, gf, self.metric), distance_matrix(qf, qf, self.metric),
-                distance_matrix(gf, gf, self.metric), **self.rerank)
+                distance_matrix(qf, gf, self.metric),
+                distance_matrix(qf, qf, self.metric),
+                distance_matrix(gf, gf, self.metric),
+                **self.rerank,
+            )
             result = evaluate_distmat(reranked, q_pids, g_pids, q_camids, g_camids, max_rank=self.max_rank)
         else:
-            result = evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids,
-                                       metric=self.metric, max_rank=self.max_rank)
+            result = evaluate_features(
+                qf, gf, q_pids, g_pids, q_camids, g_camids, metric=self.metric, max_rank=self.max_rank
+            )
         if extras and self.ranked_queries > 0:
             result["ranked"] = self._ranked(qf, gf, q_pids, g_pids, q_camids, g_camids, reranked)
         if extras and self.keep_features:
-            result["features"] = {"qf": qf.detach().cpu(), "gf": gf.detach().cpu(),
-                                  "q_pids": q_pids.cpu(), "g_pids": g_pids.cpu(),
-                                  "q_camids": q_camids.cpu(), "g_camids": g_camids.cpu()}
+            result["features"] = {
+                "qf": qf.detach().cpu(),
+                "gf": gf.detach().cpu(),
+                "q_pids": q_pids.cpu(),
+                "g_pids": g_pids.cpu(),
+                "q_camids": q_camids.cpu(),
+                "g_camids": g_camids.cpu(),
+            }
         return result
 
     def _ranked(self, qf, gf, q_pids, g_pids, q_camids, g_camids, reranked) -> dict:
         """Top-k gallery of evenly spaced queries, by the distances the metric used (ties: gallery order)."""
         nq = qf.shape[0]
-        rows = sorted({round(i * (nq - 1) / max(1, self.ranked_queries - 1)) for i in range(min(nq, self.ranked_queries))})
+        rows = sorted(
+            {round(i * (nq - 1) / max(1, self.ranked_queries - 1)) for i in range(min(nq, self.ranked_queries))}
+        )
         rows_t = torch.tensor(rows, dtype=torch.long, device=qf.device)
-        dist = (torch.as_tensor(reranked)[rows_t.cpu()] if reranked is not None
-                else distance_matrix(qf[rows_t], gf, self.metric)).float().cpu()
+        dist = (
+            (
+                torch.as_tensor(reranked)[rows_t.cpu()]
+                if reranked is not None
+                else distance_matrix(qf[rows_t], gf, self.metric)
+            )
+            .float()
+            .cpu()
+        )
         gp, gc = g_pids.cpu(), g_camids.cpu()
         out = {"query": rows, "gallery": [], "match": [], "distance": []}
         for i, row in enumerate(rows):
@@ -180,12 +199,14 @@ class ReIDEvaluator(Metric):
         result = None
         if bool(is_q.any()) and bool((~is_q).any()):
             try:
-                result = self._evaluate(feats[is_q], feats[~is_q], pids[is_q], pids[~is_q],
-                                        camids[is_q], camids[~is_q], extras=False)
+                result = self._evaluate(
+                    feats[is_q], feats[~is_q], pids[is_q], pids[~is_q], camids[is_q], camids[~is_q], extras=False
+                )
             except ReIDEvalInputError:
                 result = None
         if result is None:
             import numpy as np
+
             result = {"cmc": np.zeros(self.max_rank), "mAP": 0.0, "mINP": 0.0, "num_valid_queries": 0}
         result["partial"] = True
         return result

@@ -12,6 +12,7 @@ scale (N = 19,281) is over 7 GB. Here nothing N x N is ever held:
 3. The Jaccard term sums min(V[q, k], V[g, k]) over the (q, k, g) triples where both are non-zero,
    streamed in query chunks; the original distance enters only as the (Q, G) block.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -49,8 +50,9 @@ def k_reciprocal_rerank(
     of the kind of ``q_g_dist`` (a tensor on its device).
     """
     _check_params(k1, k2, lambda_value)
-    qg, qq, gg = (_as_numpy(x, name) for x, name in
-                  ((q_g_dist, "q_g_dist"), (q_q_dist, "q_q_dist"), (g_g_dist, "g_g_dist")))
+    qg, qq, gg = (
+        _as_numpy(x, name) for x, name in ((q_g_dist, "q_g_dist"), (q_q_dist, "q_q_dist"), (g_g_dist, "g_g_dist"))
+    )
     _check_shapes(qg, qq, gg)
     dtype = np.result_type(qg, qq, gg)
     num_all = qg.shape[0] + qg.shape[1]

@@ -3,9 +3,11 @@
 Training: every configured loss term on its input (ID losses on logits, metric losses on the
 pre-BN pooled feature), summed with its weight. Test feature: after (or before) the BNNeck.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,14 +26,14 @@ class BoTModel(ReIDModule):
     def __init__(
         self,
         backbone: nn.Module,
-        losses: Dict[str, Dict[str, Any]],
+        losses: dict[str, dict[str, Any]],
         optimizer: Callable[..., torch.optim.Optimizer],
-        scheduler: Optional[Callable[..., Any]] = None,
+        scheduler: Callable[..., Any] | None = None,
         pooling: str = "avg",
         neck_feat: str = "after",
         eval_metric: str = "cosine",
         max_rank: int = 50,
-        num_classes: Optional[int] = None,
+        num_classes: int | None = None,
         name: str = "bot",
     ) -> None:
         super().__init__(eval_metric=eval_metric, max_rank=max_rank)
@@ -60,7 +62,7 @@ class BoTModel(ReIDModule):
             return feat
         return self.neck.bn(feat)
 
-    def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         pids = batch["pid"]
         feat = self.pooled_features(batch["image"])
         _, logits = self.neck(feat)
@@ -68,5 +70,6 @@ class BoTModel(ReIDModule):
         return self.log_loss_terms(terms, logits=logits, pids=pids)
 
     def configure_optimizers(self):
-        return self.build_optimization([p for p in self.parameters() if p.requires_grad],
-                                       self.optimizer_factory, self.scheduler_factory)
+        return self.build_optimization(
+            [p for p in self.parameters() if p.requires_grad], self.optimizer_factory, self.scheduler_factory
+        )

@@ -22,13 +22,15 @@ The evaluation lives in ``src/ppreid/metrics/clip_alignment.py`` (shared with th
 - ``text_to_image``: each identity's canonical content caption (without the per-image viewpoint)
   ranks every image of the set; its images are the matches: R1 / R5 / mAP.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,8 +49,13 @@ TEXT_SOURCES = ("captions", "prompts")
 
 
 # ----------------------------------------------------------------------------- towers and loss
-def clip_contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
-                          positives: Optional[torch.Tensor] = None, max_scale: float = 100.0) -> torch.Tensor:
+def clip_contrastive_loss(
+    image: torch.Tensor,
+    text: torch.Tensor,
+    logit_scale: torch.Tensor,
+    positives: torch.Tensor | None = None,
+    max_scale: float = 100.0,
+) -> torch.Tensor:
     """CLIP's symmetric cross-entropy over (B, E) image and (B, E) text features of B pairs.
 
     ``positives``: optional (B, B) bool, image i matches text j (PLIP's identity-level contrast);
@@ -84,16 +91,21 @@ def caption_truth_positives(attributes: Sequence[Mapping[str, str]], stated: Seq
     n = len(attributes)
     if not keys:  # captions that state nothing are true of every image
         return torch.ones(n, n, dtype=torch.bool)
-    codes: Dict[str, Dict[str, int]] = {k: {} for k in keys}
+    codes: dict[str, dict[str, int]] = {k: {} for k in keys}
     values = torch.tensor([[codes[k].setdefault(str(a.get(k)), len(codes[k])) for k in keys] for a in attributes])
     said = torch.tensor([[k in set(ks) for k in keys] for ks in stated])
-    differ = values[:, None, :] != values[None, :, :]            # (B_image, B_text, K)
+    differ = values[:, None, :] != values[None, :, :]  # (B_image, B_text, K)
     return ~(differ & said[None, :, :]).any(-1) | torch.eye(n, dtype=torch.bool)
 
 
-def batch_positives(pids: torch.Tensor, kinds: Sequence[str], attributes: Sequence[Mapping[str, str]],
-                    stated: Sequence[Sequence[str]], identity_level: bool = False,
-                    caption_truth: bool = False) -> Optional[torch.Tensor]:
+def batch_positives(
+    pids: torch.Tensor,
+    kinds: Sequence[str],
+    attributes: Sequence[Mapping[str, str]],
+    stated: Sequence[Sequence[str]],
+    identity_level: bool = False,
+    caption_truth: bool = False,
+) -> torch.Tensor | None:
     """The contrastive positives of a batch: None (CLIP's one-to-one pairs), or the (B, B) union of
     PLIP's identity positives (``identity_level``) and the caption-truth positives (``caption_truth``)."""
     out = identity_positives(pids, kinds) if identity_level else None
@@ -103,22 +115,24 @@ def batch_positives(pids: torch.Tensor, kinds: Sequence[str], attributes: Sequen
     return out
 
 
-def draw_kinds(rng: np.random.Generator, weights: Mapping[str, float], n: int) -> List[str]:
+def draw_kinds(rng: np.random.Generator, weights: Mapping[str, float], n: int) -> list[str]:
     names = list(weights)
     p = np.asarray([float(weights[k]) for k in names], dtype=np.float64)
     return [names[i] for i in rng.choice(len(names), size=n, p=p / p.sum())]
 
 
-def check_caption_kinds(weights: Mapping[str, float]) -> Dict[str, float]:
+def check_caption_kinds(weights: Mapping[str, float]) -> dict[str, float]:
     weights = {str(k): float(v) for k, v in dict(weights).items()}
     bad = [k for k in weights if k not in KINDS]
     if bad or not weights or any(v < 0 for v in weights.values()) or sum(weights.values()) <= 0:
-        raise ConfigValueError(f"caption_kinds={weights}: a map of {', '.join(KINDS)} to weights >= 0 with a "
-                               "positive sum, e.g. {full: 0.6, content: 0.2, style: 0.2}.")
+        raise ConfigValueError(
+            f"caption_kinds={weights}: a map of {', '.join(KINDS)} to weights >= 0 with a "
+            "positive sum, e.g. {full: 0.6, content: 0.2, style: 0.2}."
+        )
     return weights
 
 
-def clip_state_dict(visual: nn.Module, text_tower: nn.Module, logit_scale: torch.Tensor) -> Dict[str, torch.Tensor]:
+def clip_state_dict(visual: nn.Module, text_tower: nn.Module, logit_scale: torch.Tensor) -> dict[str, torch.Tensor]:
     """A full open_clip CLIP state dict: ``visual.*``, the text tower's keys, ``logit_scale``."""
     state = {f"visual.{k}": v.detach().cpu().clone() for k, v in visual.state_dict().items()}
     state.update({k: v.detach().cpu().clone() for k, v in text_tower.state_dict().items()})
@@ -140,28 +154,29 @@ class ClipPretrainModel(ReIDModule):
         self,
         backbone: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
-        scheduler: Optional[Callable[..., Any]] = None,
+        scheduler: Callable[..., Any] | None = None,
         identity_level: bool = False,
         caption_truth: bool = False,
         text_source: str = "captions",
-        caption_kinds: Optional[Mapping[str, float]] = None,
-        captions: Optional[Mapping[str, Any]] = None,
+        caption_kinds: Mapping[str, float] | None = None,
+        captions: Mapping[str, Any] | None = None,
         logit_scale_init: float = 1 / 0.07,
         max_logit_scale: float = 100.0,
         weights_file: str = "clip_weights.pt",
-        picture: Optional[Mapping[str, int]] = None,
+        picture: Mapping[str, int] | None = None,
         warmup_steps: int = 50,
         seed: int = 0,
         eval_metric: str = "cosine",
         max_rank: int = 50,
-        num_classes: Optional[int] = None,
+        num_classes: int | None = None,
         name: str = "clip_pretrain",
     ) -> None:
         super().__init__(eval_metric=eval_metric, max_rank=max_rank)
         self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"], logger=False)
         if not hasattr(backbone, "text_tower"):
-            raise ConfigValueError(f"model=clip_pretrain needs a CLIP backbone (backbone=clip_*), got "
-                                   f"{type(backbone).__name__}.")
+            raise ConfigValueError(
+                f"model=clip_pretrain needs a CLIP backbone (backbone=clip_*), got {type(backbone).__name__}."
+            )
         if text_source not in TEXT_SOURCES:
             raise ConfigValueError(f"model.text_source={text_source!r}: choose one of {', '.join(TEXT_SOURCES)}.")
         self.backbone = backbone
@@ -181,7 +196,7 @@ class ClipPretrainModel(ReIDModule):
         self.picture = {"num_queries": 6, "topk": 6, **dict(picture or {})}
         self.seed = int(seed)
         self.warmup_steps = int(warmup_steps)
-        self._prompts: Dict[Path, Dict[str, str]] = {}
+        self._prompts: dict[Path, dict[str, str]] = {}
 
     # ------------------------------------------------------------------ texts
     def _prompt_of(self, path: str) -> str:
@@ -189,8 +204,10 @@ class ClipPretrainModel(ReIDModule):
         if folder not in self._prompts:
             manifest = folder / "manifest.jsonl"
             if not manifest.is_file():
-                raise ConfigValueError(f"model.text_source=prompts: {manifest} is missing; the source must be a "
-                                       "GenePerson folder written by synth.py (or use text_source=captions).")
+                raise ConfigValueError(
+                    f"model.text_source=prompts: {manifest} is missing; the source must be a "
+                    "GenePerson folder written by synth.py (or use text_source=captions)."
+                )
             table = {}
             for line in manifest.read_text().splitlines():
                 if line.strip():
@@ -199,17 +216,20 @@ class ClipPretrainModel(ReIDModule):
             self._prompts[folder] = table
         return self.captioner.fit_prompt(self._prompts[folder][Path(path).name])
 
-    def batch_texts(self, records: Sequence[Any], rng: np.random.Generator
-                    ) -> Tuple[List[str], List[str], List[Tuple[str, ...]]]:
+    def batch_texts(
+        self, records: Sequence[Any], rng: np.random.Generator
+    ) -> tuple[list[str], list[str], list[tuple[str, ...]]]:
         """(texts, kinds, the attribute keys each text states) of the records of a batch (a stage-1 prompt
         states none that is known)."""
         if self.text_source == "prompts":
             return [self._prompt_of(r.path) for r in records], ["full"] * len(records), [()] * len(records)
         missing = [r.path for r in records if not getattr(r, "attributes", None)]
         if missing:
-            raise ConfigValueError(f"model=clip_pretrain: {missing[0]} has no attribute record; captions need a "
-                                   "GenePerson source with manifest.jsonl (data=genepers_mini, sandbox_corpus, "
-                                   "genepers).")
+            raise ConfigValueError(
+                f"model=clip_pretrain: {missing[0]} has no attribute record; captions need a "
+                "GenePerson source with manifest.jsonl (data=genepers_mini, sandbox_corpus, "
+                "genepers)."
+            )
         kinds = draw_kinds(rng, self.caption_kinds, len(records))
         described = [self.captioner.describe(r.attributes, k, rng) for r, k in zip(records, kinds)]
         return [text for text, _ in described], kinds, [keys for _, keys in described]
@@ -218,7 +238,7 @@ class ClipPretrainModel(ReIDModule):
     def extract_features(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.backbone(images), dim=-1)
 
-    def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         records = self.trainer.datamodule.train_records
         index = batch["index"].tolist()
         rng = np.random.default_rng(derive_seed(self.seed, self.global_step, self.global_rank))
@@ -226,8 +246,14 @@ class ClipPretrainModel(ReIDModule):
         texts, kinds, stated = self.batch_texts(batch_records, rng)
         ids = self.captioner.tokenize(texts).to(self.device)
         image, text = self.backbone(batch["image"]), encode_text(self.text_tower, ids)
-        positives = batch_positives(batch["pid"], kinds, [r.attributes for r in batch_records], stated,
-                                    self.identity_level, self.caption_truth and self.text_source == "captions")
+        positives = batch_positives(
+            batch["pid"],
+            kinds,
+            [r.attributes for r in batch_records],
+            stated,
+            self.identity_level,
+            self.caption_truth and self.text_source == "captions",
+        )
         loss = clip_contrastive_loss(image, text, self.logit_scale, positives, self.max_logit_scale)
         self.log("train/loss_clip", loss.detach())
         self.log("train/loss", loss.detach(), prog_bar=True)
@@ -269,12 +295,12 @@ class ClipPretrainModel(ReIDModule):
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def _set_features(self, target) -> Tuple[torch.Tensor, List[Any]]:
+    def _set_features(self, target) -> tuple[torch.Tensor, list[Any]]:
         dm = self.trainer.datamodule
         records = list(target.records)
         loader = dm.eval_loader(target)
-        feats: List[torch.Tensor] = []
-        idx: List[int] = []
+        feats: list[torch.Tensor] = []
+        idx: list[int] = []
         limit = 1 if self.trainer.fast_dev_run else None
         for b, batch in enumerate(loader):
             if limit is not None and b >= limit:
@@ -283,7 +309,7 @@ class ClipPretrainModel(ReIDModule):
             idx += batch["index"].tolist()
         return torch.cat(feats), [records[i] for i in idx]
 
-    def alignment(self, sets: Sequence[Any], out_dir: Optional[Path]) -> Dict[str, Dict[str, Any]]:
+    def alignment(self, sets: Sequence[Any], out_dir: Path | None) -> dict[str, dict[str, Any]]:
         """``{"zero_shot": {set: ...}, "text_to_image": {set: ...}}`` for each evaluation set."""
         zero_shot, t2i = {}, {}
         was_training = self.training
@@ -295,15 +321,28 @@ class ClipPretrainModel(ReIDModule):
                 log.warning("%s: no attribute records (no manifest); zero-shot and text-to-image skipped", target.name)
                 continue
             zero_shot[target.name] = zero_shot_report(feats, attrs, self.text_tower, self.captioner, self.schema)
-            t2i[target.name], ranking = text_to_image_report(feats, [r.pid for r in records], attrs, self.text_tower,
-                                                             self.captioner)
+            t2i[target.name], ranking = text_to_image_report(
+                feats, [r.pid for r in records], attrs, self.text_tower, self.captioner
+            )
             if out_dir is not None and ranking:
-                alignment_picture(out_dir / f"text_to_image_{target.name}.png", ranking, [r.path for r in records],
-                                  int(self.picture["num_queries"]), int(self.picture["topk"]))
+                alignment_picture(
+                    out_dir / f"text_to_image_{target.name}.png",
+                    ranking,
+                    [r.path for r in records],
+                    int(self.picture["num_queries"]),
+                    int(self.picture["topk"]),
+                )
             zs = zero_shot[target.name]
-            log.info("%s: zero-shot mean normalized accuracy %s (mean accuracy %s, chance %s); caption-to-image "
-                     "R1 %s, mAP %s", target.name, zs["mean_normalized"], zs["mean_accuracy"], zs["mean_chance"],
-                     t2i[target.name]["R1"], t2i[target.name]["mAP"])
+            log.info(
+                "%s: zero-shot mean normalized accuracy %s (mean accuracy %s, chance %s); caption-to-image "
+                "R1 %s, mAP %s",
+                target.name,
+                zs["mean_normalized"],
+                zs["mean_accuracy"],
+                zs["mean_chance"],
+                t2i[target.name]["R1"],
+                t2i[target.name]["mAP"],
+            )
         self.train(was_training)
         return {"zero_shot": zero_shot, "text_to_image": t2i}
 

@@ -30,9 +30,10 @@ Stage 2 (phi_c, phi_s and the text encoder frozen; image encoder trained):
   (kept in the checkpoint as ``stage1_feats``), ``input: current`` the image encoder's current stage-2
   features (detached), which drift away from what phi_c / phi_s were trained on.
 """
+
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +52,7 @@ TERM_OPTIONS = {"style_mixed": {"input": "cached"}}
 STYLE_MIXED_INPUTS = ("cached", "current")
 
 
-def _terms(cfg: Optional[Dict[str, Any]], names, key: str) -> Dict[str, Dict[str, Any]]:
+def _terms(cfg: dict[str, Any] | None, names, key: str) -> dict[str, dict[str, Any]]:
     cfg = dict(cfg or {})
     unknown = sorted(set(cfg) - set(names))
     if unknown:
@@ -71,22 +72,52 @@ def _terms(cfg: Optional[Dict[str, Any]], names, key: str) -> Dict[str, Dict[str
 class PDMModel(TwoStageCLIPModule):
     lazy_state_prefixes = ("neck.classifier.", "neck_proj.classifier.", "text_bank", "stage1_feats")
 
-    def __init__(self, backbone: nn.Module, losses: Dict[str, Dict[str, Any]], stage1: Dict[str, Any],
-                 stage2: Dict[str, Any], templates: Optional[Dict[str, str]] = None,
-                 inversion: Optional[Dict[str, Any]] = None, style_label: str = "camid",
-                 stage1_loss: Optional[Dict[str, Any]] = None, stage2_loss: Optional[Dict[str, Any]] = None,
-                 restyle_strength: float = 1.0, neck_feat: str = "before", test_feature: str = "concat",
-                 eval_metric: str = "cosine", max_rank: int = 50, num_classes: Optional[int] = None,
-                 text_batch_size: int = 256, name: str = "pdm") -> None:
-        super().__init__(backbone, losses, stage1, stage2, neck_feat=neck_feat, test_feature=test_feature,
-                         eval_metric=eval_metric, max_rank=max_rank, num_classes=num_classes,
-                         restyle_strength=restyle_strength, text_batch_size=text_batch_size, name=name)
+    def __init__(
+        self,
+        backbone: nn.Module,
+        losses: dict[str, dict[str, Any]],
+        stage1: dict[str, Any],
+        stage2: dict[str, Any],
+        templates: dict[str, str] | None = None,
+        inversion: dict[str, Any] | None = None,
+        style_label: str = "camid",
+        stage1_loss: dict[str, Any] | None = None,
+        stage2_loss: dict[str, Any] | None = None,
+        restyle_strength: float = 1.0,
+        neck_feat: str = "before",
+        test_feature: str = "concat",
+        eval_metric: str = "cosine",
+        max_rank: int = 50,
+        num_classes: int | None = None,
+        text_batch_size: int = 256,
+        name: str = "pdm",
+    ) -> None:
+        super().__init__(
+            backbone,
+            losses,
+            stage1,
+            stage2,
+            neck_feat=neck_feat,
+            test_feature=test_feature,
+            eval_metric=eval_metric,
+            max_rank=max_rank,
+            num_classes=num_classes,
+            restyle_strength=restyle_strength,
+            text_batch_size=text_batch_size,
+            name=name,
+        )
         if style_label not in STYLE_LABELS:
-            raise ConfigValueError(f"model.style_label={style_label!r}; choose one of {', '.join(STYLE_LABELS)} "
-                                   "(camid: a GenePerson camera is an environment profile; domain: the source dataset).")
+            raise ConfigValueError(
+                f"model.style_label={style_label!r}; choose one of {', '.join(STYLE_LABELS)} "
+                "(camid: a GenePerson camera is an environment profile; domain: the source dataset)."
+            )
         self.style_label = style_label
-        templates = {"content": "A photo of a X X X X person.", "style": "A photo in S S style.",
-                     "composed": "A S S style photo of a X X X X person.", **(templates or {})}
+        templates = {
+            "content": "A photo of a X X X X person.",
+            "style": "A photo in S S style.",
+            "composed": "A S S style photo of a X X X X person.",
+            **(templates or {}),
+        }
         context = self.text_encoder.context_length
         self.content_prompt = PromptComposer(templates["content"], placeholders=("X",), context_length=context)
         self.style_prompt = PromptComposer(templates["style"], placeholders=("S",), context_length=context)
@@ -95,7 +126,8 @@ class PDMModel(TwoStageCLIPModule):
         if self.composed_prompt.counts != {"X": n_c, "S": n_s}:
             raise ConfigValueError(
                 f"model.templates: the composed template {templates['composed']!r} has {self.composed_prompt.counts} "
-                f"placeholder words, but the content and style templates have X={n_c}, S={n_s}; they must agree.")
+                f"placeholder words, but the content and style templates have X={n_c}, S={n_s}; they must agree."
+            )
         inv = {"hidden_dim": 512, "num_layers": 2, "dropout": 0.5, "match_word_norm": True}
         check_keys(dict(inversion or {}), tuple(inv), "model.inversion")
         inv.update(inversion or {})
@@ -110,14 +142,20 @@ class PDMModel(TwoStageCLIPModule):
         self.s1 = _terms(s1.pop("terms", None), STAGE1_TERMS, "model.stage1_loss.terms")
         self.s2 = _terms(s2.pop("terms", None), STAGE2_TERMS, "model.stage2_loss.terms")
         if self.s2["style_mixed"]["input"] not in STYLE_MIXED_INPUTS:
-            raise ConfigValueError(f"model.stage2_loss.terms.style_mixed.input={self.s2['style_mixed']['input']!r}; "
-                                   f"choose {' or '.join(STYLE_MIXED_INPUTS)} (cached = the stage-1 features the "
-                                   "inversion networks were trained on).")
-        for key, cfg, known in (("stage1_loss", s1, ("temperature", "normalize", "infonce_temperature")),
-                                ("stage2_loss", s2, ("label_smoothing", "temperature", "normalize"))):
+            raise ConfigValueError(
+                f"model.stage2_loss.terms.style_mixed.input={self.s2['style_mixed']['input']!r}; "
+                f"choose {' or '.join(STYLE_MIXED_INPUTS)} (cached = the stage-1 features the "
+                "inversion networks were trained on)."
+            )
+        for key, cfg, known in (
+            ("stage1_loss", s1, ("temperature", "normalize", "infonce_temperature")),
+            ("stage2_loss", s2, ("label_smoothing", "temperature", "normalize")),
+        ):
             unknown = sorted(set(cfg) - set(known))
             if unknown:
-                raise ConfigValueError(f"model.{key}: unknown key(s) {', '.join(unknown)}; known: terms, {', '.join(known)}.")
+                raise ConfigValueError(
+                    f"model.{key}: unknown key(s) {', '.join(unknown)}; known: terms, {', '.join(known)}."
+                )
         self.temperature, self.normalize = float(s1["temperature"]), bool(s1["normalize"])
         self.infonce_temperature = float(s1["infonce_temperature"])
         self.label_smoothing = float(s2["label_smoothing"])
@@ -151,19 +189,23 @@ class PDMModel(TwoStageCLIPModule):
             raise ConfigValueError(
                 f"model.style_label=domain, but the training data has {dm.num_domains} source dataset(s): the domain "
                 f"label is the same for every image. Use style_label=camid (choices: {', '.join(STYLE_LABELS)}), or "
-                "train on several sources.")
+                "train on several sources."
+            )
         if self.style_label == "camid" and dm.num_cameras < 2:
             raise ConfigValueError(
                 f"model.style_label=camid, but the training data has {dm.num_cameras} camera: there is no style to "
-                f"tell apart. Choices: {', '.join(STYLE_LABELS)} (domain needs several sources).")
+                f"tell apart. Choices: {', '.join(STYLE_LABELS)} (domain needs several sources)."
+            )
         bank = getattr(self, "text_bank", None)
         if bank is None or bank.shape[0] != dm.num_classes:
-            self.register_buffer("text_bank", torch.zeros(dm.num_classes, self.embed_dim, device=self.neck.bn.weight.device))
+            self.register_buffer(
+                "text_bank", torch.zeros(dm.num_classes, self.embed_dim, device=self.neck.bn.weight.device)
+            )
 
-    def stage1_modules(self) -> Dict[str, nn.Module]:
+    def stage1_modules(self) -> dict[str, nn.Module]:
         return {"inversion_content": self.inversion_content, "inversion_style": self.inversion_style}
 
-    def styles(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+    def styles(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return batch[self.style_label]
 
     # ----------------------------------------------------------------- prompts
@@ -172,30 +214,44 @@ class PDMModel(TwoStageCLIPModule):
         return self.content_prompt(self.text_encoder, X=self.inversion_content(feats))
 
     # ----------------------------------------------------------------- stage 1
-    def stage1_losses(self, feats: torch.Tensor, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    def stage1_losses(self, feats: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         ids, styles = batch["pid"], self.styles(batch)
         on = {k: t["enabled"] and float(t["weight"]) > 0 for k, t in self.s1.items()}
         w = {k: float(t["weight"]) for k, t in self.s1.items()}
         x_c = self.inversion_content(feats)
         x_s = self.inversion_style(feats)
-        terms: Dict[str, torch.Tensor] = {}
-        wanted = {"content": (self.content_prompt, {"X": x_c}), "style": (self.style_prompt, {"S": x_s}),
-                  "composed": (self.composed_prompt, {"X": x_c, "S": x_s})}
-        needed = [k for k, flag in (("content", on["identity"] or on["decorrelation"]),
-                                    ("style", on["style"] or on["decorrelation"]), ("composed", on["composed"])) if flag]
+        terms: dict[str, torch.Tensor] = {}
+        wanted = {
+            "content": (self.content_prompt, {"X": x_c}),
+            "style": (self.style_prompt, {"S": x_s}),
+            "composed": (self.composed_prompt, {"X": x_c, "S": x_s}),
+        }
+        needed = [
+            k
+            for k, flag in (
+                ("content", on["identity"] or on["decorrelation"]),
+                ("style", on["style"] or on["decorrelation"]),
+                ("composed", on["composed"]),
+            )
+            if flag
+        ]
         text = dict(zip(needed, encode_prompts(self.text_encoder, [wanted[k] for k in needed]))) if needed else {}
         t_c, t_s = text.get("content"), text.get("style")
         if on["identity"]:
             terms["identity"] = w["identity"] * (self.supcon(feats, t_c, ids, ids) + self.supcon(t_c, feats, ids, ids))
         if on["style"]:
-            terms["style"] = w["style"] * (self.supcon(feats, t_s, styles, styles) + self.supcon(t_s, feats, styles, styles))
+            terms["style"] = w["style"] * (
+                self.supcon(feats, t_s, styles, styles) + self.supcon(t_s, feats, styles, styles)
+            )
         if on["composed"]:
             terms["composed"] = w["composed"] * info_nce(feats, text["composed"], temperature=self.infonce_temperature)
         if on["content_invariance"]:
             words, words_restyled = self.inversion_content.forward_paired(
-                feats, self.cached("restyled", batch["index"]))
-            terms["content_invariance"] = w["content_invariance"] * (
-                1.0 - F.cosine_similarity(words_restyled, words, dim=-1)).mean()
+                feats, self.cached("restyled", batch["index"])
+            )
+            terms["content_invariance"] = (
+                w["content_invariance"] * (1.0 - F.cosine_similarity(words_restyled, words, dim=-1)).mean()
+            )
         if on["decorrelation"]:
             terms["decorrelation"] = w["decorrelation"] * F.cosine_similarity(t_c, t_s, dim=-1).pow(2).mean()
         return terms
@@ -223,20 +279,25 @@ class PDMModel(TwoStageCLIPModule):
             stage1[cache["index"]] = feats
             self.stage1_feats = stage1
 
-    def stage2_text_losses(self, feats: torch.Tensor, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    def stage2_text_losses(self, feats: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         ids, styles = batch["pid"], self.styles(batch)
-        terms: Dict[str, torch.Tensor] = {}
+        terms: dict[str, torch.Tensor] = {}
         i2t, mixed = self.s2["i2t"], self.s2["style_mixed"]
         if i2t["enabled"] and float(i2t["weight"]) > 0:
             terms["i2t_ce"] = float(i2t["weight"]) * i2t_cross_entropy(
-                feats, self.text_bank, ids, label_smoothing=self.label_smoothing, temperature=self.s2_temperature,
-                normalize=self.s2_normalize)
+                feats,
+                self.text_bank,
+                ids,
+                label_smoothing=self.label_smoothing,
+                temperature=self.s2_temperature,
+                normalize=self.s2_normalize,
+            )
         if mixed["enabled"] and float(mixed["weight"]) > 0:
             with torch.no_grad():
                 partner = self.other_style_partner(styles)
                 keep = partner >= 0
                 if bool(keep.any()):
-                    source = (self.stage1_feats[batch["index"]] if mixed["input"] == "cached" else feats.detach())
+                    source = self.stage1_feats[batch["index"]] if mixed["input"] == "cached" else feats.detach()
                     x_c = self.inversion_content(source[keep])
                     x_s = self.inversion_style(source[partner[keep]])
                     t_mix = self.composed_prompt(self.text_encoder, X=x_c, S=x_s).float()

@@ -22,13 +22,15 @@ so a run resumed inside any phase trains exactly as an uninterrupted one. A NaN 
 run with ``TrainingDivergedError``. Outputs beside BoT's: ``loss_curves.png`` (epoch means per phase)
 and ``own_reconstructions.png`` (the defence's own decoders on held-out source images).
 """
+
 from __future__ import annotations
 
 import logging
 import random
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,12 +38,12 @@ from torch import nn
 
 from ppreid.data.datamodule import IMAGENET_MEAN, IMAGENET_STD
 from ppreid.models.bot import BoTModel
+from ppreid.nn.bottleneck import VariationalBottleneck
 from ppreid.privacy.defences import build_defence
 from ppreid.privacy.history import LossHistory
 from ppreid.privacy.images import to_unit_images
 from ppreid.privacy.phases import PHASES, apply_phase_modes, phase_of, phase_values, resolve_boundaries
 from ppreid.privacy.reversal import non_negative
-from ppreid.nn.bottleneck import VariationalBottleneck
 from ppreid.utils.errors import ConfigValueError, TrainingDivergedError
 
 log = logging.getLogger(__name__)
@@ -58,15 +60,15 @@ class PrivacyGANModel(BoTModel):
     def __init__(
         self,
         backbone: nn.Module,
-        losses: Dict[str, Dict[str, Any]],
+        losses: dict[str, dict[str, Any]],
         optimizer: Callable[..., torch.optim.Optimizer],
-        generator: Optional[Callable[..., nn.Module]] = None,
-        discriminator: Optional[Callable[..., nn.Module]] = None,
-        g_optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None,
-        d_optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None,
+        generator: Callable[..., nn.Module] | None = None,
+        discriminator: Callable[..., nn.Module] | None = None,
+        g_optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        d_optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         image_size: Sequence[int] = (64, 32),
-        scheduler: Optional[Callable[..., Any]] = None,
-        phases: Optional[Dict[str, Any]] = None,
+        scheduler: Callable[..., Any] | None = None,
+        phases: dict[str, Any] | None = None,
         defence: str = "gan",
         privacy_loss: str = "ssim_gain",
         privacy_weight: float = 1.0,
@@ -79,32 +81,67 @@ class PrivacyGANModel(BoTModel):
         d_every: int = 4,
         r1_every: int = 16,
         g_every: int = 1,
-        pool: Optional[Dict[str, Any]] = None,
-        dependence: Optional[Dict[str, Any]] = None,
-        bottleneck: Optional[Dict[str, Any]] = None,
+        pool: dict[str, Any] | None = None,
+        dependence: dict[str, Any] | None = None,
+        bottleneck: dict[str, Any] | None = None,
         pooling: str = "avg",
         neck_feat: str = "after",
         eval_metric: str = "cosine",
         max_rank: int = 50,
-        num_classes: Optional[int] = None,
+        num_classes: int | None = None,
         name: str = "privacy_gan",
     ) -> None:
-        super().__init__(backbone=backbone, losses=losses, optimizer=optimizer, scheduler=scheduler,
-                         pooling=pooling, neck_feat=neck_feat, eval_metric=eval_metric, max_rank=max_rank,
-                         num_classes=num_classes, name=name)
-        self.save_hyperparameters(ignore=["backbone", "losses", "optimizer", "scheduler", "generator",
-                                          "discriminator", "g_optimizer", "d_optimizer", "pool"], logger=False)
+        super().__init__(
+            backbone=backbone,
+            losses=losses,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            pooling=pooling,
+            neck_feat=neck_feat,
+            eval_metric=eval_metric,
+            max_rank=max_rank,
+            num_classes=num_classes,
+            name=name,
+        )
+        self.save_hyperparameters(
+            ignore=[
+                "backbone",
+                "losses",
+                "optimizer",
+                "scheduler",
+                "generator",
+                "discriminator",
+                "g_optimizer",
+                "d_optimizer",
+                "pool",
+            ],
+            logger=False,
+        )
         self.automatic_optimization = False
         self.privacy_weight = non_negative("model.privacy_weight", privacy_weight)
         self.image_size = tuple(int(s) for s in image_size)
         self.defence_name = defence
-        self.defence = build_defence(defence, gan=dict(
-            generator=generator, discriminator=discriminator, g_optimizer=g_optimizer, d_optimizer=d_optimizer,
-            privacy_loss=privacy_loss, neg_pixel_kind=neg_pixel_kind, pixel_loss=pixel_loss,
-            pixel_weight=pixel_weight, gan_loss=gan_loss, d_weight=d_weight, r1_gamma=r1_gamma, d_every=d_every,
-            r1_every=r1_every, g_every=g_every),
+        self.defence = build_defence(
+            defence,
+            gan=dict(
+                generator=generator,
+                discriminator=discriminator,
+                g_optimizer=g_optimizer,
+                d_optimizer=d_optimizer,
+                privacy_loss=privacy_loss,
+                neg_pixel_kind=neg_pixel_kind,
+                pixel_loss=pixel_loss,
+                pixel_weight=pixel_weight,
+                gan_loss=gan_loss,
+                d_weight=d_weight,
+                r1_gamma=r1_gamma,
+                d_every=d_every,
+                r1_every=r1_every,
+                g_every=g_every,
+            ),
             pool=dict(pool or {}, privacy_loss=privacy_loss, neg_pixel_kind=neg_pixel_kind),
-            dependence=dict(dependence or {}))
+            dependence=dict(dependence or {}),
+        )
         self.defence.build(feat_dim=backbone.out_dim, image_size=self.image_size)
         options = dict(bottleneck or {})
         self.beta = non_negative("model.bottleneck.beta", options.pop("beta", 0.0))
@@ -112,14 +149,14 @@ class PrivacyGANModel(BoTModel):
         if self.bottleneck is not None and neck_feat != "after":
             raise ConfigValueError("model.bottleneck sits after the BNNeck; use model.neck_feat=after with it.")
         self.phase_values = phase_values(phases)
-        self.boundaries: Optional[Dict[str, int]] = None  # resolved at fit start, or restored from a checkpoint
+        self.boundaries: dict[str, int] | None = None  # resolved at fit start, or restored from a checkpoint
         self.counters = {"e_steps": 0, "r_batches": 0}
         self.phase = "extractor"
         self.history = LossHistory()
         self.loss_history = self.history.history
         self.base_seed = 0
-        self._started_epoch: Optional[int] = None
-        self._first_epoch: Optional[int] = None
+        self._started_epoch: int | None = None
+        self._first_epoch: int | None = None
         self.register_buffer("input_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("input_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         # the feature-blind predictor of ssim_gain: the running mean of the training images seen
@@ -163,19 +200,32 @@ class PrivacyGANModel(BoTModel):
         if self.boundaries is None:
             self.boundaries = resolved
         elif self.boundaries != resolved and not self.trainer.fast_dev_run:
-            log.warning("model.phases: the resumed checkpoint's phases %s are kept (this config gives %s)",
-                        self.boundaries, resolved)
+            log.warning(
+                "model.phases: the resumed checkpoint's phases %s are kept (this config gives %s)",
+                self.boundaries,
+                resolved,
+            )
         if not self.trainer.fast_dev_run:
             b = self.boundaries
-            log.info("phases: extractor alone for epochs [0, %d), the %s defence's adversaries alone [%d, %d), "
-                     "joint [%d, %d)", b["reversal_from"], self.defence_name, b["reversal_from"], b["joint_from"],
-                     b["joint_from"], self.trainer.max_epochs)
+            log.info(
+                "phases: extractor alone for epochs [0, %d), the %s defence's adversaries alone [%d, %d), "
+                "joint [%d, %d)",
+                b["reversal_from"],
+                self.defence_name,
+                b["reversal_from"],
+                b["joint_from"],
+                b["joint_from"],
+                self.trainer.max_epochs,
+            )
 
     def phase_of(self, epoch: int) -> str:
         if self.trainer.fast_dev_run:
             return "joint"  # one batch: run every step once
-        return phase_of(epoch, self.boundaries or resolve_boundaries(
-            self.phase_values, self.schedule_length(), self.defence.has_adversary))
+        return phase_of(
+            epoch,
+            self.boundaries
+            or resolve_boundaries(self.phase_values, self.schedule_length(), self.defence.has_adversary),
+        )
 
     def on_train_start(self) -> None:
         self._start_epoch()  # Lightning skips on_train_epoch_start for the first epoch of some resumed runs
@@ -207,16 +257,19 @@ class PrivacyGANModel(BoTModel):
             self.defence.on_joint_epoch_start(epoch)
 
     # ----------------------------------------------------------------- checkpoint state
-    def _all_counters(self) -> Dict[str, int]:
+    def _all_counters(self) -> dict[str, int]:
         clock = {k: v for k, v in self.defence.clock.items() if k != "batches"}
         return {**self.counters, **clock}
 
-    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint[CKPT_KEY] = {"counters": self._all_counters(), "phase": self.phase,
-                                "boundaries": dict(self.boundaries) if self.boundaries else None}
+        checkpoint[CKPT_KEY] = {
+            "counters": self._all_counters(),
+            "phase": self.phase,
+            "boundaries": dict(self.boundaries) if self.boundaries else None,
+        }
 
-    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get(CKPT_KEY)
         if not state:
             return
@@ -236,7 +289,7 @@ class PrivacyGANModel(BoTModel):
             return feat if self.neck_feat == "before" else self.neck.bn(feat)
         return self.bottleneck.stored_feature(self.neck.bn(feat), images)
 
-    def _forward_extractor(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def _forward_extractor(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """E's training forward: pre-BN feature, stored feature (a random sample with a bottleneck), logits,
         the feature the metric losses see, and the bottleneck's KL per image."""
         feat = self.pooled_features(images)
@@ -247,8 +300,13 @@ class PrivacyGANModel(BoTModel):
         mu, logvar = self.bottleneck(h)
         z = self.bottleneck.sample(mu, logvar)
         stored = z if self.bottleneck.stored == "sample" else mu
-        return {"feat": feat, "stored": stored, "logits": self.neck.classifier(z), "metric": stored,
-                "kl": self.bottleneck.kl(mu, logvar).mean()}
+        return {
+            "feat": feat,
+            "stored": stored,
+            "logits": self.neck.classifier(z),
+            "metric": stored,
+            "kl": self.bottleneck.kl(mu, logvar).mean(),
+        }
 
     # ----------------------------------------------------------------- training
     def _optimizers(self) -> list:
@@ -271,7 +329,8 @@ class PrivacyGANModel(BoTModel):
                 f"{self.trainer.global_step} (epoch {self.current_epoch}, phase {self.phase}, "
                 f"{self.counters['r_batches']} adversary batches). Training stopped; checkpoints/last.ckpt holds the "
                 "last finished epoch. Lower the learning rates (model.optimizer.lr, model.g_optimizer.lr / "
-                "model.d_optimizer.lr, model.pool.optimizer.lr), raise model.r1_gamma, or resume with ckpt_path=...")
+                "model.d_optimizer.lr, model.pool.optimizer.lr), raise model.r1_gamma, or resume with ckpt_path=..."
+            )
 
     def _optimize(self, optimizer, name: str, compute_loss: Callable[[], torch.Tensor]) -> torch.Tensor:
         """One step of ``optimizer`` on ``compute_loss()``, run with only its own parameters requiring grad
@@ -287,7 +346,7 @@ class PrivacyGANModel(BoTModel):
             self.untoggle_optimizer(optimizer)
         return loss
 
-    def _reid_loss(self, out: Dict[str, torch.Tensor], pids: torch.Tensor) -> torch.Tensor:
+    def _reid_loss(self, out: dict[str, torch.Tensor], pids: torch.Tensor) -> torch.Tensor:
         inputs = {"logits": out["logits"], "features": out["metric"]}
         total = out["feat"].new_zeros(())
         for name, fn in self.loss_fns.items():
@@ -316,7 +375,7 @@ class PrivacyGANModel(BoTModel):
         if recon is not None:
             self._record("recon_ssim", _ssim(recon, real), prog_bar=True)
 
-    def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> None:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         optimizers = self._optimizers()
         self.defence.bind(optimizers[1:], self._optimize)
         images, pids = batch["image"], batch["pid"]

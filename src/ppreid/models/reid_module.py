@@ -17,11 +17,13 @@ A checkpoint carries the model's **build spec** (its resolved model + backbone c
 training identities and the input size / normalization), under the key ``ppreid``, so that it can be
 rebuilt and evaluated without its config or its training data (see ``src/ppreid/training/checkpoint.py``).
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -68,27 +70,36 @@ class EvalOptions:
     embedding_plot: bool = True
 
     @classmethod
-    def from_config(cls, cfg: Optional[Dict[str, Any]]) -> "EvalOptions":
+    def from_config(cls, cfg: dict[str, Any] | None) -> EvalOptions:
         cfg = dict(cfg or {})
         rerank = dict(cfg.pop("rerank", None) or {})
         ranked = dict(cfg.pop("ranked_list", None) or {})
         known = {"flip", "export_features", "embedding_plot"}
         unknown = sorted(set(cfg) - known)
         if unknown:
-            raise ConfigValueError(f"eval: unknown key(s) {', '.join(unknown)}; known: flip, rerank, "
-                                   "ranked_list, export_features, embedding_plot.")
-        opts = cls(flip=bool(cfg.get("flip", False)), export_features=bool(cfg.get("export_features", False)),
-                   embedding_plot=bool(cfg.get("embedding_plot", True)),
-                   rerank=bool(rerank.get("enabled", False)), k1=int(rerank.get("k1", 20)),
-                   k2=int(rerank.get("k2", 6)), lambda_value=float(rerank.get("lambda_value", 0.3)),
-                   ranked_queries=int(ranked.get("num_queries", 8)), ranked_topk=int(ranked.get("topk", 10)))
+            raise ConfigValueError(
+                f"eval: unknown key(s) {', '.join(unknown)}; known: flip, rerank, "
+                "ranked_list, export_features, embedding_plot."
+            )
+        opts = cls(
+            flip=bool(cfg.get("flip", False)),
+            export_features=bool(cfg.get("export_features", False)),
+            embedding_plot=bool(cfg.get("embedding_plot", True)),
+            rerank=bool(rerank.get("enabled", False)),
+            k1=int(rerank.get("k1", 20)),
+            k2=int(rerank.get("k2", 6)),
+            lambda_value=float(rerank.get("lambda_value", 0.3)),
+            ranked_queries=int(ranked.get("num_queries", 8)),
+            ranked_topk=int(ranked.get("topk", 10)),
+        )
         if opts.ranked_queries < 0 or opts.ranked_topk < 1:
-            raise ConfigValueError(f"eval.ranked_list: num_queries={opts.ranked_queries} must be >= 0 and "
-                                   f"topk={opts.ranked_topk} >= 1.")
+            raise ConfigValueError(
+                f"eval.ranked_list: num_queries={opts.ranked_queries} must be >= 0 and topk={opts.ranked_topk} >= 1."
+            )
         return opts
 
     @property
-    def rerank_args(self) -> Optional[Dict[str, Any]]:
+    def rerank_args(self) -> dict[str, Any] | None:
         return {"k1": self.k1, "k2": self.k2, "lambda_value": self.lambda_value} if self.rerank else None
 
 
@@ -100,14 +111,14 @@ class ReIDModule(pl.LightningModule):
         self.eval_options = EvalOptions()
         self.val_evaluators = nn.ModuleList()
         self.evaluators = nn.ModuleList()
-        self.target_names: List[str] = []
+        self.target_names: list[str] = []
         # stage -> set name -> full result dict (incl. the CMC curve), read by callbacks.
-        self.eval_results: Dict[str, Dict[str, Dict[str, Any]]] = {}
+        self.eval_results: dict[str, dict[str, dict[str, Any]]] = {}
         # Set by train.py (or ppreid.training.checkpoint): how to rebuild this model; saved in checkpoints.
-        self.build_spec: Optional[Dict[str, Any]] = None
+        self.build_spec: dict[str, Any] | None = None
         # Sections a model adds to results.json (e.g. the privacy audit's "privacy"), set on the
         # process that runs the test (rank 0 of a single-node run; not under ddp_spawn).
-        self.extra_results: Dict[str, Any] = {}
+        self.extra_results: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- hooks for subclasses
     def extract_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -115,13 +126,13 @@ class ReIDModule(pl.LightningModule):
         raise NotImplementedError
 
     @property
-    def num_classes(self) -> Optional[int]:
+    def num_classes(self) -> int | None:
         """Number of training identities the model's classifier was built for (None before fit)."""
         value = self.hparams.get("num_classes") if hasattr(self, "hparams") else None
         return int(value) if value else None
 
     # ----------------------------------------------------------------- configuration
-    def configure_evaluation(self, options: EvalOptions | Dict[str, Any] | None) -> None:
+    def configure_evaluation(self, options: EvalOptions | dict[str, Any] | None) -> None:
         """Set the evaluation options (flip, re-ranking, pictures, export) of this run."""
         self.eval_options = options if isinstance(options, EvalOptions) else EvalOptions.from_config(options)
 
@@ -132,8 +143,14 @@ class ReIDModule(pl.LightningModule):
             return 10**6
         return int(trainer.max_epochs)
 
-    def build_schedule(self, factory: Optional[Callable], optimizer: torch.optim.Optimizer, length: int,
-                       key: str = "model.scheduler", length_key: str = "trainer.max_epochs"):
+    def build_schedule(
+        self,
+        factory: Callable | None,
+        optimizer: torch.optim.Optimizer,
+        length: int,
+        key: str = "model.scheduler",
+        length_key: str = "trainer.max_epochs",
+    ):
         """The epoch scheduler of ``optimizer`` over ``length`` epochs (a fast dev run: any length fits);
         ``factory`` None = a constant learning rate."""
         if factory is None:
@@ -141,8 +158,9 @@ class ReIDModule(pl.LightningModule):
         length = 10**6 if self.trainer.fast_dev_run else length
         return factory(optimizer=optimizer, max_epochs=length, key=key, length_key=length_key)
 
-    def build_optimization(self, params, optimizer_factory: Callable, scheduler_factory: Optional[Callable],
-                           key: str = "model.scheduler"):
+    def build_optimization(
+        self, params, optimizer_factory: Callable, scheduler_factory: Callable | None, key: str = "model.scheduler"
+    ):
         """Optimizer (+ epoch scheduler, given the run length) in Lightning's return format."""
         optimizer = optimizer_factory(params=params)
         if scheduler_factory is None:
@@ -151,13 +169,13 @@ class ReIDModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # ----------------------------------------------------------------- shared training machinery
-    def ensure_classifier(self, neck: nn.Module, num_classes: Optional[int]) -> None:
+    def ensure_classifier(self, neck: nn.Module, num_classes: int | None) -> None:
         """Size ``neck``'s ID classifier for the training identities (rebuilt only when the count changes)."""
         if num_classes and neck.num_classes != num_classes:
             neck.reset_classifier(num_classes)
             self.hparams.num_classes = num_classes
 
-    def reid_loss_terms(self, inputs: Dict[str, Any], pids: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def reid_loss_terms(self, inputs: dict[str, Any], pids: torch.Tensor) -> dict[str, torch.Tensor]:
         """Weighted terms of the ``loss`` group (``self.loss_fns`` / ``self.loss_weights``).
 
         ``inputs``: ``{"logits": ..., "features": ...}``, each a tensor or a list of tensors (a term's
@@ -170,8 +188,13 @@ class ReIDModule(pl.LightningModule):
             terms[name] = self.loss_weights[name] * sum(values)
         return terms
 
-    def log_loss_terms(self, terms: Dict[str, torch.Tensor], prefix: str = "train",
-                       logits: Optional[torch.Tensor] = None, pids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def log_loss_terms(
+        self,
+        terms: dict[str, torch.Tensor],
+        prefix: str = "train",
+        logits: torch.Tensor | None = None,
+        pids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Log each weighted term (``<prefix>/loss_<name>``), their sum (``<prefix>/loss``, also
         ``train/loss``) and, given logits, the ID accuracy (``train/acc``); returns the sum."""
         if not terms:
@@ -189,30 +212,41 @@ class ReIDModule(pl.LightningModule):
     def _limited(self) -> bool:
         trainer = self.trainer
         return bool(trainer.fast_dev_run) or any(
-            not (isinstance(v, float) and v == 1.0) for v in (trainer.limit_val_batches, trainer.limit_test_batches))
+            not (isinstance(v, float) and v == 1.0) for v in (trainer.limit_val_batches, trainer.limit_test_batches)
+        )
 
     def _evaluator(self, num_query: int, num_gallery: int, strict: bool) -> ReIDEvaluator:
         opts = self.eval_options
-        return ReIDEvaluator(num_query=num_query, num_gallery=num_gallery, metric=self.eval_metric,
-                             max_rank=self.max_rank, strict=strict, rerank=opts.rerank_args,
-                             keep_features=opts.export_features or opts.embedding_plot,
-                             ranked_queries=opts.ranked_queries, ranked_topk=opts.ranked_topk)
+        return ReIDEvaluator(
+            num_query=num_query,
+            num_gallery=num_gallery,
+            metric=self.eval_metric,
+            max_rank=self.max_rank,
+            strict=strict,
+            rerank=opts.rerank_args,
+            keep_features=opts.export_features or opts.embedding_plot,
+            ranked_queries=opts.ranked_queries,
+            ranked_topk=opts.ranked_topk,
+        )
 
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
         limited = self._limited()
         if stage in ("fit", "validate") and len(self.val_evaluators) == 0 and dm.has_val:
-            self.val_evaluators.append(self._evaluator(dm.val_set.num_query, len(dm.val_set.splits.gallery),
-                                                       strict=not limited))
+            self.val_evaluators.append(
+                self._evaluator(dm.val_set.num_query, len(dm.val_set.splits.gallery), strict=not limited)
+            )
         if stage == "test" and not self.target_names:
             if limited:
-                log.warning("evaluation batches are limited (fast_dev_run / limit_*_batches): "
-                            "metrics cover only part of each target and are not comparable.")
+                log.warning(
+                    "evaluation batches are limited (fast_dev_run / limit_*_batches): "
+                    "metrics cover only part of each target and are not comparable."
+                )
             self.target_names = list(dm.target_names)
             for num_query, num_gallery in zip(dm.target_num_query, dm.target_num_gallery):
                 self.evaluators.append(self._evaluator(num_query, num_gallery, strict=not limited))
 
-    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.build_spec is not None:
             checkpoint[SPEC_KEY] = {**self.build_spec, "num_classes": self.num_classes}
 
@@ -224,7 +258,7 @@ class ReIDModule(pl.LightningModule):
             feats = (feats + self.extract_features(torch.flip(images, dims=[3]))) / 2
         return feats
 
-    def _eval_step(self, batch: Dict[str, torch.Tensor], evaluator: ReIDEvaluator) -> None:
+    def _eval_step(self, batch: dict[str, torch.Tensor], evaluator: ReIDEvaluator) -> None:
         feats = self.eval_features(batch["image"])
         evaluator.update(feats.float(), batch["pid"], batch["camid"], batch["index"])
 
@@ -234,7 +268,7 @@ class ReIDModule(pl.LightningModule):
     def test_step(self, batch, batch_idx, dataloader_idx: int = 0) -> None:
         self._eval_step(batch, self.evaluators[dataloader_idx])
 
-    def _log_result(self, prefix: str, res: Dict[str, Any]) -> None:
+    def _log_result(self, prefix: str, res: dict[str, Any]) -> None:
         cmc = res["cmc"]
         for k in RANKS_LOGGED:
             self.log(f"{prefix}/R{k}", float(cmc[k - 1]), sync_dist=True)
@@ -264,7 +298,7 @@ class ReIDModule(pl.LightningModule):
         if self.eval_options.export_features and self.trainer.is_global_zero:
             self._export_features(results)
 
-    def _export_features(self, results: Dict[str, Dict[str, Any]]) -> None:
+    def _export_features(self, results: dict[str, dict[str, Any]]) -> None:
         """``features_<target>.npz`` in the run folder for every fully evaluated target."""
         from pathlib import Path
 
@@ -276,6 +310,10 @@ class ReIDModule(pl.LightningModule):
                 log.warning("eval.export_features: %s was evaluated partially; nothing exported", name)
                 continue
             splits = targets[name].splits
-            path = write_feature_export(Path(self.trainer.default_root_dir) / f"features_{name}.npz",
-                                        res["features"], [r.path for r in splits.query], [r.path for r in splits.gallery])
+            path = write_feature_export(
+                Path(self.trainer.default_root_dir) / f"features_{name}.npz",
+                res["features"],
+                [r.path for r in splits.query],
+                [r.path for r in splits.gallery],
+            )
             log.info("features of %s written to %s", name, path)

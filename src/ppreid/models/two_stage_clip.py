@@ -28,22 +28,24 @@ the epoch, so a checkpoint resumes inside either stage. Under DDP the cache is s
 put back in index order: every rank holds the single-process cache. A fast dev run (``debug=fdr``)
 runs one batch of each stage, caching only that batch's features.
 """
+
 from __future__ import annotations
 
 import logging
 import warnings
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from ppreid.losses.terms import build_loss_terms
-from ppreid.training.feature_cache import cache_training_features
 from ppreid.models.reid_module import ReIDModule, check_neck_feat
 from ppreid.nn.heads import BNNeck
 from ppreid.nn.text import TextEncoder
+from ppreid.training.feature_cache import cache_training_features
 from ppreid.utils.errors import ConfigValueError, TrainingDivergedError
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ STAGE_OPTIONAL = {1: {"batch_size": 64}, 2: {"bias_lr_factor": 1.0, "weight_deca
 TEST_FEATURES = ("concat", "final", "proj")
 
 
-def check_keys(cfg: Dict[str, Any], known: Sequence[str], key: str) -> None:
+def check_keys(cfg: dict[str, Any], known: Sequence[str], key: str) -> None:
     """Refuse misspelt config keys (one line naming the known ones)."""
     unknown = sorted(set(cfg) - set(known))
     if unknown:
@@ -67,38 +69,56 @@ class TwoStageCLIPModule(ReIDModule):
     ddp_find_unused_parameters = True  # stage 1 leaves the image encoder unused, stage 2 the text side
     lazy_state_prefixes = ("neck.classifier.", "neck_proj.classifier.")
 
-    def __init__(self, backbone: nn.Module, losses: Dict[str, Dict[str, Any]], stage1: Dict[str, Any],
-                 stage2: Dict[str, Any], neck_feat: str = "before", test_feature: str = "concat",
-                 eval_metric: str = "cosine", max_rank: int = 50, num_classes: Optional[int] = None,
-                 restyle_strength: float = 1.0, text_batch_size: int = 256, name: str = "clip") -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        losses: dict[str, dict[str, Any]],
+        stage1: dict[str, Any],
+        stage2: dict[str, Any],
+        neck_feat: str = "before",
+        test_feature: str = "concat",
+        eval_metric: str = "cosine",
+        max_rank: int = 50,
+        num_classes: int | None = None,
+        restyle_strength: float = 1.0,
+        text_batch_size: int = 256,
+        name: str = "clip",
+    ) -> None:
         super().__init__(eval_metric=eval_metric, max_rank=max_rank)
         self.save_hyperparameters(ignore=["backbone", "losses", "stage1", "stage2"], logger=False)
         if not hasattr(backbone, "text_tower") or not hasattr(backbone, "forward_features"):
             raise ConfigValueError(
                 f"model={name} needs a CLIP backbone (its text tower builds the prompts), but the backbone is "
-                f"{type(backbone).__name__}; use backbone=clip_tiny, clip_vit_b16 or clip_rn50.")
+                f"{type(backbone).__name__}; use backbone=clip_tiny, clip_vit_b16 or clip_rn50."
+            )
         if getattr(backbone, "text_tower_loaded", None) is False:
             raise ConfigValueError(
                 f"model={name}: backbone.pretrained={backbone.pretrained} holds image-tower weights only, but the "
                 "prompts need CLIP's text tower too; give a full CLIP weights file (image + text towers, e.g. "
-                "open_clip's state dict) or an open_clip tag.")
+                "open_clip's state dict) or an open_clip tag."
+            )
         if test_feature not in TEST_FEATURES:
-            raise ConfigValueError(f"model.test_feature={test_feature!r}: choose {', '.join(TEST_FEATURES)} "
-                                   "(concat = CLIP-ReID's [final, proj]).")
+            raise ConfigValueError(
+                f"model.test_feature={test_feature!r}: choose {', '.join(TEST_FEATURES)} "
+                "(concat = CLIP-ReID's [final, proj])."
+            )
         self.stage_cfg = {}
         for k, stage in ((1, stage1), (2, stage2)):
             stage = dict(stage)
             check_keys(stage, STAGE_KEYS + tuple(STAGE_OPTIONAL[k]), f"model.stage{k}")
             missing = [key for key in STAGE_KEYS if key not in stage]
             if missing:
-                raise ConfigValueError(f"model.stage{k} lacks {', '.join(missing)}; each stage needs epochs, "
-                                       "optimizer and scheduler (null for a constant learning rate).")
+                raise ConfigValueError(
+                    f"model.stage{k} lacks {', '.join(missing)}; each stage needs epochs, "
+                    "optimizer and scheduler (null for a constant learning rate)."
+                )
             if int(stage["epochs"]) < 0:
                 raise ConfigValueError(f"model.stage{k}.epochs={stage['epochs']} must be >= 0.")
             self.stage_cfg[k] = {**STAGE_OPTIONAL[k], **stage}
         if self.stage_cfg[1]["batch_size"] is not None and int(self.stage_cfg[1]["batch_size"]) < 1:
-            raise ConfigValueError(f"model.stage1.batch_size={self.stage_cfg[1]['batch_size']} must be >= 1 "
-                                   "(or null for P x K batches).")
+            raise ConfigValueError(
+                f"model.stage1.batch_size={self.stage_cfg[1]['batch_size']} must be >= 1 (or null for P x K batches)."
+            )
         self.automatic_optimization = False
         self.backbone = backbone
         self.text_encoder = TextEncoder(backbone.text_tower())
@@ -115,11 +135,11 @@ class TwoStageCLIPModule(ReIDModule):
         self.text_batch_size = int(text_batch_size)
         # 1 once the stage-2 text targets are built; saved, so resuming inside stage 2 keeps them
         self.register_buffer("stage2_ready", torch.zeros((), dtype=torch.long))
-        self._cache: Optional[Dict[str, torch.Tensor]] = None
-        self._epoch_losses: Dict[str, list] = defaultdict(list)
-        self._val_limit: Optional[Any] = None
+        self._cache: dict[str, torch.Tensor] | None = None
+        self._epoch_losses: dict[str, list] = defaultdict(list)
+        self._val_limit: Any | None = None
         # stage name -> term -> [(epoch, epoch-mean value)], for the loss-curve picture
-        self.loss_history: Dict[str, Dict[str, list]] = {}
+        self.loss_history: dict[str, dict[str, list]] = {}
 
     # ----------------------------------------------------------------- stages
     @property
@@ -138,7 +158,7 @@ class TwoStageCLIPModule(ReIDModule):
         return "indices" if self.stage == 1 and not self.fast_dev_run else "images"
 
     @property
-    def index_batch_size(self) -> Optional[int]:
+    def index_batch_size(self) -> int | None:
         """Stage-1 chunk of the permutation of all training images (None: P x K batches)."""
         size = self.stage_cfg[1]["batch_size"]
         return None if size is None else int(size)
@@ -148,11 +168,11 @@ class TwoStageCLIPModule(ReIDModule):
         """Whether the stage-1 cache also holds a photometrically re-styled view of every image."""
         return False
 
-    def stage1_modules(self) -> Dict[str, nn.Module]:
+    def stage1_modules(self) -> dict[str, nn.Module]:
         """The modules stage 1 trains (and stage 2 freezes), by name."""
         raise NotImplementedError
 
-    def stage1_losses(self, feats: torch.Tensor, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    def stage1_losses(self, feats: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Weighted stage-1 loss terms from cached image features (B, E) of the batch."""
         raise NotImplementedError
 
@@ -160,7 +180,7 @@ class TwoStageCLIPModule(ReIDModule):
         """Build the stage-2 text targets (buffers) from the trained stage-1 modules (and the cache)."""
         raise NotImplementedError
 
-    def stage2_text_losses(self, feats: torch.Tensor, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    def stage2_text_losses(self, feats: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Weighted stage-2 text losses of projected image features (B, E) with gradient."""
         raise NotImplementedError
 
@@ -175,31 +195,39 @@ class TwoStageCLIPModule(ReIDModule):
             raise ConfigValueError(
                 f"trainer.max_epochs={trainer.max_epochs}, but model.stage1.epochs + model.stage2.epochs = "
                 f"{self.stage1_epochs} + {self.stage2_epochs} = {total}; set the stage epochs instead "
-                f"(trainer.max_epochs follows them).")
+                f"(trainer.max_epochs follows them)."
+            )
         self.ensure_classifier(self.neck, dm.num_classes)
         self.ensure_classifier(self.neck_proj, dm.num_classes)
         self.setup_identities(dm)
         # Lightning warns about modules in eval mode at the start of training: here they are intended
         warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
         frozen = sum(1 for m in self.modules() if not m.training)
-        log.info("stage 1 trains %s; the frozen text encoder (%d modules) stays in eval mode throughout",
-                 ", ".join(self.stage1_modules()), frozen)
+        log.info(
+            "stage 1 trains %s; the frozen text encoder (%d modules) stays in eval mode throughout",
+            ", ".join(self.stage1_modules()),
+            frozen,
+        )
 
     def setup_identities(self, dm) -> None:
         """Build modules sized by the training identities (``dm.num_classes``)."""
 
-    def stage2_parameter_groups(self) -> List[Dict[str, Any]]:
+    def stage2_parameter_groups(self) -> list[dict[str, Any]]:
         """Image encoder + necks; biases at ``bias_lr_factor`` x lr with ``weight_decay_bias`` (CLIP-ReID)."""
         cfg = self.stage_cfg[2]
         factory = cfg["optimizer"]
         base = dict(getattr(factory, "keywords", {}) or {})
         if "lr" not in base:
             raise ConfigValueError("model.stage2.optimizer needs an explicit lr (the bias groups scale it).")
-        named = [(n, p) for module in (self.backbone, self.neck, self.neck_proj)
-                 for n, p in module.named_parameters() if p.requires_grad]
+        named = [
+            (n, p)
+            for module in (self.backbone, self.neck, self.neck_proj)
+            for n, p in module.named_parameters()
+            if p.requires_grad
+        ]
         weights = [p for n, p in named if not n.endswith("bias")]
         biases = [p for n, p in named if n.endswith("bias")]
-        bias_group: Dict[str, Any] = {"params": biases, "lr": float(base["lr"]) * float(cfg["bias_lr_factor"])}
+        bias_group: dict[str, Any] = {"params": biases, "lr": float(base["lr"]) * float(cfg["bias_lr_factor"])}
         if cfg["weight_decay_bias"] is not None:
             bias_group["weight_decay"] = float(cfg["weight_decay_bias"])
         return [{"params": weights}, bias_group] if biases else [{"params": weights}]
@@ -208,20 +236,34 @@ class TwoStageCLIPModule(ReIDModule):
         stage1_params = [p for m in self.stage1_modules().values() for p in m.parameters() if p.requires_grad]
         opt1 = self.stage_cfg[1]["optimizer"](params=stage1_params)
         opt2 = self.stage_cfg[2]["optimizer"](params=self.stage2_parameter_groups())
-        schedules = [self.build_schedule(self.stage_cfg[k].get("scheduler"), opt, max(1, int(self.stage_cfg[k]["epochs"])),
-                                         key=f"model.stage{k}.scheduler", length_key=f"model.stage{k}.epochs")
-                     for k, opt in ((1, opt1), (2, opt2))]
+        schedules = [
+            self.build_schedule(
+                self.stage_cfg[k].get("scheduler"),
+                opt,
+                max(1, int(self.stage_cfg[k]["epochs"])),
+                key=f"model.stage{k}.scheduler",
+                length_key=f"model.stage{k}.epochs",
+            )
+            for k, opt in ((1, opt1), (2, opt2))
+        ]
         return [opt1, opt2], [{"scheduler": sch, "interval": "epoch"} for sch in schedules]
 
     # ----------------------------------------------------------------- cache
-    def build_cache(self, indices: Optional[Sequence[int]] = None) -> Dict[str, torch.Tensor]:
+    def build_cache(self, indices: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
         """The frozen image encoder's features of the training images (see
         :func:`ppreid.training.feature_cache.cache_training_features`); ``indices``: only these images."""
-        return cache_training_features(self.backbone, self.trainer.datamodule, self.device, self.embed_dim,
-                                       self.cache_restyled, self.restyle_strength, indices)
+        return cache_training_features(
+            self.backbone,
+            self.trainer.datamodule,
+            self.device,
+            self.embed_dim,
+            self.cache_restyled,
+            self.restyle_strength,
+            indices,
+        )
 
     @property
-    def cache(self) -> Dict[str, torch.Tensor]:
+    def cache(self) -> dict[str, torch.Tensor]:
         if self._cache is None:
             self._cache = self.build_cache()
         return self._cache
@@ -249,8 +291,11 @@ class TwoStageCLIPModule(ReIDModule):
             with torch.no_grad():
                 self.build_stage2_targets()
             self.stage2_ready.fill_(1)
-            log.info("stage 2: text targets built; training the image encoder (epochs %d..%d)",
-                     self.stage1_epochs, self.stage1_epochs + self.stage2_epochs - 1)
+            log.info(
+                "stage 2: text targets built; training the image encoder (epochs %d..%d)",
+                self.stage1_epochs,
+                self.stage1_epochs + self.stage2_epochs - 1,
+            )
         self.release_cache()
 
     def release_cache(self) -> None:
@@ -264,7 +309,7 @@ class TwoStageCLIPModule(ReIDModule):
         for module in self.stage1_modules().values():
             module.train(self.stage == 1)
 
-    def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.fast_dev_run:
             return self._fast_dev_step(batch)
         stage = self.stage
@@ -274,7 +319,7 @@ class TwoStageCLIPModule(ReIDModule):
             terms = self._stage2_losses(batch)
         return self._step(stage, terms)
 
-    def _fast_dev_step(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+    def _fast_dev_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """One batch of each stage: stage 1 on this batch's cached features, then stage 2 on its images."""
         self._cache = self.build_cache(indices=batch["index"].tolist())
         for module in self.stage1_modules().values():
@@ -288,18 +333,21 @@ class TwoStageCLIPModule(ReIDModule):
         self.release_cache()
         return self._step(2, self._stage2_losses(batch))
 
-    def _step(self, stage: int, terms: Dict[str, torch.Tensor]) -> torch.Tensor:
+    def _step(self, stage: int, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         opt = self.optimizers()[stage - 1]
         if not terms:
-            raise ConfigValueError(f"model.stage{stage}: every loss term is off; enable at least one"
-                                   + (", or set model.stage1.epochs=0." if stage == 1 else "."))
+            raise ConfigValueError(
+                f"model.stage{stage}: every loss term is off; enable at least one"
+                + (", or set model.stage1.epochs=0." if stage == 1 else ".")
+            )
         total = sum(terms.values())
         if not torch.isfinite(total):
             bad = [k for k, v in terms.items() if not torch.isfinite(v)]
             raise TrainingDivergedError(
                 f"stage {stage} loss {', '.join(bad) or 'total'} is {float(total)} at global step {self.global_step} "
                 f"(epoch {self.current_epoch}); lower the learning rate (model.stage{stage}.optimizer.lr) or the loss "
-                f"weights. checkpoints/last.ckpt still holds the last good epoch.")
+                f"weights. checkpoints/last.ckpt still holds the last good epoch."
+            )
         opt.zero_grad()
         self.manual_backward(total)
         opt.step()
@@ -309,15 +357,16 @@ class TwoStageCLIPModule(ReIDModule):
         self._epoch_losses["total"].append(float(total.detach()))
         return total.detach()
 
-    def _stage2_losses(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    def _stage2_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         for module in self.stage1_modules().values():
             module.eval()
         pids = batch["pid"]
         feats = self.backbone.forward_features(batch["image"])
         _, logits = self.neck(feats["final"])
         _, logits_proj = self.neck_proj(feats["proj"])
-        terms = self.reid_loss_terms({"logits": [logits, logits_proj],
-                                      "features": [feats["intermediate"], feats["final"], feats["proj"]]}, pids)
+        terms = self.reid_loss_terms(
+            {"logits": [logits, logits_proj], "features": [feats["intermediate"], feats["final"], feats["proj"]]}, pids
+        )
         terms.update(self.stage2_text_losses(feats["proj"], batch))
         self.log("train/acc", (logits_proj.argmax(1) == pids).float().mean(), prog_bar=True)
         return terms
@@ -329,7 +378,8 @@ class TwoStageCLIPModule(ReIDModule):
         for term, values in self._epoch_losses.items():
             if values:
                 self.loss_history.setdefault(name, {}).setdefault(term, []).append(
-                    (int(self.current_epoch), sum(values) / len(values)))
+                    (int(self.current_epoch), sum(values) / len(values))
+                )
         self._epoch_losses = defaultdict(list)
         if stage == 1 and self.current_epoch == self.stage1_epochs - 1:
             self._save_stage1_checkpoint()

@@ -14,6 +14,7 @@ feature, whatever the batch it comes in (and an attacker cannot average many sam
 
 The heads start as the identity (mu = h) and a small constant variance (``init_logvar``).
 """
+
 from __future__ import annotations
 
 import zlib
@@ -27,8 +28,15 @@ STORED = ("sample", "mean")
 
 
 class VariationalBottleneck(nn.Module):
-    def __init__(self, dim: int, stored: str = "sample", sample_seed: int = 0, init_logvar: float = -2.0,
-                 min_logvar: float = -10.0, max_logvar: float = 4.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        stored: str = "sample",
+        sample_seed: int = 0,
+        init_logvar: float = -2.0,
+        min_logvar: float = -10.0,
+        max_logvar: float = 4.0,
+    ) -> None:
         super().__init__()
         if stored not in STORED:
             raise ConfigValueError(f"model.bottleneck.stored={stored!r} is unknown; use one of {', '.join(STORED)}.")

@@ -5,6 +5,7 @@ feature (B,D) enters as the UNet's class embedding (``class_embed_type="identity
 the time-embedding width and it is added to the timestep embedding of every residual block). Trained
 as a DDPM (``loss``), sampled with DDIM (``sample``, ``inference_steps`` deterministic steps, eta 0).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -48,29 +49,42 @@ class DiffusionDecoder(nn.Module):
         if levels < 1 or min(channels) < 1 or any(c % int(norm_num_groups) for c in channels):
             raise ConfigValueError(
                 f"DiffusionDecoder: block_out_channels={channels} must be positive multiples of "
-                f"norm_num_groups={norm_num_groups}.")
+                f"norm_num_groups={norm_num_groups}."
+            )
         scale = 2 ** (levels - 1)
         if height % scale or width % scale:
             raise ConfigValueError(
                 f"DiffusionDecoder: image_size={[height, width]} is not divisible by 2^{levels - 1} = {scale} "
-                f"({levels} UNet levels); use fewer block_out_channels or another size.")
+                f"({levels} UNet levels); use fewer block_out_channels or another size."
+            )
         if prediction_type not in PREDICTION_TYPES:
-            raise ConfigValueError(f"DiffusionDecoder: prediction_type={prediction_type!r} is unknown; use one of "
-                                   f"{', '.join(PREDICTION_TYPES)}.")
+            raise ConfigValueError(
+                f"DiffusionDecoder: prediction_type={prediction_type!r} is unknown; use one of "
+                f"{', '.join(PREDICTION_TYPES)}."
+            )
         if int(inference_steps) < 1 or int(train_timesteps) < int(inference_steps):
             raise ConfigValueError(
-                f"DiffusionDecoder: inference_steps={inference_steps} must be in 1..train_timesteps={train_timesteps}.")
+                f"DiffusionDecoder: inference_steps={inference_steps} must be in 1..train_timesteps={train_timesteps}."
+            )
         self.feat_dim, self.image_size = int(feat_dim), (height, width)
         self.inference_steps = int(inference_steps)
         embed_dim = channels[0] * 4  # UNet2DModel's time-embedding width
         self.unet = UNet2DModel(
-            sample_size=(height, width), in_channels=3, out_channels=3, block_out_channels=tuple(channels),
-            layers_per_block=int(layers_per_block), down_block_types=("DownBlock2D",) * levels,
-            up_block_types=("UpBlock2D",) * levels, norm_num_groups=int(norm_num_groups), add_attention=False,
-            class_embed_type="identity")
+            sample_size=(height, width),
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=tuple(channels),
+            layers_per_block=int(layers_per_block),
+            down_block_types=("DownBlock2D",) * levels,
+            up_block_types=("UpBlock2D",) * levels,
+            norm_num_groups=int(norm_num_groups),
+            add_attention=False,
+            class_embed_type="identity",
+        )
         self.condition = nn.Sequential(nn.Linear(self.feat_dim, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim))
-        kwargs = dict(num_train_timesteps=int(train_timesteps), beta_schedule=beta_schedule,
-                      prediction_type=prediction_type)
+        kwargs = dict(
+            num_train_timesteps=int(train_timesteps), beta_schedule=beta_schedule, prediction_type=prediction_type
+        )
         self.train_scheduler = DDPMScheduler(**kwargs)
         # "trailing" spacing starts at the last training step (pure noise), as few DDIM steps need
         self.sample_scheduler = DDIMScheduler(**kwargs, clip_sample=True, timestep_spacing="trailing")
@@ -97,8 +111,13 @@ class DiffusionDecoder(nn.Module):
         return F.mse_loss(pred, target)
 
     @torch.no_grad()
-    def sample(self, feat: torch.Tensor, steps: int | None = None, generator: torch.Generator | None = None,
-               noise: torch.Tensor | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        feat: torch.Tensor,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """DDIM sampling (eta 0, ``steps`` or ``inference_steps``): features (B,D) -> images (B,3,H,W) in [0, 1].
 
         The start is ``noise`` (B,3,H,W) when given (e.g. drawn per image from its own seed, so a sample

@@ -3,6 +3,7 @@
 PDM uses two: phi_c maps an image to the words of its *content* (identity), phi_s to the words of
 its *style* (domain). The words replace placeholder tokens of a prompt template (src/ppreid/nn/prompts.py).
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,12 +22,22 @@ class TextualInversion(nn.Module):
     recompute it from a text tower that may differ).
     """
 
-    def __init__(self, embed_dim: int, token_dim: int, num_words: int = 4, hidden_dim: int = 512,
-                 num_layers: int = 2, dropout: float = 0.5, word_norm: float | None = None) -> None:
+    def __init__(
+        self,
+        embed_dim: int,
+        token_dim: int,
+        num_words: int = 4,
+        hidden_dim: int = 512,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+        word_norm: float | None = None,
+    ) -> None:
         super().__init__()
         if num_words < 1 or num_layers < 0 or hidden_dim < 1:
-            raise ConfigValueError(f"TextualInversion: num_words={num_words} (>= 1), num_layers={num_layers} (>= 0) "
-                                   f"and hidden_dim={hidden_dim} (>= 1) are out of range.")
+            raise ConfigValueError(
+                f"TextualInversion: num_words={num_words} (>= 1), num_layers={num_layers} (>= 0) "
+                f"and hidden_dim={hidden_dim} (>= 1) are out of range."
+            )
         if not 0.0 <= dropout < 1.0:
             raise ConfigValueError(f"TextualInversion: dropout={dropout} must be in [0, 1).")
         layers, width = [], int(embed_dim)
@@ -59,4 +70,4 @@ class TextualInversion(nn.Module):
             else:
                 x = layer(x)
         words = self._words(x)
-        return words[: len(a)], words[len(a):]
+        return words[: len(a)], words[len(a) :]

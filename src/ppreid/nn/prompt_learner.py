@@ -3,6 +3,7 @@
 Each identity i owns ``num_words`` token embeddings (the ``X X X X`` of ``A photo of a X X X X
 person.``), learned in stage 1 so that the prompt's text feature describes the identity.
 """
+
 from __future__ import annotations
 
 import torch

@@ -30,8 +30,9 @@ class TextEncoder(nn.Module):
         tower = clip_model
         if not hasattr(tower, "token_embedding") and isinstance(getattr(tower, "text", None), nn.Module):
             tower = tower.text  # CustomTextCLIP
-        missing = [n for n in ("token_embedding", "positional_embedding", "transformer", "ln_final")
-                   if not hasattr(tower, n)]
+        missing = [
+            n for n in ("token_embedding", "positional_embedding", "transformer", "ln_final") if not hasattr(tower, n)
+        ]
         name = type(clip_model).__name__
         if missing:
             raise ConfigValueError(

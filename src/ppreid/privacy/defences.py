@@ -17,15 +17,15 @@ size, ``blind`` a feature-blind prediction of it (the running mean image, (1,3,h
 - ``NoDefence``: nothing (the unprotected extractor, or a stochastic bottleneck alone);
 - the decoder pool with restarts lives in ``pool.py``.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-from ppreid.losses.adversarial import (RECONSTRUCTION_LOSSES, fake_realism, neg_pixel_similarity,
-                                    ssim_gain_loss)
+from ppreid.losses.adversarial import RECONSTRUCTION_LOSSES, fake_realism, neg_pixel_similarity, ssim_gain_loss
 from ppreid.losses.dependence import DEPENDENCE_MEASURES, within_identity_dependence
 from ppreid.metrics.privacy import ssim
 from ppreid.privacy.reversal import ReversalStep, frozen, plain_minimize
@@ -34,8 +34,9 @@ from ppreid.utils.errors import ConfigValueError
 RECON_PRIVACY_LOSSES = ("neg_pixel", "ssim", "ssim_gain")
 
 
-def reconstruction_privacy(kind: str, recon: torch.Tensor, real: torch.Tensor, blind: torch.Tensor,
-                           neg_pixel_kind: str = "l1") -> torch.Tensor:
+def reconstruction_privacy(
+    kind: str, recon: torch.Tensor, real: torch.Tensor, blind: torch.Tensor, neg_pixel_kind: str = "l1"
+) -> torch.Tensor:
     """A privacy loss of a decoder's reconstruction (lower = the reconstruction leaks less)."""
     if kind == "neg_pixel":
         return neg_pixel_similarity(recon, real, neg_pixel_kind)
@@ -49,30 +50,31 @@ class Defence(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.clock: Dict[str, int] = {}
+        self.clock: dict[str, int] = {}
         self.minimize = plain_minimize
 
     def build(self, feat_dim: int, image_size: Sequence[int]) -> None:
         """Create the networks once E's feature size and the reconstruction size are known."""
 
-    def build_optimizers(self) -> List[torch.optim.Optimizer]:
+    def build_optimizers(self) -> list[torch.optim.Optimizer]:
         return []
 
     def bind(self, optimizers: Sequence, minimize: Callable) -> None:
         self.optimizers_, self.minimize = list(optimizers), minimize
 
-    def adversary_step(self, feat: torch.Tensor, real: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def adversary_step(self, feat: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
         return {}
 
-    def privacy_loss(self, feat: torch.Tensor, real: torch.Tensor, pids: torch.Tensor,
-                     blind: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    def privacy_loss(
+        self, feat: torch.Tensor, real: torch.Tensor, pids: torch.Tensor, blind: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return feat.new_zeros(()), {}
 
     def on_joint_epoch_start(self, epoch: int) -> None:
         """Called at the start of every epoch of the joint phase."""
 
     @torch.no_grad()
-    def reconstruct(self, feat: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def reconstruct(self, feat: torch.Tensor) -> dict[str, torch.Tensor]:
         """name -> (B,3,h,w) reconstructions of its decoders, for pictures ({} without any)."""
         return {}
 
@@ -90,29 +92,52 @@ class GANDefence(Defence):
     has_adversary = True
     PRIVACY_LOSSES = RECON_PRIVACY_LOSSES + ("realism",)
 
-    def __init__(self, generator: Callable[..., nn.Module], discriminator: Callable[..., nn.Module],
-                 g_optimizer: Callable, d_optimizer: Callable, privacy_loss: str = "ssim_gain",
-                 neg_pixel_kind: str = "l1", pixel_loss: str = "l1", pixel_weight: float = 1.0,
-                 gan_loss: str = "hinge", d_weight: float = 0.05, r1_gamma: float = 1.0, d_every: int = 4,
-                 r1_every: int = 16, g_every: int = 1) -> None:
+    def __init__(
+        self,
+        generator: Callable[..., nn.Module],
+        discriminator: Callable[..., nn.Module],
+        g_optimizer: Callable,
+        d_optimizer: Callable,
+        privacy_loss: str = "ssim_gain",
+        neg_pixel_kind: str = "l1",
+        pixel_loss: str = "l1",
+        pixel_weight: float = 1.0,
+        gan_loss: str = "hinge",
+        d_weight: float = 0.05,
+        r1_gamma: float = 1.0,
+        d_every: int = 4,
+        r1_every: int = 16,
+        g_every: int = 1,
+    ) -> None:
         super().__init__()
         if privacy_loss not in self.PRIVACY_LOSSES:
-            raise ConfigValueError(f"model.privacy_loss={privacy_loss!r} is unknown; use one of "
-                                   f"{', '.join(self.PRIVACY_LOSSES)}.")
+            raise ConfigValueError(
+                f"model.privacy_loss={privacy_loss!r} is unknown; use one of {', '.join(self.PRIVACY_LOSSES)}."
+            )
         if neg_pixel_kind not in RECONSTRUCTION_LOSSES:
-            raise ConfigValueError(f"model.neg_pixel_kind={neg_pixel_kind!r} is unknown; use one of "
-                                   f"{', '.join(RECONSTRUCTION_LOSSES)}.")
+            raise ConfigValueError(
+                f"model.neg_pixel_kind={neg_pixel_kind!r} is unknown; use one of {', '.join(RECONSTRUCTION_LOSSES)}."
+            )
         self.privacy_loss_kind, self.neg_pixel_kind, self.gan_loss = privacy_loss, neg_pixel_kind, gan_loss
         self.generator_factory, self.discriminator_factory = generator, discriminator
         self.g_optimizer_factory, self.d_optimizer_factory = g_optimizer, d_optimizer
-        self.step_options = dict(gan_loss=gan_loss, pixel_loss=pixel_loss, pixel_weight=pixel_weight,
-                                 adv_weight=d_weight, r1_gamma=r1_gamma, d_every=d_every, r1_every=r1_every,
-                                 g_every=g_every)
+        self.step_options = dict(
+            gan_loss=gan_loss,
+            pixel_loss=pixel_loss,
+            pixel_weight=pixel_weight,
+            adv_weight=d_weight,
+            r1_gamma=r1_gamma,
+            d_every=d_every,
+            r1_every=r1_every,
+            g_every=g_every,
+        )
         # checks every value now (a bad config fails before any data is read)
         self.step = ReversalStep(nn.Identity(), None, None, **self.step_options)
         if privacy_loss == "realism" and not d_weight > 0:
-            raise ConfigValueError("model.privacy_loss=realism needs the discriminator, but model.d_weight=0 "
-                                   "turns it off; give d_weight > 0 or privacy_loss=neg_pixel / ssim / ssim_gain.")
+            raise ConfigValueError(
+                "model.privacy_loss=realism needs the discriminator, but model.d_weight=0 "
+                "turns it off; give d_weight > 0 or privacy_loss=neg_pixel / ssim / ssim_gain."
+            )
         self.clock = self.step.clock
 
     def build(self, feat_dim: int, image_size: Sequence[int]) -> None:
@@ -121,14 +146,17 @@ class GANDefence(Defence):
         self.discriminator = self.discriminator_factory(feat_dim=feat_dim, image_size=self.image_size)
 
     def build_optimizers(self):
-        return [self.g_optimizer_factory(params=list(self.generator.parameters())),
-                self.d_optimizer_factory(params=list(self.discriminator.parameters()))]
+        return [
+            self.g_optimizer_factory(params=list(self.generator.parameters())),
+            self.d_optimizer_factory(params=list(self.discriminator.parameters())),
+        ]
 
     def bind(self, optimizers, minimize) -> None:
         super().bind(optimizers, minimize)
         clock = self.step.clock
-        self.step = ReversalStep(self.generator, self.discriminator, *optimizers, minimize=minimize,
-                                 **self.step_options)
+        self.step = ReversalStep(
+            self.generator, self.discriminator, *optimizers, minimize=minimize, **self.step_options
+        )
         self.step.clock = self.clock = clock
 
     def adversary_step(self, feat, real):
@@ -179,11 +207,12 @@ class DependenceDefence(Defence):
     HSIC with Gaussian kernels, BiDO) between the stored feature and the image, within each identity of
     the P x K batch (ppreid.losses.dependence). ``sigma``: HSIC's kernel width (null: median heuristic)."""
 
-    def __init__(self, measure: str = "dcor", sigma: Optional[float] = None) -> None:
+    def __init__(self, measure: str = "dcor", sigma: float | None = None) -> None:
         super().__init__()
         if measure not in DEPENDENCE_MEASURES:
-            raise ConfigValueError(f"model.dependence.measure={measure!r} is unknown; use one of "
-                                   f"{', '.join(DEPENDENCE_MEASURES)}.")
+            raise ConfigValueError(
+                f"model.dependence.measure={measure!r} is unknown; use one of {', '.join(DEPENDENCE_MEASURES)}."
+            )
         self.measure, self.sigma = measure, None if sigma is None else float(sigma)
 
     def privacy_loss(self, feat, real, pids, blind):

@@ -1,8 +1,8 @@
 """Epoch means of every loss term per phase: ``loss_history`` for loss_curves.png (src/ppreid/callbacks/reid_media.py)."""
+
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Dict, List, Tuple
 
 
 class LossHistory:
@@ -10,8 +10,8 @@ class LossHistory:
     ``history[phase][term]`` as (epoch, mean)."""
 
     def __init__(self) -> None:
-        self.history: Dict[str, Dict[str, List[Tuple[int, float]]]] = {}
-        self._epoch: Dict[str, List[float]] = defaultdict(list)
+        self.history: dict[str, dict[str, list[tuple[int, float]]]] = {}
+        self._epoch: dict[str, list[float]] = defaultdict(list)
 
     def add(self, term: str, value: float) -> None:
         self._epoch[term].append(float(value))

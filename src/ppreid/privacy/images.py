@@ -1,7 +1,8 @@
 """Normalized network inputs -> [0, 1] images at the size reconstructions are made and scored at."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +17,7 @@ def resize_images(images: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=shrink)
 
 
-def to_unit_images(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                   size: Sequence[int]) -> torch.Tensor:
+def to_unit_images(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Normalized (B,3,H,W) -> (B,3,h,w) in [0, 1] at ``size``: un-normalize, resize, clamp.
 
     ``mean`` / ``std`` are (1,3,1,1) tensors of the input normalization.

@@ -12,9 +12,11 @@ Lightning restores the modes it found around its own validation, so an epoch kee
 phase, and a run resumed inside any phase (a fresh process, every module in train mode) trains exactly
 as an uninterrupted one.
 """
+
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 from torch import nn
 
@@ -25,29 +27,32 @@ PHASES = ("extractor", "reversal", "joint")
 PHASE_KEYS = ("reversal_from", "joint_from")
 
 
-def phase_values(phases: Optional[Dict[str, Any]], defaults=(0.625, 0.75)) -> Dict[str, Any]:
+def phase_values(phases: dict[str, Any] | None, defaults=(0.625, 0.75)) -> dict[str, Any]:
     phases = dict(phases or {})
     unknown = sorted(set(phases) - set(PHASE_KEYS))
     if unknown:
-        raise ConfigValueError(f"model.phases: unknown key(s) {', '.join(unknown)}; known: reversal_from, "
-                               "joint_from (epoch values: an int epoch or a fraction of the run).")
+        raise ConfigValueError(
+            f"model.phases: unknown key(s) {', '.join(unknown)}; known: reversal_from, "
+            "joint_from (epoch values: an int epoch or a fraction of the run)."
+        )
     return {k: phases.get(k, d) for k, d in zip(PHASE_KEYS, defaults)}
 
 
-def resolve_boundaries(values: Dict[str, Any], length: int, has_adversary: bool) -> Dict[str, int]:
+def resolve_boundaries(values: dict[str, Any], length: int, has_adversary: bool) -> dict[str, int]:
     """Epoch values -> int epochs; without an adversary the reversal phase is empty (joint from reversal_from)."""
     rev = resolve_epochs(values["reversal_from"], length, "model.phases.reversal_from", allow_end=True)
     joint = resolve_epochs(values["joint_from"], length, "model.phases.joint_from", allow_end=True)
     if joint < rev:
         raise ConfigValueError(
             f"model.phases: joint_from (epoch {joint}) comes before reversal_from (epoch {rev}); the order is "
-            "extractor alone, then the reversal module alone, then joint. Set joint_from >= reversal_from.")
+            "extractor alone, then the reversal module alone, then joint. Set joint_from >= reversal_from."
+        )
     if not has_adversary:
         joint = rev
     return {"reversal_from": rev, "joint_from": joint}
 
 
-def phase_of(epoch: int, boundaries: Dict[str, int]) -> str:
+def phase_of(epoch: int, boundaries: dict[str, int]) -> str:
     if epoch < boundaries["reversal_from"]:
         return "extractor"
     return "reversal" if epoch < boundaries["joint_from"] else "joint"

@@ -15,9 +15,10 @@ hide by rescaling its features, which a scale-sensitive decoder would take time 
 Step 1 trains every decoder one L1 (``pixel_loss``) step on the detached features; one optimizer holds
 one parameter group per decoder.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -37,22 +38,36 @@ def standardise(feat: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 class DecoderPoolDefence(Defence):
     has_adversary = True
 
-    def __init__(self, decoder: Callable[..., nn.Module], optimizer: Callable, size: int = 3,
-                 warmup_batches: int = 20, aggregate: str = "max", privacy_loss: str = "ssim_gain",
-                 neg_pixel_kind: str = "l1", pixel_loss: str = "l1", restart_seed: int = 0) -> None:
+    def __init__(
+        self,
+        decoder: Callable[..., nn.Module],
+        optimizer: Callable,
+        size: int = 3,
+        warmup_batches: int = 20,
+        aggregate: str = "max",
+        privacy_loss: str = "ssim_gain",
+        neg_pixel_kind: str = "l1",
+        pixel_loss: str = "l1",
+        restart_seed: int = 0,
+    ) -> None:
         super().__init__()
         if isinstance(size, bool) or int(size) < 1:
             raise ConfigValueError(f"model.pool.size={size!r}: give the number of decoders, an int >= 1.")
         if int(warmup_batches) < 0:
             raise ConfigValueError(f"model.pool.warmup_batches={warmup_batches}: give an int >= 0.")
         if aggregate not in AGGREGATES:
-            raise ConfigValueError(f"model.pool.aggregate={aggregate!r} is unknown; use one of {', '.join(AGGREGATES)}.")
+            raise ConfigValueError(
+                f"model.pool.aggregate={aggregate!r} is unknown; use one of {', '.join(AGGREGATES)}."
+            )
         if privacy_loss not in RECON_PRIVACY_LOSSES:
-            raise ConfigValueError(f"model.privacy_loss={privacy_loss!r} does not fit model.defence=pool; use one "
-                                   f"of {', '.join(RECON_PRIVACY_LOSSES)}.")
+            raise ConfigValueError(
+                f"model.privacy_loss={privacy_loss!r} does not fit model.defence=pool; use one "
+                f"of {', '.join(RECON_PRIVACY_LOSSES)}."
+            )
         if pixel_loss not in RECONSTRUCTION_LOSSES:
-            raise ConfigValueError(f"model.pool.pixel_loss={pixel_loss!r} is unknown; use one of "
-                                   f"{', '.join(RECONSTRUCTION_LOSSES)}.")
+            raise ConfigValueError(
+                f"model.pool.pixel_loss={pixel_loss!r} is unknown; use one of {', '.join(RECONSTRUCTION_LOSSES)}."
+            )
         self.decoder_factory, self.optimizer_factory = decoder, optimizer
         self.size, self.warmup_batches, self.aggregate = int(size), int(warmup_batches), aggregate
         self.privacy_loss_kind, self.neg_pixel_kind = privacy_loss, neg_pixel_kind
@@ -64,8 +79,9 @@ class DecoderPoolDefence(Defence):
 
     def build(self, feat_dim: int, image_size: Sequence[int]) -> None:
         self.feat_dim, self.image_size = int(feat_dim), list(image_size)
-        self.decoders = nn.ModuleList(self.decoder_factory(feat_dim=feat_dim, image_size=self.image_size)
-                                      for _ in range(self.size))
+        self.decoders = nn.ModuleList(
+            self.decoder_factory(feat_dim=feat_dim, image_size=self.image_size) for _ in range(self.size)
+        )
 
     def build_optimizers(self):
         return [self.optimizer_factory(params=[{"params": list(d.parameters())} for d in self.decoders])]

@@ -17,10 +17,11 @@ NaN check). ``clock`` counts the calls and the steps taken and is saved with the
 
 Shapes: feat (B,D); images (B,3,H,W) in [0, 1] at the generator's image size.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable, Dict, Optional
 
 import torch
 from torch import nn
@@ -32,7 +33,9 @@ Minimize = Callable[[torch.optim.Optimizer, str, Callable[[], torch.Tensor]], to
 CLOCK_KEYS = ("batches", "d_steps", "g_steps", "r1_steps")
 
 
-def plain_minimize(optimizer: torch.optim.Optimizer, name: str, compute_loss: Callable[[], torch.Tensor]) -> torch.Tensor:
+def plain_minimize(
+    optimizer: torch.optim.Optimizer, name: str, compute_loss: Callable[[], torch.Tensor]
+) -> torch.Tensor:
     loss = compute_loss()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -68,13 +71,28 @@ def non_negative(key: str, value) -> float:
 class ReversalStep:
     """D (lazy, with lazy R1) then G on one batch; see the module docstring."""
 
-    def __init__(self, generator: nn.Module, discriminator: Optional[nn.Module], g_optimizer, d_optimizer=None, *,
-                 gan_loss: str = "hinge", pixel_loss: str = "l1", pixel_weight: float = 1.0,
-                 adv_weight: float = 0.05, r1_gamma: float = 1.0, d_every: int = 4, r1_every: int = 16,
-                 g_every: int = 1, minimize: Minimize = plain_minimize, key: str = "model") -> None:
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module | None,
+        g_optimizer,
+        d_optimizer=None,
+        *,
+        gan_loss: str = "hinge",
+        pixel_loss: str = "l1",
+        pixel_weight: float = 1.0,
+        adv_weight: float = 0.05,
+        r1_gamma: float = 1.0,
+        d_every: int = 4,
+        r1_every: int = 16,
+        g_every: int = 1,
+        minimize: Minimize = plain_minimize,
+        key: str = "model",
+    ) -> None:
         if pixel_loss not in RECONSTRUCTION_LOSSES:
-            raise ConfigValueError(f"{key}.pixel_loss={pixel_loss!r} is unknown; use one of "
-                                   f"{', '.join(RECONSTRUCTION_LOSSES)}.")
+            raise ConfigValueError(
+                f"{key}.pixel_loss={pixel_loss!r} is unknown; use one of {', '.join(RECONSTRUCTION_LOSSES)}."
+            )
         self.generator, self.discriminator = generator, discriminator
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.d_loss_fn, self.g_loss_fn = gan_losses(gan_loss)
@@ -86,19 +104,19 @@ class ReversalStep:
         self.r1_every = positive_int(f"{key}.r1_every", r1_every)
         self.g_every = positive_int(f"{key}.g_every", g_every)
         self.minimize = minimize
-        self.clock = {k: 0 for k in CLOCK_KEYS}
+        self.clock = dict.fromkeys(CLOCK_KEYS, 0)
 
     @property
     def uses_discriminator(self) -> bool:
         return self.adv_weight > 0 and self.discriminator is not None
 
-    def __call__(self, feat: torch.Tensor, images: torch.Tensor, adversarial: bool = True) -> Dict[str, torch.Tensor]:
+    def __call__(self, feat: torch.Tensor, images: torch.Tensor, adversarial: bool = True) -> dict[str, torch.Tensor]:
         """One call: returns the losses it computed (detached) and ``recon``, G's images of this batch
         (after its step, or before when G did not step)."""
         feat, images = feat.detach(), images.detach()
         batch = self.clock["batches"]
         self.clock["batches"] += 1
-        out: Dict[str, torch.Tensor] = {}
+        out: dict[str, torch.Tensor] = {}
         use_d = adversarial and self.uses_discriminator
         if use_d and batch % self.d_every == 0:
             out.update(self._d_step(feat, images))
@@ -109,7 +127,7 @@ class ReversalStep:
                 out["recon"] = self.generator(feat)
         return out
 
-    def _d_step(self, feat: torch.Tensor, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def _d_step(self, feat: torch.Tensor, images: torch.Tensor) -> dict[str, torch.Tensor]:
         do_r1 = self.r1_gamma > 0 and self.clock["d_steps"] % self.r1_every == 0
         out = {}
 
@@ -131,7 +149,7 @@ class ReversalStep:
         self.clock["r1_steps"] += int(do_r1)
         return out
 
-    def _g_step(self, feat: torch.Tensor, images: torch.Tensor, use_d: bool) -> Dict[str, torch.Tensor]:
+    def _g_step(self, feat: torch.Tensor, images: torch.Tensor, use_d: bool) -> dict[str, torch.Tensor]:
         out = {}
 
         def g_loss() -> torch.Tensor:

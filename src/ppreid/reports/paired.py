@@ -12,46 +12,62 @@ targets, per run), then the mean ± sample standard deviation of each column ove
 percent. The last line says whether the mean difference is larger than its spread (one and two
 standard deviations), the yardstick of the sandbox studies' goals.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
+
+from ppreid.reports.tables import (
+    METRICS,
+    Run,
+    TableInputError,
+    find_results,
+    load_result,
+    mean_std,  # noqa: E402
+    render,
+    select_runs,
+)
 
 
-from ppreid.reports.tables import (METRICS, Run, TableInputError, find_results, load_result, mean_std,  # noqa: E402
-                    render, select_runs)
-
-
-def load_side(path: str, name: str) -> Dict[str, Run]:
+def load_side(path: str, name: str) -> dict[str, Run]:
     """seed -> run of one configuration under ``path``; one-line errors for mixed configs or repeats."""
     runs = select_runs([load_result(p) for p in find_results([path])])
     if not runs:
-        raise TableInputError(f"{name} ({path}): no finished training run (debug, partial, evaluation-only and "
-                              "untrained runs are left out)")
+        raise TableInputError(
+            f"{name} ({path}): no finished training run (debug, partial, evaluation-only and "
+            "untrained runs are left out)"
+        )
     hashes = sorted({r.result["identity"]["config_hash"] for r in runs})
     if len(hashes) > 1:
-        raise TableInputError(f"{name} ({path}) holds {len(hashes)} configurations ({', '.join(h[:8] for h in hashes)}); "
-                              "point at the folder of one configuration's seeds")
-    by_seed: Dict[str, Run] = {}
+        raise TableInputError(
+            f"{name} ({path}) holds {len(hashes)} configurations ({', '.join(h[:8] for h in hashes)}); "
+            "point at the folder of one configuration's seeds"
+        )
+    by_seed: dict[str, Run] = {}
     for run in runs:
         seed = str(run.result.get("seed"))
         if seed in by_seed:
-            raise TableInputError(f"{name} ({path}): two runs with seed {seed} ({by_seed[seed].path.parent}, "
-                                  f"{run.path.parent}); keep one")
+            raise TableInputError(
+                f"{name} ({path}): two runs with seed {seed} ({by_seed[seed].path.parent}, {run.path.parent}); keep one"
+            )
         by_seed[seed] = run
     return by_seed
 
 
-def _value(run: Run, target: str, metric: str) -> Optional[float]:
+def _value(run: Run, target: str, metric: str) -> float | None:
     v = run.result["test"].get(target, {}).get(metric)
     return None if v is None else float(v) * 100
 
 
-def paired_table(a: Dict[str, Run], b: Dict[str, Run], metric: str = "mAP",
-                 targets: Optional[Sequence[str]] = None) -> Dict[str, object]:
+def paired_table(
+    a: dict[str, Run], b: dict[str, Run], metric: str = "mAP", targets: Sequence[str] | None = None
+) -> dict[str, object]:
     """{header, rows, summary, seeds, unpaired}: per paired seed A, B, A - B per target and their mean."""
-    seeds = sorted(set(a) & set(b), key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s))
+    seeds = sorted(
+        set(a) & set(b), key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s)
+    )
     if not seeds:
         raise TableInputError(f"no seed is on both sides (A: {sorted(a)}, B: {sorted(b)})")
     if targets is None:
@@ -60,8 +76,8 @@ def paired_table(a: Dict[str, Run], b: Dict[str, Run], metric: str = "mAP",
         raise TableInputError("the two sides share no target; name them with --targets")
     columns = [*targets, "mean"]
     header = ["seed"] + [f"{c}/{side}" for c in columns for side in ("A", "B", "A-B")]
-    rows: List[List[str]] = []
-    cells: Dict[str, List[float]] = {h: [] for h in header[1:]}
+    rows: list[list[str]] = []
+    cells: dict[str, list[float]] = {h: [] for h in header[1:]}
     for seed in seeds:
         row = [seed]
         values = {}
@@ -80,28 +96,41 @@ def paired_table(a: Dict[str, Run], b: Dict[str, Run], metric: str = "mAP",
     summary = ["mean ± std"]
     for h in header[1:]:
         m, s = mean_std(cells[h])
-        summary.append(f"{m:+.1f} ± {s:.1f}" if h.endswith("A-B") and s is not None else
-                       (f"{m:.1f} ± {s:.1f}" if s is not None else f"{m:.1f}"))
+        summary.append(
+            f"{m:+.1f} ± {s:.1f}"
+            if h.endswith("A-B") and s is not None
+            else (f"{m:.1f} ± {s:.1f}" if s is not None else f"{m:.1f}")
+        )
     diff_mean, diff_std = mean_std(cells["mean/A-B"])
     unpaired = sorted(set(a) ^ set(b))
-    return {"header": header, "rows": rows + [summary], "seeds": seeds, "unpaired": unpaired,
-            "mean_difference": diff_mean, "std_difference": diff_std}
+    return {
+        "header": header,
+        "rows": rows + [summary],
+        "seeds": seeds,
+        "unpaired": unpaired,
+        "mean_difference": diff_mean,
+        "std_difference": diff_std,
+    }
 
 
-def verdict(table: Dict[str, object], metric: str) -> str:
+def verdict(table: dict[str, object], metric: str) -> str:
     m, s = table["mean_difference"], table["std_difference"]
     n = len(table["seeds"])
     if s is None or n < 2:
         return f"mean/{metric} A - B = {m:+.1f} points on {n} seed: no spread, no verdict"
     side = "above" if m > 0 else "below"
-    return (f"mean/{metric} A - B = {m:+.1f} ± {s:.1f} points over {n} paired seeds: A is {side} B by "
-            f"{abs(m) / s:.1f}x the paired standard deviation" if s > 0 else
-            f"mean/{metric} A - B = {m:+.1f} points in every one of {n} seeds")
+    return (
+        f"mean/{metric} A - B = {m:+.1f} ± {s:.1f} points over {n} paired seeds: A is {side} B by "
+        f"{abs(m) / s:.1f}x the paired standard deviation"
+        if s > 0
+        else f"mean/{metric} A - B = {m:+.1f} points in every one of {n} seeds"
+    )
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("a", help="runs of configuration A (a folder of its seeds)")
     parser.add_argument("b", help="runs of configuration B")
     parser.add_argument("--metric", default="mAP", choices=sorted(METRICS))

@@ -1,13 +1,15 @@
 """Published figures beside our rows in a table (``tables.py --published FILE``): read the YAML file
 and lay its rows out under a ``build_table`` header. Published numbers are never pooled with ours."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Sequence
 
 from ppreid.reports.run_results import METRICS, TableInputError, _decimals, _fmt_value
 
-def load_published(path: Path) -> List[dict]:
+
+def load_published(path: Path) -> list[dict]:
     """The rows of a published-figures file: ``rows: [{label: {key: value}, source: str, metrics: {...}}]``.
 
     ``metrics`` maps ``<target>/<metric>`` (metric one of METRICS) to a percentage or null (n/a).
@@ -25,20 +27,26 @@ def load_published(path: Path) -> List[dict]:
     if not isinstance(rows, list) or not rows:
         raise TableInputError(f"{path}: expected a non-empty list under 'rows:' (label, source, metrics)")
     for i, row in enumerate(rows):
-        if not (isinstance(row, dict) and isinstance(row.get("label"), dict) and isinstance(row.get("source"), str)
-                and isinstance(row.get("metrics"), dict)):
+        if not (
+            isinstance(row, dict)
+            and isinstance(row.get("label"), dict)
+            and isinstance(row.get("source"), str)
+            and isinstance(row.get("metrics"), dict)
+        ):
             raise TableInputError(f"{path}: row {i} needs 'label' (mapping), 'source' (text) and 'metrics' (mapping)")
         for key, value in row["metrics"].items():
             target, _, metric = str(key).rpartition("/")
             if not target or metric not in METRICS:
-                raise TableInputError(f"{path}: row {i}: metric key {key!r} is not <target>/<metric> with a metric "
-                                      f"among {', '.join(METRICS)}")
+                raise TableInputError(
+                    f"{path}: row {i}: metric key {key!r} is not <target>/<metric> with a metric "
+                    f"among {', '.join(METRICS)}"
+                )
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise TableInputError(f"{path}: row {i}: {key} = {value!r} is not a percentage or null")
     return rows
 
 
-def published_rows(published: Sequence[dict], header: Sequence[str], label: Sequence[str]) -> List[List[str]]:
+def published_rows(published: Sequence[dict], header: Sequence[str], label: Sequence[str]) -> list[list[str]]:
     """Rows for ``header`` (a ``build_table`` header) from published figures, one per published row.
 
     Label cells come from the row's ``label`` ("-" when it does not name that key); ``kind`` reads

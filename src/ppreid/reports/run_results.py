@@ -4,13 +4,15 @@ none, select the runs a table shows, and the metric names a table may ask for.
 
 ``experiments/tables.py``, ``experiments/paired.py`` and ``experiments/privacy_plot.py`` build on it.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import NamedTuple
 
 METRICS = ("R1", "R5", "R10", "mAP", "mINP")
 # (results.json flag, value that marks the kind, name, --include flag)
@@ -20,22 +22,42 @@ RUN_KINDS = (
     ("partial", True, "partial", "--include-partial"),
 )
 FLAG_DEFAULTS = {"debug": False, "train": True, "partial": False}
-KIND_FLAGS = {"debug": "--include-debug", "eval-only": "--include-eval-only", "untrained": "--include-eval-only",
-              "partial": "--include-partial"}
-KIND_WHY = {"debug": "debug=... or fast_dev_run", "eval-only": "train=false", "untrained": "trained 0 epochs",
-            "partial": "limit_*_batches: part of a set"}
+KIND_FLAGS = {
+    "debug": "--include-debug",
+    "eval-only": "--include-eval-only",
+    "untrained": "--include-eval-only",
+    "partial": "--include-partial",
+}
+KIND_WHY = {
+    "debug": "debug=... or fast_dev_run",
+    "eval-only": "train=false",
+    "untrained": "trained 0 epochs",
+    "partial": "limit_*_batches: part of a set",
+}
 MAX_LISTED = 10
 # Privacy metrics of audit runs: "<kind>:<attacker>" (attacker, "strongest" or, for SSIM / PSNR, "mean_image")
 # and run-level values. (results.json key, scale, decimals).
-PRIVACY_KINDS = {"SSIM": ("ssim", 1, 3), "PSNR": ("psnr", 1, 2), "null": ("null_ssim", 1, 3),
-                 "gain": ("ssim_gain", 1, 3), "leak": ("leakage_r1", 100, 1), "leakref": ("leakage_r1_ref", 100, 1),
-                 "nleak": ("leakage_norm", 100, 1)}
+PRIVACY_KINDS = {
+    "SSIM": ("ssim", 1, 3),
+    "PSNR": ("psnr", 1, 2),
+    "null": ("null_ssim", 1, 3),
+    "gain": ("ssim_gain", 1, 3),
+    "leak": ("leakage_r1", 100, 1),
+    "leakref": ("leakage_r1_ref", 100, 1),
+    "nleak": ("leakage_norm", 100, 1),
+}
 # run-level values: (dotted path in the target's privacy entry, scale, decimals)
-PRIVACY_SCALARS = {"URR": ("urr", 1, 3), "nURR": (None, 1, 3), "chance": ("chance_r1", 100, 1),
-                   "gain": ("ssim_gain", 1, 3), "gain_in": ("in_domain.ssim_gain", 1, 3),
-                   "nleak": ("leakage_norm", 100, 1), "nleak_in": ("in_domain.leakage_norm", 100, 1),
-                   "probe_nuis": ("probes.nuisance.mean_gain", 100, 1),
-                   "probe_soft": ("probes.soft_biometric.mean_gain", 100, 1)}
+PRIVACY_SCALARS = {
+    "URR": ("urr", 1, 3),
+    "nURR": (None, 1, 3),
+    "chance": ("chance_r1", 100, 1),
+    "gain": ("ssim_gain", 1, 3),
+    "gain_in": ("in_domain.ssim_gain", 1, 3),
+    "nleak": ("leakage_norm", 100, 1),
+    "nleak_in": ("in_domain.leakage_norm", 100, 1),
+    "probe_nuis": ("probes.nuisance.mean_gain", 100, 1),
+    "probe_soft": ("probes.soft_biometric.mean_gain", 100, 1),
+}
 
 
 class TableInputError(ValueError):
@@ -77,8 +99,7 @@ def skip_reason(folder: Path) -> str:
     if isinstance(status, dict) and status.get("status") == "failed":
         return f"failed: {status.get('error') or 'no error recorded'}"
     if isinstance(status, dict) and status.get("status") == "running":
-        return (f"no results.json: started {status.get('started')} and never finished (killed, or still "
-                "running)")
+        return f"no results.json: started {status.get('started')} and never finished (killed, or still running)"
     if isinstance(status, dict) and status.get("status") == "interrupted":
         return "interrupted by the user before it wrote results.json"
     logs = sorted(folder.glob("*.log"))
@@ -89,12 +110,12 @@ def skip_reason(folder: Path) -> str:
     return f"no results.json (failed or stopped before the end; no status.json, an older run){tail}"
 
 
-def find_results(paths: Iterable[str], warn: Callable[[str], None] = _warn_stderr) -> List[Path]:
+def find_results(paths: Iterable[str], warn: Callable[[str], None] = _warn_stderr) -> list[Path]:
     """All ``results.json`` under the given files/folders, sorted; ``warn`` gets one line per run folder
     without one, saying why (its status.json). Error if a path is missing or no results.json is found."""
     paths = list(paths)
-    found: List[Path] = []
-    skipped: Dict[Path, str] = {}
+    found: list[Path] = []
+    skipped: dict[Path, str] = {}
     for raw in paths:
         p = Path(raw)
         if p.is_file() and p.name == "results.json":
@@ -104,7 +125,7 @@ def find_results(paths: Iterable[str], warn: Callable[[str], None] = _warn_stder
             for marker in RUN_FOLDER_MARKERS:
                 for m in p.rglob(marker):
                     folder = m.parent.parent if m.name == "hydra.yaml" else m.parent
-                    if (_is_train_run(m) and not (folder / "results.json").is_file() and folder not in skipped):
+                    if _is_train_run(m) and not (folder / "results.json").is_file() and folder not in skipped:
                         skipped[folder] = skip_reason(folder)
         else:
             raise TableInputError(f"{p}: no such results.json file or run folder")
@@ -112,8 +133,10 @@ def find_results(paths: Iterable[str], warn: Callable[[str], None] = _warn_stder
         warn(f"skipped {folder}: {skipped[folder]}")
     if not found:
         failed = f" ({len(skipped)} run folder(s) without one, listed above)" if skipped else ""
-        raise TableInputError(f"no results.json found under {', '.join(map(str, paths))}{failed}; "
-                              "point at finished run folders (each run writes <run dir>/results.json)")
+        raise TableInputError(
+            f"no results.json found under {', '.join(map(str, paths))}{failed}; "
+            "point at finished run folders (each run writes <run dir>/results.json)"
+        )
     return sorted(set(found))
 
 
@@ -125,8 +148,11 @@ def load_result(path: Path) -> Run:
         res = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise TableInputError(f"{path}: not a readable results.json ({err})") from err
-    if not isinstance(res, dict) or not isinstance(res.get("test"), dict) \
-            or not all(isinstance(m, dict) for m in res["test"].values()):
+    if (
+        not isinstance(res, dict)
+        or not isinstance(res.get("test"), dict)
+        or not all(isinstance(m, dict) for m in res["test"].values())
+    ):
         keys = list(res)[:8] if isinstance(res, dict) else type(res).__name__
         raise TableInputError(f"{path}: expected a 'test' map of target -> metrics, got {keys}")
     for target, metrics in res["test"].items():
@@ -134,8 +160,9 @@ def load_result(path: Path) -> Run:
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                 raise TableInputError(f"{path}: test.{target}.{name} is {v!r}, expected a number")
     ident = res.get("identity")
-    if ident is not None and not (isinstance(ident, dict) and isinstance(ident.get("config_hash"), str)
-                                  and ident["config_hash"]):
+    if ident is not None and not (
+        isinstance(ident, dict) and isinstance(ident.get("config_hash"), str) and ident["config_hash"]
+    ):
         raise TableInputError(f"{path}: 'identity' has no 'config_hash' string; re-run it with the current train.py")
     return Run(path, res)
 
@@ -147,8 +174,11 @@ def is_audit(run: Run) -> bool:
 
 def is_untrained(run: Run) -> bool:
     """train=true with 0 epochs (older train.py allowed it): the initial weights' numbers, not a training run."""
-    return (not is_audit(run) and bool(run.result.get("train", True))
-            and (run.result.get("identity") or {}).get("epochs") == 0)
+    return (
+        not is_audit(run)
+        and bool(run.result.get("train", True))
+        and (run.result.get("identity") or {}).get("epochs") == 0
+    )
 
 
 def _flag(run: Run, key: str):
@@ -167,10 +197,13 @@ def group_key(run: Run) -> str:
     return run.result["identity"]["config_hash"]
 
 
-def _kinds(run: Run) -> List[Tuple[str, str]]:
+def _kinds(run: Run) -> list[tuple[str, str]]:
     """(kind name, --include flag) of every left-out-by-default kind this run is."""
-    return [("untrained" if name == "eval-only" and is_untrained(run) else name, flag)
-            for key, marker, name, flag in RUN_KINDS if bool(_flag(run, key)) == marker]
+    return [
+        ("untrained" if name == "eval-only" and is_untrained(run) else name, flag)
+        for key, marker, name, flag in RUN_KINDS
+        if bool(_flag(run, key)) == marker
+    ]
 
 
 def kind_cell(run: Run) -> str:
@@ -180,23 +213,34 @@ def kind_cell(run: Run) -> str:
     return "+".join(([base] if base else []) + kinds)
 
 
-def select_runs(runs: Sequence[Run], include_debug: bool = False, include_eval_only: bool = False,
-                include_partial: bool = False, warn: Callable[[str], None] = _warn_stderr) -> List[Run]:
+def select_runs(
+    runs: Sequence[Run],
+    include_debug: bool = False,
+    include_eval_only: bool = False,
+    include_partial: bool = False,
+    warn: Callable[[str], None] = _warn_stderr,
+) -> list[Run]:
     """The runs to tabulate; ``warn`` gets one line per legacy file and per kind of left-out run.
 
     Error if nothing is left, naming the flags that would include the left-out runs.
     """
-    included = {"debug": include_debug, "eval-only": include_eval_only, "untrained": include_eval_only,
-                "partial": include_partial}
-    kept: List[Run] = []
+    included = {
+        "debug": include_debug,
+        "eval-only": include_eval_only,
+        "untrained": include_eval_only,
+        "partial": include_partial,
+    }
+    kept: list[Run] = []
     n_legacy = 0
-    left_out: Dict[Tuple[str, ...], List[Path]] = {}  # the kinds of a run (each run counted once) -> folders
-    needed: Dict[str, None] = {}
+    left_out: dict[tuple[str, ...], list[Path]] = {}  # the kinds of a run (each run counted once) -> folders
+    needed: dict[str, None] = {}
     for run in runs:
         if run.result.get("identity") is None:
             n_legacy += 1
-            warn(f"warning: {run.path}: no 'identity' block (written by an older train.py); "
-                 "left out, re-run it to tabulate it")
+            warn(
+                f"warning: {run.path}: no 'identity' block (written by an older train.py); "
+                "left out, re-run it to tabulate it"
+            )
             continue
         kinds = _kinds(run)
         blocking = [flag for name, flag in kinds if not included[name]]
@@ -209,8 +253,10 @@ def select_runs(runs: Sequence[Run], include_debug: bool = False, include_eval_o
         n = len(folders)
         flags = " ".join(dict.fromkeys(KIND_FLAGS[k] for k in combo if not included[k]))
         shown = ", ".join(map(str, folders[:MAX_LISTED])) + (f" (+{n - MAX_LISTED} more)" if n > MAX_LISTED else "")
-        warn(f"note: left out {n} {'+'.join(combo)} run{'s' if n != 1 else ''} "
-             f"({'; '.join(KIND_WHY[k] for k in combo)}); add {flags} to include {'them' if n != 1 else 'it'}: {shown}")
+        warn(
+            f"note: left out {n} {'+'.join(combo)} run{'s' if n != 1 else ''} "
+            f"({'; '.join(KIND_WHY[k] for k in combo)}); add {flags} to include {'them' if n != 1 else 'it'}: {shown}"
+        )
     if not kept:
         why = []
         if needed:
@@ -221,7 +267,7 @@ def select_runs(runs: Sequence[Run], include_debug: bool = False, include_eval_o
     return kept
 
 
-def mean_std(values: Sequence[float]) -> Tuple[float, Optional[float]]:
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     """Mean and sample standard deviation (None for a single value)."""
     m = sum(values) / len(values)
     if len(values) < 2:
@@ -248,7 +294,8 @@ def check_metrics(metrics: Sequence[str]) -> None:
         raise TableInputError(
             f"unknown metric {m!r} in --metrics; choose from {', '.join(METRICS)}, or for privacy audits "
             f"{', '.join(PRIVACY_SCALARS)} and <kind>:<attacker> with kind {', '.join(PRIVACY_KINDS)} and attacker "
-            "l1, gan, diffusion, optim, strongest (SSIM / PSNR also mean_image), e.g. gain:strongest")
+            "l1, gan, diffusion, optim, strongest (SSIM / PSNR also mean_image), e.g. gain:strongest"
+        )
 
 
 def _decimals(metric: str) -> int:

@@ -36,6 +36,7 @@ rows, never pooled with them: each published row fills the label columns it name
 (``<target>/<metric>`` in percent; ``n/a`` where the file says null, i.e. not published or not available
 to us) and a last ``source`` column naming the paper and table (``ours`` for our rows).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,14 +45,31 @@ import io
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
-
 
 from ppreid.reports.published import load_published, published_rows  # noqa: E402,F401  (re-exported)
-from ppreid.reports.run_results import (METRICS, PRIVACY_KINDS, PRIVACY_SCALARS, Run, TableInputError,  # noqa: E402,F401
-                         FLAG_DEFAULTS, _decimals, _flag, _fmt_value, _kinds, _warn_stderr, check_metrics, find_results,
-                         group_key, is_audit, kind_cell, load_result, mean_std, select_runs)
+from ppreid.reports.run_results import (
+    FLAG_DEFAULTS,
+    METRICS,
+    PRIVACY_KINDS,
+    PRIVACY_SCALARS,
+    Run,
+    TableInputError,  # noqa: E402,F401
+    _decimals,
+    _flag,
+    _fmt_value,
+    _kinds,
+    _warn_stderr,
+    check_metrics,
+    find_results,
+    group_key,
+    is_audit,
+    kind_cell,
+    load_result,
+    mean_std,
+    select_runs,
+)
 
 DEFAULT_METRICS = ("R1", "mAP")
 DEFAULT_LABEL = ("model", "backbone", "data", "experiment")
@@ -59,7 +77,7 @@ SHORT_HASH = 8
 PRIVACY_LABEL = ("extractor.model", "extractor.experiment")
 
 
-def _cell(values: Optional[List[float]], decimals: int = 1) -> str:
+def _cell(values: list[float] | None, decimals: int = 1) -> str:
     if not values:
         return "-"
     mu, sd = mean_std(values)
@@ -70,8 +88,8 @@ def _label_value(run: Run, key: str) -> str:
     ident = run.result["identity"]
     if key.startswith("extractor.") and key not in ident:
         if not is_audit(run):  # a training run is its own extractor
-            return _label_value(run, key[len("extractor."):])
-        return _fmt_value(((run.result.get("audit") or {}).get("extractor") or {}).get(key[len("extractor."):]))
+            return _label_value(run, key[len("extractor.") :])
+        return _fmt_value(((run.result.get("audit") or {}).get("extractor") or {}).get(key[len("extractor.") :]))
     return _fmt_value(ident[key] if key in ident else run.result.get(key))
 
 
@@ -80,36 +98,42 @@ def _label_keys(runs: Sequence[Run]) -> set:
     return keys | {f"extractor.{k}" for r in runs if is_audit(r) for k in r.result["audit"].get("extractor") or {}}
 
 
-def _check_group(runs: List[Run]) -> None:
+def _check_group(runs: list[Run]) -> None:
     """Runs sharing a config_hash must share their identity and kind; otherwise the hash is wrong."""
     first = runs[0]
     skip = {"config_hash"} if is_audit(first) else set()  # audits of different checkpoints hash apart
     for run in runs[1:]:
-        for prefix, a, b in [("identity.", {k: v for k, v in first.result["identity"].items() if k not in skip},
-                              {k: v for k, v in run.result["identity"].items() if k not in skip}),
-                             ("", {k: _flag(first, k) for k in FLAG_DEFAULTS},
-                              {k: _flag(run, k) for k in FLAG_DEFAULTS})]:
+        for prefix, a, b in [
+            (
+                "identity.",
+                {k: v for k, v in first.result["identity"].items() if k not in skip},
+                {k: v for k, v in run.result["identity"].items() if k not in skip},
+            ),
+            ("", {k: _flag(first, k) for k in FLAG_DEFAULTS}, {k: _flag(run, k) for k in FLAG_DEFAULTS}),
+        ]:
             diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
             if diff:
                 k = diff[0]
                 raise TableInputError(
                     f"{first.path} and {run.path} share config_hash {group_key(first)} "
                     f"but differ in {prefix}{k} ({a.get(k)!r} vs {b.get(k)!r}); the run writer's hash is "
-                    "wrong, tabulate these folders separately")
+                    "wrong, tabulate these folders separately"
+                )
 
 
-def _privacy(run: Run, target: str) -> Optional[dict]:
+def _privacy(run: Run, target: str) -> dict | None:
     p = (run.result.get("privacy") or {}).get(target)
     return p if isinstance(p, dict) else None
 
 
-def _strongest_ssim(p: dict) -> Optional[float]:
+def _strongest_ssim(p: dict) -> float | None:
     row = (p.get("attackers") or {}).get(p.get("strongest")) or {}
     return row.get("ssim")
 
 
-def _metric_value(run: Run, target: str, metric: str, baseline: Optional[Dict[str, Tuple[float, float]]] = None
-                  ) -> Optional[float]:
+def _metric_value(
+    run: Run, target: str, metric: str, baseline: dict[str, tuple[float, float]] | None = None
+) -> float | None:
     if metric in METRICS:
         v = run.result["test"].get(target, {}).get(metric)
         return None if v is None else float(v) * 100
@@ -137,27 +161,32 @@ def _metric_value(run: Run, target: str, metric: str, baseline: Optional[Dict[st
     return None if v is None else float(v) * scale
 
 
-def privacy_baseline(runs: Sequence[Run]) -> Dict[str, Tuple[float, float]]:
+def privacy_baseline(runs: Sequence[Run]) -> dict[str, tuple[float, float]]:
     """target -> (mean mAP, mean SSIM of the strongest attacker) over the baseline's audit runs (one config)."""
     audits = [r for r in runs if is_audit(r)]
     if not audits:
-        raise TableInputError("--baseline: no privacy audit (model=attack results.json) found there; give the "
-                              "folder of the unprotected model's audits")
+        raise TableInputError(
+            "--baseline: no privacy audit (model=attack results.json) found there; give the "
+            "folder of the unprotected model's audits"
+        )
     keys = {group_key(r) for r in audits}
     if len(keys) > 1:
-        raise TableInputError(f"--baseline holds the audits of {len(keys)} configs; give a folder with the audits "
-                              "of one config (the unprotected model, its seeds)")
+        raise TableInputError(
+            f"--baseline holds the audits of {len(keys)} configs; give a folder with the audits "
+            "of one config (the unprotected model, its seeds)"
+        )
     out = {}
     for target in sorted({t for r in audits for t in r.result["privacy"]}):
-        pairs = [(r.result["test"].get(target, {}).get("mAP"), _strongest_ssim(_privacy(r, target) or {}))
-                 for r in audits]
+        pairs = [
+            (r.result["test"].get(target, {}).get("mAP"), _strongest_ssim(_privacy(r, target) or {})) for r in audits
+        ]
         pairs = [(float(m), float(s)) for m, s in pairs if m is not None and s]
         if pairs:
             out[target] = (sum(m for m, _ in pairs) / len(pairs), sum(s for _, s in pairs) / len(pairs))
     return out
 
 
-def default_metrics(runs: Sequence[Run], baseline: bool = False) -> List[str]:
+def default_metrics(runs: Sequence[Run], baseline: bool = False) -> list[str]:
     """R1 and mAP; for audits also SSIM and its gain over the null per attacker, the mean-image control,
     the strongest gain and the normalized leakage (cross-domain and in-domain), the probes' gains, URR
     (and nURR with a baseline)."""
@@ -165,19 +194,30 @@ def default_metrics(runs: Sequence[Run], baseline: bool = False) -> List[str]:
     audits = [r for r in runs if is_audit(r)]
     if not audits:
         return metrics
-    attackers = list(dict.fromkeys(a for r in audits for p in r.result["privacy"].values() if isinstance(p, dict)
-                                   for a in p.get("attackers") or {}))
+    attackers = list(
+        dict.fromkeys(
+            a
+            for r in audits
+            for p in r.result["privacy"].values()
+            if isinstance(p, dict)
+            for a in p.get("attackers") or {}
+        )
+    )
     metrics += [f"{k}:{a}" for a in attackers for k in ("SSIM", "gain")]
     metrics += ["SSIM:mean_image", "gain", "gain_in", "nleak", "nleak_in", "probe_nuis", "probe_soft", "URR"]
     return metrics + (["nURR"] if baseline else [])
 
 
-def build_table(runs: Sequence[Run], metrics: Sequence[str] = DEFAULT_METRICS,
-                label: Sequence[str] = DEFAULT_LABEL, targets: Optional[Sequence[str]] = None,
-                show_hash: bool = False,
-                warn: Callable[[str], None] = _warn_stderr,
-                baseline: Optional[Dict[str, Tuple[float, float]]] = None,
-                mean_only: bool = False) -> Tuple[List[str], List[List[str]]]:
+def build_table(
+    runs: Sequence[Run],
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    label: Sequence[str] = DEFAULT_LABEL,
+    targets: Sequence[str] | None = None,
+    show_hash: bool = False,
+    warn: Callable[[str], None] = _warn_stderr,
+    baseline: dict[str, tuple[float, float]] | None = None,
+    mean_only: bool = False,
+) -> tuple[list[str], list[list[str]]]:
     """Header and rows: one row per ``identity.config_hash``, cells "mean ± std" in %.
 
     Columns: ``label`` values, ``config`` (short hash; when labels collide or ``show_hash``),
@@ -195,8 +235,10 @@ def build_table(runs: Sequence[Run], metrics: Sequence[str] = DEFAULT_METRICS,
     for key in label:
         if key not in known:
             ident_keys = sorted({k for r in runs for k in r.result["identity"]})
-            raise TableInputError(f"unknown label key {key!r}; identity keys: {', '.join(ident_keys)} "
-                                  "(or any top-level key of results.json)")
+            raise TableInputError(
+                f"unknown label key {key!r}; identity keys: {', '.join(ident_keys)} "
+                "(or any top-level key of results.json)"
+            )
     present = sorted({t for r in runs for t in r.result["test"]})
     if targets is None:
         shown = present
@@ -206,7 +248,7 @@ def build_table(runs: Sequence[Run], metrics: Sequence[str] = DEFAULT_METRICS,
             raise TableInputError(f"unknown target {missing[0]!r}; the runs have: {', '.join(present) or 'none'}")
         shown = list(dict.fromkeys(targets))
 
-    groups: Dict[str, List[Run]] = {}
+    groups: dict[str, list[Run]] = {}
     for run in runs:
         groups.setdefault(group_key(run), []).append(run)
     for group in groups.values():
@@ -228,10 +270,12 @@ def build_table(runs: Sequence[Run], metrics: Sequence[str] = DEFAULT_METRICS,
         seeds = [r.result.get("seed") for r in group]
         for s in dict.fromkeys(s for s in seeds if seeds.count(s) > 1):
             paths = ", ".join(str(r.path) for r in group if r.result.get("seed") == s)
-            warn(f"warning: config {h[:short]} has {seeds.count(s)} runs with seed {s} "
-                 f"(repeated run?); all are kept: {paths}")
+            warn(
+                f"warning: config {h[:short]} has {seeds.count(s)} runs with seed {s} "
+                f"(repeated run?); all are kept: {paths}"
+            )
         row = list(labels[h]) + ([h[:short]] if with_hash else [])
-        row += ([kind_cell(group[0])] if with_kind else [])
+        row += [kind_cell(group[0])] if with_kind else []
         row += [str(len(group)), ",".join("?" if s is None else str(s) for s in sorted(seeds, key=_seed_key))]
         for t in per_target:
             for m in metrics:
@@ -247,7 +291,7 @@ def build_table(runs: Sequence[Run], metrics: Sequence[str] = DEFAULT_METRICS,
     return header, rows
 
 
-def _seed_key(seed) -> Tuple[bool, float, str]:
+def _seed_key(seed) -> tuple[bool, float, str]:
     """Numbers in numeric order, then anything else (a missing seed) by its text."""
     number = isinstance(seed, (int, float)) and not isinstance(seed, bool)
     return (not number, seed if number else 0.0, str(seed))
@@ -259,8 +303,10 @@ def units_note(metrics: Sequence[str]) -> str:
     other = {"SSIM": "SSIM in [0, 1]", "PSNR": "PSNR in dB", "URR": "URR a ratio", "nURR": "nURR a ratio"}
     parts = [f"{', '.join(percent)} in %"] if percent else []
     parts += list(dict.fromkeys(other[m.partition(":")[0]] for m in metrics if m.partition(":")[0] in other))
-    return ("Numbers: " + "; ".join(parts) + ". A cell is the mean ± sample std over the row's runs (seeds); "
-            "mean/<metric>: per run the mean over the targets shown.")
+    return (
+        "Numbers: " + "; ".join(parts) + ". A cell is the mean ± sample std over the row's runs (seeds); "
+        "mean/<metric>: per run the mean over the targets shown."
+    )
 
 
 def render(header: Sequence[str], rows: Sequence[Sequence[str]], fmt: str = "markdown") -> str:
@@ -289,35 +335,49 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 allow_abbrev=False)
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     ap.add_argument("paths", nargs="+", help="run folders (searched recursively) or results.json files")
-    ap.add_argument("--metrics", nargs="+", help=f"any of {' '.join(METRICS)}; for privacy audits also "
-                    f"{', '.join(PRIVACY_SCALARS)} and <kind>:<attacker> with kind {', '.join(PRIVACY_KINDS)} "
-                    "(default: R1 mAP, plus the privacy columns when the runs are audits)")
-    ap.add_argument("--label", nargs="+", help="label columns: identity keys (or top-level results.json keys, or "
-                    "extractor.<key> for audits); default: model backbone data experiment, for audits "
-                    "extractor.model extractor.experiment")
+    ap.add_argument(
+        "--metrics",
+        nargs="+",
+        help=f"any of {' '.join(METRICS)}; for privacy audits also "
+        f"{', '.join(PRIVACY_SCALARS)} and <kind>:<attacker> with kind {', '.join(PRIVACY_KINDS)} "
+        "(default: R1 mAP, plus the privacy columns when the runs are audits)",
+    )
+    ap.add_argument(
+        "--label",
+        nargs="+",
+        help="label columns: identity keys (or top-level results.json keys, or "
+        "extractor.<key> for audits); default: model backbone data experiment, for audits "
+        "extractor.model extractor.experiment",
+    )
     ap.add_argument("--targets", nargs="+", help="targets to show, in this order (default: all, sorted)")
     ap.add_argument("--show-hash", action="store_true", help="always add the config (short hash) column")
     ap.add_argument("--include-debug", action="store_true", help="include debug runs (debug=..., fast_dev_run)")
     ap.add_argument("--include-eval-only", action="store_true", help="include evaluation-only runs (train=false)")
     ap.add_argument("--include-partial", action="store_true", help="include runs evaluated on part of a target")
-    ap.add_argument("--baseline", metavar="RUN_DIR",
-                    help="audits of the unprotected model (one config, any seeds): adds nURR")
+    ap.add_argument(
+        "--baseline", metavar="RUN_DIR", help="audits of the unprotected model (one config, any seeds): adds nURR"
+    )
     ap.add_argument("--mean-only", action="store_true", help="only the mean-over-targets columns")
-    ap.add_argument("--published", metavar="FILE",
-                    help="published figures (YAML, e.g. experiments/published/dppp.yaml) shown below our rows, "
-                    "labelled by their source")
+    ap.add_argument(
+        "--published",
+        metavar="FILE",
+        help="published figures (YAML, e.g. experiments/published/dppp.yaml) shown below our rows, "
+        "labelled by their source",
+    )
     ap.add_argument("--format", choices=["markdown", "csv"], default="markdown")
     ap.add_argument("--out", help="also write the table to this file")
     ap.add_argument("--group", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     try:
         if args.group is not None:
-            raise TableInputError("--group was removed: runs are grouped by identity.config_hash; "
-                                  "use --label to choose the label columns")
+            raise TableInputError(
+                "--group was removed: runs are grouped by identity.config_hash; use --label to choose the label columns"
+            )
         check_metrics(args.metrics or [])
         published = load_published(Path(args.published)) if args.published else None
         runs = [load_result(p) for p in find_results(args.paths)]
@@ -325,15 +385,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         baseline = None
         if args.baseline:
             base_runs = [load_result(p) for p in find_results([args.baseline])]
-            baseline = privacy_baseline(select_runs(base_runs, args.include_debug, args.include_eval_only,
-                                                    args.include_partial))
+            baseline = privacy_baseline(
+                select_runs(base_runs, args.include_debug, args.include_eval_only, args.include_partial)
+            )
         metrics = args.metrics or default_metrics(kept, baseline is not None)
         label = args.label or (list(PRIVACY_LABEL) if any(is_audit(r) for r in kept) else list(DEFAULT_LABEL))
-        header, rows = build_table(kept, metrics, label, args.targets, args.show_hash, baseline=baseline,
-                                   mean_only=args.mean_only)
+        header, rows = build_table(
+            kept, metrics, label, args.targets, args.show_hash, baseline=baseline, mean_only=args.mean_only
+        )
         if published is not None:
-            rows = [r + ["ours"] for r in rows] + [r + [p["source"]] for r, p in
-                                                    zip(published_rows(published, header, label), published)]
+            rows = [r + ["ours"] for r in rows] + [
+                r + [p["source"]] for r, p in zip(published_rows(published, header, label), published)
+            ]
             header = header + ["source"]
         text = render(header, rows, fmt=args.format)
         if args.format == "markdown":

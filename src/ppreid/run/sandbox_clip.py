@@ -20,6 +20,7 @@ Speed on 2 CPU cores: the text transformer dominates a step; captions are cut af
 longest end-of-text token (exact under the causal mask). The token table (49,408 x 128) is most of
 clip_tiny's parameters but costs little per step (an embedding lookup and a dense Adam update).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,10 +45,20 @@ COMPLETE = ".complete.json"
 WEIGHTS = "clip_tiny.pt"
 SANDBOX_VERSION = 1
 SANDBOX = "sandbox"
-DEFAULT_TRAINING: Dict[str, Any] = {
-    "steps": 1500, "batch_size": 64, "caption_tokens": 48, "lr": 1.0e-3, "weight_decay": 0.1, "warmup_steps": 50,
-    "identity_level": False, "caption_truth": False, "caption_kinds": {"full": 0.2, "content": 0.7, "style": 0.1},
-    "logit_scale_init": 1 / 0.07, "seed": 0, "seconds_per_step": 0.25, "fragment_keep_prob": None,
+DEFAULT_TRAINING: dict[str, Any] = {
+    "steps": 1500,
+    "batch_size": 64,
+    "caption_tokens": 48,
+    "lr": 1.0e-3,
+    "weight_decay": 0.1,
+    "warmup_steps": 50,
+    "identity_level": False,
+    "caption_truth": False,
+    "caption_kinds": {"full": 0.2, "content": 0.7, "style": 0.1},
+    "logit_scale_init": 1 / 0.07,
+    "seed": 0,
+    "seconds_per_step": 0.25,
+    "fragment_keep_prob": None,
     "precision": "auto",
 }
 PRECISIONS = ("auto", "bf16-mixed", "32-true")
@@ -76,16 +88,24 @@ def _records(folder: Path):
 
 def _is_complete(root: Path, params: Mapping[str, Any]) -> bool:
     try:
-        return (root / COMPLETE).is_file() and json.loads((root / COMPLETE).read_text()).get("params") == params \
+        return (
+            (root / COMPLETE).is_file()
+            and json.loads((root / COMPLETE).read_text()).get("params") == params
             and (root / WEIGHTS).is_file()
+        )
     except json.JSONDecodeError:
         return False
 
 
-def ensure_sandbox_clip(root: Union[str, Path], corpus: Optional[Mapping[str, Any]] = None,
-                        training: Optional[Mapping[str, Any]] = None, model_name: str = "clip-tiny",
-                        image_size: Sequence[int] = (128, 64), quick: bool = False,
-                        progress: bool = True) -> Optional[Path]:
+def ensure_sandbox_clip(
+    root: str | Path,
+    corpus: Mapping[str, Any] | None = None,
+    training: Mapping[str, Any] | None = None,
+    model_name: str = "clip-tiny",
+    image_size: Sequence[int] = (128, 64),
+    quick: bool = False,
+    progress: bool = True,
+) -> Path | None:
     """The weights file of the person-aligned CLIP (built under ``root`` unless there); None when ``quick``.
 
     Args:
@@ -102,24 +122,34 @@ def ensure_sandbox_clip(root: Union[str, Path], corpus: Optional[Mapping[str, An
     from ppreid.synth.attributes import load_conf_yaml
 
     if quick:
-        log.info("backbone.pretrained=sandbox: fast dev run, the person-aligned clip_tiny is not built; random weights "
-                 "(a full run builds it once under %s)", root)
+        log.info(
+            "backbone.pretrained=sandbox: fast dev run, the person-aligned clip_tiny is not built; random weights "
+            "(a full run builds it once under %s)",
+            root,
+        )
         return None
     root = Path(root).expanduser().resolve()
     corpus = dict(OmegaConf.to_container(OmegaConf.create(dict(corpus or {})), resolve=True))
     corpus_root = Path(corpus.pop("root", None) or f"{root}-corpus").expanduser().resolve()
     height, width = (int(s) for s in image_size)
     corpus.update({"height": height, "width": width})
-    training = {**DEFAULT_TRAINING, **dict(OmegaConf.to_container(OmegaConf.create(dict(training or {})),
-                                                                  resolve=True))}
+    training = {
+        **DEFAULT_TRAINING,
+        **dict(OmegaConf.to_container(OmegaConf.create(dict(training or {})), resolve=True)),
+    }
     unknown = set(training) - set(DEFAULT_TRAINING)
     if unknown:
-        raise ConfigValueError(f"backbone.sandbox.training: unknown key(s) {sorted(unknown)}; known: "
-                               f"{sorted(DEFAULT_TRAINING)}.")
-    params = {"version": SANDBOX_VERSION, "model_name": model_name, "image_size": [height, width],
-              "corpus": {"root": str(corpus_root), **corpus},
-              "training": {k: v for k, v in training.items() if k not in ANNOUNCE_ONLY},
-              "captions": load_conf_yaml("synth/captions.yaml")}
+        raise ConfigValueError(
+            f"backbone.sandbox.training: unknown key(s) {sorted(unknown)}; known: {sorted(DEFAULT_TRAINING)}."
+        )
+    params = {
+        "version": SANDBOX_VERSION,
+        "model_name": model_name,
+        "image_size": [height, width],
+        "corpus": {"root": str(corpus_root), **corpus},
+        "training": {k: v for k, v in training.items() if k not in ANNOUNCE_ONLY},
+        "captions": load_conf_yaml("synth/captions.yaml"),
+    }
     params = json.loads(json.dumps(params))
     if _is_complete(root, params):
         return root / WEIGHTS
@@ -128,12 +158,20 @@ def ensure_sandbox_clip(root: Union[str, Path], corpus: Optional[Mapping[str, An
         if _is_complete(root, params):
             return root / WEIGHTS
         if root.exists() and not (root / COMPLETE).is_file():
-            raise ConfigValueError(f"{root} exists but is not a sandbox CLIP folder (no {COMPLETE}); move it away "
-                                   "or set backbone.sandbox.root elsewhere.")
+            raise ConfigValueError(
+                f"{root} exists but is not a sandbox CLIP folder (no {COMPLETE}); move it away "
+                "or set backbone.sandbox.root elsewhere."
+            )
         minutes = training["steps"] * training["seconds_per_step"] / 60 + 2
-        log.info("backbone.pretrained=sandbox: building the person-aligned %s into %s (a captioned pre-training "
-                 "corpus, then %d contrastive steps of both towers); once, about %.0f minutes on 2 CPU cores, "
-                 "reused afterwards", model_name, root, training["steps"], minutes)
+        log.info(
+            "backbone.pretrained=sandbox: building the person-aligned %s into %s (a captioned pre-training "
+            "corpus, then %d contrastive steps of both towers); once, about %.0f minutes on 2 CPU cores, "
+            "reused afterwards",
+            model_name,
+            root,
+            training["steps"],
+            minutes,
+        )
         start = time.time()
         from ppreid.synth.pretrain_corpus import ensure_pretrain_corpus
 
@@ -148,29 +186,48 @@ def ensure_sandbox_clip(root: Union[str, Path], corpus: Optional[Mapping[str, An
         atomic_write_json(tmp / COMPLETE, {"params": params, "seconds": report["seconds"]})
         replace_dir(tmp, root)
         held = report["heldout"]
-        log.info("person-aligned %s ready in %.1f min: held-out zero-shot mean normalized accuracy %s, "
-                 "caption-to-image R1 %s (%s)", model_name, report["seconds"] / 60,
-                 held["zero_shot"]["mean_normalized"], held["text_to_image"]["R1"], root / "report.json")
+        log.info(
+            "person-aligned %s ready in %.1f min: held-out zero-shot mean normalized accuracy %s, "
+            "caption-to-image R1 %s (%s)",
+            model_name,
+            report["seconds"] / 60,
+            held["zero_shot"]["mean_normalized"],
+            held["text_to_image"]["R1"],
+            root / "report.json",
+        )
     return root / WEIGHTS
 
 
-def _train_and_evaluate(out: Path, corpus_root: Path, model_name: str, image_size: Sequence[int],
-                        training: Mapping[str, Any], progress: bool) -> Dict[str, Any]:
+def _train_and_evaluate(
+    out: Path,
+    corpus_root: Path,
+    model_name: str,
+    image_size: Sequence[int],
+    training: Mapping[str, Any],
+    progress: bool,
+) -> dict[str, Any]:
     import torch.nn.functional as F
     from tqdm import tqdm
 
+    from ppreid.config.resolvers import _precision
     from ppreid.metrics.clip_alignment import alignment_picture, encode_text, text_to_image_report, zero_shot_report
-    from ppreid.models.clip_pretrain import (batch_positives, check_caption_kinds, clip_contrastive_loss,
-                                          clip_state_dict, draw_kinds)
+    from ppreid.models.clip_pretrain import (
+        batch_positives,
+        check_caption_kinds,
+        clip_contrastive_loss,
+        clip_state_dict,
+        draw_kinds,
+    )
     from ppreid.nn.backbones.clip_visual import OpenCLIPVisual
     from ppreid.synth.attributes import AttributeSchema, load_conf_yaml
     from ppreid.synth.captions import Captioner
-    from ppreid.config.resolvers import _precision
 
     height, width = image_size
     precision = str(training["precision"])
     if precision not in PRECISIONS:
-        raise ConfigValueError(f"backbone.sandbox.training.precision={precision!r}: choose one of {', '.join(PRECISIONS)}.")
+        raise ConfigValueError(
+            f"backbone.sandbox.training.precision={precision!r}: choose one of {', '.join(PRECISIONS)}."
+        )
     bf16 = _precision(precision, "cpu") == "bf16-mixed"
     torch.manual_seed(int(training["seed"]))
     rng = np.random.default_rng(int(training["seed"]))
@@ -193,9 +250,12 @@ def _train_and_evaluate(out: Path, corpus_root: Path, model_name: str, image_siz
     params = list(model.parameters()) + list(tower.parameters()) + [logit_scale]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": float(training["weight_decay"])},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=float(training["lr"]),
-                            betas=(0.9, 0.98), eps=1e-6)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": float(training["weight_decay"])}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=float(training["lr"]),
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
     steps, warm = int(training["steps"]), int(training["warmup_steps"])
 
     def lr_factor(step: int) -> float:
@@ -205,21 +265,29 @@ def _train_and_evaluate(out: Path, corpus_root: Path, model_name: str, image_siz
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     batch = int(training["batch_size"])
-    order = np.concatenate([rng.permutation(len(train_records)) for _ in range(steps * batch // len(train_records) + 1)])
+    order = np.concatenate(
+        [rng.permutation(len(train_records)) for _ in range(steps * batch // len(train_records) + 1)]
+    )
     losses = []
     model.train()
     tower.train()
     bar = tqdm(range(steps), desc="sandbox CLIP", disable=not progress, mininterval=5)
     for step in bar:
-        idx = order[step * batch:(step + 1) * batch]
+        idx = order[step * batch : (step + 1) * batch]
         kinds = draw_kinds(rng, kinds_w, len(idx))
         described = [captioner.describe(train_records[i].attributes, k, rng) for i, k in zip(idx, kinds)]
         texts = [text for text, _ in described]
         x = (images[torch.as_tensor(idx)].float() / 255 - mean) / std
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             img, txt = model(x), encode_text(tower, captioner.tokenize(texts))
-        positives = batch_positives(pids[torch.as_tensor(idx)], kinds, [train_records[i].attributes for i in idx],
-                                    [k for _, k in described], training["identity_level"], training["caption_truth"])
+        positives = batch_positives(
+            pids[torch.as_tensor(idx)],
+            kinds,
+            [train_records[i].attributes for i in idx],
+            [k for _, k in described],
+            training["identity_level"],
+            training["caption_truth"],
+        )
         loss = clip_contrastive_loss(img.float(), txt.float(), logit_scale, positives)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -235,8 +303,12 @@ def _train_and_evaluate(out: Path, corpus_root: Path, model_name: str, image_siz
     held = _records(corpus_root / "heldout")
     held_images = _read_images([r.path for r in held], height, width)
     with torch.no_grad():
-        feats = torch.cat([F.normalize(model((held_images[i:i + 256].float() / 255 - mean) / std), dim=-1)
-                           for i in range(0, len(held), 256)])
+        feats = torch.cat(
+            [
+                F.normalize(model((held_images[i : i + 256].float() / 255 - mean) / std), dim=-1)
+                for i in range(0, len(held), 256)
+            ]
+        )
     attrs = [r.attributes or {} for r in held]
     schema = AttributeSchema.from_config()
     zs = zero_shot_report(feats, attrs, tower, eval_captioner, schema)
@@ -244,16 +316,27 @@ def _train_and_evaluate(out: Path, corpus_root: Path, model_name: str, image_siz
     probe = image_probe_ceiling(feats, [r.pid for r in held], attrs, eval_captioner.zero_shot_keys)
     alignment_picture(out / "text_to_image.png", ranking, [r.path for r in held])
     n = max(1, len(losses) // 10)
-    return {"heldout": {"zero_shot": zs, "text_to_image": t2i, "image_probe": probe,
-                        "num_identities": len({r.pid for r in held}),
-                        "num_images": len(held)},
-            "train": {"num_images": len(train_records), "steps": steps,
-                      "loss_first": round(float(np.mean(losses[:n])), 4), "loss_last": round(float(np.mean(losses[-n:])), 4),
-                      "logit_scale": round(float(logit_scale.detach().exp()), 3)}}
+    return {
+        "heldout": {
+            "zero_shot": zs,
+            "text_to_image": t2i,
+            "image_probe": probe,
+            "num_identities": len({r.pid for r in held}),
+            "num_images": len(held),
+        },
+        "train": {
+            "num_images": len(train_records),
+            "steps": steps,
+            "loss_first": round(float(np.mean(losses[:n])), 4),
+            "loss_last": round(float(np.mean(losses[-n:])), 4),
+            "logit_scale": round(float(logit_scale.detach().exp()), 3),
+        },
+    }
 
 
-def image_probe_ceiling(feats: torch.Tensor, pids: Sequence[int], attrs: Sequence[Mapping[str, str]],
-                        keys: Sequence[str]) -> Dict[str, Any]:
+def image_probe_ceiling(
+    feats: torch.Tensor, pids: Sequence[int], attrs: Sequence[Mapping[str, str]], keys: Sequence[str]
+) -> dict[str, Any]:
     """What the image tower encodes linearly: a linear probe per attribute, fitted on half of the held-out
     identities' (N, E) image features and scored (balanced accuracy) on the other half. Zero-shot choice by
     text can hardly beat it, so it says whether a missed attribute is missing from the image features or
@@ -262,21 +345,33 @@ def image_probe_ceiling(feats: torch.Tensor, pids: Sequence[int], attrs: Sequenc
 
     first = set(sorted(set(pids))[::2])
     half = torch.tensor([p in first for p in pids])
-    rows = probe_attributes(feats[half], [a for a, h in zip(attrs, half) if h], feats[~half],
-                            [a for a, h in zip(attrs, half) if not h], {"attributes": list(keys)})["attributes"]
-    per = {k: {"balanced_accuracy": round(v["balanced_accuracy"], 4), "chance": round(v["chance"], 4)}
-           for k, v in rows.items() if isinstance(v, dict)}
-    return {"attributes": per, "mean_balanced_accuracy": round(float(np.mean([v["balanced_accuracy"]
-                                                                                for v in per.values()])), 4)
-            if per else None, "mean_chance": round(float(np.mean([v["chance"] for v in per.values()])), 4)
-            if per else None}
+    rows = probe_attributes(
+        feats[half],
+        [a for a, h in zip(attrs, half) if h],
+        feats[~half],
+        [a for a, h in zip(attrs, half) if not h],
+        {"attributes": list(keys)},
+    )["attributes"]
+    per = {
+        k: {"balanced_accuracy": round(v["balanced_accuracy"], 4), "chance": round(v["chance"], 4)}
+        for k, v in rows.items()
+        if isinstance(v, dict)
+    }
+    return {
+        "attributes": per,
+        "mean_balanced_accuracy": round(float(np.mean([v["balanced_accuracy"] for v in per.values()])), 4)
+        if per
+        else None,
+        "mean_chance": round(float(np.mean([v["chance"] for v in per.values()])), 4) if per else None,
+    }
 
 
-def resolve_sandbox(model_name: str, image_size: Sequence[int], builder: Any) -> Optional[str]:
+def resolve_sandbox(model_name: str, image_size: Sequence[int], builder: Any) -> str | None:
     """``pretrained=sandbox`` -> the built weights file (or None: random weights under a fast dev run)."""
     if builder is None:
         raise ConfigValueError(
             f"backbone.pretrained=sandbox: {model_name} has no sandbox build (backbone.sandbox); the person-aligned "
-            "sandbox CLIP exists for backbone=clip_tiny only. Use a weights file, a tag, or pretrained=null.")
+            "sandbox CLIP exists for backbone=clip_tiny only. Use a weights file, a tag, or pretrained=null."
+        )
     path = builder(model_name=model_name, image_size=list(image_size))
     return None if path is None else str(path)

@@ -20,10 +20,12 @@ profile key cycles through a shuffled list of its values (shuffled by
 ``default_rng(derive_seed(S, 1, 2**32))``), so n cameras show min(n, |vocabulary|) different
 backgrounds, lights and looks; a rule that forbids the cycled value falls back to the camera's draw.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +57,7 @@ def image_seed(id_seed: int, index: int) -> int:
     return derive_seed(id_seed, 2, index)
 
 
-def load_conf_yaml(relpath: str) -> Dict[str, Any]:
+def load_conf_yaml(relpath: str) -> dict[str, Any]:
     """A YAML file of ``conf/`` as a plain dict (for code paths that run without Hydra)."""
     from omegaconf import OmegaConf
 
@@ -68,6 +70,7 @@ def load_conf_yaml(relpath: str) -> Dict[str, Any]:
 def _to_plain(obj: Any) -> Any:
     try:
         from omegaconf import DictConfig, ListConfig, OmegaConf
+
         if isinstance(obj, (DictConfig, ListConfig)):
             return OmegaConf.to_container(obj, resolve=True)
     except ImportError:  # pragma: no cover
@@ -80,11 +83,11 @@ class Vocabulary:
     """The values of one attribute and their sampling weights (normalised when drawn)."""
 
     key: str
-    values: Tuple[str, ...]
-    weights: Tuple[float, ...]
+    values: tuple[str, ...]
+    weights: tuple[float, ...]
 
     @classmethod
-    def parse(cls, key: str, spec: Any) -> "Vocabulary":
+    def parse(cls, key: str, spec: Any) -> Vocabulary:
         spec = _to_plain(spec)
         if isinstance(spec, Mapping):
             values, weights = tuple(str(v) for v in spec), tuple(float(w) for w in spec.values())
@@ -93,17 +96,20 @@ class Vocabulary:
         else:
             raise ConfigValueError(
                 f"attribute vocabulary '{key}' is {spec!r}; expected a list of strings or a "
-                f"{{value: weight}} map (conf/synth/attributes.yaml).")
+                f"{{value: weight}} map (conf/synth/attributes.yaml)."
+            )
         if not values or len(set(values)) != len(values) or any(not v or " " in v for v in values):
             raise ConfigValueError(
                 f"attribute vocabulary '{key}'={list(values)} must be non-empty, without duplicates, "
-                "and its values single words (use underscores instead of spaces).")
+                "and its values single words (use underscores instead of spaces)."
+            )
         if any(w < 0 for w in weights) or sum(weights) <= 0:
-            raise ConfigValueError(f"attribute vocabulary '{key}' has weights {list(weights)}; "
-                                   "weights must be >= 0 with a positive sum.")
+            raise ConfigValueError(
+                f"attribute vocabulary '{key}' has weights {list(weights)}; weights must be >= 0 with a positive sum."
+            )
         return cls(key, values, weights)
 
-    def restrict(self, allowed: Iterable[str]) -> "Vocabulary":
+    def restrict(self, allowed: Iterable[str]) -> Vocabulary:
         """The values in ``allowed`` (order and weights kept); may be empty."""
         allowed = set(allowed)
         keep = [(v, w) for v, w in zip(self.values, self.weights) if v in allowed]
@@ -122,8 +128,8 @@ class Vocabulary:
 class Rule:
     """If every ``when`` key has one of the listed values, restrict each ``then`` key to its list."""
 
-    when: Tuple[Tuple[str, frozenset], ...]
-    then: Tuple[Tuple[str, frozenset], ...]
+    when: tuple[tuple[str, frozenset], ...]
+    then: tuple[tuple[str, frozenset], ...]
 
     def matches(self, record: Mapping[str, str]) -> bool:
         return all(k in record and record[k] in vals for k, vals in self.when)
@@ -132,14 +138,16 @@ class Rule:
 class AttributeSchema:
     """Vocabularies + rules; draws identity, camera-profile and per-image records from seeded RNGs."""
 
-    def __init__(self, identity: Mapping, camera_profile: Mapping, image: Mapping,
-                 rules: Optional[Sequence[Mapping]] = None) -> None:
-        self.groups: Dict[str, Dict[str, Vocabulary]] = {}
+    def __init__(
+        self, identity: Mapping, camera_profile: Mapping, image: Mapping, rules: Sequence[Mapping] | None = None
+    ) -> None:
+        self.groups: dict[str, dict[str, Vocabulary]] = {}
         for name, spec in zip(GROUPS, (identity, camera_profile, image)):
             spec = _to_plain(spec)
             if not isinstance(spec, Mapping) or not spec:
-                raise ConfigValueError(f"attribute group '{name}' must be a non-empty map of vocabularies "
-                                       "(conf/synth/attributes.yaml).")
+                raise ConfigValueError(
+                    f"attribute group '{name}' must be a non-empty map of vocabularies (conf/synth/attributes.yaml)."
+                )
             self.groups[name] = {str(k): Vocabulary.parse(str(k), v) for k, v in spec.items()}
         keys = [k for g in GROUPS for k in self.groups[g]]
         if len(set(keys)) != len(keys):
@@ -147,9 +155,11 @@ class AttributeSchema:
         self.rules = tuple(self._parse_rule(r, keys) for r in (_to_plain(rules) or []))
 
     @staticmethod
-    def _parse_rule(rule: Mapping, keys: List[str]) -> Rule:
+    def _parse_rule(rule: Mapping, keys: list[str]) -> Rule:
         if not isinstance(rule, Mapping) or set(rule) != {"if", "then"}:
-            raise ConfigValueError(f"attribute rule {rule!r} must be {{if: {{key: [values]}}, then: {{key: [values]}}}}.")
+            raise ConfigValueError(
+                f"attribute rule {rule!r} must be {{if: {{key: [values]}}, then: {{key: [values]}}}}."
+            )
         parts = []
         for side in ("if", "then"):
             items = []
@@ -161,26 +171,28 @@ class AttributeSchema:
             parts.append(tuple(items))
         order = {k: i for i, k in enumerate(keys)}
         if max(order[k] for k, _ in parts[0]) >= min(order[k] for k, _ in parts[1]):
-            raise ConfigValueError(f"attribute rule {rule!r}: every 'if' key must be drawn before every "
-                                   f"'then' key (order: {keys}).")
+            raise ConfigValueError(
+                f"attribute rule {rule!r}: every 'if' key must be drawn before every 'then' key (order: {keys})."
+            )
         return Rule(parts[0], parts[1])
 
     @classmethod
-    def from_config(cls, cfg: Optional[Mapping] = None) -> "AttributeSchema":
+    def from_config(cls, cfg: Mapping | None = None) -> AttributeSchema:
         """From a mapping shaped like ``conf/synth/attributes.yaml`` (that file when None)."""
         cfg = _to_plain(cfg) if cfg is not None else load_conf_yaml("synth/attributes.yaml")
         unknown = set(cfg) - set(GROUPS) - {"rules"}
         if unknown:
-            raise ConfigValueError(f"attributes config has unknown sections {sorted(unknown)}; "
-                                   f"expected {list(GROUPS)} and rules.")
+            raise ConfigValueError(
+                f"attributes config has unknown sections {sorted(unknown)}; expected {list(GROUPS)} and rules."
+            )
         return cls(cfg.get("identity"), cfg.get("camera_profile"), cfg.get("image"), cfg.get("rules"))
 
     @property
-    def identity_keys(self) -> List[str]:
+    def identity_keys(self) -> list[str]:
         return list(self.groups["identity"])
 
     @property
-    def environment_keys(self) -> List[str]:
+    def environment_keys(self) -> list[str]:
         return list(self.groups["camera_profile"]) + list(self.groups["image"])
 
     def vocabulary(self, key: str) -> Vocabulary:
@@ -189,7 +201,7 @@ class AttributeSchema:
                 return self.groups[g][key]
         raise ConfigValueError(f"unknown attribute '{key}'; known: {self.identity_keys + self.environment_keys}")
 
-    def restricted(self, style: Optional[Mapping[str, Sequence[str]]]) -> "AttributeSchema":
+    def restricted(self, style: Mapping[str, Sequence[str]] | None) -> AttributeSchema:
         """A copy whose vocabularies are cut to ``style`` (e.g. a domain's backgrounds and camera looks)."""
         out = object.__new__(AttributeSchema)
         out.groups = {g: dict(v) for g, v in self.groups.items()}
@@ -201,15 +213,17 @@ class AttributeSchema:
             if unknown or not allowed:
                 raise ConfigValueError(
                     f"style restricts '{key}' to {allowed}, but {unknown or 'an empty list'} is not in its "
-                    f"vocabulary {list(voc.values)} (conf/synth/attributes.yaml).")
+                    f"vocabulary {list(voc.values)} (conf/synth/attributes.yaml)."
+                )
             group = next(g for g in GROUPS if key in self.groups[g])
             out.groups[group][key] = voc.restrict(allowed)
         return out
 
-    def _draw_group(self, group: str, rng: np.random.Generator, context: Dict[str, str],
-                    prefer: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    def _draw_group(
+        self, group: str, rng: np.random.Generator, context: dict[str, str], prefer: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
         record = dict(context)
-        out: Dict[str, str] = {}
+        out: dict[str, str] = {}
         for key, voc in self.groups[group].items():
             for rule in self.rules:
                 for k, allowed in rule.then:
@@ -218,26 +232,28 @@ class AttributeSchema:
             if not voc.values:
                 raise ConfigValueError(
                     f"attribute rules leave no value for '{key}' given {record}; loosen the rules or the "
-                    "domain style (conf/synth/attributes.yaml).")
+                    "domain style (conf/synth/attributes.yaml)."
+                )
             value = voc.draw(rng)  # drawn even when a preference wins, so later draws do not shift
             if prefer and prefer.get(key) in voc.values:
                 value = prefer[key]
             out[key] = record[key] = value
         return out
 
-    def sample_identity(self, rng: np.random.Generator) -> Dict[str, str]:
+    def sample_identity(self, rng: np.random.Generator) -> dict[str, str]:
         """Identity attributes, in schema order."""
         return self._draw_group("identity", rng, {})
 
-    def sample_camera_profile(self, rng: np.random.Generator,
-                              prefer: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    def sample_camera_profile(
+        self, rng: np.random.Generator, prefer: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
         """Words of one camera (environment profile), shared by every identity it sees.
 
         ``prefer``: value per key to take when the rules allow it (balanced camera sets).
         """
         return self._draw_group("camera_profile", rng, {}, prefer)
 
-    def balanced_camera_preferences(self, rng: np.random.Generator, num_cameras: int) -> List[Dict[str, str]]:
+    def balanced_camera_preferences(self, rng: np.random.Generator, num_cameras: int) -> list[dict[str, str]]:
         """Per camera, a preferred value per profile key: each key cycles through a shuffled list of its
         (positive-weight) values, so ``n`` cameras cover ``min(n, |vocabulary|)`` distinct values."""
         cycles = {}
@@ -246,7 +262,8 @@ class AttributeSchema:
             cycles[key] = [values[i] for i in rng.permutation(len(values))]
         return [{k: c[i % len(c)] for k, c in cycles.items()} for i in range(num_cameras)]
 
-    def sample_image(self, rng: np.random.Generator, identity: Mapping[str, str],
-                     profile: Mapping[str, str]) -> Dict[str, str]:
+    def sample_image(
+        self, rng: np.random.Generator, identity: Mapping[str, str], profile: Mapping[str, str]
+    ) -> dict[str, str]:
         """Per-image environment words (weather, viewpoint), given the identity and camera profile."""
         return self._draw_group("image", rng, {**identity, **profile})

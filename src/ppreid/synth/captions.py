@@ -16,12 +16,14 @@ the text tower's context (``context_length`` tokens of CLIP's tokenizer, start a
 fragments are cut from the end, never mid-word (only a subject longer than the context is cut, at a
 word boundary).
 """
+
 from __future__ import annotations
 
 import re
 import string
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -33,12 +35,14 @@ KINDS = ("full", "content", "style")
 _ARTICLE = re.compile(r"\b([Aa]) (?=[aeiouAEIOU])")
 
 
-def _keys(template: str) -> Tuple[str, ...]:
+def _keys(template: str) -> tuple[str, ...]:
     try:
         keys = tuple(f for _, f, _, _ in string.Formatter().parse(template) if f is not None)
     except ValueError as err:
-        raise ConfigValueError(f"caption phrasing {template!r} is not a valid template ({err}); "
-                               "use {attribute_name} placeholders (conf/synth/captions.yaml).") from None
+        raise ConfigValueError(
+            f"caption phrasing {template!r} is not a valid template ({err}); "
+            "use {attribute_name} placeholders (conf/synth/captions.yaml)."
+        ) from None
     if any(not k.isidentifier() for k in keys):
         raise ConfigValueError(f"caption phrasing {template!r}: placeholders must be attribute names.")
     return keys
@@ -53,11 +57,11 @@ class Fragment:
     """One attribute group of a caption: its phrasings, and those of an absent (``none``) value."""
 
     name: str
-    phrasings: Tuple[str, ...]
-    none: Tuple[str, ...] = ()
+    phrasings: tuple[str, ...]
+    none: tuple[str, ...] = ()
 
     @classmethod
-    def parse(cls, name: str, spec: Any) -> "Fragment":
+    def parse(cls, name: str, spec: Any) -> Fragment:
         spec = _to_plain(spec)
         if isinstance(spec, Mapping):
             phr, none = spec.get("phrasings"), spec.get("none") or []
@@ -72,14 +76,16 @@ class Fragment:
         return cls(name, tuple(str(p) for p in phr), tuple(str(p) for p in none))
 
     @property
-    def keys(self) -> Tuple[str, ...]:
+    def keys(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(k for p in self.phrasings for k in _keys(p)))
 
-    def render(self, record: Mapping[str, str], rng: Optional[np.random.Generator]) -> Optional[str]:
+    def render(self, record: Mapping[str, str], rng: np.random.Generator | None) -> str | None:
         missing = [k for k in self.keys if k not in record]
         if missing:
-            raise ConfigValueError(f"caption fragment '{self.name}' names attribute(s) {missing} that the record "
-                                   f"lacks (record keys: {sorted(record)}).")
+            raise ConfigValueError(
+                f"caption fragment '{self.name}' names attribute(s) {missing} that the record "
+                f"lacks (record keys: {sorted(record)})."
+            )
         absent = any(record[k] == NONE for k in self.keys)
         options = self.none if absent else self.phrasings
         if not options:
@@ -100,16 +106,25 @@ class Captioner:
         context_length: the text tower's context (77 for CLIP), start and end tokens included.
     """
 
-    def __init__(self, subject: Sequence[str], style_subject: Sequence[str], content: Mapping[str, Any],
-                 style: Mapping[str, Any], separator: str = ", ", zero_shot: Optional[Mapping[str, Any]] = None,
-                 fragment_keep_prob: float = 1.0, context_length: int = 77) -> None:
+    def __init__(
+        self,
+        subject: Sequence[str],
+        style_subject: Sequence[str],
+        content: Mapping[str, Any],
+        style: Mapping[str, Any],
+        separator: str = ", ",
+        zero_shot: Mapping[str, Any] | None = None,
+        fragment_keep_prob: float = 1.0,
+        context_length: int = 77,
+    ) -> None:
         from open_clip.tokenizer import SimpleTokenizer
 
         self.subject = tuple(str(s) for s in (_to_plain(subject) or []))
         self.style_subject = tuple(str(s) for s in (_to_plain(style_subject) or []))
         if not self.subject or not self.style_subject:
-            raise ConfigValueError("captions: subject and style_subject need at least one phrasing each "
-                                   "(conf/synth/captions.yaml).")
+            raise ConfigValueError(
+                "captions: subject and style_subject need at least one phrasing each (conf/synth/captions.yaml)."
+            )
         self.content = [Fragment.parse(k, v) for k, v in (_to_plain(content) or {}).items()]
         self.style = [Fragment.parse(k, v) for k, v in (_to_plain(style) or {}).items()]
         self.separator = str(separator)
@@ -123,16 +138,23 @@ class Captioner:
         self._tokenizer = SimpleTokenizer(context_length=self.context_length)
 
     @classmethod
-    def from_config(cls, cfg: Optional[Mapping[str, Any]] = None, context_length: int = 77) -> "Captioner":
+    def from_config(cls, cfg: Mapping[str, Any] | None = None, context_length: int = 77) -> Captioner:
         """From a mapping shaped like ``conf/synth/captions.yaml`` (that file when None)."""
         cfg = _to_plain(cfg) if cfg is not None else load_conf_yaml("synth/captions.yaml")
         known = {"subject", "style_subject", "content", "style", "separator", "zero_shot", "fragment_keep_prob"}
         unknown = set(cfg) - known
         if unknown:
             raise ConfigValueError(f"captions config has unknown keys {sorted(unknown)}; known: {sorted(known)}.")
-        return cls(cfg.get("subject"), cfg.get("style_subject"), cfg.get("content"), cfg.get("style"),
-                   cfg.get("separator", ", "), cfg.get("zero_shot"), cfg.get("fragment_keep_prob", 1.0),
-                   context_length)
+        return cls(
+            cfg.get("subject"),
+            cfg.get("style_subject"),
+            cfg.get("content"),
+            cfg.get("style"),
+            cfg.get("separator", ", "),
+            cfg.get("zero_shot"),
+            cfg.get("fragment_keep_prob", 1.0),
+            context_length,
+        )
 
     # ------------------------------------------------------------------ length
     def num_tokens(self, text: str) -> int:
@@ -143,7 +165,7 @@ class Captioner:
         """``head`` + as many leading ``fragments`` as fit the context (cut at fragment boundaries)."""
         return self._fit(head, fragments)[0]
 
-    def _fit(self, head: str, fragments: Sequence[str]) -> Tuple[str, int]:
+    def _fit(self, head: str, fragments: Sequence[str]) -> tuple[str, int]:
         """(the fitted text, how many of ``fragments`` it kept)."""
         if self.num_tokens(head) > self.context_length:
             head_words = head.split()
@@ -164,14 +186,24 @@ class Captioner:
         return self.fit(parts[0], parts[1:]) if len(parts) > 1 else self.fit(prompt, [])
 
     # ------------------------------------------------------------------ captions
-    def caption(self, record: Mapping[str, str], kind: str = "full",
-                rng: Optional[np.random.Generator] = None, exclude: Sequence[str] = ()) -> str:
+    def caption(
+        self,
+        record: Mapping[str, str],
+        kind: str = "full",
+        rng: np.random.Generator | None = None,
+        exclude: Sequence[str] = (),
+    ) -> str:
         """The ``kind`` caption of ``record`` (random phrasing / order / fragments with ``rng``, else canonical);
         ``exclude``: fragment names left out (e.g. ``viewpoint`` for a caption of the identity only)."""
         return self.describe(record, kind, rng, exclude)[0]
 
-    def describe(self, record: Mapping[str, str], kind: str = "full", rng: Optional[np.random.Generator] = None,
-                 exclude: Sequence[str] = ()) -> Tuple[str, Tuple[str, ...]]:
+    def describe(
+        self,
+        record: Mapping[str, str],
+        kind: str = "full",
+        rng: np.random.Generator | None = None,
+        exclude: Sequence[str] = (),
+    ) -> tuple[str, tuple[str, ...]]:
         """(caption, the attribute keys it states): what :meth:`caption` writes, and the attributes whose
         values it names (the subject's and every fragment that fits), so that the caption is true of any
         record with those values (``caption_truth`` positives in language-image pre-training)."""
@@ -199,17 +231,19 @@ class Captioner:
         """(N, context_length) int64 token ids of CLIP's tokenizer (captions fit: nothing is cut)."""
         return self._tokenizer(list(texts))
 
-    def captions(self, records: Sequence[Mapping[str, str]], kind: str = "full",
-                 rng: Optional[np.random.Generator] = None) -> List[str]:
+    def captions(
+        self, records: Sequence[Mapping[str, str]], kind: str = "full", rng: np.random.Generator | None = None
+    ) -> list[str]:
         return [self.caption(r, kind, rng) for r in records]
 
     # ------------------------------------------------------------------ zero-shot
-    def zero_shot_prompts(self, key: str, values: Sequence[str]) -> List[str]:
+    def zero_shot_prompts(self, key: str, values: Sequence[str]) -> list[str]:
         """One prompt per value of attribute ``key`` (the order of ``values``)."""
         spec = self.zero_shot.get(key)
         if spec is None:
-            raise ConfigValueError(f"captions.zero_shot has no prompt for attribute '{key}'; add one "
-                                   "(conf/synth/captions.yaml).")
+            raise ConfigValueError(
+                f"captions.zero_shot has no prompt for attribute '{key}'; add one (conf/synth/captions.yaml)."
+            )
         template, none = (spec.get("template"), spec.get("none")) if isinstance(spec, Mapping) else (spec, None)
         out = []
         for v in values:
@@ -222,5 +256,5 @@ class Captioner:
         return [self.fit(p, []) for p in out]
 
     @property
-    def zero_shot_keys(self) -> List[str]:
+    def zero_shot_keys(self) -> list[str]:
         return list(self.zero_shot)

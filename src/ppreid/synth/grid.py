@@ -1,8 +1,9 @@
 """``samples.jpg``: a contact sheet of a GenePerson set, one column per identity, for a person to look at."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Optional, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -16,8 +17,9 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def contact_sheet(columns: Sequence[Sequence[Path]], gap: int = 2,
-                  captions: Optional[Sequence[str]] = None) -> Image.Image:
+def contact_sheet(
+    columns: Sequence[Sequence[Path]], gap: int = 2, captions: Sequence[str] | None = None
+) -> Image.Image:
     """Tile images: ``columns[i]`` are the images of identity i, top to bottom.
 
     Thumbnails keep the first image's size (downscaled to at most 256 px high); blank cells stay grey.
@@ -60,13 +62,17 @@ def identity_caption(entry: dict) -> str:
     the identity seed, not in the record), so without the pattern word a grey garment with yellow checks
     would be captioned plain "grey"."""
     attrs = entry.get("attributes", {})
-    colour = " ".join(str(attrs[k]).replace("_", " ") for k in UPPER_WORDS[:2]
-                      if k in attrs and str(attrs[k]) not in ("plain", "none"))
+    colour = " ".join(
+        str(attrs[k]).replace("_", " ")
+        for k in UPPER_WORDS[:2]
+        if k in attrs and str(attrs[k]) not in ("plain", "none")
+    )
     kind = str(attrs.get("upper_type", "")).replace("_", " ")
     return "\n".join([f"id {entry.get('pid')}"] + [t for t in (colour, kind) if t])
 
 
-def sample_columns(images_by_identity: Sequence[Sequence[Path]], num_identities: int = 8,
-                   images_per_identity: int = 4) -> List[List[Path]]:
+def sample_columns(
+    images_by_identity: Sequence[Sequence[Path]], num_identities: int = 8, images_per_identity: int = 4
+) -> list[list[Path]]:
     """The first ``num_identities`` identities with their first ``images_per_identity`` images."""
     return [list(imgs)[:images_per_identity] for imgs in list(images_by_identity)[:num_identities]]

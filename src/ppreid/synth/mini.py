@@ -29,6 +29,7 @@ nuisance strengths (night_cctv milder, 0.15: at 0.25 the same model reached R1 0
 strength the baseline stayed at chance on both targets). Raise ``look_strength`` /
 ``light_strength`` for a harder benchmark.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,15 +38,16 @@ import os
 import shutil
 import time
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any
 
 from ppreid.synth.attributes import _to_plain, derive_seed, load_conf_yaml
-from ppreid.utils.fileops import atomic_write_json, file_lock, replace_dir
 from ppreid.synth.generators.procedural import ProceduralGenerator
 from ppreid.synth.plan import SynthPlan, parse_count_range
 from ppreid.synth.writer import GenePersonWriter, ordered_json
 from ppreid.utils.errors import ConfigValueError
+from ppreid.utils.fileops import atomic_write_json, file_lock, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ SOURCE = "source"
 COMPLETE = ".complete.json"
 MINI_VERSION = 1
 
-DEFAULT_DOMAINS: Dict[str, Dict[str, Any]] = {
+DEFAULT_DOMAINS: dict[str, dict[str, Any]] = {
     SOURCE: {
         "num_cameras": 6,
         "style": {
@@ -88,32 +90,65 @@ DEFAULT_DOMAINS: Dict[str, Dict[str, Any]] = {
 }
 # Nuisance strength of every domain (ProceduralGenerator options): calibrated so that the default
 # BoT run on 2 CPU cores learns the targets (stronger settings are a harder benchmark).
-DEFAULT_GENERATOR: Dict[str, Any] = {"look_strength": 0.35, "light_strength": 0.35, "scene_contrast": 0.5,
-                                     "distractor_prob": 0.1, "occluder_prob": 0.05}
-DOMAIN_KEYS = {"num_cameras", "style", "num_identities", "images_per_identity", "queries_per_identity",
-               "gallery_per_identity", "generator"}
+DEFAULT_GENERATOR: dict[str, Any] = {
+    "look_strength": 0.35,
+    "light_strength": 0.35,
+    "scene_contrast": 0.5,
+    "distractor_prob": 0.1,
+    "occluder_prob": 0.05,
+}
+DOMAIN_KEYS = {
+    "num_cameras",
+    "style",
+    "num_identities",
+    "images_per_identity",
+    "queries_per_identity",
+    "gallery_per_identity",
+    "generator",
+}
 
 
 def _domain_seed(seed: int, name: str) -> int:
     return derive_seed(seed, 100, zlib.crc32(name.encode("utf-8")))
 
 
-def mini_params(num_identities: int, images_per_identity: Any, target_identities: int, queries_per_identity: int,
-                gallery_per_identity: int, seed: int, height: int, width: int, domains: Mapping[str, Any],
-                generator: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+def mini_params(
+    num_identities: int,
+    images_per_identity: Any,
+    target_identities: int,
+    queries_per_identity: int,
+    gallery_per_identity: int,
+    seed: int,
+    height: int,
+    width: int,
+    domains: Mapping[str, Any],
+    generator: Mapping[str, Any] | None,
+) -> dict[str, Any]:
     """Everything the written data depends on (stored in ``.complete.json``)."""
-    return json.loads(ordered_json({
-        "version": MINI_VERSION, "renderer": ProceduralGenerator.model_id, "num_identities": num_identities,
-        "images_per_identity": list(parse_count_range(images_per_identity)),
-        "target_identities": target_identities, "queries_per_identity": queries_per_identity,
-        "gallery_per_identity": gallery_per_identity, "seed": seed, "height": height, "width": width,
-        "domains": domains, "generator": generator or {},
-        "attributes": load_conf_yaml("synth/attributes.yaml"), "prompts": load_conf_yaml("synth/prompts.yaml"),
-        "render": load_conf_yaml("synth/render.yaml"),
-    }))
+    return json.loads(
+        ordered_json(
+            {
+                "version": MINI_VERSION,
+                "renderer": ProceduralGenerator.model_id,
+                "num_identities": num_identities,
+                "images_per_identity": list(parse_count_range(images_per_identity)),
+                "target_identities": target_identities,
+                "queries_per_identity": queries_per_identity,
+                "gallery_per_identity": gallery_per_identity,
+                "seed": seed,
+                "height": height,
+                "width": width,
+                "domains": domains,
+                "generator": generator or {},
+                "attributes": load_conf_yaml("synth/attributes.yaml"),
+                "prompts": load_conf_yaml("synth/prompts.yaml"),
+                "render": load_conf_yaml("synth/render.yaml"),
+            }
+        )
+    )
 
 
-def is_complete(root: Union[str, Path], params: Optional[Mapping[str, Any]] = None) -> bool:
+def is_complete(root: str | Path, params: Mapping[str, Any] | None = None) -> bool:
     """True if ``root`` holds a finished mini set (with exactly ``params`` when given)."""
     marker = Path(root) / COMPLETE
     if not marker.is_file():
@@ -126,11 +161,20 @@ def is_complete(root: Union[str, Path], params: Optional[Mapping[str, Any]] = No
         return False
 
 
-def ensure_genepers_mini(root: Union[str, Path], num_identities: int = 300, images_per_identity: Any = 8,
-                         target_identities: int = 100, queries_per_identity: int = 1, gallery_per_identity: int = 4,
-                         seed: int = 0, height: int = 128, width: int = 64,
-                         domains: Optional[Mapping[str, Any]] = None,
-                         generator: Optional[Mapping[str, Any]] = None, progress: bool = False) -> Path:
+def ensure_genepers_mini(
+    root: str | Path,
+    num_identities: int = 300,
+    images_per_identity: Any = 8,
+    target_identities: int = 100,
+    queries_per_identity: int = 1,
+    gallery_per_identity: int = 4,
+    seed: int = 0,
+    height: int = 128,
+    width: int = 64,
+    domains: Mapping[str, Any] | None = None,
+    generator: Mapping[str, Any] | None = None,
+    progress: bool = False,
+) -> Path:
     """Write GenePerson-mini under ``root`` unless it is already there with these parameters.
 
     Idempotent (``root/.complete.json``), safe under concurrency (an ``flock`` on
@@ -148,8 +192,18 @@ def ensure_genepers_mini(root: Union[str, Path], num_identities: int = 300, imag
     domains = _to_plain(domains) if domains is not None else DEFAULT_DOMAINS
     _check_domains(domains)
     generator = _to_plain(generator) if generator is not None else DEFAULT_GENERATOR
-    params = mini_params(num_identities, images_per_identity, target_identities, queries_per_identity,
-                         gallery_per_identity, seed, height, width, domains, generator)
+    params = mini_params(
+        num_identities,
+        images_per_identity,
+        target_identities,
+        queries_per_identity,
+        gallery_per_identity,
+        seed,
+        height,
+        width,
+        domains,
+        generator,
+    )
     if is_complete(root, params):
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -159,30 +213,48 @@ def ensure_genepers_mini(root: Union[str, Path], num_identities: int = 300, imag
         if root.exists() and not (root / COMPLETE).is_file():
             raise ConfigValueError(
                 f"{root} exists but is not a GenePerson-mini folder (no {COMPLETE}); move it away or point the "
-                "data root elsewhere (paths.data_dir).")
+                "data root elsewhere (paths.data_dir)."
+            )
         for stale in root.parent.glob(f"{root.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         tmp = root.parent / f"{root.name}.tmp-{os.getpid()}"
         start = time.time()
         log.info("writing GenePerson-mini into %s (once; reused afterwards)", root)
         counts = _write_domains(tmp, params, progress)
-        atomic_write_json(tmp / COMPLETE, {"params": params, "counts": counts,
-                                           "seconds": round(time.time() - start, 2)})
+        atomic_write_json(
+            tmp / COMPLETE, {"params": params, "counts": counts, "seconds": round(time.time() - start, 2)}
+        )
         replace_dir(tmp, root)
         log.info("GenePerson-mini ready in %.1f s: %s", time.time() - start, counts)
     return root
 
 
-def write_procedural_set(out: Path, plan: SynthPlan, params: Mapping[str, Any], generator: Mapping[str, Any],
-                         style: Any, progress: bool, what: str) -> int:
+def write_procedural_set(
+    out: Path,
+    plan: SynthPlan,
+    params: Mapping[str, Any],
+    generator: Mapping[str, Any],
+    style: Any,
+    progress: bool,
+    what: str,
+) -> int:
     """Render ``plan`` with the procedural generator into the GenePerson folder ``out`` (writer, JPEG 95,
     no fsync: the caller swaps the finished parent folder in atomically); returns the number of images."""
     gen = ProceduralGenerator(render=params["render"], **generator)
-    config = {"plan": plan.describe(), "attributes": params["attributes"], "prompts": params["prompts"],
-              "style": style, "height": params["height"], "width": params["width"], "jpeg_quality": 95,
-              "generator": {"name": "procedural", **generator}, "quality_filter": None}
-    writer = GenePersonWriter(out, plan, gen, config, params["height"], params["width"], batch_size=64,
-                              fsync=False, progress=progress)
+    config = {
+        "plan": plan.describe(),
+        "attributes": params["attributes"],
+        "prompts": params["prompts"],
+        "style": style,
+        "height": params["height"],
+        "width": params["width"],
+        "jpeg_quality": 95,
+        "generator": {"name": "procedural", **generator},
+        "quality_filter": None,
+    }
+    writer = GenePersonWriter(
+        out, plan, gen, config, params["height"], params["width"], batch_size=64, fsync=False, progress=progress
+    )
     try:
         info = writer.run()
     finally:
@@ -196,27 +268,33 @@ def _check_domains(domains: Mapping[str, Any]) -> None:
     if not isinstance(domains, Mapping) or SOURCE not in domains or len(domains) < 2:
         raise ConfigValueError(
             f"GenePerson-mini domains must be a map with a '{SOURCE}' entry and at least one target domain, "
-            f"got {list(domains) if isinstance(domains, Mapping) else domains!r}.")
+            f"got {list(domains) if isinstance(domains, Mapping) else domains!r}."
+        )
     for name, spec in domains.items():
         if not isinstance(spec, Mapping) or set(spec) - DOMAIN_KEYS:
-            raise ConfigValueError(f"GenePerson-mini domain '{name}' = {spec!r}: keys must be among "
-                                   f"{sorted(DOMAIN_KEYS)}.")
+            raise ConfigValueError(
+                f"GenePerson-mini domain '{name}' = {spec!r}: keys must be among {sorted(DOMAIN_KEYS)}."
+            )
         if not str(name).replace("_", "").replace("-", "").isalnum():
             raise ConfigValueError(f"GenePerson-mini domain name '{name}' must be a plain folder name.")
 
 
-def _write_domains(tmp: Path, params: Mapping[str, Any], progress: bool) -> Dict[str, int]:
-    counts: Dict[str, int] = {}
+def _write_domains(tmp: Path, params: Mapping[str, Any], progress: bool) -> dict[str, int]:
+    counts: dict[str, int] = {}
     names = [SOURCE] + [n for n in params["domains"] if n != SOURCE]
     pid_start = 1
     for name in names:
         spec = params["domains"][name]
         is_source = name == SOURCE
         plan_cfg = {
-            "num_identities": int(spec.get("num_identities", params["num_identities" if is_source else "target_identities"])),
+            "num_identities": int(
+                spec.get("num_identities", params["num_identities" if is_source else "target_identities"])
+            ),
             "num_cameras": int(spec.get("num_cameras", 6 if is_source else 4)),
             "seed": _domain_seed(params["seed"], name),
-            "images_per_identity": list(parse_count_range(spec.get("images_per_identity", params["images_per_identity"]))),
+            "images_per_identity": list(
+                parse_count_range(spec.get("images_per_identity", params["images_per_identity"]))
+            ),
             "split": "train" if is_source else "heldout",
             "queries_per_identity": int(spec.get("queries_per_identity", params["queries_per_identity"])),
             "gallery_per_identity": int(spec.get("gallery_per_identity", params["gallery_per_identity"])),
@@ -224,7 +302,8 @@ def _write_domains(tmp: Path, params: Mapping[str, Any], progress: bool) -> Dict
         }
         plan = SynthPlan.from_config(plan_cfg, params["attributes"], params["prompts"], spec.get("style"))
         gen_opts = {**params["generator"], **(spec.get("generator") or {})}
-        counts[name] = write_procedural_set(tmp / name, plan, params, gen_opts, spec.get("style"), progress,
-                                            f"GenePerson-mini domain {name}")
+        counts[name] = write_procedural_set(
+            tmp / name, plan, params, gen_opts, spec.get("style"), progress, f"GenePerson-mini domain {name}"
+        )
         pid_start += plan.num_identities
     return counts

@@ -19,6 +19,7 @@ has seen night scenes and grainy CCTV too. Never a target image or identity. Wit
 mini source) is removed (:func:`target_only_words`; with the default domains: parking_lot, plaza,
 subway_station, streetlight, night, green_cast, grainy, magenta_cast, overexposed).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,9 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any
 
 from ppreid.synth.attributes import AttributeSchema, _to_plain, derive_seed, identity_seed, load_conf_yaml
 from ppreid.synth.generators.procedural import ProceduralGenerator
@@ -46,11 +48,11 @@ CORPUS_KEY = 200  # corpus split seeds: derive_seed(seed, 200, split index), apa
 DEFAULT_MINI = {"seed": 0, "num_identities": 300, "target_identities": 100, "domains": None}
 
 
-def target_only_words(domains: Optional[Mapping[str, Any]] = None) -> Dict[str, List[str]]:
+def target_only_words(domains: Mapping[str, Any] | None = None) -> dict[str, list[str]]:
     """Per environment key, the words some target domain allows and the source domain does not."""
     domains = _to_plain(domains) if domains is not None else DEFAULT_DOMAINS
     source = domains[SOURCE].get("style") or {}
-    out: Dict[str, List[str]] = {}
+    out: dict[str, list[str]] = {}
     for name, spec in domains.items():
         if name == SOURCE:
             continue
@@ -63,21 +65,26 @@ def target_only_words(domains: Optional[Mapping[str, Any]] = None) -> Dict[str, 
     return {k: v for k, v in out.items() if v}
 
 
-def corpus_style(exclude_target_styles: bool, domains: Optional[Mapping[str, Any]] = None,
-                 attributes: Optional[Mapping[str, Any]] = None) -> Optional[Dict[str, List[str]]]:
+def corpus_style(
+    exclude_target_styles: bool,
+    domains: Mapping[str, Any] | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> dict[str, list[str]] | None:
     """The corpus's vocabulary restriction: None (the whole vocabulary) or every word but the target-only ones."""
     if not exclude_target_styles:
         return None
     schema = AttributeSchema.from_config(attributes)
-    return {key: [v for v in schema.vocabulary(key).values if v not in words]
-            for key, words in target_only_words(domains).items()}
+    return {
+        key: [v for v in schema.vocabulary(key).values if v not in words]
+        for key, words in target_only_words(domains).items()
+    }
 
 
-def _mini_identities(mini: Mapping[str, Any]) -> Tuple[Dict[int, str], Dict[int, str]]:
+def _mini_identities(mini: Mapping[str, Any]) -> tuple[dict[int, str], dict[int, str]]:
     """(identity seed -> 'domain pid', pid -> domain) of every GenePerson-mini identity, as mini.py plans them."""
     domains = _to_plain(mini.get("domains")) or DEFAULT_DOMAINS
-    seeds: Dict[int, str] = {}
-    pids: Dict[int, str] = {}
+    seeds: dict[int, str] = {}
+    pids: dict[int, str] = {}
     pid_start = 1
     for name in [SOURCE] + [n for n in domains if n != SOURCE]:
         spec = domains[name]
@@ -99,51 +106,80 @@ def check_disjoint(plans: Mapping[str, SynthPlan], mini: Mapping[str, Any]) -> N
             if seed in mini_seeds:
                 raise ConfigValueError(
                     f"pre-training corpus {split} pid {pid} has identity seed {seed}, which GenePerson-mini's "
-                    f"{mini_seeds[seed]} uses; choose another corpus seed.")
+                    f"{mini_seeds[seed]} uses; choose another corpus seed."
+                )
             if pid in mini_pids:
                 raise ConfigValueError(
                     f"pre-training corpus {split} pid {pid} is also a GenePerson-mini {mini_pids[pid]} pid; set "
-                    f"the corpus pid_start above {max(mini_pids)} so the corpus shares no identity with it.")
+                    f"the corpus pid_start above {max(mini_pids)} so the corpus shares no identity with it."
+                )
 
 
-def corpus_plans(params: Mapping[str, Any]) -> Dict[str, SynthPlan]:
+def corpus_plans(params: Mapping[str, Any]) -> dict[str, SynthPlan]:
     """The train and held-out plans of a corpus (pure function of its parameters)."""
-    style = corpus_style(params["exclude_target_styles"], (params["mini"] or {}).get("domains"),
-                         params["attributes"])
+    style = corpus_style(params["exclude_target_styles"], (params["mini"] or {}).get("domains"), params["attributes"])
     plans = {}
     pid_start = int(params["pid_start"])
     for index, split in enumerate(SPLITS):
         count = int(params["num_identities" if split == "train" else "heldout_identities"])
-        plan_cfg = {"num_identities": count, "num_cameras": int(params["num_cameras"]),
-                    "seed": derive_seed(int(params["seed"]), CORPUS_KEY, index),
-                    "images_per_identity": params["images_per_identity"],
-                    "split": "train" if split == "train" else "heldout",
-                    "queries_per_identity": 1, "gallery_per_identity": int(params["heldout_gallery_per_identity"]),
-                    "pid_start": pid_start}
+        plan_cfg = {
+            "num_identities": count,
+            "num_cameras": int(params["num_cameras"]),
+            "seed": derive_seed(int(params["seed"]), CORPUS_KEY, index),
+            "images_per_identity": params["images_per_identity"],
+            "split": "train" if split == "train" else "heldout",
+            "queries_per_identity": 1,
+            "gallery_per_identity": int(params["heldout_gallery_per_identity"]),
+            "pid_start": pid_start,
+        }
         plans[split] = SynthPlan.from_config(plan_cfg, params["attributes"], params["prompts"], style)
         pid_start += count
     if pid_start - 1 > MAX_PID:
-        raise ConfigValueError(f"pre-training corpus: pids {params['pid_start']}..{pid_start - 1} exceed {MAX_PID}; "
-                               "lower pid_start or the identity counts.")
+        raise ConfigValueError(
+            f"pre-training corpus: pids {params['pid_start']}..{pid_start - 1} exceed {MAX_PID}; "
+            "lower pid_start or the identity counts."
+        )
     return plans
 
 
-def corpus_params(num_identities: int, heldout_identities: int, images_per_identity: Any, num_cameras: int,
-                  seed: int, pid_start: int, exclude_target_styles: bool, heldout_gallery_per_identity: int,
-                  height: int, width: int, generator: Optional[Mapping[str, Any]],
-                  mini: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+def corpus_params(
+    num_identities: int,
+    heldout_identities: int,
+    images_per_identity: Any,
+    num_cameras: int,
+    seed: int,
+    pid_start: int,
+    exclude_target_styles: bool,
+    heldout_gallery_per_identity: int,
+    height: int,
+    width: int,
+    generator: Mapping[str, Any] | None,
+    mini: Mapping[str, Any] | None,
+) -> dict[str, Any]:
     """Everything the written corpus depends on (stored in ``.complete.json``)."""
-    return json.loads(ordered_json({
-        "version": CORPUS_VERSION, "renderer": ProceduralGenerator.model_id, "num_identities": int(num_identities),
-        "heldout_identities": int(heldout_identities),
-        "images_per_identity": list(parse_count_range(images_per_identity)), "num_cameras": int(num_cameras),
-        "seed": int(seed), "pid_start": int(pid_start), "exclude_target_styles": bool(exclude_target_styles),
-        "heldout_gallery_per_identity": int(heldout_gallery_per_identity), "height": int(height),
-        "width": int(width), "generator": _to_plain(generator) if generator is not None else DEFAULT_GENERATOR,
-        "mini": {**DEFAULT_MINI, **(_to_plain(mini) or {})},
-        "attributes": load_conf_yaml("synth/attributes.yaml"), "prompts": load_conf_yaml("synth/prompts.yaml"),
-        "render": load_conf_yaml("synth/render.yaml"),
-    }))
+    return json.loads(
+        ordered_json(
+            {
+                "version": CORPUS_VERSION,
+                "renderer": ProceduralGenerator.model_id,
+                "num_identities": int(num_identities),
+                "heldout_identities": int(heldout_identities),
+                "images_per_identity": list(parse_count_range(images_per_identity)),
+                "num_cameras": int(num_cameras),
+                "seed": int(seed),
+                "pid_start": int(pid_start),
+                "exclude_target_styles": bool(exclude_target_styles),
+                "heldout_gallery_per_identity": int(heldout_gallery_per_identity),
+                "height": int(height),
+                "width": int(width),
+                "generator": _to_plain(generator) if generator is not None else DEFAULT_GENERATOR,
+                "mini": {**DEFAULT_MINI, **(_to_plain(mini) or {})},
+                "attributes": load_conf_yaml("synth/attributes.yaml"),
+                "prompts": load_conf_yaml("synth/prompts.yaml"),
+                "render": load_conf_yaml("synth/render.yaml"),
+            }
+        )
+    )
 
 
 def _is_complete(root: Path, params: Mapping[str, Any]) -> bool:
@@ -154,12 +190,22 @@ def _is_complete(root: Path, params: Mapping[str, Any]) -> bool:
         return False
 
 
-def ensure_pretrain_corpus(root: Union[str, Path], num_identities: int = 1000, heldout_identities: int = 100,
-                           images_per_identity: Any = 8, num_cameras: int = 40, seed: int = 1,
-                           pid_start: int = 20001, exclude_target_styles: bool = False,
-                           heldout_gallery_per_identity: int = 4, height: int = 128, width: int = 64,
-                           generator: Optional[Mapping[str, Any]] = None, mini: Optional[Mapping[str, Any]] = None,
-                           progress: bool = False) -> Path:
+def ensure_pretrain_corpus(
+    root: str | Path,
+    num_identities: int = 1000,
+    heldout_identities: int = 100,
+    images_per_identity: Any = 8,
+    num_cameras: int = 40,
+    seed: int = 1,
+    pid_start: int = 20001,
+    exclude_target_styles: bool = False,
+    heldout_gallery_per_identity: int = 4,
+    height: int = 128,
+    width: int = 64,
+    generator: Mapping[str, Any] | None = None,
+    mini: Mapping[str, Any] | None = None,
+    progress: bool = False,
+) -> Path:
     """Write the corpus under ``root`` unless it is there with these parameters; returns ``root``.
 
     Idempotent, atomic (written into ``<root>.tmp-<pid>``, then renamed) and safe under concurrency
@@ -175,8 +221,20 @@ def ensure_pretrain_corpus(root: Union[str, Path], num_identities: int = 1000, h
             ``target_identities``, ``domains``; the defaults of ``data=genepers_mini`` when None).
     """
     root = Path(root).expanduser().resolve()
-    params = corpus_params(num_identities, heldout_identities, images_per_identity, num_cameras, seed, pid_start,
-                           exclude_target_styles, heldout_gallery_per_identity, height, width, generator, mini)
+    params = corpus_params(
+        num_identities,
+        heldout_identities,
+        images_per_identity,
+        num_cameras,
+        seed,
+        pid_start,
+        exclude_target_styles,
+        heldout_gallery_per_identity,
+        height,
+        width,
+        generator,
+        mini,
+    )
     if _is_complete(root, params):
         return root
     plans = corpus_plans(params)
@@ -186,8 +244,10 @@ def ensure_pretrain_corpus(root: Union[str, Path], num_identities: int = 1000, h
         if _is_complete(root, params):
             return root
         if root.exists() and not (root / COMPLETE).is_file():
-            raise ConfigValueError(f"{root} exists but is not a pre-training corpus folder (no {COMPLETE}); move "
-                                   "it away or point the corpus root elsewhere.")
+            raise ConfigValueError(
+                f"{root} exists but is not a pre-training corpus folder (no {COMPLETE}); move "
+                "it away or point the corpus root elsewhere."
+            )
         for stale in root.parent.glob(f"{root.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         tmp = root.parent / f"{root.name}.tmp-{os.getpid()}"
@@ -195,10 +255,12 @@ def ensure_pretrain_corpus(root: Union[str, Path], num_identities: int = 1000, h
         counts = {}
         style = corpus_style(params["exclude_target_styles"], params["mini"].get("domains"), params["attributes"])
         for split, plan in plans.items():
-            counts[split] = write_procedural_set(tmp / split, plan, params, params["generator"], style, progress,
-                                                 f"pre-training corpus split {split}")
-        atomic_write_json(tmp / COMPLETE, {"params": params, "counts": counts,
-                                           "seconds": round(time.time() - start, 2)})
+            counts[split] = write_procedural_set(
+                tmp / split, plan, params, params["generator"], style, progress, f"pre-training corpus split {split}"
+            )
+        atomic_write_json(
+            tmp / COMPLETE, {"params": params, "counts": counts, "seconds": round(time.time() - start, 2)}
+        )
         replace_dir(tmp, root)
         log.info("pre-training corpus ready in %.1f s: %s", time.time() - start, counts)
     return root

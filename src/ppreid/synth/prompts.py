@@ -6,11 +6,13 @@ joined; a fragment that names an attribute whose value is ``none`` is dropped, s
 value appears in the text. Images of one identity share the identity fragments word for word,
 which is what keeps a diffusion model's identity consistent.
 """
+
 from __future__ import annotations
 
 import re
 import string
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ppreid.synth.attributes import NONE, _to_plain, load_conf_yaml
 from ppreid.utils.errors import ConfigValueError
@@ -33,18 +35,24 @@ class PromptBuilder:
         negative_if_none: ``{attribute: words}`` added to the negative prompt when the value is ``none``.
     """
 
-    def __init__(self, positive: Sequence[str], negative: str = "", separator: str = ", ",
-                 negative_if_none: Optional[Mapping[str, str]] = None) -> None:
+    def __init__(
+        self,
+        positive: Sequence[str],
+        negative: str = "",
+        separator: str = ", ",
+        negative_if_none: Mapping[str, str] | None = None,
+    ) -> None:
         positive = _to_plain(positive)
         if isinstance(positive, str) or not positive:
             raise ConfigValueError(f"prompts.positive must be a non-empty list of fragment templates, got {positive!r}")
-        self.fragments: List[Tuple[str, Tuple[str, ...]]] = []
+        self.fragments: list[tuple[str, tuple[str, ...]]] = []
         for frag in positive:
             try:
                 keys = tuple(f for _, f, _, _ in string.Formatter().parse(str(frag)) if f is not None)
             except ValueError as err:
-                raise ConfigValueError(f"prompt fragment {frag!r} is not a valid template ({err}); "
-                                       "use {attribute_name} placeholders.") from None
+                raise ConfigValueError(
+                    f"prompt fragment {frag!r} is not a valid template ({err}); use {{attribute_name}} placeholders."
+                ) from None
             if any(not k.isidentifier() for k in keys):
                 raise ConfigValueError(f"prompt fragment {frag!r}: placeholders must be plain attribute names.")
             self.fragments.append((str(frag), keys))
@@ -53,28 +61,33 @@ class PromptBuilder:
         self.negative_if_none = dict(_to_plain(negative_if_none) or {})
 
     @classmethod
-    def from_config(cls, cfg: Optional[Mapping[str, Any]] = None) -> "PromptBuilder":
+    def from_config(cls, cfg: Mapping[str, Any] | None = None) -> PromptBuilder:
         """From a mapping shaped like ``conf/synth/prompts.yaml`` (that file when None)."""
         cfg = _to_plain(cfg) if cfg is not None else load_conf_yaml("synth/prompts.yaml")
-        return cls(cfg.get("positive"), cfg.get("negative", ""), cfg.get("separator", ", "),
-                   cfg.get("negative_if_none"))
+        return cls(
+            cfg.get("positive"), cfg.get("negative", ""), cfg.get("separator", ", "), cfg.get("negative_if_none")
+        )
 
     def check_covers(self, keys: Sequence[str]) -> None:
         """Every attribute in ``keys`` must have a placeholder (so its value reaches the prompt)."""
         used = {k for _, ks in self.fragments for k in ks}
         missing = [k for k in keys if k not in used]
         if missing:
-            raise ConfigValueError(f"prompt templates never mention attribute(s) {missing}; add a fragment "
-                                   "with {name} for each (conf/synth/prompts.yaml).")
+            raise ConfigValueError(
+                f"prompt templates never mention attribute(s) {missing}; add a fragment "
+                "with {name} for each (conf/synth/prompts.yaml)."
+            )
 
-    def build(self, record: Mapping[str, str]) -> Tuple[str, str]:
+    def build(self, record: Mapping[str, str]) -> tuple[str, str]:
         """Positive and negative prompt for one attribute record (identity + environment)."""
         parts = []
         for frag, keys in self.fragments:
             missing = [k for k in keys if k not in record]
             if missing:
-                raise ConfigValueError(f"prompt fragment {frag!r} names attribute(s) {missing} that the record "
-                                       f"lacks (record keys: {sorted(record)}).")
+                raise ConfigValueError(
+                    f"prompt fragment {frag!r} names attribute(s) {missing} that the record "
+                    f"lacks (record keys: {sorted(record)})."
+                )
             if any(record[k] == NONE for k in keys):
                 continue
             parts.append(frag.format(**{k: words(record[k]) for k in keys}))

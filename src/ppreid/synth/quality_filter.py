@@ -5,11 +5,12 @@ An image's score is the cosine similarity between its CLIP image embedding and t
 regenerates them with a new seed. Typical scores of a real ViT-B CLIP for a matching photo are
 about 0.2-0.35, so a threshold of ~0.2 removes failed generations (calibrate on a sample).
 """
+
 from __future__ import annotations
 
 import logging
 import os
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from PIL import Image
@@ -37,8 +38,8 @@ class ClipQualityFilter:
 
     def __init__(
         self,
-        clip_model: Optional[str],
-        pretrained: Optional[str] = None,
+        clip_model: str | None,
+        pretrained: str | None = None,
         threshold: float = 0.2,
         text: str = "a photo of a person",
         device: str = "auto",
@@ -56,8 +57,10 @@ class ClipQualityFilter:
         if str(clip_model).endswith(".json"):
             path = os.path.expanduser(str(clip_model))
             if not os.path.isfile(path):
-                raise ConfigValueError(f"quality_filter.clip_model={clip_model!r}: no such model config file; give "
-                                       "an open_clip model name (e.g. ViT-B-16) or an existing .json config")
+                raise ConfigValueError(
+                    f"quality_filter.clip_model={clip_model!r}: no such model config file; give "
+                    "an open_clip model name (e.g. ViT-B-16) or an existing .json config"
+                )
             open_clip.add_model_config(path)
             clip_model = os.path.splitext(os.path.basename(path))[0]
         if clip_model not in open_clip.list_models():
@@ -82,8 +85,10 @@ class ClipQualityFilter:
         elif pretrained:
             pretrained = os.path.expanduser(str(pretrained))
         else:
-            log.warning("quality filter: %s has random weights (quality_filter.pretrained is null); "
-                        "its scores are meaningless", clip_model)
+            log.warning(
+                "quality filter: %s has random weights (quality_filter.pretrained is null); its scores are meaningless",
+                clip_model,
+            )
         self.device = resolve_device(device, key="quality_filter.device")
         self.threshold = float(threshold)
         self.text = text
@@ -98,15 +103,15 @@ class ClipQualityFilter:
         self.text_embedding = torch.nn.functional.normalize(t, dim=-1)[0]  # (D,)
 
     @torch.inference_mode()
-    def scores(self, images: Sequence[Image.Image]) -> List[float]:
+    def scores(self, images: Sequence[Image.Image]) -> list[float]:
         """Cosine similarity of each image's embedding with the text embedding, in [-1, 1]."""
-        out: List[float] = []
+        out: list[float] = []
         for i in range(0, len(images), self.batch_size):
-            x = torch.stack([self.preprocess(img.convert("RGB")) for img in images[i:i + self.batch_size]])
+            x = torch.stack([self.preprocess(img.convert("RGB")) for img in images[i : i + self.batch_size]])
             f = self.model.encode_image(x.to(self.device)).float()  # (B, D)
             out += (torch.nn.functional.normalize(f, dim=-1) @ self.text_embedding).tolist()
         return out
 
-    def accept(self, images: Sequence[Image.Image], requests: Sequence[ImageRequest]) -> List[bool]:
+    def accept(self, images: Sequence[Image.Image], requests: Sequence[ImageRequest]) -> list[bool]:
         """True for each image whose score >= threshold (``requests`` are for filters that read prompts)."""
         return [s >= self.threshold for s in self.scores(images)]

@@ -4,13 +4,13 @@ Nothing is downloaded. The SD tokenizer's ``vocab.json``/``merges.txt`` are buil
 merges that open_clip ships (``bpe_simple_vocab_16e6.txt.gz``), exactly as OpenAI CLIP's
 ``SimpleTokenizer`` builds its vocabulary, so token ids equal the real SD 1.x tokenizer's.
 """
+
 from __future__ import annotations
 
 import gzip
 import json
 import os
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 import torch
 
@@ -19,7 +19,7 @@ CLIP_CONTEXT_LENGTH = 77
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 
-def bytes_to_unicode() -> Dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """OpenAI CLIP's reversible byte -> printable unicode map (256 entries)."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
@@ -32,7 +32,7 @@ def bytes_to_unicode() -> Dict[int, str]:
     return dict(zip(bs, [chr(c) for c in cs]))
 
 
-def clip_bpe_vocab() -> Tuple[Dict[str, int], List[Tuple[str, str]]]:
+def clip_bpe_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """(vocab token -> id, merges) of CLIP's BPE, from open_clip's bundled merges file."""
     import open_clip
 
@@ -61,8 +61,8 @@ def write_clip_tokenizer(folder: str | os.PathLike) -> Path:
 
 def build_tiny_sd_pipeline(
     path: str | os.PathLike,
-    unet_channels: Tuple[int, int] = (32, 64),
-    vae_channels: Tuple[int, ...] = (8, 16, 16, 16),
+    unet_channels: tuple[int, int] = (32, 64),
+    vae_channels: tuple[int, ...] = (8, 16, 16, 16),
     text_hidden: int = 32,
     seed: int = 0,
 ):
@@ -145,7 +145,7 @@ def build_tiny_sd_pipeline(
 TINY_OPEN_CLIP_NAME = "tiny-test-ViT"
 
 
-def build_tiny_open_clip(folder: str | os.PathLike, name: str = TINY_OPEN_CLIP_NAME, seed: int = 0) -> Tuple[str, Path]:
+def build_tiny_open_clip(folder: str | os.PathLike, name: str = TINY_OPEN_CLIP_NAME, seed: int = 0) -> tuple[str, Path]:
     """Register a tiny open_clip model config ``name`` and save random weights for it.
 
     The config json is written to ``folder/<name>.json`` and registered with
@@ -159,7 +159,13 @@ def build_tiny_open_clip(folder: str | os.PathLike, name: str = TINY_OPEN_CLIP_N
     cfg = {
         "embed_dim": 32,
         "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
-        "text_cfg": {"context_length": CLIP_CONTEXT_LENGTH, "vocab_size": CLIP_VOCAB_SIZE, "width": 32, "heads": 2, "layers": 1},
+        "text_cfg": {
+            "context_length": CLIP_CONTEXT_LENGTH,
+            "vocab_size": CLIP_VOCAB_SIZE,
+            "width": 32,
+            "heads": 2,
+            "layers": 1,
+        },
     }
     cfg_path = folder / f"{name}.json"
     cfg_path.write_text(json.dumps(cfg))

@@ -19,6 +19,7 @@ files and a torn last line, skips images that have both file and line, and regen
 orders lines by file, so the merged manifest does not depend on sharding, batching or crashes.
 Every file but ``timing.json`` (its ``TIMING_KEYS``) is byte-identical between runs, killed ones included.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,16 +30,17 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any
 
 from PIL import Image
 
-from ppreid.utils.fileops import atomic_write_bytes, atomic_write_json, atomic_write_text, cut_torn_tail, file_lock
 from ppreid.synth.generators.base import ImageGenerator, ImageRequest
 from ppreid.synth.grid import contact_sheet, identity_caption, sample_columns
 from ppreid.synth.plan import SPLIT_DIRS, PlannedImage, SynthPlan
 from ppreid.utils.errors import ConfigValueError, DatasetLayoutError
+from ppreid.utils.fileops import atomic_write_bytes, atomic_write_json, atomic_write_text, cut_torn_tail, file_lock
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +67,16 @@ def fingerprint(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(ordered_json(config).encode("utf-8")).hexdigest()
 
 
-def _flatten(obj: Any, prefix: str = "") -> Dict[str, Any]:
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(obj, Mapping):
-        out: Dict[str, Any] = {}
+        out: dict[str, Any] = {}
         for k, v in obj.items():
             out.update(_flatten(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: obj}
 
 
-def read_jsonl_lines(path: Path, repair: bool = False) -> Dict[str, str]:
+def read_jsonl_lines(path: Path, repair: bool = False) -> dict[str, str]:
     """``{file: line}`` of a manifest (part); a torn last line (no newline) is ignored, or cut when ``repair``."""
     if not path.is_file():
         return {}
@@ -82,15 +84,17 @@ def read_jsonl_lines(path: Path, repair: bool = False) -> Dict[str, str]:
         cut_torn_tail(path)
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
-    out: Dict[str, str] = {}
+    out: dict[str, str] = {}
     for n, line in enumerate(data[:end].decode("utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
             out[json.loads(line)["file"]] = line
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise DatasetLayoutError(f"{path} line {n} is not a manifest entry ({line[:80]!r}); delete that line "
-                                     "(its image will be regenerated) and run again.") from None
+            raise DatasetLayoutError(
+                f"{path} line {n} is not a manifest entry ({line[:80]!r}); delete that line "
+                "(its image will be regenerated) and run again."
+            ) from None
     return out
 
 
@@ -114,10 +118,24 @@ class GenePersonWriter:
         progress: show a tqdm bar with images/s.
     """
 
-    def __init__(self, out_dir: Path, plan: SynthPlan, generator: ImageGenerator, config: Mapping[str, Any],
-                 height: int, width: int, batch_size: int = 8, shard: int = 0, num_shards: int = 1,
-                 quality_filter: Any = None, max_attempts: int = 1, jpeg_quality: int = 95, fsync: bool = True,
-                 progress: bool = True, samples_grid: Tuple[int, int] = (8, 4)) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        plan: SynthPlan,
+        generator: ImageGenerator,
+        config: Mapping[str, Any],
+        height: int,
+        width: int,
+        batch_size: int = 8,
+        shard: int = 0,
+        num_shards: int = 1,
+        quality_filter: Any = None,
+        max_attempts: int = 1,
+        jpeg_quality: int = 95,
+        fsync: bool = True,
+        progress: bool = True,
+        samples_grid: tuple[int, int] = (8, 4),
+    ) -> None:
         check_shard_values(shard, num_shards, batch_size)
         if not isinstance(max_attempts, int) or max_attempts < 1:
             raise ConfigValueError(f"quality_filter.max_attempts={max_attempts!r} must be an integer >= 1.")
@@ -155,13 +173,15 @@ class GenePersonWriter:
                         f"out_dir={self.out} holds a GenePerson set of a different configuration ({shown}"
                         f"{' ...' if len(diff) > 5 else ''}). Use another out_dir, or delete {self.out} to "
                         "start over; to finish that set, run with its original arguments (stored in "
-                        f"{path}).")
+                        f"{path})."
+                    )
                 return
             foreign = [p for p in [MANIFEST, *SPLIT_DIRS.values()] if (self.out / p).exists()]
             if foreign:
                 raise ConfigValueError(
                     f"out_dir={self.out} already holds {', '.join(foreign)} but no {CONFIG_FILE}: it was not "
-                    "written by synth.py (or by an older version). Use an empty or new out_dir.")
+                    "written by synth.py (or by an older version). Use an empty or new out_dir."
+                )
             if create:
                 atomic_write_json(path, {"fingerprint": fp, "config": self.config, "version": FORMAT_VERSION})
 
@@ -169,21 +189,28 @@ class GenePersonWriter:
         return self.parts / f"done.shard-{shard}-of-{self.num_shards}.json"
 
     # ---- generation -----------------------------------------------------------------------------
-    def run(self) -> Dict[str, Any] | None:
+    def run(self) -> dict[str, Any] | None:
         """Make this shard's missing images; merge if every shard is done.
 
         Returns dataset.json's content when the set is merged, None while other shards are pending."""
         self.out.mkdir(parents=True, exist_ok=True)
         self.parts.mkdir(exist_ok=True)
         self.check_config()
-        with file_lock(self.parts / f"{self.tag}.lock", blocking=False,
-                       what=f"shard {self.shard} of {self.num_shards} in {self.out}"):
+        with file_lock(
+            self.parts / f"{self.tag}.lock",
+            blocking=False,
+            what=f"shard {self.shard} of {self.num_shards} in {self.out}",
+        ):
             self._generate_shard()
             atomic_write_json(self.done_marker, {"shard": self.shard, "num_shards": self.num_shards})
         done = all(self._done_marker(i).is_file() for i in range(self.num_shards))
         if not done:
-            log.info("shard %d of %d finished; the set is merged when all %d shards are done (or run "
-                     "merge_only=true)", self.shard, self.num_shards, self.num_shards)
+            log.info(
+                "shard %d of %d finished; the set is merged when all %d shards are done (or run merge_only=true)",
+                self.shard,
+                self.num_shards,
+                self.num_shards,
+            )
             return None
         return self.merge()
 
@@ -202,8 +229,8 @@ class GenePersonWriter:
                     if pid in pids:
                         p.unlink(missing_ok=True)
 
-    def _done_lines(self) -> Dict[str, str]:
-        lines: Dict[str, str] = {}
+    def _done_lines(self) -> dict[str, str]:
+        lines: dict[str, str] = {}
         for part in sorted(self.parts.glob("manifest.shard-*.jsonl")):
             lines.update(read_jsonl_lines(part, repair=(part == self.part)))
         lines.update(read_jsonl_lines(self.out / MANIFEST))
@@ -213,7 +240,7 @@ class GenePersonWriter:
         pids = self.plan.shard_pids(self.shard, self.num_shards)
         self._remove_orphans(set(pids))
         done = self._done_lines()
-        todo: List[Tuple[PlannedImage, bool]] = []
+        todo: list[tuple[PlannedImage, bool]] = []
         total = 0
         for ident in self.plan.identities(pids):
             for img in ident.images:
@@ -224,25 +251,35 @@ class GenePersonWriter:
                 todo.append((img, has_line))
         for d in {SPLIT_DIRS[i.split] for i, _ in todo}:
             (self.out / d).mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.parts / "generator.json",
-                          {"name": self._generator_name(),
-                           "model_id": getattr(self.generator, "model_id", "")})
+        atomic_write_json(
+            self.parts / "generator.json",
+            {"name": self._generator_name(), "model_id": getattr(self.generator, "model_id", "")},
+        )
         if not todo:
             return
         from tqdm import tqdm
 
-        bar = tqdm(total=total, initial=total - len(todo), unit="img", dynamic_ncols=True,
-                   desc=f"synth {self.out.name} [{self.shard + 1}/{self.num_shards}]", disable=not self.progress)
+        bar = tqdm(
+            total=total,
+            initial=total - len(todo),
+            unit="img",
+            dynamic_ncols=True,
+            desc=f"synth {self.out.name} [{self.shard + 1}/{self.num_shards}]",
+            disable=not self.progress,
+        )
         gen_seconds, gen_images = 0.0, 0
         cut_torn_tail(self.timing)  # a killed run's torn record would swallow the next one
         with open(self.part, "ab") as part, open(self.timing, "ab") as timing:
             for start in range(0, len(todo), self.batch_size):
-                batch = todo[start:start + self.batch_size]
+                batch = todo[start : start + self.batch_size]
                 images, seeds, seconds, count = self._make_batch([img for img, _ in batch])
                 for (img, _), im in zip(batch, images):
                     self._save_image(img, im)
-                lines = [ordered_json(img.manifest_entry(self._generator_name(), seed)) + "\n"
-                         for (img, has_line), seed in zip(batch, seeds) if not has_line]
+                lines = [
+                    ordered_json(img.manifest_entry(self._generator_name(), seed)) + "\n"
+                    for (img, has_line), seed in zip(batch, seeds)
+                    if not has_line
+                ]
                 if lines:
                     part.write("".join(lines).encode("utf-8"))
                     part.flush()
@@ -257,16 +294,17 @@ class GenePersonWriter:
     def _generator_name(self) -> str:
         return getattr(self.generator, "name", type(self.generator).__name__)
 
-    def _generate(self, requests: List[ImageRequest]) -> Tuple[List[Image.Image], float]:
+    def _generate(self, requests: list[ImageRequest]) -> tuple[list[Image.Image], float]:
         t0 = time.perf_counter()
         images = list(self.generator.generate(requests))
         seconds = time.perf_counter() - t0
         if len(images) != len(requests):
-            raise RuntimeError(f"generator {self._generator_name()} returned {len(images)} images for "
-                               f"{len(requests)} requests")
+            raise RuntimeError(
+                f"generator {self._generator_name()} returned {len(images)} images for {len(requests)} requests"
+            )
         return images, seconds
 
-    def _make_batch(self, planned: List[PlannedImage]) -> Tuple[List[Image.Image], List[int], float, int]:
+    def _make_batch(self, planned: list[PlannedImage]) -> tuple[list[Image.Image], list[int], float, int]:
         requests = [p.request(self.height, self.width) for p in planned]
         images, seconds = self._generate(requests)
         count = len(images)
@@ -286,8 +324,10 @@ class GenePersonWriter:
 
     def _save_image(self, planned: PlannedImage, image: Image.Image) -> None:
         if image.size != (self.width, self.height):
-            raise RuntimeError(f"generator {self._generator_name()} returned a {image.size[0]}x{image.size[1]} "
-                               f"image for a {self.width}x{self.height} request ({planned.file})")
+            raise RuntimeError(
+                f"generator {self._generator_name()} returned a {image.size[0]}x{image.size[1]} "
+                f"image for a {self.width}x{self.height} request ({planned.file})"
+            )
         buf = io.BytesIO()
         image.convert("RGB").save(buf, format="JPEG", quality=self.jpeg_quality)
         atomic_write_bytes(self.out / planned.file, buf.getvalue(), fsync=self.fsync)
@@ -296,7 +336,7 @@ class GenePersonWriter:
             os.kill(os.getpid(), signal.SIGKILL)
 
     # ---- merge ----------------------------------------------------------------------------------
-    def merge(self) -> Dict[str, Any]:
+    def merge(self) -> dict[str, Any]:
         """Write manifest.jsonl, identities.jsonl, dataset.json, timing.json and samples.jpg of a finished set;
         returns the card with the timing keys added.
 
@@ -306,18 +346,19 @@ class GenePersonWriter:
             raise ConfigValueError(f"nothing to merge in out_dir={self.out}: no {CONFIG_FILE} (run synth.py first).")
         self.check_config(create=False)
         with file_lock(self.parts / "merge.lock"):
-            lines: Dict[str, str] = {}
+            lines: dict[str, str] = {}
             sources = sorted(self.parts.glob("manifest.shard-*.jsonl")) + [self.out / MANIFEST]
             for src in sources:
                 for file, line in read_jsonl_lines(src).items():
                     if file in lines and json.loads(lines[file]) != json.loads(line):
                         raise DatasetLayoutError(
                             f"{file} has two different manifest lines in {self.out} (a generator that is not "
-                            "deterministic?); delete the image and its lines, then run again.")
+                            "deterministic?); delete the image and its lines, then run again."
+                        )
                     lines[file] = line
             identities, files, columns, captions = [], [], [], []
-            missing: List[str] = []
-            splits: Dict[str, int] = {}
+            missing: list[str] = []
+            splits: dict[str, int] = {}
             per_camera = [0] * self.plan.num_cameras
             for ident in self.plan.identities():
                 identities.append(ordered_json(ident.identity_entry()))
@@ -334,14 +375,16 @@ class GenePersonWriter:
                 raise ConfigValueError(
                     f"the set in {self.out} is not finished: {len(missing)} of {len(files)} images are missing "
                     f"(e.g. {missing[0]}). Shards without a done marker (of num_shards={self.num_shards}): "
-                    f"{pending or 'none'}. Run the missing shards with the same arguments, then merge.")
+                    f"{pending or 'none'}. Run the missing shards with the same arguments, then merge."
+                )
             manifest = "".join(lines[f].rstrip("\n") + "\n" for f in sorted(files)).encode("utf-8")
             atomic_write_bytes(self.out / MANIFEST, manifest)
             atomic_write_text(self.out / IDENTITIES, "".join(i + "\n" for i in identities))
             n_ids, n_imgs = self.samples_grid
             buf = io.BytesIO()
             contact_sheet(sample_columns(columns, n_ids, n_imgs), captions=captions[:n_ids]).save(
-                buf, format="JPEG", quality=90)
+                buf, format="JPEG", quality=90
+            )
             atomic_write_bytes(self.out / SAMPLES, buf.getvalue())
             seconds, generated = 0.0, 0
             for t in sorted(self.parts.glob("timing.shard-*.jsonl")):
@@ -389,5 +432,6 @@ def check_shard_values(shard: Any, num_shards: Any, batch_size: Any = 1) -> None
         if not isinstance(v, int) or isinstance(v, bool) or v < lo:
             raise ConfigValueError(f"{name}={v!r} must be an integer >= {lo}.")
     if shard >= num_shards:
-        raise ConfigValueError(f"shard={shard} must be < num_shards={num_shards} (shards are numbered "
-                               f"0..{num_shards - 1}).")
+        raise ConfigValueError(
+            f"shard={shard} must be < num_shards={num_shards} (shards are numbered 0..{num_shards - 1})."
+        )

@@ -13,13 +13,15 @@ so ``python train.py train=false ckpt_path=X data=<any data>`` rebuilds exactly 
 (architecture, number of training identities) and feeds it images the way it was trained, without
 the training data or the training config.
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import zipfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -36,7 +38,7 @@ ARCHITECTURE_GROUPS = ("model", "backbone")
 HOW_TO_GET_ONE = "a checkpoints/last.ckpt written by `python train.py` (see the run folder)"
 
 
-def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> Dict[str, Any]:
+def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     """Load a Lightning checkpoint of this repository (weights-only unpickling, on the CPU).
 
     A missing file, a truncated or corrupt file, and a file that is not a Lightning checkpoint each
@@ -48,7 +50,9 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> Dict[str, Any]:
     if p.is_dir():
         hint = p / "checkpoints" / "last.ckpt"
         more = f" (did you mean {hint}?)" if hint.is_file() else ""
-        raise ConfigValueError(f"{key}={path} is a folder{more}; give the checkpoint file itself, e.g. {HOW_TO_GET_ONE}.")
+        raise ConfigValueError(
+            f"{key}={path} is a folder{more}; give the checkpoint file itself, e.g. {HOW_TO_GET_ONE}."
+        )
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except (zipfile.BadZipFile, EOFError, RuntimeError, OSError):
@@ -56,16 +60,19 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> Dict[str, Any]:
         kind = "not a complete checkpoint archive" if _looks_like_zip(p) else "not a PyTorch checkpoint file"
         raise ConfigValueError(
             f"{key}={path} ({size} bytes) cannot be read: it is truncated or corrupt ({kind}). Copy it again, "
-            f"or use {HOW_TO_GET_ONE}.") from None
+            f"or use {HOW_TO_GET_ONE}."
+        ) from None
     except Exception:  # the weights-only unpickler refused an object: not written by this repository
         raise ConfigValueError(
             f"{key}={path} is not a checkpoint of this repository (it holds objects other than tensors and plain "
-            f"data, or is not a PyTorch file at all). Use {HOW_TO_GET_ONE}.") from None
+            f"data, or is not a PyTorch file at all). Use {HOW_TO_GET_ONE}."
+        ) from None
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
         what = f"keys {sorted(ckpt)[:6]}" if isinstance(ckpt, Mapping) else type(ckpt).__name__
         raise ConfigValueError(
             f"{key}={path} is not a Lightning checkpoint (it holds {what}, no 'state_dict'); a plain weights "
-            f"file goes to backbone.pretrained=, a run's checkpoint to {key}= ({HOW_TO_GET_ONE}).")
+            f"file goes to backbone.pretrained=, a run's checkpoint to {key}= ({HOW_TO_GET_ONE})."
+        )
     return dict(ckpt)
 
 
@@ -74,17 +81,30 @@ def _looks_like_zip(path: Path) -> bool:
         return f.read(4) == b"PK\x03\x04"
 
 
-def build_spec(model_cfg: DictConfig | Mapping, choices: Mapping[str, Any], height: int, width: int,
-               mean: Sequence[float], std: Sequence[float]) -> Dict[str, Any]:
+def build_spec(
+    model_cfg: DictConfig | Mapping,
+    choices: Mapping[str, Any],
+    height: int,
+    width: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> dict[str, Any]:
     """The build spec a checkpoint carries (``num_classes`` is added when it is saved)."""
     model = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
-    return {"format": SPEC_FORMAT, "model": model,
-            "choices": {g: _choice_str(choices.get(g)) for g in ("model", "backbone", "loss")},
-            "input": {"height": int(height), "width": int(width),
-                      "mean": [float(v) for v in mean], "std": [float(v) for v in std]}}
+    return {
+        "format": SPEC_FORMAT,
+        "model": model,
+        "choices": {g: _choice_str(choices.get(g)) for g in ("model", "backbone", "loss")},
+        "input": {
+            "height": int(height),
+            "width": int(width),
+            "mean": [float(v) for v in mean],
+            "std": [float(v) for v in std],
+        },
+    }
 
 
-def _choice_str(value: Any) -> Optional[str]:
+def _choice_str(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, (list, tuple)) or OmegaConf.is_list(value):
@@ -92,7 +112,7 @@ def _choice_str(value: Any) -> Optional[str]:
     return str(value)
 
 
-def spec_of(ckpt: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+def spec_of(ckpt: Mapping[str, Any]) -> dict[str, Any] | None:
     spec = ckpt.get(SPEC_KEY)
     return dict(spec) if isinstance(spec, Mapping) and spec.get("format") == SPEC_FORMAT else None
 
@@ -100,12 +120,15 @@ def spec_of(ckpt: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
 def describe(spec: Mapping[str, Any]) -> str:
     """e.g. ``bot with backbone tiny_cnn (270 training identities, input 128x64)``."""
     c, i = spec.get("choices", {}), spec.get("input", {})
-    return (f"{c.get('model')} with backbone {c.get('backbone')} ({spec.get('num_classes')} training identities, "
-            f"input {i.get('height')}x{i.get('width')})")
+    return (
+        f"{c.get('model')} with backbone {c.get('backbone')} ({spec.get('num_classes')} training identities, "
+        f"input {i.get('height')}x{i.get('width')})"
+    )
 
 
-def check_architecture(spec: Mapping[str, Any], choices: Mapping[str, Any], explicit: Iterable[str],
-                       path: str, key: str = "ckpt_path") -> None:
+def check_architecture(
+    spec: Mapping[str, Any], choices: Mapping[str, Any], explicit: Iterable[str], path: str, key: str = "ckpt_path"
+) -> None:
     """Refuse a checkpoint whose model/backbone differs from one the command asked for.
 
     ``explicit``: the groups the command line chose (``backbone=resnet50``); for those a different
@@ -118,10 +141,11 @@ def check_architecture(spec: Mapping[str, Any], choices: Mapping[str, Any], expl
             raise ConfigValueError(
                 f"{key}={path} holds a {describe(spec)}, but {group}={asked} was asked for. Drop "
                 f"{group}={asked} to evaluate the checkpoint as it was trained, or give a checkpoint of a "
-                f"{asked} {'model' if group == 'model' else 'backbone'}.")
+                f"{asked} {'model' if group == 'model' else 'backbone'}."
+            )
 
 
-def explicit_overrides(task_overrides: Sequence[str]) -> Dict[str, List[str]]:
+def explicit_overrides(task_overrides: Sequence[str]) -> dict[str, list[str]]:
     """Command-line overrides split into chosen groups and set keys: ``{"groups": [...], "keys": [...]}``."""
     groups, keys = [], []
     for item in task_overrides:
@@ -183,9 +207,9 @@ def model_config_from_spec(spec: Mapping[str, Any], cfg: DictConfig, set_keys: S
     model_cfg = without_pretrained(OmegaConf.create(spec["model"]))
     for key in set_keys:
         if key.startswith("model."):
-            target = key[len("model."):]
+            target = key[len("model.") :]
         elif key.startswith("backbone."):
-            target = "backbone." + key[len("backbone."):]
+            target = "backbone." + key[len("backbone.") :]
         else:
             continue
         value = OmegaConf.select(cfg, key, default=None)
@@ -195,8 +219,13 @@ def model_config_from_spec(spec: Mapping[str, Any], cfg: DictConfig, set_keys: S
     return model_cfg
 
 
-def load_model_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: str,
-                       key: str = "ckpt_path", lazy_prefixes: Sequence[str] = ()) -> None:
+def load_model_weights(
+    model: torch.nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    path: str,
+    key: str = "ckpt_path",
+    lazy_prefixes: Sequence[str] = (),
+) -> None:
     """Load ``state_dict`` strictly, or raise one message listing the keys that do not match.
 
     ``lazy_prefixes``: parameters the model builds (or sizes) later, at fit (e.g. the classifier, sized
@@ -207,20 +236,28 @@ def load_model_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Te
         raise ConfigValueError(
             f"{key}={path} does not match the model's architecture ({problems}). The checkpoint was trained "
             "with another model/backbone config; evaluate it without model/backbone overrides, or give the "
-            "matching checkpoint.")
+            "matching checkpoint."
+        )
     model.load_state_dict({k: v for k, v in state_dict.items() if k in model.state_dict()}, strict=False)
 
 
-def state_dict_mismatch(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor],
-                        lazy_prefixes: Sequence[str] = ()) -> str:
+def state_dict_mismatch(
+    expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], lazy_prefixes: Sequence[str] = ()
+) -> str:
     """'' when ``given`` fits ``expected``; else a short description of the first mismatching keys."""
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected and not k.startswith(tuple(lazy_prefixes))]
-    wrong = [f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-             if k in given and tuple(given[k].shape) != tuple(v.shape) and not k.startswith(tuple(lazy_prefixes))]
+    wrong = [
+        f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in given and tuple(given[k].shape) != tuple(v.shape) and not k.startswith(tuple(lazy_prefixes))
+    ]
     parts = []
-    for name, keys in (("wrong shapes (checkpoint vs model)", wrong), ("missing keys", missing),
-                       ("unexpected keys", unexpected)):
+    for name, keys in (
+        ("wrong shapes (checkpoint vs model)", wrong),
+        ("missing keys", missing),
+        ("unexpected keys", unexpected),
+    ):
         if keys:
             more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
             parts.append(f"{len(keys)} {name}: {', '.join(keys[:3])}{more}")
@@ -236,7 +273,8 @@ def load_model_from_checkpoint(path: str | Path, key: str = "ckpt_path"):
     if spec is None:
         raise ConfigValueError(
             f"{key}={path} holds no model spec (written by an older version of this repository); evaluate it with "
-            "`python train.py train=false ckpt_path=... model=... backbone=...` giving its configs instead.")
+            "`python train.py train=false ckpt_path=... model=... backbone=...` giving its configs instead."
+        )
     with weights_from_checkpoint(path):
         model = instantiate(without_pretrained(OmegaConf.create(spec["model"])), num_classes=spec["num_classes"])
         load_model_weights(model, ckpt["state_dict"], str(path), key, getattr(model, "lazy_state_prefixes", ()))

@@ -4,6 +4,7 @@ Under ``ddp_spawn`` the test stage runs in new processes whose writer does not k
 the fit stage wrote; Lightning's writer then fails when rewriting the file ("dict contains fields not
 in fieldnames"). This writer first merges the file's header into its known keys.
 """
+
 from __future__ import annotations
 
 import csv

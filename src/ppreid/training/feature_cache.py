@@ -1,11 +1,12 @@
 """The stage-1 feature cache of the two-stage CLIP models: a frozen image encoder's features of the
 training images, computed once (sharded over DDP ranks, gathered and put back in index order, so every
 rank holds the single-process cache)."""
+
 from __future__ import annotations
 
 import logging
 import math
-from typing import Dict, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
@@ -15,8 +16,15 @@ log = logging.getLogger("ppreid.models.two_stage_clip")
 
 
 @torch.no_grad()
-def cache_training_features(backbone: nn.Module, dm, device: torch.device, embed_dim: int, restyled: bool,
-                            restyle_strength: float, indices: Optional[Sequence[int]] = None) -> Dict[str, torch.Tensor]:
+def cache_training_features(
+    backbone: nn.Module,
+    dm,
+    device: torch.device,
+    embed_dim: int,
+    restyled: bool,
+    restyle_strength: float,
+    indices: Sequence[int] | None = None,
+) -> dict[str, torch.Tensor]:
     """Image-encoder features of the training images (test transforms, eval mode), the same on every
     rank: ``feats`` (N, E) in index order, ``restyled`` (N, E) of photometrically re-styled views when
     ``restyled``, ``index`` (N,) the cached training indices and ``row`` (n_train,) mapping a training
@@ -26,7 +34,7 @@ def cache_training_features(backbone: nn.Module, dm, device: torch.device, embed
     was_training = backbone.training
     backbone.eval()
     views = ("image", "image_restyled") if restyled else ("image",)
-    parts: Dict[str, list] = {v: [] for v in views}
+    parts: dict[str, list] = {v: [] for v in views}
     seen = []
     for batch in loader:
         for v in views:
@@ -34,8 +42,11 @@ def cache_training_features(backbone: nn.Module, dm, device: torch.device, embed
         seen.append(batch["index"].to(device))
     backbone.train(was_training)
     n_train = len(dm.train_records)
-    wanted = (torch.arange(n_train, device=device) if indices is None
-              else torch.as_tensor(sorted(set(int(i) for i in indices)), device=device))
+    wanted = (
+        torch.arange(n_train, device=device)
+        if indices is None
+        else torch.as_tensor(sorted({int(i) for i in indices}), device=device)
+    )
     idx = torch.cat(seen) if seen else torch.zeros(0, dtype=torch.long, device=device)
     cache = {}
     for v in views:
@@ -44,8 +55,11 @@ def cache_training_features(backbone: nn.Module, dm, device: torch.device, embed
     row = torch.full((n_train,), -1, dtype=torch.long, device=device)
     row[wanted] = torch.arange(len(wanted), device=device)
     cache["row"], cache["index"] = row, wanted
-    log.info("stage 1: cached image-encoder features of %d training images%s", len(wanted),
-             " (+ re-styled views)" if restyled else "")
+    log.info(
+        "stage 1: cached image-encoder features of %d training images%s",
+        len(wanted),
+        " (+ re-styled views)" if restyled else "",
+    )
     return cache
 
 

@@ -12,20 +12,22 @@ torch's convention; CLIP-ReID steps its schedulers *before* each epoch with 1-ba
 recipes use ``epoch_offset: 1`` (e.g. stage 2 trains its first epoch at ``5e-6 * 0.19``, not
 ``5e-6 * 0.1``). ``timm_cosine`` is timm's ``CosineLRScheduler``, the schedule CLIP-ReID's stage 1 uses.
 """
+
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from ppreid.utils.errors import ConfigValueError
 
-Epochs = Union[int, float]
+Epochs = int | float
 
 
-def resolve_epochs(value: Epochs, max_epochs: Optional[int], key: str, allow_end: bool = False,
-                   length_key: str = "trainer.max_epochs") -> int:
+def resolve_epochs(
+    value: Epochs, max_epochs: int | None, key: str, allow_end: bool = False, length_key: str = "trainer.max_epochs"
+) -> int:
     """An int epoch as is, a float fraction in [0, 1] as ``round(fraction * max_epochs)``.
 
     ``key`` names the config value in errors. With ``max_epochs`` unknown (None or -1: an open-ended
@@ -39,11 +41,13 @@ def resolve_epochs(value: Epochs, max_epochs: Optional[int], key: str, allow_end
         if not 0.0 <= value <= 1.0:
             raise ConfigValueError(
                 f"{key}={value}: a float is a fraction of {length_key} and must lie in [0, 1]; "
-                f"write an int for a number of epochs (e.g. {key}={round(value)}).")
+                f"write an int for a number of epochs (e.g. {key}={round(value)})."
+            )
         if open_ended:
             raise ConfigValueError(
                 f"{key}={value} is a fraction of the run, but {length_key} is not set; "
-                f"set {length_key} or give an int number of epochs.")
+                f"set {length_key} or give an int number of epochs."
+            )
         return int(round(value * max_epochs))
     epochs = int(value)
     if epochs < 0:
@@ -51,7 +55,8 @@ def resolve_epochs(value: Epochs, max_epochs: Optional[int], key: str, allow_end
     if not open_ended and (epochs > max_epochs or (epochs == max_epochs and not allow_end)):
         raise ConfigValueError(
             f"{key}={epochs} does not fall inside the run (trainer.max_epochs={max_epochs}). Lower it, "
-            f"raise trainer.max_epochs, or give a fraction of the run (a float in [0, 1], e.g. {key}=0.1).")
+            f"raise trainer.max_epochs, or give a fraction of the run (a float in [0, 1], e.g. {key}=0.1)."
+        )
     return epochs
 
 
@@ -62,11 +67,17 @@ def _warmup(epoch: int, warmup_epochs: int, warmup_factor: float) -> float:
     return warmup_factor * (1 - alpha) + alpha
 
 
-def warmup_multistep(optimizer: torch.optim.Optimizer, warmup_epochs: Epochs = 10,
-                     warmup_factor: float = 0.01, milestones: Sequence[Epochs] = (40, 70),
-                     gamma: float = 0.1, max_epochs: Optional[int] = None,
-                     key: str = "model.scheduler", length_key: str = "trainer.max_epochs",
-                     epoch_offset: int = 0) -> LambdaLR:
+def warmup_multistep(
+    optimizer: torch.optim.Optimizer,
+    warmup_epochs: Epochs = 10,
+    warmup_factor: float = 0.01,
+    milestones: Sequence[Epochs] = (40, 70),
+    gamma: float = 0.1,
+    max_epochs: int | None = None,
+    key: str = "model.scheduler",
+    length_key: str = "trainer.max_epochs",
+    epoch_offset: int = 0,
+) -> LambdaLR:
     """Linear warm-up from ``warmup_factor * lr`` then step decay by ``gamma`` at each milestone (BoT).
 
     ``warmup_epochs`` and ``milestones``: ints (epochs) or fractions of ``max_epochs``. Epoch ``k``
@@ -79,7 +90,8 @@ def warmup_multistep(optimizer: torch.optim.Optimizer, warmup_epochs: Epochs = 1
     if steps and warmup > steps[0]:
         raise ConfigValueError(
             f"{key}: the warm-up ({warmup} epochs) ends after the first milestone (epoch {steps[0]}); "
-            "lower warmup_epochs or move the milestone.")
+            "lower warmup_epochs or move the milestone."
+        )
 
     def factor(epoch: int) -> float:
         epoch = epoch + int(epoch_offset)
@@ -89,9 +101,16 @@ def warmup_multistep(optimizer: torch.optim.Optimizer, warmup_epochs: Epochs = 1
     return LambdaLR(optimizer, factor)
 
 
-def timm_cosine(optimizer: torch.optim.Optimizer, max_epochs: Optional[int] = None, warmup_epochs: Epochs = 5,
-                warmup_lr_init: float = 1e-5, lr_min: float = 1e-6, epoch_offset: int = 1,
-                key: str = "model.scheduler", length_key: str = "trainer.max_epochs") -> LambdaLR:
+def timm_cosine(
+    optimizer: torch.optim.Optimizer,
+    max_epochs: int | None = None,
+    warmup_epochs: Epochs = 5,
+    warmup_lr_init: float = 1e-5,
+    lr_min: float = 1e-6,
+    epoch_offset: int = 1,
+    key: str = "model.scheduler",
+    length_key: str = "trainer.max_epochs",
+) -> LambdaLR:
     """timm's ``CosineLRScheduler`` (t_initial = ``max_epochs``, ``warmup_t`` = ``warmup_epochs``, linear
     warm-up from the absolute ``warmup_lr_init``, floor ``lr_min``, one cycle), stepped per epoch.
 
@@ -107,8 +126,15 @@ def timm_cosine(optimizer: torch.optim.Optimizer, max_epochs: Optional[int] = No
     warmup = resolve_epochs(warmup_epochs, max_epochs, f"{key}.warmup_epochs", length_key=length_key)
     bases = [float(group["lr"]) for group in optimizer.param_groups]
     shadow = torch.optim.SGD([{"params": [torch.zeros(1)], "lr": lr} for lr in bases])
-    timm_schedule = CosineLRScheduler(shadow, t_initial=int(max_epochs), lr_min=float(lr_min), warmup_t=warmup,
-                                      warmup_lr_init=float(warmup_lr_init), cycle_limit=1, t_in_epochs=True)
+    timm_schedule = CosineLRScheduler(
+        shadow,
+        t_initial=int(max_epochs),
+        lr_min=float(lr_min),
+        warmup_t=warmup,
+        warmup_lr_init=float(warmup_lr_init),
+        cycle_limit=1,
+        t_in_epochs=True,
+    )
 
     def group_factor(i: int):
         return lambda epoch: timm_schedule._get_lr(epoch + int(epoch_offset))[i] / bases[i] if bases[i] else 0.0

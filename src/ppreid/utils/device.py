@@ -1,4 +1,5 @@
 """Device names from config values (``auto`` | ``cpu`` | ``cuda`` | ``cuda:1`` ...), checked with a clear error."""
+
 from __future__ import annotations
 
 import torch
@@ -13,7 +14,9 @@ def resolve_device(device: str = "auto", key: str = "generator.device") -> torch
     try:
         dev = torch.device(device)
     except RuntimeError as err:
-        raise ConfigValueError(f"{key}={device!r} is not a torch device ({err}); use auto, cpu, cuda, cuda:1 ...") from None
+        raise ConfigValueError(
+            f"{key}={device!r} is not a torch device ({err}); use auto, cpu, cuda, cuda:1 ..."
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigValueError(f"{key}={device!r} but no CUDA GPU is visible to torch; use {key}=auto or cpu")
     return dev

@@ -4,14 +4,16 @@ A file is written whole or not at all (temp name in the same folder, fsync, ``os
 cross-process critical sections use ``fcntl.flock`` locks, which the kernel drops when a process
 dies, so a ``kill -9`` never leaves a stale lock.
 """
+
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ppreid.utils.errors import ConfigValueError
 
@@ -68,7 +70,8 @@ def file_lock(path: Path, blocking: bool = True, what: str = "") -> Iterator[Non
         except BlockingIOError:
             raise ConfigValueError(
                 f"{what or path} is in use by another running process (lock {path}); wait for it to finish "
-                "or stop it, then run again.") from None
+                "or stop it, then run again."
+            ) from None
         yield
     finally:
         os.close(fd)

@@ -4,57 +4,77 @@ The identity says *what* was run (model, backbone, data, loss terms, epochs, exp
 carries a hash of the fully resolved config minus the seed and minus run-local values (paths, loggers,
 worker counts): two runs with the same hash differ only in their seed, so tables may pool them.
 """
+
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 METRIC_NAMES = ("R1", "R5", "R10", "mAP", "mINP")
 # Keys that do not change what a run computes (or are the seed itself), left out of the config hash.
-HASH_EXCLUDED = ("seed", "paths", "hydra", "logger", "tags", "optimized_metric", "data.sampler_seed",
-                 "data.num_workers", "data.pin_memory", "data.test_batch_size", "data.prepare.progress",
-                 "callbacks.progress_bar", "callbacks.best_checkpoint", "callbacks.log_interval",
-                 "trainer.log_every_n_steps", "trainer.enable_progress_bar")
+HASH_EXCLUDED = (
+    "seed",
+    "paths",
+    "hydra",
+    "logger",
+    "tags",
+    "optimized_metric",
+    "data.sampler_seed",
+    "data.num_workers",
+    "data.pin_memory",
+    "data.test_batch_size",
+    "data.prepare.progress",
+    "callbacks.progress_bar",
+    "callbacks.best_checkpoint",
+    "callbacks.log_interval",
+    "trainer.log_every_n_steps",
+    "trainer.enable_progress_bar",
+)
 
 
-def git_commit(repo_dir: str | Path) -> Optional[str]:
+def git_commit(repo_dir: str | Path) -> str | None:
     """The HEAD commit of ``repo_dir`` (suffixed ``-dirty`` with uncommitted changes), or None."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_dir, capture_output=True,
-                              text=True, timeout=10)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_dir, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_dir,
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo_dir,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
 
 
-def metrics_by_target(callback_metrics: Mapping[str, Any], stage: str = "test") -> Dict[str, Dict[str, float]]:
+def metrics_by_target(callback_metrics: Mapping[str, Any], stage: str = "test") -> dict[str, dict[str, float]]:
     """``{"test/<target>/R1": t, ...}`` -> ``{"<target>": {"R1": float, ...}}`` (fractions in [0, 1])."""
-    out: Dict[str, Dict[str, float]] = {}
+    out: dict[str, dict[str, float]] = {}
     prefix = stage + "/"
     for key, value in callback_metrics.items():
         if not key.startswith(prefix):
             continue
-        parts = key[len(prefix):].rsplit("/", 1)
+        parts = key[len(prefix) :].rsplit("/", 1)
         if len(parts) != 2 or parts[1] not in METRIC_NAMES:
             continue
         out.setdefault(parts[0], {})[parts[1]] = float(value)
     return {k: dict(sorted(v.items(), key=lambda kv: METRIC_NAMES.index(kv[0]))) for k, v in sorted(out.items())}
 
 
-def stage_metrics(callback_metrics: Mapping[str, Any], stage: str = "val") -> Dict[str, float]:
+def stage_metrics(callback_metrics: Mapping[str, Any], stage: str = "val") -> dict[str, float]:
     """``{"val/R1": t, ...}`` -> ``{"R1": float, ...}`` (one evaluation set logged without a target name)."""
     return {m: float(callback_metrics[f"{stage}/{m}"]) for m in METRIC_NAMES if f"{stage}/{m}" in callback_metrics}
 
 
-def _drop(tree: Dict[str, Any], dotted: str) -> None:
+def _drop(tree: dict[str, Any], dotted: str) -> None:
     *parents, leaf = dotted.split(".")
     node = tree
     for p in parents:
@@ -65,7 +85,7 @@ def _drop(tree: Dict[str, Any], dotted: str) -> None:
         node.pop(leaf, None)
 
 
-def _relative_paths(obj: Any, prefixes: Sequence[Tuple[str, str]]) -> Any:
+def _relative_paths(obj: Any, prefixes: Sequence[tuple[str, str]]) -> Any:
     """Run- and machine-specific path prefixes -> placeholders (``<output_dir>/checkpoints``), so the
     same experiment hashes alike in every run folder and on every machine."""
     if isinstance(obj, dict):
@@ -75,7 +95,7 @@ def _relative_paths(obj: Any, prefixes: Sequence[Tuple[str, str]]) -> Any:
     if isinstance(obj, str):
         for prefix, name in prefixes:
             if obj == prefix or obj.startswith(prefix.rstrip("/") + "/"):
-                return f"<{name}>" + obj[len(prefix):]
+                return f"<{name}>" + obj[len(prefix) :]
     return obj
 
 
@@ -91,8 +111,9 @@ def config_hash(resolved: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def experiment_identity(resolved: Mapping[str, Any], choices: Mapping[str, Any],
-                        arch: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+def experiment_identity(
+    resolved: Mapping[str, Any], choices: Mapping[str, Any], arch: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """What was run, for results.json. ``arch``: the model/backbone of an evaluated checkpoint's spec
     (an evaluation run is identified by the model it evaluated, not by the command's defaults)."""
     data = resolved.get("data") or {}
@@ -113,7 +134,7 @@ def experiment_identity(resolved: Mapping[str, Any], choices: Mapping[str, Any],
     }
 
 
-def _choice(value: Any) -> Optional[str]:
+def _choice(value: Any) -> str | None:
     if value is None or value == "null":
         return None
     if isinstance(value, (list, tuple)):
@@ -121,13 +142,16 @@ def _choice(value: Any) -> Optional[str]:
     return str(value)
 
 
-def evaluation_options(eval_cfg: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+def evaluation_options(eval_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """The options that change evaluation numbers: ``{"flip": bool, "rerank": {k1, k2, lambda_value} | None}``."""
     eval_cfg = dict(eval_cfg or {})
     rerank = dict(eval_cfg.get("rerank") or {})
-    return {"flip": bool(eval_cfg.get("flip", False)),
-            "rerank": ({k: rerank[k] for k in ("k1", "k2", "lambda_value") if k in rerank}
-                       if rerank.get("enabled") else None)}
+    return {
+        "flip": bool(eval_cfg.get("flip", False)),
+        "rerank": (
+            {k: rerank[k] for k in ("k1", "k2", "lambda_value") if k in rerank} if rerank.get("enabled") else None
+        ),
+    }
 
 
 def describe_evaluation(options: Mapping[str, Any]) -> str:
@@ -137,7 +161,7 @@ def describe_evaluation(options: Mapping[str, Any]) -> str:
     return f"flip-test {'on' if options.get('flip') else 'off'}, re-ranking {rr}"
 
 
-def checkpoint_training(spec: Optional[Mapping[str, Any]], ckpt_path: Optional[str]) -> Optional[Dict[str, Any]]:
+def checkpoint_training(spec: Mapping[str, Any] | None, ckpt_path: str | None) -> dict[str, Any] | None:
     """What trained an evaluated checkpoint: the ``training`` record its build spec carries (identity, seed,
     git commit), or, for checkpoints written before it did, its run folder's results.json; None if unknown."""
     training = (spec or {}).get("training")
@@ -152,12 +176,20 @@ def checkpoint_training(spec: Optional[Mapping[str, Any]], ckpt_path: Optional[s
         return None
     if not isinstance(res, dict) or not res.get("train") or not isinstance(res.get("identity"), dict):
         return None
-    return {"identity": res["identity"], "seed": res.get("seed"), "git_commit": res.get("git_commit"),
-            "run_dir": str(results.parent)}
+    return {
+        "identity": res["identity"],
+        "seed": res.get("seed"),
+        "git_commit": res.get("git_commit"),
+        "run_dir": str(results.parent),
+    }
 
 
-def evaluation_identity(training: Mapping[str, Any], resolved: Mapping[str, Any],
-                        evaluation: Mapping[str, Any], set_keys: Sequence[str] = ()) -> Dict[str, Any]:
+def evaluation_identity(
+    training: Mapping[str, Any],
+    resolved: Mapping[str, Any],
+    evaluation: Mapping[str, Any],
+    set_keys: Sequence[str] = (),
+) -> dict[str, Any]:
     """An evaluation-only run's identity: the checkpoint's training identity (model, data, epochs, ...) with
     the evaluated ``targets``; its ``config_hash`` joins the training's hash with the evaluation's (targets'
     data config, eval options, ``model.*`` values set on the command line), so evaluations of one training
@@ -165,12 +197,17 @@ def evaluation_identity(training: Mapping[str, Any], resolved: Mapping[str, Any]
     ident = dict(training["identity"])
     data = resolved.get("data") or {}
     model_keys = {k: _select(resolved, k) for k in sorted(set_keys) if k.startswith(("model.", "backbone."))}
-    eval_part = {"data": data, "evaluation": dict(evaluation), "model_keys": model_keys,
-                 "paths": resolved.get("paths") or {}}
+    eval_part = {
+        "data": data,
+        "evaluation": dict(evaluation),
+        "model_keys": model_keys,
+        "paths": resolved.get("paths") or {},
+    }
     eval_hash = config_hash(eval_part)
     ident["targets"] = [t.get("name", t.get("dataset")) for t in data.get("targets") or []]
-    ident["config_hash"] = hashlib.sha256(f"{training['identity'].get('config_hash')}+{eval_hash}".encode()
-                                          ).hexdigest()[:16]
+    ident["config_hash"] = hashlib.sha256(
+        f"{training['identity'].get('config_hash')}+{eval_hash}".encode()
+    ).hexdigest()[:16]
     return ident
 
 

@@ -5,13 +5,13 @@ A run folder says how its run ended, so a folder without ``results.json`` is nev
 "error": "<one line>"}``. ``running`` left behind means the process was killed (or still runs).
 ``experiments/tables.py`` reads it to say why it skips a folder.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Optional
 
 from ppreid.utils.fileops import atomic_write_json
 
@@ -35,7 +35,7 @@ class RunStatus:
         self.started = _now()
         self.enabled = is_main_process()
 
-    def _write(self, status: str, error: Optional[str] = None) -> None:
+    def _write(self, status: str, error: str | None = None) -> None:
         if not self.enabled:
             return
         record = {"status": status, "started": self.started}

@@ -5,11 +5,12 @@ images (B,3,h,w) in [0, 1] at the attack size. ``reconstruct`` also receives eac
 index (B,), so a stochastic attacker can seed its noise per image: results then do not depend on how
 the images are batched.
 """
+
 from __future__ import annotations
 
 import logging
 import time
-from typing import Dict, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -28,14 +29,15 @@ class ReversalAttacker(nn.Module):
     def __init__(self, steps: int, batch_size: int, log_every: int = 200) -> None:
         super().__init__()
         if int(steps) < 0 or int(batch_size) < 1:
-            raise ConfigValueError(f"{type(self).__name__}: steps={steps} must be >= 0 and batch_size={batch_size} "
-                                   ">= 1.")
+            raise ConfigValueError(
+                f"{type(self).__name__}: steps={steps} must be >= 0 and batch_size={batch_size} >= 1."
+            )
         self.steps, self.batch_size, self.log_every = int(steps), int(batch_size), int(log_every)
 
     def build(self, feat_dim: int, image_size: Sequence[int]) -> None:
         raise NotImplementedError
 
-    def train_step(self, feat: torch.Tensor, images: torch.Tensor) -> Dict[str, float]:
+    def train_step(self, feat: torch.Tensor, images: torch.Tensor) -> dict[str, float]:
         raise NotImplementedError
 
     def quick(self) -> None:
@@ -52,8 +54,14 @@ class ReversalAttacker(nn.Module):
         loss.backward()
         opt.step()
 
-    def fit(self, feats: torch.Tensor, images: torch.Tensor, name: str, generator: torch.Generator,
-            steps: Optional[int] = None) -> float:
+    def fit(
+        self,
+        feats: torch.Tensor,
+        images: torch.Tensor,
+        name: str,
+        generator: torch.Generator,
+        steps: int | None = None,
+    ) -> float:
         """``steps`` (default ``self.steps``) steps on random batches of (feats (N,D), images (N,3,h,w) uint8);
         returns the seconds taken."""
         start = time.time()

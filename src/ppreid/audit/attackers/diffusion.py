@@ -1,7 +1,8 @@
 """The diffusion attacker: a conditional DDPM (``ppreid.nn.diffusion_decoder``) sampled with DDIM."""
+
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -26,9 +27,17 @@ class DiffusionAttacker(ReversalAttacker):
     of each image is seeded by (``seed``, its dataset index), so reconstructions are reproducible and
     independent of the batch size; ``num_samples`` > 1 averages several samples of each feature."""
 
-    def __init__(self, decoder: Callable[..., nn.Module], steps: int = 1500, batch_size: int = 64,
-                 lr: float = 1e-3, sample_size: Optional[Sequence[int]] = None, seed: int = 0,
-                 num_samples: int = 1, log_every: int = 200) -> None:
+    def __init__(
+        self,
+        decoder: Callable[..., nn.Module],
+        steps: int = 1500,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        sample_size: Sequence[int] | None = None,
+        seed: int = 0,
+        num_samples: int = 1,
+        log_every: int = 200,
+    ) -> None:
         super().__init__(steps, batch_size, log_every)
         if int(num_samples) < 1:
             raise ConfigValueError(f"DiffusionAttacker: num_samples={num_samples}; give an int >= 1.")
@@ -53,6 +62,11 @@ class DiffusionAttacker(ReversalAttacker):
     def reconstruct(self, feat, index):
         """The mean of ``num_samples`` DDIM samples (1: one sample; more: towards the posterior mean)."""
         shape = (3, *self.decoder.image_size)
-        out = sum(self.decoder.sample(feat, noise=per_image_noise(index, k, self.seed, shape))
-                  for k in range(self.num_samples)) / self.num_samples
+        out = (
+            sum(
+                self.decoder.sample(feat, noise=per_image_noise(index, k, self.seed, shape))
+                for k in range(self.num_samples)
+            )
+            / self.num_samples
+        )
         return resize(out, self.image_size).clamp(0.0, 1.0)

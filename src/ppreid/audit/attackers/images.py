@@ -4,9 +4,10 @@ Every attacker, the control and the scores see images in [0, 1] at the attack si
 extractor (audited or reference) sees its own input size and mean / std normalization. ``ImageSpace``
 holds one such input convention and converts both ways.
 """
+
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 
@@ -22,12 +23,12 @@ class ImageSpace:
     """An extractor's input convention: size (H, W) and per-channel mean / std."""
 
     def __init__(self, size: Sequence[int], mean: Sequence[float], std: Sequence[float]) -> None:
-        self.size: Tuple[int, int] = (int(size[0]), int(size[1]))
+        self.size: tuple[int, int] = (int(size[0]), int(size[1]))
         self.mean = torch.tensor([float(v) for v in mean]).view(1, 3, 1, 1)
         self.std = torch.tensor([float(v) for v in std]).view(1, 3, 1, 1)
 
     @classmethod
-    def from_spec(cls, spec: dict) -> "ImageSpace":
+    def from_spec(cls, spec: dict) -> ImageSpace:
         """From a checkpoint's build spec (``spec["input"]``: height, width, mean, std)."""
         inp = spec["input"]
         return cls((inp["height"], inp["width"]), inp["mean"], inp["std"])

@@ -12,9 +12,10 @@ neighbouring pixels: a smoothness prior, the L2 term a prior towards the mean tr
 ``downscale`` k > 1 the logits live on a grid k times coarser, bilinearly up-sampled: a strong smoothness
 prior against the high-frequency patterns that match a CNN's feature without looking like a person.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -40,13 +41,23 @@ class OptimAttacker(nn.Module):
 
     needs_training = False
 
-    def __init__(self, steps: int = 100, batch_size: int = 128, lr: float = 0.05, tv_weight: float = 0.05,
-                 l2_weight: float = 0.01, init: str = "mean", max_images: Optional[int] = None,
-                 downscale: int = 1, log_every: int = 0) -> None:
+    def __init__(
+        self,
+        steps: int = 100,
+        batch_size: int = 128,
+        lr: float = 0.05,
+        tv_weight: float = 0.05,
+        l2_weight: float = 0.01,
+        init: str = "mean",
+        max_images: int | None = None,
+        downscale: int = 1,
+        log_every: int = 0,
+    ) -> None:
         super().__init__()
         if int(steps) < 0 or int(batch_size) < 1 or not float(lr) > 0:
-            raise ConfigValueError(f"OptimAttacker: steps={steps} >= 0, batch_size={batch_size} >= 1 and lr={lr} > 0 "
-                                   "are needed.")
+            raise ConfigValueError(
+                f"OptimAttacker: steps={steps} >= 0, batch_size={batch_size} >= 1 and lr={lr} > 0 are needed."
+            )
         if init not in INITS:
             raise ConfigValueError(f"OptimAttacker: init={init!r}; use one of {', '.join(INITS)}.")
         self.steps, self.batch_size, self.lr = int(steps), int(batch_size), float(lr)
@@ -55,8 +66,8 @@ class OptimAttacker(nn.Module):
         if int(downscale) < 1:
             raise ConfigValueError(f"OptimAttacker: downscale={downscale}; give an int >= 1 (1: full resolution).")
         self.downscale = int(downscale)
-        self.features_of: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
-        self.mean_image: Optional[torch.Tensor] = None
+        self.features_of: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.mean_image: torch.Tensor | None = None
 
     def build(self, feat_dim: int, image_size: Sequence[int]) -> None:
         self.image_size = tuple(int(s) for s in image_size)
@@ -76,12 +87,17 @@ class OptimAttacker(nn.Module):
         """Standardized features (B,D) -> the images (B,3,h,w) whose features match them (``batch_size`` at once)."""
         if self.features_of is None:
             raise RuntimeError("OptimAttacker.reconstruct before bind(): the audit binds the extractor first.")
-        return torch.cat([self._invert(feat[i:i + self.batch_size]) for i in range(0, feat.shape[0], self.batch_size)])
+        return torch.cat(
+            [self._invert(feat[i : i + self.batch_size]) for i in range(0, feat.shape[0], self.batch_size)]
+        )
 
     def _invert(self, feat: torch.Tensor) -> torch.Tensor:
         mean = self.mean_image.to(feat.device)
-        start = mean.expand(feat.shape[0], -1, -1, -1) if self.init == "mean" else torch.full(
-            (feat.shape[0], 3, *self.image_size), 0.5, device=feat.device)
+        start = (
+            mean.expand(feat.shape[0], -1, -1, -1)
+            if self.init == "mean"
+            else torch.full((feat.shape[0], 3, *self.image_size), 0.5, device=feat.device)
+        )
         with torch.inference_mode(False), torch.enable_grad():
             target = feat.detach().clone()
             coarse = tuple(max(1, s // self.downscale) for s in self.image_size)

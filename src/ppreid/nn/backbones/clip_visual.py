@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import open_clip
 import torch
@@ -79,7 +79,7 @@ def split_clip_state(state: StateDict) -> tuple[StateDict, StateDict | None]:
     """(visual, text) parts of a CLIP state dict; text is None for a visual-only one (no `visual.*` or text keys)."""
     if not any(k.startswith("visual.") for k in state):
         return state, None
-    visual = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+    visual = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
     text = {k: v for k, v in state.items() if k.split(".", 1)[0] in TEXT_KEY_ROOTS}
     return visual, (text or None)
 
@@ -157,9 +157,15 @@ class OpenCLIPVisual(nn.Module):
         if quick_gelu is None:
             quick_gelu = tag_quick_gelu
         elif pretrained in tags and bool(quick_gelu) != tag_quick_gelu:
-            log.warning("backbone clip %s: quick_gelu=%s, but the weights of tag '%s' were trained with %s; the "
-                        "activation must match the weights (set backbone.quick_gelu=%s)", model_name, quick_gelu,
-                        pretrained, "QuickGELU" if tag_quick_gelu else "GELU", str(tag_quick_gelu).lower())
+            log.warning(
+                "backbone clip %s: quick_gelu=%s, but the weights of tag '%s' were trained with %s; the "
+                "activation must match the weights (set backbone.quick_gelu=%s)",
+                model_name,
+                quick_gelu,
+                pretrained,
+                "QuickGELU" if tag_quick_gelu else "GELU",
+                str(tag_quick_gelu).lower(),
+            )
         self.quick_gelu = bool(quick_gelu)
 
         # the same builders open_clip.model.CLIP uses, so the two towers' keys are a CLIP state dict's
@@ -184,11 +190,12 @@ class OpenCLIPVisual(nn.Module):
                 raise ConfigValueError(
                     f"OpenCLIPVisual: {model_name!r} pools its image tokens with {v.pool_type!r}"
                     f"{' and an attention pool' if v.attn_pool is not None else ''}; only CLIP's class-token "
-                    "pooling is supported (e.g. ViT-B-16, clip-tiny).")
+                    "pooling is supported (e.g. ViT-B-16, clip-tiny)."
+                )
         self.out_dim = int(cfg["embed_dim"])
         width = int(vision_cfg["width"])
         # (intermediate, final, proj) widths of forward_features
-        self.feature_dims = ((width * 16, width * 32, self.out_dim) if self.is_resnet else (width, width, self.out_dim))
+        self.feature_dims = (width * 16, width * 32, self.out_dim) if self.is_resnet else (width, width, self.out_dim)
         # None: no weights given; True / False: whether the given weights held the text tower
         self.text_tower_loaded: bool | None = None
         self.pretrained = pretrained
@@ -207,8 +214,11 @@ class OpenCLIPVisual(nn.Module):
         if load_pretrained(self.visual, pretrained, kind=kind, tags=tag_loaders, convert=convert):
             self.text_tower_loaded = text_part[0] is not None
             if text_part[0] is None:
-                log.info("backbone %s: %s holds image-tower weights only; the text tower stays at random init",
-                         kind, pretrained)
+                log.info(
+                    "backbone %s: %s holds image-tower weights only; the text tower stays at random init",
+                    kind,
+                    pretrained,
+                )
             else:
                 _load_strict(self._text_tower, text_part[0], kind=f"{kind} text tower", source=str(pretrained))
                 log.info("backbone %s: text tower loaded from the same weights (%s)", kind, pretrained)

@@ -60,7 +60,7 @@ def read_state_dict(path: str | Path) -> StateDict:
             "save one with torch.save(model.state_dict(), PATH)."
         )
     if obj and all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return dict(obj)
 
 
@@ -74,7 +74,8 @@ def fetch_tag(fetch: Callable[[], StateDict], kind: str, tag: str) -> StateDict:
         raise ConfigValueError(
             f"backbone {kind}: the weights of tag '{tag}' could not be downloaded ({type(err).__name__}: "
             f"{(str(err).splitlines() or [''])[0][:100]}); this machine is probably offline. Download them "
-            f"elsewhere and pass the local file: backbone.pretrained=/path/to/weights.pth (or pretrained: null).") from None
+            f"elsewhere and pass the local file: backbone.pretrained=/path/to/weights.pth (or pretrained: null)."
+        ) from None
 
 
 def _is_torchscript(path: Path) -> bool:

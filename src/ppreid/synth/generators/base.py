@@ -3,10 +3,11 @@
 A generator turns a batch of :class:`ImageRequest` into PIL images, deterministically:
 the same request (prompt, seed, size, attributes) always gives the same image.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List
+from typing import Any
 
 from PIL import Image
 
@@ -24,7 +25,7 @@ class ImageRequest:
 
     pid: int
     camid: int
-    attributes: Dict[str, Any]
+    attributes: dict[str, Any]
     prompt: str
     negative_prompt: str
     seed: int
@@ -40,5 +41,5 @@ class ImageGenerator:
     name: str = "base"
     model_id: str = ""
 
-    def generate(self, requests: List[ImageRequest]) -> List[Image.Image]:
+    def generate(self, requests: list[ImageRequest]) -> list[Image.Image]:
         raise NotImplementedError

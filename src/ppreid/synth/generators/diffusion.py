@@ -18,6 +18,7 @@ Why each choice:
 - ``render_scale``: Stable Diffusion 1.x is poor far below its 512 px training size; with
   ``render_scale = 2`` a 256 x 128 request is rendered at 512 x 256 and resized (Lanczos) down.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -25,8 +26,9 @@ import json
 import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -37,7 +39,7 @@ from ppreid.utils.errors import ConfigValueError
 
 log = logging.getLogger(__name__)
 
-SCHEDULERS: Dict[str, str] = {
+SCHEDULERS: dict[str, str] = {
     "ddim": "DDIMScheduler",
     "ddpm": "DDPMScheduler",
     "pndm": "PNDMScheduler",
@@ -50,9 +52,12 @@ SCHEDULERS: Dict[str, str] = {
     "unipc": "UniPCMultistepScheduler",
 }
 DTYPES = {
-    "fp32": torch.float32, "float32": torch.float32,
-    "fp16": torch.float16, "float16": torch.float16,
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
 }
 LOCAL_FOLDER_HINT = (
     "To use a local copy, save the pipeline once where it is available, e.g. "
@@ -74,14 +79,19 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 def _looks_like_path(value: str) -> bool:
     """Hub ids are ``name`` or ``org/name``; anything else (absolute, ./, ~, a/b/c) is meant as a folder."""
-    return os.path.isabs(value) or value.startswith((".", "~")) or value.count("/") > 1 or (os.sep != "/" and os.sep in value)
+    return (
+        os.path.isabs(value)
+        or value.startswith((".", "~"))
+        or value.count("/") > 1
+        or (os.sep != "/" and os.sep in value)
+    )
 
 
 def load_text2image_pipeline(
-    pretrained: Optional[str],
+    pretrained: str | None,
     dtype: torch.dtype = torch.float32,
     local_files_only: bool = False,
-    variant: Optional[str] = None,
+    variant: str | None = None,
 ):
     """Load a diffusers text-to-image pipeline from a local folder or a hub id, safety checker off.
 
@@ -111,11 +121,16 @@ def load_text2image_pipeline(
             f"scheduler/). {LOCAL_FOLDER_HINT}"
         )
     offline = local_files_only or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
-    tried = "a local folder" if is_dir else (
-        "a Hugging Face hub id, offline (local cache only: HF_HUB_OFFLINE or generator.local_files_only)"
-        if offline else "a Hugging Face hub id (download or local cache)"
+    tried = (
+        "a local folder"
+        if is_dir
+        else (
+            "a Hugging Face hub id, offline (local cache only: HF_HUB_OFFLINE or generator.local_files_only)"
+            if offline
+            else "a Hugging Face hub id (download or local cache)"
+        )
     )
-    kwargs: Dict[str, Any] = {"dtype": dtype, "local_files_only": offline}
+    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": offline}
     if variant:
         kwargs["variant"] = variant
     try:
@@ -174,10 +189,10 @@ class DiffusionGenerator(ImageGenerator):
 
     def __init__(
         self,
-        pretrained: Optional[str],
+        pretrained: str | None,
         steps: int = 30,
         guidance_scale: float = 7.5,
-        scheduler: Optional[str] = None,
+        scheduler: str | None = None,
         dtype: str = "auto",
         device: str = "auto",
         enable_attention_slicing: bool = False,
@@ -185,7 +200,7 @@ class DiffusionGenerator(ImageGenerator):
         max_prompt_chunks: int = 3,
         render_scale: float = 1.0,
         local_files_only: bool = False,
-        variant: Optional[str] = None,
+        variant: str | None = None,
     ) -> None:
         if int(steps) < 1:
             raise ConfigValueError(f"generator.steps={steps} must be >= 1")
@@ -211,20 +226,31 @@ class DiffusionGenerator(ImageGenerator):
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
         self._call_params = set(inspect.signature(self.pipe.__call__).parameters)
-        self._sd_like = all(getattr(self.pipe, n, None) is not None for n in ("unet", "tokenizer", "text_encoder")) \
+        self._sd_like = (
+            all(getattr(self.pipe, n, None) is not None for n in ("unet", "tokenizer", "text_encoder"))
             and getattr(self.pipe, "text_encoder_2", None) is None
+        )
         if self.identity_noise_mix > 0 and not self._latents_supported():
             raise ConfigValueError(
                 f"generator.identity_noise_mix={identity_noise_mix} needs a UNet latent pipeline "
                 f"(Stable Diffusion style); {type(self.pipe).__name__} is not one: set it to 0"
             )
-        log.info("diffusion generator: %s (%s) on %s, %s, scheduler %s", self.model_id,
-                 type(self.pipe).__name__, self.device, self.dtype, type(self.pipe.scheduler).__name__)
+        log.info(
+            "diffusion generator: %s (%s) on %s, %s, scheduler %s",
+            self.model_id,
+            type(self.pipe).__name__,
+            self.device,
+            self.dtype,
+            type(self.pipe.scheduler).__name__,
+        )
 
     # ---------------------------------------------------------------- helpers
     def _latents_supported(self) -> bool:
-        return "latents" in self._call_params and getattr(self.pipe, "unet", None) is not None \
+        return (
+            "latents" in self._call_params
+            and getattr(self.pipe, "unet", None) is not None
             and hasattr(self.pipe, "vae_scale_factor")
+        )
 
     def render_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) the pipeline renders at, a multiple of the VAE scale factor."""
@@ -255,20 +281,26 @@ class DiffusionGenerator(ImageGenerator):
             rows.append(z)
         return torch.cat(rows)
 
-    def _token_ids(self, texts: List[str]) -> List[List[int]]:
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
         return self.pipe.tokenizer(texts, add_special_tokens=False, truncation=False).input_ids
 
-    def prompt_chunks(self, prompts: List[str], negatives: List[str]) -> List[int]:
+    def prompt_chunks(self, prompts: list[str], negatives: list[str]) -> list[int]:
         """Per request: 75-token chunks its prompt and negative prompt need, capped at ``max_prompt_chunks``."""
         body = self.pipe.tokenizer.model_max_length - 2
-        n = [max(1, math.ceil(len(p) / body), math.ceil(len(q) / body))
-             for p, q in zip(self._token_ids(prompts), self._token_ids(negatives))]
+        n = [
+            max(1, math.ceil(len(p) / body), math.ceil(len(q) / body))
+            for p, q in zip(self._token_ids(prompts), self._token_ids(negatives))
+        ]
         if max(n) > self.max_prompt_chunks:
-            log.warning("a prompt needs %d chunks of %d tokens; only %d are encoded (generator.max_prompt_chunks)",
-                        max(n), body, self.max_prompt_chunks)
+            log.warning(
+                "a prompt needs %d chunks of %d tokens; only %d are encoded (generator.max_prompt_chunks)",
+                max(n),
+                body,
+                self.max_prompt_chunks,
+            )
         return [min(k, self.max_prompt_chunks) for k in n]
 
-    def encode_prompts(self, texts: List[str], n_chunks: int) -> torch.Tensor:
+    def encode_prompts(self, texts: list[str], n_chunks: int) -> torch.Tensor:
         """Embeddings (B, 77 * n_chunks, D) of texts for SD-style pipelines.
 
         Each text is tokenized without truncation and cut into (model_max_length - 2)-token chunks,
@@ -284,7 +316,7 @@ class DiffusionGenerator(ImageGenerator):
         for c in range(n_chunks):
             rows, masks = [], []
             for ids in ids_all:
-                part = [tok.bos_token_id] + ids[c * body:(c + 1) * body] + [tok.eos_token_id]
+                part = [tok.bos_token_id] + ids[c * body : (c + 1) * body] + [tok.eos_token_id]
                 masks.append([1] * len(part) + [0] * (width - len(part)))
                 rows.append(part + [tok.pad_token_id] * (width - len(part)))
             input_ids = torch.tensor(rows, device=self.device)
@@ -294,7 +326,7 @@ class DiffusionGenerator(ImageGenerator):
 
     # ---------------------------------------------------------------- interface
     @torch.inference_mode()
-    def generate(self, requests: List[ImageRequest]) -> List[Image.Image]:
+    def generate(self, requests: list[ImageRequest]) -> list[Image.Image]:
         """RGB images of the requested size, one pipeline call per batch.
 
         With ``max_prompt_chunks > 1`` requests are grouped by the chunk count their prompts need
@@ -306,7 +338,7 @@ class DiffusionGenerator(ImageGenerator):
         sizes = {(r.height, r.width) for r in requests}
         if len(sizes) != 1:
             raise ValueError(f"all requests of a batch must share height x width, got {sorted(sizes)}")
-        (height, width), = sizes
+        ((height, width),) = sizes
         if not (self._sd_like and self.max_prompt_chunks > 1):
             images = self._call(requests, None)
         else:
@@ -324,14 +356,18 @@ class DiffusionGenerator(ImageGenerator):
             out.append(img)
         return out
 
-    def _call(self, requests: List[ImageRequest], n_chunks: Optional[int]) -> List[Image.Image]:
+    def _call(self, requests: list[ImageRequest], n_chunks: int | None) -> list[Image.Image]:
         """One pipeline call; prompts as text (n_chunks None) or as chunked embeddings."""
         rh, rw = self.render_size(requests[0].height, requests[0].width)
         prompts = [r.prompt for r in requests]
         negatives = [r.negative_prompt or "" for r in requests]
-        kwargs: Dict[str, Any] = dict(
-            height=rh, width=rw, num_inference_steps=self.steps, guidance_scale=self.guidance_scale,
-            generator=[torch.Generator("cpu").manual_seed(int(r.seed)) for r in requests], output_type="pil",
+        kwargs: dict[str, Any] = dict(
+            height=rh,
+            width=rw,
+            num_inference_steps=self.steps,
+            guidance_scale=self.guidance_scale,
+            generator=[torch.Generator("cpu").manual_seed(int(r.seed)) for r in requests],
+            output_type="pil",
         )
         if n_chunks is not None:
             kwargs["prompt_embeds"] = self.encode_prompts(prompts, n_chunks)

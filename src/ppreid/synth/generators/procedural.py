@@ -12,27 +12,41 @@ What comes from where (all numpy ``default_rng`` streams of derived seeds):
   weather particles, a passer-by behind or an occluder in front, per-image exposure and noise.
 The result depends only on the request, never on the batch or the process.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from ppreid.synth.attributes import _to_plain, derive_seed
 from ppreid.synth.generators.base import ImageGenerator, ImageRequest
+from ppreid.synth.render.appearance import PersonLook, look_words, make_look, random_words, sample_pose
 from ppreid.synth.render.draw import Draw
 from ppreid.synth.render.look import apply_camera, apply_weather, light_map, noise_bank, vignette_map
-from ppreid.synth.render.appearance import PersonLook, look_words, make_look, random_words, sample_pose
 from ppreid.synth.render.person import PersonPainter
 from ppreid.synth.render.scene import draw_scene
 from ppreid.synth.render.tables import RenderTables
 from ppreid.utils.errors import ConfigValueError
 
 LOOK_STREAM, CAMERA_STREAM, IMAGE_STREAM = 3, 4, 5
-NEUTRAL_LOOK = {"cast_r": 1.0, "cast_g": 1.0, "cast_b": 1.0, "blur": 0.0, "noise": 0.0, "contrast": 1.0,
-                "saturation": 1.0, "gamma": 1.0, "jpeg": 95.0, "downscale": 1.0, "vignette": 0.0, "exposure": 1.0}
+NEUTRAL_LOOK = {
+    "cast_r": 1.0,
+    "cast_g": 1.0,
+    "cast_b": 1.0,
+    "blur": 0.0,
+    "noise": 0.0,
+    "contrast": 1.0,
+    "saturation": 1.0,
+    "gamma": 1.0,
+    "jpeg": 95.0,
+    "downscale": 1.0,
+    "vignette": 0.0,
+    "exposure": 1.0,
+}
 
 
 class _LRU(OrderedDict):
@@ -75,28 +89,56 @@ class ProceduralGenerator(ImageGenerator):
     name = "procedural"
     model_id = "procedural-v1"  # bump when the drawing changes (GenePerson-mini is then rewritten)
 
-    def __init__(self, render: Optional[Mapping[str, Any]] = None, supersample: int = 2,
-                 person_height: Sequence[float] = (0.8, 0.97), shift_x: float = 0.07, shift_y: float = 0.03,
-                 distractor_prob: float = 0.2, occluder_prob: float = 0.1, cache_size: int = 256,
-                 num_workers: int = 0, scene_contrast: float = 1.0, look_strength: float = 1.0,
-                 light_strength: float = 1.0) -> None:
-        self._options = dict(render=render, supersample=supersample, person_height=_to_plain(person_height),
-                             shift_x=shift_x, shift_y=shift_y, distractor_prob=distractor_prob,
-                             occluder_prob=occluder_prob, cache_size=cache_size, scene_contrast=scene_contrast,
-                             look_strength=look_strength, light_strength=light_strength)
+    def __init__(
+        self,
+        render: Mapping[str, Any] | None = None,
+        supersample: int = 2,
+        person_height: Sequence[float] = (0.8, 0.97),
+        shift_x: float = 0.07,
+        shift_y: float = 0.03,
+        distractor_prob: float = 0.2,
+        occluder_prob: float = 0.1,
+        cache_size: int = 256,
+        num_workers: int = 0,
+        scene_contrast: float = 1.0,
+        look_strength: float = 1.0,
+        light_strength: float = 1.0,
+    ) -> None:
+        self._options = dict(
+            render=render,
+            supersample=supersample,
+            person_height=_to_plain(person_height),
+            shift_x=shift_x,
+            shift_y=shift_y,
+            distractor_prob=distractor_prob,
+            occluder_prob=occluder_prob,
+            cache_size=cache_size,
+            scene_contrast=scene_contrast,
+            look_strength=look_strength,
+            light_strength=light_strength,
+        )
         self.tables = RenderTables.from_config(render)
         person_height = tuple(float(v) for v in (_to_plain(person_height) or ()))
         if int(supersample) < 1:
             raise ConfigValueError(f"generator.supersample={supersample} must be an integer >= 1.")
         if len(person_height) != 2 or not 0.2 <= person_height[0] <= person_height[1] <= 1.2:
-            raise ConfigValueError(f"generator.person_height={list(person_height)} must be [lo, hi] with "
-                                   "0.2 <= lo <= hi <= 1.2 (fraction of the image height).")
-        for name, v in (("distractor_prob", distractor_prob), ("occluder_prob", occluder_prob),
-                        ("shift_x", shift_x), ("shift_y", shift_y)):
+            raise ConfigValueError(
+                f"generator.person_height={list(person_height)} must be [lo, hi] with "
+                "0.2 <= lo <= hi <= 1.2 (fraction of the image height)."
+            )
+        for name, v in (
+            ("distractor_prob", distractor_prob),
+            ("occluder_prob", occluder_prob),
+            ("shift_x", shift_x),
+            ("shift_y", shift_y),
+        ):
             if not 0.0 <= float(v) <= 1.0:
                 raise ConfigValueError(f"generator.{name}={v} must be in [0, 1].")
-        for name, v in (("scene_contrast", scene_contrast), ("look_strength", look_strength),
-                        ("light_strength", light_strength)):
+        for name, v in (
+            ("scene_contrast", scene_contrast),
+            ("look_strength", look_strength),
+            ("light_strength", light_strength),
+        ):
             if not 0.0 <= float(v) <= 3.0:
                 raise ConfigValueError(f"generator.{name}={v} must be in [0, 3] (1 = the render tables as written).")
         self.scene_contrast, self.look_strength = float(scene_contrast), float(look_strength)
@@ -112,15 +154,19 @@ class ProceduralGenerator(ImageGenerator):
         self._cameras = _LRU(int(cache_size))
         self._looks = _LRU(int(cache_size))
 
-    def generate(self, requests: List[ImageRequest]) -> List[Image.Image]:
+    def generate(self, requests: list[ImageRequest]) -> list[Image.Image]:
         if self.num_workers == 0 or len(requests) < 2:
             return [self.render(r) for r in requests]
         if self._pool is None:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            self._pool = ProcessPoolExecutor(self.num_workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(self._options,))
+            self._pool = ProcessPoolExecutor(
+                self.num_workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self._options,),
+            )
         chunk = max(1, len(requests) // (4 * self.num_workers))
         return list(self._pool.map(_render_in_worker, requests, chunksize=chunk))
 
@@ -134,7 +180,7 @@ class ProceduralGenerator(ImageGenerator):
         raise TypeError("ProceduralGenerator is not picklable; workers build their own from the options.")
 
     # ---- cached per camera / identity -----------------------------------------------------------
-    def _camera(self, req: ImageRequest) -> Dict[str, Any]:
+    def _camera(self, req: ImageRequest) -> dict[str, Any]:
         a = req.attributes
         key = (req.camera_seed, a["background"], a["illumination"], a["camera"], req.height, req.width)
 
@@ -143,25 +189,41 @@ class ProceduralGenerator(ImageGenerator):
             illum = self.tables.entry("illumination", a["illumination"])
             scene, _ = draw_scene(self.tables.entry("backgrounds", a["background"]), rng, req.height, req.width)
             k = self.light_strength
-            light = light_map(rng, scene.shape[0], scene.shape[1], float(illum.get("directional", 0.0)) * k,
-                              float(illum.get("pool", 0.0)) * k)
+            light = light_map(
+                rng,
+                scene.shape[0],
+                scene.shape[1],
+                float(illum.get("directional", 0.0)) * k,
+                float(illum.get("pool", 0.0)) * k,
+            )
             params = self.tables.camera_params(a["camera"], rng)
-            params = {k: NEUTRAL_LOOK.get(k, v) + (v - NEUTRAL_LOOK.get(k, v)) * self.look_strength
-                      for k, v in params.items()}
+            params = {
+                k: NEUTRAL_LOOK.get(k, v) + (v - NEUTRAL_LOOK.get(k, v)) * self.look_strength for k, v in params.items()
+            }
             if self.scene_contrast != 1.0:
                 mean = scene.mean(axis=(0, 1), keepdims=True)
                 scene = mean + (scene - mean) * self.scene_contrast
-            return {"scene": scene * light, "light_side": 1.0 if rng.random() < 0.5 else -1.0,
-                    "params": params, "illumination": illum, "noise": noise_bank(rng, req.height, req.width),
-                    "vignette": vignette_map(req.height, req.width, params.get("vignette", 0.0))}
+            return {
+                "scene": scene * light,
+                "light_side": 1.0 if rng.random() < 0.5 else -1.0,
+                "params": params,
+                "illumination": illum,
+                "noise": noise_bank(rng, req.height, req.width),
+                "vignette": vignette_map(req.height, req.width, params.get("vignette", 0.0)),
+            }
+
         return self._cameras.get_or(key, make)
 
     def _look(self, req: ImageRequest) -> PersonLook:
         # keyed on the identity's appearance words only: every image of an identity (other camera,
         # weather, viewpoint) reuses its look
         key = (req.identity_seed, tuple(look_words(req.attributes).items()))
-        return self._looks.get_or(key, lambda: make_look(
-            req.attributes, self.tables, np.random.default_rng(derive_seed(req.identity_seed, LOOK_STREAM))))
+        return self._looks.get_or(
+            key,
+            lambda: make_look(
+                req.attributes, self.tables, np.random.default_rng(derive_seed(req.identity_seed, LOOK_STREAM))
+            ),
+        )
 
     # ---- one image ------------------------------------------------------------------------------
     def render(self, req: ImageRequest) -> Image.Image:
@@ -178,7 +240,7 @@ class ProceduralGenerator(ImageGenerator):
 
         scene = cam["scene"]
         ox = int(rng.integers(0, scene.shape[1] - W + 1))
-        bg = scene[:, ox:ox + W].copy()
+        bg = scene[:, ox : ox + W].copy()
 
         P = H * rng.uniform(*self.person_height)
         top = (H - P) * rng.uniform(0.25, 0.75) + H * rng.uniform(-self.shift_y, self.shift_y)
@@ -199,13 +261,15 @@ class ProceduralGenerator(ImageGenerator):
         img = bg * (1 - alpha) + person * alpha
 
         illum, k = cam["illumination"], self.light_strength
-        gains = np.asarray(illum.get("gains", (1, 1, 1)), np.float32) * np.asarray(time.get("gains", (1, 1, 1)), np.float32)
+        gains = np.asarray(illum.get("gains", (1, 1, 1)), np.float32) * np.asarray(
+            time.get("gains", (1, 1, 1)), np.float32
+        )
         brightness = float(illum.get("brightness", 1.0)) * float(time.get("brightness", 1.0))
         img = img * (1 + (gains - 1) * k) * (1 + (brightness - 1) * k)
         img = apply_weather(img, weather, rng)
         return Image.fromarray(apply_camera(img, cam["params"], rng, cam["noise"], cam["vignette"]), mode="RGB")
 
-    def _body_shading(self, H: int, W: int, cx: float, top: float, P: float, cam: Dict[str, Any]) -> np.ndarray:
+    def _body_shading(self, H: int, W: int, cx: float, top: float, P: float, cam: dict[str, Any]) -> np.ndarray:
         """Round-body shading ``(H, W, 1)``: darker at the silhouette's sides, lit from the camera's side."""
         x = (np.arange(W, dtype=np.float32)[None, :] - cx) / max(1.0, 0.14 * P)
         y = (np.arange(H, dtype=np.float32)[:, None] - top) / max(1.0, P)
@@ -224,9 +288,11 @@ class ProceduralGenerator(ImageGenerator):
             return
         x = (np.arange(x0, x1, dtype=np.float32)[None, :] - mx) / sx
         y = (np.arange(y0, y1, dtype=np.float32)[:, None] - feet_y) / sy
-        bg[y0:y1, x0:x1] *= (1 - 0.6 * strength * np.exp(-(x ** 2 + y ** 2)))[..., None]
+        bg[y0:y1, x0:x1] *= (1 - 0.6 * strength * np.exp(-(x**2 + y**2)))[..., None]
 
-    def _passer_by(self, layer: Image.Image, rng: np.random.Generator, cx: float, top: float, P: float, Wss: int) -> None:
+    def _passer_by(
+        self, layer: Image.Image, rng: np.random.Generator, cx: float, top: float, P: float, Wss: int
+    ) -> None:
         words = random_words(self.tables, rng)
         look = make_look(words, self.tables, rng)
         view = ("front", "back", "left", "right")[int(rng.integers(4))]
@@ -251,13 +317,15 @@ class ProceduralGenerator(ImageGenerator):
             d.rounded_rectangle([x, y, x + W * rng.uniform(0.2, 0.35), H], radius=W * 0.03, fill=colour)
         else:  # bush
             x = W * rng.uniform(-0.2, 0.5)
-            d.ellipse([x, y, x + W * rng.uniform(0.5, 0.8), H + P * 0.2], fill=(40, int(rng.integers(90, 140)), 50, 255))
+            d.ellipse(
+                [x, y, x + W * rng.uniform(0.5, 0.8), H + P * 0.2], fill=(40, int(rng.integers(90, 140)), 50, 255)
+            )
 
 
-_WORKER: Optional[ProceduralGenerator] = None
+_WORKER: ProceduralGenerator | None = None
 
 
-def _init_worker(options: Dict[str, Any]) -> None:
+def _init_worker(options: dict[str, Any]) -> None:
     global _WORKER
     _WORKER = ProceduralGenerator(**options)
 

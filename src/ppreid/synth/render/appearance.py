@@ -4,17 +4,17 @@ drawn from the identity seed: hue offsets, body proportions, pattern scale, logo
 that share every word still differ) and :class:`Pose` (per image: viewpoint, stride, arm swing).
 Proportions are fractions of the person's height ``P``; :mod:`ppreid.synth.render.person` paints them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
 
 import numpy as np
 
 from ppreid.synth.render.tables import RGB, RenderTables, jitter_colour, luminance
 from ppreid.utils.errors import ConfigValueError
 
-SHAPES: Dict[str, Tuple[str, ...]] = {
+SHAPES: dict[str, tuple[str, ...]] = {
     "gender": ("male", "female"),
     "age_group": ("child", "teenager", "young_adult", "middle_aged", "elderly"),
     "build": ("slim", "average", "athletic", "heavy"),
@@ -37,7 +37,8 @@ def check_word(key: str, value: str) -> str:
     if key in SHAPES and value not in SHAPES[key]:
         raise ConfigValueError(
             f"the procedural renderer draws {key} in {list(SHAPES[key])}; '{value}' has no drawing. Remove it "
-            "from conf/synth/attributes.yaml or use generator=diffusion.")
+            "from conf/synth/attributes.yaml or use generator=diffusion."
+        )
     return value
 
 
@@ -45,7 +46,7 @@ def check_word(key: str, value: str) -> str:
 class PersonLook:
     """Identity-level appearance: words -> colours and proportions (fractions of the height P)."""
 
-    words: Dict[str, str]
+    words: dict[str, str]
     skin: RGB
     hair: RGB
     upper: RGB
@@ -79,14 +80,14 @@ def _contrast_colour(base: RGB, tables: RenderTables, rng: np.random.Generator) 
     return jitter_colour(tables.colour(good[int(rng.integers(len(good)))]), rng)
 
 
-def look_words(words: Dict[str, str]) -> Dict[str, str]:
+def look_words(words: dict[str, str]) -> dict[str, str]:
     """The words a look is drawn from (identity appearance only; no per-image environment words)."""
     w = {k: check_word(k, str(words[k])) for k in SHAPES if k in words and k != "viewpoint"}
     w.update({k: str(words[k]) for k in ("skin_tone", "hair_colour", "upper_colour", "lower_colour", "shoes")})
     return w
 
 
-def make_look(words: Dict[str, str], tables: RenderTables, rng: np.random.Generator) -> PersonLook:
+def make_look(words: dict[str, str], tables: RenderTables, rng: np.random.Generator) -> PersonLook:
     """Resolve identity words with the identity's own rng (the continuous traits come from it)."""
     w = look_words(words)
     shoe = tables.entry("shoes", w["shoes"])
@@ -106,7 +107,9 @@ def make_look(words: Dict[str, str], tables: RenderTables, rng: np.random.Genera
         shoe=jitter_colour(tables.colour(shoe["colour"]), rng, 0.02, 0.1, 0.08),
         shoe_style=shoe["style"],
         bag=jitter_colour(tables.colour(NEUTRALS[int(rng.integers(len(NEUTRALS)))]), rng, 0.04, 0.2, 0.15),
-        hat=jitter_colour(tables.colour(sorted(tables.tables["colours"])[int(rng.integers(len(tables.tables["colours"])))]), rng),
+        hat=jitter_colour(
+            tables.colour(sorted(tables.tables["colours"])[int(rng.integers(len(tables.tables["colours"])))]), rng
+        ),
         head_h=HEAD[age] * rng.uniform(0.95, 1.05),
         head_w=0.78 * rng.uniform(0.93, 1.07),
         shoulder=shoulder,
@@ -124,15 +127,17 @@ def make_look(words: Dict[str, str], tables: RenderTables, rng: np.random.Genera
     )
 
 
-def random_words(tables: RenderTables, rng: np.random.Generator) -> Dict[str, str]:
+def random_words(tables: RenderTables, rng: np.random.Generator) -> dict[str, str]:
     """A random passer-by's words (for distractor people in the background)."""
     pick = lambda seq: seq[int(rng.integers(len(seq)))]  # noqa: E731
     words = {k: pick(v) for k, v in SHAPES.items() if k != "viewpoint"}
-    words.update(skin_tone=pick(sorted(tables.tables["skin_tones"])),
-                 hair_colour=pick(sorted(tables.tables["hair_colours"])),
-                 upper_colour=pick(sorted(tables.tables["colours"])),
-                 lower_colour=pick(sorted(tables.tables["colours"])),
-                 shoes=pick(sorted(tables.tables["shoes"])))
+    words.update(
+        skin_tone=pick(sorted(tables.tables["skin_tones"])),
+        hair_colour=pick(sorted(tables.tables["hair_colours"])),
+        upper_colour=pick(sorted(tables.tables["colours"])),
+        lower_colour=pick(sorted(tables.tables["colours"])),
+        shoes=pick(sorted(tables.tables["shoes"])),
+    )
     return words
 
 
@@ -155,7 +160,13 @@ def sample_pose(view: str, rng: np.random.Generator) -> Pose:
     facing = {"left": -1, "right": 1}.get(view, 0)
     side = facing != 0
     stride = rng.uniform(0.08, 0.42) * (1 if rng.random() < 0.5 else -1) if side else rng.uniform(-0.06, 0.06)
-    return Pose(view=view, facing=facing, stride=stride,
-                arm_swing=stride * rng.uniform(0.6, 1.1),
-                arm_spread=rng.uniform(0.04, 0.16), elbow=rng.uniform(0.05, 0.5),
-                foot_lift=rng.uniform(-0.025, 0.025), lean=rng.uniform(-0.012, 0.012))
+    return Pose(
+        view=view,
+        facing=facing,
+        stride=stride,
+        arm_swing=stride * rng.uniform(0.6, 1.1),
+        arm_spread=rng.uniform(0.04, 0.16),
+        elbow=rng.uniform(0.05, 0.5),
+        foot_lift=rng.uniform(-0.025, 0.025),
+        lean=rng.uniform(-0.012, 0.012),
+    )

@@ -1,9 +1,9 @@
 """``ImageDraw`` that accepts boxes with corners in any order (PIL requires x0 <= x1, y0 <= y1), and the
 small drawing helpers the person painter uses (RGBA fills, tapered limbs, interpolation)."""
+
 from __future__ import annotations
 
 import math
-from typing import Tuple
 
 from PIL import Image, ImageDraw
 
@@ -39,7 +39,7 @@ class Draw:
         return getattr(self._d, name)
 
 
-def fill_rgba(c: RGB, k: float = 1.0) -> Tuple[int, int, int, int]:
+def fill_rgba(c: RGB, k: float = 1.0) -> tuple[int, int, int, int]:
     return (int(min(255, c[0] * k)), int(min(255, c[1] * k)), int(min(255, c[2] * k)), 255)
 
 
@@ -48,8 +48,15 @@ def limb(d: Draw, p0, p1, w0: float, w1: float, fill, cap0: bool = True) -> None
     dx, dy = x1 - x0, y1 - y0
     n = math.hypot(dx, dy) or 1e-6
     nx, ny = -dy / n, dx / n
-    d.polygon([(x0 + nx * w0 / 2, y0 + ny * w0 / 2), (x1 + nx * w1 / 2, y1 + ny * w1 / 2),
-               (x1 - nx * w1 / 2, y1 - ny * w1 / 2), (x0 - nx * w0 / 2, y0 - ny * w0 / 2)], fill=fill)
+    d.polygon(
+        [
+            (x0 + nx * w0 / 2, y0 + ny * w0 / 2),
+            (x1 + nx * w1 / 2, y1 + ny * w1 / 2),
+            (x1 - nx * w1 / 2, y1 - ny * w1 / 2),
+            (x0 - nx * w0 / 2, y0 - ny * w0 / 2),
+        ],
+        fill=fill,
+    )
     d.ellipse([x1 - w1 / 2, y1 - w1 / 2, x1 + w1 / 2, y1 + w1 / 2], fill=fill)
     if cap0:
         d.ellipse([x0 - w0 / 2, y0 - w0 / 2, x0 + w0 / 2, y0 + w0 / 2], fill=fill)

@@ -1,6 +1,7 @@
 """The head of a painted pedestrian: skin, face, hair styles, hats, glasses, long hair and hoods.
 A mixin of :class:`ppreid.synth.render.person.PersonPainter`, which holds the geometry it reads (``hcx``,
 ``hh``, ``hw``, ``f``, ``y0``, ``shoulder_y``, ``P``, ``L``, ``d``) and calls these in painting order."""
+
 from __future__ import annotations
 
 import math
@@ -19,7 +20,9 @@ class HeadPainter:
         L, P, view = self.L, self.P, self.pose.view
         hx, hh, hw = self.hcx, self.hh, self.hw
         y0 = self.y0
-        self.d.rectangle([hx - hw * 0.2, y0 + hh * 0.75, hx + hw * 0.2, self.shoulder_y + 0.01 * P], fill=self.c(L.skin, 0.92))
+        self.d.rectangle(
+            [hx - hw * 0.2, y0 + hh * 0.75, hx + hw * 0.2, self.shoulder_y + 0.01 * P], fill=self.c(L.skin, 0.92)
+        )
         box = [hx - hw / 2, y0, hx + hw / 2, y0 + hh]
         style, hat = L.words["hair_style"], L.words["hat"]
         hair = self.c(L.hair)
@@ -30,7 +33,10 @@ class HeadPainter:
         self.d.ellipse(box, fill=self.c(L.skin))
         if view == "back":
             back_box = [box[0] - e * 0.6, box[1] - e, box[2] + e * 0.6, box[3] - hh * 0.08]
-            self.d.ellipse(back_box if style != "curly" else big, fill=hair if style != "buzz_cut" else self.c(_mix(L.hair, L.skin)))
+            self.d.ellipse(
+                back_box if style != "curly" else big,
+                fill=hair if style != "buzz_cut" else self.c(_mix(L.hair, L.skin)),
+            )
         else:
             self._face(box)
             self._hair_front(box, big, style, hair)
@@ -64,12 +70,20 @@ class HeadPainter:
             self.d.chord(big, 90, 270, fill=hair) if f > 0 else self.d.chord(big, 270, 90, fill=hair)
             ear_x = hx - f * hw * 0.05
             r = hh * 0.09
-            self.d.ellipse([ear_x - r, box[1] + hh * 0.45, ear_x + r, box[1] + hh * 0.65], fill=self.c(self.L.skin, 0.85))
+            self.d.ellipse(
+                [ear_x - r, box[1] + hh * 0.45, ear_x + r, box[1] + hh * 0.65], fill=self.c(self.L.skin, 0.85)
+            )
             if style == "long":
                 x0 = hx - f * hw * 0.5
-                self.d.polygon([(x0, box[1] + hh * 0.3), (hx - f * hw * 0.05, box[1] + hh * 0.3),
-                                (hx - f * hw * 0.15, self.shoulder_y + 0.09 * self.P),
-                                (x0 - f * hw * 0.1, self.shoulder_y + 0.1 * self.P)], fill=hair)
+                self.d.polygon(
+                    [
+                        (x0, box[1] + hh * 0.3),
+                        (hx - f * hw * 0.05, box[1] + hh * 0.3),
+                        (hx - f * hw * 0.15, self.shoulder_y + 0.09 * self.P),
+                        (x0 - f * hw * 0.1, self.shoulder_y + 0.1 * self.P),
+                    ],
+                    fill=hair,
+                )
 
     def _face(self, box) -> None:
         hx, hh, hw, f = self.hcx, self.hh, self.hw, self.f
@@ -79,14 +93,23 @@ class HeadPainter:
         if f == 0:
             for s in (-1, 1):
                 self.d.ellipse([hx + s * hw * 0.2 - r, ey - r, hx + s * hw * 0.2 + r, ey + r], fill=eye)
-            self.d.line([(hx - hw * 0.12, box[1] + hh * 0.78), (hx + hw * 0.12, box[1] + hh * 0.78)],
-                        fill=self.c(self.L.skin, 0.7), width=max(1, int(hh * 0.04)))
+            self.d.line(
+                [(hx - hw * 0.12, box[1] + hh * 0.78), (hx + hw * 0.12, box[1] + hh * 0.78)],
+                fill=self.c(self.L.skin, 0.7),
+                width=max(1, int(hh * 0.04)),
+            )
         else:
             ex = hx + f * hw * 0.3
             self.d.ellipse([ex - r, ey - r, ex + r, ey + r], fill=eye)
             nx = hx + f * hw * 0.5
-            self.d.polygon([(nx - f * hw * 0.05, box[1] + hh * 0.48), (nx + f * hh * 0.09, box[1] + hh * 0.66),
-                            (nx - f * hw * 0.05, box[1] + hh * 0.7)], fill=self.c(self.L.skin))
+            self.d.polygon(
+                [
+                    (nx - f * hw * 0.05, box[1] + hh * 0.48),
+                    (nx + f * hh * 0.09, box[1] + hh * 0.66),
+                    (nx - f * hw * 0.05, box[1] + hh * 0.7),
+                ],
+                fill=self.c(self.L.skin),
+            )
 
     def _tail(self, root, hair) -> None:
         hh = self.hh
@@ -110,7 +133,9 @@ class HeadPainter:
             self.d.ellipse([self.hcx - hw * 0.95, by - hh * 0.07, self.hcx + hw * 0.95, by + hh * 0.1], fill=dark)
         elif f:
             x0 = self.hcx + f * hw * 0.2
-            self.d.polygon([(x0, by - hh * 0.05), (x0 + f * hw * 0.55, by + hh * 0.02), (x0, by + hh * 0.06)], fill=dark)
+            self.d.polygon(
+                [(x0, by - hh * 0.05), (x0 + f * hw * 0.55, by + hh * 0.02), (x0, by + hh * 0.06)], fill=dark
+            )
         elif self.pose.view == "front":
             self.d.ellipse([box[0] - e * 0.4, by - hh * 0.02, box[2] + e * 0.4, by + hh * 0.13], fill=dark)
 
@@ -136,14 +161,24 @@ class HeadPainter:
     def _long_hair_behind(self) -> None:
         hx, hh, hw, P = self.hcx, self.hh, self.hw, self.P
         y = self.y0 + hh * 0.4
-        self.d.rounded_rectangle([hx - hw * 0.62 * self.L.hair_volume, y, hx + hw * 0.62 * self.L.hair_volume,
-                                  self.shoulder_y + 0.1 * P], radius=hw * 0.3, fill=self.c(self.L.hair))
+        self.d.rounded_rectangle(
+            [hx - hw * 0.62 * self.L.hair_volume, y, hx + hw * 0.62 * self.L.hair_volume, self.shoulder_y + 0.1 * P],
+            radius=hw * 0.3,
+            fill=self.c(self.L.hair),
+        )
 
     def _long_hair_back(self) -> None:
         hx, hh, hw, P = self.hcx, self.hh, self.hw, self.P
-        self.d.rounded_rectangle([hx - hw * 0.58 * self.L.hair_volume, self.y0 + hh * 0.3,
-                                  hx + hw * 0.58 * self.L.hair_volume, self.shoulder_y + 0.12 * P],
-                                 radius=hw * 0.3, fill=self.c(self.L.hair))
+        self.d.rounded_rectangle(
+            [
+                hx - hw * 0.58 * self.L.hair_volume,
+                self.y0 + hh * 0.3,
+                hx + hw * 0.58 * self.L.hair_volume,
+                self.shoulder_y + 0.12 * P,
+            ],
+            radius=hw * 0.3,
+            fill=self.c(self.L.hair),
+        )
 
     def _hood(self, behind: bool) -> None:
         hx, hh, hw, P = self.hcx, self.hh, self.hw, self.P
@@ -151,5 +186,9 @@ class HeadPainter:
         if behind:
             self.d.ellipse([hx - hw * 0.75, self.y0 + hh * 0.55, hx + hw * 0.75, self.shoulder_y + 0.03 * P], fill=fill)
         else:
-            self.d.chord([hx - hw * 0.7, self.shoulder_y - 0.05 * P, hx + hw * 0.7, self.shoulder_y + 0.12 * P],
-                         0, 180, fill=fill)
+            self.d.chord(
+                [hx - hw * 0.7, self.shoulder_y - 0.05 * P, hx + hw * 0.7, self.shoulder_y + 0.12 * P],
+                0,
+                180,
+                fill=fill,
+            )

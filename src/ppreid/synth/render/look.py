@@ -4,10 +4,11 @@ All functions take and return float32 RGB arrays ``(H, W, 3)`` in [0, 1] (the JP
 uint8). Light and camera parameters come from the camera seed (fixed per camera), weather
 particles from the image seed.
 """
+
 from __future__ import annotations
 
 import io
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
@@ -77,11 +78,12 @@ def noise_bank(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
 def vignette_map(height: int, width: int, amount: float) -> np.ndarray:
     x = np.linspace(-1, 1, width, dtype=np.float32)[None, :]
     y = np.linspace(-1, 1, height, dtype=np.float32)[:, None]
-    return (1 - amount * 0.5 * (x ** 2 + y ** 2))[..., None]
+    return (1 - amount * 0.5 * (x**2 + y**2))[..., None]
 
 
-def apply_camera(img: np.ndarray, p: Mapping[str, float], rng: np.random.Generator,
-                 noise: np.ndarray, vignette: np.ndarray) -> np.ndarray:
+def apply_camera(
+    img: np.ndarray, p: Mapping[str, float], rng: np.random.Generator, noise: np.ndarray, vignette: np.ndarray
+) -> np.ndarray:
     """Camera look (params from the render tables' camera ranges); returns uint8 after a JPEG round trip.
 
     ``noise`` (the camera's :func:`noise_bank`, at least H x W) and ``vignette`` (:func:`vignette_map`,
@@ -120,7 +122,7 @@ def apply_camera(img: np.ndarray, p: Mapping[str, float], rng: np.random.Generat
         if amount > 0:
             oy = int(rng.integers(0, noise.shape[0] - H + 1))
             ox = int(rng.integers(0, noise.shape[1] - W + 1))
-            out = out + noise[oy:oy + H, ox:ox + W] * (amount * 255.0)
+            out = out + noise[oy : oy + H, ox : ox + W] * (amount * 255.0)
         out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
     else:
         out = np.asarray(pil)

@@ -5,10 +5,11 @@ come from :mod:`ppreid.synth.render.appearance`; the head, hair, hat and glasses
 :class:`~ppreid.synth.render.head.HeadPainter` mixin. Shapes are in units of the person's height ``P`` in
 pixels; ``left`` means the camera sees the person's left side (the person faces image-left).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Tuple
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -25,8 +26,9 @@ from ppreid.synth.render.tables import RGB, luminance
 class PersonPainter(HeadPainter):
     """Paints ``look`` in ``pose`` into an RGBA image; box = (centre x, top y, height P) in pixels."""
 
-    def __init__(self, img: Image.Image, look: PersonLook, pose: Pose, cx: float, top: float, P: float,
-                 shade: float = 1.0) -> None:
+    def __init__(
+        self, img: Image.Image, look: PersonLook, pose: Pose, cx: float, top: float, P: float, shade: float = 1.0
+    ) -> None:
         self.img, self.d = img, Draw(img)
         self.L, self.pose, self.cx, self.y0, self.P, self.k = look, pose, cx, top, P, shade
         self.f = pose.facing
@@ -47,7 +49,7 @@ class PersonPainter(HeadPainter):
         return _fill(rgb, k * self.k)
 
     # ---- geometry -------------------------------------------------------------------------------
-    def legs(self) -> List[Tuple[Tuple[float, float], Tuple[float, float], Tuple[float, float], float]]:
+    def legs(self) -> list[tuple[tuple[float, float], tuple[float, float], tuple[float, float], float]]:
         """[(hip, knee, ankle, depth shade)], far leg first."""
         P, pose = self.P, self.pose
         leg_len = self.ankle_y - self.hip_y
@@ -69,7 +71,7 @@ class PersonPainter(HeadPainter):
             out.append((hip, knee, ankle, shade))
         return out
 
-    def arms(self) -> List[Tuple[Tuple[float, float], Tuple[float, float], Tuple[float, float], float, int]]:
+    def arms(self) -> list[tuple[tuple[float, float], tuple[float, float], tuple[float, float], float, int]]:
         """[(shoulder, elbow, wrist, depth shade, side)], far arm first (side = -1 left, +1 right)."""
         P, pose = self.P, self.pose
         ua, fa = 0.17 * P, 0.155 * P
@@ -94,8 +96,7 @@ class PersonPainter(HeadPainter):
         return out
 
     # ---- garments with patterns ---------------------------------------------------------------------
-    def garment(self, draw_fn: Callable[[Draw, int], None], base: RGB, pattern: str,
-                shade: float = 1.0) -> None:
+    def garment(self, draw_fn: Callable[[Draw, int], None], base: RGB, pattern: str, shade: float = 1.0) -> None:
         """Draw a mask with ``draw_fn`` and fill it with ``base`` (+ the pattern in the person's frame)."""
         if pattern not in ("striped", "checked", "dotted"):
             draw_fn(self.d, self.c(base, shade))
@@ -171,8 +172,15 @@ class PersonPainter(HeadPainter):
             if t == "jeans":
                 seam = self.c(self.L.lower, shade * 1.25)
                 off = (knee[0] - hip[0]) * 0.0 + lw * 0.28 * (1 if hip[0] >= self.cx else -1)
-                self.d.line([(hip[0] + off, hip[1] + lw * 0.4), (knee[0] + off * 0.8, knee[1]),
-                             (ankle[0] + off * 0.6, ankle[1] - lw * 0.3)], fill=seam, width=max(1, int(lw * 0.12)))
+                self.d.line(
+                    [
+                        (hip[0] + off, hip[1] + lw * 0.4),
+                        (knee[0] + off * 0.8, knee[1]),
+                        (ankle[0] + off * 0.6, ankle[1] - lw * 0.3),
+                    ],
+                    fill=seam,
+                    width=max(1, int(lw * 0.12)),
+                )
         elif t == "shorts":
             _limb(self.d, hip, _lerp(hip, knee, 0.75), lw * 1.05, lw * 0.95, self.c(self.L.lower, shade))
         self._shoe(ankle, shade)
@@ -203,8 +211,15 @@ class PersonPainter(HeadPainter):
                 yy = box[1] + (box[3] - box[1]) * t
                 self.d.line([(box[0], yy), (box[2], yy)], fill=fill, width=max(1, int(sole_h)))
         elif st == "dress":
-            self.d.rectangle([box[0] + (box[2] - box[0]) * 0.3, box[1] + h * 0.1,
-                              box[0] + (box[2] - box[0]) * 0.5, box[1] + h * 0.3], fill=self.c(self.L.shoe, shade * 2.2))
+            self.d.rectangle(
+                [
+                    box[0] + (box[2] - box[0]) * 0.3,
+                    box[1] + h * 0.1,
+                    box[0] + (box[2] - box[0]) * 0.5,
+                    box[1] + h * 0.3,
+                ],
+                fill=self.c(self.L.shoe, shade * 2.2),
+            )
 
     def _skirt(self, legs) -> None:
         t = self.L.words["lower_type"]
@@ -216,10 +231,17 @@ class PersonPainter(HeadPainter):
         bottom = legs[-1][1][1] + 0.03 * P if t == "skirt" else self.ankle_y - 0.035 * P
         flare = 1.35 if t == "skirt" else 1.55
         sway = self.f * self.pose.stride * 0.03 * P
-        self.d.polygon([(self.cx - half, top), (self.cx + half, top), (self.cx + half * flare + sway, bottom),
-                        (self.cx - half * flare + sway, bottom)], fill=self.c(self.L.lower))
+        self.d.polygon(
+            [
+                (self.cx - half, top),
+                (self.cx + half, top),
+                (self.cx + half * flare + sway, bottom),
+                (self.cx - half * flare + sway, bottom),
+            ],
+            fill=self.c(self.L.lower),
+        )
 
-    def _torso_poly(self) -> List[Tuple[float, float]]:
+    def _torso_poly(self) -> list[tuple[float, float]]:
         P, cx, f, L = self.P, self.cx, self.f, self.L
         t = L.words["upper_type"]
         hem = self.hip_y + (0.2 * P if t == "coat" else 0.02 * P)
@@ -228,14 +250,30 @@ class PersonPainter(HeadPainter):
             sw, ww = L.shoulder * P, L.waist * P
             hw = L.hip * P * (1.18 if t == "coat" else 1.02)
             neck = self.hw * 0.3
-            return [(cx - neck, sy - 0.012 * P), (cx + neck, sy - 0.012 * P), (cx + sw, sy + 0.005 * P),
-                    (cx + sw * 0.97, sy + 0.06 * P), (cx + ww, wy), (cx + hw, hem), (cx - hw, hem), (cx - ww, wy),
-                    (cx - sw * 0.97, sy + 0.06 * P), (cx - sw, sy + 0.005 * P)]
+            return [
+                (cx - neck, sy - 0.012 * P),
+                (cx + neck, sy - 0.012 * P),
+                (cx + sw, sy + 0.005 * P),
+                (cx + sw * 0.97, sy + 0.06 * P),
+                (cx + ww, wy),
+                (cx + hw, hem),
+                (cx - hw, hem),
+                (cx - ww, wy),
+                (cx - sw * 0.97, sy + 0.06 * P),
+                (cx - sw, sy + 0.005 * P),
+            ]
         d = self.sw * (1.18 if L.words["build"] == "heavy" else 1.0)
         dh = d * (1.25 if t == "coat" else 1.0)
-        return [(cx - f * d * 0.8, sy - 0.01 * P), (cx + f * d * 0.7, sy - 0.01 * P), (cx + f * d * 1.02, sy + 0.08 * P),
-                (cx + f * d * 0.9, wy), (cx + f * dh, hem), (cx - f * dh, hem), (cx - f * d * 0.9, wy),
-                (cx - f * d, sy + 0.07 * P)]
+        return [
+            (cx - f * d * 0.8, sy - 0.01 * P),
+            (cx + f * d * 0.7, sy - 0.01 * P),
+            (cx + f * d * 1.02, sy + 0.08 * P),
+            (cx + f * d * 0.9, wy),
+            (cx + f * dh, hem),
+            (cx - f * dh, hem),
+            (cx - f * d * 0.9, wy),
+            (cx - f * d, sy + 0.07 * P),
+        ]
 
     def _torso(self) -> None:
         L, P, cx, view = self.L, self.P, self.cx, self.pose.view
@@ -243,7 +281,9 @@ class PersonPainter(HeadPainter):
         poly = self._torso_poly()
         if t == "tank_top" and self.f == 0:
             sw = L.shoulder * P
-            self.d.ellipse([cx - sw, self.shoulder_y - 0.005 * P, cx + sw, self.shoulder_y + 0.08 * P], fill=self.c(L.skin))
+            self.d.ellipse(
+                [cx - sw, self.shoulder_y - 0.005 * P, cx + sw, self.shoulder_y + 0.08 * P], fill=self.c(L.skin)
+            )
             poly = [(x * 0.75 + cx * 0.25, y) if y < self.shoulder_y + 0.07 * P else (x, y) for x, y in poly]
         self.garment(lambda dr, fill: dr.polygon(poly, fill=fill), L.upper, pat)
         ymid = (self.shoulder_y + self.hip_y) / 2
@@ -265,32 +305,73 @@ class PersonPainter(HeadPainter):
                     self.d.rectangle([lx - s, yy, lx + s, yy + s * 0.4], fill=fill)
         elif pat == "logo" and self.f:
             s = 0.03 * P * L.logo_scale
-            self.d.ellipse([cx + self.f * self.sw * 0.3 - s, self.shoulder_y + 0.07 * P - s,
-                            cx + self.f * self.sw * 0.3 + s, self.shoulder_y + 0.07 * P + s], fill=self.c(L.pattern))
+            self.d.ellipse(
+                [
+                    cx + self.f * self.sw * 0.3 - s,
+                    self.shoulder_y + 0.07 * P - s,
+                    cx + self.f * self.sw * 0.3 + s,
+                    self.shoulder_y + 0.07 * P + s,
+                ],
+                fill=self.c(L.pattern),
+            )
         if view == "front":
             if t == "jacket" or t == "coat":
                 iw = self.hw * (0.22 if t == "jacket" else 0.16)
                 bottom = self.hip_y if t == "jacket" else self.shoulder_y + 0.14 * P
-                self.d.polygon([(cx - iw * 1.6, self.shoulder_y - 0.01 * P), (cx + iw * 1.6, self.shoulder_y - 0.01 * P),
-                                (cx + iw, bottom), (cx - iw, bottom)], fill=self.c(L.inner))
-                self.d.line([(cx - iw, self.shoulder_y), (cx - iw, self.hip_y)], fill=dark, width=max(1, int(P * 0.006)))
-                self.d.line([(cx + iw, self.shoulder_y), (cx + iw, self.hip_y)], fill=dark, width=max(1, int(P * 0.006)))
+                self.d.polygon(
+                    [
+                        (cx - iw * 1.6, self.shoulder_y - 0.01 * P),
+                        (cx + iw * 1.6, self.shoulder_y - 0.01 * P),
+                        (cx + iw, bottom),
+                        (cx - iw, bottom),
+                    ],
+                    fill=self.c(L.inner),
+                )
+                self.d.line(
+                    [(cx - iw, self.shoulder_y), (cx - iw, self.hip_y)], fill=dark, width=max(1, int(P * 0.006))
+                )
+                self.d.line(
+                    [(cx + iw, self.shoulder_y), (cx + iw, self.hip_y)], fill=dark, width=max(1, int(P * 0.006))
+                )
             elif t == "shirt":
                 cw = self.hw * 0.35
                 light = self.c(L.upper, 1.25)
-                self.d.polygon([(cx - cw, self.shoulder_y - 0.012 * P), (cx, self.shoulder_y + 0.03 * P),
-                                (cx - cw * 0.2, self.shoulder_y + 0.035 * P)], fill=light)
-                self.d.polygon([(cx + cw, self.shoulder_y - 0.012 * P), (cx, self.shoulder_y + 0.03 * P),
-                                (cx + cw * 0.2, self.shoulder_y + 0.035 * P)], fill=light)
-                self.d.line([(cx, self.shoulder_y + 0.03 * P), (cx, self.hip_y)], fill=dark, width=max(1, int(P * 0.005)))
+                self.d.polygon(
+                    [
+                        (cx - cw, self.shoulder_y - 0.012 * P),
+                        (cx, self.shoulder_y + 0.03 * P),
+                        (cx - cw * 0.2, self.shoulder_y + 0.035 * P),
+                    ],
+                    fill=light,
+                )
+                self.d.polygon(
+                    [
+                        (cx + cw, self.shoulder_y - 0.012 * P),
+                        (cx, self.shoulder_y + 0.03 * P),
+                        (cx + cw * 0.2, self.shoulder_y + 0.035 * P),
+                    ],
+                    fill=light,
+                )
+                self.d.line(
+                    [(cx, self.shoulder_y + 0.03 * P), (cx, self.hip_y)], fill=dark, width=max(1, int(P * 0.005))
+                )
             elif t == "hoodie":
                 pw = L.waist * P * 0.6
-                self.d.rectangle([cx - pw, ymid + 0.03 * P, cx + pw, self.hip_y - 0.01 * P], outline=dark,
-                                 width=max(1, int(P * 0.008)))
+                self.d.rectangle(
+                    [cx - pw, ymid + 0.03 * P, cx + pw, self.hip_y - 0.01 * P],
+                    outline=dark,
+                    width=max(1, int(P * 0.008)),
+                )
             elif t in ("t_shirt", "tank_top", "sweater"):
                 nw = self.hw * 0.26
-                self.d.polygon([(cx - nw, self.shoulder_y - 0.012 * P), (cx + nw, self.shoulder_y - 0.012 * P),
-                                (cx, self.shoulder_y + 0.025 * P)], fill=self.c(L.skin))
+                self.d.polygon(
+                    [
+                        (cx - nw, self.shoulder_y - 0.012 * P),
+                        (cx + nw, self.shoulder_y - 0.012 * P),
+                        (cx, self.shoulder_y + 0.025 * P),
+                    ],
+                    fill=self.c(L.skin),
+                )
         if t == "sweater":
             hem = [p for p in poly if abs(p[1] - (self.hip_y + 0.02 * P)) < 1e-6]
             if len(hem) == 2:
@@ -298,8 +379,11 @@ class PersonPainter(HeadPainter):
         if self.f == 0 and self.L.words["bag"] == "backpack" and view == "front":
             for s in (-1, 1):
                 x = cx + s * L.shoulder * P * 0.55
-                self.d.line([(x, self.shoulder_y), (x + s * 0.01 * P, ymid)], fill=self.c(L.bag, 0.8),
-                            width=max(1, int(P * 0.016)))
+                self.d.line(
+                    [(x, self.shoulder_y), (x + s * 0.01 * P, ymid)],
+                    fill=self.c(L.bag, 0.8),
+                    width=max(1, int(P * 0.016)),
+                )
 
     def _arm(self, arm) -> None:
         sh, el, wr, shade, side = arm
@@ -318,6 +402,7 @@ class PersonPainter(HeadPainter):
                 _limb(dr, sh, end, aw * 1.05, aw * 0.98, fill)
                 if sleeve >= 1.0:
                     _limb(dr, el, wr, aw * 0.95, aw * 0.8, fill)
+
             self.garment(draw, L.upper, pat, shade * (0.9 if self.f and shade == 1.0 else 1.0))
             if t == "sweater" and sleeve >= 1.0:
                 _limb(self.d, _lerp(el, wr, 0.85), wr, aw * 0.85, aw * 0.8, self.c(L.upper, shade * 0.7))
@@ -329,8 +414,11 @@ class PersonPainter(HeadPainter):
         w = L.shoulder * P * 0.75
         top, bottom = self.shoulder_y + 0.03 * P, self.shoulder_y + 0.27 * P
         self.d.rounded_rectangle([cx - w, top, cx + w, bottom], radius=w * 0.3, fill=self.c(L.bag))
-        self.d.rounded_rectangle([cx - w * 0.65, top + (bottom - top) * 0.5, cx + w * 0.65, bottom - 0.01 * P],
-                                 radius=w * 0.15, fill=self.c(L.bag, 0.8))
+        self.d.rounded_rectangle(
+            [cx - w * 0.65, top + (bottom - top) * 0.5, cx + w * 0.65, bottom - 0.01 * P],
+            radius=w * 0.15,
+            fill=self.c(L.bag, 0.8),
+        )
 
     def _backpack_side(self) -> None:
         P, cx, f = self.P, self.cx, self.f
@@ -338,8 +426,11 @@ class PersonPainter(HeadPainter):
         x1 = x0 - f * 0.07 * P
         top, bottom = self.shoulder_y + 0.03 * P, self.shoulder_y + 0.26 * P
         self.d.rounded_rectangle([min(x0, x1), top, max(x0, x1), bottom], radius=0.02 * P, fill=self.c(self.L.bag))
-        self.d.line([(cx - f * self.sw * 0.2, self.shoulder_y), (cx - f * self.sw * 0.1, self.shoulder_y + 0.16 * P)],
-                    fill=self.c(self.L.bag, 0.8), width=max(1, int(P * 0.014)))
+        self.d.line(
+            [(cx - f * self.sw * 0.2, self.shoulder_y), (cx - f * self.sw * 0.1, self.shoulder_y + 0.16 * P)],
+            fill=self.c(self.L.bag, 0.8),
+            width=max(1, int(P * 0.014)),
+        )
 
     def _bags(self, arms) -> None:
         bag, P, L = self.L.words["bag"], self.P, self.L
@@ -351,18 +442,34 @@ class PersonPainter(HeadPainter):
             s = 0.05 * P
             self.d.line([(wx, wy), (wx - s * 0.5, wy + s * 0.6)], fill=self.c(L.bag, 0.7), width=max(1, int(P * 0.008)))
             self.d.line([(wx, wy), (wx + s * 0.5, wy + s * 0.6)], fill=self.c(L.bag, 0.7), width=max(1, int(P * 0.008)))
-            self.d.polygon([(wx - s * 0.8, wy + s * 0.55), (wx + s * 0.8, wy + s * 0.55), (wx + s, wy + s * 1.7),
-                            (wx - s, wy + s * 1.7)], fill=self.c(L.bag))
+            self.d.polygon(
+                [
+                    (wx - s * 0.8, wy + s * 0.55),
+                    (wx + s * 0.8, wy + s * 0.55),
+                    (wx + s, wy + s * 1.7),
+                    (wx - s, wy + s * 1.7),
+                ],
+                fill=self.c(L.bag),
+            )
         elif bag == "shoulder_bag":
             side = L.bag_side if self.pose.view != "back" else -L.bag_side
             strap = self.c(L.bag, 0.75)
             if self.f == 0:
                 x_sh = self.cx - side * L.shoulder * P * 0.6
                 x_bag = self.cx + side * L.hip * P * 1.05
-                self.d.line([(x_sh, self.shoulder_y), (x_bag, self.hip_y - 0.03 * P)], fill=strap, width=max(1, int(P * 0.012)))
+                self.d.line(
+                    [(x_sh, self.shoulder_y), (x_bag, self.hip_y - 0.03 * P)], fill=strap, width=max(1, int(P * 0.012))
+                )
             else:
                 x_bag = self.cx + self.f * 0.01 * P
-                self.d.line([(self.cx, self.shoulder_y), (x_bag, self.hip_y - 0.03 * P)], fill=strap, width=max(1, int(P * 0.012)))
+                self.d.line(
+                    [(self.cx, self.shoulder_y), (x_bag, self.hip_y - 0.03 * P)],
+                    fill=strap,
+                    width=max(1, int(P * 0.012)),
+                )
             s = 0.06 * P
-            self.d.rounded_rectangle([x_bag - s * 0.8, self.hip_y - 0.05 * P, x_bag + s * 0.8, self.hip_y + 0.05 * P],
-                                     radius=s * 0.2, fill=self.c(L.bag))
+            self.d.rounded_rectangle(
+                [x_bag - s * 0.8, self.hip_y - 0.05 * P, x_bag + s * 0.8, self.hip_y + 0.05 * P],
+                radius=s * 0.2,
+                fill=self.c(L.bag),
+            )

@@ -5,9 +5,10 @@ seed and cached; each image shows a window of it (where the person stands). Kind
 campus, mall, station, parking, plaza (``conf/synth/render.yaml`` maps background words to them).
 Output: float32 array ``(H, W_scene, 3)`` in [0, 1].
 """
+
 from __future__ import annotations
 
-from typing import Callable, Dict, Mapping, Tuple
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from PIL import Image
@@ -18,7 +19,7 @@ from ppreid.synth.render.tables import jitter_colour
 SCENE_WIDTH = 1.8  # scene width / image width
 
 
-def _c(rgb, k: float = 1.0) -> Tuple[int, int, int]:
+def _c(rgb, k: float = 1.0) -> tuple[int, int, int]:
     return tuple(int(np.clip(v * k, 0, 255)) for v in rgb)
 
 
@@ -30,8 +31,7 @@ def _texture(rng: np.random.Generator, h: int, w: int, cells: int, amp: float) -
     return 1.0 + np.asarray(img, np.float32)[..., None]
 
 
-def _ground(d: Draw, rng, W: int, H: int, y_f: float, colour, lines: Tuple[float, float],
-            tile: bool = True) -> None:
+def _ground(d: Draw, rng, W: int, H: int, y_f: float, colour, lines: tuple[float, float], tile: bool = True) -> None:
     d.rectangle([0, y_f, W, H], fill=_c(colour))
     if not tile:
         return
@@ -58,8 +58,15 @@ def _facade(d, rng, x0, x1, top, bottom, wall, window, lit: float = 0.0) -> None
     for i in range(cols):
         for j in range(rows):
             fill = _c(window, 1.6) if rng.random() < lit else _c(window)
-            d.rectangle([x0 + i * cw + cw * 0.2, top + j * rh + rh * 0.2, x0 + (i + 1) * cw - cw * 0.2,
-                         top + (j + 1) * rh - rh * 0.25], fill=fill)
+            d.rectangle(
+                [
+                    x0 + i * cw + cw * 0.2,
+                    top + j * rh + rh * 0.2,
+                    x0 + (i + 1) * cw - cw * 0.2,
+                    top + (j + 1) * rh - rh * 0.25,
+                ],
+                fill=fill,
+            )
 
 
 def _people_free_clutter(d, rng, W, H, y_f, accent, n: int) -> None:
@@ -120,7 +127,11 @@ def _campus(d, rng, W, H, p, y_f) -> None:
     for i in range(n):
         x0 = W * (i + 0.12) / n
         d.rectangle([x0, top + H * 0.05, x0 + W * 0.7 / n, y_f - H * 0.04], fill=_c(p["accent"]))
-        d.line([(x0 + W * 0.35 / n, top + H * 0.05), (x0 + W * 0.35 / n, y_f - H * 0.04)], fill=_c(p["wall"], 0.8), width=max(1, H // 128))
+        d.line(
+            [(x0 + W * 0.35 / n, top + H * 0.05), (x0 + W * 0.35 / n, y_f - H * 0.04)],
+            fill=_c(p["wall"], 0.8),
+            width=max(1, H // 128),
+        )
     _ground(d, rng, W, H, y_f, p["ground"], (0.88, 0.0))
     for _ in range(int(rng.integers(1, 4))):
         x = rng.uniform(0, W)
@@ -130,7 +141,7 @@ def _campus(d, rng, W, H, p, y_f) -> None:
 def _mall(d, rng, W, H, p, y_f) -> None:
     d.rectangle([0, 0, W, y_f], fill=_c(p["wall"]))
     d.rectangle([0, 0, W, H * 0.08], fill=_c(p["sky"], 1.05))
-    for i in range(int(rng.integers(4, 9))):
+    for _ in range(int(rng.integers(4, 9))):
         x = rng.uniform(0, W)
         d.ellipse([x, H * 0.02, x + W * 0.05, H * 0.05], fill=(255, 252, 235))
     x = 0.0
@@ -138,10 +149,14 @@ def _mall(d, rng, W, H, p, y_f) -> None:
         w = W * rng.uniform(0.2, 0.4)
         shop = jitter_colour(p["accent"], rng, 0.5, 0.3, 0.2)
         d.rectangle([x + W * 0.01, y_f - H * 0.32, x + w - W * 0.01, y_f - H * 0.26], fill=_c(shop))
-        d.rectangle([x + W * 0.02, y_f - H * 0.25, x + w - W * 0.02, y_f], fill=_c((150, 170, 180), rng.uniform(0.8, 1.2)))
+        d.rectangle(
+            [x + W * 0.02, y_f - H * 0.25, x + w - W * 0.02, y_f], fill=_c((150, 170, 180), rng.uniform(0.8, 1.2))
+        )
         for _ in range(3):
             px = rng.uniform(x + W * 0.03, x + w - W * 0.05)
-            d.rectangle([px, y_f - H * 0.15, px + W * 0.03, y_f - H * 0.02], fill=_c(jitter_colour(shop, rng, 0.3, 0.4, 0.3)))
+            d.rectangle(
+                [px, y_f - H * 0.15, px + W * 0.03, y_f - H * 0.02], fill=_c(jitter_colour(shop, rng, 0.3, 0.4, 0.3))
+            )
         d.rectangle([x + w - W * 0.012, H * 0.08, x + w + W * 0.012, y_f], fill=_c(p["wall"], 0.85))
         x += w
     _ground(d, rng, W, H, y_f, p["ground"], (0.9, 0.0))
@@ -185,7 +200,9 @@ def _parking(d, rng, W, H, p, y_f) -> None:
         car = jitter_colour(((rng.integers(40, 220),) * 3), rng, 0.5, 0.5, 0.3)
         cw, ch = W * rng.uniform(0.2, 0.3), H * 0.1
         d.rounded_rectangle([x, y - ch, x + cw, y], radius=ch * 0.2, fill=_c(car))
-        d.rounded_rectangle([x + cw * 0.2, y - ch * 1.6, x + cw * 0.8, y - ch * 0.9], radius=ch * 0.2, fill=_c(car, 0.9))
+        d.rounded_rectangle(
+            [x + cw * 0.2, y - ch * 1.6, x + cw * 0.8, y - ch * 0.9], radius=ch * 0.2, fill=_c(car, 0.9)
+        )
         d.rectangle([x + cw * 0.27, y - ch * 1.45, x + cw * 0.73, y - ch], fill=(60, 70, 85))
         for wx in (x + cw * 0.2, x + cw * 0.8):
             d.ellipse([wx - ch * 0.25, y - ch * 0.25, wx + ch * 0.25, y + ch * 0.25], fill=(20, 20, 20))
@@ -198,8 +215,16 @@ def _plaza(d, rng, W, H, p, y_f) -> None:
     x = 0.0
     while x < W:
         w = W * rng.uniform(0.25, 0.5)
-        _facade(d, rng, x, x + w, rng.uniform(0.0, 0.25) * H, y_f, jitter_colour(p["wall"], rng, 0.05, 0.2, 0.15),
-                _c(p["wall"], 0.6))
+        _facade(
+            d,
+            rng,
+            x,
+            x + w,
+            rng.uniform(0.0, 0.25) * H,
+            y_f,
+            jitter_colour(p["wall"], rng, 0.05, 0.2, 0.15),
+            _c(p["wall"], 0.6),
+        )
         x += w
     d.rectangle([0, y_f, W, H], fill=_c(p["ground"]))
     a, b = _c(p["ground"], 0.85), _c(p["accent"])
@@ -218,11 +243,18 @@ def _plaza(d, rng, W, H, p, y_f) -> None:
     d.ellipse([fx + W * 0.02, y_f + H * 0.02, fx + W * 0.28, y_f + H * 0.065], fill=(90, 130, 170))
 
 
-KINDS: Dict[str, Callable] = {"street": _street, "park": _park, "campus": _campus, "mall": _mall,
-                              "station": _station, "parking": _parking, "plaza": _plaza}
+KINDS: dict[str, Callable] = {
+    "street": _street,
+    "park": _park,
+    "campus": _campus,
+    "mall": _mall,
+    "station": _station,
+    "parking": _parking,
+    "plaza": _plaza,
+}
 
 
-def draw_scene(entry: Mapping, rng: np.random.Generator, height: int, width: int) -> Tuple[np.ndarray, float]:
+def draw_scene(entry: Mapping, rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, float]:
     """A camera's scene: ``(H, SCENE_WIDTH * W, 3)`` float32 in [0, 1], and the ground line y (pixels).
 
     ``entry`` is a ``backgrounds`` table row (``kind`` + palette); colours are jittered per camera.

@@ -3,26 +3,37 @@
 A word the schema may draw but the tables lack is reported with the table to extend, so a new
 vocabulary value is one YAML line for the diffusion generator and one more for this renderer.
 """
+
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
 from ppreid.synth.attributes import _to_plain, load_conf_yaml
 from ppreid.utils.errors import ConfigValueError
 
-RGB = Tuple[float, float, float]
+RGB = tuple[float, float, float]
 SCENE_KINDS = ("street", "park", "campus", "mall", "station", "parking", "plaza")
 SHOE_STYLES = ("sneakers", "boots", "sandals", "dress")
-TABLES = ("colours", "skin_tones", "hair_colours", "shoes", "backgrounds", "illumination", "time_of_day",
-          "weather", "camera_base", "camera_looks")
+TABLES = (
+    "colours",
+    "skin_tones",
+    "hair_colours",
+    "shoes",
+    "backgrounds",
+    "illumination",
+    "time_of_day",
+    "weather",
+    "camera_base",
+    "camera_looks",
+)
 
 
-def jitter_colour(rgb: RGB, rng: np.random.Generator, hue: float = 0.02, sat: float = 0.12,
-                  val: float = 0.1) -> RGB:
+def jitter_colour(rgb: RGB, rng: np.random.Generator, hue: float = 0.02, sat: float = 0.12, val: float = 0.1) -> RGB:
     """A nearby shade: hue shifted by up to ``hue`` of the circle, saturation/value scaled by up to +-sat/val."""
     h, s, v = colorsys.rgb_to_hsv(*(c / 255.0 for c in rgb))
     h = (h + rng.uniform(-hue, hue)) % 1.0
@@ -39,10 +50,10 @@ def luminance(rgb: RGB) -> float:
 class RenderTables:
     """The tables as plain dicts, checked for shape once."""
 
-    tables: Dict[str, Dict[str, Any]]
+    tables: dict[str, dict[str, Any]]
 
     @classmethod
-    def from_config(cls, cfg: Optional[Mapping[str, Any]] = None) -> "RenderTables":
+    def from_config(cls, cfg: Mapping[str, Any] | None = None) -> RenderTables:
         """From a mapping shaped like ``conf/synth/render.yaml`` (that file when None)."""
         cfg = _to_plain(cfg) if cfg is not None else load_conf_yaml("synth/render.yaml")
         missing = [t for t in TABLES if t not in cfg]
@@ -55,12 +66,14 @@ class RenderTables:
                     raise ConfigValueError(f"render table {t}.{k}={v!r} must be an [R, G, B] list (0-255).")
         for k, v in out.tables["shoes"].items():
             if v.get("style") not in SHOE_STYLES or v.get("colour") not in out.tables["colours"]:
-                raise ConfigValueError(f"render table shoes.{k}={v!r}: style must be one of {SHOE_STYLES} "
-                                       "and colour a key of `colours`.")
+                raise ConfigValueError(
+                    f"render table shoes.{k}={v!r}: style must be one of {SHOE_STYLES} and colour a key of `colours`."
+                )
         for k, v in out.tables["backgrounds"].items():
             if v.get("kind") not in SCENE_KINDS:
-                raise ConfigValueError(f"render table backgrounds.{k}.kind={v.get('kind')!r} must be one of "
-                                       f"{SCENE_KINDS}.")
+                raise ConfigValueError(
+                    f"render table backgrounds.{k}.kind={v.get('kind')!r} must be one of {SCENE_KINDS}."
+                )
         for k, v in out.tables["camera_base"].items():
             if not (isinstance(v, (list, tuple)) and len(v) == 2 and v[0] <= v[1]):
                 raise ConfigValueError(f"render table camera_base.{k}={v!r} must be a [lo, hi] range.")
@@ -73,12 +86,13 @@ class RenderTables:
             raise ConfigValueError(
                 f"the procedural renderer has no entry for '{word}' in render table '{table}' "
                 f"(known: {sorted(self.tables[table])}); add one to conf/synth/render.yaml "
-                f"(or pass generator.render.{table}.{word}=...).") from None
+                f"(or pass generator.render.{table}.{word}=...)."
+            ) from None
 
     def colour(self, word: str) -> RGB:
         return tuple(float(c) for c in self.entry("colours", word))
 
-    def camera_params(self, look: str, rng: np.random.Generator) -> Dict[str, float]:
+    def camera_params(self, look: str, rng: np.random.Generator) -> dict[str, float]:
         """Exact camera-look parameters: each drawn from the look's range, else from ``camera_base``."""
         ranges = {**self.tables["camera_base"], **(self.entry("camera_looks", look) or {})}
         return {k: float(rng.uniform(lo, hi)) for k, (lo, hi) in sorted(ranges.items())}
