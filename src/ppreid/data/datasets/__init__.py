@@ -1,4 +1,20 @@
-"""Dataset parsers: importing this package registers every parser with :func:`build_dataset`."""
-from ppreid.data.datasets import cuhk03np, dukemtmc, genepers, market1501, market_style, msmt17  # noqa: F401
-from ppreid.data.datasets.base import (DATASETS, ReIDRecord, ReIDSplits, build_dataset,  # noqa: F401
-                                    merge_train_sets, register_dataset)
+"""Dataset parsers, one file each; importing this package registers every parser with :func:`build_dataset`.
+
+A new dataset is one new file here (a function decorated with ``@register_dataset("name")``) plus one
+config under ``conf/data/``: every module of this package is imported below, so nothing else changes.
+"""
+
+import importlib
+import pkgutil
+
+from ppreid.data.datasets.base import (  # noqa: F401
+    DATASETS,
+    ReIDRecord,
+    ReIDSplits,
+    build_dataset,
+    merge_train_sets,
+    register_dataset,
+)
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
