@@ -134,6 +134,7 @@ def run(cfg: DictConfig) -> dict:
     from omegaconf import OmegaConf
 
     from ppreid.config.run_checks import check_run_config
+    from ppreid.run.sandbox_clip import resolve_pretrained_sandbox
     from ppreid.training import checkpoint as ck
     from ppreid.utils.fileops import atomic_write_json, atomic_write_text
     from ppreid.utils.run_info import (
@@ -151,6 +152,9 @@ def run(cfg: DictConfig) -> dict:
     start = time.time()
     check_run_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    # backbone.pretrained=sandbox -> its weights file, built first when missing (before the seed: a build
+    # leaves the run's random state as a reuse does)
+    resolve_pretrained_sandbox(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     model, datamodule, spec, choices, ckpt_meta = build_model_and_data(cfg, log)
