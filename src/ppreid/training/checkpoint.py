@@ -329,6 +329,6 @@ def load_model_from_checkpoint(path: str | Path, key: str = "ckpt_path"):
         )
     with weights_from_checkpoint(path):
         model = instantiate(without_pretrained(OmegaConf.create(spec["model"])), num_classes=spec["num_classes"])
-        load_model_weights(model, ckpt["state_dict"], str(path), key, getattr(model, "lazy_state_prefixes", ()))
+        load_model_weights(model, ckpt["state_dict"], str(path), key, model.lazy_state_prefixes)
     model.build_spec = {k: v for k, v in spec.items() if k != "num_classes"}
     return model.eval(), spec
