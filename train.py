@@ -68,7 +68,6 @@ def build_model_and_data(cfg: DictConfig, log):
     else:
         model = instantiate(cfg.model)
     datamodule = instantiate(cfg.data, _convert_="all")
-    backbone = getattr(model, "backbone", None)
     if spec is not None and not cfg.train:
         inp = spec["input"]
         if (datamodule.height, datamodule.width) != (inp["height"], inp["width"]):
@@ -82,10 +81,10 @@ def build_model_and_data(cfg: DictConfig, log):
         datamodule.height, datamodule.width = int(inp["height"]), int(inp["width"])
         for tf in (datamodule.train_transform_cfg, datamodule.test_transform_cfg):
             tf["mean"], tf["std"] = list(inp["mean"]), list(inp["std"])
-    elif backbone is not None and getattr(backbone, "input_mean", None) is not None:
-        datamodule.use_backbone_normalization(backbone.input_mean, backbone.input_std)
+    elif model.input_normalization() is not None:
+        datamodule.use_backbone_normalization(*model.input_normalization())
 
-    lazy = getattr(model, "lazy_state_prefixes", ())
+    lazy = model.lazy_state_prefixes
     if ckpt is not None and not cfg.train:
         ck.load_model_weights(model, ckpt["state_dict"], cfg.ckpt_path, lazy_prefixes=lazy)
     elif ckpt is not None:
@@ -134,6 +133,7 @@ def run(cfg: DictConfig) -> dict:
     from omegaconf import OmegaConf
 
     from ppreid.config.run_checks import check_run_config
+    from ppreid.run.sandbox_clip import resolve_pretrained_sandbox
     from ppreid.training import checkpoint as ck
     from ppreid.utils.fileops import atomic_write_json, atomic_write_text
     from ppreid.utils.run_info import (
@@ -151,6 +151,9 @@ def run(cfg: DictConfig) -> dict:
     start = time.time()
     check_run_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    # backbone.pretrained=sandbox -> its weights file, built first when missing (before the seed: a build
+    # leaves the run's random state as a reuse does)
+    resolve_pretrained_sandbox(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     model, datamodule, spec, choices, ckpt_meta = build_model_and_data(cfg, log)
@@ -174,9 +177,7 @@ def run(cfg: DictConfig) -> dict:
     log.info(
         "model %s, backbone %s: %.2f M parameters",
         cfg.model.get("name"),
-        (spec or {}).get("choices", {}).get("backbone")
-        or choices.get("backbone")
-        or getattr(model, "backbone_name", None),
+        (spec or {}).get("choices", {}).get("backbone") or choices.get("backbone") or model.backbone_name,
         num_params / 1e6,
     )
     commit = git_commit(ROOT)
@@ -216,7 +217,7 @@ def run(cfg: DictConfig) -> dict:
     scalars = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     test_metrics = {}
     if cfg.test:
-        if not cfg.train and cfg.ckpt_path is None and not getattr(model, "loads_own_weights", False):
+        if not cfg.train and cfg.ckpt_path is None and not model.loads_own_weights:
             log.warning("train=false and ckpt_path=null: evaluating the initial (untrained) weights.")
         log.info("testing: %s", describe_evaluation(evaluation))
         trainer.test(model, datamodule=datamodule, verbose=False)
@@ -228,7 +229,7 @@ def run(cfg: DictConfig) -> dict:
     ]
     results = {
         "test": test_metrics,
-        **getattr(model, "extra_results", {}),
+        **model.extra_results,
         "val": val_metrics,
         "identity": identity,
         "evaluation": {**evaluation, **({"data": cfg.data.get("name"), "seed": cfg.seed} if eval_only else {})},
@@ -280,7 +281,7 @@ def _ddp_for_model(cfg: DictConfig, model, log) -> None:
 
     strategy = cfg.trainer.get("strategy")
     if (
-        getattr(model, "ddp_find_unused_parameters", False)
+        model.ddp_find_unused_parameters
         and isinstance(strategy, str)
         and strategy.startswith("ddp")
         and "find_unused_parameters" not in strategy

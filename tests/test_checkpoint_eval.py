@@ -77,6 +77,51 @@ def test_eval_with_same_data_reproduces_training_metrics(market_ckpt, reid_data_
     assert res["test"] == trained["test"]
 
 
+def _as_before_the_package_move(node):
+    """A config tree whose ``_target_`` names are the pre-package ones (``src.models.bot.BoTModel``)."""
+    old = {"ppreid.training.schedulers": "src.models.schedulers", "ppreid.": "src."}
+    if isinstance(node, dict):
+        out = {k: _as_before_the_package_move(v) for k, v in node.items()}
+        target = out.get("_target_")
+        if isinstance(target, str):
+            for new, before in old.items():
+                if target.startswith(new):
+                    out["_target_"] = before + target[len(new) :]
+                    break
+        return out
+    if isinstance(node, list):
+        return [_as_before_the_package_move(v) for v in node]
+    return node
+
+
+def test_checkpoint_of_the_old_module_paths_still_evaluates(market_ckpt, reid_data_dir, tmp_path):
+    """A checkpoint written before the package move (targets ``src.models.bot.BoTModel``,
+    ``src.models.schedulers.*``, ``src.losses.*``) evaluates to the same metrics; embed's loader reads it."""
+    from ppreid.training.checkpoint import load_model_from_checkpoint, modern_target, read_checkpoint
+
+    ckpt, trained = market_ckpt
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state["ppreid"] = _as_before_the_package_move(state["ppreid"])
+    assert state["ppreid"]["model"]["_target_"] == "src.models.bot.BoTModel"
+    assert state["ppreid"]["model"]["scheduler"]["_target_"].startswith("src.models.schedulers.")
+    old = tmp_path / "old.ckpt"
+    torch.save(state, old)
+    assert read_checkpoint(old)["ppreid"]["model"]["_target_"] == "ppreid.models.bot.BoTModel"
+    model, spec = load_model_from_checkpoint(old)
+    assert type(model).__name__ == "BoTModel" and spec["num_classes"] == 7
+    res = run_train(
+        TINY + ["data=market1501", "train=false", f"ckpt_path={old}", "data.val_split.identities=1"],
+        tmp_path / "run",
+        reid_data_dir,
+    )
+    assert res["test"] == trained["test"]
+    assert modern_target("src.models.privacy.pool.DecoderPoolDefence") == "ppreid.privacy.pool.DecoderPoolDefence"
+    assert modern_target("src.nn.attackers.x.Y") == "ppreid.audit.attackers.x.Y"
+    assert modern_target("src.utils.csv_logger.CSVLogger") == "ppreid.training.csv_logger.CSVLogger"
+    assert modern_target("src.models.attack.AttackModel") == "ppreid.audit.attack.AttackModel"
+    assert modern_target("torch.optim.Adam") == "torch.optim.Adam" and modern_target("srcx.a") == "srcx.a"
+
+
 def test_command_line_eval_option_applies_to_checkpoint_model(market_ckpt, reid_data_dir, tmp_path):
     """model.neck_feat=before is an evaluation choice: it overrides the checkpoint's value."""
     ckpt, trained = market_ckpt

@@ -151,8 +151,58 @@ def test_sandbox_build_is_reused_rebuilt_and_skipped_under_fast_dev_run(tmp_path
     assert ensure_sandbox_clip(tmp_path / "clip", **kw).stat().st_mtime_ns != stamp  # parameters changed: rebuilt
     tower = OpenCLIPVisual("clip-tiny", pretrained=str(path), image_size=(32, 16))
     assert tower.text_tower_loaded
-    with pytest.raises(ConfigValueError, match="clip_tiny only"):
+    with pytest.raises(ConfigValueError, match="resolved by the run"):  # a constructor never builds it
         OpenCLIPVisual("clip-tiny", pretrained="sandbox", image_size=(32, 16))
+
+
+def test_sandbox_build_trains_model_clip_pretrain_with_a_lightning_trainer(tmp_path, monkeypatch):
+    """The build is model=clip_pretrain's own training step under Trainer.fit, one call per build step;
+    the run resolves pretrained=sandbox to the file before the backbone is built (which never sees it)."""
+    from ppreid.models.clip_pretrain import ClipPretrainModel
+    from ppreid.run.sandbox_clip import resolve_pretrained_sandbox
+
+    steps = []
+    original = ClipPretrainModel.training_step
+
+    def counted(self, batch, batch_idx):
+        steps.append((self.global_step, len(batch["index"]), self.train_captioner.context_length))
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(ClipPretrainModel, "training_step", counted)
+    corpus = ",".join(f"{k}:{v}" for k, v in TINY_CORPUS.items() if k not in ("height", "width"))
+    cfg = compose_train(
+        [
+            "model=clipreid",
+            "data.height=32",
+            "data.width=16",
+            "backbone.pretrained=sandbox",
+            f"backbone.sandbox.root={tmp_path / 'clip'}",
+            f"+backbone.sandbox.corpus={{root:{tmp_path / 'corpus'},{corpus}}}",
+            "backbone.sandbox.training.steps=3",
+            "backbone.sandbox.training.batch_size=8",
+            "backbone.sandbox.training.caption_tokens=24",
+            "backbone.sandbox.training.precision=32-true",
+            "+backbone.sandbox.progress=false",
+        ],
+        tmp_path / "run",
+    )
+    resolve_pretrained_sandbox(cfg)
+    assert cfg.backbone.pretrained == str(tmp_path / "clip" / "clip_tiny.pt") and "sandbox" not in cfg.backbone
+    assert cfg.model.backbone.pretrained == cfg.backbone.pretrained  # the model's backbone follows
+    assert steps == [(0, 8, 24), (1, 8, 24), (2, 8, 24)]
+    report = json.loads((tmp_path / "clip" / "report.json").read_text())
+    assert report["train"]["steps"] == 3 and report["heldout"]["num_identities"] == 4
+    assert set(report["heldout"]) >= {"zero_shot", "text_to_image", "image_probe"}
+    assert (tmp_path / "clip" / "text_to_image.png").is_file() and (tmp_path / "clip" / ".complete.json").is_file()
+    assert not list(tmp_path.glob("clip.tmp-*"))  # written in a temporary folder, then renamed
+
+
+def test_step_schedule_is_clips_warmup_then_cosine_to_zero():
+    """model.schedule=steps, hand-worked: 2 warm-up steps of 4: 1/2, 1, then cos from 1 to 0 over 2 steps."""
+    from ppreid.models.clip_pretrain import warmup_cosine_factor
+
+    assert [warmup_cosine_factor(s, 4, 2) for s in range(4)] == pytest.approx([0.5, 1.0, 1.0, 0.5])
+    assert warmup_cosine_factor(4, 4, 2) == pytest.approx(0.0)
 
 
 def test_sandbox_weights_are_the_sandbox_default_and_fdr_keeps_random_weights(tmp_path):
@@ -164,7 +214,11 @@ def test_sandbox_weights_are_the_sandbox_default_and_fdr_keeps_random_weights(tm
         ["model=pdm", "debug=fdr", "data.height=32", "data.width=16", "backbone.pretrained=sandbox"], tmp_path
     )
     assert cfg.backbone.pretrained == "sandbox" and cfg.backbone.sandbox.quick is True
-    assert instantiate(cfg.backbone).text_tower_loaded is None  # random weights, nothing built
+    from ppreid.run.sandbox_clip import resolve_pretrained_sandbox
+
+    resolve_pretrained_sandbox(cfg)  # the run, before the model: nothing built under a fast dev run
+    assert cfg.backbone.pretrained is None and "sandbox" not in cfg.backbone
+    assert instantiate(cfg.backbone).text_tower_loaded is None  # random weights
     assert compose_train(["model=clipreid", "backbone.pretrained=null"], tmp_path / "n").backbone.pretrained is None
 
 

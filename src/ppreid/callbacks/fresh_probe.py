@@ -33,8 +33,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ppreid.losses.adversarial import l1_reconstruction
+from ppreid.metrics.images import to_unit_images
 from ppreid.metrics.privacy import ssim
-from ppreid.privacy.images import to_unit_images
 from ppreid.utils.errors import ConfigValueError
 
 log = logging.getLogger(__name__)

@@ -56,7 +56,7 @@ def _held_out_images(datamodule, count: int) -> torch.Tensor | None:
 @torch.no_grad()
 def save_own_reconstructions(model, datamodule, path: Path, count: int = 8) -> Path | None:
     """Write the picture for ``model`` (a PrivacyGANModel) to ``path``; None when it has no decoder."""
-    from ppreid.privacy.images import to_unit_images
+    from ppreid.metrics.images import to_unit_images
 
     images = _held_out_images(datamodule, count)
     if images is None:

@@ -46,6 +46,17 @@ from ppreid.utils.errors import ConfigValueError
 log = logging.getLogger(__name__)
 
 TEXT_SOURCES = ("captions", "prompts")
+# epochs: the recipe's epoch scheduler with a linear warm-up on top; steps: CLIP's own per optimizer step,
+# a linear warm-up over warmup_steps, then a cosine to 0 at trainer.max_steps (model.scheduler unused)
+SCHEDULES = ("epochs", "steps")
+
+
+def warmup_cosine_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    """The learning-rate factor of optimizer step ``step`` (0-based): (step + 1) / warmup_steps during the
+    warm-up, then a half cosine from 1 to 0 over the remaining ``total_steps - warmup_steps`` steps."""
+    if step < warmup_steps:
+        return (step + 1) / max(1, warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))
 
 
 # ----------------------------------------------------------------------------- towers and loss
@@ -148,6 +159,10 @@ class ClipPretrainModel(ReIDModule):
     a caption of kind drawn from ``caption_kinds`` (random phrasing, seeded by ``seed`` and the step),
     or its stage-1 prompt from the manifest (``text_source: prompts``). ReID evaluation (val and
     targets) ranks by the L2-normalised image embedding.
+
+    ``caption_tokens``, ``schedule``, ``no_decay_1d`` and ``loss_in_fp32`` (off by default) are how the
+    sandbox CLIP (``ppreid.run.sandbox_clip``) trains: short training captions, CLIP's per-step warm-up +
+    cosine, no weight decay on 1-d parameters, the loss in fp32 under bf16 autocast.
     """
 
     def __init__(
@@ -166,6 +181,10 @@ class ClipPretrainModel(ReIDModule):
         picture: Mapping[str, int] | None = None,
         warmup_steps: int = 50,
         seed: int = 0,
+        caption_tokens: int | None = None,
+        schedule: str = "epochs",
+        no_decay_1d: bool = False,
+        loss_in_fp32: bool = False,
         eval_metric: str = "cosine",
         max_rank: int = 50,
         num_classes: int | None = None,
@@ -190,6 +209,17 @@ class ClipPretrainModel(ReIDModule):
         self.caption_kinds = check_caption_kinds(caption_kinds or {"full": 1.0})
         context = int(self.text_tower.positional_embedding.shape[0])
         self.captioner = Captioner.from_config(captions, context_length=context)
+        # training captions may be cut shorter than the evaluation's (the text tower's cost grows with them)
+        self.train_captioner = (
+            self.captioner
+            if caption_tokens is None
+            else Captioner.from_config(captions, context_length=min(context, int(caption_tokens)))
+        )
+        if schedule not in SCHEDULES:
+            raise ConfigValueError(f"model.schedule={schedule!r}: choose one of {', '.join(SCHEDULES)}.")
+        self.schedule = schedule
+        self.no_decay_1d = bool(no_decay_1d)
+        self.loss_in_fp32 = bool(loss_in_fp32)
         self.schema = AttributeSchema.from_config()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.weights_file = str(weights_file)
@@ -214,7 +244,7 @@ class ClipPretrainModel(ReIDModule):
                     entry = json.loads(line)
                     table[Path(entry["file"]).name] = entry.get("prompt", "")
             self._prompts[folder] = table
-        return self.captioner.fit_prompt(self._prompts[folder][Path(path).name])
+        return self.train_captioner.fit_prompt(self._prompts[folder][Path(path).name])
 
     def batch_texts(
         self, records: Sequence[Any], rng: np.random.Generator
@@ -231,7 +261,7 @@ class ClipPretrainModel(ReIDModule):
                 "genepers)."
             )
         kinds = draw_kinds(rng, self.caption_kinds, len(records))
-        described = [self.captioner.describe(r.attributes, k, rng) for r, k in zip(records, kinds)]
+        described = [self.train_captioner.describe(r.attributes, k, rng) for r, k in zip(records, kinds)]
         return [text for text, _ in described], kinds, [keys for _, keys in described]
 
     # ------------------------------------------------------------------ training
@@ -244,7 +274,7 @@ class ClipPretrainModel(ReIDModule):
         rng = np.random.default_rng(derive_seed(self.seed, self.global_step, self.global_rank))
         batch_records = [records[i] for i in index]
         texts, kinds, stated = self.batch_texts(batch_records, rng)
-        ids = self.captioner.tokenize(texts).to(self.device)
+        ids = self.train_captioner.tokenize(texts).to(self.device)
         image, text = self.backbone(batch["image"]), encode_text(self.text_tower, ids)
         positives = batch_positives(
             batch["pid"],
@@ -254,7 +284,13 @@ class ClipPretrainModel(ReIDModule):
             self.identity_level,
             self.caption_truth and self.text_source == "captions",
         )
-        loss = clip_contrastive_loss(image, text, self.logit_scale, positives, self.max_logit_scale)
+        if self.loss_in_fp32:  # the towers under the trainer's autocast, the loss in fp32
+            with torch.autocast(self.device.type, enabled=False):
+                loss = clip_contrastive_loss(
+                    image.float(), text.float(), self.logit_scale, positives, self.max_logit_scale
+                )
+        else:
+            loss = clip_contrastive_loss(image, text, self.logit_scale, positives, self.max_logit_scale)
         self.log("train/loss_clip", loss.detach())
         self.log("train/loss", loss.detach(), prog_bar=True)
         self.log("train/logit_scale", self.logit_scale.detach().exp())
@@ -264,7 +300,7 @@ class ClipPretrainModel(ReIDModule):
         """Linear warm-up over the first ``warmup_steps`` optimizer steps, on top of the epoch schedule:
         a CLIP trained from random weights at full learning rate from step 0 collapses (constant
         features, loss stuck at ln(batch size))."""
-        if self.global_step > self.warmup_steps or self.warmup_steps <= 0:
+        if self.schedule == "steps" or self.global_step > self.warmup_steps or self.warmup_steps <= 0:
             return
         factor = min(1.0, (self.global_step + 1) / self.warmup_steps)
         sched = self.lr_schedulers()
@@ -278,7 +314,22 @@ class ClipPretrainModel(ReIDModule):
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
-        return self.build_optimization(params, self.optimizer_factory, self.scheduler_factory)
+        if self.no_decay_1d:  # CLIP's groups: biases, norms and the logit scale without weight decay
+            params = [
+                {"params": [p for p in params if p.ndim >= 2]},
+                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+            ]
+        if self.schedule == "epochs":
+            return self.build_optimization(params, self.optimizer_factory, self.scheduler_factory)
+        if int(self.trainer.max_steps) <= 0:
+            raise ConfigValueError(
+                "model.schedule=steps needs trainer.max_steps (the step the cosine reaches 0); set it, "
+                "or use model.schedule=epochs."
+            )
+        optimizer = self.optimizer_factory(params=params)
+        total, warm = int(self.trainer.max_steps), self.warmup_steps
+        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine_factor(step, total, warm))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero and not self.trainer.fast_dev_run:

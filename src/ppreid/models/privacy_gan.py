@@ -37,11 +37,11 @@ import torch
 from torch import nn
 
 from ppreid.data.datamodule import IMAGENET_MEAN, IMAGENET_STD
+from ppreid.metrics.images import to_unit_images
 from ppreid.models.bot import BoTModel
 from ppreid.nn.bottleneck import VariationalBottleneck
-from ppreid.privacy.defences import build_defence
+from ppreid.privacy.build import build_defence
 from ppreid.privacy.history import LossHistory
-from ppreid.privacy.images import to_unit_images
 from ppreid.privacy.phases import PHASES, apply_phase_modes, phase_of, phase_values, resolve_boundaries
 from ppreid.privacy.reversal import non_negative
 from ppreid.utils.errors import ConfigValueError, TrainingDivergedError

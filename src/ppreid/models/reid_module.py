@@ -13,6 +13,11 @@ Subclasses implement :meth:`extract_features` (images (B,3,H,W) -> features (B,D
 One :class:`ReIDEvaluator` per evaluation set, fed by the datamodule's index-carrying loaders, so
 results are identical on 1 process or under DDP.
 
+What a run (train.py) asks of a model is declared here, with its default, and nowhere else (a new model
+overrides what it needs): :meth:`extract_features`, ``training_step``, :attr:`lazy_state_prefixes`,
+:attr:`loads_own_weights`, :attr:`ddp_find_unused_parameters`, :attr:`backbone_name`,
+:meth:`input_normalization`, :attr:`extra_results` and :attr:`build_spec`.
+
 A checkpoint carries the model's **build spec** (its resolved model + backbone config, the number of
 training identities and the input size / normalization), under the key ``ppreid``, so that it can be
 rebuilt and evaluated without its config or its training data (see ``src/ppreid/training/checkpoint.py``).
@@ -104,6 +109,16 @@ class EvalOptions:
 
 
 class ReIDModule(pl.LightningModule):
+    """Base of every model train.py runs; the class attributes and hooks below are the run's questions."""
+
+    #: Parameter-name prefixes a model builds or sizes at fit (a classifier sized by the training identities,
+    #: a text cache): a checkpoint's keys and shapes under them are no architecture mismatch.
+    lazy_state_prefixes: tuple[str, ...] = ()
+    #: True: ``train=false`` without ``ckpt_path`` still evaluates trained weights (the model loads its own).
+    loads_own_weights: bool = False
+    #: True: some steps leave trainable parameters without gradient (DDP then finds unused parameters).
+    ddp_find_unused_parameters: bool = False
+
     def __init__(self, eval_metric: str = "cosine", max_rank: int = 50) -> None:
         super().__init__()
         self.eval_metric = eval_metric
@@ -124,6 +139,18 @@ class ReIDModule(pl.LightningModule):
     def extract_features(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) normalized images -> (B,D) retrieval features."""
         raise NotImplementedError
+
+    @property
+    def backbone_name(self) -> str | None:
+        """A name for the log line when no ``backbone`` config group chose one (None: nothing to add)."""
+        return None
+
+    def input_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """(mean, std) per RGB channel the model's inputs must be normalized with, or None (the data
+        config's own). Default: what the model's ``backbone`` declares (``input_mean`` / ``input_std``)."""
+        backbone = self._modules.get("backbone")
+        mean, std = getattr(backbone, "input_mean", None), getattr(backbone, "input_std", None)
+        return None if mean is None or std is None else (tuple(mean), tuple(std))
 
     @property
     def num_classes(self) -> int | None:

@@ -15,7 +15,7 @@ size, ``blind`` a feature-blind prediction of it (the running mean image, (1,3,h
 - ``GANDefence``: the reversal GAN of the paper (our reading), one G and one D (``ReversalStep``);
 - ``DependenceDefence``: no adversary, a within-identity dependence penalty (NoPeek / BiDO);
 - ``NoDefence``: nothing (the unprotected extractor, or a stochastic bottleneck alone);
-- the decoder pool with restarts lives in ``pool.py``.
+- the decoder pool with restarts lives in ``pool.py``; ``build.py`` picks one by name.
 """
 
 from __future__ import annotations
@@ -217,13 +217,3 @@ class DependenceDefence(Defence):
 
     def privacy_loss(self, feat, real, pids, blind):
         return within_identity_dependence(feat, real, pids, self.measure, self.sigma), {}
-
-
-def build_defence(kind: str, **options_of: dict) -> Defence:
-    """The defence ``kind`` (``model.defence``) built from its own options: ``options_of[kind]``."""
-    from ppreid.privacy.pool import DecoderPoolDefence
-
-    classes = {"gan": GANDefence, "pool": DecoderPoolDefence, "dependence": DependenceDefence, "none": NoDefence}
-    if kind not in classes:
-        raise ConfigValueError(f"model.defence={kind!r} is unknown; use one of {', '.join(classes)}.")
-    return classes[kind](**options_of.get(kind, {}))

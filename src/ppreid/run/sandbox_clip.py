@@ -1,10 +1,13 @@
 """``backbone.pretrained=sandbox``: the person-aligned ``clip_tiny`` of the CPU sandbox, built on first use.
 
 A random-weight CLIP's prompts live in a word space that means nothing, so the sandbox builds its own
-aligned one (PLIP-style, see ``src/ppreid/models/clip_pretrain.py``): the pre-training corpus
-(``src/ppreid/synth/pretrain_corpus.py``, identities disjoint from GenePerson-mini) is written, both towers of
-``clip_tiny`` are trained with CLIP's contrastive loss on captions of its attribute records, and the
-result is evaluated on the corpus's held-out identities. Written once under ``root``::
+aligned one (PLIP-style): the pre-training corpus (``src/ppreid/synth/pretrain_corpus.py``, identities
+disjoint from GenePerson-mini) is written, then ``model=clip_pretrain`` itself (its LightningModule,
+datamodule and a Lightning Trainer, ``src/ppreid/models/clip_pretrain.py``) trains both towers of
+``clip_tiny`` with CLIP's contrastive loss on captions of its attribute records for a fixed number of
+steps, and the result is evaluated on the corpus's held-out identities. The run resolves it
+(:func:`resolve_pretrained_sandbox`, called by train.py before the model is built); a backbone
+constructor only ever sees a weights file. Written once under ``root``::
 
     root/clip_tiny.pt          full open_clip CLIP state dict (visual.* + text tower + logit_scale)
     root/report.json           zero_shot + text_to_image on held-out corpus identities, losses, timing
@@ -23,9 +26,9 @@ clip_tiny's parameters but costs little per step (an embedding lookup and a dens
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -34,16 +37,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
+from omegaconf import DictConfig
 
 from ppreid.utils.errors import ConfigValueError
 from ppreid.utils.fileops import atomic_write_json, file_lock, replace_dir
 
-log = logging.getLogger("ppreid.nn")
+log = logging.getLogger(__name__)
 
 COMPLETE = ".complete.json"
 WEIGHTS = "clip_tiny.pt"
-SANDBOX_VERSION = 1
+SANDBOX_VERSION = 2  # 2: trained by model=clip_pretrain's LightningModule and Trainer (1: a hand loop)
 SANDBOX = "sandbox"
 DEFAULT_TRAINING: dict[str, Any] = {
     "steps": 1500,
@@ -63,27 +68,6 @@ DEFAULT_TRAINING: dict[str, Any] = {
 }
 PRECISIONS = ("auto", "bf16-mixed", "32-true")
 ANNOUNCE_ONLY = ("seconds_per_step",)  # sizes the log line only: changing it rebuilds nothing
-
-
-def _read_images(paths: Sequence[str], height: int, width: int) -> torch.Tensor:
-    """(N, 3, H, W) uint8: the whole corpus in memory (small images; no loader in the loop)."""
-    from PIL import Image
-
-    out = torch.empty(len(paths), 3, height, width, dtype=torch.uint8)
-    for i, p in enumerate(paths):
-        with Image.open(p) as im:
-            im = im.convert("RGB")
-            if im.size != (width, height):
-                im = im.resize((width, height), Image.BILINEAR)
-            out[i] = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
-    return out
-
-
-def _records(folder: Path):
-    from ppreid.data.datasets.genepers import genepers
-
-    splits = genepers(str(folder))
-    return list(splits.train) + list(splits.query) + list(splits.gallery)
 
 
 def _is_complete(root: Path, params: Mapping[str, Any]) -> bool:
@@ -206,132 +190,171 @@ def _train_and_evaluate(
     training: Mapping[str, Any],
     progress: bool,
 ) -> dict[str, Any]:
-    import torch.nn.functional as F
-    from tqdm import tqdm
+    """Train ``model=clip_pretrain`` (its LightningModule, datamodule and Trainer) on the corpus's train
+    identities for ``training["steps"]`` optimizer steps, write the weights into ``out`` and evaluate them
+    on the held-out identities."""
+    from hydra.utils import instantiate
 
     from ppreid.config.resolvers import _precision
-    from ppreid.metrics.clip_alignment import alignment_picture, encode_text, text_to_image_report, zero_shot_report
-    from ppreid.models.clip_pretrain import (
-        batch_positives,
-        check_caption_kinds,
-        clip_contrastive_loss,
-        clip_state_dict,
-        draw_kinds,
-    )
-    from ppreid.nn.backbones.clip_visual import OpenCLIPVisual
-    from ppreid.synth.attributes import AttributeSchema, load_conf_yaml
-    from ppreid.synth.captions import Captioner
 
-    height, width = image_size
     precision = str(training["precision"])
     if precision not in PRECISIONS:
         raise ConfigValueError(
             f"backbone.sandbox.training.precision={precision!r}: choose one of {', '.join(PRECISIONS)}."
         )
-    bf16 = _precision(precision, "cpu") == "bf16-mixed"
-    torch.manual_seed(int(training["seed"]))
-    rng = np.random.default_rng(int(training["seed"]))
-    model = OpenCLIPVisual(model_name, None, image_size=(height, width))
-    tower = model.text_tower()
-    logit_scale = torch.nn.Parameter(torch.tensor(math.log(float(training["logit_scale_init"]))))
-    context = int(tower.positional_embedding.shape[0])
-    caption_cfg = load_conf_yaml("synth/captions.yaml")
-    if training["fragment_keep_prob"] is not None:
-        caption_cfg["fragment_keep_prob"] = float(training["fragment_keep_prob"])
-    captioner = Captioner.from_config(caption_cfg, context_length=min(context, int(training["caption_tokens"])))
-    eval_captioner = Captioner.from_config(context_length=context)
-    kinds_w = check_caption_kinds(training["caption_kinds"])
-    mean = torch.tensor(model.input_mean).view(1, 3, 1, 1)
-    std = torch.tensor(model.input_std).view(1, 3, 1, 1)
-
-    train_records = _records(corpus_root / "train")
-    images = _read_images([r.path for r in train_records], height, width)
-    pids = torch.tensor([r.pid for r in train_records])
-    params = list(model.parameters()) + list(tower.parameters()) + [logit_scale]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": float(training["weight_decay"])}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=float(training["lr"]),
-        betas=(0.9, 0.98),
-        eps=1e-6,
-    )
-    steps, warm = int(training["steps"]), int(training["warmup_steps"])
-
-    def lr_factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / max(1, warm)
-        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    batch = int(training["batch_size"])
-    order = np.concatenate(
-        [rng.permutation(len(train_records)) for _ in range(steps * batch // len(train_records) + 1)]
-    )
-    losses = []
-    model.train()
-    tower.train()
-    bar = tqdm(range(steps), desc="sandbox CLIP", disable=not progress, mininterval=5)
-    for step in bar:
-        idx = order[step * batch : (step + 1) * batch]
-        kinds = draw_kinds(rng, kinds_w, len(idx))
-        described = [captioner.describe(train_records[i].attributes, k, rng) for i, k in zip(idx, kinds)]
-        texts = [text for text, _ in described]
-        x = (images[torch.as_tensor(idx)].float() / 255 - mean) / std
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            img, txt = model(x), encode_text(tower, captioner.tokenize(texts))
-        positives = batch_positives(
-            pids[torch.as_tensor(idx)],
-            kinds,
-            [train_records[i].attributes for i in idx],
-            [k for _, k in described],
-            training["identity_level"],
-            training["caption_truth"],
+    cfg = clip_pretrain_config(out, corpus_root, model_name, image_size, training, _precision(precision, "cpu"))
+    losses = _StepLosses()
+    with _quiet(QUIET_DURING_BUILD):
+        pl.seed_everything(int(training["seed"]), verbose=False)
+        model = instantiate(cfg.model)
+        datamodule = instantiate(cfg.data, _convert_="all")
+        datamodule.use_backbone_normalization(model.backbone.input_mean, model.backbone.input_std)
+        trainer = instantiate(
+            cfg.trainer,
+            callbacks=[losses],
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=progress,
         )
-        loss = clip_contrastive_loss(img.float(), txt.float(), logit_scale, positives)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", scale=f"{float(logit_scale.detach().exp()):.1f}")
-    torch.save(clip_state_dict(model.visual, tower, logit_scale), out / WEIGHTS)
-
+        trainer.fit(model, datamodule=datamodule)
+        model.save_weights(out / WEIGHTS)
+        datamodule.setup("test")
+        held = datamodule.targets[0]
+        alignment = model.alignment([held], out)
+        feats, records = model._set_features(held)
+    (out / f"text_to_image_{held.name}.png").replace(out / "text_to_image.png")
     model.eval()
-    tower.eval()
-    held = _records(corpus_root / "heldout")
-    held_images = _read_images([r.path for r in held], height, width)
-    with torch.no_grad():
-        feats = torch.cat(
-            [
-                F.normalize(model((held_images[i : i + 256].float() / 255 - mean) / std), dim=-1)
-                for i in range(0, len(held), 256)
-            ]
-        )
-    attrs = [r.attributes or {} for r in held]
-    schema = AttributeSchema.from_config()
-    zs = zero_shot_report(feats, attrs, tower, eval_captioner, schema)
-    t2i, ranking = text_to_image_report(feats, [r.pid for r in held], attrs, tower, eval_captioner)
-    probe = image_probe_ceiling(feats, [r.pid for r in held], attrs, eval_captioner.zero_shot_keys)
-    alignment_picture(out / "text_to_image.png", ranking, [r.path for r in held])
-    n = max(1, len(losses) // 10)
+    attrs = [r.attributes or {} for r in records]
+    probe = image_probe_ceiling(feats, [r.pid for r in records], attrs, model.captioner.zero_shot_keys)
+    steps = len(losses.values)
+    n = max(1, steps // 10)
     return {
         "heldout": {
-            "zero_shot": zs,
-            "text_to_image": t2i,
+            "zero_shot": alignment["zero_shot"][held.name],
+            "text_to_image": alignment["text_to_image"][held.name],
             "image_probe": probe,
-            "num_identities": len({r.pid for r in held}),
-            "num_images": len(held),
+            "num_identities": len({r.pid for r in records}),
+            "num_images": len(records),
         },
         "train": {
-            "num_images": len(train_records),
+            "num_images": len(datamodule.train_records),
             "steps": steps,
-            "loss_first": round(float(np.mean(losses[:n])), 4),
-            "loss_last": round(float(np.mean(losses[-n:])), 4),
-            "logit_scale": round(float(logit_scale.detach().exp()), 3),
+            "loss_first": round(float(np.mean(losses.values[:n])), 4),
+            "loss_last": round(float(np.mean(losses.values[-n:])), 4),
+            "logit_scale": round(float(model.logit_scale.detach().exp()), 3),
         },
     }
+
+
+# ppreid loggers silenced while the build's model trains (its data tables, weights and alignment lines):
+# the build says what it does in its own lines
+QUIET_DURING_BUILD = ("ppreid.data", "ppreid.models", "ppreid.nn", "ppreid.metrics", "ppreid.training")
+
+
+@contextlib.contextmanager
+def _quiet(names: Sequence[str]):
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+class _StepLosses(pl.Callback):
+    """The training loss of every optimizer step (the report's first / last tenth)."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
+        self.values.append(float(loss.detach()))
+
+
+def clip_pretrain_config(
+    out: Path,
+    corpus_root: Path,
+    model_name: str,
+    image_size: Sequence[int],
+    training: Mapping[str, Any],
+    precision: str,
+) -> DictConfig:
+    """The composed run config of ``model=clip_pretrain`` that builds the sandbox CLIP: the corpus's train
+    identities (every one, no validation split, no augmentation), ``training``'s steps, batch size, learning
+    rate, weight decay, warm-up, caption kinds and positives, on the CPU, writing into ``out``."""
+    from omegaconf import OmegaConf, open_dict
+
+    from ppreid.synth.attributes import load_conf_yaml
+
+    cfg = compose_run_config(["model=clip_pretrain", "backbone=clip_tiny", "trainer.accelerator=cpu"])
+    height, width = (int(s) for s in image_size)
+    captions = load_conf_yaml("synth/captions.yaml")
+    if training["fragment_keep_prob"] is not None:
+        captions["fragment_keep_prob"] = float(training["fragment_keep_prob"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+        cfg.paths.log_dir = str(out)
+        cfg.paths.work_dir = str(out)
+        cfg.seed = int(training["seed"])
+        cfg.backbone.pop("sandbox", None)
+        cfg.backbone.update(model_name=model_name, pretrained=None, image_size=[height, width])
+        cfg.data.update(
+            height=height,
+            width=width,
+            prepare=None,
+            sources=[{"dataset": "genepers", "root": str(corpus_root / "train")}],
+            targets=[{"dataset": "genepers", "root": str(corpus_root / "heldout"), "name": "heldout"}],
+            val_split={"identities": 0, "seed": 0},
+            batch_size=int(training["batch_size"]),
+            num_workers=0,
+            pin_memory=False,
+            check_targets=False,
+        )
+        cfg.data.train_transforms.update(flip_prob=0.0, padding=0, random_erasing_prob=0.0)
+        cfg.model.update(
+            identity_level=bool(training["identity_level"]),
+            caption_truth=bool(training["caption_truth"]),
+            caption_kinds=dict(training["caption_kinds"]),
+            captions=captions,
+            logit_scale_init=float(training["logit_scale_init"]),
+            warmup_steps=int(training["warmup_steps"]),
+            seed=int(training["seed"]),
+            caption_tokens=int(training["caption_tokens"]),
+            schedule="steps",
+            no_decay_1d=True,
+            loss_in_fp32=True,
+            weights_file=WEIGHTS,
+        )
+        cfg.model.optimizer.update(lr=float(training["lr"]), weight_decay=float(training["weight_decay"]))
+        cfg.trainer.update(
+            max_steps=int(training["steps"]),
+            max_epochs=-1,
+            min_epochs=None,
+            precision=precision,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            default_root_dir=str(out),
+        )
+    OmegaConf.resolve(cfg.model)
+    return cfg
+
+
+def compose_run_config(overrides: Sequence[str]) -> DictConfig:
+    """conf/train.yaml composed with ``overrides`` (inside a running train.py, or from anywhere else)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ppreid.utils.paths import CONF_DIR
+
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="train", overrides=list(overrides))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
 
 
 def image_probe_ceiling(
@@ -366,12 +389,30 @@ def image_probe_ceiling(
     }
 
 
-def resolve_sandbox(model_name: str, image_size: Sequence[int], builder: Any) -> str | None:
-    """``pretrained=sandbox`` -> the built weights file (or None: random weights under a fast dev run)."""
-    if builder is None:
+def resolve_pretrained_sandbox(cfg: DictConfig, log_missing: bool = True) -> None:
+    """Run orchestration, before the model is built: ``backbone.pretrained=sandbox`` becomes the weights
+    file of the person-aligned CLIP (built first when missing: :func:`ensure_sandbox_clip` with the build
+    parameters of ``backbone.sandbox``), or null under a fast dev run (random weights). ``backbone.sandbox``
+    is the run's, not the backbone's: it is taken out of ``cfg.backbone`` in every case. A checkpoint run
+    (``ckpt_path``) builds nothing: its weights replace the backbone's anyway."""
+    from omegaconf import OmegaConf, open_dict
+
+    backbone = cfg.get("backbone")
+    if backbone is None:
+        return
+    with open_dict(cfg):
+        build = backbone.pop("sandbox", None)
+    if backbone.get("pretrained") != SANDBOX or cfg.get("ckpt_path"):
+        return
+    model_name = str(backbone.get("model_name"))
+    if build is None:
         raise ConfigValueError(
             f"backbone.pretrained=sandbox: {model_name} has no sandbox build (backbone.sandbox); the person-aligned "
             "sandbox CLIP exists for backbone=clip_tiny only. Use a weights file, a tag, or pretrained=null."
         )
-    path = builder(model_name=model_name, image_size=list(image_size))
-    return None if path is None else str(path)
+    build = OmegaConf.to_container(build, resolve=True)
+    build.pop("_target_", None)
+    build.pop("_partial_", None)
+    path = ensure_sandbox_clip(model_name=model_name, image_size=list(backbone.image_size), **build)
+    with open_dict(cfg):
+        backbone.pretrained = None if path is None else str(path)

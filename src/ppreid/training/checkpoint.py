@@ -12,6 +12,10 @@ under the key ``ppreid``::
 so ``python train.py train=false ckpt_path=X data=<any data>`` rebuilds exactly the trained model
 (architecture, number of training identities) and feeds it images the way it was trained, without
 the training data or the training config.
+
+Checkpoints written before the code became the ``ppreid`` package name their classes by the old module
+paths (``src.models.bot.BoTModel``); :func:`read_checkpoint` translates them (:data:`LEGACY_MODULES`), so
+such a checkpoint evaluates, resumes and feeds ``embed.py`` / the privacy audit as before.
 """
 
 from __future__ import annotations
@@ -36,6 +40,50 @@ SPEC_FORMAT = 1
 # Config groups that decide a model's architecture (compared between a checkpoint and the command).
 ARCHITECTURE_GROUPS = ("model", "backbone")
 HOW_TO_GET_ONE = "a checkpoints/last.ckpt written by `python train.py` (see the run folder)"
+
+
+# Module paths before the package move -> now (first matching prefix wins; any other ``src.X`` -> ``ppreid.X``).
+LEGACY_MODULES = (
+    ("src.models.attack", "ppreid.audit.attack"),
+    ("src.models.privacy", "ppreid.privacy"),
+    ("src.models.schedulers", "ppreid.training.schedulers"),
+    ("src.models.checkpoint", "ppreid.training.checkpoint"),
+    ("src.models.feature_cache", "ppreid.training.feature_cache"),
+    ("src.models.clip_alignment", "ppreid.metrics.clip_alignment"),
+    ("src.utils.resolvers", "ppreid.config.resolvers"),
+    ("src.utils.config_groups", "ppreid.config.config_groups"),
+    ("src.utils.run_checks", "ppreid.config.run_checks"),
+    ("src.utils.csv_logger", "ppreid.training.csv_logger"),
+    ("src.nn.attackers", "ppreid.audit.attackers"),
+    ("src.nn.backbones.sandbox_clip", "ppreid.run.sandbox_clip"),
+    ("src", "ppreid"),
+)
+# Backbone config keys that the run reads, not the backbone (an old clip_tiny config passed ``sandbox``).
+RUN_ONLY_BACKBONE_KEYS = {"ppreid.nn.backbones.clip_visual.OpenCLIPVisual": ("sandbox",)}
+
+
+def modern_target(name: str) -> str:
+    """An old ``_target_`` (``src.models.bot.BoTModel``) -> its ``ppreid`` path; any other name unchanged."""
+    for old, new in LEGACY_MODULES:
+        if name == old or name.startswith(old + "."):
+            return new + name[len(old) :]
+    return name
+
+
+def modern_config(node: Any) -> Any:
+    """A copy of a plain config tree (dicts / lists) with old ``_target_`` names translated
+    (:func:`modern_target`) and the keys a backbone no longer takes dropped (:data:`RUN_ONLY_BACKBONE_KEYS`)."""
+    if isinstance(node, Mapping):
+        out = {k: modern_config(v) for k, v in node.items()}
+        target = out.get("_target_")
+        if isinstance(target, str):
+            out["_target_"] = modern_target(target)
+            for key in RUN_ONLY_BACKBONE_KEYS.get(out["_target_"], ()):
+                out.pop(key, None)
+        return out
+    if isinstance(node, list):
+        return [modern_config(v) for v in node]
+    return node
 
 
 def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
@@ -73,7 +121,11 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
             f"{key}={path} is not a Lightning checkpoint (it holds {what}, no 'state_dict'); a plain weights "
             f"file goes to backbone.pretrained=, a run's checkpoint to {key}= ({HOW_TO_GET_ONE})."
         )
-    return dict(ckpt)
+    ckpt = dict(ckpt)
+    for section in (SPEC_KEY, "hyper_parameters"):
+        if isinstance(ckpt.get(section), Mapping):
+            ckpt[section] = modern_config(ckpt[section])
+    return ckpt
 
 
 def _looks_like_zip(path: Path) -> bool:
@@ -277,6 +329,6 @@ def load_model_from_checkpoint(path: str | Path, key: str = "ckpt_path"):
         )
     with weights_from_checkpoint(path):
         model = instantiate(without_pretrained(OmegaConf.create(spec["model"])), num_classes=spec["num_classes"])
-        load_model_weights(model, ckpt["state_dict"], str(path), key, getattr(model, "lazy_state_prefixes", ()))
+        load_model_weights(model, ckpt["state_dict"], str(path), key, model.lazy_state_prefixes)
     model.build_spec = {k: v for k, v in spec.items() if k != "num_classes"}
     return model.eval(), spec

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ppreid.privacy.images import resize_images as resize  # the one resize path of defences and audit
+from ppreid.metrics.images import resize_images as resize  # the one resize path of defences and audit
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import open_clip
 import torch
@@ -27,7 +26,6 @@ from torch import nn
 
 from ppreid.nn.attention_rows import block_rows
 from ppreid.nn.backbones.pretrained import StateDict, _load_strict, load_pretrained
-from ppreid.run.sandbox_clip import SANDBOX, resolve_sandbox
 from ppreid.utils.errors import ConfigValueError
 
 log = logging.getLogger("ppreid.nn")
@@ -95,9 +93,9 @@ class OpenCLIPVisual(nn.Module):
     `model_name`: any name open_clip.get_model_config accepts (built-in such as ViT-B-16 / RN50,
     a config of `model_configs/` such as clip-tiny, or `local-dir:PATH` with an open_clip_config.json).
     `pretrained`: None, an open_clip tag for this model (downloads: opt-in), or a local weights
-    file: a full CLIP state dict loads both towers, a visual-only one the image tower only;
-    ``sandbox``: the person-aligned CLIP that `sandbox` (a `ppreid.run.sandbox_clip.ensure_sandbox_clip`
-    partial, clip_tiny's config) builds once under data/ and reuses.
+    file: a full CLIP state dict loads both towers, a visual-only one the image tower only. The config value
+    ``sandbox`` is resolved to a weights file by the run before the backbone is built
+    (``ppreid.run.sandbox_clip.resolve_pretrained_sandbox``); the constructor itself never trains anything.
     `quick_gelu`: None = what the tag/model config says; true for OpenAI's weights (a tag whose
     own setting disagrees gives a one-line warning: the activation must match the weights).
     `last_stride`: ResNet towers only; 1 removes layer4's down-sampling (CLIP-ReID's RN50: a 16x8 map
@@ -116,7 +114,6 @@ class OpenCLIPVisual(nn.Module):
         quick_gelu: bool | None = None,
         pos_embed_interpolation: str = "bilinear",
         last_stride: int = 2,
-        sandbox: Callable[..., Any] | None = None,
     ) -> None:
         super().__init__()
         cfg = open_clip.get_model_config(model_name)
@@ -135,8 +132,11 @@ class OpenCLIPVisual(nn.Module):
             )
         height, width = (int(s) for s in image_size)
         self.image_size = (height, width)
-        if pretrained == SANDBOX:
-            pretrained = resolve_sandbox(model_name, self.image_size, sandbox)
+        if pretrained == "sandbox":
+            raise ConfigValueError(
+                "OpenCLIPVisual: pretrained='sandbox' is resolved by the run (train.py builds the person-aligned "
+                "CLIP first); outside a run, pass its weights file (data/sandbox-clip/clip_tiny.pt) or null."
+            )
         self.is_resnet = isinstance(vision_cfg["layers"], (list, tuple))
         if int(last_stride) not in (1, 2):
             raise ConfigValueError(f"OpenCLIPVisual: last_stride={last_stride}; use 2 (CLIP) or 1 (CLIP-ReID's RN50).")
