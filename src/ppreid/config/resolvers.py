@@ -62,9 +62,13 @@ def _precision(choice="auto", accelerator="auto"):
 
 
 def register_resolvers() -> None:
+    """Register the resolvers and the config schemas (conf/ lists them in its defaults)."""
     from omegaconf import OmegaConf
 
     from ppreid.config.config_groups import groups_help
+    from ppreid.config.schemas import register_schemas
+
+    register_schemas()
 
     for name, fn in (
         ("ppreid_groups", groups_help),
