@@ -28,8 +28,10 @@ log = logging.getLogger("synth")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="synth")
 def main(cfg: DictConfig) -> None:
+    from ppreid.config.compose_errors import task_started
     from ppreid.synth.pipeline import run_synthesis
 
+    task_started()
     try:
         info = run_synthesis(cfg)
     except Exception as exc:  # bad input (also when wrapped by Hydra's instantiate): one clear line
@@ -49,10 +51,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from ppreid.config.config_groups import misspelt_group
+    from ppreid.config.compose_errors import run_reporting_compose_errors
 
-    typo = misspelt_group("synth", sys.argv[1:])
-    if typo:
-        print(f"error: {typo}", file=sys.stderr)
-        sys.exit(1)
-    main()
+    run_reporting_compose_errors(main, "synth")

@@ -317,8 +317,10 @@ def _fit(trainer, model, datamodule, cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from ppreid.config.compose_errors import task_started
     from ppreid.utils.run_status import RunStatus, log_to_files
 
+    task_started()
     status = RunStatus(cfg.paths.output_dir)
     status.running()
     try:
@@ -348,10 +350,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    from ppreid.config.config_groups import misspelt_group
+    from ppreid.config.compose_errors import run_reporting_compose_errors
 
-    typo = misspelt_group("train", sys.argv[1:])
-    if typo:
-        print(f"error: {typo}", file=sys.stderr)
-        sys.exit(1)
-    main()
+    run_reporting_compose_errors(main, "train")

@@ -59,28 +59,3 @@ def top_level_keys(config_name: str) -> list[str]:
     """Keys that ``conf/<config_name>.yaml`` itself sets (besides its defaults list)."""
     data = yaml.safe_load((CONF / f"{config_name}.yaml").read_text()) or {}
     return [k for k in data if k != "defaults"]
-
-
-def misspelt_group(config_name: str, args: list[str]) -> str | None:
-    """One line for the first ``name=value`` whose name is neither a config group nor a key of the entry
-    point's config but close to one (``modle=pdm`` -> ``model=pdm``), else None (Hydra's own check
-    follows). Flags, dotted keys and ``+``/``~`` overrides are left to Hydra."""
-    import difflib
-
-    groups = entry_groups(config_name)
-    known = set(groups) | set(top_level_keys(config_name)) | {"hydra"}
-    for arg in args:
-        if arg.startswith(("-", "+", "~")) or "=" not in arg:
-            continue
-        name, value = arg.split("=", 1)
-        if not name or any(c in name for c in "./@[") or name in known:
-            continue
-        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-        if not close:
-            continue
-        what = "config group" if close[0] in groups else "key"
-        return (
-            f"{arg}: there is no config group or key '{name}'; did you mean {close[0]}={value} (the {what})? "
-            f"Groups: {', '.join(groups)}."
-        )
-    return None

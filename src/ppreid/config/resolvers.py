@@ -6,9 +6,10 @@
   (open_clip's ``RN*`` names), so a recipe follows its backbone (CLIP-ReID's ViT and CNN recipes differ);
 - ``${ppreid_clip_weights:<open_clip model name>}``: ``openai`` where open_clip has OpenAI's weights for
   the model (ViT-B-16, RN50), else null (clip-tiny): the paper-scale CLIP recipes start from CLIP.
-- ``${ppreid_precision:auto}``: the Trainer's ``precision`` of ``trainer=default`` / ``cpu``: ``bf16-mixed``
-  when the run is on a CPU with native bf16 arithmetic (AVX512-BF16 or AMX; about half the CPU time of a
-  tiny-CNN step, metrics equal to seed noise), else ``32-true``; any other argument is returned as it is.
+
+``trainer.precision=auto`` is not a resolver: train.py resolves it once, with :func:`_precision`, before
+the Trainer is built (``bf16-mixed`` on a CPU with native bf16 arithmetic, AVX512-BF16 or AMX: about half
+the CPU time of a tiny-CNN step, metrics equal to seed noise; else ``32-true``).
 """
 
 from __future__ import annotations
@@ -62,16 +63,19 @@ def _precision(choice="auto", accelerator="auto"):
 
 
 def register_resolvers() -> None:
+    """Register the resolvers and the config schemas (conf/ lists them in its defaults)."""
     from omegaconf import OmegaConf
 
     from ppreid.config.config_groups import groups_help
+    from ppreid.config.schemas import register_schemas
+
+    register_schemas()
 
     for name, fn in (
         ("ppreid_groups", groups_help),
         ("ppreid_add", _add),
         ("ppreid_vit_or_cnn", _vit_or_cnn),
         ("ppreid_clip_weights", _clip_weights),
-        ("ppreid_precision", _precision),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -1,4 +1,7 @@
-"""Checks of a composed train config that turn common slips into one clear line before anything runs."""
+"""Checks of a composed train config that turn common slips into one clear line before anything runs.
+
+Keys and types are checked while composing (the schemas of :mod:`ppreid.config.schemas`); these are the
+value checks a type cannot express, cheap enough to run before any data is prepared or decoded."""
 
 from __future__ import annotations
 
@@ -14,8 +17,9 @@ WANDB_TARGET = "WandbLogger"
 
 
 def check_run_config(cfg: DictConfig) -> None:
-    """Refuse a non-integer seed, ``model.backbone=<string>``, a training run without a whole number of
-    epochs >= 1, a GPU trainer without a GPU and wandb without credentials, each with the fix."""
+    """Refuse a non-integer seed, ``model.backbone=<string>``, a training run without epochs >= 1, batch
+    sizes the P x K sampler cannot fill, a schedule outside the run, a GPU trainer without a GPU and wandb
+    without credentials, each with the fix."""
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigValueError(f"seed={seed!r} must be an integer, e.g. seed=1 (or -m seed=1,2,3 for a sweep).")
@@ -27,23 +31,18 @@ def check_run_config(cfg: DictConfig) -> None:
         )
     if cfg.get("train", True):
         check_max_epochs(cfg.get("trainer") or {})
+        check_batch_sizes(cfg.get("data") or {})
+        check_schedules(cfg)
     check_accelerator(cfg.get("trainer") or {})
     check_wandb(cfg.get("logger") or {})
 
 
 def check_max_epochs(trainer_cfg: Any) -> None:
-    """A training run needs a whole number of epochs >= 1: schedules are fractions of it, and 0 would
-    write an untrained model's results as a training run's."""
+    """A training run needs epochs >= 1 (the schema makes it an int): schedules are fractions of it, and 0
+    would write an untrained model's results as a training run's."""
     value = trainer_cfg.get("max_epochs")
     if trainer_cfg.get("fast_dev_run"):
         return
-    if value is None:
-        raise ConfigValueError("trainer.max_epochs is not set; give the number of epochs, e.g. trainer.max_epochs=32.")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigValueError(
-            f"trainer.max_epochs={value!r} is not a whole number of epochs; write it in digits, "
-            "e.g. trainer.max_epochs=2."
-        )
     if value == 0:
         raise ConfigValueError(
             "trainer.max_epochs=0 with train=true trains nothing; give epochs >= 1, or evaluate "
@@ -56,6 +55,52 @@ def check_max_epochs(trainer_cfg: Any) -> None:
             "learning-rate schedule no end; give a number of epochs >= 1, e.g. "
             "trainer.max_epochs=32."
         )
+
+
+def check_batch_sizes(data_cfg: Any) -> None:
+    """P x K batches: ``data.batch_size`` a positive multiple of ``data.num_instances`` (images per identity)."""
+    batch, per_id = data_cfg.get("batch_size"), data_cfg.get("num_instances")
+    if batch is None or per_id is None:
+        return
+    if per_id < 1:
+        raise ConfigValueError(
+            f"data.num_instances={per_id}: give images per identity >= 1, e.g. data.num_instances=4."
+        )
+    if batch < 1 or batch % per_id:
+        suggestion = 16 * per_id if batch < 1 else max(per_id, batch // per_id * per_id)
+        raise ConfigValueError(
+            f"data.batch_size={batch} must be a positive multiple of data.num_instances={per_id} "
+            f"(P identities x K images), e.g. data.batch_size={suggestion}."
+        )
+    test_batch = data_cfg.get("test_batch_size")
+    if test_batch is not None and test_batch < 1:
+        raise ConfigValueError(
+            f"data.test_batch_size={test_batch}: give a batch size >= 1, e.g. data.test_batch_size=256."
+        )
+
+
+def check_schedules(cfg: DictConfig) -> None:
+    """Build each learning-rate schedule of ``cfg.model`` on a dummy optimizer, so a warm-up or milestone
+    outside its run (``model.scheduler.milestones=[40] trainer.max_epochs=2``) fails before any data is read.
+    The schedules check themselves (ppreid.training.schedulers); a fast dev run fits any schedule."""
+    import torch
+    from hydra.utils import instantiate
+
+    trainer_cfg = cfg.get("trainer") or {}
+    model_cfg = cfg.get("model") or {}
+    if trainer_cfg.get("fast_dev_run"):
+        return
+    parts = [("model.scheduler", model_cfg.get("scheduler"), trainer_cfg.get("max_epochs"), "trainer.max_epochs")]
+    for k in (1, 2):
+        stage = model_cfg.get(f"stage{k}") or {}
+        key = f"model.stage{k}"
+        parts.append((f"{key}.scheduler", stage.get("scheduler"), stage.get("epochs"), f"{key}.epochs"))
+    for key, sched_cfg, length, length_key in parts:
+        if sched_cfg is None or length is None or "_target_" not in sched_cfg:
+            continue
+        factory = instantiate(sched_cfg)
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        factory(optimizer=optimizer, max_epochs=int(length), key=key, length_key=length_key)
 
 
 def check_accelerator(trainer_cfg: Any) -> None:
