@@ -104,6 +104,10 @@ class EvalOptions:
 
 
 class ReIDModule(pl.LightningModule):
+    # Messages (regexes) of library warnings this model's training raises by design; train.py ignores them
+    # during fit and test only (ppreid.utils.console.library_warnings_ignored).
+    expected_warnings: tuple[str, ...] = ()
+
     def __init__(self, eval_metric: str = "cosine", max_rank: int = 50) -> None:
         super().__init__()
         self.eval_metric = eval_metric
