@@ -125,7 +125,7 @@ def run(cfg: DictConfig) -> dict:
     """Build everything from ``cfg``, fit and/or test, write ``results.json``; returns its content."""
     import logging
 
-    from ppreid.utils.console import quiet_libraries, results_table
+    from ppreid.utils.console import library_warnings_ignored, quiet_libraries, results_table
 
     quiet_libraries()
     import pytorch_lightning as pl
@@ -212,7 +212,8 @@ def run(cfg: DictConfig) -> dict:
     val_metrics = {}
     if cfg.train:
         log.info("training %s on %s", cfg.model.name, cfg.data.name)
-        _fit(trainer, model, datamodule, cfg)
+        with library_warnings_ignored(*model.expected_warnings):
+            _fit(trainer, model, datamodule, cfg)
         val_metrics = stage_metrics(trainer.callback_metrics, "val")  # test resets callback_metrics
     scalars = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     test_metrics = {}
@@ -220,7 +221,8 @@ def run(cfg: DictConfig) -> dict:
         if not cfg.train and cfg.ckpt_path is None and not model.loads_own_weights:
             log.warning("train=false and ckpt_path=null: evaluating the initial (untrained) weights.")
         log.info("testing: %s", describe_evaluation(evaluation))
-        trainer.test(model, datamodule=datamodule, verbose=False)
+        with library_warnings_ignored(*model.expected_warnings):
+            trainer.test(model, datamodule=datamodule, verbose=False)
         test_metrics = metrics_by_target(trainer.callback_metrics, "test")
 
     tr = cfg.trainer

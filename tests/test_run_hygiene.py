@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -294,3 +295,56 @@ def test_help_lists_only_the_entry_points_own_groups():
     assert not {"generator", "preset", "synth"} & groups(train)
     assert {"generator", "preset"} <= groups(synth) and not {"data", "model", "trainer"} & groups(synth)
     assert "_reid_base" not in train
+
+
+def _timm_cosine_by_hand(t: int, base: float, epochs: int, warmup: int, init: float, floor: float) -> float:
+    """timm's CosineLRScheduler at epoch t (warmup_prefix off, one cycle): a line from ``init`` to ``base``
+    over the warm-up, then ``floor + (base - floor) (1 + cos(pi t / epochs)) / 2`` (t counted from 0), the
+    floor from ``epochs`` on."""
+    if t < warmup:
+        return init + t * (base - init) / warmup
+    return floor + 0.5 * (base - floor) * (1 + math.cos(math.pi * t / epochs)) if t < epochs else floor
+
+
+@pytest.mark.parametrize(
+    "overrides, stage",
+    [
+        (["model=clipreid"], "stage1"),  # sandbox: 20 epochs, 2 of warm-up (pdm's stage 1 too)
+        (["model=clipreid", "data=market1501", "backbone=clip_vit_b16"], "stage1"),  # paper ViT: 120, 5
+        (["model=clipreid", "data=market1501", "backbone=clip_rn50"], "stage1"),  # paper RN50: 60, 5
+        (["model=clip_pretrain"], None),  # sandbox: 6 epochs
+        (["model=clip_pretrain", "data=market1501"], None),  # paper: 10 epochs
+    ],
+)
+def test_timm_cosine_learning_rate_of_every_epoch(overrides, stage, tmp_path):
+    """Every config with timm's cosine: the learning rate each epoch trains at (stepped as Lightning does,
+    once after each epoch) is timm's value at t = epoch + 1, by hand and bit for bit as before the switch
+    from timm's private ``_get_lr`` to its public ``step``."""
+    from hydra.utils import instantiate
+    from timm.scheduler.cosine_lr import CosineLRScheduler
+
+    cfg = compose_train(overrides, tmp_path)
+    node = cfg.model[stage] if stage else cfg.model
+    epochs = int(node.epochs) if stage else int(cfg.trainer.max_epochs)
+    sched_cfg, base = node.scheduler, float(node.optimizer.lr)
+    assert sched_cfg._target_.endswith("timm_cosine") and sched_cfg.epoch_offset == 1
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    lrs = _lrs(instantiate(sched_cfg)(optimizer=opt, max_epochs=epochs), epochs)
+
+    warmup = round(float(sched_cfg.warmup_epochs) * epochs)
+    init, floor = float(sched_cfg.warmup_lr_init), float(sched_cfg.lr_min)
+    hand = [_timm_cosine_by_hand(k + 1, base, epochs, warmup, init, floor) for k in range(epochs)]
+    assert lrs == pytest.approx(hand, rel=1e-12, abs=0)
+    # before: timm's private _get_lr on a shadow optimizer, as a LambdaLR factor
+    shadow = CosineLRScheduler(
+        torch.optim.SGD([torch.zeros(1)], lr=base),
+        t_initial=epochs,
+        lr_min=floor,
+        warmup_t=warmup,
+        warmup_lr_init=init,
+        cycle_limit=1,
+        t_in_epochs=True,
+    )
+    before_opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    before = torch.optim.lr_scheduler.LambdaLR(before_opt, lambda e: shadow._get_lr(e + 1)[0] / base)
+    assert lrs == _lrs(before, epochs)

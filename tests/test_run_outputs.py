@@ -7,11 +7,13 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import warnings
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
-from conftest import TINY, run_train
+from conftest import ROOT, TINY, run_train
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def test_best_checkpoint_is_the_best_validated_epoch(trained):
     out, _ = trained
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
-    cb = [v for k, v in best["callbacks"].items() if "BestCheckpoint" in k][0]
+    cb = [v for k, v in best["callbacks"].items() if k.startswith("ModelCheckpoint{'monitor': 'val/mAP'")][0]
     assert cb["monitor"] == "val/mAP" and cb["best_model_path"].endswith("best.ckpt")
     assert best["ppreid"]["training"]["seed"] == 3 and best["ppreid"]["training"]["identity"]["epochs"] == 1
 
@@ -149,3 +151,66 @@ def test_embed_normalize(trained, reid_data_dir, tmp_path):
     assert not np.allclose(np.linalg.norm(raw["features"], axis=1), 1.0, atol=1e-3)
     expected = raw["features"] / np.linalg.norm(raw["features"], axis=1, keepdims=True)
     assert np.allclose(unit["features"], expected, atol=1e-5)
+
+
+class _ScriptedValidation(pl.LightningModule):
+    """One weight, one training step per epoch; validation logs the scripted ``val/mAP`` of that epoch."""
+
+    def __init__(self, maps):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.maps = list(maps)
+
+    def training_step(self, batch, batch_idx):
+        return (self.weight - 1.0).pow(2).sum()
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def on_validation_epoch_end(self):
+        self.log("val/mAP", self.maps[self.current_epoch])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.zeros(1, 1))
+
+    def val_dataloader(self):
+        return torch.utils.data.DataLoader(torch.zeros(1, 1)) if self.maps else []
+
+
+def _fit_with_default_checkpoints(tmp_path, maps, epochs=3):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(ROOT / "conf" / "callbacks" / "default.yaml")
+    callbacks = [
+        instantiate(cfg[k], dirpath=str(tmp_path / "checkpoints")) for k in ("model_checkpoint", "best_checkpoint")
+    ]
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(_ScriptedValidation(maps))
+    return {p.name: torch.load(p, weights_only=False) for p in sorted((tmp_path / "checkpoints").iterdir())}
+
+
+def test_best_checkpoint_keeps_the_epoch_of_the_highest_val_map(tmp_path):
+    """conf/callbacks/default.yaml's checkpoints: val/mAP 0.2, 0.5, 0.3 -> best.ckpt is epoch 1 (0.5),
+    last.ckpt epoch 2; a run without validation writes last.ckpt only, without a warning."""
+    ckpts = _fit_with_default_checkpoints(tmp_path / "val", [0.2, 0.5, 0.3])
+    assert sorted(ckpts) == ["best.ckpt", "last.ckpt"]
+    assert ckpts["best.ckpt"]["epoch"] == 1 and ckpts["last.ckpt"]["epoch"] == 2
+    best_state = [v for k, v in ckpts["last.ckpt"]["callbacks"].items() if "'monitor': 'val/mAP'" in k][0]
+    assert float(best_state["best_model_score"]) == pytest.approx(0.5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ckpts = _fit_with_default_checkpoints(tmp_path / "no_val", [])
+    assert sorted(ckpts) == ["last.ckpt"] and ckpts["last.ckpt"]["epoch"] == 2
+    assert not [w for w in caught if "val/mAP" in str(w.message)]

@@ -232,8 +232,8 @@ class ReIDDataModule(ImagePreparation, pl.LightningDataModule):
                      "training on the other %d identities", split.num_val_identities, len(split.query),
                      len(split.gallery), self.num_classes)
         else:
-            log.info("no validation split (data.val_split.identities=0): training on all %d source identities",
-                     self.num_classes)
+            log.info("no validation split (data.val_split.identities=0): training on all %d source identities "
+                     "(no val/ metrics, so no checkpoints/best.ckpt)", self.num_classes)
         self._sources_ready = True
 
     def setup_targets(self, skip_roots: Sequence[str] = ()) -> None:

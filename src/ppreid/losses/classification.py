@@ -13,6 +13,11 @@ class CrossEntropyLabelSmooth(nn.Module):
     """Cross-entropy against smoothed targets (1-eps)*onehot + eps/C (Szegedy et al. 2016; BoT).
 
     forward(logits (B,C), targets (B,) int) -> scalar, averaged over the batch.
+
+    The same definition as torch's ``F.cross_entropy(..., label_smoothing=eps)`` (equal values and
+    gradients in fp32: tests/test_losses.py), kept written out so that runs keep their numbers: under CPU
+    bf16 autocast (``trainer.precision=bf16-mixed``) ``log_softmax`` stays in the logits' bf16 while
+    torch's ``cross_entropy`` is upcast to fp32, and the library call moved the default run's losses.
     """
 
     input_kind = "logits"

@@ -118,6 +118,9 @@ class ReIDModule(pl.LightningModule):
     loads_own_weights: bool = False
     #: True: some steps leave trainable parameters without gradient (DDP then finds unused parameters).
     ddp_find_unused_parameters: bool = False
+    #: Messages (regexes) of library warnings this model's training raises by design; train.py ignores them
+    #: during fit and test only (ppreid.utils.console.library_warnings_ignored).
+    expected_warnings: tuple[str, ...] = ()
 
     def __init__(self, eval_metric: str = "cosine", max_rank: int = 50) -> None:
         super().__init__()

@@ -32,7 +32,6 @@ runs one batch of each stage, caching only that batch's features.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,6 +67,8 @@ class TwoStageCLIPModule(ReIDModule):
 
     ddp_find_unused_parameters = True  # stage 1 leaves the image encoder unused, stage 2 the text side
     lazy_state_prefixes = ("neck.classifier.", "neck_proj.classifier.")
+    # Lightning warns about modules in eval mode at the start of training: the frozen text encoder is, by design
+    expected_warnings = (r".*module\(s\) in eval mode.*",)
 
     def __init__(
         self,
@@ -200,8 +201,6 @@ class TwoStageCLIPModule(ReIDModule):
         self.ensure_classifier(self.neck, dm.num_classes)
         self.ensure_classifier(self.neck_proj, dm.num_classes)
         self.setup_identities(dm)
-        # Lightning warns about modules in eval mode at the start of training: here they are intended
-        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
         frozen = sum(1 for m in self.modules() if not m.training)
         log.info(
             "stage 1 trains %s; the frozen text encoder (%d modules) stays in eval mode throughout",

@@ -115,9 +115,10 @@ def timm_cosine(
     warm-up from the absolute ``warmup_lr_init``, floor ``lr_min``, one cycle), stepped per epoch.
 
     CLIP-ReID's stage 1: ``scheduler.step(e)`` before each 1-based epoch e, so epoch ``k`` (0-based)
-    trains at timm's value for ``t = k + epoch_offset``. The values come from timm itself (evaluated on
-    a shadow optimizer with the same per-group learning rates) and are applied as a torch ``LambdaLR``,
-    so Lightning and checkpoints treat it as any torch scheduler.
+    trains at timm's value for ``t = k + epoch_offset``. The values come from timm's public
+    ``step(t)`` on a shadow optimizer with the same per-group learning rates, and are applied as a
+    torch ``LambdaLR``: the models, Lightning and checkpoints step and save it as any torch scheduler
+    (``step()`` without an epoch, ``state_dict``), which timm's own scheduler is not.
     """
     from timm.scheduler.cosine_lr import CosineLRScheduler
 
@@ -136,7 +137,12 @@ def timm_cosine(
         t_in_epochs=True,
     )
 
+    def timm_lrs(t: int) -> list[float]:
+        """timm's per-group learning rates at epoch ``t`` (what its ``step(t)`` sets)."""
+        timm_schedule.step(t)
+        return [float(group["lr"]) for group in shadow.param_groups]
+
     def group_factor(i: int):
-        return lambda epoch: timm_schedule._get_lr(epoch + int(epoch_offset))[i] / bases[i] if bases[i] else 0.0
+        return lambda epoch: timm_lrs(epoch + int(epoch_offset))[i] / bases[i] if bases[i] else 0.0
 
     return LambdaLR(optimizer, [group_factor(i) for i in range(len(bases))])

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 NOISE = (
     "💡 Tip",
@@ -24,8 +25,20 @@ class _DropNoise(logging.Filter):
         return not any(n in msg for n in NOISE)
 
 
+# Known-harmless library warnings (message regexes): Lightning's advice for tiny CPU runs and its own
+# deprecated pytree use, raised inside Trainer.fit / validate / test.
+LIBRARY_WARNINGS = (
+    ".*LeafSpec.*",
+    ".*does not have many workers.*",
+    ".*The number of training batches.*log_every_n_steps.*",
+    ".*Checkpoint directory .* exists and is not empty.*",
+    ".*'pin_memory' argument is set as true but no accelerator.*",
+    ".*This DataLoader will create .* worker processes.*",
+)
+
+
 def quiet_libraries() -> None:
-    """Drop Lightning's adverts and hardware banners and known-harmless third-party warnings."""
+    """Drop Lightning's adverts and hardware banners from its loggers (warnings: library_warnings_ignored)."""
     for name in (
         "pytorch_lightning.utilities.rank_zero",
         "lightning.pytorch.utilities.rank_zero",
@@ -36,12 +49,16 @@ def quiet_libraries() -> None:
         if not any(isinstance(f, _DropNoise) for f in logger.filters):
             logger.addFilter(_DropNoise())
     logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*The number of training batches.*log_every_n_steps.*")
-    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
-    warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator.*")
-    warnings.filterwarnings("ignore", message=".*This DataLoader will create .* worker processes.*")
+
+
+@contextlib.contextmanager
+def library_warnings_ignored(*expected: str) -> Iterator[None]:
+    """Ignore LIBRARY_WARNINGS and ``expected`` (a model's own, message regexes) inside the block only:
+    wrap the Lightning call that raises them, so that no one else's warning is hidden."""
+    with warnings.catch_warnings():
+        for message in (*LIBRARY_WARNINGS, *expected):
+            warnings.filterwarnings("ignore", message=message)
+        yield
 
 
 def results_table(metrics: Mapping[str, Mapping[str, float]], title: str = "test", note: str = "") -> str:

@@ -1,19 +1,20 @@
 """Crash-safe file operations: run outputs (results.json), the GenePerson writer, the mini data.
 
 A file is written whole or not at all (temp name in the same folder, fsync, ``os.replace``), and
-cross-process critical sections use ``fcntl.flock`` locks, which the kernel drops when a process
-dies, so a ``kill -9`` never leaves a stale lock.
+cross-process critical sections use ``filelock``'s native lock (``fcntl.flock`` on Linux), which the
+kernel drops when a process dies, so a ``kill -9`` never leaves a stale lock.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from ppreid.utils.errors import ConfigValueError
 
@@ -57,24 +58,24 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 @contextlib.contextmanager
 def file_lock(path: Path, blocking: bool = True, what: str = "") -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if needed).
+    """Hold an exclusive lock on ``path`` (created if needed; the file stays after release).
 
     ``blocking=False``: if another process holds it, raise ConfigValueError naming ``what``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    lock = FileLock(path, blocking=blocking)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            raise ConfigValueError(
-                f"{what or path} is in use by another running process (lock {path}); wait for it to finish "
-                "or stop it, then run again."
-            ) from None
+        lock.acquire()
+    except Timeout:
+        raise ConfigValueError(
+            f"{what or path} is in use by another running process (lock {path}); wait for it to finish "
+            "or stop it, then run again."
+        ) from None
+    try:
         yield
     finally:
-        os.close(fd)
+        lock.release()
 
 
 def replace_dir(tmp: Path, root: Path) -> None:
