@@ -5,22 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from conftest import ROOT, compose_train
+from conftest import compose_train, train_cli
 
 from ppreid.reports import tables
-
-
-def _cli(script: str, *args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="offline", HYDRA_FULL_ERROR="0", OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 @pytest.mark.parametrize(
@@ -47,7 +36,7 @@ def test_failed_run_logs_the_error_says_failed_and_is_skipped_by_tables(tmp_path
     looked like any other; now: one line, train.log holds it, status.json says failed, nothing else
     half-written, and tables.py says why it skips the folder."""
     run_dir = tmp_path / "runs" / "bad"
-    proc = _cli("train.py", "trainer.max_epochs=two", f"hydra.run.dir={run_dir}", "logger=csv")
+    proc = train_cli("trainer.max_epochs=two", "logger=csv", run_dir=run_dir)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines == [
@@ -158,7 +147,7 @@ def test_zero_epoch_results_are_untrained_not_pooled_with_trained_runs(tmp_path,
 
 
 def test_misspelt_group_names_the_closest_group(tmp_path):
-    proc = _cli("train.py", "modle=pdm", cwd=tmp_path, timeout=120)
+    proc = train_cli("modle=pdm", cwd=tmp_path, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and "+modle" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "error: modle=pdm: there is no config group or key 'modle'; did you mean model=pdm (the config group)? "
