@@ -228,6 +228,32 @@ def test_eval_extras_write_ranked_lists_and_features(reid_data_dir, tmp_path):
     assert res["test"]["market1501"]["mAP"] == pytest.approx(ref["mAP"], abs=1e-6)
 
 
+def test_feature_export_writes_the_evaluators_arrays_with_their_paths(tmp_path):
+    """features_<target>.npz by hand: 2 queries and 3 gallery images of 2-d features, paths in order."""
+    import numpy as np
+
+    from ppreid.metrics.feature_export import write_feature_export
+
+    features = {
+        "qf": torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
+        "gf": torch.tensor([[1.0, 1.0], [0.5, 0.0], [0.0, 2.0]]),
+        "q_pids": [1, 2],
+        "g_pids": [1, 2, 2],
+        "q_camids": [0, 0],
+        "g_camids": [1, 1, 2],
+    }
+    path = write_feature_export(tmp_path / "out" / "features_t.npz", features, ["q1.jpg", "q2.jpg"], ["g1", "g2", "g3"])
+    d = np.load(path)
+    assert d["query_features"].dtype == np.float32 and d["query_features"].tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert d["gallery_features"].tolist() == [[1.0, 1.0], [0.5, 0.0], [0.0, 2.0]]
+    assert d["gallery_pids"].dtype == np.int64 and d["gallery_pids"].tolist() == [1, 2, 2]
+    assert d["gallery_camids"].tolist() == [1, 1, 2] and d["query_camids"].tolist() == [0, 0]
+    assert list(d["query_paths"]) == ["q1.jpg", "q2.jpg"] and list(d["gallery_paths"]) == ["g1", "g2", "g3"]
+    assert [p.name for p in path.parent.iterdir()] == ["features_t.npz"]  # written atomically, no temp left
+    with pytest.raises(ValueError, match="number of paths and of features differ"):
+        write_feature_export(tmp_path / "bad.npz", features, ["q1.jpg"], ["g1", "g2", "g3"])
+
+
 # ----------------------------------------------------------------------------- messages
 @pytest.mark.slow
 @pytest.mark.parametrize(

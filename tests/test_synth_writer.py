@@ -194,7 +194,6 @@ class _RejectFirst:
         return [r.seed not in self.planned for r in requests]
 
 
-@pytest.mark.slow
 def test_quality_filter_regenerates_rejected_images_with_the_documented_seed(tmp_path):
     from ppreid.synth.attributes import AttributeSchema
     from ppreid.synth.generators.procedural import ProceduralGenerator
