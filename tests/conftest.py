@@ -67,24 +67,70 @@ def compose_train(overrides: Sequence[str], out_dir: Path, data_dir: Path | None
     return cfg
 
 
-def run_synth(tmp_path: Path, out: Path, *args: str, env: dict | None = None, check: bool = True, timeout: int = 300):
-    """``python synth.py out_dir=<out> ARGS`` as a user runs it (a subprocess from ``tmp_path``, Hydra's
-    folders under it). Flags (``-m``) go first. ``check``: assert exit code 0, showing stderr's tail."""
+def run_script(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 300):
+    """``python <script> ARGS`` as a user runs it: the one subprocess helper of the tests (train.py, synth.py,
+    embed.py, benchmark scripts). W&B offline and Hydra's short errors unless ``env`` says otherwise; returns
+    the CompletedProcess (exit code, stdout, stderr) for the test to judge."""
     import subprocess
     import sys
 
+    full_env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def train_cli(
+    *args: str,
+    run_dir: Path | None = None,
+    data_dir: Path | None = None,
+    tiny: bool = False,
+    multirun: bool = False,
+    cwd: Path = ROOT,
+    env: dict | None = None,
+    timeout: int = 300,
+):
+    """``python train.py [-m] [TINY] [paths.data_dir=..] [hydra dirs] ARGS`` in a subprocess (``run_script``).
+    ``run_dir``: Hydra's run folder (the sweep folder with ``multirun``, one subfolder per job number)."""
+    dirs = []
+    if run_dir is not None:
+        dirs = (
+            [f"hydra.sweep.dir={run_dir}", "hydra.sweep.subdir=${hydra.job.num}"]
+            if multirun
+            else [f"hydra.run.dir={run_dir}"]
+        )
+    return run_script(
+        "train.py",
+        *(["-m"] if multirun else []),
+        *(TINY if tiny else []),
+        *([f"paths.data_dir={data_dir}"] if data_dir is not None else []),
+        *dirs,
+        *args,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def run_synth(tmp_path: Path, out: Path, *args: str, env: dict | None = None, check: bool = True, timeout: int = 300):
+    """``python synth.py out_dir=<out> ARGS`` as a user runs it (a subprocess from ``tmp_path``, Hydra's
+    folders under it). Flags (``-m``) go first. ``check``: assert exit code 0, showing stderr's tail."""
     flags = [a for a in args if a.startswith("-")]
-    cmd = [
-        sys.executable,
-        str(ROOT / "synth.py"),
+    proc = run_script(
+        "synth.py",
         *flags,
         f"out_dir={out}",
         f"hydra.run.dir={tmp_path / 'hydra'}",
         f"hydra.sweep.dir={tmp_path / 'hydra_m'}",
         *[a for a in args if not a.startswith("-")],
-    ]
-    proc = subprocess.run(
-        cmd, cwd=tmp_path, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout
+        cwd=tmp_path,
+        env=env,
+        timeout=timeout,
     )
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -96,6 +142,15 @@ def run_train(overrides: Sequence[str], out_dir: Path, data_dir: Path | None = N
 
     cfg = compose_train(overrides, out_dir, data_dir)
     return run(cfg)
+
+
+@pytest.fixture(scope="session")
+def market_two_epochs(reid_data_dir, tmp_path_factory):
+    """One 2-epoch TINY run on tiny Market-1501, trained once for every test that reads its files, logs or
+    checkpoints (they must not write into its folder): (results, run dir)."""
+    out = tmp_path_factory.mktemp("market_two_epochs")
+    res = run_train(TINY + ["data=market1501", "trainer.max_epochs=2"], out, reid_data_dir)
+    return res, out
 
 
 # ----------------------------------------------------------------------------- tiny datasets

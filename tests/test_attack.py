@@ -337,7 +337,7 @@ def test_audits_of_one_config_pool_and_another_config_does_not(reid_data_dir, tm
     assert hashes["pgan1"] == hashes["pgan2"] != hashes["bot"]
 
 
-@pytest.mark.parametrize("flip, pairs_per_image", [(False, 2), (True, 1)])
+@pytest.mark.parametrize("flip, pairs_per_image", [(False, 2), pytest.param(True, 1, marks=pytest.mark.slow)])
 def test_flip_test_features_are_paired_with_one_image(flip, pairs_per_image, leaky_ckpt, colour_data, tmp_path):
     """With eval.flip the stored feature is the mean over an image and its mirror: pairing it with both images
     would teach an ambiguity, so the mirror images add pairs only without flip-test."""

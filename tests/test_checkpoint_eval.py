@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY, run_train
+from conftest import TINY, run_script, run_train, train_cli
 
 TINY_ARCH = ["backbone.channels=[8,16,16,32]", "backbone.out_dim=32"]
 
@@ -26,11 +23,7 @@ def market_ckpt(reid_data_dir, tmp_path_factory):
     return out / "checkpoints" / "last.ckpt", res
 
 
-def _cli(args, cwd=ROOT, timeout=300):
-    env = dict(os.environ, WANDB_MODE="offline", HYDRA_FULL_ERROR="0")
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
+@pytest.mark.slow
 def test_checkpoint_carries_its_model_spec(market_ckpt):
     ckpt = torch.load(market_ckpt[0], map_location="cpu", weights_only=True)
     spec = ckpt["ppreid"]
@@ -46,6 +39,7 @@ def test_checkpoint_carries_its_model_spec(market_ckpt):
     assert ckpt["state_dict"]["neck.classifier.weight"].shape == (7, 32)
 
 
+@pytest.mark.slow
 def test_evaluate_on_another_dataset_without_the_training_set(market_ckpt, reid_data_dir, tmp_path):
     """A Market checkpoint on a Duke-layout folder whose source differs (and Market is gone), with the
     default backbone config (a different tiny_cnn size): the model is rebuilt from the checkpoint."""
@@ -67,6 +61,7 @@ def test_evaluate_on_another_dataset_without_the_training_set(market_ckpt, reid_
     assert written["identity"]["backbone"] == "tiny_cnn" and written["identity"]["targets"] == ["dukemtmc"]
 
 
+@pytest.mark.slow
 def test_eval_with_same_data_reproduces_training_metrics(market_ckpt, reid_data_dir, tmp_path):
     ckpt, trained = market_ckpt
     res = run_train(
@@ -94,6 +89,7 @@ def _as_before_the_package_move(node):
     return node
 
 
+@pytest.mark.slow
 def test_checkpoint_of_the_old_module_paths_still_evaluates(market_ckpt, reid_data_dir, tmp_path):
     """A checkpoint written before the package move (targets ``src.models.bot.BoTModel``,
     ``src.models.schedulers.*``, ``src.losses.*``) evaluates to the same metrics; embed's loader reads it."""
@@ -122,6 +118,7 @@ def test_checkpoint_of_the_old_module_paths_still_evaluates(market_ckpt, reid_da
     assert modern_target("torch.optim.Adam") == "torch.optim.Adam" and modern_target("srcx.a") == "srcx.a"
 
 
+@pytest.mark.slow
 def test_command_line_eval_option_applies_to_checkpoint_model(market_ckpt, reid_data_dir, tmp_path):
     """model.neck_feat=before is an evaluation choice: it overrides the checkpoint's value."""
     ckpt, trained = market_ckpt
@@ -133,23 +130,22 @@ def test_command_line_eval_option_applies_to_checkpoint_model(market_ckpt, reid_
     assert res["test"] != trained["test"]
 
 
+@pytest.mark.slow
 def test_architecture_mismatch_is_one_message_naming_both(market_ckpt, reid_data_dir, tmp_path):
-    proc = _cli(
-        [
-            "train.py",
-            "train=false",
-            f"ckpt_path={market_ckpt[0]}",
-            "backbone=resnet50",
-            "data=market1501",
-            f"paths.data_dir={reid_data_dir}",
-            f"hydra.run.dir={tmp_path}",
-        ]
+    proc = train_cli(
+        "train=false",
+        f"ckpt_path={market_ckpt[0]}",
+        "backbone=resnet50",
+        "data=market1501",
+        data_dir=reid_data_dir,
+        run_dir=tmp_path,
     )
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert "tiny_cnn" in last and "backbone=resnet50" in last and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_mismatching_backbone_parameters_list_the_keys(market_ckpt, reid_data_dir, tmp_path):
     from ppreid.utils.errors import ConfigValueError
 
@@ -169,6 +165,7 @@ def test_mismatching_backbone_parameters_list_the_keys(market_ckpt, reid_data_di
     assert "size mismatch" not in str(err.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["missing", "truncated", "text", "folder", "weights_only"])
 def test_bad_ckpt_path_is_one_clear_line(kind, market_ckpt, tmp_path):
     ckpt = market_ckpt[0]
@@ -185,17 +182,18 @@ def test_bad_ckpt_path_is_one_clear_line(kind, market_ckpt, tmp_path):
     else:  # a plain state dict: a weights file, not a run checkpoint
         path = tmp_path / "weights.pth"
         torch.save({"w": torch.zeros(2)}, path)
-    proc = _cli(["train.py", "train=false", f"ckpt_path={path}", "debug=fdr", f"hydra.run.dir={tmp_path / 'run'}"])
+    proc = train_cli("train=false", f"ckpt_path={path}", "debug=fdr", run_dir=tmp_path / "run")
     assert proc.returncode == 1, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ckpt_path=") and str(path) in last, last
     assert "Traceback" not in proc.stderr and "weights_only=False" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_embed_folder_of_crops(market_ckpt, reid_data_dir, tmp_path):
     query = reid_data_dir / "Market-1501-v15.09.15" / "query"
     out = tmp_path / "q.npz"
-    proc = _cli(["embed.py", str(market_ckpt[0]), str(query), "--out", str(out), "--no-progress"])
+    proc = run_script("embed.py", str(market_ckpt[0]), str(query), "--out", str(out), "--no-progress")
     assert proc.returncode == 0, proc.stderr[-2000:]
     d = np.load(out)
     files = sorted(query.glob("*.jpg"))
@@ -211,5 +209,5 @@ def test_embed_folder_of_crops(market_ckpt, reid_data_dir, tmp_path):
     with torch.no_grad():
         ref = model.extract_features(torch.stack([tf(read_image(str(files[0])))]))
     assert np.allclose(d["features"][0], ref[0].numpy(), atol=1e-5)
-    bad = _cli(["embed.py", str(market_ckpt[0]), str(tmp_path / "none")])
+    bad = run_script("embed.py", str(market_ckpt[0]), str(tmp_path / "none"))
     assert bad.returncode == 1 and "no such folder" in bad.stderr.strip().splitlines()[-1]

@@ -3,40 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY
-
-
-def _train(args, run_dir: Path, data_dir: Path, multirun: bool = False, timeout: int = 300):
-    env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0")
-    dirs = (
-        [f"hydra.sweep.dir={run_dir}", "hydra.sweep.subdir=${hydra.job.num}"]
-        if multirun
-        else [f"hydra.run.dir={run_dir}"]
-    )
-    cmd = (
-        [sys.executable, "train.py"]
-        + (["-m"] if multirun else [])
-        + TINY
-        + [f"paths.data_dir={data_dir}"]
-        + dirs
-        + list(args)
-    )
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+from conftest import train_cli
 
 
 def _last_lines(text: str, n: int = 5) -> str:
     return "\n".join(text.strip().splitlines()[-n:])
 
 
+@pytest.mark.slow
 def test_missing_dataset_folder_is_a_clear_error(tmp_path):
-    proc = _train(["data=market1501", "debug=fdr"], tmp_path / "run", tmp_path / "empty_data")
+    proc = train_cli(
+        "data=market1501", "debug=fdr", tiny=True, run_dir=tmp_path / "run", data_dir=tmp_path / "empty_data"
+    )
     assert proc.returncode != 0
     tail = _last_lines(proc.stderr)
     assert "Market-1501-v15.09.15" in tail and "bounding_box_train" in tail, tail
@@ -50,31 +32,36 @@ def _market_copy(reid_data_dir: Path, tmp_path: Path) -> Path:
     return data
 
 
+@pytest.mark.slow
 def test_misnamed_file_names_the_file_and_pattern(reid_data_dir, tmp_path):
     data = _market_copy(reid_data_dir, tmp_path)
     (data / "Market-1501-v15.09.15" / "query" / "holiday_photo.jpg").write_bytes(b"x")
-    proc = _train(["data=market1501", "debug=fdr"], tmp_path / "run", data)
+    proc = train_cli("data=market1501", "debug=fdr", tiny=True, run_dir=tmp_path / "run", data_dir=data)
     assert proc.returncode != 0
     tail = _last_lines(proc.stderr)
     assert "holiday_photo.jpg" in tail and "_c" in tail, tail
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_corrupt_image_names_the_file(reid_data_dir, tmp_path):
     data = _market_copy(reid_data_dir, tmp_path)
     victim = sorted((data / "Market-1501-v15.09.15" / "query").glob("*.jpg"))[0]
     victim.write_bytes(b"this is not a jpeg")
-    proc = _train(["data=market1501", "train=false"], tmp_path / "run", data)
+    proc = train_cli("data=market1501", "train=false", tiny=True, run_dir=tmp_path / "run", data_dir=data)
     assert proc.returncode != 0
     assert victim.name in _last_lines(proc.stderr), _last_lines(proc.stderr)
 
 
 @pytest.mark.slow
 def test_multirun_writes_one_results_json_per_run(reid_data_dir, tmp_path):
-    proc = _train(
-        ["data=market1501", "seed=1,2", "trainer.max_epochs=1"],
-        tmp_path / "sweep",
-        reid_data_dir,
+    proc = train_cli(
+        "data=market1501",
+        "seed=1,2",
+        "trainer.max_epochs=1",
+        tiny=True,
+        run_dir=tmp_path / "sweep",
+        data_dir=reid_data_dir,
         multirun=True,
         timeout=600,
     )
@@ -87,10 +74,14 @@ def test_multirun_writes_one_results_json_per_run(reid_data_dir, tmp_path):
 @pytest.mark.slow
 def test_wandb_offline_logs_config_metrics_images_and_cmc(reid_data_dir, tmp_path):
     pytest.importorskip("wandb")
-    proc = _train(
-        ["data=market1501", "logger=wandb", "trainer.max_epochs=1", "trainer.log_every_n_steps=1"],
-        tmp_path / "run",
-        reid_data_dir,
+    proc = train_cli(
+        "data=market1501",
+        "logger=wandb",
+        "trainer.max_epochs=1",
+        "trainer.log_every_n_steps=1",
+        tiny=True,
+        run_dir=tmp_path / "run",
+        data_dir=reid_data_dir,
     )
     assert proc.returncode == 0, _last_lines(proc.stderr, 30)
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
@@ -115,16 +106,15 @@ def test_wandb_offline_logs_config_metrics_images_and_cmc(reid_data_dir, tmp_pat
 def test_optuna_hparams_search_maximizes_the_returned_metric(reid_data_dir, tmp_path):
     """hparams_search=bot_optuna: every trial returns val/mAP (held-out source identities, never a target)
     and the sweeper records the best one."""
-    proc = _train(
-        [
-            "data=market1501",
-            "hparams_search=bot_optuna",
-            "trainer.max_epochs=1",
-            "hydra.sweeper.n_trials=2",
-            "hydra.sweeper.sampler.n_startup_trials=1",
-        ],
-        tmp_path / "sweep",
-        reid_data_dir,
+    proc = train_cli(
+        "data=market1501",
+        "hparams_search=bot_optuna",
+        "trainer.max_epochs=1",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=1",
+        tiny=True,
+        run_dir=tmp_path / "sweep",
+        data_dir=reid_data_dir,
         multirun=True,
         timeout=600,
     )

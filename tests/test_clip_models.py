@@ -59,6 +59,7 @@ def clipreid_run(reid_data_dir, tmp_path_factory):
     return _two_epoch_run("clipreid", reid_data_dir, tmp_path_factory)
 
 
+@pytest.mark.slow
 def test_pdm_freezing_rules_on_a_real_run(pdm_run, reid_data_dir, tmp_path):
     res, out, overrides = pdm_run
     init = _initial_state(overrides, tmp_path, reid_data_dir)
@@ -74,6 +75,7 @@ def test_pdm_freezing_rules_on_a_real_run(pdm_run, reid_data_dir, tmp_path):
     assert set(res["test"]) == {"market1501"} and 0.0 <= res["test"]["market1501"]["mAP"] <= 1.0
 
 
+@pytest.mark.slow
 def test_clipreid_freezing_rules_and_checkpoint_prefixes(clipreid_run):
     _, out, _ = clipreid_run
     s1, last = _state(out / "checkpoints" / "stage1.ckpt"), _state(out / "checkpoints" / "last.ckpt")
@@ -85,6 +87,7 @@ def test_clipreid_freezing_rules_and_checkpoint_prefixes(clipreid_run):
     assert last["text_bank"].shape == (last["prompt_learner.ctx"].shape[0], 128)
 
 
+@pytest.mark.slow
 def test_stage_losses_are_logged_per_stage(pdm_run):
     _, out, _ = pdm_run
     rows = list(csv.DictReader(open(next((out / "csv").rglob("metrics.csv")))))
@@ -98,6 +101,7 @@ def test_stage_losses_are_logged_per_stage(pdm_run):
     assert (out / "loss_curves.png").is_file()
 
 
+@pytest.mark.slow
 def test_resume_inside_stage_2_does_not_repeat_stage_1(pdm_run, reid_data_dir, tmp_path):
     _, out, overrides = pdm_run
     first = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -163,6 +167,7 @@ def test_ddp_sim_training_and_evaluation_equal_single_process(pdm_run, reid_data
     assert (tmp_path / "train" / "checkpoints" / "last.ckpt").is_file() and res["test"]["market1501"]
 
 
+@pytest.mark.slow
 def test_eval_from_checkpoint_rebuilds_the_clip_model(clipreid_run, reid_data_dir, tmp_path):
     trained, out, _ = clipreid_run
     res = run_train(

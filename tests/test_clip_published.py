@@ -134,6 +134,7 @@ def test_stage2_sums_id_over_two_classifiers_and_triplet_over_three_features(tmp
     )
 
 
+@pytest.mark.slow
 def test_stage1_batches_are_chunks_of_a_permutation_of_every_image(reid_data_dir, tmp_path):
     from ppreid.data.samplers import PermutationChunkSampler
 
@@ -155,6 +156,7 @@ def test_stage1_batches_are_chunks_of_a_permutation_of_every_image(reid_data_dir
     assert steps == math.ceil(32 / 7)  # tiny Market: 8 identities x 4 images
 
 
+@pytest.mark.slow
 def test_validation_is_skipped_while_the_image_encoder_is_frozen(reid_data_dir, tmp_path):
     run_train(CLIP + ["model=clipreid"] + stages(2, 1), tmp_path, reid_data_dir)
     rows = list(csv.DictReader(open(next((tmp_path / "csv").rglob("metrics.csv")))))

@@ -4,14 +4,12 @@ named in the table, the other steps still run, and the exit code is non-zero."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import gpu_check
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, run_script
 
 STEPS = ("evaluator", "throughput", "privacy_gan", "diffusion", "fdr")
 MODELS = ("bot", "clipreid", "pdm", "privacy_gan", "attack")
@@ -21,19 +19,14 @@ MODELS = ("bot", "clipreid", "pdm", "privacy_gan", "attack")
 def test_dry_run_measures_every_step(tmp_path):
     """The whole dry run as CI runs it: a subprocess, every row ok, the figures each step promises."""
     out = tmp_path / "gpu_check.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "gpu_check.py"),
-            "--dry-run",
-            "--json",
-            str(out),
-            "--workdir",
-            str(tmp_path / "work"),
-        ],
+    proc = run_script(
+        "benchmarks/gpu_check.py",
+        "--dry-run",
+        "--json",
+        str(out),
+        "--workdir",
+        str(tmp_path / "work"),
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY, compose_train, run_train, write_market_tree
+from conftest import TINY, compose_train, run_train, train_cli, write_market_tree
 from PIL import Image
 
 from ppreid.utils.errors import BadImageError, DatasetLayoutError, find_input_error
@@ -168,27 +165,30 @@ def test_missing_source_and_target_one_message(tmp_path):
     assert len(msg.splitlines()) == 4 and "nowhere" in msg and MARKET in msg and "DukeMTMC-reID" in msg
 
 
-def _cli(args, run_dir: Path, data: Path, timeout: int = 300):
-    env = dict(os.environ, WANDB_MODE="offline", HYDRA_FULL_ERROR="0")
-    cmd = [sys.executable, "train.py", *TINY, f"paths.data_dir={data}", f"hydra.run.dir={run_dir}", *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
+@pytest.mark.slow
 def test_cli_genepers_without_market_stops_before_training(tmp_path, reid_data_dir):
     data = _genepers_without_targets(tmp_path, reid_data_dir)
-    proc = _cli(["data=genepers", f"data.root={data / 'GenePerson'}"], tmp_path / "run", data)
+    proc = train_cli(
+        "data=genepers", f"data.root={data / 'GenePerson'}", tiny=True, run_dir=tmp_path / "run", data_dir=data
+    )
     assert proc.returncode != 0
     assert MARKET in proc.stderr and "DukeMTMC-reID" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_cli_corrupt_gallery_image_in_worker_is_one_clear_line(tmp_path):
     data = _market(tmp_path)
     bad = _garbage(sorted((data / MARKET / "bounding_box_test").glob("*.jpg"))[2])
-    proc = _cli(
-        ["data=market1501", "train=false", "data.verify_images=false", "data.cache_images=false", "data.num_workers=2"],
-        tmp_path / "run",
-        data,
+    proc = train_cli(
+        "data=market1501",
+        "train=false",
+        "data.verify_images=false",
+        "data.cache_images=false",
+        "data.num_workers=2",
+        tiny=True,
+        run_dir=tmp_path / "run",
+        data_dir=data,
     )
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]

@@ -59,6 +59,7 @@ def _batches_per_epoch(overrides, tmp_path, data_dir, world_size: int = 1) -> in
     return len(sampler) // dm.batch_size
 
 
+@pytest.mark.slow
 def test_step_counts_of_e_g_d_follow_lazy_updates(reid_data_dir, tmp_path):
     over = PGAN + ["trainer.max_epochs=3", "model.d_every=4", "model.r1_every=2", "model.g_every=1"]
     res = run_train(over, tmp_path / "run", reid_data_dir)
@@ -81,6 +82,7 @@ def test_step_counts_of_e_g_d_follow_lazy_updates(reid_data_dir, tmp_path):
     assert written["test"] == res["test"]
 
 
+@pytest.mark.slow
 def test_g_every_and_no_discriminator(reid_data_dir, tmp_path):
     """g_every=2 halves G's steps; d_weight=0 (the conventional defence) never steps D."""
     over = PGAN + ["trainer.max_epochs=3", "model.g_every=2", "model.d_weight=0", "model.privacy_loss=neg_pixel"]
@@ -89,6 +91,7 @@ def test_g_every_and_no_discriminator(reid_data_dir, tmp_path):
     assert _optimizer_steps(_ckpt(tmp_path / "run")) == [2 * n, math.ceil(2 * n / 2), 0]
 
 
+@pytest.mark.slow
 def test_each_phase_leaves_the_other_modules_unchanged(reid_data_dir, tmp_path, monkeypatch):
     from ppreid.models.privacy_gan import PrivacyGANModel
 
@@ -114,6 +117,7 @@ def test_each_phase_leaves_the_other_modules_unchanged(reid_data_dir, tmp_path, 
     assert not same(1, 2, E_PREFIXES) and not same(1, 2, R_PREFIXES)  # joint: both move
 
 
+@pytest.mark.slow
 def test_resume_in_the_joint_phase_continues_the_counters(reid_data_dir, tmp_path, monkeypatch):
     from ppreid.models.privacy_gan import PrivacyGANModel
 
@@ -143,6 +147,7 @@ def test_resume_in_the_joint_phase_continues_the_counters(reid_data_dir, tmp_pat
     assert not differ, differ[:5]
 
 
+@pytest.mark.slow
 def test_modes_and_bn_statistics_follow_the_phases(reid_data_dir, tmp_path, monkeypatch):
     """E trains (train mode, BN statistics move) alone and in the joint phase; it is frozen (eval mode,
     statistics fixed) while the reversal module trains alone; validation in between changes nothing."""
@@ -170,6 +175,7 @@ def test_modes_and_bn_statistics_follow_the_phases(reid_data_dir, tmp_path, monk
     assert moved == [True, False, True, True]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "defence, extra, optimizers",
     [
@@ -281,7 +287,10 @@ def test_realism_needs_the_discriminator(tmp_path):
     assert "privacy_loss=realism needs the discriminator" in str(find_input_error(err.value))
 
 
-@pytest.mark.parametrize("privacy_loss", ["neg_pixel", "ssim", "realism"])
+@pytest.mark.parametrize(
+    "privacy_loss",
+    [pytest.param("neg_pixel", marks=pytest.mark.slow), pytest.param("ssim", marks=pytest.mark.slow), "realism"],
+)
 def test_fast_dev_run_runs_every_step_of_each_privacy_loss(privacy_loss, reid_data_dir, tmp_path):
     res = run_train(PGAN + ["debug=fdr", f"model.privacy_loss={privacy_loss}"], tmp_path, reid_data_dir)
     scalars = res["scalars"]

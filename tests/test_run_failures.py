@@ -5,22 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from conftest import ROOT, compose_train
+from conftest import ROOT, compose_train, run_script, train_cli
 
 from ppreid.reports import tables
-
-
-def _cli(script: str, *args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="offline", HYDRA_FULL_ERROR="0", OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 @pytest.mark.parametrize(
@@ -106,7 +95,7 @@ def test_misspelt_key_in_an_experiment_file_fails_while_composing(tmp_path):
     ],
 )
 def test_compose_errors_are_one_line_at_the_command_line(args, expected, tmp_path):
-    proc = _cli("train.py", *args, cwd=tmp_path, timeout=180)
+    proc = run_script("train.py", *args, cwd=tmp_path, timeout=180)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(expected), proc.stderr
     assert not (tmp_path / "logs").exists()  # refused before Hydra made a run folder
@@ -127,7 +116,7 @@ def test_failed_run_logs_the_error_says_failed_and_is_skipped_by_tables(tmp_path
     """A value refused after composing (``trainer.max_epochs=0``): one line, train.log holds it,
     status.json says failed, nothing else half-written, and tables.py says why it skips the folder."""
     run_dir = tmp_path / "runs" / "bad"
-    proc = _cli("train.py", "trainer.max_epochs=0", f"hydra.run.dir={run_dir}", "logger=csv")
+    proc = train_cli("trainer.max_epochs=0", "logger=csv", run_dir=run_dir)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines == [
@@ -238,7 +227,7 @@ def test_zero_epoch_results_are_untrained_not_pooled_with_trained_runs(tmp_path,
 
 
 def test_misspelt_group_names_the_closest_group(tmp_path):
-    proc = _cli("train.py", "modle=pdm", cwd=tmp_path, timeout=120)
+    proc = train_cli("modle=pdm", cwd=tmp_path, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and "+modle" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "error: modle: no such key in the config; did you mean the config group model=pdm?"
@@ -247,12 +236,12 @@ def test_misspelt_group_names_the_closest_group(tmp_path):
 
 
 def test_synth_compose_errors_are_one_line(tmp_path):
-    proc = _cli("synth.py", "num_identites=5", cwd=tmp_path, timeout=120)
+    proc = run_script("synth.py", "num_identites=5", cwd=tmp_path, timeout=120)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
         "error: num_identites: no such key in the config; did you mean num_identities? "
         "(+key=value adds a key the config does not have)"
     ]
-    proc = _cli("synth.py", "generater=diffusion", cwd=tmp_path, timeout=120)
+    proc = run_script("synth.py", "generater=diffusion", cwd=tmp_path, timeout=120)
     assert proc.stderr.strip().splitlines() == [
         "error: generater: no such key in the config; did you mean the config group generator=diffusion?"
     ]

@@ -6,33 +6,17 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY, compose_train, run_train
+from conftest import ROOT, TINY, compose_train, run_script, run_train, train_cli
 from omegaconf import OmegaConf
 
 from ppreid.data.datasets.base import ReIDRecord
 from ppreid.data.val_split import hold_out_identities
 from ppreid.training.schedulers import timm_cosine, warmup_multistep
 from ppreid.utils.errors import ConfigValueError
-
-
-def _cli(args, tmp_path, env=None, timeout=300):
-    full_env = dict(os.environ, WANDB_MODE="offline", HYDRA_FULL_ERROR="0")
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "train.py", *args, f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 # ----------------------------------------------------------------------------- validation split
@@ -63,12 +47,11 @@ def test_val_split_needs_identities_seen_by_two_cameras():
         hold_out_identities(recs, 1.5, seed=0)
 
 
-def test_no_target_metric_before_test(reid_data_dir, tmp_path):
+@pytest.mark.slow
+def test_no_target_metric_before_test(market_two_epochs):
     """Validation runs on held-out source identities; target metrics appear only in the test stage."""
-    res = run_train(
-        TINY + ["data=market1501", "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1"], tmp_path, reid_data_dir
-    )
-    rows = list(csv.DictReader(open(next((tmp_path / "csv").rglob("metrics.csv")))))
+    res, run_dir = market_two_epochs  # TINY validates every epoch (trainer.check_val_every_n_epoch=1)
+    rows = list(csv.DictReader(open(next((run_dir / "csv").rglob("metrics.csv")))))
     val_rows = [r for r in rows if r.get("val/mAP")]
     assert len(val_rows) == 2  # one validation per epoch
     for row in rows:
@@ -87,6 +70,7 @@ def test_search_optimizes_a_validation_metric():
     assert cfg.optimized_metric.startswith("val/")
 
 
+@pytest.mark.slow
 def test_last_epoch_is_validated_even_off_the_validation_cycle(reid_data_dir, tmp_path):
     res = run_train(
         TINY + ["data=market1501", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=8"], tmp_path, reid_data_dir
@@ -190,10 +174,11 @@ def test_results_json_records_the_identity_and_debug_flags(reid_data_dir, tmp_pa
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "wandb").exists()  # fdr writes neither
 
 
-def test_full_run_keeps_last_and_best_checkpoint(reid_data_dir, tmp_path):
-    run_train(TINY + ["data=market1501", "trainer.max_epochs=2"], tmp_path, reid_data_dir)
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
-    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+@pytest.mark.slow
+def test_full_run_keeps_last_and_best_checkpoint(market_two_epochs):
+    _, run_dir = market_two_epochs
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
 
 
 # ----------------------------------------------------------------------------- evaluation extras
@@ -212,6 +197,7 @@ def test_flip_test_is_the_mean_of_image_and_mirror_features():
     assert torch.equal(model.eval_features(images), expected)  # row [0,1,2,3] + [3,2,1,0] over 2
 
 
+@pytest.mark.slow
 def test_eval_extras_write_ranked_lists_and_features(reid_data_dir, tmp_path):
     import numpy as np
 
@@ -243,7 +229,34 @@ def test_eval_extras_write_ranked_lists_and_features(reid_data_dir, tmp_path):
     assert res["test"]["market1501"]["mAP"] == pytest.approx(ref["mAP"], abs=1e-6)
 
 
+def test_feature_export_writes_the_evaluators_arrays_with_their_paths(tmp_path):
+    """features_<target>.npz by hand: 2 queries and 3 gallery images of 2-d features, paths in order."""
+    import numpy as np
+
+    from ppreid.metrics.feature_export import write_feature_export
+
+    features = {
+        "qf": torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
+        "gf": torch.tensor([[1.0, 1.0], [0.5, 0.0], [0.0, 2.0]]),
+        "q_pids": [1, 2],
+        "g_pids": [1, 2, 2],
+        "q_camids": [0, 0],
+        "g_camids": [1, 1, 2],
+    }
+    path = write_feature_export(tmp_path / "out" / "features_t.npz", features, ["q1.jpg", "q2.jpg"], ["g1", "g2", "g3"])
+    d = np.load(path)
+    assert d["query_features"].dtype == np.float32 and d["query_features"].tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert d["gallery_features"].tolist() == [[1.0, 1.0], [0.5, 0.0], [0.0, 2.0]]
+    assert d["gallery_pids"].dtype == np.int64 and d["gallery_pids"].tolist() == [1, 2, 2]
+    assert d["gallery_camids"].tolist() == [1, 1, 2] and d["query_camids"].tolist() == [0, 0]
+    assert list(d["query_paths"]) == ["q1.jpg", "q2.jpg"] and list(d["gallery_paths"]) == ["g1", "g2", "g3"]
+    assert [p.name for p in path.parent.iterdir()] == ["features_t.npz"]  # written atomically, no temp left
+    with pytest.raises(ValueError, match="number of paths and of features differ"):
+        write_feature_export(tmp_path / "bad.npz", features, ["q1.jpg"], ["g1", "g2", "g3"])
+
+
 # ----------------------------------------------------------------------------- messages
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, expected",
     [
@@ -255,15 +268,16 @@ def test_eval_extras_write_ranked_lists_and_features(reid_data_dir, tmp_path):
 def test_bad_values_are_one_clear_line(args, expected, tmp_path):
     if "trainer=gpu" in args and torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    proc = _cli(args + ["debug=fdr"], tmp_path)
+    proc = train_cli(*args, "debug=fdr", run_dir=tmp_path / "run")
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and expected in last and "Traceback" not in proc.stderr, proc.stderr[-1500:]
 
 
+@pytest.mark.slow
 def test_wandb_without_key_says_offline(tmp_path):
     env = {"WANDB_MODE": "", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "no_netrc"), "HOME": str(tmp_path)}
-    proc = _cli(["logger=wandb", "trainer.max_epochs=1"], tmp_path, env=env)
+    proc = train_cli("logger=wandb", "trainer.max_epochs=1", run_dir=tmp_path / "run", env=env)
     assert proc.returncode == 1 and "WANDB_MODE=offline" in proc.stderr.strip().splitlines()[-1]
 
 
@@ -288,8 +302,8 @@ def test_experiments_do_not_force_a_gpu():
 
 
 def test_help_lists_only_the_entry_points_own_groups():
-    train = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True).stdout
-    synth = subprocess.run([sys.executable, "synth.py", "--help"], cwd=ROOT, capture_output=True, text=True).stdout
+    train = run_script("train.py", "--help").stdout
+    synth = run_script("synth.py", "--help").stdout
     groups = lambda text: {line.split(":")[0] for line in text.split("== Config ==")[0].splitlines() if ": " in line}
     assert {"data", "backbone", "loss", "model", "trainer", "experiment"} <= groups(train)
     assert not {"generator", "preset", "synth"} & groups(train)

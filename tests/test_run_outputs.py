@@ -26,6 +26,7 @@ def trained(reid_data_dir, tmp_path_factory):
     return out, res
 
 
+@pytest.mark.slow
 def test_short_run_logs_its_training_losses(trained):
     out, _ = trained
     with open(out / "csv" / "version_0" / "metrics.csv") as f:
@@ -42,6 +43,7 @@ def test_log_interval_follows_the_run_length():
     assert log_interval(50, steps_per_epoch=20, max_epochs=100) == 20  # every epoch logs at least once
 
 
+@pytest.mark.slow
 def test_best_checkpoint_is_the_best_validated_epoch(trained):
     out, _ = trained
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
@@ -51,6 +53,7 @@ def test_best_checkpoint_is_the_best_validated_epoch(trained):
     assert best["ppreid"]["training"]["seed"] == 3 and best["ppreid"]["training"]["identity"]["epochs"] == 1
 
 
+@pytest.mark.slow
 def test_evaluation_only_results_name_the_checkpoints_training(trained, reid_data_dir, tmp_path, caplog):
     """Evaluating with the command's defaults (seed 42, other data) used to record seed 42 and the
     command's data as the run's identity."""
@@ -90,6 +93,7 @@ def test_evaluation_only_results_name_the_checkpoints_training(trained, reid_dat
     assert "seed 3, 1 epochs" in text
 
 
+@pytest.mark.slow
 def test_training_run_says_its_evaluation_options(trained):
     _, res = trained
     assert res["evaluation"] == {"flip": False, "rerank": None}
@@ -110,6 +114,7 @@ def test_train_images_show_the_datasets_pids():
     assert dataset_pid_caption(ReIDRecord("/x/person.jpg", 7, 0)) == "id #7 c1"
 
 
+@pytest.mark.slow
 def test_ranked_lists_carry_distances_closest_first(trained):
     """ranked_<target>.png: the distances drawn under each gallery image, ascending, with a legend strip."""
     from PIL import Image
@@ -138,6 +143,7 @@ def test_ranked_result_has_sorted_distances():
     assert ranked["distance"][0][0] == pytest.approx(1 - 1 / np.sqrt(1.01), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_embed_normalize(trained, reid_data_dir, tmp_path):
     import embed
 

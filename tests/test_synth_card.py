@@ -4,23 +4,12 @@ dataset.json is a card without timings (timing.json holds them)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
-from conftest import ROOT
+from conftest import run_script
 
 
 def test_help_shows_the_main_keys_before_the_vocabularies():
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "synth.py"), "--help"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_script("synth.py", "--help", env={"OMP_NUM_THREADS": "1"}, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     lines = lines[lines.index("== Config ==") :]

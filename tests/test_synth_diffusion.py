@@ -254,6 +254,7 @@ def test_quality_filter_bad_values(tiny_clip):
         ClipQualityFilter("/no/such/model.json", None, 0.2)
 
 
+@pytest.mark.slow
 def test_quality_filter_rejections_regenerate_in_synth_py(tiny_clip, tmp_path):
     """threshold 1.0 rejects every image: each is generated max_attempts (3) times, the last one kept."""
     name, weights = tiny_clip
@@ -313,6 +314,7 @@ def identity_words(attributes):
     return [str(v).replace("_", " ") for v in attributes.values() if v != "none"]
 
 
+@pytest.mark.slow
 def test_synth_py_with_tiny_diffusion_pipeline(tiny_sd, tmp_path):
     out = tmp_path / "gp"
     run_synth(

@@ -74,6 +74,7 @@ def test_idempotent_and_rewritten_when_parameters_change(mini, tmp_path):
     assert not list(tmp_path.glob("m2.tmp-*")) and not list(tmp_path.glob("m2.old-*"))
 
 
+@pytest.mark.slow
 def test_two_processes_at_once_write_it_once(tmp_path):
     code = (
         "import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"

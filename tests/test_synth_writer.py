@@ -39,6 +39,7 @@ def reference(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_layout_manifest_identities_dataset_json_and_samples(reference):
     out = reference
     names = sorted(p.name for p in (out / "bounding_box_train").iterdir())
@@ -76,6 +77,7 @@ def test_layout_manifest_identities_dataset_json_and_samples(reference):
     assert len(ds.train) == 18 and ds.num_train_pids == 6 and ds.train[0].attributes
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_other_seed_other_images(tmp_path, reference):
     same = tmp_path / "same"
     synth(tmp_path, same, *SMALL, "seed=3", "batch_size=5")
@@ -88,6 +90,7 @@ def test_same_seed_same_bytes_other_seed_other_images(tmp_path, reference):
     assert all(a[f] != b[f] for f in common)
 
 
+@pytest.mark.slow
 def test_sigkill_midway_then_rerun_is_byte_identical(tmp_path, reference):
     out = tmp_path / "killed"
     proc = synth(tmp_path, out, *SMALL, "seed=3", "batch_size=4", env={KILL_ENV: "7"}, check=False)
@@ -101,6 +104,7 @@ def test_sigkill_midway_then_rerun_is_byte_identical(tmp_path, reference):
     assert not [p for p in (out / "bounding_box_train").iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_resume_repairs_temps_torn_lines_and_missing_images(tmp_path, reference):
     out = tmp_path / "torn"
     synth(tmp_path, out, *SMALL, "seed=3", "num_shards=2", "shard=0")
@@ -125,12 +129,14 @@ def test_resume_repairs_temps_torn_lines_and_missing_images(tmp_path, reference)
     assert len(resumed) == len(records) and all(r["images"] > 0 for r in resumed)
 
 
+@pytest.mark.slow
 def test_multirun_shards_merge_to_the_single_run(tmp_path, reference):
     out = tmp_path / "sharded"
     synth(tmp_path, out, "-m", "shard=0,1", "num_shards=2", *SMALL, "seed=3")
     assert files_of(out) == files_of(reference)
 
 
+@pytest.mark.slow
 def test_explicit_merge_and_incomplete_merge_message(tmp_path, reference):
     out = tmp_path / "partial"
     synth(tmp_path, out, *SMALL, "seed=3", "num_shards=2", "shard=0")
@@ -150,6 +156,7 @@ def test_explicit_merge_and_incomplete_merge_message(tmp_path, reference):
     assert files_of(out) == files_of(reference)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -167,6 +174,7 @@ def test_bad_values_exit_1_with_one_clear_message(tmp_path, args, message):
     assert not (tmp_path / "bad" / "bounding_box_train").exists()
 
 
+@pytest.mark.slow
 def test_out_dir_of_another_configuration_is_refused(tmp_path, reference):
     proc = synth(tmp_path, reference, *SMALL, "seed=5", check=False)
     assert proc.returncode == 1 and "different configuration" in proc.stderr and "plan.seed: 3 -> 5" in proc.stderr

@@ -2,15 +2,12 @@
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_script
 
 from ppreid.reports import tables
-
-REPO = Path(__file__).resolve().parents[1]
 
 HASH_A = "aaaaaaaa11112222"
 HASH_B = "bbbbbbbb33334444"
@@ -221,22 +218,14 @@ def test_same_hash_with_different_identity_is_an_error(tmp_path):
 def test_cli_writes_csv_atomically_and_reports_bad_inputs(tmp_path):
     _write(tmp_path / "r", 1, {"night": {"R1": 0.25, "mAP": 0.125}})
     out = tmp_path / "tables" / "t.csv"
-    ok = subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "tables.py"), str(tmp_path), "--format", "csv", "--out", str(out)],
-        capture_output=True,
-        text=True,
-    )
+    ok = run_script("experiments/tables.py", str(tmp_path), "--format", "csv", "--out", str(out))
     assert ok.returncode == 0, ok.stderr
     assert out.read_text().splitlines() == [
         "model,backbone,data,experiment,runs,seeds,night/R1,night/mAP,mean/R1,mean/mAP",
         "bot,tiny_cnn,genepers_mini,-,1,1,25.0,12.5,25.0,12.5",
     ]
     assert [p.name for p in out.parent.iterdir()] == ["t.csv"]  # no temp file left behind
-    bad = subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "tables.py"), str(tmp_path / "nope")],
-        capture_output=True,
-        text=True,
-    )
+    bad = run_script("experiments/tables.py", str(tmp_path / "nope"))
     assert bad.returncode == 2 and "nope" in bad.stderr and "no such" in bad.stderr
     assert "Traceback" not in bad.stderr
 

@@ -28,21 +28,31 @@ def _results(out: Path) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
-@pytest.mark.parametrize("data", REAL_DATA)
+@pytest.mark.parametrize(
+    "data", [d if d == "market1501" else pytest.param(d, marks=pytest.mark.slow) for d in REAL_DATA]
+)  # the fast tier runs one (the parsers have their own tests); pytest -m slow runs them all
 def test_fast_dev_run_every_real_data_config(data, reid_data_dir, tmp_path):
     res = run_train(TINY + [f"data={data}", "debug=fdr"], tmp_path, reid_data_dir)
     assert set(res["test"]) and all(0.0 <= m["R1"] <= 1.0 for m in res["test"].values())
 
 
 @pytest.fixture(scope="module")
-def trained_market(reid_data_dir, tmp_path_factory):
-    """One 2-epoch Market run shared by the tests that read its files or evaluate its checkpoint:
+def trained_market(market_two_epochs):
+    """The shared 2-epoch Market run, for the tests that read its files or evaluate its checkpoint:
     (results, run dir, last.ckpt)."""
-    out = tmp_path_factory.mktemp("trained_market")
-    res = run_train(TINY + ["data=market1501", "trainer.max_epochs=2"], out, reid_data_dir)
+    res, out = market_two_epochs
     return res, out, out / "checkpoints" / "last.ckpt"
 
 
+@pytest.fixture(scope="module")
+def trained_market_evaluated(trained_market, reid_data_dir, tmp_path_factory):
+    """``train=false ckpt_path=<its last.ckpt>`` on the same data, single process: the results."""
+    ckpt = trained_market[2]
+    out = tmp_path_factory.mktemp("trained_market_evaluated")
+    return run_train(TINY + ["data=market1501", "train=false", f"ckpt_path={ckpt}"], out, reid_data_dir)
+
+
+@pytest.mark.slow
 def test_train_then_results_json_and_checkpoint(trained_market):
     res, tmp_path, _ = trained_market
     written = _results(tmp_path)
@@ -58,12 +68,14 @@ def test_train_then_results_json_and_checkpoint(trained_market):
     assert len(cmc) == 50 and cmc[0] == pytest.approx(m["R1"]) and cmc[9] == pytest.approx(m["R10"])
 
 
-def test_eval_checkpoint_equals_end_of_training(trained_market, reid_data_dir, tmp_path):
-    trained, _, ckpt = trained_market
-    evaluated = run_train(TINY + ["data=market1501", "train=false", f"ckpt_path={ckpt}"], tmp_path / "b", reid_data_dir)
+@pytest.mark.slow
+def test_eval_checkpoint_equals_end_of_training(trained_market, trained_market_evaluated):
+    trained, _, _ = trained_market
+    evaluated = trained_market_evaluated
     assert evaluated["test"] == trained["test"]
 
 
+@pytest.mark.slow
 def test_resume_from_last_ckpt_continues_training(reid_data_dir, tmp_path):
     run_train(TINY + ["data=market1501", "trainer.max_epochs=1"], tmp_path / "a", reid_data_dir)
     ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
@@ -83,6 +95,7 @@ def test_untrained_evaluation_runs_with_train_false(reid_data_dir, tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss(reid_data_dir, tmp_path):
     import csv
 
@@ -121,9 +134,10 @@ def test_multi_source_training_merges_identities(reid_data_dir, tmp_path):
     assert "market1501" in res["test"]
 
 
-def test_ddp_sim_evaluation_equals_single_process(trained_market, reid_data_dir, tmp_path):
+@pytest.mark.slow
+def test_ddp_sim_evaluation_equals_single_process(trained_market, trained_market_evaluated, reid_data_dir, tmp_path):
     ckpt = trained_market[2]
-    single = run_train(TINY + ["data=market1501", "train=false", f"ckpt_path={ckpt}"], tmp_path / "cpu", reid_data_dir)
+    single = trained_market_evaluated
     ddp = run_train(
         TINY + ["data=market1501", "train=false", f"ckpt_path={ckpt}", "trainer=ddp_sim"],
         tmp_path / "ddp",
@@ -168,6 +182,7 @@ def _on_embedded_data(experiment: str) -> bool:
     return "override /data:" not in (ROOT / "conf" / "experiment" / f"{experiment}.yaml").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_fast_dev_run_every_experiment_config(experiment, reid_data_dir, tmp_path):
     # the experiment's real data/trainer choices, with a tiny CPU backbone and no weight download
@@ -181,6 +196,7 @@ def test_fast_dev_run_every_experiment_config(experiment, reid_data_dir, tmp_pat
     assert res["test"], res
 
 
+@pytest.mark.slow
 def test_default_config_writes_mini_data_and_evaluates_every_target(tmp_path):
     """The default `python train.py` path (data=genepers_mini), at toy size: data written on first use."""
     small = [
@@ -213,6 +229,7 @@ def test_precision_auto_follows_the_cpu(native, monkeypatch):
     assert resolvers._precision("auto", "auto") == "32-true"  # a GPU under trainer=default: as before
 
 
+@pytest.mark.slow
 def test_bf16_mixed_training_lowers_the_loss_and_evaluates(reid_data_dir, tmp_path):
     """The default run's arithmetic on native-bf16 CPUs (trainer.precision=auto), typed here on any CPU."""
     import csv
@@ -239,6 +256,7 @@ def test_bf16_mixed_training_lowers_the_loss_and_evaluates(reid_data_dir, tmp_pa
     assert 0.0 < res["test"]["market1501"]["mAP"] <= 100.0
 
 
+@pytest.mark.slow
 def test_bf16_mixed_typed_trains(reid_data_dir, tmp_path):
     res = run_train(
         TINY + ["data=market1501", "trainer.precision=bf16-mixed", "data.val_split.identities=0"],
