@@ -276,6 +276,10 @@ class ClipPretrainSchema(ReIDModelSchema):
     seed: int = MISSING
     optimizer: Any = MISSING
     scheduler: Any = MISSING
+    caption_tokens: int | None = MISSING
+    schedule: str = MISSING
+    no_decay_1d: bool = MISSING
+    loss_in_fp32: bool = MISSING
 
 
 @dataclass
