@@ -66,10 +66,12 @@ def _spec(entry: Dict[str, Any]) -> Dict[str, Any]:
     return {"dataset": dataset, "root": str(root), "name": name, "options": options, "optional": optional}
 
 
-def _one_error(problems: List[str], what: str) -> DatasetLayoutError:
-    """One error naming every problem (the message itself when there is one); ``.problems`` lists them."""
-    err = DatasetLayoutError(problems[0] if len(problems) == 1 else
-                             f"{len(problems)} {what}:\n" + "\n".join(f"  - {p}" for p in problems))
+def _one_error(problems: List[str], what: str, ways_forward: str = "") -> DatasetLayoutError:
+    """One error naming every problem (the message itself when there is one), then ``ways_forward`` (how to
+    go on) on a line of its own; ``.problems`` lists the problems."""
+    message = (problems[0] if len(problems) == 1 else
+               f"{len(problems)} {what}:\n" + "\n".join(f"  - {p}" for p in problems))
+    err = DatasetLayoutError(f"{message}\n{ways_forward}" if ways_forward else message)
     err.problems = list(problems)
     return err
 
@@ -195,14 +197,16 @@ class ReIDDataModule(ImagePreparation, pl.LightningDataModule):
                 self.setup_sources()
             except DatasetLayoutError as err:
                 problems += getattr(err, "problems", [str(err)])
+        ways_forward = ""
         if test or (fit and self.check_targets):
             try:
                 self.setup_targets(skip_roots=self._failed_roots)  # a folder named as a source is not named again
             except DatasetLayoutError as err:
                 problems += getattr(err, "problems", [str(err)])
+                ways_forward = self.missing_target_ways_forward(training=fit)
         problems = [p for p in problems if p]
         if problems:
-            raise _one_error(problems, "dataset problems (nothing was trained or evaluated)")
+            raise _one_error(problems, "dataset problems (nothing was trained or evaluated)", ways_forward)
         self.prepare_images(fit=fit, test=test or (fit and self.check_targets))
 
     def setup_sources(self) -> None:
@@ -269,6 +273,24 @@ class ReIDDataModule(ImagePreparation, pl.LightningDataModule):
             log.info("target dataset '%s':\n%s", target.name, target.splits.summary())
         self.targets = targets
         self._targets_ready = True
+
+    def missing_target_ways_forward(self, training: bool) -> str:
+        """One line saying how to go on when required targets are missing: their root overrides
+        (``data.targets.<i>.root``), the embedded GenePerson-mini targets for a GenePerson source, and
+        ``test=false`` when training."""
+        present = {t.name for t in self.targets}
+        missing = [(i, s) for i, s in enumerate(self.target_specs) if not s["optional"] and s["name"] not in present]
+        ways = []
+        if missing:
+            roots = " ".join(f"data.targets.{i}.root=<{s['name']} folder>" for i, s in missing)
+            ways.append(f"{roots} (or paths.data_dir=<folder holding them>)")
+        genepers_source = any(s["dataset"] == "genepers" for s in self.source_specs)
+        if genepers_source and any(s["dataset"] != "genepers" for _, s in missing):
+            root = f" data.root={self.root}" if self.root else ""
+            ways.append(f"data=genepers_to_mini{root} (test on the embedded GenePerson-mini targets instead)")
+        if training:
+            ways.append("test=false (train only, test no target)")
+        return "to go on: " + "; or ".join(ways) if ways else ""
 
     # ------------------------------------------------------------------ images decoded once
     def _image_sets(self, fit: bool, test: bool) -> List[Tuple[ReIDTransform, List[ReIDRecord]]]:
