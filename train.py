@@ -122,10 +122,17 @@ def _checkpoint_record(path: str, meta: dict, trained_by: dict | None) -> dict:
     }
 
 
-def run(cfg: DictConfig) -> dict:
-    """Build everything from ``cfg``, fit and/or test, write ``results.json``; returns its content."""
+def run(cfg: DictConfig, started_at: float | None = None) -> dict:
+    """Build everything from ``cfg``, fit and/or test, write ``results.json``; returns its content.
+
+    started_at: when the run started (``run_status.run_start_time()``: the process start for a process's
+    first run), the origin of ``wall_time_s``; ``run_time_s`` counts from this call."""
     import logging
 
+    log = logging.getLogger("train")
+    start = time.time()
+    started_at = start if started_at is None else started_at
+    log.info("run folder %s: importing PyTorch and Lightning ...", cfg.paths.output_dir)
     from ppreid.utils.console import quiet_libraries, results_table
 
     quiet_libraries()
@@ -147,12 +154,11 @@ def run(cfg: DictConfig) -> dict:
         stage_metrics,
     )
 
-    log = logging.getLogger("train")
-    start = time.time()
     check_run_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
+    log.info("building the model (%s) and the data (%s) ...", cfg.model.get("name"), cfg.data.get("name"))
     model, datamodule, spec, choices, ckpt_meta = build_model_and_data(cfg, log)
     _ddp_for_model(cfg, model, log)
     _resolve_precision(cfg, log)
@@ -241,7 +247,8 @@ def run(cfg: DictConfig) -> dict:
         "train": bool(cfg.train),
         "ckpt_path": cfg.ckpt_path,
         "git_commit": commit,
-        "wall_time_s": round(time.time() - start, 2),
+        "wall_time_s": round(time.time() - started_at, 2),  # from the process start: imports count
+        "run_time_s": round(time.time() - start, 2),
         "run_dir": str(output_dir),
         "overrides": _hydra_runtime()[0],
     }
@@ -316,12 +323,13 @@ def _fit(trainer, model, datamodule, cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from ppreid.utils.run_status import RunStatus, log_to_files
+    from ppreid.utils.run_status import RunStatus, log_to_files, run_start_time
 
-    status = RunStatus(cfg.paths.output_dir)
+    started_at = run_start_time()  # results.json's wall_time_s and status.json count from the same start
+    status = RunStatus(cfg.paths.output_dir, started_at=started_at)
     status.running()
     try:
-        results = run(cfg)
+        results = run(cfg, started_at=started_at)
     except KeyboardInterrupt:
         status.interrupted()
         raise
