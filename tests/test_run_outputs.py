@@ -31,6 +31,18 @@ def test_short_run_logs_its_training_losses(trained):
     assert rows and all(float(r["train/loss"]) > 0 for r in rows)
 
 
+def test_loss_curves_of_a_bot_run(trained):
+    """loss_curves.png from the epoch means of the logged losses and the validated epochs; the record
+    rides in the checkpoint, so a resumed run draws the whole run."""
+    out, _ = trained
+    assert (out / "loss_curves.png").is_file()
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    state = next(v for k, v in ckpt["callbacks"].items() if "LossCurvesCallback" in k)
+    assert set(state["train"]) == {"loss", "loss_ce_ls", "loss_triplet"}
+    assert [e for e, _ in state["train"]["loss"]] == [0] and state["train"]["loss"][0][1] > 0
+    assert set(state["val"]) == {"mAP", "R1"} and [e for e, _ in state["val"]["mAP"]] == [0]
+
+
 def test_log_interval_follows_the_run_length():
     from ppreid.callbacks.log_interval import log_interval
 
