@@ -161,3 +161,20 @@ def test_embed_normalize(trained, reid_data_dir, tmp_path):
     assert not np.allclose(np.linalg.norm(raw["features"], axis=1), 1.0, atol=1e-3)
     expected = raw["features"] / np.linalg.norm(raw["features"], axis=1, keepdims=True)
     assert np.allclose(unit["features"], expected, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_tensorboard_logger_writes_event_files_in_the_run_folder(reid_data_dir, tmp_path):
+    """logger=tensorboard (Lightning's TensorBoardLogger): event files in <run dir>/tensorboard/ with the
+    training, validation and test scalars."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    run_train(TINY + ["data=market1501", "logger=tensorboard"], out, reid_data_dir)
+    tags = set()
+    for events in sorted((out / "tensorboard").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    assert {"train/loss", "val/mAP", "test/market1501/mAP"} <= tags
+    assert not (out / "csv").exists()
