@@ -258,6 +258,14 @@ def run(cfg: DictConfig, started_at: float | None = None) -> dict:
         if test_metrics:
             log.info("\n%s", results_table(test_metrics, note=describe_evaluation(evaluation)))
         log.info("results written to %s", output_dir / "results.json")
+        if cfg.train and (not trainer.checkpoint_callbacks or trainer.fast_dev_run):
+            debug = choices.get("debug")
+            how = (
+                f"debug={debug} writes no checkpoint; run without debug={debug} (or with trainer.max_epochs=1)"
+                if debug not in (None, "null")
+                else "no checkpoint written (trainer.fast_dev_run or callbacks.model_checkpoint=null)"
+            )
+            log.info("%s to get one to evaluate or audit", how)
     return {**results, "scalars": scalars}
 
 
@@ -303,11 +311,25 @@ def _ddp_for_model(cfg: DictConfig, model, log) -> None:
 
 def _fit(trainer, model, datamodule, cfg: DictConfig) -> None:
     """trainer.fit (resuming from ``ckpt_path``), then a last validation if the final epoch had none,
-    so ``val/*`` (what model selection may look at) describes the final weights."""
+    so ``val/*`` (what model selection may look at) describes the final weights. A resume says where its
+    new checkpoints go (instead of Lightning's "dirpath has changed" warning)."""
+    import logging
+    import warnings
+
+    log = logging.getLogger("train")
     from ppreid.utils.errors import ConfigValueError
 
+    if cfg.ckpt_path:
+        dirs = sorted({str(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)})
+        log.info(
+            "resuming from %s; new checkpoints go to %s",
+            cfg.ckpt_path,
+            ", ".join(dirs) or "nowhere (no checkpoint callback in this run)",
+        )
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        with warnings.catch_warnings():  # resuming into a new run folder: said above, in our words
+            warnings.filterwarnings("ignore", message=r"The dirpath has changed from ", category=UserWarning)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     except RuntimeError as err:
         if "Error(s) in loading state_dict" not in str(err):
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 
@@ -302,8 +303,14 @@ def test_realism_needs_the_discriminator(tmp_path):
 
 
 @pytest.mark.parametrize("privacy_loss", ["neg_pixel", "ssim", "realism"])
-def test_fast_dev_run_runs_every_step_of_each_privacy_loss(privacy_loss, reid_data_dir, tmp_path):
-    res = run_train(PGAN + ["debug=fdr", f"model.privacy_loss={privacy_loss}"], tmp_path, reid_data_dir)
+def test_fast_dev_run_runs_every_step_of_each_privacy_loss(privacy_loss, reid_data_dir, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="train"):
+        res = run_train(PGAN + ["debug=fdr", f"model.privacy_loss={privacy_loss}"], tmp_path, reid_data_dir)
+    assert not (tmp_path / "checkpoints").exists()  # and the run says so, with the way to get one
+    assert caplog.messages[-1] == (
+        "debug=fdr writes no checkpoint; run without debug=fdr (or with trainer.max_epochs=1) "
+        "to get one to evaluate or audit"
+    )
     scalars = res["scalars"]
     assert {"train/loss_privacy", "train/loss_d", "train/r1", "train/loss_g_pixel", "train/loss_g_adv"} <= set(scalars)
     assert res["test"]["market1501"]["mAP"] >= 0.0
