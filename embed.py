@@ -5,6 +5,10 @@ written by train.py). Writes an ``.npz`` with ``features`` (N, D) float32, ``pat
 Market-style file names (``0002_c1s1_000451_03.jpg``), ``pids`` / ``camids`` (0-based; -1 where a name
 does not follow the pattern), and ``normalized`` (bool). Load it with ``numpy.load``.
 
+FOLDER may be a dataset folder (GenePerson from synth.py, a Market-style set): then only the person images
+of its split folders (``bounding_box_train/``, ``bounding_box_test/``, ``query/``) are embedded, and other
+images in it (GenePerson's contact sheet ``samples.jpg``) are skipped, with one line saying how many.
+
 Features are the model's raw test features, **not** L2-normalised, unless ``--normalize`` is given (then
 every row has unit length, and a dot product is the cosine similarity the evaluator ranks by).
 """
@@ -18,18 +22,44 @@ from collections.abc import Sequence
 from pathlib import Path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# A dataset folder (GenePerson from synth.py, Market-style sets) keeps its people in split folders;
+# images beside them (GenePerson's contact sheet samples.jpg, previews) are not person crops.
+PERSON_SPLITS = ("bounding_box_train", "bounding_box_test", "query", "gallery")
+DATASET_MARKERS = ("manifest.jsonl", "bounding_box_train", "bounding_box_test", "query")
 
 
-def list_crops(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursively), sorted by path."""
+def list_crops(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(person crops, skipped images) under ``folder`` (recursively), each sorted by path.
+
+    Inside a dataset folder (one holding ``manifest.jsonl``, ``bounding_box_*/`` or ``query/``) only the
+    images in its split folders are person crops; other images there (e.g. ``samples.jpg``) are skipped."""
+    from functools import cache
+
     from ppreid.utils.errors import ConfigValueError
 
     if not folder.is_dir():
         raise ConfigValueError(f"FOLDER={folder}: no such folder; give a folder of person crops.")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise ConfigValueError(f"FOLDER={folder} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
-    return files
+    images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+    @cache
+    def is_dataset_folder(path: Path) -> bool:
+        return any((path / m).exists() for m in DATASET_MARKERS)
+
+    def is_person(image: Path) -> bool:
+        """In the nearest dataset folder above ``image`` (up to ``folder``), it lies in a split folder."""
+        for parent in image.parents:
+            if is_dataset_folder(parent):
+                return image.relative_to(parent).parts[0] in PERSON_SPLITS
+            if parent == folder:
+                return True
+        return True
+
+    crops = [p for p in images if is_person(p)]
+    skipped = [p for p in images if not is_person(p)]
+    if not crops:
+        beside = f"; {len(skipped)} beside a dataset's split folders" if skipped else ""
+        raise ConfigValueError(f"FOLDER={folder} holds no person images ({', '.join(IMAGE_SUFFIXES)}{beside}).")
+    return crops, skipped
 
 
 def embed_folder(
@@ -56,7 +86,14 @@ def embed_folder(
     from ppreid.utils.device import resolve_device
     from ppreid.utils.fileops import atomic_write_bytes
 
-    files = list_crops(Path(folder))
+    files, skipped = list_crops(Path(folder))
+    if skipped:
+        names = ", ".join(p.name for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        print(
+            f"skipped {len(skipped)} image(s) that are not person crops of a dataset's split folders "
+            f"({', '.join(PERSON_SPLITS)}): {names}",
+            file=sys.stderr,
+        )
     model, spec = load_model_from_checkpoint(ckpt_path, key="CKPT")
     dev = resolve_device(device, key="--device")
     model.to(dev)

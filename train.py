@@ -121,10 +121,17 @@ def _checkpoint_record(path: str, meta: dict, trained_by: dict | None) -> dict:
     }
 
 
-def run(cfg: DictConfig) -> dict:
-    """Build everything from ``cfg``, fit and/or test, write ``results.json``; returns its content."""
+def run(cfg: DictConfig, started_at: float | None = None) -> dict:
+    """Build everything from ``cfg``, fit and/or test, write ``results.json``; returns its content.
+
+    started_at: when the run started (``run_status.run_start_time()``: the process start for a process's
+    first run), the origin of ``wall_time_s``; ``run_time_s`` counts from this call."""
     import logging
 
+    log = logging.getLogger("train")
+    start = time.time()
+    started_at = start if started_at is None else started_at
+    log.info("run folder %s: importing PyTorch and Lightning ...", cfg.paths.output_dir)
     from ppreid.utils.console import library_warnings_ignored, quiet_libraries, results_table
 
     quiet_libraries()
@@ -147,8 +154,6 @@ def run(cfg: DictConfig) -> dict:
         stage_metrics,
     )
 
-    log = logging.getLogger("train")
-    start = time.time()
     check_run_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     # backbone.pretrained=sandbox -> its weights file, built first when missing (before the seed: a build
@@ -156,6 +161,7 @@ def run(cfg: DictConfig) -> dict:
     resolve_pretrained_sandbox(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
+    log.info("building the model (%s) and the data (%s) ...", cfg.model.get("name"), cfg.data.get("name"))
     model, datamodule, spec, choices, ckpt_meta = build_model_and_data(cfg, log)
     _ddp_for_model(cfg, model, log)
     _resolve_precision(cfg, log)
@@ -244,7 +250,8 @@ def run(cfg: DictConfig) -> dict:
         "train": bool(cfg.train),
         "ckpt_path": cfg.ckpt_path,
         "git_commit": commit,
-        "wall_time_s": round(time.time() - start, 2),
+        "wall_time_s": round(time.time() - started_at, 2),  # from the process start: imports count
+        "run_time_s": round(time.time() - start, 2),
         "run_dir": str(output_dir),
         "overrides": _hydra_runtime()[0],
     }
@@ -254,6 +261,14 @@ def run(cfg: DictConfig) -> dict:
         if test_metrics:
             log.info("\n%s", results_table(test_metrics, note=describe_evaluation(evaluation)))
         log.info("results written to %s", output_dir / "results.json")
+        if cfg.train and (not trainer.checkpoint_callbacks or trainer.fast_dev_run):
+            debug = choices.get("debug")
+            how = (
+                f"debug={debug} writes no checkpoint; run without debug={debug} (or with trainer.max_epochs=1)"
+                if debug not in (None, "null")
+                else "no checkpoint written (trainer.fast_dev_run or callbacks.model_checkpoint=null)"
+            )
+            log.info("%s to get one to evaluate or audit", how)
     return {**results, "scalars": scalars}
 
 
@@ -299,11 +314,25 @@ def _ddp_for_model(cfg: DictConfig, model, log) -> None:
 
 def _fit(trainer, model, datamodule, cfg: DictConfig) -> None:
     """trainer.fit (resuming from ``ckpt_path``), then a last validation if the final epoch had none,
-    so ``val/*`` (what model selection may look at) describes the final weights."""
+    so ``val/*`` (what model selection may look at) describes the final weights. A resume says where its
+    new checkpoints go (instead of Lightning's "dirpath has changed" warning)."""
+    import logging
+    import warnings
+
+    log = logging.getLogger("train")
     from ppreid.utils.errors import ConfigValueError
 
+    if cfg.ckpt_path:
+        dirs = sorted({str(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)})
+        log.info(
+            "resuming from %s; new checkpoints go to %s",
+            cfg.ckpt_path,
+            ", ".join(dirs) or "nowhere (no checkpoint callback in this run)",
+        )
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        with warnings.catch_warnings():  # resuming into a new run folder: said above, in our words
+            warnings.filterwarnings("ignore", message=r"The dirpath has changed from ", category=UserWarning)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     except RuntimeError as err:
         if "Error(s) in loading state_dict" not in str(err):
             raise
@@ -320,13 +349,14 @@ def _fit(trainer, model, datamodule, cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from ppreid.config.compose_errors import task_started
-    from ppreid.utils.run_status import RunStatus, log_to_files
+    from ppreid.utils.run_status import RunStatus, log_to_files, run_start_time
 
     task_started()
-    status = RunStatus(cfg.paths.output_dir)
+    started_at = run_start_time()  # results.json's wall_time_s and status.json count from the same start
+    status = RunStatus(cfg.paths.output_dir, started_at=started_at)
     status.running()
     try:
-        results = run(cfg)
+        results = run(cfg, started_at=started_at)
     except KeyboardInterrupt:
         status.interrupted()
         raise

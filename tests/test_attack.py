@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -621,3 +622,28 @@ def test_privacy_plot_labels_name_the_loss_only_for_decoder_defences(tmp_path):
         "privacy_sandbox_gan ssim_gain w=3",
         "privacy_sandbox_vib beta=0.0003",
     ]
+
+
+def test_reconstruction_pictures_say_what_their_rows_and_columns_are(tmp_path):
+    """reconstructions_<target>.png (audit) and own_reconstructions.png (privacy models): a legend on top,
+    the attackers named over their columns / the decoders left of their rows."""
+    from PIL import Image
+
+    from ppreid.audit.report import save_reconstructions
+    from ppreid.callbacks.pictures import captioned_grid
+    from ppreid.callbacks.privacy_pictures import reconstruction_sheet
+
+    real = torch.rand(4, 3, 32, 16, generator=torch.Generator().manual_seed(0))
+    recons = {"l1": real * 0.5, "gan": real * 0.25}
+    path = tmp_path / "reconstructions_market1501.png"
+    save_reconstructions(path, real, recons, torch.arange(4), torch.arange(3))
+    with Image.open(path) as im:
+        bare = captioned_grid([Image.new("RGB", (96, 192))] * 9, [""] * 9, columns=3)  # the tiles alone
+        assert im.size[1] >= bare.size[1] + 3 * 14 + 14  # three legend lines and the column labels on top
+        top = np.asarray(im.convert("L"))[: 3 * 14]
+        assert (top < 100).any()  # legend text
+    own = reconstruction_sheet(real, {"G": real * 0.5, "mean": real.mean(0, keepdim=True)})
+    bare = captioned_grid([Image.new("RGB", (64, 128))] * 12, [""] * 12, columns=4)
+    assert own.size[0] > bare.size[0] and own.size[1] > bare.size[1]  # row labels left, legend on top
+    left = np.asarray(own.convert("L"))[:, : own.size[0] - bare.size[0]]
+    assert (left < 100).any()

@@ -10,6 +10,8 @@ import pytest
 import torch
 from conftest import TINY, run_script, run_train, train_cli
 
+from ppreid.utils.errors import ConfigValueError
+
 TINY_ARCH = ["backbone.channels=[8,16,16,32]", "backbone.out_dim=32"]
 
 
@@ -211,3 +213,49 @@ def test_embed_folder_of_crops(market_ckpt, reid_data_dir, tmp_path):
     assert np.allclose(d["features"][0], ref[0].numpy(), atol=1e-5)
     bad = run_script("embed.py", str(market_ckpt[0]), str(tmp_path / "none"))
     assert bad.returncode == 1 and "no such folder" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_embed_a_dataset_folder_takes_only_its_person_images(market_ckpt, reid_data_dir, tmp_path):
+    """A GenePerson folder: the crops of its split folders, not the contact sheet samples.jpg beside them."""
+    people = tmp_path / "GenePerson"
+    shutil.copytree(reid_data_dir / "Market-1501-v15.09.15" / "query", people / "bounding_box_train")
+    (people / "manifest.jsonl").write_text("")
+    shutil.copy(next((people / "bounding_box_train").glob("*.jpg")), people / "samples.jpg")
+    out = tmp_path / "g.npz"
+    proc = run_script("embed.py", str(market_ckpt[0]), str(people), "--out", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    crops = sorted((people / "bounding_box_train").glob("*.jpg"))
+    assert list(np.load(out)["paths"]) == [str(p) for p in crops]
+    skipped = [line for line in proc.stderr.splitlines() if line.startswith("skipped")]
+    assert len(skipped) == 1 and skipped[0].startswith("skipped 1 image(s)") and "samples.jpg" in skipped[0]
+
+
+def test_list_crops_skips_images_beside_split_folders(tmp_path):
+    import embed
+
+    for rel in (
+        "mini/night/query/0001_c1_0.jpg",
+        "mini/night/bounding_box_test/0001_c2_0.jpg",
+        "mini/night/card.png",
+        "plain/a.jpg",
+        "plain/sub/b.png",
+        "GenePerson/samples.jpg",
+        "GenePerson/bounding_box_train/x.jpg",
+    ):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    (tmp_path / "GenePerson" / "manifest.jsonl").write_text("")
+    crops, skipped = embed.list_crops(tmp_path)
+    names = lambda paths: sorted(p.relative_to(tmp_path).as_posix() for p in paths)
+    assert names(skipped) == ["GenePerson/samples.jpg", "mini/night/card.png"]
+    assert names(crops) == [
+        "GenePerson/bounding_box_train/x.jpg",
+        "mini/night/bounding_box_test/0001_c2_0.jpg",
+        "mini/night/query/0001_c1_0.jpg",
+        "plain/a.jpg",
+        "plain/sub/b.png",
+    ]
+    assert embed.list_crops(tmp_path / "plain")[1] == []  # a plain folder of crops: every image
+    (tmp_path / "GenePerson" / "bounding_box_train" / "x.jpg").unlink()
+    with pytest.raises(ConfigValueError, match="holds no person images .*1 beside a dataset's split folders"):
+        embed.list_crops(tmp_path / "GenePerson")

@@ -69,6 +69,10 @@ def test_multirun_writes_one_results_json_per_run(reid_data_dir, tmp_path):
     results = sorted((tmp_path / "sweep").glob("*/results.json"))
     assert len(results) == 2
     assert sorted(json.loads(p.read_text())["seed"] for p in results) == [1, 2]
+    for path in results:  # results.json and status.json time the run from the same start
+        timed, status = json.loads(path.read_text()), json.loads((path.parent / "status.json").read_text())
+        assert status["status"] == "completed" and timed["wall_time_s"] >= timed["run_time_s"] > 0
+        assert 0 <= status["wall_time_s"] - timed["wall_time_s"] < 5, (status, timed["wall_time_s"])
 
 
 @pytest.mark.slow

@@ -145,6 +145,14 @@ def test_missing_targets_are_named_together_before_training(tmp_path, reid_data_
     msg = str(err.value)
     assert msg.startswith("2 dataset problems (nothing was trained or evaluated)"), msg
     assert MARKET in msg and "DukeMTMC-reID" in msg and "MSMT17" not in msg  # optional targets only warn
+    ways = msg.splitlines()[-1]  # how to go on: each missing target's root key, the embedded targets, test=false
+    assert ways.startswith("to go on: data.targets.0.root=<market1501 folder> data.targets.1.root=<dukemtmc folder>")
+    assert "data=genepers_to_mini data.root=" in ways and ways.endswith("test=false (train only, test no target)")
+    roots = [f"data.targets.0.root={reid_data_dir / MARKET}", f"data.targets.1.root={reid_data_dir / 'DukeMTMC-reID'}"]
+    cfg = compose_train(TINY + ["data=genepers", *roots], tmp_path / "run1", data)
+    dm = instantiate(cfg.data, _convert_="all")
+    dm.setup("fit")  # the keys the message names are the real ones
+    assert dm.target_names == ["market1501", "dukemtmc"]
     cfg = compose_train(TINY + ["data=genepers", "test=false"], tmp_path / "run2", data)
     dm = instantiate(cfg.data, _convert_="all")
     dm.setup("fit")  # test=false: the targets are not needed
@@ -162,7 +170,8 @@ def test_missing_source_and_target_one_message(tmp_path):
         dm.setup("fit")
     msg = str(err.value)
     assert msg.startswith("3 dataset problems (nothing was trained or evaluated):\n  - genepers: no GenePerson"), msg
-    assert len(msg.splitlines()) == 4 and "nowhere" in msg and MARKET in msg and "DukeMTMC-reID" in msg
+    assert len(msg.splitlines()) == 5 and "nowhere" in msg and MARKET in msg and "DukeMTMC-reID" in msg
+    assert msg.splitlines()[-1].startswith("to go on: data.targets.0.root="), msg
 
 
 @pytest.mark.slow
@@ -173,6 +182,7 @@ def test_cli_genepers_without_market_stops_before_training(tmp_path, reid_data_d
     )
     assert proc.returncode != 0
     assert MARKET in proc.stderr and "DukeMTMC-reID" in proc.stderr and "Traceback" not in proc.stderr
+    assert "data=genepers_to_mini" in proc.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 

@@ -223,3 +223,32 @@ def test_fresh_probe_sees_a_leaky_feature_and_nothing_in_a_blind_one(reid_data_d
     blind = probe.probe(_Extractor(leaky=False), dm)
     assert leaky["ssim_gain"] > 0.1 and leaky["ssim"] > leaky["mean_image_ssim"]
     assert blind["ssim_gain"] == 0.0  # constant features: the probe and its null are the same decoder
+
+
+def test_loss_history_by_module_puts_each_term_in_its_modules_panel():
+    from ppreid.privacy.history import RECONSTRUCTION, LossHistory
+
+    history = LossHistory()
+    for epoch, phase, terms in (
+        (0, "1 extractor", {"loss": 3.0, "loss_triplet": 1.0}),
+        (1, "2 reversal", {"loss_g_pixel": 0.375, "loss_d": 2.0, "recon_ssim": 0.125}),
+        (
+            2,
+            "3 joint",
+            {"loss": 2.5, "loss_privacy": 0.0625, "loss_g_pixel": 0.25, "loss_g_adv": -0.125, "r1": 0.0078125},
+        ),
+    ):
+        for term, value in terms.items():
+            history.add(term, value)
+            history.add(term, value + 1.0)  # the epoch mean: value + 0.5 (exact in binary)
+        history.close(phase, epoch)
+    panels = history.by_module(("generator", "discriminator", "decoder pool"))
+    assert list(panels) == ["extractor", "generator", "discriminator", "decoder pool", RECONSTRUCTION]
+    assert panels["extractor"] == {
+        "loss": [(0, 3.5), (2, 3.0)],
+        "loss_triplet": [(0, 1.5)],
+        "loss_privacy": [(2, 0.5625)],
+    }
+    assert panels["generator"] == {"loss_g_pixel": [(1, 0.875), (2, 0.75)], "loss_g_adv": [(2, 0.375)]}
+    assert panels["discriminator"] == {"loss_d": [(1, 2.5)], "r1": [(2, 0.5078125)]}
+    assert panels["decoder pool"] == {} and history.phase_of_epoch == {0: "1 extractor", 1: "2 reversal", 2: "3 joint"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 
@@ -60,9 +61,23 @@ def _batches_per_epoch(overrides, tmp_path, data_dir, world_size: int = 1) -> in
 
 
 @pytest.mark.slow
-def test_step_counts_of_e_g_d_follow_lazy_updates(reid_data_dir, tmp_path):
+def test_step_counts_of_e_g_d_follow_lazy_updates(reid_data_dir, tmp_path, monkeypatch):
+    from ppreid.callbacks import loss_curves
+
+    drawn = []
+    monkeypatch.setattr(loss_curves, "plot_loss_curves", lambda **spec: drawn.append(spec))
     over = PGAN + ["trainer.max_epochs=3", "model.d_every=4", "model.r1_every=2", "model.g_every=1"]
     res = run_train(over, tmp_path / "run", reid_data_dir)
+    # loss_curves.png: a panel per module, every module's terms, the three phases shaded
+    (spec,) = drawn
+    panels = spec["panels"]
+    assert list(panels)[:3] == ["extractor losses", "generator losses", "discriminator losses"]
+    assert {"loss", "loss_ce_ls", "loss_triplet", "loss_privacy"} <= set(panels["extractor losses"])
+    assert set(panels["generator losses"]) == {"loss_g_pixel", "loss_g_adv"}
+    assert {"loss_d", "r1"} <= set(panels["discriminator losses"])
+    assert [e for e, _ in panels["generator losses"]["loss_g_pixel"]] == [1, 2]  # the reversal and joint epochs
+    assert spec["phases"] == [(0, 1, "extractor alone"), (1, 2, "adversaries alone"), (2, 3, "joint")]
+    assert not spec["notes"]
     n = _batches_per_epoch(over, tmp_path, reid_data_dir)
     ckpt = _ckpt(tmp_path / "run")
     e, g, d = _optimizer_steps(ckpt)
@@ -83,10 +98,16 @@ def test_step_counts_of_e_g_d_follow_lazy_updates(reid_data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_g_every_and_no_discriminator(reid_data_dir, tmp_path):
-    """g_every=2 halves G's steps; d_weight=0 (the conventional defence) never steps D."""
+def test_g_every_and_no_discriminator(reid_data_dir, tmp_path, monkeypatch):
+    """g_every=2 halves G's steps; d_weight=0 (the conventional defence) never steps D (its loss-curve
+    panel says so)."""
+    from ppreid.callbacks import loss_curves
+
+    drawn = []
+    monkeypatch.setattr(loss_curves, "plot_loss_curves", lambda **spec: drawn.append(spec))
     over = PGAN + ["trainer.max_epochs=3", "model.g_every=2", "model.d_weight=0", "model.privacy_loss=neg_pixel"]
     run_train(over, tmp_path / "run", reid_data_dir)
+    assert drawn[0]["notes"] == {"discriminator losses": "discriminator: not trained (took no step in this run)"}
     n = _batches_per_epoch(over, tmp_path, reid_data_dir)
     assert _optimizer_steps(_ckpt(tmp_path / "run")) == [2 * n, math.ceil(2 * n / 2), 0]
 
@@ -291,8 +312,14 @@ def test_realism_needs_the_discriminator(tmp_path):
     "privacy_loss",
     [pytest.param("neg_pixel", marks=pytest.mark.slow), pytest.param("ssim", marks=pytest.mark.slow), "realism"],
 )
-def test_fast_dev_run_runs_every_step_of_each_privacy_loss(privacy_loss, reid_data_dir, tmp_path):
-    res = run_train(PGAN + ["debug=fdr", f"model.privacy_loss={privacy_loss}"], tmp_path, reid_data_dir)
+def test_fast_dev_run_runs_every_step_of_each_privacy_loss(privacy_loss, reid_data_dir, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="train"):
+        res = run_train(PGAN + ["debug=fdr", f"model.privacy_loss={privacy_loss}"], tmp_path, reid_data_dir)
+    assert not (tmp_path / "checkpoints").exists()  # and the run says so, with the way to get one
+    assert caplog.messages[-1] == (
+        "debug=fdr writes no checkpoint; run without debug=fdr (or with trainer.max_epochs=1) "
+        "to get one to evaluate or audit"
+    )
     scalars = res["scalars"]
     assert {"train/loss_privacy", "train/loss_d", "train/r1", "train/loss_g_pixel", "train/loss_g_adv"} <= set(scalars)
     assert res["test"]["market1501"]["mAP"] >= 0.0

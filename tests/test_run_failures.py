@@ -189,6 +189,26 @@ def test_completed_run_says_so(tmp_path):
     assert record["status"] == "completed" and "error" not in record and record["finished"] >= record["started"]
 
 
+def test_a_run_counts_from_the_process_start(tmp_path):
+    """The first run of a process counts its imports and config composing (from the process start);
+    a multirun's later runs count from their own start. status.json says how long the run took."""
+    import importlib
+    import time
+
+    import psutil
+
+    from ppreid.utils import run_status
+
+    run_status = importlib.reload(run_status)  # a fresh count of runs
+    first, second = run_status.run_start_time(), run_status.run_start_time()
+    assert first == psutil.Process().create_time() < time.time() - 0.5  # this test process started earlier
+    assert abs(second - time.time()) < 1
+    status = run_status.RunStatus(tmp_path, started_at=time.time() - 30)
+    status.completed()
+    record = json.loads((tmp_path / "status.json").read_text())
+    assert 30 <= record["wall_time_s"] < 32
+
+
 def test_zero_epoch_results_are_untrained_not_pooled_with_trained_runs(tmp_path, capsys):
     """A results.json of trainer.max_epochs=0 (older train.py accepted it) holds the initial weights'
     numbers: tables.py leaves it out as untrained instead of pooling it as a trained run."""

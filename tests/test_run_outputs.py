@@ -34,6 +34,18 @@ def test_short_run_logs_its_training_losses(trained):
     assert rows and all(float(r["train/loss"]) > 0 for r in rows)
 
 
+def test_loss_curves_of_a_bot_run(trained):
+    """loss_curves.png from the epoch means of the logged losses and the validated epochs; the record
+    rides in the checkpoint, so a resumed run draws the whole run."""
+    out, _ = trained
+    assert (out / "loss_curves.png").is_file()
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    state = next(v for k, v in ckpt["callbacks"].items() if "LossCurvesCallback" in k)
+    assert set(state["train"]) == {"loss", "loss_ce_ls", "loss_triplet"}
+    assert [e for e, _ in state["train"]["loss"]] == [0] and state["train"]["loss"][0][1] > 0
+    assert set(state["val"]) == {"mAP", "R1"} and [e for e, _ in state["val"]["mAP"]] == [0]
+
+
 def test_log_interval_follows_the_run_length():
     from ppreid.callbacks.log_interval import log_interval
 
@@ -220,3 +232,20 @@ def test_best_checkpoint_keeps_the_epoch_of_the_highest_val_map(tmp_path):
         ckpts = _fit_with_default_checkpoints(tmp_path / "no_val", [])
     assert sorted(ckpts) == ["last.ckpt"] and ckpts["last.ckpt"]["epoch"] == 2
     assert not [w for w in caught if "val/mAP" in str(w.message)]
+
+
+@pytest.mark.slow
+def test_tensorboard_logger_writes_event_files_in_the_run_folder(reid_data_dir, tmp_path):
+    """logger=tensorboard (Lightning's TensorBoardLogger): event files in <run dir>/tensorboard/ with the
+    training, validation and test scalars."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    run_train(TINY + ["data=market1501", "logger=tensorboard"], out, reid_data_dir)
+    tags = set()
+    for events in sorted((out / "tensorboard").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    assert {"train/loss", "val/mAP", "test/market1501/mAP"} <= tags
+    assert not (out / "csv").exists()

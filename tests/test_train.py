@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from pathlib import Path
 
 import pytest
@@ -76,11 +78,18 @@ def test_eval_checkpoint_equals_end_of_training(trained_market, trained_market_e
 
 
 @pytest.mark.slow
-def test_resume_from_last_ckpt_continues_training(reid_data_dir, tmp_path):
+def test_resume_from_last_ckpt_continues_training(reid_data_dir, tmp_path, caplog):
     run_train(TINY + ["data=market1501", "trainer.max_epochs=1"], tmp_path / "a", reid_data_dir)
     ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
     first = torch.load(ckpt, map_location="cpu", weights_only=False)
-    run_train(TINY + ["data=market1501", "trainer.max_epochs=3", f"ckpt_path={ckpt}"], tmp_path / "b", reid_data_dir)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO, logger="train"):
+        warnings.simplefilter("always")
+        run_train(
+            TINY + ["data=market1501", "trainer.max_epochs=3", f"ckpt_path={ckpt}"], tmp_path / "b", reid_data_dir
+        )
+    # another run folder: our one line says where the new checkpoints go, not Lightning's dirpath warning
+    assert not [w for w in caught if "dirpath has changed" in str(w.message)]
+    assert f"resuming from {ckpt}; new checkpoints go to {tmp_path / 'b' / 'checkpoints'}" in caplog.messages
     resumed = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert first["epoch"] == 0 and resumed["epoch"] == 2
     steps_per_epoch = first["global_step"]

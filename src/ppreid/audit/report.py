@@ -17,8 +17,7 @@ import torch
 from ppreid.metrics.privacy import ssim
 
 log = logging.getLogger(__name__)
-CAPTION_WIDTH = 96  # pixels: "diffusion SSIM 0.30" fits under an image this wide
-SHORT_NAMES = {"diffusion": "diff"}
+CAPTION_WIDTH = 96  # pixels: "attacker diffusion" fits over an image this wide
 # what an audited defence was trained with (results.json audit.extractor.privacy; labels of tables and plots)
 PRIVACY_SETTINGS = ("privacy_weight", "privacy_loss", "d_weight", "defence", "bottleneck")
 
@@ -94,8 +93,9 @@ def save_reconstructions(
     key: str | None = None,
 ) -> None:
     """``path``: one row per image of ``rows``: the real image, then each attacker's reconstruction, each
-    captioned with the attacker and the SSIM of that reconstruction to the real image ("l1 SSIM 0.30")."""
-    from ppreid.callbacks.pictures import captioned_grid, to_pil
+    captioned with the SSIM of that reconstruction to the real image ("SSIM 0.30");
+    a label over each column and a legend on top say what they are."""
+    from ppreid.callbacks.pictures import captioned_grid, labelled_sheet, to_pil
 
     height, width = real.shape[-2:]
     scale = max(1, math.ceil(CAPTION_WIDTH / width))
@@ -104,11 +104,21 @@ def save_reconstructions(
     for i in rows.tolist():
         images.append(to_pil(real[i]).resize(size))
         captions.append(f"real id {int(pids[i])}")
-        for attacker, recon in recons.items():
+        for recon in recons.values():
             images.append(to_pil(recon[i]).resize(size))
             value = float(ssim(recon[i : i + 1], real[i : i + 1]))
-            captions.append(f"{SHORT_NAMES.get(attacker, attacker)} SSIM {value:.2f}")
+            captions.append(f"SSIM {value:.2f}")  # the column label names the attacker
     sheet = captioned_grid(images, captions, columns=1 + len(recons))
+    sheet = labelled_sheet(
+        sheet,
+        size,
+        column_labels=["real image"] + [f"attacker {name}" for name in recons],
+        legend=[
+            "rows: images the attackers are scored on (one person each, id = the dataset's pid)",
+            "columns: the real image, then what each fresh attacker reconstructs from the image's feature",
+            "captions: SSIM of the reconstruction to the real image (1 = the same picture)",
+        ],
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
     log.info("reconstructions: %s", path)

@@ -111,3 +111,33 @@ def stack_rows(rows: list[Image.Image], gap: int = 6) -> Image.Image:
         sheet.paste(r, (0, y))
         y += r.size[1] + gap
     return sheet
+
+
+def labelled_sheet(
+    sheet: Image.Image,
+    tile: tuple[int, int],
+    column_labels: Sequence[str] = (),
+    row_labels: Sequence[str] = (),
+    legend: Sequence[str] = (),
+    caption_height: int = 14,
+    gap: int = 2,
+) -> Image.Image:
+    """A :func:`captioned_grid` sheet (tiles of ``tile`` = (w, h)) with a label over each column, a label
+    left of each row and legend lines on top, so the picture says what its rows and columns are."""
+    w, h = tile
+    font = _font(10)
+    left = 4 + max((int(font.getlength(t)) for t in row_labels), default=0) if row_labels else 0
+    top = 14 if column_labels else 0
+    body = Image.new("RGB", (left + sheet.width, top + sheet.height), WHITE)
+    body.paste(sheet, (left, top))
+    draw = ImageDraw.Draw(body)
+    for c, text in enumerate(column_labels):
+        x = left + gap + c * (w + gap)
+        draw.text((x + 1, 1), text, fill=BLACK, font=font)
+    for r, text in enumerate(row_labels):
+        y = top + gap + r * (h + caption_height + gap) + h // 2 - 6
+        draw.text((2, y), text, fill=BLACK, font=font)
+    if not legend:
+        return body
+    width = max([body.width] + [int(font.getlength(t)) + 24 for t in legend])
+    return stack_rows([legend_row(width, list(legend)), body], gap=2)

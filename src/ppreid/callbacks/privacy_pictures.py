@@ -16,10 +16,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ppreid.callbacks.pictures import captioned_grid, to_pil
+from ppreid.callbacks.pictures import captioned_grid, labelled_sheet, to_pil
 from ppreid.metrics.privacy import ssim
 
 log = logging.getLogger(__name__)
+
+ROW_NAMES = {"G": "generator G", "mean": "mean image"}  # pool decoders d0, d1, ...: "decoder d0"
 
 
 def reconstruction_sheet(real: torch.Tensor, rows: dict[str, torch.Tensor]) -> Image.Image:
@@ -36,7 +38,16 @@ def reconstruction_sheet(real: torch.Tensor, rows: dict[str, torch.Tensor]) -> I
         scores = ssim(recon, real, check_range=False)
         images += [pil(im) for im in recon]
         captions += [f"{name} {float(s):.2f}" if i == 0 else f"{float(s):.2f}" for i, s in enumerate(scores)]
-    return captioned_grid(images, captions, columns=n)
+    return labelled_sheet(
+        captioned_grid(images, captions, columns=n),
+        images[0].size,
+        row_labels=["real image"] + [ROW_NAMES.get(name, f"decoder {name}") for name in rows],
+        legend=[
+            "columns: held-out source images; rows: the real image, what each of the defence's own decoders",
+            "makes of its feature, and the mean training image (the feature-blind guess)",
+            "captions: SSIM to the real image (1 = the same picture)",
+        ],
+    )
 
 
 def _held_out_images(datamodule, count: int) -> torch.Tensor | None:

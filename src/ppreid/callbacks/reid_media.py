@@ -6,10 +6,11 @@
 - ``cmc_test.png`` / ``cmc_test.json``: CMC curves of every target (``test/cmc``);
 - ``embedding_test.png``: a 2-D PCA of every target's query + gallery features, coloured by target
   domain and, for a few identities, by identity (``eval.embedding_plot``);
-- ``loss_curves.png``: per-stage loss curves (epoch means of every term) of multi-stage models;
 - ``ranked_<target>.png``: a few queries with their top-k gallery images, green / red borders for the
   right / wrong identity, like torchreid's visrank (``test/ranked/<target>``); how many queries and
   how deep is ``eval.ranked_list``.
+
+``loss_curves.png`` is drawn by :mod:`ppreid.callbacks.loss_curves`.
 """
 
 from __future__ import annotations
@@ -52,34 +53,6 @@ def plot_cmc(curves: dict[str, list[float]], path: Path, title: str) -> None:
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def plot_loss_curves(history: dict[str, dict[str, list]], path: Path) -> None:
-    """One panel per stage: the epoch mean of every loss term (log scale when all are positive)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    stages = [s for s in sorted(history) if any(history[s].values())]
-    fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.6), dpi=110, squeeze=False)
-    for ax, stage in zip(axes[0], stages):
-        positive = True
-        for term, points in sorted(history[stage].items()):
-            if not points:
-                continue
-            epochs, values = zip(*points)
-            positive &= min(values) > 0
-            ax.plot(epochs, values, marker="o", ms=3, lw=2.2 if term == "total" else 1.2, label=term)
-        if positive:
-            ax.set_yscale("log")
-        ax.set_title(f"{stage} losses")
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -182,15 +155,6 @@ class ReIDMediaCallback(pl.Callback):
                     "(captions: the dataset's pid and camera)"
                 ],
             )
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        history = getattr(pl_module, "loss_history", None)
-        if not trainer.is_global_zero or not history:
-            return
-        path = Path(trainer.default_root_dir) / "loss_curves.png"
-        plot_loss_curves(history, path)
-        for lg in self._wandb(trainer):
-            lg.log_image(key="train/loss_curves", images=[str(path)])
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         results = getattr(pl_module, "eval_results", {}).get("test")

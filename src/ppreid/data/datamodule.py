@@ -13,12 +13,14 @@ input size, so an epoch reads memory instead of decoding files. Works under DDP:
 splits identity batches across ranks, evaluation uses contiguous unpadded shards and the metric
 puts samples back in index order.
 """
+
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -51,11 +53,11 @@ class TargetSet:
         return len(self.splits.query)
 
     @property
-    def records(self) -> List[ReIDRecord]:
+    def records(self) -> list[ReIDRecord]:
         return list(self.splits.query) + list(self.splits.gallery)
 
 
-def _spec(entry: Dict[str, Any]) -> Dict[str, Any]:
+def _spec(entry: dict[str, Any]) -> dict[str, Any]:
     entry = dict(entry)
     dataset = entry.pop("dataset")
     root = entry.pop("root")
@@ -66,10 +68,13 @@ def _spec(entry: Dict[str, Any]) -> Dict[str, Any]:
     return {"dataset": dataset, "root": str(root), "name": name, "options": options, "optional": optional}
 
 
-def _one_error(problems: List[str], what: str) -> DatasetLayoutError:
-    """One error naming every problem (the message itself when there is one); ``.problems`` lists them."""
-    err = DatasetLayoutError(problems[0] if len(problems) == 1 else
-                             f"{len(problems)} {what}:\n" + "\n".join(f"  - {p}" for p in problems))
+def _one_error(problems: list[str], what: str, ways_forward: str = "") -> DatasetLayoutError:
+    """One error naming every problem (the message itself when there is one), then ``ways_forward`` (how to
+    go on) on a line of its own; ``.problems`` lists the problems."""
+    message = (
+        problems[0] if len(problems) == 1 else f"{len(problems)} {what}:\n" + "\n".join(f"  - {p}" for p in problems)
+    )
+    err = DatasetLayoutError(f"{message}\n{ways_forward}" if ways_forward else message)
     err.problems = list(problems)
     return err
 
@@ -98,21 +103,21 @@ class ReIDDataModule(ImagePreparation, pl.LightningDataModule):
     def __init__(
         self,
         name: str,
-        sources: Sequence[Dict[str, Any]],
-        targets: Sequence[Dict[str, Any]],
+        sources: Sequence[dict[str, Any]],
+        targets: Sequence[dict[str, Any]],
         height: int = 256,
         width: int = 128,
-        train_transforms: Optional[Dict[str, Any]] = None,
-        test_transforms: Optional[Dict[str, Any]] = None,
+        train_transforms: dict[str, Any] | None = None,
+        test_transforms: dict[str, Any] | None = None,
         batch_size: int = 64,
         num_instances: int = 4,
         test_batch_size: int = 128,
         num_workers: int = 4,
         pin_memory: bool = True,
         sampler_seed: int = 0,
-        val_split: Optional[Dict[str, Any]] = None,
-        prepare: Optional[Callable[[], Any]] = None,
-        root: Optional[str] = None,
+        val_split: dict[str, Any] | None = None,
+        prepare: Callable[[], Any] | None = None,
+        root: str | None = None,
         check_targets: bool = True,
         verify_images: Any = "auto",
         verify_max_images: int = 50_000,
@@ -146,16 +151,16 @@ class ReIDDataModule(ImagePreparation, pl.LightningDataModule):
         self.cache_images = auto_switch(cache_images, "cache_images")
         self.cache_max_gib = float(cache_max_gib)
         self.channels_last = bool(channels_last)
-        self.stores: Dict[tuple, ImageStore] = {}
+        self.stores: dict[tuple, ImageStore] = {}
         self._verified: set = set()
         self._logged: set = set()
         self._failed_roots: set = set()
-        self.train_records: List[ReIDRecord] = []
-        self.val_set: Optional[TargetSet] = None
+        self.train_records: list[ReIDRecord] = []
+        self.val_set: TargetSet | None = None
         self.num_classes: int = 0
         self.num_cameras: int = 0
         self.num_domains: int = 0
-        self.targets: List[TargetSet] = []
+        self.targets: list[TargetSet] = []
         self._sources_ready = False
         self._targets_ready = False
 
@@ -168,7 +173,7 @@ class ReIDDataModule(ImagePreparation, pl.LightningDataModule):
             if cfg.get("std") is None:
                 cfg["std"] = [float(v) for v in std]
 
-    def normalization(self, train: bool = False) -> Tuple[List[float], List[float]]:
+    def normalization(self, train: bool = False) -> tuple[list[float], list[float]]:
         """(mean, std) the transforms use (ImageNet's where nothing set them)."""
         cfg = self.train_transform_cfg if train else self.test_transform_cfg
         return (list(cfg.get("mean") or IMAGENET_MEAN), list(cfg.get("std") or IMAGENET_STD))
@@ -183,26 +188,28 @@ class ReIDDataModule(ImagePreparation, pl.LightningDataModule):
         if self.prepare is not None:
             self.prepare()
 
-    def setup(self, stage: Optional[str] = None) -> None:
+    def setup(self, stage: str | None = None) -> None:
         """Parse what ``stage`` needs, then decode its images once (verify / cache): sources, and targets
         too when ``check_targets``, for fit / validate; the targets (query + gallery only) for test /
         predict. Every missing folder of the stage is named in one message, before any work."""
         fit = stage in ("fit", "validate", None)
         test = stage in ("test", "predict", None)
-        problems: List[str] = []
+        problems: list[str] = []
         if fit:
             try:
                 self.setup_sources()
             except DatasetLayoutError as err:
                 problems += getattr(err, "problems", [str(err)])
+        ways_forward = ""
         if test or (fit and self.check_targets):
             try:
                 self.setup_targets(skip_roots=self._failed_roots)  # a folder named as a source is not named again
             except DatasetLayoutError as err:
                 problems += getattr(err, "problems", [str(err)])
+                ways_forward = self.missing_target_ways_forward(training=fit)
         problems = [p for p in problems if p]
         if problems:
-            raise _one_error(problems, "dataset problems (nothing was trained or evaluated)")
+            raise _one_error(problems, "dataset problems (nothing was trained or evaluated)", ways_forward)
         self.prepare_images(fit=fit, test=test or (fit and self.check_targets))
 
     def setup_sources(self) -> None:
@@ -228,12 +235,20 @@ class ReIDDataModule(ImagePreparation, pl.LightningDataModule):
         self.num_classes = len({r.pid for r in split.train})
         if split.query:
             self.val_set = TargetSet("val", ReIDSplits("val", "source", query=split.query, gallery=split.gallery))
-            log.info("validation split: %d held-out source identities (%d query, %d gallery images); "
-                     "training on the other %d identities", split.num_val_identities, len(split.query),
-                     len(split.gallery), self.num_classes)
+            log.info(
+                "validation split: %d held-out source identities (%d query, %d gallery images); "
+                "training on the other %d identities",
+                split.num_val_identities,
+                len(split.query),
+                len(split.gallery),
+                self.num_classes,
+            )
         else:
-            log.info("no validation split (data.val_split.identities=0): training on all %d source identities "
-                     "(no val/ metrics, so no checkpoints/best.ckpt)", self.num_classes)
+            log.info(
+                "no validation split (data.val_split.identities=0): training on all %d source identities "
+                "(no val/ metrics, so no checkpoints/best.ckpt)",
+                self.num_classes,
+            )
         self._sources_ready = True
 
     def setup_targets(self, skip_roots: Sequence[str] = ()) -> None:
@@ -256,22 +271,43 @@ class ReIDDataModule(ImagePreparation, pl.LightningDataModule):
             if not splits.query or not splits.gallery:
                 problems.append(
                     f"target '{spec['name']}' at {spec['root']} has no query or no gallery images; "
-                    "a target needs query/ and bounding_box_test/ (or the dataset's own test lists).")
+                    "a target needs query/ and bounding_box_test/ (or the dataset's own test lists)."
+                )
                 continue
             targets.append(TargetSet(spec["name"], splits))
         if problems:
             named = [p for p in problems if p]
             raise _one_error(named, "target dataset problems") if named else DatasetLayoutError("")
         if not targets:
-            raise DatasetLayoutError("none of the targets in data.targets is present: " + ", ".join(
-                f"{s['name']} ({s['root']})" for s in self.target_specs))
+            raise DatasetLayoutError(
+                "none of the targets in data.targets is present: "
+                + ", ".join(f"{s['name']} ({s['root']})" for s in self.target_specs)
+            )
         for target in targets:
             log.info("target dataset '%s':\n%s", target.name, target.splits.summary())
         self.targets = targets
         self._targets_ready = True
 
+    def missing_target_ways_forward(self, training: bool) -> str:
+        """One line saying how to go on when required targets are missing: their root overrides
+        (``data.targets.<i>.root``), the embedded GenePerson-mini targets for a GenePerson source, and
+        ``test=false`` when training."""
+        present = {t.name for t in self.targets}
+        missing = [(i, s) for i, s in enumerate(self.target_specs) if not s["optional"] and s["name"] not in present]
+        ways = []
+        if missing:
+            roots = " ".join(f"data.targets.{i}.root=<{s['name']} folder>" for i, s in missing)
+            ways.append(f"{roots} (or paths.data_dir=<folder holding them>)")
+        genepers_source = any(s["dataset"] == "genepers" for s in self.source_specs)
+        if genepers_source and any(s["dataset"] != "genepers" for _, s in missing):
+            root = f" data.root={self.root}" if self.root else ""
+            ways.append(f"data=genepers_to_mini{root} (test on the embedded GenePerson-mini targets instead)")
+        if training:
+            ways.append("test=false (train only, test no target)")
+        return "to go on: " + "; or ".join(ways) if ways else ""
+
     # ------------------------------------------------------------------ images decoded once
-    def _image_sets(self, fit: bool, test: bool) -> List[Tuple[ReIDTransform, List[ReIDRecord]]]:
+    def _image_sets(self, fit: bool, test: bool) -> list[tuple[ReIDTransform, list[ReIDRecord]]]:
         """(transform, records) of every set the stage reads: train, validation, targets."""
         sets = []
         if fit and self._sources_ready:
@@ -296,15 +332,15 @@ class ReIDDataModule(ImagePreparation, pl.LightningDataModule):
         return self.val_set is not None
 
     @property
-    def target_names(self) -> List[str]:
+    def target_names(self) -> list[str]:
         return [t.name for t in self.targets]
 
     @property
-    def target_num_query(self) -> List[int]:
+    def target_num_query(self) -> list[int]:
         return [t.num_query for t in self.targets]
 
     @property
-    def target_num_gallery(self) -> List[int]:
+    def target_num_gallery(self) -> list[int]:
         return [len(t.splits.gallery) for t in self.targets]
 
     def _dist(self):
@@ -322,8 +358,13 @@ class ReIDDataModule(ImagePreparation, pl.LightningDataModule):
     def train_sampler(self) -> RandomIdentitySampler:
         world, rank = self._dist()
         return RandomIdentitySampler(
-            [r.pid for r in self.train_records], self.batch_size, self.num_instances,
-            seed=self.sampler_seed, num_replicas=world, rank=rank)
+            [r.pid for r in self.train_records],
+            self.batch_size,
+            self.num_instances,
+            seed=self.sampler_seed,
+            num_replicas=world,
+            rank=rank,
+        )
 
     def train_dataloader(self) -> DataLoader:
         """P x K batches of training images, or of indices only (no image read) when the model's current
@@ -335,20 +376,36 @@ class ReIDDataModule(ImagePreparation, pl.LightningDataModule):
         if getattr(module, "train_inputs", "images") == "indices":
             chunk = getattr(module, "index_batch_size", None)
             if not chunk:  # P x K batches of indices
-                return DataLoader(IndexDataset(self.train_records), batch_size=self.batch_size,
-                                  sampler=self.train_sampler(), drop_last=True, num_workers=0)
+                return DataLoader(
+                    IndexDataset(self.train_records),
+                    batch_size=self.batch_size,
+                    sampler=self.train_sampler(),
+                    drop_last=True,
+                    num_workers=0,
+                )
             world, rank = self._dist()  # a fresh permutation of every image in chunks (remainder kept)
-            return DataLoader(IndexDataset(self.train_records), batch_size=math.ceil(int(chunk) / world),
-                              sampler=PermutationChunkSampler(len(self.train_records), seed=self.sampler_seed,
-                                                              num_replicas=world, rank=rank),
-                              drop_last=False, num_workers=0)
+            return DataLoader(
+                IndexDataset(self.train_records),
+                batch_size=math.ceil(int(chunk) / world),
+                sampler=PermutationChunkSampler(
+                    len(self.train_records), seed=self.sampler_seed, num_replicas=world, rank=rank
+                ),
+                drop_last=False,
+                num_workers=0,
+            )
         return DataLoader(
-            self.train_dataset(), batch_size=self.batch_size, sampler=self.train_sampler(), drop_last=True,
-            num_workers=self.num_workers, pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0)
+            self.train_dataset(),
+            batch_size=self.batch_size,
+            sampler=self.train_sampler(),
+            drop_last=True,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
 
-    def train_feature_loader(self, restyled: bool = False, restyle_strength: float = 1.0,
-                             indices: Optional[Sequence[int]] = None) -> DataLoader:
+    def train_feature_loader(
+        self, restyled: bool = False, restyle_strength: float = 1.0, indices: Sequence[int] | None = None
+    ) -> DataLoader:
         """This rank's contiguous shard of the training images with the *test* transforms (for caching a
         frozen encoder's features); ``restyled`` adds a photometrically re-styled view of each image;
         ``indices``: only these training images (each sample keeps its training-set index)."""
@@ -356,25 +413,34 @@ class ReIDDataModule(ImagePreparation, pl.LightningDataModule):
             self.setup_sources()
         world, rank = self._dist()
         tf = self._transform(is_train=False)
-        dataset = (TwoViewDataset(self.train_records, tf, restyle_strength) if restyled
-                   else ImageDataset(self.train_records, tf, store=self._store_for(tf)))
+        dataset = (
+            TwoViewDataset(self.train_records, tf, restyle_strength)
+            if restyled
+            else ImageDataset(self.train_records, tf, store=self._store_for(tf))
+        )
         if indices is not None:
             dataset = torch.utils.data.Subset(dataset, [int(i) for i in indices])
-        return DataLoader(dataset, batch_size=self.test_batch_size,
-                          sampler=InferenceSampler(len(dataset), num_replicas=world, rank=rank),
-                          num_workers=self.num_workers, pin_memory=self.pin_memory)
+        return DataLoader(
+            dataset,
+            batch_size=self.test_batch_size,
+            sampler=InferenceSampler(len(dataset), num_replicas=world, rank=rank),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+        )
 
-    def first_train_batch(self) -> Dict[str, Any]:
+    def first_train_batch(self) -> dict[str, Any]:
         """The first P x K batch of epoch 0 exactly as training draws it (this rank's part)."""
         sampler = self.train_sampler()
         sampler.set_epoch(0)
         indices = list(sampler)[: self.batch_size]
         dataset = self.train_dataset()
         items = [dataset[i] for i in indices]
-        return {"image": torch.stack([it["image"] for it in items]),
-                "pid": torch.tensor([it["pid"] for it in items]),
-                "camid": torch.tensor([it["camid"] for it in items]),
-                "index": torch.tensor(indices)}
+        return {
+            "image": torch.stack([it["image"] for it in items]),
+            "pid": torch.tensor([it["pid"] for it in items]),
+            "camid": torch.tensor([it["camid"] for it in items]),
+            "index": torch.tensor(indices),
+        }
 
     def eval_loader(self, target: TargetSet) -> DataLoader:
         """A loader over [query..., gallery...] of ``target``; each sample carries its index."""
@@ -382,19 +448,22 @@ class ReIDDataModule(ImagePreparation, pl.LightningDataModule):
         tf = self._transform(is_train=False)
         dataset = ImageDataset(target.records, tf, store=self._store_for(tf))
         return DataLoader(
-            dataset, batch_size=self.test_batch_size,
+            dataset,
+            batch_size=self.test_batch_size,
             sampler=InferenceSampler(len(dataset), num_replicas=world, rank=rank),
-            num_workers=self.num_workers, pin_memory=self.pin_memory)
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+        )
 
-    def eval_dataloaders(self) -> List[DataLoader]:
+    def eval_dataloaders(self) -> list[DataLoader]:
         """One loader per target (see :meth:`eval_loader`)."""
         self.setup_targets()
         return [self.eval_loader(t) for t in self.targets]
 
-    def val_dataloader(self) -> List[DataLoader]:
+    def val_dataloader(self) -> list[DataLoader]:
         """The held-out source identities (never the targets); empty without a validation split."""
         self.setup_sources()
         return [self.eval_loader(self.val_set)] if self.val_set is not None else []
 
-    def test_dataloader(self) -> List[DataLoader]:
+    def test_dataloader(self) -> list[DataLoader]:
         return self.eval_dataloaders()

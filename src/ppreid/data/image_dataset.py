@@ -3,11 +3,13 @@
 Each item carries its dataset ``index`` so evaluation under DDP can put gathered features back in
 dataset order and drop padding duplicates.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 import torchvision.transforms.functional as TF
@@ -41,36 +43,44 @@ def read_image(path: str) -> Image.Image:
             return img.convert("RGB")
     except FileNotFoundError:
         raise ImageReadError(
-            f"image {path} does not exist. The dataset folder changed after it was parsed; "
-            f"{REDOWNLOAD}.") from None
+            f"image {path} does not exist. The dataset folder changed after it was parsed; {REDOWNLOAD}."
+        ) from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise ImageReadError(
             f"cannot read image {path} ({type(err).__name__}: {err}). The file is corrupt or truncated: "
             f"{REDOWNLOAD}, or delete the file (and its line in the list file, for list-based datasets "
-            f"such as MSMT17).") from None
+            f"such as MSMT17)."
+        ) from None
 
 
-def unreadable_images_message(failures: Sequence[Tuple[str, str]], total: int) -> str:
+def unreadable_images_message(failures: Sequence[tuple[str, str]], total: int) -> str:
     """One message naming every unreadable file (path and reason) and the fix."""
-    lines = [f"{len(failures)} of {total} images cannot be read (every image is decoded once at start, "
-             f"data.verify_images):"]
+    lines = [
+        f"{len(failures)} of {total} images cannot be read (every image is decoded once at start, data.verify_images):"
+    ]
     lines += [f"  {path}: {reason}" for path, reason in failures]
-    lines.append(f"Fix: {REDOWNLOAD}, or delete these files (and their lines in the list files, for list-based "
-                 "datasets such as MSMT17); data.verify_images=false skips the check (a file is then reported "
-                 "when it is read).")
+    lines.append(
+        f"Fix: {REDOWNLOAD}, or delete these files (and their lines in the list files, for list-based "
+        "datasets such as MSMT17); data.verify_images=false skips the check (a file is then reported "
+        "when it is read)."
+    )
     return "\n".join(lines)
 
 
 def _reason(err: ImageReadError, path: str) -> str:
     text = str(err)
     if text.startswith(f"cannot read image {path} ("):
-        return text[len(f"cannot read image {path} ("):].split("). The file", 1)[0]
+        return text[len(f"cannot read image {path} (") :].split("). The file", 1)[0]
     return "file does not exist" if "does not exist" in text else text
 
 
-def decode_all(paths: Sequence[str], decode: Optional[Callable[[Image.Image], Any]] = None,
-               threads: int = 0, progress: bool = False, desc: str = "decoding images"
-               ) -> Tuple[List[Any], List[Tuple[str, str]]]:
+def decode_all(
+    paths: Sequence[str],
+    decode: Callable[[Image.Image], Any] | None = None,
+    threads: int = 0,
+    progress: bool = False,
+    desc: str = "decoding images",
+) -> tuple[list[Any], list[tuple[str, str]]]:
     """Decode every file of ``paths`` once: ``(decoded, failures)``.
 
     decoded[i] is ``decode(image)`` (None: nothing kept; None also where the file failed);
@@ -89,6 +99,7 @@ def decode_all(paths: Sequence[str], decode: Optional[Callable[[Image.Image], An
     bar = None
     if progress:
         from tqdm import tqdm
+
         bar = tqdm(total=len(paths), desc=desc, unit="img", mininterval=1.0, leave=False)
     decoded, failures = [], []
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -114,7 +125,7 @@ class ImageStore:
     def __init__(self, key: tuple) -> None:
         self.key = key
         self.images = torch.empty(0, 3, key[0], key[1], dtype=torch.uint8)
-        self.row: Dict[str, int] = {}
+        self.row: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self.row)
@@ -123,7 +134,7 @@ class ImageStore:
     def nbytes(self) -> int:
         return self.images.numel()
 
-    def missing(self, paths: Iterable[str]) -> List[str]:
+    def missing(self, paths: Iterable[str]) -> list[str]:
         """The paths not in the store, each once, in first-seen order."""
         return list(dict.fromkeys(p for p in paths if p not in self.row))
 
@@ -134,7 +145,7 @@ class ImageStore:
         self.images = torch.cat([self.images, torch.stack(list(images))])
         self.row.update({p: start + i for i, p in enumerate(paths)})
 
-    def get(self, path: str) -> Optional[torch.Tensor]:
+    def get(self, path: str) -> torch.Tensor | None:
         i = self.row.get(path)
         return None if i is None else self.images[i]
 
@@ -148,9 +159,12 @@ class ImageDataset(Dataset):
     Without a transform the image is returned at its own size, scaled to [0, 1].
     """
 
-    def __init__(self, records: Sequence[ReIDRecord],
-                 transform: Optional[Callable[[Any], torch.Tensor]] = None,
-                 store: Optional[ImageStore] = None):
+    def __init__(
+        self,
+        records: Sequence[ReIDRecord],
+        transform: Callable[[Any], torch.Tensor] | None = None,
+        store: ImageStore | None = None,
+    ):
         self.records = list(records)
         self.transform = transform
         self.store = store if transform is not None else None
@@ -158,7 +172,7 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> Dict[str, Any]:
+    def __getitem__(self, i: int) -> dict[str, Any]:
         rec = self.records[i]
         img = self.store.get(rec.path) if self.store is not None else None
         if img is None:
@@ -177,7 +191,7 @@ class IndexDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> Dict[str, Any]:
+    def __getitem__(self, i: int) -> dict[str, Any]:
         rec = self.records[i]
         return {"pid": rec.pid, "camid": rec.camid, "domain": rec.domain, "index": i}
 
@@ -187,8 +201,12 @@ class TwoViewDataset(Dataset):
     re-styled copy (seeded by ``i``, see :mod:`ppreid.data.restyle`), both through ``transform``. Reads the
     files (the re-styling works on the image at its own size)."""
 
-    def __init__(self, records: Sequence[ReIDRecord], transform: Callable[[Image.Image], torch.Tensor],
-                 restyle_strength: float = 1.0):
+    def __init__(
+        self,
+        records: Sequence[ReIDRecord],
+        transform: Callable[[Image.Image], torch.Tensor],
+        restyle_strength: float = 1.0,
+    ):
         self.records = list(records)
         self.transform = transform
         self.restyle_strength = float(restyle_strength)
@@ -196,9 +214,12 @@ class TwoViewDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> Dict[str, Any]:
+    def __getitem__(self, i: int) -> dict[str, Any]:
         from ppreid.data.restyle import restyle
 
         img = read_image(self.records[i].path)
-        return {"image": self.transform(img), "image_restyled": self.transform(restyle(img, i, self.restyle_strength)),
-                "index": i}
+        return {
+            "image": self.transform(img),
+            "image_restyled": self.transform(restyle(img, i, self.restyle_strength)),
+            "index": i,
+        }

@@ -1,10 +1,11 @@
 """Decoding a run's images once: the in-memory uint8 store (``data.cache_images``) and the start-up check
 that every image is readable (``data.verify_images``), with their ``auto`` policies. A mixin of
 :class:`ppreid.data.datamodule.ReIDDataModule`, which says which images a stage reads (``_image_sets``)."""
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from ppreid.data.image_dataset import ImageReadError, ImageStore, decode_all, unreadable_images_message
 from ppreid.data.transforms import ReIDTransform
@@ -13,7 +14,7 @@ from ppreid.utils.errors import ConfigValueError
 log = logging.getLogger("ppreid.data.datamodule")
 
 
-def auto_switch(value: Any, key: str) -> Optional[bool]:
+def auto_switch(value: Any, key: str) -> bool | None:
     """``true`` / ``false`` / ``auto`` (None) of a data option."""
     if isinstance(value, bool):
         return value
@@ -33,22 +34,28 @@ class ImagePreparation:
         paths = list(dict.fromkeys(r.path for _, recs in sets for r in recs))
         if not paths or all(p in self._verified for p in paths):
             return  # nothing new (e.g. the test stage after training checked the targets)
-        by_key: Dict[tuple, List[str]] = {}
+        by_key: dict[tuple, list[str]] = {}
         for tf, recs in sets:
             by_key.setdefault(tf.decode_key, []).extend(r.path for r in recs)
         transforms = {tf.decode_key: tf for tf, _ in sets}
         verify = self._decide_verify(len(paths))
         cache = self._decide_cache(by_key)
         progress = self._dist()[1] == 0
-        failures: Dict[str, str] = {}
+        failures: dict[str, str] = {}
         for key, key_paths in by_key.items():
             if not cache:
                 break
             store = self.stores.setdefault(key, ImageStore(key))
             todo = store.missing(key_paths)
-            decoded, bad = decode_all(todo, transforms[key].decode, progress=progress and bool(todo),
-                                      desc=f"decoding {len(todo)} images into memory")
-            store.add([p for p, img in zip(todo, decoded) if img is not None], [img for img in decoded if img is not None])
+            decoded, bad = decode_all(
+                todo,
+                transforms[key].decode,
+                progress=progress and bool(todo),
+                desc=f"decoding {len(todo)} images into memory",
+            )
+            store.add(
+                [p for p, img in zip(todo, decoded) if img is not None], [img for img in decoded if img is not None]
+            )
             failures.update(bad)
             self._verified.update(todo)
         if verify:
@@ -70,20 +77,29 @@ class ImagePreparation:
     def _decide_verify(self, num_images: int) -> bool:
         if self.verify_images is not None:
             if not self.verify_images:
-                self._log_once("data.verify_images=false: images are not checked at start; an unreadable file is "
-                         "reported when it is read")
+                self._log_once(
+                    "data.verify_images=false: images are not checked at start; an unreadable file is "
+                    "reported when it is read"
+                )
             return self.verify_images
         on = num_images <= self.verify_max_images
         if on:
-            self._log_once("data.verify_images=auto: on (%s images, at most data.verify_max_images=%s): every image "
-                     "is decoded once now", f"{num_images:,}", f"{self.verify_max_images:,}")
+            self._log_once(
+                "data.verify_images=auto: on (%s images, at most data.verify_max_images=%s): every image "
+                "is decoded once now",
+                f"{num_images:,}",
+                f"{self.verify_max_images:,}",
+            )
         else:
-            self._log_once("data.verify_images=auto: off (%s images, more than data.verify_max_images=%s): an "
-                     "unreadable file is reported when it is read (data.verify_images=true checks all at start)",
-                     f"{num_images:,}", f"{self.verify_max_images:,}")
+            self._log_once(
+                "data.verify_images=auto: off (%s images, more than data.verify_max_images=%s): an "
+                "unreadable file is reported when it is read (data.verify_images=true checks all at start)",
+                f"{num_images:,}",
+                f"{self.verify_max_images:,}",
+            )
         return on
 
-    def _decide_cache(self, by_key: Dict[tuple, List[str]]) -> bool:
+    def _decide_cache(self, by_key: dict[tuple, list[str]]) -> bool:
         nbytes = sum(len(set(p)) * 3 * key[0] * key[1] for key, p in by_key.items())
         size = f"{nbytes / 2**20:,.0f} MiB at {self.height}x{self.width}"
         if self.cache_images is not None:
@@ -92,12 +108,20 @@ class ImagePreparation:
             return self.cache_images
         on = nbytes <= self.cache_max_gib * 2**30
         if on:
-            self._log_once("data.cache_images=auto: on (%s, at most data.cache_max_gib=%g): images decoded once and "
-                     "kept in memory as uint8", size, self.cache_max_gib)
+            self._log_once(
+                "data.cache_images=auto: on (%s, at most data.cache_max_gib=%g): images decoded once and "
+                "kept in memory as uint8",
+                size,
+                self.cache_max_gib,
+            )
         else:
-            self._log_once("data.cache_images=auto: off (%s, more than data.cache_max_gib=%g): images are decoded "
-                     "from their files every epoch", size, self.cache_max_gib)
+            self._log_once(
+                "data.cache_images=auto: off (%s, more than data.cache_max_gib=%g): images are decoded "
+                "from their files every epoch",
+                size,
+                self.cache_max_gib,
+            )
         return on
 
-    def _store_for(self, transform: ReIDTransform) -> Optional[ImageStore]:
+    def _store_for(self, transform: ReIDTransform) -> ImageStore | None:
         return self.stores.get(transform.decode_key)

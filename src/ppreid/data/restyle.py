@@ -4,6 +4,7 @@ PDM's disentanglement needs, for each training image, a view whose *style* (colo
 contrast, saturation, blur) changed and whose *content* (identity) did not. The change is drawn
 from ``seed`` (the image's index), so a re-styled view is the same on every rank and every run.
 """
+
 from __future__ import annotations
 
 import numpy as np

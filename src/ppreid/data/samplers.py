@@ -2,10 +2,11 @@
 evaluation. Both subclass ``DistributedSampler`` only so that Lightning uses them as they are
 instead of wrapping them in a second distributed sampler; they split the data across ranks themselves.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch.distributed as dist
@@ -14,7 +15,7 @@ from torch.utils.data.distributed import DistributedSampler
 from ppreid.utils.errors import ConfigValueError
 
 
-def _world(num_replicas: Optional[int], rank: Optional[int], who: str) -> Tuple[int, int]:
+def _world(num_replicas: int | None, rank: int | None, who: str) -> tuple[int, int]:
     """(num_replicas, rank), read from torch.distributed when not given and it is initialized."""
     initialized = dist.is_available() and dist.is_initialized()
     if num_replicas is None:
@@ -40,18 +41,26 @@ class RandomIdentitySampler(DistributedSampler):
     Yields flat dataset indices; use with ``DataLoader(batch_size=batch_size, sampler=..., drop_last=True)``.
     """
 
-    def __init__(self, pids: Sequence[int], batch_size: int, num_instances: int, seed: int = 0,
-                 num_replicas: Optional[int] = None, rank: Optional[int] = None):
+    def __init__(
+        self,
+        pids: Sequence[int],
+        batch_size: int,
+        num_instances: int,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ):
         if num_instances < 1 or batch_size < 1 or batch_size % num_instances != 0:
             raise ConfigValueError(
                 f"RandomIdentitySampler: batch_size={batch_size} must be a positive multiple of "
-                f"num_instances={num_instances} (batch = P identities x K instances).")
+                f"num_instances={num_instances} (batch = P identities x K instances)."
+            )
         self.num_replicas, self.rank = _world(num_replicas, rank, "RandomIdentitySampler")
         self.batch_size, self.num_instances = batch_size, num_instances
         self.num_pids_per_batch = batch_size // num_instances
         self.seed, self.epoch = seed, 0
 
-        index_of: Dict[int, List[int]] = defaultdict(list)
+        index_of: dict[int, list[int]] = defaultdict(list)
         for i, pid in enumerate(pids):
             index_of[int(pid)].append(i)
         self.pid_list = sorted(index_of)
@@ -62,7 +71,8 @@ class RandomIdentitySampler(DistributedSampler):
                 f"RandomIdentitySampler: {len(self.pid_list)} identities, but a batch needs "
                 f"P = batch_size // num_instances = {self.num_pids_per_batch} distinct identities"
                 + (f" on each of {self.num_replicas} ranks ({per_step} in all)" if self.num_replicas > 1 else "")
-                + ". Lower batch_size or raise num_instances in the data config.")
+                + ". Lower batch_size or raise num_instances in the data config."
+            )
         self.chunks = np.array([max(1, len(ix) // num_instances) for ix in self.index_of])
         self.num_steps = self._max_steps(self.chunks, per_step)
         self.shuffle, self.drop_last = True, True  # DistributedSampler's public attributes
@@ -100,7 +110,7 @@ class RandomIdentitySampler(DistributedSampler):
         # Put each identity's chunks into distinct steps with the most room left (random tie-break);
         # room stays balanced to within 1, so this always fills every step with distinct identities.
         room = np.full(S, R * P)
-        members: List[List[int]] = [[] for _ in range(S)]
+        members: list[list[int]] = [[] for _ in range(S)]
         for pid_idx in rng.permutation(len(chunks_of)):
             n = int(used[pid_idx])
             if n == 0:
@@ -130,7 +140,7 @@ class InferenceSampler(DistributedSampler):
     in dataset order without dropping duplicates. Shard sizes differ by at most one.
     """
 
-    def __init__(self, num_samples: int, num_replicas: Optional[int] = None, rank: Optional[int] = None):
+    def __init__(self, num_samples: int, num_replicas: int | None = None, rank: int | None = None):
         if num_samples < 0:
             raise ConfigValueError(f"InferenceSampler: num_samples={num_samples} must be >= 0.")
         self.num_replicas, self.rank = _world(num_replicas, rank, "InferenceSampler")
@@ -159,8 +169,7 @@ class PermutationChunkSampler(DistributedSampler):
     gives each rank its share of the global chunk.
     """
 
-    def __init__(self, num_samples: int, seed: int = 0, num_replicas: Optional[int] = None,
-                 rank: Optional[int] = None):
+    def __init__(self, num_samples: int, seed: int = 0, num_replicas: int | None = None, rank: int | None = None):
         if num_samples < 1:
             raise ConfigValueError(f"PermutationChunkSampler: num_samples={num_samples} must be >= 1.")
         self.num_replicas, self.rank = _world(num_replicas, rank, "PermutationChunkSampler")
@@ -176,4 +185,4 @@ class PermutationChunkSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[int]:
         perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.total_size)
-        return iter(perm[self.rank::self.num_replicas].tolist())
+        return iter(perm[self.rank :: self.num_replicas].tolist())

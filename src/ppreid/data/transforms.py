@@ -12,9 +12,10 @@ so that files are decoded once per run instead of once per epoch. Both inputs gi
 resizing is the PIL resize, and everything after it (flip, pad, crop, erasing: copies and fills) runs on
 the uint8 tensor with the same random draws as torchvision's PIL path.
 """
+
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -23,8 +24,11 @@ from PIL import Image
 
 from ppreid.utils.errors import ConfigValueError
 
-INTERPOLATIONS = {"nearest": T.InterpolationMode.NEAREST, "bilinear": T.InterpolationMode.BILINEAR,
-                  "bicubic": T.InterpolationMode.BICUBIC}
+INTERPOLATIONS = {
+    "nearest": T.InterpolationMode.NEAREST,
+    "bilinear": T.InterpolationMode.BILINEAR,
+    "bicubic": T.InterpolationMode.BICUBIC,
+}
 
 
 def _check_prob(name: str, value: float) -> None:
@@ -44,8 +48,16 @@ class ReIDTransform:
     colour jitter); erase: random erasing on the normalized tensor (or None).
     """
 
-    def __init__(self, height: int, width: int, interpolation: str, augment: List, mean: Sequence[float],
-                 std: Sequence[float], erase: Optional[T.RandomErasing] = None) -> None:
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        interpolation: str,
+        augment: list,
+        mean: Sequence[float],
+        std: Sequence[float],
+        erase: T.RandomErasing | None = None,
+    ) -> None:
         self.height, self.width = int(height), int(width)
         self.interpolation = interpolation
         self.resize = T.Resize((height, width), interpolation=INTERPOLATIONS[interpolation])
@@ -62,28 +74,39 @@ class ReIDTransform:
         """The part of the transform that does not change between epochs: resize, as uint8 (3, H, W)."""
         return pil_to_uint8(self.resize(img))
 
-    def __call__(self, img: Union[Image.Image, torch.Tensor]) -> torch.Tensor:
+    def __call__(self, img: Image.Image | torch.Tensor) -> torch.Tensor:
         x = img if isinstance(img, torch.Tensor) else self.decode(img)
         if x.dtype != torch.uint8 or tuple(x.shape) != (3, self.height, self.width):
-            raise ValueError(f"ReIDTransform: a decoded image must be a (3, {self.height}, {self.width}) uint8 "
-                             f"tensor, got {tuple(x.shape)} {x.dtype}.")
+            raise ValueError(
+                f"ReIDTransform: a decoded image must be a (3, {self.height}, {self.width}) uint8 "
+                f"tensor, got {tuple(x.shape)} {x.dtype}."
+            )
         if self.augment is not None:
             x = self.augment(x)
         x = self.normalize(x.to(torch.get_default_dtype()).div(255))  # = ToTensor's scaling
         return self.erase(x) if self.erase is not None else x
 
     def __repr__(self) -> str:
-        return (f"ReIDTransform(resize={self.height}x{self.width} {self.interpolation}, augment={self.augment}, "
-                f"normalize={self.normalize}, erase={self.erase})")
+        return (
+            f"ReIDTransform(resize={self.height}x{self.width} {self.interpolation}, augment={self.augment}, "
+            f"normalize={self.normalize}, erase={self.erase})"
+        )
 
 
-def build_transforms(height: int = 256, width: int = 128, is_train: bool = True,
-                     flip_prob: float = 0.5, padding: int = 10, random_erasing_prob: float = 0.5,
-                     mean: Sequence[float] = (0.485, 0.456, 0.406),
-                     std: Sequence[float] = (0.229, 0.224, 0.225), color_jitter: float = 0.0,
-                     interpolation: str = "bilinear",
-                     erasing_scale: Sequence[float] = (0.02, 0.4),
-                     erasing_ratio: Sequence[float] = (0.3, 3.33)) -> ReIDTransform:
+def build_transforms(
+    height: int = 256,
+    width: int = 128,
+    is_train: bool = True,
+    flip_prob: float = 0.5,
+    padding: int = 10,
+    random_erasing_prob: float = 0.5,
+    mean: Sequence[float] = (0.485, 0.456, 0.406),
+    std: Sequence[float] = (0.229, 0.224, 0.225),
+    color_jitter: float = 0.0,
+    interpolation: str = "bilinear",
+    erasing_scale: Sequence[float] = (0.02, 0.4),
+    erasing_ratio: Sequence[float] = (0.3, 3.33),
+) -> ReIDTransform:
     """PIL image (or its decoded uint8 tensor) -> normalized (3, height, width) tensor.
 
     color_jitter: strength of brightness/contrast/saturation jitter (0 = off; hue is not changed), applied
@@ -97,8 +120,9 @@ def build_transforms(height: int = 256, width: int = 128, is_train: bool = True,
     if len(mean) != 3 or len(std) != 3:
         raise ConfigValueError(f"transforms: mean={list(mean)} and std={list(std)} need 3 values (RGB).")
     if interpolation not in INTERPOLATIONS:
-        raise ConfigValueError(f"transforms: interpolation '{interpolation}' is not one of "
-                               f"{', '.join(INTERPOLATIONS)}.")
+        raise ConfigValueError(
+            f"transforms: interpolation '{interpolation}' is not one of {', '.join(INTERPOLATIONS)}."
+        )
     _check_prob("flip_prob", flip_prob)
     _check_prob("random_erasing_prob", random_erasing_prob)
 
@@ -109,10 +133,8 @@ def build_transforms(height: int = 256, width: int = 128, is_train: bool = True,
         if padding > 0:
             augment += [T.Pad(padding), T.RandomCrop((height, width))]
         if color_jitter > 0:
-            augment.append(T.ColorJitter(brightness=color_jitter, contrast=color_jitter,
-                                         saturation=color_jitter))
+            augment.append(T.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
     erase = None
     if is_train and random_erasing_prob > 0:
-        erase = T.RandomErasing(p=random_erasing_prob, scale=tuple(erasing_scale),
-                                ratio=tuple(erasing_ratio), value=0)
+        erase = T.RandomErasing(p=random_erasing_prob, scale=tuple(erasing_scale), ratio=tuple(erasing_ratio), value=0)
     return ReIDTransform(height, width, interpolation, augment, mean, std, erase)

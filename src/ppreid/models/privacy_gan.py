@@ -19,7 +19,8 @@ floored at 0: the default) or ``realism`` (GAN only). ``privacy_weight=0`` is th
 checkpoint's optimizer states show how many steps each took. The counters, phase and boundaries are
 saved under the checkpoint key ``privacy_gan``; every epoch starts from an RNG seeded by (seed, epoch),
 so a run resumed inside any phase trains exactly as an uninterrupted one. A NaN / inf loss stops the
-run with ``TrainingDivergedError``. Outputs beside BoT's: ``loss_curves.png`` (epoch means per phase)
+run with ``TrainingDivergedError``. Outputs beside BoT's: ``loss_curves.png`` (epoch means of every module's
+losses, the phases shaded: ``loss_curve_panels``)
 and ``own_reconstructions.png`` (the defence's own decoders on held-out source images).
 """
 
@@ -417,6 +418,33 @@ class PrivacyGANModel(BoTModel):
         self.history.close(f"{PHASES.index(self.phase) + 1} {self.phase}", self.current_epoch)  # panels in order
         if self.trainer.world_size > 1:
             self._check_ranks_in_step()
+
+    def loss_curve_panels(self) -> dict[str, Any]:
+        """loss_curves.png (src/ppreid/callbacks/loss_curves.py): one panel per module, the extractor and
+        each of the defence's adversaries (a note where one never trained), with the phases shaded."""
+        panels = self.history.by_module(self.defence.adversaries)
+        end = int(self.trainer.max_epochs or 1)
+        if self.trainer.fast_dev_run or self.boundaries is None:
+            spans = [(0, 1, "joint (fast dev run: every step once)")] if self.trainer.fast_dev_run else []
+        else:
+            rev, joint = self.boundaries["reversal_from"], self.boundaries["joint_from"]
+            named = [(0, rev, "extractor alone"), (rev, joint, "adversaries alone"), (joint, end, "joint")]
+            spans = [(a, min(b, end), name) for a, b, name in named if min(b, end) > a]
+        trains_from = (self.boundaries or {}).get("reversal_from", 0)
+        why = (
+            f"trains from epoch {trains_from}; this run has {end} epoch(s)"
+            if trains_from >= end and not self.trainer.fast_dev_run
+            else "took no step in this run"
+        )
+        notes = {m: f"{m}: not trained ({why})" for m in self.defence.adversaries if not any(panels[m].values())}
+        return {
+            "panels": {
+                (f"{m} losses" if m in ("extractor", *self.defence.adversaries) else m): t for m, t in panels.items()
+            },
+            "phases": spans,
+            "notes": {f"{m} losses": n for m, n in notes.items()},
+            "title": f"model=privacy_gan, defence {self.defence_name}: epoch means of every module's losses",
+        }
 
     def _check_ranks_in_step(self) -> None:
         """Every rank must have taken the same steps (the lazy-update clocks are per batch)."""

@@ -47,6 +47,7 @@ def reconstruction_privacy(
 
 class Defence(nn.Module):
     has_adversary = False
+    adversaries: tuple[str, ...] = ()  # the modules it trains (panels of loss_curves.png)
 
     def __init__(self) -> None:
         super().__init__()
@@ -90,6 +91,7 @@ class GANDefence(Defence):
     win by changing G's image, not by moving D's condition)."""
 
     has_adversary = True
+    adversaries = ("generator", "discriminator")
     PRIVACY_LOSSES = RECON_PRIVACY_LOSSES + ("realism",)
 
     def __init__(

@@ -37,6 +37,7 @@ def standardise(feat: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 class DecoderPoolDefence(Defence):
     has_adversary = True
+    adversaries = ("decoder pool",)
 
     def __init__(
         self,

@@ -2,8 +2,11 @@
 
 A run folder says how its run ended, so a folder without ``results.json`` is never a mystery:
 ``{"status": "running" | "completed" | "failed" | "interrupted", "started": ..., "finished": ...,
-"error": "<one line>"}``. ``running`` left behind means the process was killed (or still runs).
-``experiments/tables.py`` reads it to say why it skips a folder.
+"wall_time_s": ..., "error": "<one line>"}``. ``running`` left behind means the process was killed (or
+still runs). ``experiments/tables.py`` reads it to say why it skips a folder.
+
+A run's time counts from :func:`run_start_time` (the process start for its first run: imports and
+composing the config included), the origin of ``results.json``'s ``wall_time_s`` too.
 """
 
 from __future__ import annotations
@@ -23,16 +26,42 @@ def is_main_process() -> bool:
     return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S")
+def _stamp(seconds: float | None = None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(seconds))
+
+
+def _process_start() -> float:
+    """When this process started (before the interpreter imported anything), or now if unknown."""
+    try:
+        import psutil
+
+        return float(psutil.Process().create_time())
+    except Exception:  # no psutil or no access to the process table: count from this import
+        return time.time()
+
+
+_PROCESS_START = _process_start()
+_runs_started = 0
+
+
+def run_start_time() -> float:
+    """When the current run started (seconds since the epoch): the process start for the first run of a
+    process, so imports, composing the config and writing data count; the call time for the later runs
+    of a multirun in the same process. Call it once per run, at its start."""
+    global _runs_started
+    _runs_started += 1
+    return _PROCESS_START if _runs_started == 1 else time.time()
 
 
 class RunStatus:
-    """Writes ``<run dir>/status.json`` at the start and at the end of a run (main process only)."""
+    """Writes ``<run dir>/status.json`` at the start and at the end of a run (main process only).
 
-    def __init__(self, run_dir: str | Path) -> None:
+    started_at: the run's start (:func:`run_start_time`); ``finished`` - ``started`` = ``wall_time_s``."""
+
+    def __init__(self, run_dir: str | Path, started_at: float | None = None) -> None:
         self.path = Path(run_dir) / STATUS_FILE
-        self.started = _now()
+        self.started_at = time.time() if started_at is None else float(started_at)
+        self.started = _stamp(self.started_at)
         self.enabled = is_main_process()
 
     def _write(self, status: str, error: str | None = None) -> None:
@@ -40,7 +69,9 @@ class RunStatus:
             return
         record = {"status": status, "started": self.started}
         if status != "running":
-            record["finished"] = _now()
+            now = time.time()
+            record["finished"] = _stamp(now)
+            record["wall_time_s"] = round(now - self.started_at, 2)
         if error:
             record["error"] = error
         try:

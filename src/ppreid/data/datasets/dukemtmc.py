@@ -8,6 +8,7 @@ Dataset statistics:
     - images: 16,522 (train) + 2,228 (query) + 17,661 (gallery).
     - cameras: 8.
 """
+
 from __future__ import annotations
 
 from ppreid.data.datasets.base import ReIDSplits, parse_market_style, register_dataset
@@ -16,5 +17,6 @@ from ppreid.data.datasets.base import ReIDSplits, parse_market_style, register_d
 @register_dataset("dukemtmc")
 def dukemtmc(root: str, eval_only: bool = False) -> ReIDSplits:
     """eval_only: only ``query/`` and ``bounding_box_test/`` are read (and needed)."""
-    return parse_market_style(root, "dukemtmc", default_folder="DukeMTMC-reID",
-                              nested=("DukeMTMC-reID",), num_cams=8, eval_only=eval_only)
+    return parse_market_style(
+        root, "dukemtmc", default_folder="DukeMTMC-reID", nested=("DukeMTMC-reID",), num_cams=8, eval_only=eval_only
+    )

@@ -15,14 +15,22 @@ dropped as junk everywhere. A "camera" is an environment profile (scene + illumi
 
 Dataset statistics (the paper's release): 130,519 images of 6,641 identities (train only).
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path, PurePosixPath
-from typing import Any, Dict, List, Optional
+from typing import Any
 
-from ppreid.data.datasets.base import (ReIDRecord, ReIDSplits, list_images, parse_market_folder,
-                                    parse_market_name, register_dataset, relabel)
+from ppreid.data.datasets.base import (
+    ReIDRecord,
+    ReIDSplits,
+    list_images,
+    parse_market_folder,
+    parse_market_name,
+    register_dataset,
+    relabel,
+)
 from ppreid.utils.errors import DatasetLayoutError
 
 NAME = "genepers"
@@ -30,12 +38,12 @@ MANIFEST = "manifest.jsonl"
 TRAIN_DIR = "bounding_box_train"
 HELD_OUT = ("query", "bounding_box_test")
 REQUIRED_KEYS = ("file", "pid", "camid", "attributes")
-LAYOUT = (f"{TRAIN_DIR}/ (+ {MANIFEST}) and/or a held-out split {HELD_OUT[0]}/ + {HELD_OUT[1]}/")
+LAYOUT = f"{TRAIN_DIR}/ (+ {MANIFEST}) and/or a held-out split {HELD_OUT[0]}/ + {HELD_OUT[1]}/"
 
 
-def read_manifest(path: Path) -> Dict[str, Dict[str, Any]]:
+def read_manifest(path: Path) -> dict[str, dict[str, Any]]:
     """Manifest entries keyed by their normalised relative path (``bounding_box_train/x.jpg``)."""
-    entries: Dict[str, Dict[str, Any]] = {}
+    entries: dict[str, dict[str, Any]] = {}
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
@@ -46,47 +54,55 @@ def read_manifest(path: Path) -> Dict[str, Dict[str, Any]]:
             raise DatasetLayoutError(f"{where} is not valid JSON ({err}); re-run synth.py to rewrite it.") from None
         missing = [k for k in REQUIRED_KEYS if not isinstance(entry, dict) or k not in entry]
         if missing:
-            raise DatasetLayoutError(f"{where} lacks {', '.join(missing)}; each line needs "
-                                     f"{', '.join(REQUIRED_KEYS)}. Re-run synth.py to rewrite it.")
-        if not all(isinstance(entry[k], int) and not isinstance(entry[k], bool) for k in ("pid", "camid")) \
-                or not isinstance(entry["attributes"], dict):
+            raise DatasetLayoutError(
+                f"{where} lacks {', '.join(missing)}; each line needs "
+                f"{', '.join(REQUIRED_KEYS)}. Re-run synth.py to rewrite it."
+            )
+        if not all(
+            isinstance(entry[k], int) and not isinstance(entry[k], bool) for k in ("pid", "camid")
+        ) or not isinstance(entry["attributes"], dict):
             raise DatasetLayoutError(f"{where}: pid and camid must be integers and attributes an object.")
         rel = PurePosixPath(entry["file"]).as_posix()
         if PurePosixPath(rel).parts[0] not in (TRAIN_DIR,) + HELD_OUT:
-            raise DatasetLayoutError(f"{where}: file '{rel}' is not under {TRAIN_DIR}/, "
-                                     f"{HELD_OUT[0]}/ or {HELD_OUT[1]}/.")
+            raise DatasetLayoutError(
+                f"{where}: file '{rel}' is not under {TRAIN_DIR}/, {HELD_OUT[0]}/ or {HELD_OUT[1]}/."
+            )
         if rel in entries:
             raise DatasetLayoutError(f"{where}: file '{rel}' is listed twice.")
         entries[rel] = entry
     return entries
 
 
-def _check_agrees(path: Path, entry: Dict[str, Any], manifest: Path) -> None:
+def _check_agrees(path: Path, entry: dict[str, Any], manifest: Path) -> None:
     """The manifest (0-based camid) and a Market-style name (1-based ``_cC``) must tell the same story."""
     pid, cam = parse_market_name(path, NAME)
     if (pid, cam - 1) != (entry["pid"], entry["camid"]):
         raise DatasetLayoutError(
             f"{NAME}: {path} says pid {pid}, camera c{cam} (camid {cam - 1}) but {manifest} says pid "
-            f"{entry['pid']}, camid {entry['camid']} (0-based). Re-run synth.py to rewrite the set.")
+            f"{entry['pid']}, camid {entry['camid']} (0-based). Re-run synth.py to rewrite the set."
+        )
 
 
-def _train_from_manifest(files: List[Path], manifest: Dict[str, Dict[str, Any]],
-                         manifest_path: Path) -> List[ReIDRecord]:
+def _train_from_manifest(
+    files: list[Path], manifest: dict[str, dict[str, Any]], manifest_path: Path
+) -> list[ReIDRecord]:
     records = []
     for path in files:
         entry = manifest.get(f"{TRAIN_DIR}/{path.name}")
         if entry is None:
             raise DatasetLayoutError(
                 f"{NAME}: {path} is not listed in {manifest_path}. The set is incomplete or mixed; "
-                f"re-run synth.py with the same config to finish it, or delete the file.")
+                f"re-run synth.py with the same config to finish it, or delete the file."
+            )
         _check_agrees(path, entry, manifest_path)
         if entry["pid"] != -1:
             records.append(ReIDRecord(str(path), entry["pid"], entry["camid"], entry["attributes"]))
     return records
 
 
-def _attach(records: List[ReIDRecord], split: str, manifest: Optional[Dict[str, Dict[str, Any]]],
-            manifest_path: Path) -> List[ReIDRecord]:
+def _attach(
+    records: list[ReIDRecord], split: str, manifest: dict[str, dict[str, Any]] | None, manifest_path: Path
+) -> list[ReIDRecord]:
     """Give held-out records the attributes the manifest lists for them (if any)."""
     for rec in records:
         entry = (manifest or {}).get(f"{split}/{Path(rec.path).name}")
@@ -105,11 +121,14 @@ def genepers(root: str, ext: str = ".jpg", eval_only: bool = False) -> ReIDSplit
     if not has_train and not any(held):
         raise DatasetLayoutError(
             f"{NAME}: no GenePerson dataset at {base}: expected {LAYOUT} under it. Run "
-            f"`python synth.py` to write one (default <paths.data_dir>/GenePerson), or set the dataset's root.")
+            f"`python synth.py` to write one (default <paths.data_dir>/GenePerson), or set the dataset's root."
+        )
     if any(held) and not all(held):
         missing = [str(base / s) for s, ok in zip(HELD_OUT, held) if not ok]
-        raise DatasetLayoutError(f"{NAME}: held-out split incomplete, missing {', '.join(missing)}; "
-                                 f"expected both {HELD_OUT[0]}/ and {HELD_OUT[1]}/ under {base}.")
+        raise DatasetLayoutError(
+            f"{NAME}: held-out split incomplete, missing {', '.join(missing)}; "
+            f"expected both {HELD_OUT[0]}/ and {HELD_OUT[1]}/ under {base}."
+        )
     manifest_path = base / MANIFEST
     manifest = read_manifest(manifest_path) if manifest_path.is_file() else None
     splits = ReIDSplits(name=NAME, root=str(base))
@@ -117,8 +136,11 @@ def genepers(root: str, ext: str = ".jpg", eval_only: bool = False) -> ReIDSplit
     if has_train and not eval_only:
         files = list_images(base / TRAIN_DIR, ext, NAME)
         on_disk.update(f"{TRAIN_DIR}/{p.name}" for p in files)
-        train = (_train_from_manifest(files, manifest, manifest_path) if manifest is not None
-                 else parse_market_folder(base / TRAIN_DIR, NAME, ext))
+        train = (
+            _train_from_manifest(files, manifest, manifest_path)
+            if manifest is not None
+            else parse_market_folder(base / TRAIN_DIR, NAME, ext)
+        )
         if not train:
             raise DatasetLayoutError(f"{NAME}: {base / TRAIN_DIR} holds only junk images (pid -1).")
         splits.train = relabel(train)
@@ -132,5 +154,6 @@ def genepers(root: str, ext: str = ".jpg", eval_only: bool = False) -> ReIDSplit
     if absent:
         raise DatasetLayoutError(
             f"{NAME}: {manifest_path} lists {len(absent)} image(s) that are missing, e.g. {base / absent[0]}. "
-            f"Re-run synth.py with the same config to finish the set.")
+            f"Re-run synth.py with the same config to finish the set."
+        )
     return splits

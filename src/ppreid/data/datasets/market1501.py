@@ -8,6 +8,7 @@ Dataset statistics (after dropping junk, pid -1):
     - images: 12,936 (train) + 3,368 (query) + 15,913 (gallery).
     - cameras: 6.
 """
+
 from __future__ import annotations
 
 from ppreid.data.datasets.base import ReIDSplits, parse_market_style, register_dataset
@@ -16,5 +17,12 @@ from ppreid.data.datasets.base import ReIDSplits, parse_market_style, register_d
 @register_dataset("market1501")
 def market1501(root: str, eval_only: bool = False) -> ReIDSplits:
     """eval_only: only ``query/`` and ``bounding_box_test/`` are read (and needed)."""
-    return parse_market_style(root, "market1501", default_folder="Market-1501-v15.09.15",
-                              nested=("Market-1501-v15.09.15",), num_cams=6, max_pid=1501, eval_only=eval_only)
+    return parse_market_style(
+        root,
+        "market1501",
+        default_folder="Market-1501-v15.09.15",
+        nested=("Market-1501-v15.09.15",),
+        num_cams=6,
+        max_pid=1501,
+        eval_only=eval_only,
+    )

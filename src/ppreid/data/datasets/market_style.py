@@ -6,6 +6,7 @@ with Market-style names ``PPPP_cC_*.jpg`` (pid, then the 1-based camera, from th
 Train pids are relabelled 0..N-1; pid -1 is junk (dropped) and pid 0 a distractor (dropped from train).
 No bounds on pids or cameras: the sources differ in both.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,7 +25,8 @@ def market_style(root: str, ext: str = ".jpg", label: str = "market_style") -> R
         raise DatasetLayoutError(
             f"{name}: {base / TRAIN} does not exist. Expected a Market-1501-style folder under {base}: "
             f"{TRAIN}/ (+ optional query/ and bounding_box_test/) with PPPP_cC_*{ext} images. Convert the "
-            "dataset to that layout, or set the dataset's root in the data config.")
+            "dataset to that layout, or set the dataset's root in the data config."
+        )
     held = [(base / s).is_dir() for s in HELD_OUT]
     if any(held) and not all(held):
         raise DatasetLayoutError(f"{name}: {base} has only one of query/ and bounding_box_test/; give both or neither.")
