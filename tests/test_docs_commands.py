@@ -314,7 +314,8 @@ def check_argparse_command(cmd: DocCommand, notes: list[str]) -> None:
     except AssertionError as err:
         raise AssertionError(f"{cmd}\n  {err}") from None
     if cmd.script == "experiments/tables.py":
-        tables = _load_script(cmd.script)
+        from ppreid.reports import tables  # the command line's library (experiments/tables.py calls its main)
+
         try:
             tables.check_metrics(ns.metrics or [])
             if ns.published:
