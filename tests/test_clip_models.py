@@ -196,6 +196,21 @@ def test_default_scale_picks_clip_tiny_and_the_sandbox_recipe(tmp_path):
     assert chosen.backbone.model_name == "RN50"
 
 
+def test_a_backbone_brings_its_own_start_so_any_backbone_fits_any_recipe(tmp_path):
+    """The start is the backbone's default, not the recipe's: clip_tiny starts from the sandbox CLIP on the
+    sandbox, ViT-B/16 and RN50 swapped onto the sandbox recipe start from random weights (no sandbox build
+    exists for them), and the paper recipes start every tower that has OpenAI weights from them."""
+    sandbox = {
+        b: compose_train(["model=clipreid", f"backbone={b}"], tmp_path / b) for b in ("clip_tiny", "clip_vit_b16")
+    }
+    assert sandbox["clip_tiny"].backbone.pretrained == "sandbox"
+    assert sandbox["clip_vit_b16"].backbone.pretrained is None
+    paper = compose_train(["model=pdm", "data=genepers", "backbone=clip_rn50"], tmp_path / "paper")
+    assert paper.backbone.pretrained == "openai"
+    tiny_paper = compose_train(["model=pdm", "data=genepers", "backbone=clip_tiny"], tmp_path / "tiny_paper")
+    assert tiny_paper.backbone.pretrained is None  # no OpenAI weights exist for clip-tiny
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
