@@ -400,8 +400,10 @@ def resolve_pretrained_sandbox(cfg: DictConfig, log_missing: bool = True) -> Non
     backbone = cfg.get("backbone")
     if backbone is None:
         return
-    with open_dict(cfg):
-        build = backbone.pop("sandbox", None)
+    build = None
+    if "sandbox" in backbone:  # only clip_tiny's config (and its schema) has the build parameters
+        with open_dict(cfg):
+            build = backbone.pop("sandbox")
     if backbone.get("pretrained") != SANDBOX or cfg.get("ckpt_path"):
         return
     model_name = str(backbone.get("model_name"))
