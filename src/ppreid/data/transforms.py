@@ -11,6 +11,10 @@ A transform takes a PIL image of any size, or an image already *decoded* by :met
 so that files are decoded once per run instead of once per epoch. Both inputs give the same output:
 resizing is the PIL resize, and everything after it (flip, pad, crop, erasing: copies and fills) runs on
 the uint8 tensor with the same random draws as torchvision's PIL path.
+
+The steps are torchvision's transforms v2 (a plain tensor is treated as an image), except colour jitter
+(v1, see build_transforms); at a fixed seed they draw the same random numbers and give bit-identical
+tensors to the v1 classes (tests/test_transforms.py).
 """
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torchvision.transforms as T
+import torchvision.transforms as T1
+import torchvision.transforms.v2 as T
 from PIL import Image
 
 from ppreid.utils.errors import ConfigValueError
@@ -109,8 +114,10 @@ def build_transforms(height: int = 256, width: int = 128, is_train: bool = True,
         if padding > 0:
             augment += [T.Pad(padding), T.RandomCrop((height, width))]
         if color_jitter > 0:
-            augment.append(T.ColorJitter(brightness=color_jitter, contrast=color_jitter,
-                                         saturation=color_jitter))
+            # v1 on purpose: v2's uint8 saturation/contrast kernels round differently (grayscale and blend
+            # computed with fused multiply-adds), so pixels move by 1 for some factors; v1 keeps the numbers.
+            augment.append(T1.ColorJitter(brightness=color_jitter, contrast=color_jitter,
+                                          saturation=color_jitter))
     erase = None
     if is_train and random_erasing_prob > 0:
         erase = T.RandomErasing(p=random_erasing_prob, scale=tuple(erasing_scale),
