@@ -126,7 +126,8 @@ def _torchvision_v1_train_reference(height, width, color_jitter):
 
 
 def test_v2_transforms_equal_the_v1_pipeline_bit_for_bit():
-    """The v2 transforms draw the same random numbers and compute the same values as v1: 50 draws of the train
+    """The transforms (v2 Resize, Compose, Normalize around v1 random steps) draw the same random numbers and
+    compute the same values as an all-v1 pipeline: 50 draws of the train
     transform (flip, pad + crop, colour jitter, random erasing) and of the test transform, from the PIL image and
     from its decoded uint8 tensor, each draw after its own seed and all 50 in one stream after one seed (what a
     DataLoader worker does: any extra or missing random draw would shift every later image)."""

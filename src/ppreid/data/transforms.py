@@ -12,9 +12,9 @@ so that files are decoded once per run instead of once per epoch. Both inputs gi
 resizing is the PIL resize, and everything after it (flip, pad, crop, erasing: copies and fills) runs on
 the uint8 tensor with the same random draws as torchvision's PIL path.
 
-The steps are torchvision's transforms v2 (a plain tensor is treated as an image), except colour jitter
-(v1, see build_transforms); at a fixed seed they draw the same random numbers and give bit-identical
-tensors to the v1 classes (tests/test_transforms.py).
+Resize, Compose and Normalize are torchvision's transforms v2 (a plain tensor is treated as an image); the
+random steps stay v1 classes (see build_transforms: v2 is slower per call there, or not bit-identical).
+Both give bit-identical tensors with the same random draws (tests/test_transforms.py).
 """
 from __future__ import annotations
 
@@ -22,14 +22,14 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torchvision.transforms as T1
-import torchvision.transforms.v2 as T
+import torchvision.transforms as T
+from torchvision.transforms import v2
 from PIL import Image
 
 from ppreid.utils.errors import ConfigValueError
 
-INTERPOLATIONS = {"nearest": T.InterpolationMode.NEAREST, "bilinear": T.InterpolationMode.BILINEAR,
-                  "bicubic": T.InterpolationMode.BICUBIC}
+INTERPOLATIONS = {"nearest": v2.InterpolationMode.NEAREST, "bilinear": v2.InterpolationMode.BILINEAR,
+                  "bicubic": v2.InterpolationMode.BICUBIC}
 
 
 def _check_prob(name: str, value: float) -> None:
@@ -53,9 +53,9 @@ class ReIDTransform:
                  std: Sequence[float], erase: Optional[T.RandomErasing] = None) -> None:
         self.height, self.width = int(height), int(width)
         self.interpolation = interpolation
-        self.resize = T.Resize((height, width), interpolation=INTERPOLATIONS[interpolation])
-        self.augment = T.Compose(augment) if augment else None
-        self.normalize = T.Normalize(mean=list(mean), std=list(std))
+        self.resize = v2.Resize((height, width), interpolation=INTERPOLATIONS[interpolation])
+        self.augment = v2.Compose(augment) if augment else None
+        self.normalize = v2.Normalize(mean=list(mean), std=list(std))
         self.erase = erase
 
     @property
@@ -107,6 +107,11 @@ def build_transforms(height: int = 256, width: int = 128, is_train: bool = True,
     _check_prob("flip_prob", flip_prob)
     _check_prob("random_erasing_prob", random_erasing_prob)
 
+    # The random steps are torchvision's v1 classes on purpose. v2 draws the same numbers and (except colour
+    # jitter) gives the same tensors, but on a decoded 256x128 uint8 image its per-call dispatch made flip
+    # 1.2x, Pad and RandomCrop 1.6x and RandomErasing 1.2-1.5x slower (2000 calls, one thread; torchvision
+    # 0.29). v2's ColorJitter is faster but its uint8 saturation writes the grayscale and blend sums as
+    # mul().add_(alpha=...), moving some pixels by 1 (67 of 100 factors): numbers would move.
     augment = []
     if is_train:
         if flip_prob > 0:
@@ -114,10 +119,8 @@ def build_transforms(height: int = 256, width: int = 128, is_train: bool = True,
         if padding > 0:
             augment += [T.Pad(padding), T.RandomCrop((height, width))]
         if color_jitter > 0:
-            # v1 on purpose: v2's uint8 saturation/contrast kernels round differently (grayscale and blend
-            # computed with fused multiply-adds), so pixels move by 1 for some factors; v1 keeps the numbers.
-            augment.append(T1.ColorJitter(brightness=color_jitter, contrast=color_jitter,
-                                          saturation=color_jitter))
+            augment.append(T.ColorJitter(brightness=color_jitter, contrast=color_jitter,
+                                         saturation=color_jitter))
     erase = None
     if is_train and random_erasing_prob > 0:
         erase = T.RandomErasing(p=random_erasing_prob, scale=tuple(erasing_scale),
