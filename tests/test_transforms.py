@@ -1,5 +1,6 @@
 """Train/test transforms: shapes, exact normalization, determinism, each augmentation's effect."""
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -104,3 +105,55 @@ def test_decoded_input_of_the_wrong_size_is_refused():
     tf = build_transforms(height=64, width=32, is_train=False)
     with pytest.raises(ValueError, match=r"\(3, 64, 32\) uint8"):
         tf(torch.zeros(3, 32, 16, dtype=torch.uint8))
+
+
+def _torchvision_v1_train_reference(height, width, color_jitter):
+    """The train transform written with torchvision's v1 classes on the decoded uint8 tensor, in the same order
+    and with the same parameters (what the v2 transforms must equal bit for bit)."""
+    import torchvision.transforms as T1
+
+    augment = T1.Compose(
+        [
+            T1.RandomHorizontalFlip(0.5),
+            T1.Pad(10),
+            T1.RandomCrop((height, width)),
+            T1.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter),
+        ]
+    )
+    normalize = T1.Normalize(MEAN, STD)
+    erase = T1.RandomErasing(p=0.5, scale=(0.02, 0.4), ratio=(0.3, 3.33), value=0)
+    return lambda decoded: erase(normalize(augment(decoded).to(torch.get_default_dtype()).div(255)))
+
+
+def test_v2_transforms_equal_the_v1_pipeline_bit_for_bit():
+    """The transforms (v2 Resize, Compose, Normalize around v1 random steps) draw the same random numbers and
+    compute the same values as an all-v1 pipeline: 50 draws of the train
+    transform (flip, pad + crop, colour jitter, random erasing) and of the test transform, from the PIL image and
+    from its decoded uint8 tensor, each draw after its own seed and all 50 in one stream after one seed (what a
+    DataLoader worker does: any extra or missing random draw would shift every later image)."""
+    import torchvision.transforms as T1
+
+    img = gradient_image(w=50, h=90)
+    height, width = 64, 32
+    train = build_transforms(height=height, width=width, is_train=True, color_jitter=0.3)
+    test = build_transforms(height=height, width=width, is_train=False)
+    decoded_v1 = torch.from_numpy(np.asarray(T1.Resize((height, width))(img)).copy()).permute(2, 0, 1)
+    assert torch.equal(train.decode(img), decoded_v1)
+    train_v1 = _torchvision_v1_train_reference(height, width, color_jitter=0.3)
+    test_v1 = T1.Compose([T1.Resize((height, width)), T1.ToTensor(), T1.Normalize(MEAN, STD)])
+
+    for seed in range(50):
+        torch.manual_seed(seed)
+        expected = train_v1(decoded_v1)
+        for source in (img, decoded_v1):
+            torch.manual_seed(seed)
+            assert torch.equal(train(source), expected), seed
+        assert torch.equal(test(img), test_v1(img)) and torch.equal(test(decoded_v1), test_v1(img))
+
+    for source in (img, decoded_v1):
+        torch.manual_seed(123)
+        expected = [train_v1(decoded_v1) for _ in range(50)]
+        torch.manual_seed(123)
+        got = [train(source) for _ in range(50)]
+        assert all(torch.equal(a, b) for a, b in zip(got, expected))
+        assert len({e.numpy().tobytes() for e in expected}) > 40  # the draws really vary

@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
+
+# v1 on purpose: v2 has no ToTensor (deprecated there), and v2's to_dtype scales by *(1/255), not /255.
 import torchvision.transforms.functional as TF
 from PIL import Image
 from torch.utils.data import Dataset

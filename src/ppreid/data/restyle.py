@@ -8,7 +8,7 @@ from ``seed`` (the image's index), so a re-styled view is the same on every rank
 from __future__ import annotations
 
 import numpy as np
-import torchvision.transforms.functional as TF
+import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageFilter
 
 

@@ -11,6 +11,10 @@ A transform takes a PIL image of any size, or an image already *decoded* by :met
 so that files are decoded once per run instead of once per epoch. Both inputs give the same output:
 resizing is the PIL resize, and everything after it (flip, pad, crop, erasing: copies and fills) runs on
 the uint8 tensor with the same random draws as torchvision's PIL path.
+
+Resize, Compose and Normalize are torchvision's transforms v2 (a plain tensor is treated as an image); the
+random steps stay v1 classes (see build_transforms: v2 is slower per call there, or not bit-identical).
+Both give bit-identical tensors with the same random draws (tests/test_transforms.py).
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ import numpy as np
 import torch
 import torchvision.transforms as T
 from PIL import Image
+from torchvision.transforms import v2
 
 from ppreid.utils.errors import ConfigValueError
 
 INTERPOLATIONS = {
-    "nearest": T.InterpolationMode.NEAREST,
-    "bilinear": T.InterpolationMode.BILINEAR,
-    "bicubic": T.InterpolationMode.BICUBIC,
+    "nearest": v2.InterpolationMode.NEAREST,
+    "bilinear": v2.InterpolationMode.BILINEAR,
+    "bicubic": v2.InterpolationMode.BICUBIC,
 }
 
 
@@ -60,9 +65,9 @@ class ReIDTransform:
     ) -> None:
         self.height, self.width = int(height), int(width)
         self.interpolation = interpolation
-        self.resize = T.Resize((height, width), interpolation=INTERPOLATIONS[interpolation])
-        self.augment = T.Compose(augment) if augment else None
-        self.normalize = T.Normalize(mean=list(mean), std=list(std))
+        self.resize = v2.Resize((height, width), interpolation=INTERPOLATIONS[interpolation])
+        self.augment = v2.Compose(augment) if augment else None
+        self.normalize = v2.Normalize(mean=list(mean), std=list(std))
         self.erase = erase
 
     @property
@@ -126,6 +131,11 @@ def build_transforms(
     _check_prob("flip_prob", flip_prob)
     _check_prob("random_erasing_prob", random_erasing_prob)
 
+    # The random steps are torchvision's v1 classes on purpose. v2 draws the same numbers and (except colour
+    # jitter) gives the same tensors, but on a decoded 256x128 uint8 image its per-call dispatch made flip
+    # 1.2x, Pad and RandomCrop 1.6x and RandomErasing 1.2-1.5x slower (2000 calls, one thread; torchvision
+    # 0.29). v2's ColorJitter is faster but its uint8 saturation writes the grayscale and blend sums as
+    # mul().add_(alpha=...), moving some pixels by 1 (67 of 100 factors): numbers would move.
     augment = []
     if is_train:
         if flip_prob > 0:
