@@ -283,7 +283,12 @@ def test_realism_needs_the_discriminator(tmp_path):
 
 @pytest.mark.parametrize("privacy_loss", ["neg_pixel", "ssim", "realism"])
 def test_fast_dev_run_runs_every_step_of_each_privacy_loss(privacy_loss, reid_data_dir, tmp_path):
-    res = run_train(PGAN + ["debug=fdr", f"model.privacy_loss={privacy_loss}"], tmp_path, reid_data_dir)
+    """The joint phase from epoch 0, so the fast dev run's one batch takes the joint phase's real step."""
+    joint = [o for o in PGAN if not o.startswith("model.phases.")] + [
+        "model.phases.reversal_from=0",
+        "model.phases.joint_from=0",
+    ]
+    res = run_train(joint + ["debug=fdr", f"model.privacy_loss={privacy_loss}"], tmp_path, reid_data_dir)
     scalars = res["scalars"]
     assert {"train/loss_privacy", "train/loss_d", "train/r1", "train/loss_g_pixel", "train/loss_g_adv"} <= set(scalars)
     assert res["test"]["market1501"]["mAP"] >= 0.0
