@@ -37,7 +37,10 @@ def _initial_state(overrides, tmp_path, reid_data_dir):
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
+    from ppreid.run.sandbox_clip import resolve_pretrained_sandbox
+
     cfg = compose_train(overrides, tmp_path / "init", reid_data_dir)
+    resolve_pretrained_sandbox(cfg)  # as the run does: backbone.sandbox is the run's, not the backbone's
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     return {k: v.clone() for k, v in instantiate(cfg.model).state_dict().items()}
 
@@ -127,7 +130,10 @@ def test_cached_features_equal_direct_extraction(reid_data_dir, tmp_path):
 
     from ppreid.data.image_dataset import read_image
 
+    from ppreid.run.sandbox_clip import resolve_pretrained_sandbox
+
     cfg = compose_train(CLIP + ["model=pdm"] + stages(1, 1), tmp_path, reid_data_dir)
+    resolve_pretrained_sandbox(cfg)
     model = instantiate(cfg.model)
     dm = instantiate(cfg.data, _convert_="all")
     dm.use_backbone_normalization(model.backbone.input_mean, model.backbone.input_std)
@@ -180,10 +186,42 @@ def test_eval_from_checkpoint_rebuilds_the_clip_model(clipreid_run, reid_data_di
     assert json.loads((tmp_path / "results.json").read_text())["identity"]["backbone"] == "clip_tiny"
 
 
+def _spy_on_steps(monkeypatch) -> dict[str, list]:
+    """Record the stage of every optimizer step and every feature-cache build of a run."""
+    from ppreid.models.two_stage_clip import TwoStageCLIPModule
+
+    seen: dict[str, list] = {"steps": [], "caches": []}
+    step, build_cache = TwoStageCLIPModule._step, TwoStageCLIPModule.build_cache
+
+    def spy_step(self, stage, terms):
+        seen["steps"].append(stage)
+        return step(self, stage, terms)
+
+    def spy_build_cache(self, indices=None):
+        seen["caches"].append(indices)
+        return build_cache(self, indices)
+
+    monkeypatch.setattr(TwoStageCLIPModule, "_step", spy_step)
+    monkeypatch.setattr(TwoStageCLIPModule, "build_cache", spy_build_cache)
+    return seen
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["clipreid", "pdm"])
-def test_fast_dev_run_of_the_clip_models(model, reid_data_dir, tmp_path):
-    res = run_train(CLIP + [f"model={model}", "debug=fdr"], tmp_path, reid_data_dir)
+def test_fast_dev_run_of_the_clip_models_runs_the_real_stage_steps(model, reid_data_dir, tmp_path, monkeypatch):
+    """debug=fdr runs stage 1's real step (index batches on the cached features, no validation), and
+    model.stage1.epochs=0 debug=fdr stage 2's (text targets from the cache, then image batches)."""
+    seen = _spy_on_steps(monkeypatch)
+    res = run_train(CLIP + [f"model={model}", "debug=fdr"], tmp_path / "s1", reid_data_dir)
+    assert seen == {"steps": [1], "caches": [None]}
+    assert "train/stage1/loss" in res["scalars"] and "train/stage2/loss" not in res["scalars"]
+    assert not any(k.startswith("val/") for k in res["scalars"])  # stage 1 has no validation to do
     assert res["test"]["market1501"]
+
+    seen = _spy_on_steps(monkeypatch)
+    res = run_train(CLIP + [f"model={model}", "debug=fdr", "model.stage1.epochs=0"], tmp_path / "s2", reid_data_dir)
+    assert seen["steps"] == [2] and len(seen["caches"]) == (1 if model == "pdm" else 0)
+    assert "train/stage2/loss" in res["scalars"] and "val/mAP" in res["scalars"]
 
 
 def test_default_scale_picks_clip_tiny_and_the_sandbox_recipe(tmp_path):

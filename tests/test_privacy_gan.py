@@ -313,8 +313,13 @@ def test_realism_needs_the_discriminator(tmp_path):
     [pytest.param("neg_pixel", marks=pytest.mark.slow), pytest.param("ssim", marks=pytest.mark.slow), "realism"],
 )
 def test_fast_dev_run_runs_every_step_of_each_privacy_loss(privacy_loss, reid_data_dir, tmp_path, caplog):
+    """The joint phase from epoch 0, so the fast dev run's one batch takes the joint phase's real step."""
+    joint = [o for o in PGAN if not o.startswith("model.phases.")] + [
+        "model.phases.reversal_from=0",
+        "model.phases.joint_from=0",
+    ]
     with caplog.at_level(logging.INFO, logger="train"):
-        res = run_train(PGAN + ["debug=fdr", f"model.privacy_loss={privacy_loss}"], tmp_path, reid_data_dir)
+        res = run_train(joint + ["debug=fdr", f"model.privacy_loss={privacy_loss}"], tmp_path, reid_data_dir)
     assert not (tmp_path / "checkpoints").exists()  # and the run says so, with the way to get one
     assert caplog.messages[-1] == (
         "debug=fdr writes no checkpoint; run without debug=fdr (or with trainer.max_epochs=1) "

@@ -20,7 +20,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import pytorch_lightning as pl
 import torch
@@ -39,6 +39,22 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@runtime_checkable
+class TrainInputsProvider(Protocol):
+    """What the datamodule asks of the model it feeds (declared with defaults on
+    ``ppreid.models.reid_module.ReIDModule``; the data layer does not import models).
+
+    train_inputs: ``images`` (P x K image batches) or ``indices`` (training-set indices, no image read).
+    index_batch_size: with ``indices``, chunks of a fresh permutation of all training images of this size
+        (None: P x K batches of indices).
+    validation_due: False while a validation pass of the fit has no work to do (no validation batches).
+    """
+
+    train_inputs: str
+    index_batch_size: int | None
+    validation_due: bool
 
 
 @dataclass
@@ -343,6 +359,11 @@ class ReIDDataModule(ImagePreparation, pl.LightningDataModule):
     def target_num_gallery(self) -> list[int]:
         return [len(t.splits.gallery) for t in self.targets]
 
+    def _model(self) -> TrainInputsProvider | None:
+        """The model this datamodule feeds, when attached to a trainer and declaring :class:`TrainInputsProvider`."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        return module if isinstance(module, TrainInputsProvider) else None
+
     def _dist(self):
         trainer = getattr(self, "trainer", None)
         if trainer is None:
@@ -372,9 +393,9 @@ class ReIDDataModule(ImagePreparation, pl.LightningDataModule):
         loaders every epoch)."""
         if not self.train_records:
             self.setup_sources()
-        module = getattr(getattr(self, "trainer", None), "lightning_module", None)
-        if getattr(module, "train_inputs", "images") == "indices":
-            chunk = getattr(module, "index_batch_size", None)
+        module = self._model()
+        if module is not None and module.train_inputs == "indices":
+            chunk = module.index_batch_size
             if not chunk:  # P x K batches of indices
                 return DataLoader(
                     IndexDataset(self.train_records),
@@ -461,8 +482,12 @@ class ReIDDataModule(ImagePreparation, pl.LightningDataModule):
         return [self.eval_loader(t) for t in self.targets]
 
     def val_dataloader(self) -> list[DataLoader]:
-        """The held-out source identities (never the targets); empty without a validation split."""
+        """The held-out source identities (never the targets); empty without a validation split, or while the
+        model's validation is not due (``validation_due``: no batches, so the pass reads and logs nothing)."""
         self.setup_sources()
+        module = self._model()
+        if module is not None and not module.validation_due:
+            return []
         return [self.eval_loader(self.val_set)] if self.val_set is not None else []
 
     def test_dataloader(self) -> list[DataLoader]:

@@ -220,8 +220,8 @@ class PrivacyGANModel(BoTModel):
             )
 
     def phase_of(self, epoch: int) -> str:
-        if self.trainer.fast_dev_run:
-            return "joint"  # one batch: run every step once
+        """The phase of ``epoch`` (a fast dev run too: its epoch 0; ``model.phases.reversal_from=0
+        model.phases.joint_from=0 debug=fdr`` checks the joint step)."""
         return phase_of(
             epoch,
             self.boundaries
@@ -253,7 +253,7 @@ class PrivacyGANModel(BoTModel):
         self._started_epoch = epoch
         self.phase = self.phase_of(epoch)
         apply_phase_modes(self.phase, self.extractor_modules(), [self.defence])
-        if self.phase == "joint" and not self.trainer.fast_dev_run:
+        if self.phase == "joint":
             self.defence.bind(self._optimizers()[1:], self._optimize)
             self.defence.on_joint_epoch_start(epoch)
 

@@ -16,7 +16,15 @@ results are identical on 1 process or under DDP.
 What a run (train.py) asks of a model is declared here, with its default, and nowhere else (a new model
 overrides what it needs): :meth:`extract_features`, ``training_step``, :attr:`lazy_state_prefixes`,
 :attr:`loads_own_weights`, :attr:`ddp_find_unused_parameters`, :attr:`backbone_name`,
-:meth:`input_normalization`, :attr:`extra_results` and :attr:`build_spec`.
+:meth:`input_normalization`, :attr:`extra_results` and :attr:`build_spec`; what the datamodule asks
+(:class:`ppreid.data.datamodule.TrainInputsProvider`): :attr:`train_inputs`, :attr:`index_batch_size`
+and :attr:`validation_due`.
+
+A fast dev run (``debug=fdr``: one batch of train, val and test) runs the real step of the real
+stage / phase of its epoch 0: no ``trainer.fast_dev_run`` branch may change what a training step
+computes or which stage / phase it belongs to. Such a branch may only skip one-off side work
+(pictures, stage checkpoints, log lines). A later stage or phase gets its own fast dev run of a
+config that starts there (e.g. ``model.stage1.epochs=0``, ``model.phases.reversal_from=0``).
 
 A checkpoint carries the model's **build spec** (its resolved model + backbone config, the number of
 training identities and the input size / normalization), under the key ``ppreid``, so that it can be
@@ -121,6 +129,20 @@ class ReIDModule(pl.LightningModule):
     #: Messages (regexes) of library warnings this model's training raises by design; train.py ignores them
     #: during fit and test only (ppreid.utils.console.library_warnings_ignored).
     expected_warnings: tuple[str, ...] = ()
+    #: What the training batches hold now: ``images`` (P x K image batches) or ``indices`` (training-set
+    #: indices only, no image read: a stage that trains on cached features; the run then reloads loaders
+    #: every epoch). Read by the datamodule at each train loader request.
+    train_inputs: str = "images"
+    #: With ``train_inputs == "indices"``: chunks of a fresh permutation of all training images of this
+    #: size (None: P x K batches of indices).
+    index_batch_size: int | None = None
+
+    @property
+    def validation_due(self) -> bool:
+        """Whether a validation pass of the fit now has work to do. False: the datamodule gives no validation
+        batches, so the pass reads nothing and logs nothing (a stage that cannot change the evaluated weights).
+        The run's final validation after fit always runs. Default True."""
+        return True
 
     def __init__(self, eval_metric: str = "cosine", max_rank: int = 50) -> None:
         super().__init__()

@@ -8,7 +8,8 @@ the same run (``trainer.max_epochs = model.stage1.epochs + model.stage2.epochs``
   training set (test transforms) are computed once and cached; batches carry indices only (a fresh
   random permutation of *all* training images in chunks of ``model.stage1.batch_size``, as CLIP-ReID;
   null = P x K batches) and the text-side modules (prompt learner / inversion networks) train on the
-  cached features. Validation is skipped: the image encoder, hence its result, cannot change;
+  cached features. Validation has no work to do (:attr:`validation_due` is False: the datamodule gives no
+  validation batches): the image encoder, hence its result, cannot change;
 - **stage 2**: the text side is frozen; at its start the model builds its stage-2 text targets (a
   persistent buffer, so a run resumed inside stage 2 does not rebuild them from a changed encoder);
   the image encoder trains with CLIP-ReID's structure: three image features (``intermediate``,
@@ -26,7 +27,8 @@ CLIP-ReID); each stage steps only its own optimizer and scheduler (epochs of a s
 its stage). ``checkpoints/stage1.ckpt`` is written at the end of stage 1. The stage is a function of
 the epoch, so a checkpoint resumes inside either stage. Under DDP the cache is sharded, gathered and
 put back in index order: every rank holds the single-process cache. A fast dev run (``debug=fdr``)
-runs one batch of each stage, caching only that batch's features.
+runs the real step of the stage of epoch 0 (stage 1: the cache, then one step on cached features);
+``model.stage1.epochs=0 debug=fdr`` checks stage 2 the same way.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ class TwoStageCLIPModule(ReIDModule):
                 f"model={name} needs a CLIP backbone (its text tower builds the prompts), but the backbone is "
                 f"{type(backbone).__name__}; use backbone=clip_tiny, clip_vit_b16 or clip_rn50."
             )
-        if getattr(backbone, "text_tower_loaded", None) is False:
+        if backbone.text_tower_loaded is False:
             raise ConfigValueError(
                 f"model={name}: backbone.pretrained={backbone.pretrained} holds image-tower weights only, but the "
                 "prompts need CLIP's text tower too; give a full CLIP weights file (image + text towers, e.g. "
@@ -138,7 +140,6 @@ class TwoStageCLIPModule(ReIDModule):
         self.register_buffer("stage2_ready", torch.zeros((), dtype=torch.long))
         self._cache: dict[str, torch.Tensor] | None = None
         self._epoch_losses: dict[str, list] = defaultdict(list)
-        self._val_limit: Any | None = None
         # stage name -> term -> [(epoch, epoch-mean value)], for the loss-curve picture
         self.loss_history: dict[str, dict[str, list]] = {}
 
@@ -148,15 +149,16 @@ class TwoStageCLIPModule(ReIDModule):
         return 1 if self.current_epoch < self.stage1_epochs else 2
 
     @property
-    def fast_dev_run(self) -> bool:
-        trainer = getattr(self, "_trainer", None)
-        return bool(trainer is not None and trainer.fast_dev_run)
+    def train_inputs(self) -> str:
+        """What the training batches must hold now: ``indices`` (stage 1, cached features) or ``images`` (stage 2)."""
+        return "indices" if self.stage == 1 else "images"
 
     @property
-    def train_inputs(self) -> str:
-        """What the training batches must hold now: ``indices`` (stage 1, cached features) or ``images``
-        (stage 2, and a fast dev run, which runs both stages on one image batch)."""
-        return "indices" if self.stage == 1 and not self.fast_dev_run else "images"
+    def validation_due(self) -> bool:
+        """No validation during stage 1 of a fit: the image encoder is frozen, so its result cannot change."""
+        trainer = self._trainer
+        fitting = trainer is not None and trainer.state.fn == "fit"
+        return not (fitting and self.stage == 1)
 
     @property
     def index_batch_size(self) -> int | None:
@@ -273,18 +275,6 @@ class TwoStageCLIPModule(ReIDModule):
         return cache[name][cache["row"][indices]]
 
     # ----------------------------------------------------------------- training
-    def _freeze_validation(self, stage: int) -> None:
-        """Stage 1 cannot change the image encoder, hence no validation result: skip its passes."""
-        trainer = self.trainer
-        if trainer.fast_dev_run:
-            return
-        if stage == 1 and self._val_limit is None:
-            self._val_limit = trainer.limit_val_batches
-            trainer.limit_val_batches = 0
-        elif stage == 2 and self._val_limit is not None:
-            trainer.limit_val_batches = self._val_limit
-            self._val_limit = None
-
     def _enter_stage2(self) -> None:
         if int(self.stage2_ready) == 0:
             with torch.no_grad():
@@ -302,35 +292,18 @@ class TwoStageCLIPModule(ReIDModule):
         self._cache = None
 
     def on_train_epoch_start(self) -> None:
-        self._freeze_validation(self.stage)
-        if self.stage == 2 and not self.fast_dev_run:
+        if self.stage == 2:
             self._enter_stage2()
         for module in self.stage1_modules().values():
             module.train(self.stage == 1)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        if self.fast_dev_run:
-            return self._fast_dev_step(batch)
         stage = self.stage
         if stage == 1:
             terms = self.stage1_losses(self.cached("feats", batch["index"]), batch)
         else:
             terms = self._stage2_losses(batch)
         return self._step(stage, terms)
-
-    def _fast_dev_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """One batch of each stage: stage 1 on this batch's cached features, then stage 2 on its images."""
-        self._cache = self.build_cache(indices=batch["index"].tolist())
-        for module in self.stage1_modules().values():
-            module.train(True)
-        self._step(1, self.stage1_losses(self.cached("feats", batch["index"]), batch))
-        for module in self.stage1_modules().values():
-            module.train(False)
-        with torch.no_grad():
-            self.build_stage2_targets()
-        self.stage2_ready.fill_(1)
-        self.release_cache()
-        return self._step(2, self._stage2_losses(batch))
 
     def _step(self, stage: int, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         opt = self.optimizers()[stage - 1]
@@ -371,7 +344,7 @@ class TwoStageCLIPModule(ReIDModule):
         return terms
 
     def on_train_epoch_end(self) -> None:
-        stage = 2 if self.fast_dev_run else self.stage
+        stage = self.stage
         self.lr_schedulers()[stage - 1].step()
         name = f"stage{stage}"
         for term, values in self._epoch_losses.items():
