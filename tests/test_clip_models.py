@@ -129,7 +129,6 @@ def test_cached_features_equal_direct_extraction(reid_data_dir, tmp_path):
     from hydra.utils import instantiate
 
     from ppreid.data.image_dataset import read_image
-
     from ppreid.run.sandbox_clip import resolve_pretrained_sandbox
 
     cfg = compose_train(CLIP + ["model=pdm"] + stages(1, 1), tmp_path, reid_data_dir)
