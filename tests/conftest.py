@@ -6,6 +6,7 @@ The tiny images are colour-coded by identity (plus camera noise), so a model can
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -137,9 +138,20 @@ def run_synth(tmp_path: Path, out: Path, *args: str, env: dict | None = None, ch
     return proc
 
 
-def run_train(overrides: Sequence[str], out_dir: Path, data_dir: Path | None = None) -> dict:
-    from train import run
+def _train_script():
+    """train.py as a module, loaded from its file (the repository root is not a package on sys.path)."""
+    import importlib.util
 
+    if "ppreid_train_script" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("ppreid_train_script", ROOT / "train.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return sys.modules["ppreid_train_script"]
+
+
+def run_train(overrides: Sequence[str], out_dir: Path, data_dir: Path | None = None) -> dict:
+    run = _train_script().run
     cfg = compose_train(overrides, out_dir, data_dir)
     return run(cfg)
 

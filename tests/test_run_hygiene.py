@@ -148,7 +148,6 @@ def test_three_loss_terms_all_active(tmp_path, caplog):
 # ----------------------------------------------------------------------------- identity
 def test_config_hash_ignores_seed_and_paths_but_not_hyperparameters(tmp_path):
     from ppreid.utils.run_info import experiment_identity
-    from train import _hydra_runtime  # noqa: F401  (registers the help resolver)
 
     def identity(overrides, out):
         cfg = compose_train(TINY + overrides, tmp_path / out, data_dir=tmp_path / out / "data")

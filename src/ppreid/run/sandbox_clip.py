@@ -402,8 +402,15 @@ def resolve_pretrained_sandbox(cfg: DictConfig, log_missing: bool = True) -> Non
         return
     build = None
     if "sandbox" in backbone:  # only clip_tiny's config (and its schema) has the build parameters
+        build = backbone.sandbox
+        # a typed (structured) node refuses pop: the backbone becomes a plain node without ``sandbox``,
+        # its interpolations (``${data.height}``) kept
+        plain = OmegaConf.to_container(backbone, resolve=False)
+        plain.pop("sandbox")
+        build = OmegaConf.to_container(build, resolve=True)
         with open_dict(cfg):
-            build = backbone.pop("sandbox")
+            cfg.backbone = plain
+        backbone = cfg.backbone
     if backbone.get("pretrained") != SANDBOX or cfg.get("ckpt_path"):
         return
     model_name = str(backbone.get("model_name"))
@@ -412,7 +419,6 @@ def resolve_pretrained_sandbox(cfg: DictConfig, log_missing: bool = True) -> Non
             f"backbone.pretrained=sandbox: {model_name} has no sandbox build (backbone.sandbox); the person-aligned "
             "sandbox CLIP exists for backbone=clip_tiny only. Use a weights file, a tag, or pretrained=null."
         )
-    build = OmegaConf.to_container(build, resolve=True)
     build.pop("_target_", None)
     build.pop("_partial_", None)
     path = ensure_sandbox_clip(model_name=model_name, image_size=list(backbone.image_size), **build)
