@@ -1,6 +1,6 @@
 """Stage-1 synthesis speed: diffusion batch_size 8 vs 1 per image, and procedural images per second.
 
-(a) The tiny random-weight Stable Diffusion pipeline of ``tests/tiny_pipelines.py`` (UNet blocks
+(a) The tiny random-weight Stable Diffusion pipeline of ``ppreid.synth.tiny_pipelines`` (UNet blocks
     (32, 64), VAE with 4 blocks so latents are image / 8 as in real SD, 2-layer CLIP text encoder)
     generates 128 x 64 images with ``steps`` denoising steps on CPU with 2 threads. Timed by
     ``generation_seconds`` of real ``synth.py`` runs (model loading excluded), unless ``--direct``
