@@ -64,6 +64,11 @@ def compose_train(overrides: Sequence[str], out_dir: Path, data_dir: Path | None
             cfg.hydra.runtime.output_dir = str(out_dir)
             cfg.hydra.job.num = 0
         HydraConfig().set_config(cfg)
+    backbone = cfg.get("backbone")
+    if backbone is not None and backbone.get("pretrained") != "sandbox":
+        from ppreid.run.sandbox_clip import take_build_parameters
+
+        take_build_parameters(cfg)  # what the run does first: instantiate(cfg.model) then just works
     out_dir.mkdir(parents=True, exist_ok=True)
     return cfg
 
@@ -138,20 +143,22 @@ def run_synth(tmp_path: Path, out: Path, *args: str, env: dict | None = None, ch
     return proc
 
 
-def _train_script():
-    """train.py as a module, loaded from its file (the repository root is not a package on sys.path)."""
+def load_script(name: str):
+    """An entry-point script of the repository root (``train.py``, ``embed.py``) as a module, loaded from its
+    file once (the root is not a package on sys.path)."""
     import importlib.util
 
-    if "ppreid_train_script" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("ppreid_train_script", ROOT / "train.py")
+    module_name = f"ppreid_script_{Path(name).stem}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, ROOT / name)
         module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
+        sys.modules[module_name] = module
         spec.loader.exec_module(module)
-    return sys.modules["ppreid_train_script"]
+    return sys.modules[module_name]
 
 
 def run_train(overrides: Sequence[str], out_dir: Path, data_dir: Path | None = None) -> dict:
-    run = _train_script().run
+    run = load_script("train.py").run
     cfg = compose_train(overrides, out_dir, data_dir)
     return run(cfg)
 

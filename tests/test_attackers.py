@@ -129,7 +129,11 @@ def test_reconstruction_captions_name_the_attacker_and_ssim(tmp_path, monkeypatc
     attack_report.save_reconstructions(
         tmp_path / "r.png", real, {"l1": real, "diffusion": real * 0}, torch.tensor([7, 8]), torch.arange(2)
     )
-    assert seen["captions"][:3] == ["real id 7", "l1 SSIM 1.00", f"diff SSIM {seen['captions'][2][-4:]}"]
+    assert seen["captions"][:3] == [
+        "real id 7",
+        "SSIM 1.00",
+        f"SSIM {seen['captions'][2][-4:]}",
+    ]  # attackers: column titles
     assert seen["width"] >= attack_report.CAPTION_WIDTH
 
 

@@ -20,6 +20,15 @@ from ppreid.utils.errors import ConfigValueError, find_input_error
 CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
 
 
+def _backbone_yaml(name: str):
+    """A backbone option's own keys, as instantiate sees them after composing: without its defaults list
+    (the schema) and without clip_tiny's ``sandbox`` build parameters (the run takes them out)."""
+    node = OmegaConf.load(CONF / f"{name}.yaml")
+    for key in ("defaults", "sandbox"):
+        node.pop(key, None)
+    return node
+
+
 @pytest.mark.parametrize(
     "name, input_shape, output_shape",
     [
@@ -33,7 +42,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf" / "backbone"
 def test_backbone_configs_instantiate_and_forward(name, input_shape, output_shape):
     torch.manual_seed(0)
     # the CLIP configs take their input size from the data config: ${data.height} x ${data.width}
-    cfg = OmegaConf.create({"data": {"height": 256, "width": 128}, "backbone": OmegaConf.load(CONF / f"{name}.yaml")})
+    cfg = OmegaConf.create({"data": {"height": 256, "width": 128}, "backbone": _backbone_yaml(name)})
     model = instantiate(cfg.backbone).eval()
     assert model.out_dim == output_shape[1]
     with torch.no_grad():
@@ -267,7 +276,7 @@ def test_clip_tiny_file_round_trip_equals_open_clip(tmp_path):
 
 
 def test_clip_yaml_input_size_follows_data_config():
-    cfg = OmegaConf.create({"data": {"height": 128, "width": 64}, "backbone": OmegaConf.load(CONF / "clip_tiny.yaml")})
+    cfg = OmegaConf.create({"data": {"height": 128, "width": 64}, "backbone": _backbone_yaml("clip_tiny")})
     tower = instantiate(cfg.backbone)
     assert tower.image_size == (128, 64) and tower.grid_size == (8, 4)
     assert tower(torch.randn(2, 3, 128, 64)).shape == (2, 128)
@@ -276,7 +285,7 @@ def test_clip_yaml_input_size_follows_data_config():
         instantiate(cfg.backbone)
     assert "divisible by 16" in str(find_input_error(err.value))
     # RN50 with CLIP-ReID's last stride 1 down-samples 16x; CLIP's own (last_stride=2) 32x
-    rn50 = OmegaConf.create({"data": {"height": 128, "width": 40}, "backbone": OmegaConf.load(CONF / "clip_rn50.yaml")})
+    rn50 = OmegaConf.create({"data": {"height": 128, "width": 40}, "backbone": _backbone_yaml("clip_rn50")})
     with pytest.raises(Exception) as err:
         instantiate(rn50.backbone)
     assert "divisible by 16" in str(find_input_error(err.value))

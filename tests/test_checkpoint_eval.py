@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, run_script, run_train, train_cli
+from conftest import TINY, load_script, run_script, run_train, train_cli
 
 from ppreid.utils.errors import ConfigValueError
 
@@ -231,7 +231,7 @@ def test_embed_a_dataset_folder_takes_only_its_person_images(market_ckpt, reid_d
 
 
 def test_list_crops_skips_images_beside_split_folders(tmp_path):
-    import embed
+    embed = load_script("embed.py")
 
     for rel in (
         "mini/night/query/0001_c1_0.jpg",

@@ -164,7 +164,9 @@ def test_validation_is_skipped_while_the_image_encoder_is_frozen(reid_data_dir, 
     assert val_epochs == [2]
 
 
-def test_fast_dev_step_runs_both_stages_and_normalises_the_bank(reid_data_dir, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_fast_dev_runs_take_each_stage_step_and_normalise_the_bank(reid_data_dir, tmp_path, monkeypatch):
+    """A fast dev run checks stage 1's real step; with model.stage1.epochs=0 it checks stage 2's."""
     from ppreid.models.pdm import PDMModel
 
     seen = {}
@@ -177,7 +179,9 @@ def test_fast_dev_step_runs_both_stages_and_normalises_the_bank(reid_data_dir, t
         return original(self, stage, terms)
 
     monkeypatch.setattr(PDMModel, "_step", spy)
-    run_train(CLIP + ["model=pdm", "debug=fdr", "model.stage2_loss.normalize=true"], tmp_path, reid_data_dir)
+    fdr = CLIP + ["model=pdm", "debug=fdr", "model.stage2_loss.normalize=true"]
+    run_train(fdr, tmp_path / "stage1", reid_data_dir)
+    run_train(fdr + ["model.stage1.epochs=0"], tmp_path / "stage2", reid_data_dir)
     assert {"identity", "content_invariance"} <= seen[1] and {"ce_ls", "i2t_ce", "style_mixed"} <= seen[2]
     norms = seen["bank_norms"]
     assert torch.allclose(norms[norms > 0], torch.ones_like(norms[norms > 0]), atol=1e-5)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import ROOT, TINY, run_train
+from conftest import ROOT, TINY, load_script, run_train
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def test_ranked_result_has_sorted_distances():
 
 @pytest.mark.slow
 def test_embed_normalize(trained, reid_data_dir, tmp_path):
-    import embed
+    embed = load_script("embed.py")
 
     out, _ = trained
     ckpt = str(out / "checkpoints" / "last.ckpt")

@@ -292,6 +292,7 @@ def clip_pretrain_config(
     from ppreid.synth.attributes import load_conf_yaml
 
     cfg = compose_run_config(["model=clip_pretrain", "backbone=clip_tiny", "trainer.accelerator=cpu"])
+    take_build_parameters(cfg)
     height, width = (int(s) for s in image_size)
     captions = load_conf_yaml("synth/captions.yaml")
     if training["fragment_keep_prob"] is not None:
@@ -301,7 +302,6 @@ def clip_pretrain_config(
         cfg.paths.log_dir = str(out)
         cfg.paths.work_dir = str(out)
         cfg.seed = int(training["seed"])
-        cfg.backbone.pop("sandbox", None)
         cfg.backbone.update(model_name=model_name, pretrained=None, image_size=[height, width])
         cfg.data.update(
             height=height,
@@ -389,28 +389,37 @@ def image_probe_ceiling(
     }
 
 
+def take_build_parameters(cfg: DictConfig) -> dict | None:
+    """Take ``backbone.sandbox`` (the run's build parameters, resolved) out of ``cfg.backbone``; None if absent.
+
+    Only clip_tiny's config has them. A typed (structured) node refuses ``pop``, so the backbone becomes a
+    plain node without ``sandbox``, its interpolations (``${data.height}``) kept."""
+    from omegaconf import OmegaConf, open_dict
+
+    backbone = cfg.get("backbone")
+    if backbone is None or "sandbox" not in backbone:
+        return None
+    build = OmegaConf.to_container(backbone.sandbox, resolve=True)
+    plain = OmegaConf.to_container(backbone, resolve=False)
+    plain.pop("sandbox")
+    with open_dict(cfg):
+        cfg.backbone = plain
+    return build
+
+
 def resolve_pretrained_sandbox(cfg: DictConfig, log_missing: bool = True) -> None:
     """Run orchestration, before the model is built: ``backbone.pretrained=sandbox`` becomes the weights
     file of the person-aligned CLIP (built first when missing: :func:`ensure_sandbox_clip` with the build
     parameters of ``backbone.sandbox``), or null under a fast dev run (random weights). ``backbone.sandbox``
     is the run's, not the backbone's: it is taken out of ``cfg.backbone`` in every case. A checkpoint run
     (``ckpt_path``) builds nothing: its weights replace the backbone's anyway."""
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import open_dict
 
     backbone = cfg.get("backbone")
     if backbone is None:
         return
-    build = None
-    if "sandbox" in backbone:  # only clip_tiny's config (and its schema) has the build parameters
-        build = backbone.sandbox
-        # a typed (structured) node refuses pop: the backbone becomes a plain node without ``sandbox``,
-        # its interpolations (``${data.height}``) kept
-        plain = OmegaConf.to_container(backbone, resolve=False)
-        plain.pop("sandbox")
-        build = OmegaConf.to_container(build, resolve=True)
-        with open_dict(cfg):
-            cfg.backbone = plain
-        backbone = cfg.backbone
+    build = take_build_parameters(cfg)
+    backbone = cfg.backbone
     if backbone.get("pretrained") != SANDBOX or cfg.get("ckpt_path"):
         return
     model_name = str(backbone.get("model_name"))
