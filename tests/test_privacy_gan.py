@@ -202,7 +202,7 @@ def test_modes_and_bn_statistics_follow_the_phases(reid_data_dir, tmp_path, monk
     [
         ("pool", ["model.pool.size=2", "model.pool.warmup_batches=1"], 2),
         ("dependence", ["model.dependence.measure=hsic"], 1),
-        ("none", ["model.privacy_weight=0", "+model.bottleneck={beta: 0.01, stored: sample}"], 1),
+        ("none", ["model.privacy_weight=0", "model.bottleneck={beta: 0.01, stored: sample}"], 1),
     ],
 )
 def test_each_defence_trains_and_writes_its_pictures_and_probe(defence, extra, optimizers, reid_data_dir, tmp_path):
@@ -239,7 +239,7 @@ def test_each_defence_trains_and_writes_its_pictures_and_probe(defence, extra, o
 def test_the_bottleneck_stores_a_seeded_sample_at_evaluation(reid_data_dir, tmp_path):
     from hydra.utils import instantiate
 
-    cfg = compose_train(PGAN + ["model.defence=none", "+model.bottleneck={beta: 0.01}"], tmp_path)
+    cfg = compose_train(PGAN + ["model.defence=none", "model.bottleneck={beta: 0.01}"], tmp_path)
     model = instantiate(cfg.model).eval()
     images = torch.randn(4, 3, 32, 16)
     feats = model.extract_features(images)

@@ -309,12 +309,12 @@ def clip_pretrain_config(
             prepare=None,
             sources=[{"dataset": "genepers", "root": str(corpus_root / "train")}],
             targets=[{"dataset": "genepers", "root": str(corpus_root / "heldout"), "name": "heldout"}],
-            val_split={"identities": 0, "seed": 0},
             batch_size=int(training["batch_size"]),
             num_workers=0,
             pin_memory=False,
             check_targets=False,
         )
+        cfg.data.val_split.update(identities=0, seed=0)  # a typed node: updated key by key
         cfg.data.train_transforms.update(flip_prob=0.0, padding=0, random_erasing_prob=0.0)
         cfg.model.update(
             identity_level=bool(training["identity_level"]),
