@@ -254,7 +254,7 @@ class PrivacyGANSchema(BoTSchema):
     image_size: list[int] = MISSING
     pool: PoolDefenceSchema = MISSING
     dependence: DependenceDefenceSchema = MISSING
-    bottleneck: dict[str, Any] | None = MISSING  # e.g. {beta: 1.0e-3, stored: sample}
+    bottleneck: Any = MISSING  # null or e.g. {beta: 1.0e-3, stored: sample} (Any: a command line may set it)
     generator: dict[str, Any] = MISSING
     discriminator: dict[str, Any] = MISSING
     g_optimizer: dict[str, Any] = MISSING

@@ -331,6 +331,7 @@ def clip_pretrain_config(
             weights_file=WEIGHTS,
         )
         cfg.model.optimizer.update(lr=float(training["lr"]), weight_decay=float(training["weight_decay"]))
+        cfg.trainer = OmegaConf.to_container(cfg.trainer, resolve=False)  # a step budget: keys the typed node lacks
         cfg.trainer.update(
             max_steps=int(training["steps"]),
             max_epochs=-1,
