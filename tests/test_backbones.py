@@ -337,3 +337,23 @@ def test_clip_bad_model_or_size():
         OpenCLIPVisual("ViT-B-99")
     with pytest.raises(ConfigValueError, match="divisible by 16"):
         OpenCLIPVisual("ViT-B-16", image_size=(250, 128))
+
+
+def test_the_private_open_clip_builders_give_the_public_models_towers():
+    """clip_visual.py is the one place that builds towers with open_clip's private ``_build_vision_tower`` /
+    ``_build_text_tower`` (a tower at the ReID input size without building the other one). They must give the
+    parameters (names and shapes) of ``open_clip.create_model``'s own towers: an open_clip release that changes
+    them fails here first."""
+    import open_clip
+
+    from ppreid.nn.backbones.clip_visual import OpenCLIPVisual
+
+    public = open_clip.create_model("clip-tiny", pretrained=None)
+    ours = OpenCLIPVisual("clip-tiny", pretrained=None, image_size=(224, 224))
+
+    def shapes(module):
+        return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+    assert shapes(ours.visual) == shapes(public.visual)
+    text_public = {k: v for k, v in shapes(public).items() if not k.startswith("visual.") and k != "logit_scale"}
+    assert shapes(ours.text_tower()) == text_public
