@@ -145,7 +145,7 @@ def run_synth(tmp_path: Path, out: Path, *args: str, env: dict | None = None, ch
 
 def load_script(name: str):
     """An entry-point script of the repository root (``train.py``, ``embed.py``) as a module, loaded from its
-    file once (the root is not a package on sys.path)."""
+    file once (the repository root is not an importable package)."""
     import importlib.util
 
     module_name = f"ppreid_script_{Path(name).stem}"
