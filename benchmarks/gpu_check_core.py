@@ -196,4 +196,9 @@ def compose(overrides: Sequence[str], output_dir: Path | None = None):
             cfg.hydra.runtime.output_dir = str(out)
             cfg.hydra.job.num = 0
         HydraConfig().set_config(cfg)
+    backbone = cfg.get("backbone")
+    if backbone is not None and backbone.get("pretrained") != "sandbox":
+        from ppreid.run.sandbox_clip import take_build_parameters
+
+        take_build_parameters(cfg)  # what train.py's run does first, so instantiate(cfg.model) works
     return cfg
