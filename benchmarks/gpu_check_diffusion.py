@@ -21,10 +21,15 @@ def build_random_sd_pipeline(dry_run: bool, device: torch.device, tokenizer_dir:
     scheduler config. Dry run: the tiny blocks of src/ppreid/synth/tiny_pipelines.py. Weights are created on
     ``device`` (fast random init).
     """
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from ppreid.synth.tiny_pipelines import CLIP_CONTEXT_LENGTH, CLIP_VOCAB_SIZE, write_clip_tokenizer
+    from ppreid.synth.tiny_pipelines import (
+        CLIP_CONTEXT_LENGTH,
+        CLIP_VOCAB_SIZE,
+        assemble_sd_pipeline,
+        write_clip_tokenizer,
+    )
 
     if dry_run:
         unet_kw = dict(
@@ -86,25 +91,7 @@ def build_random_sd_pipeline(dry_run: bool, device: torch.device, tokenizer_dir:
     tokenizer = CLIPTokenizer.from_pretrained(
         str(write_clip_tokenizer(tokenizer_dir)), model_max_length=CLIP_CONTEXT_LENGTH
     )
-    scheduler = PNDMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        set_alpha_to_one=False,
-        skip_prk_steps=True,
-        steps_offset=1,
-    )
-    pipe = StableDiffusionPipeline(
-        unet=unet,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = assemble_sd_pipeline(unet, vae, text_encoder, tokenizer)
     sizes = {
         k: sum(p.numel() for p in m.parameters()) / 1e6
         for k, m in (("unet", unet), ("vae", vae), ("text", text_encoder))

@@ -73,7 +73,7 @@ def build_tiny_sd_pipeline(
     text encoder: 2-layer CLIP text transformer with the real 49,408-token vocabulary.
     Returns ``path``. Building is skipped when ``path/model_index.json`` exists already.
     """
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     path = Path(path)
@@ -119,7 +119,16 @@ def build_tiny_sd_pipeline(
     )
     tok_dir = write_clip_tokenizer(path.parent / (path.name + "_tokenizer_src"))
     tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir), model_max_length=CLIP_CONTEXT_LENGTH)
-    scheduler = PNDMScheduler(  # the scheduler config of SD 1.5
+    assemble_sd_pipeline(unet, vae, text_encoder, tokenizer).save_pretrained(str(path))
+    return path
+
+
+def assemble_sd_pipeline(unet, vae, text_encoder, tokenizer):
+    """A StableDiffusionPipeline of these blocks with Stable Diffusion 1.5's scheduler config (PNDM,
+    scaled-linear betas) and no safety checker: the tests' tiny pipeline and the GPU check's full-size one."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+
+    scheduler = PNDMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
@@ -128,7 +137,7 @@ def build_tiny_sd_pipeline(
         skip_prk_steps=True,
         steps_offset=1,
     )
-    pipe = StableDiffusionPipeline(
+    return StableDiffusionPipeline(
         unet=unet,
         vae=vae,
         text_encoder=text_encoder,
@@ -138,8 +147,6 @@ def build_tiny_sd_pipeline(
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.save_pretrained(str(path))
-    return path
 
 
 TINY_OPEN_CLIP_NAME = "tiny-test-ViT"
