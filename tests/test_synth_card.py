@@ -51,7 +51,8 @@ def test_sample_captions_say_the_records_garment_with_its_pattern():
 def test_dataset_card_holds_no_timing(tmp_path):
     from ppreid.synth.generators.procedural import ProceduralGenerator
     from ppreid.synth.plan import SynthPlan
-    from ppreid.synth.writer import TIMING_KEYS, GenePersonWriter
+    from ppreid.synth.set_layout import TIMING_KEYS
+    from ppreid.synth.writer import GenePersonWriter
 
     plan = SynthPlan.from_config(
         {"num_identities": 2, "num_cameras": 2, "seed": 1, "images_per_identity": 2, "split": "train"}

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import run_synth as synth
 
-from ppreid.synth.writer import KILL_ENV, TIMING_KEYS
+from ppreid.synth.set_layout import TIMING_KEYS
+from ppreid.synth.writer import KILL_ENV
 
 NAME = re.compile(r"^(\d{5})_c(\d+)_(\d{6})\.jpg$")
 SMALL = ["num_identities=6", "images_per_identity=3", "height=64", "width=32", "progress=false"]

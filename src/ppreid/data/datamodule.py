@@ -16,26 +16,21 @@ puts samples back in index order.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from ppreid.data.datasets.base import ReIDRecord, ReIDSplits, build_dataset, merge_train_sets
+from ppreid.data.dataset_parsing import DatasetParsing, TargetSet, dataset_spec, one_layout_error
+from ppreid.data.datasets.base import ReIDRecord
 from ppreid.data.image_dataset import ImageDataset, ImageStore, IndexDataset, TwoViewDataset
 from ppreid.data.image_preparation import ImagePreparation, auto_switch
 from ppreid.data.samplers import InferenceSampler, PermutationChunkSampler, RandomIdentitySampler
 from ppreid.data.transforms import ReIDTransform, build_transforms
-from ppreid.data.val_split import hold_out_identities
 from ppreid.utils.errors import ConfigValueError, DatasetLayoutError
-
-log = logging.getLogger(__name__)
-
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -57,45 +52,7 @@ class TrainInputsProvider(Protocol):
     validation_due: bool
 
 
-@dataclass
-class TargetSet:
-    """One evaluation set: records = query followed by gallery."""
-
-    name: str
-    splits: ReIDSplits
-
-    @property
-    def num_query(self) -> int:
-        return len(self.splits.query)
-
-    @property
-    def records(self) -> list[ReIDRecord]:
-        return list(self.splits.query) + list(self.splits.gallery)
-
-
-def _spec(entry: dict[str, Any]) -> dict[str, Any]:
-    entry = dict(entry)
-    dataset = entry.pop("dataset")
-    root = entry.pop("root")
-    name = entry.pop("name", dataset)
-    optional = bool(entry.pop("optional", False))
-    options = dict(entry.pop("options", None) or {})
-    options.update(entry)
-    return {"dataset": dataset, "root": str(root), "name": name, "options": options, "optional": optional}
-
-
-def _one_error(problems: list[str], what: str, ways_forward: str = "") -> DatasetLayoutError:
-    """One error naming every problem (the message itself when there is one), then ``ways_forward`` (how to
-    go on) on a line of its own; ``.problems`` lists the problems."""
-    message = (
-        problems[0] if len(problems) == 1 else f"{len(problems)} {what}:\n" + "\n".join(f"  - {p}" for p in problems)
-    )
-    err = DatasetLayoutError(f"{message}\n{ways_forward}" if ways_forward else message)
-    err.problems = list(problems)
-    return err
-
-
-class ReIDDataModule(ImagePreparation, pl.LightningDataModule):
+class ReIDDataModule(DatasetParsing, ImagePreparation, pl.LightningDataModule):
     """Train on ``sources`` (merged), validate on held-out source identities, test on ``targets``.
 
     sources / targets: lists of ``{dataset: <parser name>, root: <folder>, name: <label>, options: {...}}``;
@@ -144,8 +101,8 @@ class ReIDDataModule(ImagePreparation, pl.LightningDataModule):
         super().__init__()
         self.name = name
         self.root = root
-        self.source_specs = [_spec(s) for s in sources]
-        self.target_specs = [_spec(t) for t in targets]
+        self.source_specs = [dataset_spec(s) for s in sources]
+        self.target_specs = [dataset_spec(t) for t in targets]
         if not self.target_specs:
             raise ConfigValueError("data.targets is empty: give at least one target test set.")
         self.height, self.width = int(height), int(width)
@@ -225,102 +182,8 @@ class ReIDDataModule(ImagePreparation, pl.LightningDataModule):
                 ways_forward = self.missing_target_ways_forward(training=fit)
         problems = [p for p in problems if p]
         if problems:
-            raise _one_error(problems, "dataset problems (nothing was trained or evaluated)", ways_forward)
+            raise one_layout_error(problems, "dataset problems (nothing was trained or evaluated)", ways_forward)
         self.prepare_images(fit=fit, test=test or (fit and self.check_targets))
-
-    def setup_sources(self) -> None:
-        if self._sources_ready:
-            return
-        if not self.source_specs:
-            raise ConfigValueError("data.sources is empty: training needs at least one source dataset.")
-        source_splits, problems = [], []
-        for spec in self.source_specs:
-            try:
-                source_splits.append(build_dataset(spec["dataset"], spec["root"], **spec["options"]))
-            except DatasetLayoutError as err:
-                problems.append(str(err))
-                self._failed_roots.add(spec["root"])
-        if problems:
-            raise _one_error(problems, "source dataset problems")
-        for splits in source_splits:
-            log.info("source dataset:\n%s", splits.summary())
-        records, _, self.num_cameras = merge_train_sets(source_splits)
-        self.num_domains = len(source_splits)
-        split = hold_out_identities(records, self.val_identities, self.val_seed)
-        self.train_records = split.train
-        self.num_classes = len({r.pid for r in split.train})
-        if split.query:
-            self.val_set = TargetSet("val", ReIDSplits("val", "source", query=split.query, gallery=split.gallery))
-            log.info(
-                "validation split: %d held-out source identities (%d query, %d gallery images); "
-                "training on the other %d identities",
-                split.num_val_identities,
-                len(split.query),
-                len(split.gallery),
-                self.num_classes,
-            )
-        else:
-            log.info(
-                "no validation split (data.val_split.identities=0): training on all %d source identities "
-                "(no val/ metrics, so no checkpoints/best.ckpt)",
-                self.num_classes,
-            )
-        self._sources_ready = True
-
-    def setup_targets(self, skip_roots: Sequence[str] = ()) -> None:
-        """Parse each target's query and gallery (``eval_only``: a folder without a training split is fine).
-        Raises one error naming every missing target, except those at ``skip_roots`` (already reported)."""
-        if self._targets_ready:
-            return
-        targets, problems = [], []
-        for spec in self.target_specs:
-            try:
-                splits = build_dataset(spec["dataset"], spec["root"], eval_only=True, **spec["options"])
-            except DatasetLayoutError as err:
-                if spec["optional"]:
-                    log.warning("optional target '%s' left out: %s", spec["name"], err)
-                elif spec["root"] in skip_roots:
-                    problems.append("")
-                else:
-                    problems.append(str(err))
-                continue
-            if not splits.query or not splits.gallery:
-                problems.append(
-                    f"target '{spec['name']}' at {spec['root']} has no query or no gallery images; "
-                    "a target needs query/ and bounding_box_test/ (or the dataset's own test lists)."
-                )
-                continue
-            targets.append(TargetSet(spec["name"], splits))
-        if problems:
-            named = [p for p in problems if p]
-            raise _one_error(named, "target dataset problems") if named else DatasetLayoutError("")
-        if not targets:
-            raise DatasetLayoutError(
-                "none of the targets in data.targets is present: "
-                + ", ".join(f"{s['name']} ({s['root']})" for s in self.target_specs)
-            )
-        for target in targets:
-            log.info("target dataset '%s':\n%s", target.name, target.splits.summary())
-        self.targets = targets
-        self._targets_ready = True
-
-    def missing_target_ways_forward(self, training: bool) -> str:
-        """One line saying how to go on when required targets are missing: their root overrides
-        (``data.targets.<i>.root``), the embedded GenePerson-mini targets for a GenePerson source, and
-        ``test=false`` when training."""
-        present = {t.name for t in self.targets}
-        missing = [(i, s) for i, s in enumerate(self.target_specs) if not s["optional"] and s["name"] not in present]
-        ways = []
-        if missing:
-            roots = " ".join(f"data.targets.{i}.root=<{s['name']} folder>" for i, s in missing)
-            ways.append(f"{roots} (or paths.data_dir=<folder holding them>)")
-        genepers_source = any(s["dataset"] == "genepers" for s in self.source_specs)
-        if genepers_source and any(s["dataset"] != "genepers" for _, s in missing):
-            root = f" data.root={self.root}" if self.root else ""
-            ways.append(f"data=genepers_to_mini{root} (test on the embedded GenePerson-mini targets instead)")
-        if training:
-            ways.append("test=false (train only, test no target)")
-        return "to go on: " + "; or ".join(ways) if ways else ""
 
     # ------------------------------------------------------------------ images decoded once
     def _image_sets(self, fit: bool, test: bool) -> list[tuple[ReIDTransform, list[ReIDRecord]]]:

@@ -45,7 +45,8 @@ from typing import Any
 from ppreid.synth.attributes import _to_plain, derive_seed, load_conf_yaml
 from ppreid.synth.generators.procedural import ProceduralGenerator
 from ppreid.synth.plan import SynthPlan, parse_count_range
-from ppreid.synth.writer import GenePersonWriter, ordered_json
+from ppreid.synth.set_layout import ordered_json
+from ppreid.synth.writer import GenePersonWriter
 from ppreid.utils.errors import ConfigValueError
 from ppreid.utils.fileops import atomic_write_json, file_lock, replace_dir
 

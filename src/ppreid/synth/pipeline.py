@@ -18,7 +18,8 @@ from typing import Any
 
 from ppreid.synth.attributes import _to_plain
 from ppreid.synth.plan import SynthPlan, parse_count_range
-from ppreid.synth.writer import CONFIG_FILE, GenePersonWriter, check_shard_values
+from ppreid.synth.set_layout import CONFIG_FILE
+from ppreid.synth.writer import GenePersonWriter, check_shard_values
 from ppreid.utils.errors import ConfigValueError
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from ppreid.synth.attributes import AttributeSchema, _to_plain, derive_seed, ide
 from ppreid.synth.generators.procedural import ProceduralGenerator
 from ppreid.synth.mini import DEFAULT_DOMAINS, DEFAULT_GENERATOR, SOURCE, _domain_seed, write_procedural_set
 from ppreid.synth.plan import MAX_PID, SynthPlan, parse_count_range
-from ppreid.synth.writer import ordered_json
+from ppreid.synth.set_layout import ordered_json
 from ppreid.utils.errors import ConfigValueError
 from ppreid.utils.fileops import atomic_write_json, file_lock, replace_dir
 

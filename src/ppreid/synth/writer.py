@@ -1,15 +1,5 @@
-"""Writes a GenePerson set: resumable, atomic, sharded (docs/architecture.md, "GenePerson format").
-
-Layout under ``out_dir``::
-
-    bounding_box_train/PPPPP_cC_SSSSSS.jpg   (or query/ + bounding_box_test/ for a held-out set)
-    manifest.jsonl      one line per image, sorted by file
-    identities.jsonl    one line per identity, sorted by pid
-    dataset.json        the dataset card: counts, generator, config, seed, sha256 of manifest.jsonl
-    timing.json         generation time and speed of the runs that made the set (kept out of the card)
-    samples.jpg         contact sheet
-    .synth_config.json  fingerprint of the generation-relevant config (another config -> error)
-    .parts/             per-shard manifest parts, timing, done markers, locks
+"""Writes a GenePerson set: resumable, atomic, sharded (docs/architecture.md, "GenePerson format"; its files:
+:mod:`ppreid.synth.set_layout`; the merge of a finished set: :mod:`ppreid.synth.set_merge`).
 
 Crash safety (``kill -9`` at any moment, then the same command again gives the same bytes):
 an image is written to ``.<name>.tmp`` in its folder, fsynced and renamed; only then is its
@@ -23,7 +13,6 @@ Every file but ``timing.json`` (its ``TIMING_KEYS``) is byte-identical between r
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -37,34 +26,24 @@ from typing import Any
 from PIL import Image
 
 from ppreid.synth.generators.base import ImageGenerator, ImageRequest
-from ppreid.synth.grid import contact_sheet, identity_caption, sample_columns
 from ppreid.synth.plan import SPLIT_DIRS, PlannedImage, SynthPlan
-from ppreid.utils.errors import ConfigValueError, DatasetLayoutError
-from ppreid.utils.fileops import atomic_write_bytes, atomic_write_json, atomic_write_text, cut_torn_tail, file_lock
+from ppreid.synth.set_layout import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    MANIFEST,
+    PARTS,
+    fingerprint,
+    ordered_json,
+    read_jsonl_lines,
+)
+from ppreid.synth.set_merge import SetMerge
+from ppreid.utils.errors import ConfigValueError
+from ppreid.utils.fileops import atomic_write_bytes, atomic_write_json, cut_torn_tail, file_lock
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-PARTS = ".parts"
-CONFIG_FILE = ".synth_config.json"
-MANIFEST = "manifest.jsonl"
-IDENTITIES = "identities.jsonl"
-DATASET = "dataset.json"
-TIMING = "timing.json"
-SAMPLES = "samples.jpg"
-TIMING_KEYS = ("generation_seconds", "images_per_second", "images_generated")
 RESEED_STRIDE = 1_000_003
 KILL_ENV = "PPREID_SYNTH_KILL_AFTER"  # test hook: SIGKILL self after this many image renames
-
-
-def ordered_json(obj: Any) -> str:
-    """Compact JSON in insertion order (a config's key order is its sampling order)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-def fingerprint(config: Mapping[str, Any]) -> str:
-    """sha256 of the config, order-sensitive (reordering a vocabulary changes the draws)."""
-    return hashlib.sha256(ordered_json(config).encode("utf-8")).hexdigest()
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -76,29 +55,7 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: obj}
 
 
-def read_jsonl_lines(path: Path, repair: bool = False) -> dict[str, str]:
-    """``{file: line}`` of a manifest (part); a torn last line (no newline) is ignored, or cut when ``repair``."""
-    if not path.is_file():
-        return {}
-    if repair:
-        cut_torn_tail(path)
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    out: dict[str, str] = {}
-    for n, line in enumerate(data[:end].decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out[json.loads(line)["file"]] = line
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise DatasetLayoutError(
-                f"{path} line {n} is not a manifest entry ({line[:80]!r}); delete that line "
-                "(its image will be regenerated) and run again."
-            ) from None
-    return out
-
-
-class GenePersonWriter:
+class GenePersonWriter(SetMerge):
     """Generates the images of one shard of ``plan`` into ``out_dir`` and merges a finished set.
 
     Args:
@@ -334,96 +291,6 @@ class GenePersonWriter:
         self._renamed += 1
         if self._kill_after and self._renamed >= self._kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
-
-    # ---- merge ----------------------------------------------------------------------------------
-    def merge(self) -> dict[str, Any]:
-        """Write manifest.jsonl, identities.jsonl, dataset.json, timing.json and samples.jpg of a finished set;
-        returns the card with the timing keys added.
-
-        Raises ConfigValueError naming what is missing (and which shards lack a done marker) otherwise.
-        """
-        if not (self.out / CONFIG_FILE).is_file():
-            raise ConfigValueError(f"nothing to merge in out_dir={self.out}: no {CONFIG_FILE} (run synth.py first).")
-        self.check_config(create=False)
-        with file_lock(self.parts / "merge.lock"):
-            lines: dict[str, str] = {}
-            sources = sorted(self.parts.glob("manifest.shard-*.jsonl")) + [self.out / MANIFEST]
-            for src in sources:
-                for file, line in read_jsonl_lines(src).items():
-                    if file in lines and json.loads(lines[file]) != json.loads(line):
-                        raise DatasetLayoutError(
-                            f"{file} has two different manifest lines in {self.out} (a generator that is not "
-                            "deterministic?); delete the image and its lines, then run again."
-                        )
-                    lines[file] = line
-            identities, files, columns, captions = [], [], [], []
-            missing: list[str] = []
-            splits: dict[str, int] = {}
-            per_camera = [0] * self.plan.num_cameras
-            for ident in self.plan.identities():
-                identities.append(ordered_json(ident.identity_entry()))
-                columns.append([self.out / i.file for i in ident.images])
-                captions.append(identity_caption(ident.identity_entry()))
-                for img in ident.images:
-                    files.append(img.file)
-                    splits[img.split] = splits.get(img.split, 0) + 1
-                    per_camera[img.camid] += 1
-                    if img.file not in lines or not (self.out / img.file).is_file():
-                        missing.append(img.file)
-            if missing:
-                pending = [i for i in range(self.num_shards) if not self._done_marker(i).is_file()]
-                raise ConfigValueError(
-                    f"the set in {self.out} is not finished: {len(missing)} of {len(files)} images are missing "
-                    f"(e.g. {missing[0]}). Shards without a done marker (of num_shards={self.num_shards}): "
-                    f"{pending or 'none'}. Run the missing shards with the same arguments, then merge."
-                )
-            manifest = "".join(lines[f].rstrip("\n") + "\n" for f in sorted(files)).encode("utf-8")
-            atomic_write_bytes(self.out / MANIFEST, manifest)
-            atomic_write_text(self.out / IDENTITIES, "".join(i + "\n" for i in identities))
-            n_ids, n_imgs = self.samples_grid
-            buf = io.BytesIO()
-            contact_sheet(sample_columns(columns, n_ids, n_imgs), captions=captions[:n_ids]).save(
-                buf, format="JPEG", quality=90
-            )
-            atomic_write_bytes(self.out / SAMPLES, buf.getvalue())
-            seconds, generated = 0.0, 0
-            for t in sorted(self.parts.glob("timing.shard-*.jsonl")):
-                for line in t.read_text().splitlines():
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a torn last line of a killed run
-                    seconds += float(rec["seconds"])
-                    generated += int(rec["images"])
-            gen_file = self.parts / "generator.json"
-            gen = json.loads(gen_file.read_text()) if gen_file.is_file() else {"name": "", "model_id": ""}
-            info = {
-                "format": "GenePerson",
-                "version": FORMAT_VERSION,
-                "num_identities": len(identities),
-                "num_images": len(files),
-                "num_cameras": self.plan.num_cameras,
-                "splits": dict(sorted(splits.items())),
-                "images_per_camera": per_camera,
-                "height": self.height,
-                "width": self.width,
-                "seed": self.plan.seed,
-                "generator": gen,
-                "camera_profiles": self.plan.camera_profiles,
-                "config": self.config,
-                "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
-            }
-            timing = {
-                "generation_seconds": round(seconds, 3),
-                "images_generated": generated,
-                "images_per_second": round(generated / seconds, 3) if seconds > 0 else None,
-            }
-            atomic_write_json(self.out / DATASET, info)
-            atomic_write_json(self.out / TIMING, timing)
-            for part in self.parts.glob("manifest.shard-*.jsonl"):
-                part.unlink()
-        log.info("merged %d images of %d identities into %s", len(files), len(identities), self.out)
-        return {**info, **timing}
 
 
 def check_shard_values(shard: Any, num_shards: Any, batch_size: Any = 1) -> None:
