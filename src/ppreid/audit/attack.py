@@ -20,7 +20,8 @@
 
 Outputs: the ``privacy`` and ``audit`` sections of results.json and ``reconstructions_<target>.png``;
 the privacy audit page in docs/ explains every field. Scoring lives in ``scoring.py``, the
-pictures, log lines and the ``audit`` block in ``report.py``, the attackers in ``src/ppreid/audit/attackers``.
+pictures, log lines and the ``audit`` block in ``report.py``, the training of the attacker suites (and
+of their cross-domain pairs) in ``suite_training.py``, the attackers in ``src/ppreid/audit/attackers``.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from ppreid.audit import report as report
 from ppreid.audit import scoring as scoring
+from ppreid.audit import suite_training as suite_training
 from ppreid.audit.attackers.images import ImageSpace, resize, to_uint8
 from ppreid.metrics.attribute_probe import probe_attributes
 from ppreid.models.reid_module import ReIDModule
@@ -220,64 +221,6 @@ class AttackModel(ReIDModule):
         self.cost_cpu[part] = round(self.cost_cpu.get(part, 0.0) + time.process_time() - start[1], 2)
 
     # ----------------------------------------------------------------- attackers and their nulls
-    def _limited_steps(self, steps: int) -> int:
-        """Attacker steps are training batches: a fast dev run takes one, ``limit_train_batches`` caps them."""
-        trainer = self.trainer
-        if trainer.fast_dev_run:
-            return min(steps, 1)
-        limit = trainer.limit_train_batches
-        if isinstance(limit, int):
-            return min(steps, limit)
-        return max(1, int(round(steps * float(limit)))) if limit is not None and float(limit) < 1.0 else steps
-
-    def _train_suite(
-        self, split: str, feats: torch.Tensor, images: torch.Tensor, step_fraction: float = 1.0
-    ) -> dict[str, Any]:
-        """Every attacker kind and its null trained from scratch on (feats (N,D), images (N,3,h,w) uint8) for
-        ``step_fraction`` of its steps; ``split`` names the suite in the log and the cost (``cross``,
-        ``in_domain/<target>``)."""
-        mean, std = feats.mean(0), feats.std(0).clamp_min(1e-6)
-        z = (feats - mean) / std
-        mean_image = images.float().mean(0, keepdim=True) / 255.0
-        gen = torch.Generator().manual_seed(int(torch.initial_seed()) % (2**31))
-        shuffled = z[torch.randperm(z.shape[0], generator=gen)]
-        suite = {
-            "feat_mean": mean,
-            "feat_std": std,
-            "mean_image": mean_image,
-            "pairs": int(z.shape[0]),
-            "attackers": {},
-            "nulls": {},
-            "steps": {},
-            "train_time_s": {},
-        }
-        for name in self.attacker_names:
-            for role, inputs in (("attackers", z), ("nulls", shuffled)):
-                attacker = self.factories[name]()
-                attacker.build(feat_dim=z.shape[1], image_size=self.attack_size)
-                attacker.to(self.device)
-                if self.trainer.fast_dev_run:
-                    attacker.quick()
-                if hasattr(attacker, "bind"):  # white-box: E and this split's standardization and mean image
-                    attacker.bind(
-                        lambda x: (self.eval_features(self.space.from_unit(x)) - mean.to(x)) / std.to(x),
-                        mean_image.to(self.device),
-                    )
-                steps = self._limited_steps(max(1, round(attacker.steps * step_fraction)))
-                if attacker.needs_training:
-                    label = f"{split}/{name}" + (" null" if role == "nulls" else "")
-                    log.info("training attacker %s from scratch: %d steps on %d pairs", label, steps, z.shape[0])
-                    start = self._clock()
-                    attacker.fit(inputs, images, label, gen, steps)
-                    key = name + ("_null" if role == "nulls" else "")
-                    suite["train_time_s"][key] = round(time.time() - start[0], 2)
-                    self._timed(f"{split}/train/{name}", start)
-                else:
-                    attacker.steps = steps
-                suite["steps"][name] = steps
-                suite[role][name] = attacker
-        return suite
-
     def _reconstruct(self, attacker: nn.Module, z: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         out = [
             attacker.reconstruct(
@@ -295,44 +238,9 @@ class AttackModel(ReIDModule):
             return
         with torch.inference_mode(False), torch.enable_grad():  # Lightning tests in inference mode
             start = self._clock()
-            feats, images = self._training_pairs()
+            feats, images = suite_training.training_pairs(self)
             self._timed("cross/pairs", start)
-            self.suites["cross"] = self._train_suite("cross", feats, images)
-
-    @torch.no_grad()
-    def _training_pairs(self):
-        """(features (N,D) float32 on the CPU, images (N,3,h,w) uint8 at the attack size) of the training split.
-
-        With ``train_flip`` the mirror images add pairs, unless flip-test is on (``eval.flip``): the stored
-        feature is then the mean over an image and its mirror, and pairing one feature with two images
-        would teach the attacker an ambiguity, not a reversal."""
-        dm = self.trainer.datamodule
-        dm.setup_sources()
-        loader = DataLoader(
-            dm.train_dataset(augment=False), batch_size=dm.test_batch_size, shuffle=False, num_workers=dm.num_workers
-        )
-        mirror = self.train_flip and not self.eval_options.flip
-        if self.train_flip and not mirror:
-            log.info("model.train_flip is moot with eval.flip=true (flip-averaged features): one pair per image")
-        max_batches = (
-            1
-            if self.trainer.fast_dev_run
-            else (self.trainer.limit_train_batches if isinstance(self.trainer.limit_train_batches, int) else None)
-        )
-        feats, images = [], []
-        for i, batch in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
-            x = batch["image"].to(self.device)
-            for view in [x, torch.flip(x, dims=[3])] if mirror else [x]:
-                feats.append(self.eval_features(view).float().cpu())
-                images.append(to_uint8(resize(self.space.to_unit(view), self.attack_size)))
-        log.info(
-            "features of %d training images extracted (%s)",
-            sum(map(len, feats)) // (1 + mirror),
-            "and of their mirror images" if mirror else "no mirror images",
-        )
-        return torch.cat(feats), torch.cat(images)
+            self.suites["cross"] = suite_training.train_suite(self, "cross", feats, images)
 
     # ----------------------------------------------------------------- test
     def test_step(self, batch, batch_idx, dataloader_idx: int = 0) -> None:
@@ -379,8 +287,8 @@ class AttackModel(ReIDModule):
                 out["in_domain"] = None
                 log.warning("in-domain audit of %s skipped: fewer than 4 identities", target.name)
             else:
-                suite = self._train_suite(
-                    f"in_domain/{target.name}", data["feats"][train], data["images"][train], self.in_domain_steps
+                suite = suite_training.train_suite(
+                    self, f"in_domain/{target.name}", data["feats"][train], data["images"][train], self.in_domain_steps
                 )
                 start = self._clock()
                 res, recons = scoring.score_suite(self, suite, data, scored, m_ap)

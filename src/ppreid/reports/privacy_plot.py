@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ppreid.reports import tables  # noqa: E402
+from ppreid.reports import columns, tables  # noqa: E402
 
 # point key -> (tables metric, heading)
 PRIVACY = {
@@ -37,7 +37,7 @@ PRIVACY = {
 
 def _mean_over_targets(run: tables.Run, metric: str) -> float | None:
     targets = sorted(run.result["privacy"])
-    vals = [tables._metric_value(run, t, metric) for t in targets]
+    vals = [columns.metric_value(run, t, metric) for t in targets]
     return None if not vals or None in vals else sum(vals) / len(vals)
 
 

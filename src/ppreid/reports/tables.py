@@ -48,6 +48,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ppreid.reports.columns import DEFAULT_METRICS, default_metrics, metric_value, privacy_baseline
 from ppreid.reports.published import load_published, published_rows  # noqa: E402,F401  (re-exported)
 from ppreid.reports.run_results import (
     FLAG_DEFAULTS,
@@ -71,7 +72,6 @@ from ppreid.reports.run_results import (
     select_runs,
 )
 
-DEFAULT_METRICS = ("R1", "mAP")
 DEFAULT_LABEL = ("model", "backbone", "data", "experiment")
 SHORT_HASH = 8
 PRIVACY_LABEL = ("extractor.model", "extractor.experiment")
@@ -119,93 +119,6 @@ def _check_group(runs: list[Run]) -> None:
                     f"but differ in {prefix}{k} ({a.get(k)!r} vs {b.get(k)!r}); the run writer's hash is "
                     "wrong, tabulate these folders separately"
                 )
-
-
-def _privacy(run: Run, target: str) -> dict | None:
-    p = (run.result.get("privacy") or {}).get(target)
-    return p if isinstance(p, dict) else None
-
-
-def _strongest_ssim(p: dict) -> float | None:
-    row = (p.get("attackers") or {}).get(p.get("strongest")) or {}
-    return row.get("ssim")
-
-
-def _metric_value(
-    run: Run, target: str, metric: str, baseline: dict[str, tuple[float, float]] | None = None
-) -> float | None:
-    if metric in METRICS:
-        v = run.result["test"].get(target, {}).get(metric)
-        return None if v is None else float(v) * 100
-    p = _privacy(run, target)
-    if p is None:
-        return None
-    if metric == "nURR":
-        m_ap, ssim = run.result["test"].get(target, {}).get("mAP"), _strongest_ssim(p)
-        if baseline is None or target not in baseline or m_ap is None or not ssim:
-            return None
-        base_map, base_ssim = baseline[target]
-        return (float(m_ap) / base_map) / (float(ssim) / base_ssim)
-    if metric in PRIVACY_SCALARS:
-        path, scale, _ = PRIVACY_SCALARS[metric]
-        v = p
-        for key in path.split("."):
-            v = v.get(key) if isinstance(v, dict) else None
-        return None if v is None else float(v) * scale
-    kind, _, who = metric.partition(":")
-    key, scale, _ = PRIVACY_KINDS[kind]
-    if who == "mean_image":
-        v = p.get(f"mean_image_{key}")
-    else:
-        v = ((p.get("attackers") or {}).get(p.get("strongest") if who == "strongest" else who) or {}).get(key)
-    return None if v is None else float(v) * scale
-
-
-def privacy_baseline(runs: Sequence[Run]) -> dict[str, tuple[float, float]]:
-    """target -> (mean mAP, mean SSIM of the strongest attacker) over the baseline's audit runs (one config)."""
-    audits = [r for r in runs if is_audit(r)]
-    if not audits:
-        raise TableInputError(
-            "--baseline: no privacy audit (model=attack results.json) found there; give the "
-            "folder of the unprotected model's audits"
-        )
-    keys = {group_key(r) for r in audits}
-    if len(keys) > 1:
-        raise TableInputError(
-            f"--baseline holds the audits of {len(keys)} configs; give a folder with the audits "
-            "of one config (the unprotected model, its seeds)"
-        )
-    out = {}
-    for target in sorted({t for r in audits for t in r.result["privacy"]}):
-        pairs = [
-            (r.result["test"].get(target, {}).get("mAP"), _strongest_ssim(_privacy(r, target) or {})) for r in audits
-        ]
-        pairs = [(float(m), float(s)) for m, s in pairs if m is not None and s]
-        if pairs:
-            out[target] = (sum(m for m, _ in pairs) / len(pairs), sum(s for _, s in pairs) / len(pairs))
-    return out
-
-
-def default_metrics(runs: Sequence[Run], baseline: bool = False) -> list[str]:
-    """R1 and mAP; for audits also SSIM and its gain over the null per attacker, the mean-image control,
-    the strongest gain and the normalized leakage (cross-domain and in-domain), the probes' gains, URR
-    (and nURR with a baseline)."""
-    metrics = list(DEFAULT_METRICS)
-    audits = [r for r in runs if is_audit(r)]
-    if not audits:
-        return metrics
-    attackers = list(
-        dict.fromkeys(
-            a
-            for r in audits
-            for p in r.result["privacy"].values()
-            if isinstance(p, dict)
-            for a in p.get("attackers") or {}
-        )
-    )
-    metrics += [f"{k}:{a}" for a in attackers for k in ("SSIM", "gain")]
-    metrics += ["SSIM:mean_image", "gain", "gain_in", "nleak", "nleak_in", "probe_nuis", "probe_soft", "URR"]
-    return metrics + (["nURR"] if baseline else [])
 
 
 def build_table(
@@ -279,12 +192,12 @@ def build_table(
         row += [str(len(group)), ",".join("?" if s is None else str(s) for s in sorted(seeds, key=_seed_key))]
         for t in per_target:
             for m in metrics:
-                vals = [_metric_value(r, t, m, baseline) for r in group]
+                vals = [metric_value(r, t, m, baseline) for r in group]
                 row.append(_cell(None if None in vals else vals, _decimals(m)))
         for m in metrics:
             per_run = []
             for r in group:
-                vals = [_metric_value(r, t, m, baseline) for t in shown]
+                vals = [metric_value(r, t, m, baseline) for t in shown]
                 per_run.append(None if not vals or None in vals else sum(vals) / len(vals))
             row.append(_cell(None if None in per_run else per_run, _decimals(m)))
         rows.append(row)

@@ -1,0 +1,110 @@
+"""The metric columns of a results table: one run's value of a metric at a target (the test metrics and
+the privacy audit's columns, read from its ``privacy`` section), the baseline ``nURR`` divides by, and
+the columns a table shows when none are asked for.
+
+Values are in the table's units: test metrics and leakage in %, SSIM in [0, 1], PSNR in dB, URR / nURR
+ratios (``run_results.PRIVACY_KINDS`` / ``PRIVACY_SCALARS`` give each one's scale).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ppreid.reports.run_results import (
+    METRICS,
+    PRIVACY_KINDS,
+    PRIVACY_SCALARS,
+    Run,
+    TableInputError,
+    group_key,
+    is_audit,
+)
+
+DEFAULT_METRICS = ("R1", "mAP")
+
+
+def _privacy(run: Run, target: str) -> dict | None:
+    p = (run.result.get("privacy") or {}).get(target)
+    return p if isinstance(p, dict) else None
+
+
+def _strongest_ssim(p: dict) -> float | None:
+    row = (p.get("attackers") or {}).get(p.get("strongest")) or {}
+    return row.get("ssim")
+
+
+def metric_value(
+    run: Run, target: str, metric: str, baseline: dict[str, tuple[float, float]] | None = None
+) -> float | None:
+    if metric in METRICS:
+        v = run.result["test"].get(target, {}).get(metric)
+        return None if v is None else float(v) * 100
+    p = _privacy(run, target)
+    if p is None:
+        return None
+    if metric == "nURR":
+        m_ap, ssim = run.result["test"].get(target, {}).get("mAP"), _strongest_ssim(p)
+        if baseline is None or target not in baseline or m_ap is None or not ssim:
+            return None
+        base_map, base_ssim = baseline[target]
+        return (float(m_ap) / base_map) / (float(ssim) / base_ssim)
+    if metric in PRIVACY_SCALARS:
+        path, scale, _ = PRIVACY_SCALARS[metric]
+        v = p
+        for key in path.split("."):
+            v = v.get(key) if isinstance(v, dict) else None
+        return None if v is None else float(v) * scale
+    kind, _, who = metric.partition(":")
+    key, scale, _ = PRIVACY_KINDS[kind]
+    if who == "mean_image":
+        v = p.get(f"mean_image_{key}")
+    else:
+        v = ((p.get("attackers") or {}).get(p.get("strongest") if who == "strongest" else who) or {}).get(key)
+    return None if v is None else float(v) * scale
+
+
+def privacy_baseline(runs: Sequence[Run]) -> dict[str, tuple[float, float]]:
+    """target -> (mean mAP, mean SSIM of the strongest attacker) over the baseline's audit runs (one config)."""
+    audits = [r for r in runs if is_audit(r)]
+    if not audits:
+        raise TableInputError(
+            "--baseline: no privacy audit (model=attack results.json) found there; give the "
+            "folder of the unprotected model's audits"
+        )
+    keys = {group_key(r) for r in audits}
+    if len(keys) > 1:
+        raise TableInputError(
+            f"--baseline holds the audits of {len(keys)} configs; give a folder with the audits "
+            "of one config (the unprotected model, its seeds)"
+        )
+    out = {}
+    for target in sorted({t for r in audits for t in r.result["privacy"]}):
+        pairs = [
+            (r.result["test"].get(target, {}).get("mAP"), _strongest_ssim(_privacy(r, target) or {})) for r in audits
+        ]
+        pairs = [(float(m), float(s)) for m, s in pairs if m is not None and s]
+        if pairs:
+            out[target] = (sum(m for m, _ in pairs) / len(pairs), sum(s for _, s in pairs) / len(pairs))
+    return out
+
+
+def default_metrics(runs: Sequence[Run], baseline: bool = False) -> list[str]:
+    """R1 and mAP; for audits also SSIM and its gain over the null per attacker, the mean-image control,
+    the strongest gain and the normalized leakage (cross-domain and in-domain), the probes' gains, URR
+    (and nURR with a baseline)."""
+    metrics = list(DEFAULT_METRICS)
+    audits = [r for r in runs if is_audit(r)]
+    if not audits:
+        return metrics
+    attackers = list(
+        dict.fromkeys(
+            a
+            for r in audits
+            for p in r.result["privacy"].values()
+            if isinstance(p, dict)
+            for a in p.get("attackers") or {}
+        )
+    )
+    metrics += [f"{k}:{a}" for a in attackers for k in ("SSIM", "gain")]
+    metrics += ["SSIM:mean_image", "gain", "gain_in", "nleak", "nleak_in", "probe_nuis", "probe_soft", "URR"]
+    return metrics + (["nURR"] if baseline else [])
