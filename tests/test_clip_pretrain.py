@@ -11,9 +11,9 @@ import torch
 from conftest import TINY, compose_train, run_synth, run_train
 from test_captions import RECORD
 
+from ppreid.losses.contrastive import clip_contrastive_loss, identity_positives
 from ppreid.metrics.clip_alignment import encode_text, encode_texts, text_to_image_report, zero_shot_report
-from ppreid.models.clip_pretrain import clip_contrastive_loss, clip_state_dict, identity_positives
-from ppreid.nn.backbones.clip_visual import OpenCLIPVisual
+from ppreid.nn.backbones.clip_visual import OpenCLIPVisual, clip_state_dict
 from ppreid.synth.attributes import AttributeSchema, identity_seed, load_conf_yaml
 from ppreid.synth.captions import Captioner
 from ppreid.utils.errors import ConfigValueError
@@ -199,7 +199,7 @@ def test_sandbox_build_trains_model_clip_pretrain_with_a_lightning_trainer(tmp_p
 
 def test_step_schedule_is_clips_warmup_then_cosine_to_zero():
     """model.schedule=steps, hand-worked: 2 warm-up steps of 4: 1/2, 1, then cos from 1 to 0 over 2 steps."""
-    from ppreid.models.clip_pretrain import warmup_cosine_factor
+    from ppreid.training.schedulers import warmup_cosine_factor
 
     assert [warmup_cosine_factor(s, 4, 2) for s in range(4)] == pytest.approx([0.5, 1.0, 1.0, 0.5])
     assert warmup_cosine_factor(4, 4, 2) == pytest.approx(0.0)
@@ -261,7 +261,7 @@ def test_paper_scale_continues_clip_on_synth_prompts(reid_data_dir, tmp_path):
 
 def test_caption_truth_positives_hand_case():
     """Image i matches text j iff image i has every value caption j states (the diagonal always)."""
-    from ppreid.models.clip_pretrain import caption_truth_positives
+    from ppreid.losses.contrastive import caption_truth_positives
 
     images = [{"gender": "male", "hat": "cap"}, {"gender": "male", "hat": "none"}, {"gender": "female", "hat": "cap"}]
     stated = [("gender",), ("hat",), ("gender", "hat")]

@@ -37,10 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ppreid.losses.contrastive import batch_positives, clip_contrastive_loss
 from ppreid.metrics.clip_alignment import alignment_picture, encode_text, text_to_image_report, zero_shot_report
 from ppreid.models.reid_module import ReIDModule
+from ppreid.nn.backbones.clip_visual import clip_state_dict
 from ppreid.synth.attributes import AttributeSchema, derive_seed
-from ppreid.synth.captions import KINDS, Captioner
+from ppreid.synth.captions import Captioner, check_caption_kinds, draw_kinds
+from ppreid.training.schedulers import warmup_cosine_factor
 from ppreid.utils.errors import ConfigValueError
 
 log = logging.getLogger(__name__)
@@ -49,106 +52,6 @@ TEXT_SOURCES = ("captions", "prompts")
 # epochs: the recipe's epoch scheduler with a linear warm-up on top; steps: CLIP's own per optimizer step,
 # a linear warm-up over warmup_steps, then a cosine to 0 at trainer.max_steps (model.scheduler unused)
 SCHEDULES = ("epochs", "steps")
-
-
-def warmup_cosine_factor(step: int, total_steps: int, warmup_steps: int) -> float:
-    """The learning-rate factor of optimizer step ``step`` (0-based): (step + 1) / warmup_steps during the
-    warm-up, then a half cosine from 1 to 0 over the remaining ``total_steps - warmup_steps`` steps."""
-    if step < warmup_steps:
-        return (step + 1) / max(1, warmup_steps)
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))
-
-
-# ----------------------------------------------------------------------------- towers and loss
-def clip_contrastive_loss(
-    image: torch.Tensor,
-    text: torch.Tensor,
-    logit_scale: torch.Tensor,
-    positives: torch.Tensor | None = None,
-    max_scale: float = 100.0,
-) -> torch.Tensor:
-    """CLIP's symmetric cross-entropy over (B, E) image and (B, E) text features of B pairs.
-
-    ``positives``: optional (B, B) bool, image i matches text j (PLIP's identity-level contrast);
-    each row's / column's target is uniform over its positives (the diagonal must be set).
-    ``logit_scale`` is the log of the inverse temperature, clamped at ``log(max_scale)`` as CLIP does.
-    """
-    scale = logit_scale.clamp(max=math.log(max_scale)).exp()
-    logits = scale * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t()
-    if positives is None:
-        target = torch.arange(logits.shape[0], device=logits.device)
-        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
-    pos = positives.float()
-    rows = -(pos / pos.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
-    cols = -(pos / pos.sum(0, keepdim=True) * F.log_softmax(logits, dim=0)).sum(0).mean()
-    return (rows + cols) / 2
-
-
-def identity_positives(pids: torch.Tensor, kinds: Sequence[str]) -> torch.Tensor:
-    """(B, B) bool: image i matches text j if j is its own text, or if they share the identity and text j
-    describes the person (a ``full`` or ``content`` caption; a style caption matches its own image only)."""
-    person = torch.tensor([k != "style" for k in kinds], device=pids.device)
-    same = (pids[:, None] == pids[None, :]) & person[None, :]
-    return same | torch.eye(len(pids), dtype=torch.bool, device=pids.device)
-
-
-def caption_truth_positives(attributes: Sequence[Mapping[str, str]], stated: Sequence[Sequence[str]]) -> torch.Tensor:
-    """(B, B) bool: image i matches text j when text j is true of image i, i.e. image i's record has the
-    value of every attribute that caption j states (``stated[j]``, from ``Captioner.describe``). A caption
-    naming a few attributes ("an elderly female, with a cap") then has every image it describes as a
-    positive instead of as a false negative (UniCL's label-aware contrast, Yang et al., CVPR 2022; PLIP's
-    identity positives are the special case of a caption stating a whole identity). The diagonal is set."""
-    keys = sorted({k for ks in stated for k in ks})
-    n = len(attributes)
-    if not keys:  # captions that state nothing are true of every image
-        return torch.ones(n, n, dtype=torch.bool)
-    codes: dict[str, dict[str, int]] = {k: {} for k in keys}
-    values = torch.tensor([[codes[k].setdefault(str(a.get(k)), len(codes[k])) for k in keys] for a in attributes])
-    said = torch.tensor([[k in set(ks) for k in keys] for ks in stated])
-    differ = values[:, None, :] != values[None, :, :]  # (B_image, B_text, K)
-    return ~(differ & said[None, :, :]).any(-1) | torch.eye(n, dtype=torch.bool)
-
-
-def batch_positives(
-    pids: torch.Tensor,
-    kinds: Sequence[str],
-    attributes: Sequence[Mapping[str, str]],
-    stated: Sequence[Sequence[str]],
-    identity_level: bool = False,
-    caption_truth: bool = False,
-) -> torch.Tensor | None:
-    """The contrastive positives of a batch: None (CLIP's one-to-one pairs), or the (B, B) union of
-    PLIP's identity positives (``identity_level``) and the caption-truth positives (``caption_truth``)."""
-    out = identity_positives(pids, kinds) if identity_level else None
-    if caption_truth:
-        truth = caption_truth_positives(attributes, stated).to(pids.device)
-        out = truth if out is None else out | truth
-    return out
-
-
-def draw_kinds(rng: np.random.Generator, weights: Mapping[str, float], n: int) -> list[str]:
-    names = list(weights)
-    p = np.asarray([float(weights[k]) for k in names], dtype=np.float64)
-    return [names[i] for i in rng.choice(len(names), size=n, p=p / p.sum())]
-
-
-def check_caption_kinds(weights: Mapping[str, float]) -> dict[str, float]:
-    weights = {str(k): float(v) for k, v in dict(weights).items()}
-    bad = [k for k in weights if k not in KINDS]
-    if bad or not weights or any(v < 0 for v in weights.values()) or sum(weights.values()) <= 0:
-        raise ConfigValueError(
-            f"caption_kinds={weights}: a map of {', '.join(KINDS)} to weights >= 0 with a "
-            "positive sum, e.g. {full: 0.6, content: 0.2, style: 0.2}."
-        )
-    return weights
-
-
-def clip_state_dict(visual: nn.Module, text_tower: nn.Module, logit_scale: torch.Tensor) -> dict[str, torch.Tensor]:
-    """A full open_clip CLIP state dict: ``visual.*``, the text tower's keys, ``logit_scale``."""
-    state = {f"visual.{k}": v.detach().cpu().clone() for k, v in visual.state_dict().items()}
-    state.update({k: v.detach().cpu().clone() for k, v in text_tower.state_dict().items()})
-    state["logit_scale"] = logit_scale.detach().cpu().clone().reshape(())
-    return state
 
 
 # ----------------------------------------------------------------------------- the LightningModule

@@ -17,40 +17,49 @@ floored at 0: the default) or ``realism`` (GAN only). ``privacy_weight=0`` is th
 
 ``configure_optimizers`` returns E, then the defence's (GAN: G, D; pool: one for its decoders), so a
 checkpoint's optimizer states show how many steps each took. The counters, phase and boundaries are
-saved under the checkpoint key ``privacy_gan``; every epoch starts from an RNG seeded by (seed, epoch),
-so a run resumed inside any phase trains exactly as an uninterrupted one. A NaN / inf loss stops the
+saved under the checkpoint key ``privacy_gan`` (src/ppreid/privacy/saved_state.py); every epoch starts
+from an RNG seeded by (seed, epoch), so a run resumed inside any phase trains exactly as an uninterrupted one. A NaN / inf loss stops the
 run with ``TrainingDivergedError``. Outputs beside BoT's: ``loss_curves.png`` (epoch means of every module's
-losses, the phases shaded: ``loss_curve_panels``)
+losses, the phases shaded: ``loss_curve_panels`` in src/ppreid/privacy/history.py)
 and ``own_reconstructions.png`` (the defence's own decoders on held-out source images).
 """
 
 from __future__ import annotations
 
-import logging
-import random
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from ppreid.data.datamodule import IMAGENET_MEAN, IMAGENET_STD
 from ppreid.metrics.images import to_unit_images
+from ppreid.metrics.privacy import ssim
 from ppreid.models.bot import BoTModel
 from ppreid.nn.bottleneck import VariationalBottleneck
 from ppreid.privacy.build import build_defence
-from ppreid.privacy.history import LossHistory
-from ppreid.privacy.phases import PHASES, apply_phase_modes, phase_of, phase_values, resolve_boundaries
+from ppreid.privacy.guards import check_finite, check_ranks_in_step
+from ppreid.privacy.history import LossHistory, loss_curve_panels
+from ppreid.privacy.phases import (
+    PHASES,
+    apply_phase_modes,
+    fit_boundaries,
+    phase_of,
+    phase_values,
+    resolve_boundaries,
+    seed_epoch,
+)
 from ppreid.privacy.reversal import non_negative
-from ppreid.utils.errors import ConfigValueError, TrainingDivergedError
-
-log = logging.getLogger(__name__)
-
-CKPT_KEY = "privacy_gan"
-LEGACY_PREFIXES = ("generator.", "discriminator.")  # checkpoints written before the defences were modules
+from ppreid.privacy.saved_state import (
+    CKPT_KEY,
+    all_counters,
+    checkpoint_state,
+    restore_counters,
+    upgrade_legacy_keys,
+)
+from ppreid.utils.errors import ConfigValueError
 
 
 class PrivacyGANModel(BoTModel):
@@ -188,7 +197,7 @@ class PrivacyGANModel(BoTModel):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Also reads checkpoints written before the defences were modules (generator / discriminator at the
         top level, no running mean image)."""
-        state_dict = {(f"defence.{k}" if k.startswith(LEGACY_PREFIXES) else k): v for k, v in state_dict.items()}
+        state_dict = upgrade_legacy_keys(state_dict)
         for key in ("mean_image", "images_seen"):
             state_dict.setdefault(key, getattr(self, key))
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
@@ -198,26 +207,8 @@ class PrivacyGANModel(BoTModel):
         self.base_seed = int(torch.initial_seed()) % (2**31)
         self._started_epoch = self._first_epoch = None
         resolved = resolve_boundaries(self.phase_values, self.schedule_length(), self.defence.has_adversary)
-        if self.boundaries is None:
-            self.boundaries = resolved
-        elif self.boundaries != resolved and not self.trainer.fast_dev_run:
-            log.warning(
-                "model.phases: the resumed checkpoint's phases %s are kept (this config gives %s)",
-                self.boundaries,
-                resolved,
-            )
-        if not self.trainer.fast_dev_run:
-            b = self.boundaries
-            log.info(
-                "phases: extractor alone for epochs [0, %d), the %s defence's adversaries alone [%d, %d), "
-                "joint [%d, %d)",
-                b["reversal_from"],
-                self.defence_name,
-                b["reversal_from"],
-                b["joint_from"],
-                b["joint_from"],
-                self.trainer.max_epochs,
-            )
+        quiet = bool(self.trainer.fast_dev_run)
+        self.boundaries = fit_boundaries(self.boundaries, resolved, self.defence_name, self.trainer.max_epochs, quiet)
 
     def phase_of(self, epoch: int) -> str:
         """The phase of ``epoch`` (a fast dev run too: its epoch 0; ``model.phases.reversal_from=0
@@ -238,10 +229,7 @@ class PrivacyGANModel(BoTModel):
         """An RNG seeded by (seed, epoch) (again at every call: the last one comes right before the epoch's
         data), and once per epoch the phase, its module modes and the defence's epoch start."""
         epoch = self.current_epoch
-        seed = (self.base_seed * 7919 + epoch) % (2**31)
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
+        seed_epoch(self.base_seed, epoch)
         if self._first_epoch is None:
             self._first_epoch = epoch
         if epoch == self._first_epoch:
@@ -258,27 +246,15 @@ class PrivacyGANModel(BoTModel):
             self.defence.on_joint_epoch_start(epoch)
 
     # ----------------------------------------------------------------- checkpoint state
-    def _all_counters(self) -> dict[str, int]:
-        clock = {k: v for k, v in self.defence.clock.items() if k != "batches"}
-        return {**self.counters, **clock}
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint[CKPT_KEY] = {
-            "counters": self._all_counters(),
-            "phase": self.phase,
-            "boundaries": dict(self.boundaries) if self.boundaries else None,
-        }
+        checkpoint[CKPT_KEY] = checkpoint_state(self.counters, self.defence.clock, self.phase, self.boundaries)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get(CKPT_KEY)
         if not state:
             return
-        counters = {k: int(v) for k, v in state.get("counters", {}).items()}
-        self.counters.update({k: counters[k] for k in self.counters if k in counters})
-        self.defence.clock.update({k: counters[k] for k in self.defence.clock if k in counters})
-        if "batches" in self.defence.clock:
-            self.defence.clock["batches"] = self.counters["r_batches"]
+        restore_counters(state, self.counters, self.defence.clock)
         self.phase = state.get("phase", self.phase)
         if state.get("boundaries"):
             self.boundaries = {k: int(v) for k, v in state["boundaries"].items()}
@@ -298,16 +274,8 @@ class PrivacyGANModel(BoTModel):
         if self.bottleneck is None:
             stored = feat if self.neck_feat == "before" else h
             return {"feat": feat, "stored": stored, "logits": self.neck.classifier(h), "metric": feat}
-        mu, logvar = self.bottleneck(h)
-        z = self.bottleneck.sample(mu, logvar)
-        stored = z if self.bottleneck.stored == "sample" else mu
-        return {
-            "feat": feat,
-            "stored": stored,
-            "logits": self.neck.classifier(z),
-            "metric": stored,
-            "kl": self.bottleneck.kl(mu, logvar).mean(),
-        }
+        z, stored, kl = self.bottleneck.training_outputs(h)
+        return {"feat": feat, "stored": stored, "logits": self.neck.classifier(z), "metric": stored, "kl": kl.mean()}
 
     # ----------------------------------------------------------------- training
     def _optimizers(self) -> list:
@@ -320,18 +288,8 @@ class PrivacyGANModel(BoTModel):
         self.history.add(name, float(value.detach()))
 
     def _check_finite(self, name: str, value: torch.Tensor) -> None:
-        """Stop on a NaN / inf loss (all ranks together under DDP) before it reaches a weight."""
-        bad = (~torch.isfinite(value.detach())).any().float()
-        if self.trainer.world_size > 1:
-            bad = self.trainer.strategy.reduce(bad, reduce_op="max")
-        if bool(bad > 0):
-            raise TrainingDivergedError(
-                f"model=privacy_gan: loss {name} is {value.detach().float().item()} at global step "
-                f"{self.trainer.global_step} (epoch {self.current_epoch}, phase {self.phase}, "
-                f"{self.counters['r_batches']} adversary batches). Training stopped; checkpoints/last.ckpt holds the "
-                "last finished epoch. Lower the learning rates (model.optimizer.lr, model.g_optimizer.lr / "
-                "model.d_optimizer.lr, model.pool.optimizer.lr), raise model.r1_gamma, or resume with ckpt_path=..."
-            )
+        where = f"epoch {self.current_epoch}, phase {self.phase}, {self.counters['r_batches']} adversary batches"
+        check_finite(self.trainer, name, value, where)
 
     def _optimize(self, optimizer, name: str, compute_loss: Callable[[], torch.Tensor]) -> torch.Tensor:
         """One step of ``optimizer`` on ``compute_loss()``, run with only its own parameters requiring grad
@@ -413,47 +371,18 @@ class PrivacyGANModel(BoTModel):
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*before.*optimizer.step")
                 scheduler.step()
-        for name, value in self._all_counters().items():
+        for name, value in all_counters(self.counters, self.defence.clock).items():
             self.log(f"train/{name}", float(value))
         self.history.close(f"{PHASES.index(self.phase) + 1} {self.phase}", self.current_epoch)  # panels in order
         if self.trainer.world_size > 1:
-            self._check_ranks_in_step()
+            check_ranks_in_step(all_counters(self.counters, self.defence.clock), self.all_gather, self.device)
 
     def loss_curve_panels(self) -> dict[str, Any]:
-        """loss_curves.png (src/ppreid/callbacks/loss_curves.py): one panel per module, the extractor and
-        each of the defence's adversaries (a note where one never trained), with the phases shaded."""
-        panels = self.history.by_module(self.defence.adversaries)
-        end = int(self.trainer.max_epochs or 1)
-        if self.trainer.fast_dev_run or self.boundaries is None:
-            spans = [(0, 1, "joint (fast dev run: every step once)")] if self.trainer.fast_dev_run else []
-        else:
-            rev, joint = self.boundaries["reversal_from"], self.boundaries["joint_from"]
-            named = [(0, rev, "extractor alone"), (rev, joint, "adversaries alone"), (joint, end, "joint")]
-            spans = [(a, min(b, end), name) for a, b, name in named if min(b, end) > a]
-        trains_from = (self.boundaries or {}).get("reversal_from", 0)
-        why = (
-            f"trains from epoch {trains_from}; this run has {end} epoch(s)"
-            if trains_from >= end and not self.trainer.fast_dev_run
-            else "took no step in this run"
+        """loss_curves.png (src/ppreid/callbacks/loss_curves.py), see ``ppreid.privacy.history.loss_curve_panels``."""
+        t = self.trainer
+        return loss_curve_panels(
+            self.history, self.defence.adversaries, self.defence_name, self.boundaries, t.max_epochs, t.fast_dev_run
         )
-        notes = {m: f"{m}: not trained ({why})" for m in self.defence.adversaries if not any(panels[m].values())}
-        return {
-            "panels": {
-                (f"{m} losses" if m in ("extractor", *self.defence.adversaries) else m): t for m, t in panels.items()
-            },
-            "phases": spans,
-            "notes": {f"{m} losses": n for m, n in notes.items()},
-            "title": f"model=privacy_gan, defence {self.defence_name}: epoch means of every module's losses",
-        }
-
-    def _check_ranks_in_step(self) -> None:
-        """Every rank must have taken the same steps (the lazy-update clocks are per batch)."""
-        counters = self._all_counters()
-        keys = sorted(counters)
-        mine = torch.tensor([counters[k] for k in keys], dtype=torch.float64, device=self.device)
-        gathered = self.all_gather(mine).reshape(-1, len(keys))
-        if not bool((gathered == gathered[0]).all()):
-            raise RuntimeError(f"privacy_gan: ranks out of step, counters {keys} per rank: {gathered.tolist()}")
 
     # ----------------------------------------------------------------- pictures
     def on_train_end(self) -> None:
@@ -466,7 +395,5 @@ class PrivacyGANModel(BoTModel):
 
 
 def _ssim(recon: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    from ppreid.metrics.privacy import ssim
-
     with torch.no_grad():
         return ssim(recon.detach(), real, check_range=False).mean()

@@ -66,6 +66,14 @@ class VariationalBottleneck(nn.Module):
         noise = torch.randn_like(mu) if noise is None else noise
         return mu + (0.5 * logvar).exp() * noise
 
+    def training_outputs(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """E's training forward from its BNNeck output h (B,D): (z, a random sample (B,D) the classifier sees;
+        the stored feature (B,D), z or mu by ``stored``; the KL per image (B,))."""
+        mu, logvar = self(h)
+        z = self.sample(mu, logvar)
+        stored = z if self.stored == "sample" else mu
+        return z, stored, self.kl(mu, logvar)
+
     def image_noise(self, images: torch.Tensor, dim: int) -> torch.Tensor:
         """(B,3,H,W) -> (B,dim) standard normal noise, each row seeded by the image's content."""
         pixels = (images.detach().float() * 1000.0).round().to(torch.int64).cpu().numpy()

@@ -8,5 +8,7 @@
   phase, set at the phase boundaries;
 - ``defences``: what the extractor is trained against in the joint phase: ``gan`` (the reversal GAN),
   ``pool`` (a pool of decoders with restarts), ``dependence`` (a within-identity dependence penalty);
-- ``history``: the epoch means of every loss term, for ``loss_curves.png``.
+- ``history``: the epoch means of every loss term and the panels of ``loss_curves.png``;
+- ``saved_state``: what a checkpoint holds beside the weights (counters, phase, boundaries);
+- ``guards``: what stops a run early (a NaN / inf loss, DDP ranks out of step).
 """

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 # the module each logged term trains (every other term is the extractor's)
 ADVERSARY_TERMS = {
@@ -49,3 +50,36 @@ class LossHistory:
             for points in terms.values():
                 points.sort()
         return panels
+
+
+def loss_curve_panels(
+    history: LossHistory,
+    adversaries: tuple[str, ...],
+    defence_name: str,
+    boundaries: dict[str, int] | None,
+    max_epochs: int | None,
+    fast_dev_run: Any,
+) -> dict[str, Any]:
+    """loss_curves.png (src/ppreid/callbacks/loss_curves.py): one panel per module, the extractor and
+    each of the defence's adversaries (a note where one never trained), with the phases shaded."""
+    panels = history.by_module(adversaries)
+    end = int(max_epochs or 1)
+    if fast_dev_run or boundaries is None:
+        spans = [(0, 1, "joint (fast dev run: every step once)")] if fast_dev_run else []
+    else:
+        rev, joint = boundaries["reversal_from"], boundaries["joint_from"]
+        named = [(0, rev, "extractor alone"), (rev, joint, "adversaries alone"), (joint, end, "joint")]
+        spans = [(a, min(b, end), name) for a, b, name in named if min(b, end) > a]
+    trains_from = (boundaries or {}).get("reversal_from", 0)
+    why = (
+        f"trains from epoch {trains_from}; this run has {end} epoch(s)"
+        if trains_from >= end and not fast_dev_run
+        else "took no step in this run"
+    )
+    notes = {m: f"{m}: not trained ({why})" for m in adversaries if not any(panels[m].values())}
+    return {
+        "panels": {(f"{m} losses" if m in ("extractor", *adversaries) else m): t for m, t in panels.items()},
+        "phases": spans,
+        "notes": {f"{m} losses": n for m, n in notes.items()},
+        "title": f"model=privacy_gan, defence {defence_name}: epoch means of every module's losses",
+    }

@@ -15,13 +15,19 @@ as an uninterrupted one.
 
 from __future__ import annotations
 
+import logging
+import random
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+import torch
 from torch import nn
 
 from ppreid.training.schedulers import resolve_epochs
 from ppreid.utils.errors import ConfigValueError
+
+log = logging.getLogger(__name__)
 
 PHASES = ("extractor", "reversal", "joint")
 PHASE_KEYS = ("reversal_from", "joint_from")
@@ -64,3 +70,33 @@ def apply_phase_modes(phase: str, extractor: Iterable[nn.Module], adversaries: I
         module.train(phase != "reversal")
     for module in adversaries:
         module.train(phase != "extractor")
+
+
+def fit_boundaries(
+    kept: dict[str, int] | None, resolved: dict[str, int], defence_name: str, max_epochs: int | None, quiet: bool
+) -> dict[str, int]:
+    """The boundaries of a fit: a resumed checkpoint's (``kept``) or this config's (``resolved``); logged
+    unless ``quiet`` (a fast dev run)."""
+    boundaries = resolved if kept is None else kept
+    if kept is not None and kept != resolved and not quiet:
+        log.warning("model.phases: the resumed checkpoint's phases %s are kept (this config gives %s)", kept, resolved)
+    if not quiet:
+        b = boundaries
+        log.info(
+            "phases: extractor alone for epochs [0, %d), the %s defence's adversaries alone [%d, %d), joint [%d, %d)",
+            b["reversal_from"],
+            defence_name,
+            b["reversal_from"],
+            b["joint_from"],
+            b["joint_from"],
+            max_epochs,
+        )
+    return boundaries
+
+
+def seed_epoch(base_seed: int, epoch: int) -> None:
+    """Seed Python's, numpy's and torch's RNGs by (seed, epoch): every epoch draws the same numbers, resumed or not."""
+    seed = (base_seed * 7919 + epoch) % (2**31)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -258,3 +258,20 @@ class Captioner:
     @property
     def zero_shot_keys(self) -> list[str]:
         return list(self.zero_shot)
+
+
+def draw_kinds(rng: np.random.Generator, weights: Mapping[str, float], n: int) -> list[str]:
+    names = list(weights)
+    p = np.asarray([float(weights[k]) for k in names], dtype=np.float64)
+    return [names[i] for i in rng.choice(len(names), size=n, p=p / p.sum())]
+
+
+def check_caption_kinds(weights: Mapping[str, float]) -> dict[str, float]:
+    weights = {str(k): float(v) for k, v in dict(weights).items()}
+    bad = [k for k in weights if k not in KINDS]
+    if bad or not weights or any(v < 0 for v in weights.values()) or sum(weights.values()) <= 0:
+        raise ConfigValueError(
+            f"caption_kinds={weights}: a map of {', '.join(KINDS)} to weights >= 0 with a "
+            "positive sum, e.g. {full: 0.6, content: 0.2, style: 0.2}."
+        )
+    return weights

@@ -11,10 +11,12 @@ The model passes ``max_epochs`` (its trainer's) when it builds the schedule.
 torch's convention; CLIP-ReID steps its schedulers *before* each epoch with 1-based epochs, so its
 recipes use ``epoch_offset: 1`` (e.g. stage 2 trains its first epoch at ``5e-6 * 0.19``, not
 ``5e-6 * 0.1``). ``timm_cosine`` is timm's ``CosineLRScheduler``, the schedule CLIP-ReID's stage 1 uses.
+``warmup_cosine_factor`` is per optimizer step instead: CLIP's warm-up + cosine (``model.schedule=steps``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -146,3 +148,11 @@ def timm_cosine(
         return lambda epoch: timm_lrs(epoch + int(epoch_offset))[i] / bases[i] if bases[i] else 0.0
 
     return LambdaLR(optimizer, [group_factor(i) for i in range(len(bases))])
+
+
+def warmup_cosine_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    """The learning-rate factor of optimizer step ``step`` (0-based): (step + 1) / warmup_steps during the
+    warm-up, then a half cosine from 1 to 0 over the remaining ``total_steps - warmup_steps`` steps."""
+    if step < warmup_steps:
+        return (step + 1) / max(1, warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))

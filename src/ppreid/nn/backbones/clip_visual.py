@@ -82,6 +82,14 @@ def split_clip_state(state: StateDict) -> tuple[StateDict, StateDict | None]:
     return visual, (text or None)
 
 
+def clip_state_dict(visual: nn.Module, text_tower: nn.Module, logit_scale: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A full open_clip CLIP state dict: ``visual.*``, the text tower's keys, ``logit_scale``."""
+    state = {f"visual.{k}": v.detach().cpu().clone() for k, v in visual.state_dict().items()}
+    state.update({k: v.detach().cpu().clone() for k, v in text_tower.state_dict().items()})
+    state["logit_scale"] = logit_scale.detach().cpu().clone().reshape(())
+    return state
+
+
 class OpenCLIPVisual(nn.Module):
     """(B,3,H,W) -> projected CLIP image embedding (B,out_dim); out_dim = the model's embed_dim.
 
