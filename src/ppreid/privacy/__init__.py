@@ -1,7 +1,5 @@
 """The parts of ``model=privacy_gan`` (``ppreid.models.privacy_gan``), one job per file.
 
-- ``images``: normalized input -> [0, 1] images at the reconstruction size (the one un-normalise /
-  resize path of the defences and the audit);
 - ``reversal``: ``ReversalStep``, one step of a feature-reversal GAN (D with lazy updates and lazy R1,
   then G): used by the GAN defence and by a GAN attacker;
 - ``phases``: the epoch schedule (extractor alone, reversal alone, joint) and the module modes of each
