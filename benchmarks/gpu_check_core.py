@@ -198,7 +198,7 @@ def compose(overrides: Sequence[str], output_dir: Path | None = None):
         HydraConfig().set_config(cfg)
     backbone = cfg.get("backbone")
     if backbone is not None and backbone.get("pretrained") != "sandbox":
-        from ppreid.run.sandbox_clip import take_build_parameters
+        from ppreid.run.sandbox_clip_fit import take_build_parameters
 
         take_build_parameters(cfg)  # what train.py's run does first, so instantiate(cfg.model) works
     return cfg

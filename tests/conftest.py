@@ -66,7 +66,7 @@ def compose_train(overrides: Sequence[str], out_dir: Path, data_dir: Path | None
         HydraConfig().set_config(cfg)
     backbone = cfg.get("backbone")
     if backbone is not None and backbone.get("pretrained") != "sandbox":
-        from ppreid.run.sandbox_clip import take_build_parameters
+        from ppreid.run.sandbox_clip_fit import take_build_parameters
 
         take_build_parameters(cfg)  # what the run does first: instantiate(cfg.model) then just works
     out_dir.mkdir(parents=True, exist_ok=True)
