@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.loggers import WandbLogger
 
 log = logging.getLogger(__name__)
@@ -110,19 +111,19 @@ class LossCurvesCallback(pl.Callback):
         self.val_metrics = tuple(val_metrics)
         self.train: dict[str, Points] = defaultdict(list)
         self.val: dict[str, Points] = defaultdict(list)
-        self._epoch: dict[str, list[float]] = defaultdict(list)
+        self._epoch: dict[str, list[torch.Tensor]] = defaultdict(list)
         self._drawn = False
 
     # ------------------------------------------------------------------ recording
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         for key, value in trainer.callback_metrics.items():
             if key.startswith(self.prefix) and value.numel() == 1:
-                self._epoch[key.split("/", 1)[1]].append(float(value))
+                self._epoch[key.split("/", 1)[1]].append(value.detach())  # read at epoch end: no sync per step
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
         for term, values in self._epoch.items():
             if values:
-                self.train[term].append((int(trainer.current_epoch), sum(values) / len(values)))
+                self.train[term].append((int(trainer.current_epoch), sum(float(v) for v in values) / len(values)))
         self._epoch = defaultdict(list)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
