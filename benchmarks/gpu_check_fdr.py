@@ -144,14 +144,10 @@ def kill_child(proc: subprocess.Popen) -> None:
 def run_train_in_process(chk: Check, overrides: Sequence[str], run_dir: Path) -> float:
     """The dry run's fast dev runs: train.py's ``run`` on the same composed config, in this process (a
     train.py start-up costs more than a tiny run on 2 cores)."""
-    import importlib.util
-
     from ppreid.utils.errors import find_input_error
+    from ppreid.utils.paths import load_entry_point
 
-    spec = importlib.util.spec_from_file_location("ppreid_train_script", ROOT / "train.py")
-    train_script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_script)
-    run = train_script.run
+    run = load_entry_point("train.py").run
 
     start = time.perf_counter()
     cfg = compose([*overrides, f"paths.log_dir={chk.workdir / 'logs'}"], run_dir)

@@ -21,6 +21,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 from ppreid.config.resolvers import register_resolvers  # noqa: E402
+from ppreid.utils.paths import load_entry_point  # noqa: E402
 
 register_resolvers()
 
@@ -78,7 +79,6 @@ def run_script(script: str, *args: str, cwd: Path = ROOT, env: dict | None = Non
     embed.py, benchmark scripts). W&B offline and Hydra's short errors unless ``env`` says otherwise; returns
     the CompletedProcess (exit code, stdout, stderr) for the test to judge."""
     import subprocess
-    import sys
 
     full_env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
@@ -143,18 +143,7 @@ def run_synth(tmp_path: Path, out: Path, *args: str, env: dict | None = None, ch
     return proc
 
 
-def load_script(name: str):
-    """An entry-point script of the repository root (``train.py``, ``embed.py``) as a module, loaded from its
-    file once (the repository root is not an importable package)."""
-    import importlib.util
-
-    module_name = f"ppreid_script_{Path(name).stem}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, ROOT / name)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
+load_script = load_entry_point  # train.py / embed.py as modules (the root is no package)
 
 
 def run_train(overrides: Sequence[str], out_dir: Path, data_dir: Path | None = None) -> dict:
