@@ -209,16 +209,7 @@ def test_fast_dev_run_every_experiment_config(experiment, reid_data_dir, tmp_pat
 @pytest.mark.slow
 def test_default_config_writes_mini_data_and_evaluates_every_target(tmp_path):
     """The default `python train.py` path (data=genepers_mini), at toy size: data written on first use."""
-    small = [
-        "data.prepare.num_identities=8",
-        "data.prepare.images_per_identity=4",
-        "data.prepare.target_identities=4",
-        "data.prepare.gallery_per_identity=2",
-        "data.prepare.height=32",
-        "data.prepare.width=16",
-        "data.prepare.progress=false",
-    ]
-    res = run_train(TINY + small, tmp_path / "run", tmp_path / "data")
+    res = run_train(TINY + TOY_MINI, tmp_path / "run", tmp_path / "data")
     mini = tmp_path / "data" / "GenePerson-mini"
     assert (mini / "source" / "manifest.jsonl").is_file()
     assert set(res["test"]) == {"night_cctv", "station_indoor"}
