@@ -319,6 +319,44 @@ def test_scene_split_ties_in_gallery_order_and_one_scene_equals_map():
         assert one["n_same"] == full["num_valid_queries"]
 
 
+def reference_scene_split(d, qp, gp, qc, gc, qs, gs):
+    """Plain per-query reference: sort the row, drop junk and the other kind of match, average precision."""
+    aps = {"same": [], "diff": []}
+    for i in range(d.shape[0]):
+        order = np.lexsort((np.arange(d.shape[1]), d[i]))  # by distance, then gallery index
+        for kind in aps:
+            hits, seen, precisions = 0, 0, []
+            for g in order:
+                if gp[g] == qp[i] and gc[g] == qc[i]:
+                    continue  # junk
+                is_match = gp[g] == qp[i]
+                in_kind = (gs[g] == qs[i]) == (kind == "same")
+                if is_match and not in_kind:
+                    continue  # the other kind leaves this ranking
+                seen += 1
+                if is_match:
+                    hits += 1
+                    precisions.append(hits / seen)
+            if precisions:
+                aps[kind].append(np.mean(precisions))
+    return aps
+
+
+@pytest.mark.parametrize("kind", ["ties", "inf", "continuous"])
+def test_scene_split_random_against_plain_reference(kind, monkeypatch):
+    d, qp, gp, qc, gc = random_case(7, 40, 90, kind)
+    rng = np.random.default_rng(8)
+    qs, gs = rng.integers(0, 3, 40), rng.integers(0, 3, 90)
+    ref = reference_scene_split(d, qp, gp, qc, gc, qs, gs)
+    monkeypatch.setattr(reid, "_SCENE_ELEMENTS", 500)  # many row blocks and comparison sub-blocks
+    out = reid.scene_split_ap(d, qp, gp, qc, gc, qs, gs)
+    assert (out["n_same"], out["n_diff"]) == (len(ref["same"]), len(ref["diff"])) and min(
+        out["n_same"], out["n_diff"]
+    ) > 5
+    assert out["same_bg_ap"] == pytest.approx(np.mean(ref["same"]), abs=1e-12)
+    assert out["diff_bg_ap"] == pytest.approx(np.mean(ref["diff"]), abs=1e-12)
+
+
 def test_scene_split_from_features_equals_distmat_and_blocks(monkeypatch):
     rng = np.random.default_rng(5)
     qf, gf = torch.randn(30, 8, dtype=torch.float64), torch.randn(70, 8, dtype=torch.float64)

@@ -37,7 +37,7 @@ _SUB_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 26}
 # Bins of the monotone grid per row, and the cap on (candidates x thresholds) compared at once.
 _MAX_BINS = 4096
 _PAIR_BLOCK = 1 << 22
-# Query x gallery entries the scene split sorts at once (it sorts whole rows: ~40 bytes an entry).
+# Distances per block of the scene split (query x gallery), and its (query x match x gallery) comparisons.
 _SCENE_ELEMENTS = 1 << 22
 
 
@@ -219,20 +219,45 @@ def _scene_ids(q_pids, g_pids, q_camids, g_camids, q_scenes, g_scenes, nq: int, 
 
 def _scene_aps(dist, start, qp, qc, qs, gp, gc, gs) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-query AP over same-scene matches and over other-scene matches of the query rows
-    ``start : start + B`` (dist (B, G)); queries without a match of that kind are left out."""
+    ``start : start + B`` (dist (B, G)); queries without a match of that kind are left out.
+
+    No row is sorted: a match's rank in a ranking is one plus the entries of that ranking ordered
+    before it by (distance, gallery index), and a ranking holds the impostors (other pids) plus the
+    matches of one kind; so each match (M per row at most) is compared with the row's impostors
+    (B, M, G) and with the row's other matches (B, M, M).
+    """
     if bool(torch.isnan(dist).any()):
         raise ReIDEvalInputError("distances contain NaN; check the features (a NaN feature gives NaN distances).")
     stop = start + dist.shape[0]
-    order = torch.argsort(dist, dim=1, stable=True)  # (B, G): closest first, ties in gallery order
-    pid_eq = gp[order] == qp[start:stop, None]
-    valid = ~(pid_eq & (gc[order] == qc[start:stop, None]))  # junk: same pid and camera
-    match = pid_eq & valid
-    scene_eq = gs[order] == qs[start:stop, None]
+    pid_eq = gp[None, :] == qp[start:stop, None]  # (B, G)
+    match = pid_eq & (gc[None, :] != qc[start:stop, None])  # same pid, other camera; same camera = junk
+    counts = match.sum(1)
+    nb, ng = match.shape
+    m = int(counts.max()) if nb else 0
+    if m == 0:
+        return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
+    rows, cols = match.nonzero(as_tuple=True)  # row-major: each row's matches in gallery order
+    slot = torch.arange(rows.numel(), device=rows.device) - (torch.cumsum(counts, 0) - counts)[rows]
+    col = torch.zeros(nb, m, dtype=torch.long, device=dist.device)
+    real = torch.zeros(nb, m, dtype=torch.bool, device=dist.device)
+    col[rows, slot], real[rows, slot] = cols, True
+    dm = dist.gather(1, col)  # (B, M) distances of the matches
+    same = real & (gs[col] == qs[start:stop, None])
+    imp_before = torch.zeros(nb, m, dtype=torch.float64, device=dist.device)
+    g_idx = torch.arange(ng, device=dist.device)
+    step = max(1, _SCENE_ELEMENTS // max(1, m * ng))
+    for r in range(0, nb, step):  # (b, M, G) at a time: impostors ordered before each match
+        d, c = dist[r : r + step, None, :], dm[r : r + step, :, None]
+        before = (d < c) | ((d == c) & (g_idx[None, None, :] < col[r : r + step, :, None]))
+        imp_before[r : r + step] = (before & ~pid_eq[r : r + step, None, :]).sum(2).double()
+    # match k before match j (same row): (B, M_j, M_k)
+    dj, dk = dm[:, :, None], dm[:, None, :]
+    k_before_j = (dk < dj) | ((dk == dj) & (col[:, None, :] < col[:, :, None]))
     out = []
-    for kind in (match & scene_eq, match & ~scene_eq):
-        keep = valid & ~(match & ~kind)  # the other kind of match leaves this ranking
+    for kind in (same, real & ~same):
+        rank_in_kind = 1 + (k_before_j & kind[:, None, :]).sum(2).double()  # (B, M)
+        precision = rank_in_kind / (rank_in_kind + imp_before)
         hits = kind.sum(1)
-        precision = kind.cumsum(1).double() / keep.cumsum(1).clamp_min(1).double()  # at each kept rank
         ap = (precision * kind).sum(1) / hits.clamp_min(1)
         out.append(ap[hits > 0])
     return out[0], out[1]
