@@ -107,13 +107,13 @@ DEFAULT_DOMAINS: dict[str, dict[str, Any]] = {
     },
     # A far camera mounted high over an outdoor square: the person is smaller in the box (renderer:
     # person_height), seen from above (CameraView: tilt, squash) and resolved by fewer pixels
-    # (CameraView: downscale), besides a light and colour the source never shows.
+    # (CameraView: downscale), besides camera colour looks the source never shows (magenta cast, over-exposure).
     "far_high": {
         "num_cameras": 4,
         "style": {
             "background": ["plaza", "parking_lot"],
             "illumination": ["overcast"],
-            "time_of_day": ["afternoon", "evening"],
+            "time_of_day": ["noon", "afternoon"],
             "camera": ["magenta_cast", "overexposed"],
             "weather": ["clear", "cloudy"],
         },
