@@ -31,7 +31,7 @@ cameras (cameras 1 and 3 one, 2 and 4 the other), so every query has matches in 
 most also in its own: the scene sensitivity of every run (``ppreid.metrics.reid.scene_split_ap``).
 
 Version 2 untrained (``python train.py train=false``, seed 42): R1 / mAP 3.7 / 2.6 (night_cctv),
-4.5 / 4.3 (station_indoor), 2.7 / 2.1 (far_high); same-scene vs other-scene AP 6.7 vs 0.5 and 4.9
+4.5 / 4.3 (station_indoor), 3.0 / 2.3 (far_high); same-scene vs other-scene AP 6.7 vs 0.5 and 5.1
 vs 0.4 (night_cctv, far_high): random features rank by scene. Version 1 calibration (two targets
 of 100 identities x 1 query; the source is unchanged since): the default ``python train.py`` (BoT, tiny CNN, 32 epochs, 2 CPU cores, 7.6 min
 with the 14.5 s of data generation) gave night_cctv R1 0.67 / mAP 0.45 and station_indoor R1 0.81 /
