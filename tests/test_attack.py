@@ -272,7 +272,7 @@ def test_audit_of_a_trained_bot_checkpoint_writes_every_part(tmp_path):
         tmp_path / "audit",
         data,
     )
-    assert set(res["privacy"]) == {"night_cctv", "station_indoor"}
+    assert set(res["privacy"]) == {"night_cctv", "station_indoor", "far_high"}
     for target, p in res["privacy"].items():
         for block in (p, p["in_domain"]):
             assert set(block["attackers"]) == {"l1", "gan", "diffusion", "optim"}

@@ -238,7 +238,7 @@ def test_clip_pretrain_run_writes_weights_and_alignment_sections(tmp_path):
     res = run_train(
         ["model=clip_pretrain"] + CLIP_TINY + prepare + ["trainer.max_epochs=2"], tmp_path / "run", tmp_path / "data"
     )
-    assert set(res["zero_shot"]) == {"val", "corpus_heldout", "night_cctv", "station_indoor"}
+    assert set(res["zero_shot"]) == {"val", "corpus_heldout", "night_cctv", "station_indoor", "far_high"}
     held = res["zero_shot"]["corpus_heldout"]
     assert held["attributes"]["gender"]["chance"] == 0.5 and -1.0 <= held["mean_normalized"] <= 1.0
     assert set(res["text_to_image"]["night_cctv"]) >= {"R1", "R5", "mAP"}

@@ -528,5 +528,5 @@ def test_main_job_commands_run_with_fdr(command, small_mini_dir, tmp_path):
         tmp_path,
         small_mini_dir,
     )
-    assert set(res["test"]) == {"night_cctv", "station_indoor"}, res["test"]
+    assert set(res["test"]) == {"night_cctv", "station_indoor", "far_high"}, res["test"]
     assert res["debug"] is True

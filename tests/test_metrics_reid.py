@@ -264,3 +264,141 @@ def test_evaluator_strict_refuses_partial_and_nonstrict_evaluates_present_sample
     res = loose.compute()
     expected = _ef(feats[:2], feats[2:4], pids[:2], pids[2:4], cams[:2], cams[2:4])
     assert res["partial"] is True and res["mAP"] == expected["mAP"] == 1.0
+
+
+# ------------------------------------------------------------------------------ scene sensitivity
+
+
+def scene_case():
+    # q0: pid 1, cam 0, scene 0. Gallery (pid, cam, scene, dist from q0):
+    #   g0 (1,0,0,.05) junk   g1 (2,1,0,.1) x   g2 (1,1,0,.2) same-scene match   g3 (3,2,1,.3) x
+    #   g4 (1,2,1,.4) other-scene match   g5 (1,3,0,.5) same   g6 (4,3,1,.6) x   g7 (1,4,1,.7) other
+    #   g8 (5,2,1,.95) x
+    # q1: pid 5, cam 0, scene 1; its only match g8 (scene 1) at .25 after g1 (.1) and g2 (.2).
+    d = np.array(
+        [
+            [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.95],
+            [0.9, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.25],
+        ]
+    )
+    qp, qc, qs = [1, 5], [0, 0], [0, 1]
+    gp = [1, 2, 1, 3, 1, 1, 4, 1, 5]
+    gc = [0, 1, 1, 2, 2, 3, 3, 4, 2]
+    gs = [0, 0, 0, 1, 1, 0, 1, 1, 1]
+    return d, *arr(qp, gp, qc, gc, qs, gs)
+
+
+def test_scene_split_hand_worked():
+    # q0 same-scene ranking (g0 junk, other-scene matches g4 g7 left out): g1 x, g2 v, g3 x, g5 v -> ranks 2, 4:
+    #    AP = (1/2 + 2/4) / 2 = 1/2.
+    # q0 other-scene ranking (g0, g2, g5 left out): g1 x, g3 x, g4 v, g6 x, g7 v -> ranks 3, 5: AP = (1/3 + 2/5) / 2.
+    # q1 same-scene: g1 x, g2 x, g8 v -> AP = 1/3; no other-scene match.
+    # same = (1/2 + 1/3) / 2 = 5/12 over 2 queries; other = 11/30 over 1 query; gap = 5/12 - 11/30 = 1/20.
+    d, qp, gp, qc, gc, qs, gs = scene_case()
+    out = reid.scene_split_ap(d, qp, gp, qc, gc, qs, gs)
+    assert out["same_bg_ap"] == pytest.approx(5 / 12, abs=1e-12)
+    assert out["diff_bg_ap"] == pytest.approx(11 / 30, abs=1e-12)
+    assert (out["n_same"], out["n_diff"]) == (2, 1)
+    assert out["gap"] == pytest.approx(1 / 20, abs=1e-12)
+    # one scene everywhere: the same-scene AP is the mAP, and nothing is "other"
+    one = reid.scene_split_ap(d, qp, gp, qc, gc, np.zeros(2), np.zeros(9))
+    assert one["same_bg_ap"] == pytest.approx(evaluate_distmat(d, qp, gp, qc, gc, max_rank=5)["mAP"], abs=1e-12)
+    assert one["diff_bg_ap"] is None and one["n_diff"] == 0 and one["gap"] is None
+
+
+def test_scene_split_ties_in_gallery_order_and_one_scene_equals_map():
+    # ties at .5 are ranked in gallery order: g0 x, g1 (same scene) v, g2 (other scene) v
+    d = np.array([[0.5, 0.5, 0.5]])
+    out = reid.scene_split_ap(d, *arr([1], [2, 1, 1], [0], [1, 1, 2], [0], [0, 0, 1]))
+    assert out["same_bg_ap"] == pytest.approx(1 / 2) and out["diff_bg_ap"] == pytest.approx(1 / 2)
+    for seed, kind in [(0, "ties"), (1, "inf"), (2, "continuous")]:
+        d, qp, gp, qc, gc = random_case(seed, 40, 90, kind)
+        one = reid.scene_split_ap(d, qp, gp, qc, gc, np.zeros(40), np.zeros(90))
+        full = evaluate_distmat(d, qp, gp, qc, gc, max_rank=20)
+        assert one["same_bg_ap"] == pytest.approx(full["mAP"], abs=1e-9)
+        assert one["n_same"] == full["num_valid_queries"]
+
+
+def reference_scene_split(d, qp, gp, qc, gc, qs, gs):
+    """Plain per-query reference: sort the row, drop junk and the other kind of match, average precision."""
+    aps = {"same": [], "diff": []}
+    for i in range(d.shape[0]):
+        order = np.lexsort((np.arange(d.shape[1]), d[i]))  # by distance, then gallery index
+        for kind in aps:
+            hits, seen, precisions = 0, 0, []
+            for g in order:
+                if gp[g] == qp[i] and gc[g] == qc[i]:
+                    continue  # junk
+                is_match = gp[g] == qp[i]
+                in_kind = (gs[g] == qs[i]) == (kind == "same")
+                if is_match and not in_kind:
+                    continue  # the other kind leaves this ranking
+                seen += 1
+                if is_match:
+                    hits += 1
+                    precisions.append(hits / seen)
+            if precisions:
+                aps[kind].append(np.mean(precisions))
+    return aps
+
+
+@pytest.mark.parametrize("kind", ["ties", "inf", "continuous"])
+def test_scene_split_random_against_plain_reference(kind, monkeypatch):
+    d, qp, gp, qc, gc = random_case(7, 40, 90, kind)
+    rng = np.random.default_rng(8)
+    qs, gs = rng.integers(0, 3, 40), rng.integers(0, 3, 90)
+    ref = reference_scene_split(d, qp, gp, qc, gc, qs, gs)
+    monkeypatch.setattr(reid, "_SCENE_ELEMENTS", 500)  # many row blocks and comparison sub-blocks
+    out = reid.scene_split_ap(d, qp, gp, qc, gc, qs, gs)
+    assert (out["n_same"], out["n_diff"]) == (len(ref["same"]), len(ref["diff"])) and min(
+        out["n_same"], out["n_diff"]
+    ) > 5
+    assert out["same_bg_ap"] == pytest.approx(np.mean(ref["same"]), abs=1e-12)
+    assert out["diff_bg_ap"] == pytest.approx(np.mean(ref["diff"]), abs=1e-12)
+
+
+def test_scene_split_from_features_equals_distmat_and_blocks(monkeypatch):
+    rng = np.random.default_rng(5)
+    qf, gf = torch.randn(30, 8, dtype=torch.float64), torch.randn(70, 8, dtype=torch.float64)
+    qp, gp = rng.integers(0, 10, 30), rng.integers(0, 10, 70)
+    qc, gc = rng.integers(0, 3, 30), rng.integers(0, 3, 70)
+    qs, gs = rng.integers(0, 2, 30), rng.integers(0, 2, 70)
+    ref = reid.scene_split_ap(reid.distance_matrix(qf, gf), qp, gp, qc, gc, qs, gs)
+    assert ref["n_same"] > 0 and ref["n_diff"] > 0
+    monkeypatch.setattr(reid, "_SCENE_ELEMENTS", 150)  # 2 queries per block
+    feats = reid.scene_split_features(qf, gf, qp, gp, qc, gc, qs, gs, metric="cosine")
+    for key in ("same_bg_ap", "diff_bg_ap", "n_same", "n_diff"):
+        assert feats[key] == pytest.approx(ref[key], abs=1e-12)
+
+
+def test_scene_split_bad_inputs_are_named():
+    d, qp, gp, qc, gc, qs, gs = scene_case()
+    with pytest.raises(ReIDInputError, match="g_scenes has 8 entries"):
+        reid.scene_split_ap(d, qp, gp, qc, gc, qs, gs[:8])
+    bad = d.copy()
+    bad[0, 3] = np.nan
+    with pytest.raises(ReIDInputError, match="NaN"):
+        reid.scene_split_ap(bad, qp, gp, qc, gc, qs, gs)
+
+
+def test_evaluator_reports_the_scene_split_by_the_distances_it_ranks():
+    from ppreid.metrics.reid_metric import ReIDEvaluator
+
+    rng = np.random.default_rng(6)
+    feats = torch.randn(24, 6)
+    pids = torch.as_tensor(rng.integers(0, 5, 24))
+    cams = torch.as_tensor(rng.integers(0, 4, 24))
+    scenes = cams % 2  # two cameras per scene, as night_cctv
+    nq = 8
+    ev = ReIDEvaluator(num_query=nq, num_gallery=16, scenes=(scenes[:nq], scenes[nq:]))
+    ev.update(feats, pids, cams, torch.arange(24))
+    res = ev.compute()
+    expect = reid.scene_split_features(
+        feats[:nq], feats[nq:], pids[:nq], pids[nq:], cams[:nq], cams[nq:], *scenes.split([nq, 16])
+    )
+    assert res["scene"] == expect
+    plain = ReIDEvaluator(num_query=nq, num_gallery=16)
+    plain.update(feats, pids, cams, torch.arange(24))
+    assert "scene" not in plain.compute()
+    with pytest.raises(ReIDInputError, match="set_scenes got 8 query and 15 gallery"):
+        plain.set_scenes(scenes[:nq], scenes[nq:-1])

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ppreid.data.datasets.base import build_dataset
@@ -107,3 +108,92 @@ def test_bad_domains_and_foreign_root_are_clear_errors(tmp_path):
     (tmp_path / "mine" / "stuff").mkdir(parents=True)
     with pytest.raises(ConfigValueError, match="not a GenePerson-mini folder"):
         ensure_genepers_mini(tmp_path / "mine", **TINY)
+
+
+def test_default_sizes_and_targets_are_the_data_configs(tmp_path):
+    import inspect
+
+    from conftest import compose_train
+
+    prep = compose_train([], tmp_path / "a").data.prepare
+    assert (prep.target_identities, prep.queries_per_identity, prep.gallery_per_identity) == (300, 2, 4)
+    defaults = inspect.signature(ensure_genepers_mini).parameters
+    for key in ("num_identities", "images_per_identity", "target_identities", "queries_per_identity"):
+        assert defaults[key].default == prep[key], key
+    corpus = compose_train(["data=sandbox_corpus"], tmp_path / "b").data
+    shared = {k: v for k, v in prep.items() if k not in ("_target_", "_partial_", "progress")}
+    assert {k: corpus.prepare.mini[k] for k in shared} == shared  # one GenePerson-mini folder for both
+    default_targets = [t.name for t in compose_train([], tmp_path / "c").data.targets]
+    assert (
+        default_targets == [d for d in DEFAULT_DOMAINS if d != "source"] == ["night_cctv", "station_indoor", "far_high"]
+    )
+    assert [t.name for t in corpus.targets][1:] == default_targets
+
+
+def test_camera_view_hand_worked_geometry_and_resolution():
+    from PIL import Image
+
+    from ppreid.synth.mini import CameraView
+
+    W, H = 64, 128
+    ramp = np.tile(np.arange(W, dtype=np.uint8)[None, :, None] * 4, (H, 1, 3))  # value = 4 x column
+    img = Image.fromarray(ramp)
+    # tilt k = 0.125: the top row samples the source between x = kW = 8 and (1 - k) W = 56 (magnified 1 / (1 - 2k)
+    # = 4/3); the bottom row is the source's
+    tilted = np.asarray(CameraView.apply(img, {"tilt": 0.125})).astype(float)[..., 0]
+    assert abs(tilted[0, 0] - 4 * 8) <= 4 and abs(tilted[0, -1] - 4 * 56) <= 4
+    assert np.abs(np.diff(tilted[0])).mean() == pytest.approx(4 * 0.75, abs=0.2)  # 3/4 of a column per column
+    assert np.abs(tilted[-1] - ramp[-1, :, 0]).max() <= 4
+    # squash s = 0.8: stretched to 80 columns, the centre 64 kept -> column x reads source (x + 8) * 0.8
+    squashed = np.asarray(CameraView.apply(img, {"squash": 0.8})).astype(float)[..., 0]
+    assert abs(squashed[5, 0] - 4 * 6.4) <= 4 and abs(squashed[5, 32] - 4 * 32) <= 4
+    # downscale 2: a one-pixel checkerboard averages to flat grey
+    checker = ((np.indices((H, W)).sum(0) % 2) * 255).astype(np.uint8)
+    flat = np.asarray(CameraView.apply(Image.fromarray(checker).convert("RGB"), {"downscale": 2.0})).astype(float)
+    assert np.abs(flat[2:-2, 2:-2] - 127.5).max() < 20
+    assert CameraView.apply(img, {}).tobytes() == img.tobytes()
+
+
+def test_far_high_is_a_far_high_camera(mini):
+    from PIL import Image
+
+    from ppreid.synth.mini import CameraView
+
+    view = DEFAULT_DOMAINS["far_high"]["view"]
+    cv = CameraView(None, **view)
+    for seed in (1, 2, 3):
+        p = cv.params(seed)
+        assert p == cv.params(seed)  # fixed per camera
+        assert all(view[k][0] <= v <= view[k][1] for k, v in p.items())
+
+    def sharpness(domain):  # mean absolute horizontal difference of the gallery images
+        paths = sorted((mini / domain / "bounding_box_test").glob("*.jpg"))
+        return np.mean([np.abs(np.diff(np.asarray(Image.open(p), float), axis=1)).mean() for p in paths])
+
+    assert sharpness("far_high") < 0.7 * min(sharpness("night_cctv"), sharpness("station_indoor"))
+    cfg = json.loads((mini / "far_high" / "dataset.json").read_text())["config"]
+    assert cfg["view"] == view and cfg["generator"]["person_height"] == [0.6, 0.75]
+
+
+def test_version_bump_rewrites_an_older_set(mini, tmp_path):
+    from ppreid.synth.mini import COMPLETE, MINI_VERSION
+
+    root = tmp_path / "old"
+    ensure_genepers_mini(root, **TINY)
+    marker = json.loads((root / COMPLETE).read_text())
+    assert marker["params"]["version"] == MINI_VERSION >= 2
+    marker["params"]["version"] = 1
+    (root / COMPLETE).write_text(json.dumps(marker))
+    stamp = (root / COMPLETE).stat().st_mtime_ns
+    ensure_genepers_mini(root, **TINY)
+    assert (root / COMPLETE).stat().st_mtime_ns != stamp
+    assert json.loads((root / COMPLETE).read_text())["params"]["version"] == MINI_VERSION
+
+
+def test_bad_view_is_a_clear_error(tmp_path):
+    bad = {**DEFAULT_DOMAINS, "far_high": {**DEFAULT_DOMAINS["far_high"], "view": {"tilt": [0.2, 0.5]}}}
+    with pytest.raises(ConfigValueError, match=r"view.tilt = \[0.2, 0.5\]: \[lo, hi\] with 0.0 <= lo <= hi <= 0.3"):
+        ensure_genepers_mini(tmp_path / "x", domains=bad, **TINY)
+    bad["far_high"]["view"] = {"zoom": [1, 2]}
+    with pytest.raises(ConfigValueError, match="keys among"):
+        ensure_genepers_mini(tmp_path / "x", domains=bad, **TINY)

@@ -212,7 +212,7 @@ def test_default_config_writes_mini_data_and_evaluates_every_target(tmp_path):
     res = run_train(TINY + TOY_MINI, tmp_path / "run", tmp_path / "data")
     mini = tmp_path / "data" / "GenePerson-mini"
     assert (mini / "source" / "manifest.jsonl").is_file()
-    assert set(res["test"]) == {"night_cctv", "station_indoor"}
+    assert set(res["test"]) == {"night_cctv", "station_indoor", "far_high"}
     assert res["data"] == "genepers_mini"
     assert all(0.0 <= m["mAP"] <= 1.0 for m in res["test"].values())
 

@@ -8,7 +8,10 @@
   domain and, for a few identities, by identity (``eval.embedding_plot``);
 - ``ranked_<target>.png``: a few queries with their top-k gallery images, green / red borders for the
   right / wrong identity, like torchreid's visrank (``test/ranked/<target>``); how many queries and
-  how deep is ``eval.ranked_list``.
+  how deep is ``eval.ranked_list``;
+- ``scene_sensitivity.png``: per target, the AP of the true matches in the query's own scene against
+  those in another scene (``test/scene_sensitivity``), for targets whose records name their scene
+  (GenePerson's ``background`` attribute); the figures also go to results.json's ``scene_sensitivity``.
 
 ``loss_curves.png`` is drawn by :mod:`ppreid.callbacks.loss_curves`.
 """
@@ -108,6 +111,57 @@ def plot_embedding(
     plt.close(fig)
 
 
+def plot_scene_sensitivity(scene: dict[str, dict], path: Path) -> None:
+    """Grouped bars: per target, the AP over same-scene matches and over other-scene matches
+    (``scene_split_ap``'s dict per target), with the query counts; a target whose matches all share
+    the query's scene has one bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(scene)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(names), 3.6), dpi=120)
+    width = 0.38
+    for k, (key, n_key, label, color) in enumerate(
+        (
+            ("same_bg_ap", "n_same", "matches in the query's scene", "tab:blue"),
+            ("diff_bg_ap", "n_diff", "matches in another scene", "tab:orange"),
+        )
+    ):
+        for i, name in enumerate(names):
+            value = scene[name].get(key)
+            x = i + (k - 0.5) * width
+            if value is None:
+                ax.text(x, 2, "none", ha="center", va="bottom", fontsize=7, color="grey", rotation=90)
+                continue
+            ax.bar(x, 100 * value, width, color=color, label=label)
+            ax.text(
+                x, 100 * value + 1, f"{100 * value:.1f}\nn={scene[name][n_key]}", ha="center", va="bottom", fontsize=7
+            )
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper right")
+    ax.set_xticks(range(len(names)), names, fontsize=8)
+    ax.set_ylabel("AP (%)")
+    ax.set_ylim(0, 118)
+    ax.set_title("Scene sensitivity: AP by the scene of the true matches", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def scene_ids(records, key: str) -> list[int] | None:
+    """Each record's scene as an integer id (the sorted distinct values of ``attributes[key]``), or None
+    when some record does not name it (real datasets carry no attributes)."""
+    values = [(getattr(r, "attributes", None) or {}).get(key) for r in records]
+    if not values or any(v is None for v in values):
+        return None
+    index = {v: i for i, v in enumerate(sorted(set(map(str, values))))}
+    return [index[str(v)] for v in values]
+
+
 def dataset_pid_caption(record, with_source: bool = False) -> str:
     """``id 1502 c3``: the pid in the image's file name (Market-style names, MSMT17, GenePerson: the leading
     number), which a person can look up in the data set; the relabelled class index when the name has none.
@@ -118,8 +172,12 @@ def dataset_pid_caption(record, with_source: bool = False) -> str:
 
 
 class ReIDMediaCallback(pl.Callback):
-    def __init__(self, num_train_images: int = 32) -> None:
+    """The pictures above; ``scene_key``: the record attribute that names an image's scene (the scene
+    split of every target whose records carry it; null: none)."""
+
+    def __init__(self, num_train_images: int = 32, scene_key: str | None = "background") -> None:
         self.num_train_images = int(num_train_images)
+        self.scene_key = scene_key
 
     @staticmethod
     def _wandb(trainer: pl.Trainer):
@@ -156,12 +214,33 @@ class ReIDMediaCallback(pl.Callback):
                 ],
             )
 
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Hand every target's evaluator the scene of each query and gallery image (every rank: each
+        computes the metrics), so the test also measures how much the ranking follows the scene."""
+        if not self.scene_key:
+            return
+        targets = {t.name: t for t in getattr(trainer.datamodule, "targets", None) or []}
+        for name, evaluator in zip(getattr(pl_module, "target_names", []), getattr(pl_module, "evaluators", [])):
+            if name not in targets or not hasattr(evaluator, "set_scenes"):
+                continue
+            splits = targets[name].splits
+            ids = scene_ids(list(splits.query) + list(splits.gallery), self.scene_key)
+            if ids is not None:
+                evaluator.set_scenes(ids[: len(splits.query)], ids[len(splits.query) :])
+
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         results = getattr(pl_module, "eval_results", {}).get("test")
-        if not trainer.is_global_zero or not results:
+        if not results:
+            return
+        scene = {name: res["scene"] for name, res in results.items() if "scene" in res}
+        if scene and isinstance(getattr(pl_module, "extra_results", None), dict):
+            pl_module.extra_results["scene_sensitivity"] = scene
+        if not trainer.is_global_zero:
             return
         out = Path(trainer.default_root_dir)
         out.mkdir(parents=True, exist_ok=True)
+        if scene:
+            self._save_scene(trainer, scene, out)
         self._save_curves(trainer, results, out)
         if all("features" in r for r in results.values()):
             self._save_embedding(trainer, results, out)
@@ -185,6 +264,22 @@ class ReIDMediaCallback(pl.Callback):
                 lg.experiment.log(
                     {f"test/{name}/cmc_curve": wandb.plot.line(table, "rank", "cmc", title=f"CMC {name}")}
                 )
+
+    def _save_scene(self, trainer: pl.Trainer, scene: dict, out: Path) -> None:
+        for name, s in scene.items():
+            log.info(
+                "scene sensitivity %s: AP over matches in the query's scene %s (%d queries), in another scene %s "
+                "(%d queries)",
+                name,
+                "-" if s["same_bg_ap"] is None else f"{100 * s['same_bg_ap']:.1f}",
+                s["n_same"],
+                "-" if s["diff_bg_ap"] is None else f"{100 * s['diff_bg_ap']:.1f}",
+                s["n_diff"],
+            )
+        path = out / "scene_sensitivity.png"
+        plot_scene_sensitivity(scene, path)
+        for lg in self._wandb(trainer):
+            lg.log_image(key="test/scene_sensitivity", images=[str(path)])
 
     def _save_embedding(self, trainer: pl.Trainer, results: dict, out: Path) -> None:
         path = out / "embedding_test.png"

@@ -16,7 +16,14 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from ppreid.metrics.reid import ReIDEvalInputError, distance_matrix, evaluate_distmat, evaluate_features
+from ppreid.metrics.reid import (
+    ReIDEvalInputError,
+    distance_matrix,
+    evaluate_distmat,
+    evaluate_features,
+    scene_split_ap,
+    scene_split_features,
+)
 
 
 class ReIDEvaluator(Metric):
@@ -32,7 +39,9 @@ class ReIDEvaluator(Metric):
     re-ranked distances (builds the Q x G, Q x Q and G x G distances); ``ranked_queries`` > 0 adds
     ``ranked``: for that many evenly spaced queries, the top ``ranked_topk`` gallery indices (same-pid
     same-camera entries left out, as the metric does) and whether each is a true match;
-    ``keep_features`` adds ``features``: the ordered query / gallery features, pids and camids (CPU).
+    ``keep_features`` adds ``features``: the ordered query / gallery features, pids and camids (CPU);
+    ``scenes`` = (query scenes (Q,), gallery scenes (G,)) integer ids, or :meth:`set_scenes`, adds
+    ``scene``: the scene split of :func:`ppreid.metrics.reid.scene_split_ap` by the same distances.
     """
 
     is_differentiable = False
@@ -50,6 +59,7 @@ class ReIDEvaluator(Metric):
         keep_features: bool = False,
         ranked_queries: int = 0,
         ranked_topk: int = 10,
+        scenes: tuple[Any, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -66,6 +76,21 @@ class ReIDEvaluator(Metric):
         self.strict = bool(strict)
         for name in ("features", "pids", "camids", "indices"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
+        self.scenes: tuple[torch.Tensor, torch.Tensor] | None = None
+        if scenes is not None:
+            self.set_scenes(*scenes)
+
+    def set_scenes(self, query_scenes: Any, gallery_scenes: Any) -> None:
+        """Scene id of every query (Q,) and gallery image (G,), in dataset order (e.g. the index of each
+        image's background): full evaluations then also report the scene split (``scene``)."""
+        q = torch.as_tensor(query_scenes, dtype=torch.long).reshape(-1)
+        g = torch.as_tensor(gallery_scenes, dtype=torch.long).reshape(-1)
+        if q.numel() != self.num_query or (self.num_gallery is not None and g.numel() != int(self.num_gallery)):
+            raise ReIDEvalInputError(
+                f"set_scenes got {q.numel()} query and {g.numel()} gallery scenes for a set of {self.num_query} "
+                f"queries and {self.num_gallery} gallery images; pass one scene id per image in dataset order."
+            )
+        self.scenes = (q, g)
 
     def update(
         self,
@@ -150,6 +175,13 @@ class ReIDEvaluator(Metric):
         else:
             result = evaluate_features(
                 qf, gf, q_pids, g_pids, q_camids, g_camids, metric=self.metric, max_rank=self.max_rank
+            )
+        if extras and self.scenes is not None and self.scenes[1].numel() == gf.shape[0]:
+            ids = (q_pids, g_pids, q_camids, g_camids, *(t.to(qf.device) for t in self.scenes))
+            result["scene"] = (
+                scene_split_ap(reranked, *ids)
+                if reranked is not None
+                else scene_split_features(qf, gf, *ids, metric=self.metric)
             )
         if extras and self.ranked_queries > 0:
             result["ranked"] = self._ranked(qf, gf, q_pids, g_pids, q_camids, g_camids, reranked)

@@ -45,7 +45,7 @@ COMPLETE = ".complete.json"
 CORPUS_VERSION = 1
 SPLITS = ("train", "heldout")
 CORPUS_KEY = 200  # corpus split seeds: derive_seed(seed, 200, split index), apart from the mini's domain seeds
-DEFAULT_MINI = {"seed": 0, "num_identities": 300, "target_identities": 100, "domains": None}
+DEFAULT_MINI = {"seed": 0, "num_identities": 300, "target_identities": 300, "domains": None}
 
 
 def target_only_words(domains: Mapping[str, Any] | None = None) -> dict[str, list[str]]:
