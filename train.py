@@ -239,6 +239,7 @@ def run(cfg: DictConfig, started_at: float | None = None) -> dict:
         "test": test_metrics,
         **model.extra_results,
         "val": val_metrics,
+        **({"training": _training_signal(trainer)} if cfg.train else {}),
         "identity": identity,
         "evaluation": {**evaluation, **({"data": cfg.data.get("name"), "seed": cfg.seed} if eval_only else {})},
         **({"checkpoint": _checkpoint_record(cfg.ckpt_path, ckpt_meta, trained_by)} if eval_only else {}),
@@ -270,6 +271,21 @@ def run(cfg: DictConfig, started_at: float | None = None) -> dict:
             )
             log.info("%s to get one to evaluate or audit", how)
     return {**results, "scalars": scalars}
+
+
+def _training_signal(trainer) -> dict:
+    """What the run saw while it trained, for the study tables (``tables.py --metrics loss:<term>``): the
+    loss-curves callback's epoch means, ``{"loss": {term: [[epoch, mean], ...]}, "val": {metric: [[epoch,
+    value], ...]}}`` (the validation metrics per validated epoch); empty without that callback."""
+    from ppreid.callbacks.loss_curves import LossCurvesCallback
+
+    for cb in trainer.callbacks:
+        if isinstance(cb, LossCurvesCallback):
+            return {
+                part: {k: [[int(e), float(v)] for e, v in points] for k, points in sorted(curves.items()) if points}
+                for part, curves in (("loss", cb.train), ("val", cb.val))
+            }
+    return {}
 
 
 def _resolve_precision(cfg: DictConfig, log) -> None:
