@@ -45,7 +45,7 @@ def metric_value(
         section, _, key = metric.partition(".")
         per_target = run.result.get(section)
         v = _walk(per_target.get(target) if isinstance(per_target, dict) else None, key)
-        return None if v is None else v * 100
+        return v if v is None or section == "privacy" else v * 100  # privacy.<path>: as the audit writes it
     p = _privacy(run, target)
     if p is None:
         return None

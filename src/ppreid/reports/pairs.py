@@ -15,7 +15,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ppreid.reports.columns import metric_value, run_value
-from ppreid.reports.run_results import METRICS, Run, TableInputError, _decimals, is_run_level, is_target_field
+from ppreid.reports.run_results import (
+    METRICS,
+    Run,
+    TableInputError,
+    _decimals,
+    group_key,
+    is_run_level,
+    is_target_field,
+)
 from ppreid.reports.stats import CONFIDENCE, paired_ci
 
 HEADER = ["A - B", "seeds", "per seed", "mean", "95% CI", "CI"]
@@ -51,7 +59,7 @@ def parse_pairs(spec: str, rows: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def _by_seed(runs: Sequence[Run], row: str) -> dict[str, Run]:
-    hashes = sorted({r.result["identity"]["config_hash"] for r in runs})
+    hashes = sorted({group_key(r) for r in runs})  # an audit: the audited config + the attack's
     if len(hashes) > 1:
         raise TableInputError(
             f"row {row!r} holds {len(hashes)} configurations ({', '.join(h[:8] for h in hashes)}); "

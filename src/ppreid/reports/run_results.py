@@ -321,8 +321,10 @@ def is_run_level(metric: str) -> bool:
 
 
 def is_target_field(metric: str) -> bool:
-    """``<section>.<key>``: a per-target fraction in another section of results.json, e.g.
-    ``scene_sensitivity.diff_bg_ap`` reads ``scene_sensitivity[<target>]["diff_bg_ap"]`` (shown in %)."""
+    """``<section>.<key>``: a per-target value in another section of results.json, e.g.
+    ``scene_sensitivity.diff_bg_ap`` reads ``scene_sensitivity[<target>]["diff_bg_ap"]``: a fraction, shown
+    in %; ``privacy.<dotted.path>`` reads the audit's entry of the target as written (SSIM units), e.g.
+    ``privacy.in_domain.image_specific_gain``."""
     section, dot, key = metric.partition(".")
     return bool(dot and section and key and ":" not in metric and section not in ("test", "val", "identity"))
 
@@ -357,4 +359,6 @@ def _decimals(metric: str) -> int:
         return PRIVACY_KINDS[kind][2]
     if is_run_level(metric):
         return RUN_SCALARS.get(metric, RUN_PREFIXES.get(kind, 3))
+    if is_target_field(metric):
+        return 3 if metric.startswith("privacy.") else 1
     return PRIVACY_SCALARS[metric][2] if metric in PRIVACY_SCALARS else 1

@@ -70,6 +70,7 @@ from ppreid.reports.run_results import (
     group_key,
     is_audit,
     is_run_level,
+    is_target_field,
     kind_cell,
     load_result,
     mean_std,
@@ -229,7 +230,7 @@ def units_note(metrics: Sequence[str]) -> str:
         if m in METRICS
         or m == "chance"
         or m.partition(":")[0] in ("leak", "leakref", "val")
-        or (not is_run_level(m) and "." in m and ":" not in m)
+        or (is_target_field(m) and not m.startswith("privacy."))
     ]
     other = {
         "SSIM": "SSIM in [0, 1]",
@@ -239,9 +240,11 @@ def units_note(metrics: Sequence[str]) -> str:
         "loss": "loss:<term> the training loss's epoch mean",
         "run": "run:<path> as results.json writes it",
         "minutes": "minutes of wall time",
+        "privacy.": "privacy.<path> as the audit writes it",
     }
     parts = [f"{', '.join(percent)} in %"] if percent else []
     parts += list(dict.fromkeys(other[m.partition(":")[0]] for m in metrics if m.partition(":")[0] in other))
+    parts += [other["privacy."]] if any(m.startswith("privacy.") for m in metrics) else []
     return (
         "Numbers: " + "; ".join(parts) + ". A cell is the mean ± sample std over the row's runs (seeds); "
         "mean/<metric>: per run the mean over the targets shown."
