@@ -136,7 +136,7 @@ def test_docs_blocks_are_rendered_checked_and_say_not_yet_run(tmp_path, monkeypa
     assert "hand-edited" not in text and "old numbers" not in text and text.endswith("<!-- /table -->\nEnd.\n")
     assert "`python experiments/tables.py experiments/results/dppp --metrics mAP`:\n\n| row | runs |" in text
     assert "| pdm-a - pdm-b | 1,2,3,4,5 |" in text
-    assert "*Not yet run*: `experiments/results/privacy` is not in the repository yet" in text
+    assert "<!-- table: experiments/results/privacy --mean-only -->\n*Not yet run*: no results under" in text
     assert tables.main(["--check-docs"]) == 0
     # a changed bundle makes the page stale again
     one = tmp_path / "experiments/results/dppp/pdm-a/s1.json"
@@ -147,6 +147,10 @@ def test_docs_blocks_are_rendered_checked_and_say_not_yet_run(tmp_path, monkeypa
     page.write_text(page.read_text() + "<!-- table: experiments/results/dppp -->\nno end\n")
     assert tables.main(["--check-docs"]) == 2
     assert "without its '<!-- /table -->'" in capsys.readouterr().err
+    # a misspelt column fails even while its bundle is not there
+    page.write_text("<!-- table: experiments/results/privacy --metrics mAPP -->\n<!-- /table -->\n")
+    assert tables.main(["--check-docs"]) == 2
+    assert "unknown metric 'mAPP'" in capsys.readouterr().err
 
 
 def test_repository_docs_tables_equal_the_scripts_output_on_the_committed_bundles():
@@ -177,3 +181,33 @@ def test_train_writes_the_training_signal_that_the_bundle_keeps(market_two_epoch
     row = capsys.readouterr().out.splitlines()[2]
     first, last = (f"{v:.3f}" for _, v in loss["loss"])
     assert row.startswith("| bot | 1 | 42 |") and row.endswith(f"| {first} | {last} |")
+
+
+def test_bundle_refuses_two_runs_of_one_row_and_seed_and_reads_one_row(tmp_path, capsys):
+    _run(tmp_path / "a" / "pdm" / "s1", 1, (0.5, 0.6), "aaaa1111")
+    _run(tmp_path / "b" / "pdm" / "s1", 1, (0.4, 0.6), "aaaa1111")
+    out = tmp_path / "results"
+    assert bundle.main([str(tmp_path / "a"), str(tmp_path / "b"), "--study", "x", "--out", str(out)]) == 2
+    assert "are both row 'pdm', seed 1" in capsys.readouterr().err and not (out / "x").exists()
+    assert bundle.main([str(tmp_path / "a"), "--study", "../x", "--out", str(out)]) == 2
+    assert "cannot be a folder name" in capsys.readouterr().err
+    # bundled in two steps (a study bundled as its seeds finish); one row folder reads alone
+    assert bundle.main([str(tmp_path / "a"), "--study", "x", "--out", str(out)]) == 0
+    _run(tmp_path / "c" / "bot" / "s2", 2, (0.3, 0.3), "cccc3333")
+    assert bundle.main([str(tmp_path / "c"), "--study", "x", "--out", str(out)]) == 0
+    assert json.loads((out / "x" / "bundle.json").read_text())["rows"] == {"bot": [2], "pdm": [1]}
+    capsys.readouterr()
+    assert tables.main([str(out / "x" / "pdm"), "--metrics", "mAP"]) == 0
+    assert capsys.readouterr().out.splitlines()[2] == "| pdm | 1 | 1 | 50.0 | 60.0 | 55.0 |"
+
+
+def test_privacy_fields_read_the_audits_entry_as_written(tmp_path, capsys):
+    """privacy.<path> per target, in SSIM units (not %): per run the mean over t1, t2 (0.03, 0.05) -> 0.040 ± 0.014."""
+    for seed, gains in ((1, (0.02, 0.04)), (2, (0.04, 0.06))):
+        privacy = {t: {"in_domain": {"image_specific_gain": g}} for t, g in zip(("t1", "t2"), gains)}
+        audit = {"group_hash": "g", "extractor": {"model": "bot"}}
+        _run(tmp_path / "unprotected" / f"s{seed}", seed, (0.5, 0.5), f"h{seed}", privacy=privacy, audit=audit)
+    metric = "privacy.in_domain.image_specific_gain"
+    assert tables.main([str(tmp_path), "--mean-only", "--label", "extractor.model", "--metrics", metric]) == 0
+    out = capsys.readouterr().out
+    assert "| bot | 2 | 1,2 | 0.040 ± 0.014 |" in out and "privacy.<path> as the audit writes it" in out

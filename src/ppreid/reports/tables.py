@@ -5,6 +5,9 @@
     python experiments/tables.py logs/ --label model loss epochs --targets night_cctv station_indoor
     python experiments/tables.py logs/ --include-debug --show-hash
     python experiments/tables.py logs/audits --baseline logs/audits/unprotected --mean-only   # privacy audits
+    python experiments/tables.py experiments/results/dppp_sandbox --metrics mAP val:mAP loss:loss minutes
+    python experiments/tables.py logs/dppp_sandbox --pairs "pdm_aligned-clipreid_aligned,pdm_aligned-pdm_random"
+    python experiments/tables.py --update-docs        # from the repository root: every docs table block
 
 Every folder given is searched recursively for ``results.json``. Runs are grouped by
 ``identity.config_hash`` alone (same resolved config, only the seed differs), so runs of different
@@ -30,6 +33,18 @@ attribute probes' mean balanced-accuracy gain over chance, in points, for nuisan
 attributes), ``chance``, ``URR`` (mAP / SSIM of the strongest attacker) and, with ``--baseline RUN_DIR``
 (the audits of the unprotected model), ``nURR`` = (mAP / mAP_base) / (SSIM / SSIM_base), the
 baseline's values being its means over its runs.
+
+Run-level columns (one per run, after the per-target ones): ``val:<metric>`` (the source validation
+split, %), ``loss:<term>[@first|@last|@<epoch>]`` (a training loss's epoch mean, results.json's
+``training`` block), ``run:<dotted.path>`` (any number of results.json as written) and ``minutes`` (wall
+time). Per-target fields: ``<section>.<key>`` (a fraction of another per-target section, in %, e.g.
+``scene_sensitivity.diff_bg_ap``) and ``privacy.<path>`` (the audit's per-target entry, as written).
+
+A results bundle (``experiments/bundle.py``: ``<bundle>/bundle.json`` and ``<bundle>/<row>/s<seed>.json``)
+reads like the run folders it came from, labelled by ``row``. ``--pairs "A-B,C-D"`` prints paired-by-seed
+differences of study rows with their 95% t interval instead of the rows (:mod:`ppreid.reports.pairs`).
+``--update-docs`` / ``--check-docs`` render / check the docs' ``<!-- table: ARGS -->`` blocks
+(:mod:`ppreid.reports.doc_tables`).
 
 Published figures (``--published FILE``, e.g. ``experiments/published/dppp.yaml``) are added below our
 rows, never pooled with them: each published row fills the label columns it names, its figures
@@ -412,11 +427,11 @@ def doc_block(arguments: str, root: Path, warn: Callable[[str], None] = _warn_st
         raise TableInputError(
             f"docs block '<!-- table: {arguments} -->': markdown to the page only (no --out, --format)"
         )
-    command = f"python experiments/tables.py {arguments}"
+    check_metrics([*(args.metrics or []), args.pair_metric])  # a misspelt column fails before the study has run
     missing = [p for p in args.paths + [args.baseline, args.published] if p and not (root / p).exists()]
     if missing:
-        return f"*Not yet run*: `{missing[0]}` is not in the repository yet; `{command}` renders this table from it.\n"
-    return f"`{command}`:\n\n" + table_text(args, root, warn)
+        return f"*Not yet run*: no results under `{missing[0]}` yet.\n"
+    return f"`python experiments/tables.py {arguments}`:\n\n" + table_text(args, root, warn)
 
 
 def _docs(args: argparse.Namespace) -> int:
