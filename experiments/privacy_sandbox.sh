@@ -3,9 +3,10 @@
 # (unprotected and each defence) twice, as configured and with the positive control model.leak=background
 # (a branch that stores a background thumbnail in part of the feature: a leak ReID does not need; row
 # <row>_leak), each checkpoint audited the same way (model=attack, cross-domain and in-domain, leakage
-# judged by an independent reference BoT trained once at seed 100). Then the results bundle of the audits
-# (experiments/results/$STUDY, committed; an audit's results.json holds the extractor's utility too) and
-# the tables rendered from it.
+# judged by an independent reference BoT trained once at seed 100). Then the results bundles of the audits
+# (experiments/results/$STUDY; an audit's results.json holds the extractor's utility too) and of the
+# training runs (experiments/results/${STUDY}_train: validation and loss terms), both committed, and the
+# tables rendered from them.
 #
 #   bash experiments/privacy_sandbox.sh                                        # everything (5 seeds x 12 rows)
 #   SEEDS="1" ROWS="unprotected gan" LEAK="" bash experiments/privacy_sandbox.sh   # a subset, no leak rows
@@ -74,9 +75,14 @@ done
 # the unprotected row), the paired differences against the unprotected row with their 95% CIs, and every
 # docs table rendered again from the bundle; the trade-off plot from the run folders
 BUNDLE=experiments/results/$STUDY
-audits=()
-for name in "${names[@]}"; do [ -d "$OUT/audit/$name" ] && audits+=("$OUT/audit/$name"); done
+audits=() trained=()
+for name in "${names[@]}"; do
+  [ -d "$OUT/audit/$name" ] && audits+=("$OUT/audit/$name")
+  [ -d "$OUT/train/$name" ] && trained+=("$OUT/train/$name")
+done
 python experiments/bundle.py "${audits[@]}" --study "$STUDY"
+# the training runs too: what each defence saw while it trained (source validation, its loss terms)
+python experiments/bundle.py "${trained[@]}" --study "${STUDY}_train"
 python experiments/tables.py "$BUNDLE" --baseline "$BUNDLE/unprotected" --mean-only --label row --out "$OUT/table.md"
 pairs=""
 for name in "${names[@]}"; do

@@ -68,6 +68,20 @@ def _round(tree):
     return tree
 
 
+def _dumps(obj, depth: int = 0) -> str:
+    """Indented JSON (keys sorted) with every list of plain values on one line (an epoch's [epoch, value],
+    a row's seeds): small files whose diffs read line by line."""
+    pad, inner = " " * depth, " " * (depth + 1)
+    if isinstance(obj, dict) and obj:
+        items = [f"{inner}{json.dumps(str(k))}: {_dumps(obj[k], depth + 1)}" for k in sorted(obj)]
+        text = "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    elif isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
+        text = "[\n" + ",\n".join(f"{inner}{_dumps(v, depth + 1)}" for v in obj) + f"\n{pad}]"
+    else:
+        text = json.dumps(obj)
+    return text + ("\n" if depth == 0 else "")
+
+
 def _safe(name: str, what: str) -> str:
     if not name or "/" in name or name.startswith(".") or name != name.strip():
         raise TableInputError(f"{what} {name!r} cannot be a folder name")
@@ -104,7 +118,7 @@ def bundle(
         record.update({"study": study, "row": name, "source": str(run.path.parent)})
         records.append((target, _round(record)))
     for target, record in records:
-        text = json.dumps(record, indent=1, sort_keys=True) + "\n"
+        text = _dumps(record)
         if len(text) > LARGE_BYTES:
             sizes = sorted(((len(json.dumps(v)), k) for k, v in record.items()), reverse=True)[:3]
             warn(
@@ -130,7 +144,7 @@ def write_manifest(folder: Path, study: str) -> dict:
         "(experiments/bundle.py); render with experiments/tables.py",
         "rows": rows,
     }
-    (folder / BUNDLE_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    (folder / BUNDLE_MANIFEST).write_text(_dumps(manifest))
     return manifest
 
 
