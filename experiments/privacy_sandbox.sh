@@ -88,13 +88,16 @@ pairs=""
 for name in "${names[@]}"; do
   case $name in
     unprotected) ;;
-    *_leak) [ "$name" != unprotected_leak ] && pairs+="${pairs:+,}$name-unprotected_leak" ;;
+    unprotected_leak) pairs+="${pairs:+,}unprotected_leak-unprotected" ;;   # the control's leak itself
+    *_leak) pairs+="${pairs:+,}$name-unprotected_leak" ;;
     *) pairs+="${pairs:+,}$name-unprotected" ;;
   esac
 done
-if [ -n "$pairs" ]; then  # each row against its unprotected twin: the cost in mAP, the change of the strongest gain
+if [ -n "$pairs" ]; then  # each row against its unprotected twin: the cost in mAP, then what ReID does not need
   python experiments/tables.py "$BUNDLE" --pairs "$pairs" --out "$OUT/paired_map.md"
-  python experiments/tables.py "$BUNDLE" --pairs "$pairs" --pair-metric gain --out "$OUT/paired_gain.md"
+  for metric in privacy.in_domain.image_specific_gain privacy.cross_domain.background_gain gain; do
+    python experiments/tables.py "$BUNDLE" --pairs "$pairs" --pair-metric "$metric" --out "$OUT/paired_${metric##*.}.md"
+  done
 fi
 python experiments/privacy_plot.py "${audits[@]}" --baseline "$OUT/audit/unprotected" --out "$OUT/tradeoff.png" \
   | tee "$OUT/tradeoff.md"

@@ -37,6 +37,7 @@ def _run(folder: Path, seed: int, maps: tuple[float, float], config_hash: str, *
         "run_dir": str(folder),
         "ckpt_path": None,
         "grad_norms": {"i2t": 0.123456789},
+        "audit": {"group_hash": None, "curves": {"l1": {"step": list(range(500))}}, "cost_s": {"l1": 3.0}},
         **top,
     }
     folder.mkdir(parents=True)
@@ -76,6 +77,7 @@ def test_bundle_keeps_the_table_keys_and_tables_reads_it(tmp_path, capsys):
     one = json.loads((out / "dppp" / "pdm-a" / "s1.json").read_text())
     assert "run_dir" not in one and "ckpt_path" not in one and one["row"] == "pdm-a" and one["study"] == "dppp"
     assert one["grad_norms"]["i2t"] == 0.123457  # 6 significant digits
+    assert one["audit"] == {"group_hash": None, "cost_s": {"l1": 3.0}}  # the attackers' curves are not kept
     assert max(f.stat().st_size for f in files) < 4000  # a few KB
     manifest = json.loads((out / "dppp" / "bundle.json").read_text())
     assert manifest["rows"] == {"pdm-a": [1, 2, 3, 4, 5], "pdm-b": [1, 2, 3, 4, 5]}

@@ -9,8 +9,9 @@ runs are left out, as in the tables). Each run is written to ``<out>/<study>/<ro
 (``--out`` default ``experiments/results``): its row is ``--row`` or the name of the folder above the
 run folder (``logs/dppp_sandbox/pdm_aligned/s1`` -> ``pdm_aligned``, the layout the study scripts
 write). A file keeps only :data:`KEEP` (the test and source-validation metrics, the identity block,
-the training losses' epoch means, the scene-sensitivity and privacy sections, seed, kind flags, times,
-commit, overrides) plus any ``--keep`` key, numbers rounded to 6 significant digits: a few KB per run.
+the training losses' epoch means, the scene-sensitivity, privacy and image-encoder gradient-norm
+sections, seed, kind flags, times, commit, overrides) plus any ``--keep`` key, less :data:`DROP` (the
+audit's attacker curves), numbers rounded to 6 significant digits: a few KB per run.
 ``<out>/<study>/bundle.json`` lists the rows and seeds. Bundling a run again replaces its file, so a
 study can be bundled as its seeds finish. ``experiments/tables.py <out>/<study>`` then reads the bundle
 like run folders (label column ``row``), and the docs' tables are rendered from it
@@ -42,6 +43,7 @@ KEEP = (
     "scene_sensitivity",
     "privacy",
     "audit",
+    "grad_norm_image",
     "seed",
     "debug",
     "partial",
@@ -53,6 +55,8 @@ KEEP = (
     "run_time_s",
     "overrides",
 )
+# inside the kept keys, what no table reads and would weigh most: the attackers' loss curves (step by step)
+DROP = ("audit.curves",)
 SIGNIFICANT = 6
 LARGE_BYTES = 16_000  # above this a file is no longer "a few KB": say which keys weigh
 
@@ -80,6 +84,16 @@ def _dumps(obj, depth: int = 0) -> str:
     else:
         text = json.dumps(obj)
     return text + ("\n" if depth == 0 else "")
+
+
+def _without(tree: dict, path: list[str]) -> dict:
+    """``tree`` less the key at ``path`` (copies on the way: the loaded results.json stays intact)."""
+    head, rest = path[0], path[1:]
+    if head not in tree:
+        return tree
+    if not rest:
+        return {k: v for k, v in tree.items() if k != head}
+    return {**tree, head: _without(tree[head], rest)} if isinstance(tree[head], dict) else tree
 
 
 def _safe(name: str, what: str) -> str:
@@ -115,6 +129,8 @@ def bundle(
             )
         planned[target] = run.path
         record = {k: run.result[k] for k in keys if k in run.result}
+        for dotted in DROP:
+            record = _without(record, dotted.split("."))
         record.update({"study": study, "row": name, "source": str(run.path.parent)})
         records.append((target, _round(record)))
     for target, record in records:
