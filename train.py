@@ -278,7 +278,7 @@ def _training_signal(trainer, model) -> dict:
     means ``{"loss": {term: [[epoch, mean], ...]}, "val": {metric: [[epoch, value], ...]}}`` from the
     loss-curves callback (``train/loss*``; the validation metrics per validated epoch), plus the model's own
     per-stage / per-phase history where it keeps one (``loss_history``: terms ``<stage>/<term>``, e.g.
-    ``stage2/i2t``); empty without either."""
+    ``stage2/i2t_ce``); empty without either."""
     from ppreid.callbacks.loss_curves import LossCurvesCallback
 
     def points(curve) -> list[list[float]]:
