@@ -128,6 +128,7 @@ def test_docs_blocks_are_rendered_checked_and_say_not_yet_run(tmp_path, monkeypa
         "# Study\n<!-- table: experiments/results/dppp --metrics mAP -->\nhand-edited numbers\n<!-- /table -->\n"
         "Between.\n<!-- table: experiments/results/dppp --pairs pdm-a-pdm-b -->\n<!-- /table -->\n"
         "<!-- table: experiments/results/privacy --mean-only -->\nold numbers\n<!-- /table -->\nEnd.\n"
+        "<!-- table: experiments/results/dppp --pairs pdm-a-pdm-notext -->\n<!-- /table -->\n"
     )
     monkeypatch.chdir(tmp_path)
     assert tables.main(["--check-docs"]) == 1
@@ -135,7 +136,8 @@ def test_docs_blocks_are_rendered_checked_and_say_not_yet_run(tmp_path, monkeypa
     assert tables.main(["--update-docs"]) == 0
     assert "updated docs/studies.md" in capsys.readouterr().out
     text = page.read_text()
-    assert "hand-edited" not in text and "old numbers" not in text and text.endswith("<!-- /table -->\nEnd.\n")
+    assert "hand-edited" not in text and "old numbers" not in text and "<!-- /table -->\nEnd.\n" in text
+    assert "*Not yet run*: --pairs item 'pdm-a-pdm-notext' names no two rows" in text  # a row still to run
     assert "`python experiments/tables.py experiments/results/dppp --metrics mAP`:\n\n| row | runs |" in text
     assert "| pdm-a - pdm-b | 1,2,3,4,5 |" in text
     assert "<!-- table: experiments/results/privacy --mean-only -->\n*Not yet run*: no results under" in text

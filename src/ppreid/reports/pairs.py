@@ -29,6 +29,10 @@ from ppreid.reports.stats import CONFIDENCE, paired_ci
 HEADER = ["A - B", "seeds", "per seed", "mean", "95% CI", "CI"]
 
 
+class MissingRow(TableInputError):
+    """A ``--pairs`` item names a row the runs do not have (not run yet, or misspelt)."""
+
+
 def row_name(run: Run) -> str:
     """The study row of a run: a bundle file's recorded ``row``, else the folder above the run folder."""
     row = run.result.get("row")
@@ -49,7 +53,7 @@ def parse_pairs(spec: str, rows: Sequence[str]) -> list[tuple[str, str]]:
         ]
         if len(splits) != 1:
             why = "names no two rows" if not splits else "splits into two rows in more than one way"
-            raise TableInputError(
+            raise (MissingRow if not splits else TableInputError)(
                 f"--pairs item {item!r} {why}; write A-B with the rows: {', '.join(sorted(known)) or 'none'}"
             )
         out.append(splits[0])

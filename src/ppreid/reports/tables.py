@@ -66,7 +66,7 @@ from pathlib import Path
 
 from ppreid.reports.columns import DEFAULT_METRICS, default_metrics, metric_value, privacy_baseline, run_value
 from ppreid.reports.doc_tables import doc_pages, stale_blocks, update_pages
-from ppreid.reports.pairs import pairs_note, pairs_table
+from ppreid.reports.pairs import MissingRow, pairs_note, pairs_table
 from ppreid.reports.published import load_published, published_rows  # noqa: E402,F401  (re-exported)
 from ppreid.reports.run_results import (
     FLAG_DEFAULTS,
@@ -431,7 +431,11 @@ def doc_block(arguments: str, root: Path, warn: Callable[[str], None] = _warn_st
     missing = [p for p in args.paths + [args.baseline, args.published] if p and not (root / p).exists()]
     if missing:
         return f"*Not yet run*: no results under `{missing[0]}` yet.\n"
-    return f"`python experiments/tables.py {arguments}`:\n\n" + table_text(args, root, warn)
+    try:
+        table = table_text(args, root, warn)
+    except MissingRow as err:  # a study bundled before all its rows ran
+        return f"*Not yet run*: {err}.\n"
+    return f"`python experiments/tables.py {arguments}`:\n\n" + table
 
 
 def _docs(args: argparse.Namespace) -> int:
