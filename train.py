@@ -239,6 +239,7 @@ def run(cfg: DictConfig, started_at: float | None = None) -> dict:
         "test": test_metrics,
         **model.extra_results,
         "val": val_metrics,
+        **({"training": _training_signal(trainer, model)} if cfg.train else {}),
         "identity": identity,
         "evaluation": {**evaluation, **({"data": cfg.data.get("name"), "seed": cfg.seed} if eval_only else {})},
         **({"checkpoint": _checkpoint_record(cfg.ckpt_path, ckpt_meta, trained_by)} if eval_only else {}),
@@ -270,6 +271,30 @@ def run(cfg: DictConfig, started_at: float | None = None) -> dict:
             )
             log.info("%s to get one to evaluate or audit", how)
     return {**results, "scalars": scalars}
+
+
+def _training_signal(trainer, model) -> dict:
+    """What the run saw while it trained, for the study tables (``tables.py --metrics loss:<term>``): epoch
+    means ``{"loss": {term: [[epoch, mean], ...]}, "val": {metric: [[epoch, value], ...]}}`` from the
+    loss-curves callback (``train/loss*``; the validation metrics per validated epoch), plus the model's own
+    per-stage / per-phase history where it keeps one (``loss_history``: terms ``<stage>/<term>``, e.g.
+    ``stage2/i2t_ce``); empty without either."""
+    from ppreid.callbacks.loss_curves import LossCurvesCallback
+
+    def points(curve) -> list[list[float]]:
+        return [[int(e), float(v)] for e, v in curve]
+
+    out: dict[str, dict[str, list]] = {}
+    for cb in trainer.callbacks:
+        if isinstance(cb, LossCurvesCallback):
+            out = {
+                part: {k: points(c) for k, c in sorted(cs.items()) if c}
+                for part, cs in (("loss", cb.train), ("val", cb.val))
+            }
+    history = getattr(model, "loss_history", None) or {}
+    for stage, terms in sorted(history.items()):
+        out.setdefault("loss", {}).update({f"{stage}/{t}": points(c) for t, c in sorted(terms.items()) if c})
+    return out
 
 
 def _resolve_precision(cfg: DictConfig, log) -> None:

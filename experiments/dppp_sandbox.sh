@@ -1,55 +1,77 @@
 #!/usr/bin/env bash
-# The DPPP sandbox study (docs/studies.md) on the embedded GenePerson-mini data: BoT (tiny CNN);
-# CLIP-ReID and PDM (clip_tiny) from random weights and from the person-aligned sandbox CLIP
-# (backbone.pretrained=sandbox, built once under data/ by the first run that needs it); every PDM
-# ablation on the aligned model; PDM on an aligned model pre-trained without the words only the
-# targets use (exclude_target_styles). 3 seeds each, then the table.
+# The DPPP sandbox study (docs/studies.md) on the embedded GenePerson-mini data, 5 paired seeds:
+#   bot                                   BoT, tiny CNN (python train.py)
+#   clipreid_random, pdm_random           clip_tiny from random weights (backbone.pretrained=null)
+#   clipreid_aligned, pdm_aligned         from the person-aligned sandbox CLIP (backbone.pretrained=sandbox)
+#   clipreid_notext, pdm_notext           from the no-text control build of the same budget
+#                                         (backbone.sandbox.training.text=false, its own build folder)
+#   pdm_without_<term>                    every PDM ablation on the aligned start
+# then the results bundle (experiments/results/$STUDY, committed) and the tables rendered from it.
 #
-#   bash experiments/dppp_sandbox.sh                       # everything (45 runs)
-#   SEEDS="1" ABLATIONS="" bash experiments/dppp_sandbox.sh   # the main rows, one seed
+#   bash experiments/dppp_sandbox.sh                                   # everything (5 seeds x 15 rows)
+#   SEEDS="1" ABLATIONS="" bash experiments/dppp_sandbox.sh             # the main rows, one seed
+#   THREADS=2 PRECISION=bf16-mixed bash experiments/dppp_sandbox.sh     # another pinning (a different study)
 #
-# Seeds go round-robin over the rows (every row gets seed 1 before any gets seed 2), and finished runs
-# (results.json present) are skipped, so the script can be stopped and re-run. Rows are told apart in
-# the table by task_name (random / aligned / aligned_xts).
-set -euo pipefail
+# Every run, the sandbox CLIP builds included (they run inside the first run that needs them), uses
+# THREADS torch threads (OMP_NUM_THREADS / MKL_NUM_THREADS, read by torch at start) and PRECISION
+# arithmetic (trainer.precision and backbone.sandbox.training.precision): fp32 on one thread by default,
+# so a rerun on another machine gives the same table (docs/studies.md says how close). The study's
+# builds live in their own folders (sandbox-clip-study, sandbox-clip-notext), so the pinned precision
+# never rebuilds the default build under data/sandbox-clip.
+# Seeds go round-robin over the rows (every row gets seed 1 before any gets seed 2); finished runs
+# (results.json present) are skipped, so the script can be stopped and re-run, and copies with disjoint
+# SEEDS can share the cores. A run that fails is listed at the end; the others go on.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-logs/dppp_sandbox}
-SEEDS=${SEEDS:-"1 2 3"}
+STUDY=${STUDY:-dppp_sandbox}
+SEEDS=${SEEDS:-"1 2 3 4 5"}
+THREADS=${THREADS:-1}
+PRECISION=${PRECISION:-32-true}
 ABLATIONS=${ABLATIONS-"identity style composed content_invariance decorrelation i2t style_mixed"}
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+PINNED=(trainer.precision="$PRECISION")
+CLIP_BUILD=(backbone.sandbox.training.precision="$PRECISION")
 RANDOM_WEIGHTS=(backbone.pretrained=null task_name=random)
-ALIGNED=(backbone.pretrained=sandbox task_name=aligned)
-# its own folders, so the default aligned model is not rebuilt over
-XTS=(backbone.pretrained=sandbox task_name=aligned_xts backbone.sandbox.corpus.exclude_target_styles=true
-     'backbone.sandbox.root=${paths.data_dir}/sandbox-clip-xts'
-     'backbone.sandbox.corpus.root=${paths.data_dir}/sandbox-corpus-xts')
+ALIGNED=(backbone.pretrained=sandbox task_name=aligned "${CLIP_BUILD[@]}"
+         'backbone.sandbox.root=${paths.data_dir}/sandbox-clip-study')
+# the no-text control: identity-level image-image contrast on the same corpus and budget
+NOTEXT=(backbone.pretrained=sandbox task_name=notext "${CLIP_BUILD[@]}" backbone.sandbox.training.text=false
+        'backbone.sandbox.root=${paths.data_dir}/sandbox-clip-notext')
+FAILED=()
 
-run() {  # <name> <seed> <overrides...>
+run() {  # <row> <seed> <overrides...>
   local name=$1 seed=$2
   shift 2
   local dir="$OUT/$name/s$seed"
-  [ -f "$dir/results.json" ] || python train.py "$@" seed="$seed" hydra.run.dir="$dir"
+  [ -f "$dir/results.json" ] && return 0
+  python train.py "$@" "${PINNED[@]}" seed="$seed" hydra.run.dir="$dir" || FAILED+=("$dir")
 }
 
 for seed in $SEEDS; do
   run bot "$seed"
   run clipreid_random "$seed" model=clipreid "${RANDOM_WEIGHTS[@]}"
   run clipreid_aligned "$seed" model=clipreid "${ALIGNED[@]}"
+  run clipreid_notext "$seed" model=clipreid "${NOTEXT[@]}"
   run pdm_random "$seed" model=pdm "${RANDOM_WEIGHTS[@]}"
   run pdm_aligned "$seed" model=pdm "${ALIGNED[@]}"
-  run pdm_aligned_xts "$seed" model=pdm "${XTS[@]}"
+  run pdm_notext "$seed" model=pdm "${NOTEXT[@]}"
 done
 for seed in $SEEDS; do
   for term in $ABLATIONS; do
     run "pdm_without_$term" "$seed" experiment="pdm_without_$term" "${ALIGNED[@]}"
   done
 done
-python experiments/tables.py "$OUT" --label model backbone experiment task_name --metrics R1 mAP --out "$OUT/table.md"
-: > "$OUT/paired.md"
-# The study's goals, paired by seed (A - B, mean target mAP): experiments/paired.py
-for pair in "pdm_aligned clipreid_aligned" "clipreid_aligned clipreid_random" "pdm_aligned pdm_random" \
-            "pdm_random clipreid_random"; do
-  set -- $pair
-  if [ -d "$OUT/$1" ] && [ -d "$OUT/$2" ]; then
-    python experiments/paired.py "$OUT/$1" "$OUT/$2" | tee -a "$OUT/paired.md" || true
-  fi
-done
+
+# the bundle (commit it) and the tables: the rows, the goals' paired differences with their 95% CIs,
+# and every docs table rendered again from the bundle
+BUNDLE=experiments/results/$STUDY
+python experiments/bundle.py "$OUT" --study "$STUDY"
+python experiments/tables.py "$BUNDLE" --metrics R1 mAP val:mAP --out "$OUT/table.md"
+python experiments/tables.py "$BUNDLE" --pairs "clipreid_aligned-clipreid_random,pdm_aligned-clipreid_aligned,\
+pdm_aligned-pdm_random,pdm_aligned-pdm_notext,clipreid_aligned-clipreid_notext" --out "$OUT/paired.md"
+[ "$STUDY" = dppp_sandbox ] && python experiments/tables.py --update-docs
+if [ ${#FAILED[@]} -gt 0 ]; then
+  printf 'failed run (see its train.log and status.json): %s\n' "${FAILED[@]}" >&2
+  exit 1
+fi

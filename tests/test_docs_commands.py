@@ -33,7 +33,7 @@ from conftest import ROOT
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "experiments" / "README.md"]
 README_MAX_LINES = 200
 HYDRA_SCRIPTS = {"train.py": "train", "synth.py": "synth"}
-ARGPARSE_SCRIPTS = ("embed.py", "experiments/tables.py", "experiments/privacy_plot.py")
+ARGPARSE_SCRIPTS = ("embed.py", "experiments/tables.py", "experiments/privacy_plot.py", "experiments/bundle.py")
 # Flags a Hydra entry point takes besides overrides; -m makes the comma lists sweeps.
 HYDRA_FLAGS = {"-m", "--multirun", "--help", "-h", "--hydra-help", "--info"}
 SHELL_SEPARATORS = {"&&", "||", ";", "|", "&", "do", "then", "done", "fi"}

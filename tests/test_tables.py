@@ -304,6 +304,8 @@ def test_paired_differences_by_seed_hand_case(tmp_path, capsys):
     assert paired.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
     assert "left out (a seed on one side only): 4" in out and "2.3x the paired standard deviation" in out
+    # 7 ± 3 over 3 seeds: t(0.975, 2) = 4.302653, half width 4.302653 * 3 / sqrt(3) = 7.45 -> [-0.5, +14.5]
+    assert "95% CI [-0.5, +14.5] (includes 0)" in out
 
 
 def test_paired_refuses_mixed_configurations_and_repeated_seeds(tmp_path, capsys):

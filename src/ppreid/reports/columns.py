@@ -14,10 +14,12 @@ from ppreid.reports.run_results import (
     METRICS,
     PRIVACY_KINDS,
     PRIVACY_SCALARS,
+    RUN_SCALARS,
     Run,
     TableInputError,
     group_key,
     is_audit,
+    is_target_field,
 )
 
 DEFAULT_METRICS = ("R1", "mAP")
@@ -39,6 +41,11 @@ def metric_value(
     if metric in METRICS:
         v = run.result["test"].get(target, {}).get(metric)
         return None if v is None else float(v) * 100
+    if is_target_field(metric):
+        section, _, key = metric.partition(".")
+        per_target = run.result.get(section)
+        v = _walk(per_target.get(target) if isinstance(per_target, dict) else None, key)
+        return v if v is None or section == "privacy" else v * 100  # privacy.<path>: as the audit writes it
     p = _privacy(run, target)
     if p is None:
         return None
@@ -61,6 +68,40 @@ def metric_value(
     else:
         v = ((p.get("attackers") or {}).get(p.get("strongest") if who == "strongest" else who) or {}).get(key)
     return None if v is None else float(v) * scale
+
+
+def _walk(tree, dotted: str) -> float | None:
+    """The number at ``dotted`` (keys separated by dots) inside ``tree``; None if absent or not a number."""
+    for key in dotted.split("."):
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    if isinstance(tree, bool) or not isinstance(tree, (int, float)):
+        return None
+    return float(tree)
+
+
+def run_value(run: Run, metric: str) -> float | None:
+    """A run-level value (``run_results.is_run_level``): validation in %, a training loss's epoch mean,
+    any number of results.json by its dotted path, or the wall time in minutes; None where the run lacks it."""
+    if metric in RUN_SCALARS:
+        v = run.result.get("wall_time_s")
+        return None if v is None else float(v) / 60
+    kind, _, rest = metric.partition(":")
+    if kind == "val":
+        v = _walk(run.result.get("val"), rest)
+        return None if v is None else v * 100
+    if kind == "run":
+        return _walk(run.result, rest)
+    term, _, at = rest.partition("@")
+    curve = (((run.result.get("training") or {}).get("loss")) or {}).get(term)
+    if not isinstance(curve, list) or not curve:
+        return None
+    if at in ("", "last"):
+        point = curve[-1]
+    elif at == "first":
+        point = curve[0]
+    else:
+        point = next((p for p in curve if int(p[0]) == int(at)), None)
+    return None if point is None else float(point[1])
 
 
 def privacy_baseline(runs: Sequence[Run]) -> dict[str, tuple[float, float]]:

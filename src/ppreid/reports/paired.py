@@ -9,8 +9,9 @@ left out). Each side must hold runs of **one** configuration (one ``identity.con
 one run per seed. Runs are paired by their seed; seeds present on one side only are named and left
 out. Per seed the table gives A, B and A - B for each target and for ``mean`` (the mean over the
 targets, per run), then the mean ± sample standard deviation of each column over the paired seeds, in
-percent. The last line says whether the mean difference is larger than its spread (one and two
-standard deviations), the yardstick of the sandbox studies' goals.
+percent. The last line gives the mean difference in units of its spread and its 95% confidence interval
+(t over the paired seeds, :mod:`ppreid.reports.stats`): the studies' goals ask for an interval above 0.
+``tables.py --pairs`` gives the same interval for several pairs of a study's rows at once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ppreid.reports.stats import paired_ci
 from ppreid.reports.tables import (
     METRICS,
     Run,
@@ -108,20 +110,24 @@ def paired_table(
         "rows": rows + [summary],
         "seeds": seeds,
         "unpaired": unpaired,
+        "differences": cells["mean/A-B"],
         "mean_difference": diff_mean,
         "std_difference": diff_std,
     }
 
 
 def verdict(table: dict[str, object], metric: str) -> str:
+    """The mean difference, its spread and its 95% t interval over the paired seeds (ppreid.reports.stats)."""
     m, s = table["mean_difference"], table["std_difference"]
     n = len(table["seeds"])
     if s is None or n < 2:
         return f"mean/{metric} A - B = {m:+.1f} points on {n} seed: no spread, no verdict"
+    ci = paired_ci(table["differences"])
+    interval = f"95% CI [{ci.low:+.1f}, {ci.high:+.1f}] ({ci.verdict()})"
     side = "above" if m > 0 else "below"
     return (
         f"mean/{metric} A - B = {m:+.1f} ± {s:.1f} points over {n} paired seeds: A is {side} B by "
-        f"{abs(m) / s:.1f}x the paired standard deviation"
+        f"{abs(m) / s:.1f}x the paired standard deviation; {interval}"
         if s > 0
         else f"mean/{metric} A - B = {m:+.1f} points in every one of {n} seeds"
     )

@@ -58,6 +58,15 @@ PRIVACY_SCALARS = {
     "probe_nuis": ("probes.nuisance.mean_gain", 100, 1),
     "probe_soft": ("probes.soft_biometric.mean_gain", 100, 1),
 }
+# Run-level values (one per run, whatever the targets): shown once per row, after the per-target columns.
+#   val:<metric>              the source validation split's metric at the end of training (results.json "val"), %
+#   loss:<term>[@<at>]        a training loss's epoch mean (results.json "training.loss"; at: first, last (the
+#                             default) or an epoch number)
+#   run:<dotted.path>         any number in results.json, as written (e.g. run:privacy.cross_domain.background_gain)
+#   minutes                   the run's wall time (wall_time_s / 60)
+RUN_PREFIXES = {"val": 1, "loss": 3, "run": 3}  # prefix -> decimals
+RUN_SCALARS = {"minutes": 1}
+LOSS_AT = ("first", "last")
 
 
 class TableInputError(ValueError):
@@ -110,6 +119,24 @@ def skip_reason(folder: Path) -> str:
     return f"no results.json (failed or stopped before the end; no status.json, an older run){tail}"
 
 
+# A results bundle (experiments/bundle.py): <bundle>/bundle.json and <bundle>/<row>/s<seed>.json, each the
+# part of one run's results.json that the tables read.
+BUNDLE_MANIFEST = "bundle.json"
+
+
+def is_bundle_file(path: Path) -> bool:
+    """``<bundle>/<row>/s<seed>.json`` beside a ``<bundle>/bundle.json``."""
+    return path.suffix == ".json" and path.name.startswith("s") and (path.parent.parent / BUNDLE_MANIFEST).is_file()
+
+
+def bundle_files(folder: Path) -> list[Path]:
+    """The run files of every bundle at, under or (a row folder) just above ``folder``."""
+    manifests = list(folder.rglob(BUNDLE_MANIFEST))
+    if (folder.parent / BUNDLE_MANIFEST).is_file():  # one row of a bundle
+        return sorted(f for f in folder.glob("s*.json") if is_bundle_file(f))
+    return sorted(f for m in manifests for f in m.parent.glob("*/s*.json") if is_bundle_file(f))
+
+
 def find_results(paths: Iterable[str], warn: Callable[[str], None] = _warn_stderr) -> list[Path]:
     """All ``results.json`` under the given files/folders, sorted; ``warn`` gets one line per run folder
     without one, saying why (its status.json). Error if a path is missing or no results.json is found."""
@@ -118,10 +145,11 @@ def find_results(paths: Iterable[str], warn: Callable[[str], None] = _warn_stder
     skipped: dict[Path, str] = {}
     for raw in paths:
         p = Path(raw)
-        if p.is_file() and p.name == "results.json":
+        if p.is_file() and (p.name == "results.json" or is_bundle_file(p)):
             found.append(p)
         elif p.is_dir():
             found.extend(p.rglob("results.json"))
+            found.extend(bundle_files(p))
             for marker in RUN_FOLDER_MARKERS:
                 for m in p.rglob(marker):
                     folder = m.parent.parent if m.name == "hydra.yaml" else m.parent
@@ -135,7 +163,8 @@ def find_results(paths: Iterable[str], warn: Callable[[str], None] = _warn_stder
         failed = f" ({len(skipped)} run folder(s) without one, listed above)" if skipped else ""
         raise TableInputError(
             f"no results.json found under {', '.join(map(str, paths))}{failed}; "
-            "point at finished run folders (each run writes <run dir>/results.json)"
+            "point at finished run folders (each run writes <run dir>/results.json) or a results bundle "
+            "(experiments/results/<study>)"
         )
     return sorted(set(found))
 
@@ -285,16 +314,42 @@ def _fmt_value(v) -> str:
     return str(v)
 
 
+def is_run_level(metric: str) -> bool:
+    """A value a run has once (validation, training losses, ``run:`` paths, minutes), not per target."""
+    prefix, sep, rest = metric.partition(":")
+    return metric in RUN_SCALARS or bool(sep and prefix in RUN_PREFIXES and rest)
+
+
+def is_target_field(metric: str) -> bool:
+    """``<section>.<key>``: a per-target value in another section of results.json, e.g.
+    ``scene_sensitivity.diff_bg_ap`` reads ``scene_sensitivity[<target>]["diff_bg_ap"]``: a fraction, shown
+    in %; ``privacy.<dotted.path>`` reads the audit's entry of the target as written (SSIM units), e.g.
+    ``privacy.in_domain.image_specific_gain``."""
+    section, dot, key = metric.partition(".")
+    return bool(dot and section and key and ":" not in metric and section not in ("test", "val", "identity"))
+
+
+def _valid_loss(rest: str) -> bool:
+    term, at_sep, at = rest.partition("@")
+    return bool(term) and (not at_sep or at in LOSS_AT or at.isdigit())
+
+
 def check_metrics(metrics: Sequence[str]) -> None:
-    """Error naming the first metric that is neither a ReID metric nor a privacy metric."""
+    """Error naming the first metric that is neither a ReID, privacy, run-level nor per-target field metric."""
     for m in metrics:
         kind, sep, who = m.partition(":")
         if m in METRICS or m in PRIVACY_SCALARS or (sep and kind in PRIVACY_KINDS and who):
             continue
+        if is_run_level(m) and (kind != "val" or who in METRICS) and (kind != "loss" or _valid_loss(who)):
+            continue
+        if is_target_field(m):
+            continue
         raise TableInputError(
             f"unknown metric {m!r} in --metrics; choose from {', '.join(METRICS)}, or for privacy audits "
             f"{', '.join(PRIVACY_SCALARS)} and <kind>:<attacker> with kind {', '.join(PRIVACY_KINDS)} and attacker "
-            "l1, gan, diffusion, optim, strongest (SSIM / PSNR also mean_image), e.g. gain:strongest"
+            "l1, gan, diffusion, optim, strongest (SSIM / PSNR also mean_image), e.g. gain:strongest; per run "
+            f"val:<metric>, loss:<term>[@first|@last|@<epoch>], run:<dotted.path>, minutes; per target "
+            "<section>.<key> (e.g. scene_sensitivity.diff_bg_ap)"
         )
 
 
@@ -302,4 +357,8 @@ def _decimals(metric: str) -> int:
     kind = metric.partition(":")[0]
     if kind in PRIVACY_KINDS and ":" in metric:
         return PRIVACY_KINDS[kind][2]
+    if is_run_level(metric):
+        return RUN_SCALARS.get(metric, RUN_PREFIXES.get(kind, 3))
+    if is_target_field(metric):
+        return 3 if metric.startswith("privacy.") else 1
     return PRIVACY_SCALARS[metric][2] if metric in PRIVACY_SCALARS else 1

@@ -5,6 +5,9 @@
     python experiments/tables.py logs/ --label model loss epochs --targets night_cctv station_indoor
     python experiments/tables.py logs/ --include-debug --show-hash
     python experiments/tables.py logs/audits --baseline logs/audits/unprotected --mean-only   # privacy audits
+    python experiments/tables.py experiments/results/dppp_sandbox --metrics mAP val:mAP loss:loss minutes
+    python experiments/tables.py logs/dppp_sandbox --pairs "pdm_aligned-clipreid_aligned,pdm_aligned-pdm_random"
+    python experiments/tables.py --update-docs        # from the repository root: every docs table block
 
 Every folder given is searched recursively for ``results.json``. Runs are grouped by
 ``identity.config_hash`` alone (same resolved config, only the seed differs), so runs of different
@@ -31,6 +34,18 @@ attributes), ``chance``, ``URR`` (mAP / SSIM of the strongest attacker) and, wit
 (the audits of the unprotected model), ``nURR`` = (mAP / mAP_base) / (SSIM / SSIM_base), the
 baseline's values being its means over its runs.
 
+Run-level columns (one per run, after the per-target ones): ``val:<metric>`` (the source validation
+split, %), ``loss:<term>[@first|@last|@<epoch>]`` (a training loss's epoch mean, results.json's
+``training`` block), ``run:<dotted.path>`` (any number of results.json as written) and ``minutes`` (wall
+time). Per-target fields: ``<section>.<key>`` (a fraction of another per-target section, in %, e.g.
+``scene_sensitivity.diff_bg_ap``) and ``privacy.<path>`` (the audit's per-target entry, as written).
+
+A results bundle (``experiments/bundle.py``: ``<bundle>/bundle.json`` and ``<bundle>/<row>/s<seed>.json``)
+reads like the run folders it came from, labelled by ``row``. ``--pairs "A-B,C-D"`` prints paired-by-seed
+differences of study rows with their 95% t interval instead of the rows (:mod:`ppreid.reports.pairs`).
+``--update-docs`` / ``--check-docs`` render / check the docs' ``<!-- table: ARGS -->`` blocks
+(:mod:`ppreid.reports.doc_tables`).
+
 Published figures (``--published FILE``, e.g. ``experiments/published/dppp.yaml``) are added below our
 rows, never pooled with them: each published row fills the label columns it names, its figures
 (``<target>/<metric>`` in percent; ``n/a`` where the file says null, i.e. not published or not available
@@ -43,12 +58,15 @@ import argparse
 import csv
 import io
 import os
+import shlex
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ppreid.reports.columns import DEFAULT_METRICS, default_metrics, metric_value, privacy_baseline
+from ppreid.reports.columns import DEFAULT_METRICS, default_metrics, metric_value, privacy_baseline, run_value
+from ppreid.reports.doc_tables import doc_pages, stale_blocks, update_pages
+from ppreid.reports.pairs import MissingRow, pairs_note, pairs_table
 from ppreid.reports.published import load_published, published_rows  # noqa: E402,F401  (re-exported)
 from ppreid.reports.run_results import (
     FLAG_DEFAULTS,
@@ -66,6 +84,8 @@ from ppreid.reports.run_results import (
     find_results,
     group_key,
     is_audit,
+    is_run_level,
+    is_target_field,
     kind_cell,
     load_result,
     mean_std,
@@ -136,12 +156,16 @@ def build_table(
     Columns: ``label`` values, ``config`` (short hash; when labels collide or ``show_hash``),
     ``kind`` (only when debug / eval-only / partial runs are in), ``runs``, ``seeds``, one column per
     (target, metric), then ``mean/<metric>``. A cell is "-" unless every run of the group has the value.
+    Run-level metrics (``val:``, ``loss:``, ``run:``, ``minutes``; ``run_results.is_run_level``) get one
+    column each, after the per-target ones.
     ``runs`` must carry an identity block (see ``select_runs``). Audits are grouped by ``group_key``;
     privacy metrics (``check_metrics``) read their ``privacy`` section, ``nURR`` needs ``baseline``
     (``privacy_baseline``); ``mean_only`` keeps only the ``mean/<metric>`` columns.
     """
     check_metrics(metrics)
     metrics = list(dict.fromkeys(metrics))
+    run_metrics = [m for m in metrics if is_run_level(m)]
+    metrics = [m for m in metrics if not is_run_level(m)]
     if not runs:
         raise TableInputError("no runs to tabulate")
     known = _label_keys(runs)
@@ -176,7 +200,7 @@ def build_table(
 
     header = list(label) + (["config"] if with_hash else []) + (["kind"] if with_kind else []) + ["runs", "seeds"]
     per_target = [] if mean_only else shown
-    header += [f"{t}/{m}" for t in per_target for m in metrics] + [f"mean/{m}" for m in metrics]
+    header += [f"{t}/{m}" for t in per_target for m in metrics] + [f"mean/{m}" for m in metrics] + run_metrics
     rows = []
     for h in sorted(groups, key=lambda h: (labels[h], h)):
         group = groups[h]
@@ -200,6 +224,9 @@ def build_table(
                 vals = [metric_value(r, t, m, baseline) for t in shown]
                 per_run.append(None if not vals or None in vals else sum(vals) / len(vals))
             row.append(_cell(None if None in per_run else per_run, _decimals(m)))
+        for m in run_metrics:
+            vals = [run_value(r, m) for r in group]
+            row.append(_cell(None if None in vals else vals, _decimals(m)))
         rows.append(row)
     return header, rows
 
@@ -212,10 +239,27 @@ def _seed_key(seed) -> tuple[bool, float, str]:
 
 def units_note(metrics: Sequence[str]) -> str:
     """One line saying what the table's numbers are (which are %, which are not)."""
-    percent = [m for m in metrics if m in METRICS or m == "chance" or m.partition(":")[0] in ("leak", "leakref")]
-    other = {"SSIM": "SSIM in [0, 1]", "PSNR": "PSNR in dB", "URR": "URR a ratio", "nURR": "nURR a ratio"}
+    percent = [
+        m
+        for m in metrics
+        if m in METRICS
+        or m == "chance"
+        or m.partition(":")[0] in ("leak", "leakref", "val")
+        or (is_target_field(m) and not m.startswith("privacy."))
+    ]
+    other = {
+        "SSIM": "SSIM in [0, 1]",
+        "PSNR": "PSNR in dB",
+        "URR": "URR a ratio",
+        "nURR": "nURR a ratio",
+        "loss": "loss:<term> the training loss's epoch mean",
+        "run": "run:<path> as results.json writes it",
+        "minutes": "minutes of wall time",
+        "privacy.": "privacy.<path> as the audit writes it",
+    }
     parts = [f"{', '.join(percent)} in %"] if percent else []
     parts += list(dict.fromkeys(other[m.partition(":")[0]] for m in metrics if m.partition(":")[0] in other))
+    parts += [other["privacy."]] if any(m.startswith("privacy.") for m in metrics) else []
     return (
         "Numbers: " + "; ".join(parts) + ". A cell is the mean ± sample std over the row's runs (seeds); "
         "mean/<metric>: per run the mean over the targets shown."
@@ -248,24 +292,30 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+        prog="tables.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
     )
-    ap.add_argument("paths", nargs="+", help="run folders (searched recursively) or results.json files")
+    ap.add_argument(
+        "paths",
+        nargs="*",
+        help="run folders (searched recursively), results.json files or results bundles (experiments/results/<study>)",
+    )
     ap.add_argument(
         "--metrics",
         nargs="+",
         help=f"any of {' '.join(METRICS)}; for privacy audits also "
-        f"{', '.join(PRIVACY_SCALARS)} and <kind>:<attacker> with kind {', '.join(PRIVACY_KINDS)} "
+        f"{', '.join(PRIVACY_SCALARS)} and <kind>:<attacker> with kind {', '.join(PRIVACY_KINDS)}; per run "
+        "val:<metric> (source validation), loss:<term>[@first|@last|@<epoch>], run:<dotted.path>, minutes; "
+        "per target <section>.<key> (e.g. scene_sensitivity.diff_bg_ap) "
         "(default: R1 mAP, plus the privacy columns when the runs are audits)",
     )
     ap.add_argument(
         "--label",
         nargs="+",
         help="label columns: identity keys (or top-level results.json keys, or "
-        "extractor.<key> for audits); default: model backbone data experiment, for audits "
-        "extractor.model extractor.experiment",
+        "extractor.<key> for audits); default: row for a results bundle, else model backbone data experiment, "
+        "for audits extractor.model extractor.experiment",
     )
     ap.add_argument("--targets", nargs="+", help="targets to show, in this order (default: all, sorted)")
     ap.add_argument("--show-hash", action="store_true", help="always add the config (short hash) column")
@@ -282,47 +332,146 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="published figures (YAML, e.g. experiments/published/dppp.yaml) shown below our rows, "
         "labelled by their source",
     )
+    ap.add_argument(
+        "--pairs",
+        metavar="A-B,C-D",
+        help="instead of the rows: paired-by-seed differences of study rows (the folder a run sits in, or a "
+        "bundle's row), with the mean and its 95%% t confidence interval over the paired seeds",
+    )
+    ap.add_argument(
+        "--pair-metric",
+        default="mAP",
+        help="what --pairs compares: a per-target metric (mean over the targets) or a per-run one (default: mAP)",
+    )
     ap.add_argument("--format", choices=["markdown", "csv"], default="markdown")
     ap.add_argument("--out", help="also write the table to this file")
+    ap.add_argument(
+        "--update-docs",
+        action="store_true",
+        help="rewrite every '<!-- table: ARGS -->' block of README.md, docs/*.md and experiments/README.md "
+        "with this script's output for ARGS (paths relative to the current folder: run it from the repository root)",
+    )
+    ap.add_argument(
+        "--check-docs", action="store_true", help="like --update-docs, but only report stale blocks (exit 1)"
+    )
     ap.add_argument("--group", nargs="+", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    try:
-        if args.group is not None:
-            raise TableInputError(
-                "--group was removed: runs are grouped by identity.config_hash; use --label to choose the label columns"
-            )
-        check_metrics(args.metrics or [])
-        published = load_published(Path(args.published)) if args.published else None
-        runs = [load_result(p) for p in find_results(args.paths)]
-        kept = select_runs(runs, args.include_debug, args.include_eval_only, args.include_partial)
-        baseline = None
-        if args.baseline:
-            base_runs = [load_result(p) for p in find_results([args.baseline])]
-            baseline = privacy_baseline(
-                select_runs(base_runs, args.include_debug, args.include_eval_only, args.include_partial)
-            )
-        metrics = args.metrics or default_metrics(kept, baseline is not None)
-        label = args.label or (list(PRIVACY_LABEL) if any(is_audit(r) for r in kept) else list(DEFAULT_LABEL))
-        header, rows = build_table(
-            kept, metrics, label, args.targets, args.show_hash, baseline=baseline, mean_only=args.mean_only
+    return ap
+
+
+def _under(root: Path | None, path: str | None) -> str | None:
+    return None if path is None or root is None or Path(path).is_absolute() else str(root / path)
+
+
+def table_text(args: argparse.Namespace, root: Path | None = None, warn: Callable[[str], None] = _warn_stderr) -> str:
+    """The table (markdown with its units line, or csv) that ``args`` ask for; paths relative to ``root``
+    when given (else to the current folder). Raises TableInputError."""
+    if args.group is not None:
+        raise TableInputError(
+            "--group was removed: runs are grouped by identity.config_hash; use --label to choose the label columns"
         )
-        if published is not None:
-            rows = [r + ["ours"] for r in rows] + [
-                r + [p["source"]] for r, p in zip(published_rows(published, header, label), published)
-            ]
-            header = header + ["source"]
+    if not args.paths:
+        raise TableInputError("no run folders, results.json files or results bundles given")
+    check_metrics(args.metrics or [])
+    if args.pairs is not None:
+        check_metrics([args.pair_metric])
+    paths = [_under(root, p) or p for p in args.paths]
+    published = load_published(Path(_under(root, args.published) or args.published)) if args.published else None
+    runs = [load_result(p) for p in find_results(paths, warn)]
+    kept = select_runs(runs, args.include_debug, args.include_eval_only, args.include_partial, warn)
+    if args.pairs is not None:
+        header, rows, notes = pairs_table(kept, args.pairs, args.pair_metric, args.targets)
         text = render(header, rows, fmt=args.format)
         if args.format == "markdown":
-            text += "\n" + units_note(metrics) + "\n"
-        else:
-            _warn_stderr(units_note(metrics))
+            text += "\n" + " ".join([pairs_note(args.pair_metric), *(n + "." for n in notes)]) + "\n"
+        return text
+    baseline = None
+    if args.baseline:
+        base_runs = [load_result(p) for p in find_results([_under(root, args.baseline) or args.baseline], warn)]
+        baseline = privacy_baseline(
+            select_runs(base_runs, args.include_debug, args.include_eval_only, args.include_partial, warn)
+        )
+    metrics = args.metrics or default_metrics(kept, baseline is not None)
+    if args.label:
+        label = args.label
+    elif any(is_audit(r) for r in kept):
+        label = list(PRIVACY_LABEL)
+    elif all(isinstance(r.result.get("row"), str) for r in kept):
+        label = ["row"]
+    else:
+        label = list(DEFAULT_LABEL)
+    header, rows = build_table(
+        kept, metrics, label, args.targets, args.show_hash, warn=warn, baseline=baseline, mean_only=args.mean_only
+    )
+    if published is not None:
+        rows = [r + ["ours"] for r in rows] + [
+            r + [p["source"]] for r, p in zip(published_rows(published, header, label), published)
+        ]
+        header = header + ["source"]
+    text = render(header, rows, fmt=args.format)
+    if args.format == "markdown":
+        text += "\n" + units_note(metrics) + "\n"
+    else:
+        warn(units_note(metrics))
+    return text
+
+
+def doc_block(arguments: str, root: Path, warn: Callable[[str], None] = _warn_stderr) -> str:
+    """The body of a docs block ``<!-- table: <arguments> -->`` (see :mod:`ppreid.reports.doc_tables`):
+    the command line, then its table, or "not yet run" while a path it names is not in the repository."""
+    argv = shlex.split(arguments)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit:
+        raise TableInputError(f"docs block '<!-- table: {arguments} -->': not a tables.py command line") from None
+    if args.out or args.update_docs or args.check_docs or args.format != "markdown":
+        raise TableInputError(
+            f"docs block '<!-- table: {arguments} -->': markdown to the page only (no --out, --format)"
+        )
+    check_metrics([*(args.metrics or []), args.pair_metric])  # a misspelt column fails before the study has run
+    missing = [p for p in args.paths + [args.baseline, args.published] if p and not (root / p).exists()]
+    if missing:
+        return f"*Not yet run*: no results under `{missing[0]}` yet.\n"
+    try:
+        table = table_text(args, root, warn)
+    except MissingRow as err:  # a study bundled before all its rows ran
+        return f"*Not yet run*: {err}.\n"
+    return f"`python experiments/tables.py {arguments}`:\n\n" + table
+
+
+def _docs(args: argparse.Namespace) -> int:
+    root = Path.cwd()
+    pages = [root / p for p in args.paths] if args.paths else doc_pages(root)
+    notes: list[str] = []
+
+    def render_block(arguments: str) -> str:
+        return doc_block(arguments, root, warn=notes.append)
+
+    if args.check_docs:
+        stale = stale_blocks(pages, render_block, root)
+        for line in stale:
+            print(f"stale docs table: {line} (python experiments/tables.py --update-docs rewrites it)", file=sys.stderr)
+        return 1 if stale else 0
+    changed = update_pages(pages, render_block, write_atomic)
+    print(
+        "\n".join(f"updated {p.relative_to(root) if p.is_relative_to(root) else p}" for p in changed)
+        or "docs up to date"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.update_docs or args.check_docs:
+            return _docs(args)
+        text = table_text(args)
         if args.out:
             write_atomic(Path(args.out), text)
-    except TableInputError as err:
+    except (TableInputError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        print(f"error: cannot write {args.out}: {err}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         return 2
     sys.stdout.write(text)
     return 0
