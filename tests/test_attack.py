@@ -356,7 +356,9 @@ def test_flip_test_features_are_paired_with_one_image(flip, pairs_per_image, lea
         tmp_path,
         colour_data,
     )
-    assert res["audit"]["train"]["pairs"] == 16 * pairs_per_image  # a fast dev run: one batch of 16 images
+    train = res["audit"]["train"]
+    assert train["pairs"] + train["val_pairs"] == 16 * pairs_per_image  # a fast dev run: one batch of 16 images
+    assert train["val_pairs"] == 2 * pairs_per_image  # 10% of the 16 images held out, with their mirrors
 
 
 def test_fast_dev_run_of_the_audit(leaky_ckpt, colour_data, tmp_path):
