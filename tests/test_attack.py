@@ -139,7 +139,8 @@ def test_a_leaky_extractor_shows_a_large_gain_and_leakage(leaky_audit):
     p = res["privacy"]["market1501"]
     l1 = p["attackers"]["l1"]
     assert l1["ssim"] > p["mean_image_ssim"] + 0.1 and l1["psnr"] > p["mean_image_psnr"] + 3, p
-    assert l1["ssim_gain"] == pytest.approx(l1["ssim"] - l1["null_ssim"])
+    assert l1["ssim_gain"] == pytest.approx(l1["ssim"] - max(l1["null_ssim"], l1["mean_image_ssim"]))
+    assert l1["gain_over_null"] == pytest.approx(l1["ssim"] - l1["null_ssim"])
     assert l1["ssim_gain"] > 0.1 and l1["null_ssim"] < p["mean_image_ssim"] + 0.02, l1  # the null learns no more
     assert p["strongest"] == max(p["attackers"], key=lambda a: p["attackers"][a]["ssim_gain"])
     assert p["ssim_gain"] == p["attackers"][p["strongest"]]["ssim_gain"] >= l1["ssim_gain"]
@@ -151,7 +152,8 @@ def test_a_leaky_extractor_shows_a_large_gain_and_leakage(leaky_audit):
     assert p["leakage_norm"] == p["attackers"][p["most_leaking"]]["leakage_norm"] >= l1["leakage_norm"]
     assert p["attackers"]["optim"]["ssim_gain"] > 0.02  # 20 inversion steps already beat inverting other features
     inside = p["in_domain"]  # 6 of the 12 test identities train, the other 6 are scored
-    assert inside["num_train_identities"] == 6 and inside["pairs"] == inside["num_train_images"]
+    assert inside["num_train_identities"] == 6
+    assert inside["pairs"] == inside["num_train_images"] - 2  # 10% of the 21 images held out for early stopping
     assert inside["num_scored"] == p["num_images"] - inside["num_train_images"]
     assert {"ssim", "null_ssim", "ssim_gain", "leakage_norm"} <= set(inside["attackers"]["l1"])
     assert set(p["probes"]["skipped"]) >= {"gender", "viewpoint"}  # Market records carry no attributes
@@ -180,7 +182,8 @@ def test_a_feature_blind_extractor_shows_no_gain(leaky_ckpt, colour_data, tmp_pa
     )
     p = res["privacy"]["market1501"]
     l1 = p["attackers"]["l1"]
-    assert abs(l1["ssim_gain"]) < 0.03, l1
+    # a blind attacker never beats the better blind guess, and scores about as its null
+    assert l1["ssim_gain"] < 0.03 and abs(l1["gain_over_null"]) < 0.03, l1
     assert p["leakage_judge"] == "reference" and p["reference_r1"] == 1.0
     assert abs(l1["leakage_norm"]) < 0.25, l1
     assert "in_domain" not in p and "probes" not in p
@@ -292,7 +295,8 @@ def test_audit_of_a_trained_bot_checkpoint_writes_every_part(tmp_path):
             )
         assert p["in_domain"]["num_train_identities"] == 4  # half of the target's 8 identities
         probes = p["probes"]
-        assert {"viewpoint", "camera", "background"} <= set(probes["nuisance"]), probes
+        assert {"viewpoint", "camera"} <= set(probes["nuisance"]), probes
+        assert "background" in set(probes["nuisance"]) | set(probes["skipped"]), probes
         assert "gender" in probes["soft_biometric"], probes
         for domain in ("cross_domain", "in_domain"):
             assert {"image_specific_gain", "background_gain", "person_gain", "probes"} <= set(p[domain])
