@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TINY, run_train, write_market_tree
+from PIL import Image
 from torch import nn
 
 from ppreid.models.reid_module import ReIDModule
@@ -138,7 +139,8 @@ def test_a_leaky_extractor_shows_a_large_gain_and_leakage(leaky_audit):
     p = res["privacy"]["market1501"]
     l1 = p["attackers"]["l1"]
     assert l1["ssim"] > p["mean_image_ssim"] + 0.1 and l1["psnr"] > p["mean_image_psnr"] + 3, p
-    assert l1["ssim_gain"] == pytest.approx(l1["ssim"] - l1["null_ssim"])
+    assert l1["ssim_gain"] == pytest.approx(l1["ssim"] - max(l1["null_ssim"], l1["mean_image_ssim"]))
+    assert l1["gain_over_null"] == pytest.approx(l1["ssim"] - l1["null_ssim"])
     assert l1["ssim_gain"] > 0.1 and l1["null_ssim"] < p["mean_image_ssim"] + 0.02, l1  # the null learns no more
     assert p["strongest"] == max(p["attackers"], key=lambda a: p["attackers"][a]["ssim_gain"])
     assert p["ssim_gain"] == p["attackers"][p["strongest"]]["ssim_gain"] >= l1["ssim_gain"]
@@ -150,7 +152,8 @@ def test_a_leaky_extractor_shows_a_large_gain_and_leakage(leaky_audit):
     assert p["leakage_norm"] == p["attackers"][p["most_leaking"]]["leakage_norm"] >= l1["leakage_norm"]
     assert p["attackers"]["optim"]["ssim_gain"] > 0.02  # 20 inversion steps already beat inverting other features
     inside = p["in_domain"]  # 6 of the 12 test identities train, the other 6 are scored
-    assert inside["num_train_identities"] == 6 and inside["pairs"] == inside["num_train_images"]
+    assert inside["num_train_identities"] == 6
+    assert inside["pairs"] == inside["num_train_images"] - 2  # 10% of the 21 images held out for early stopping
     assert inside["num_scored"] == p["num_images"] - inside["num_train_images"]
     assert {"ssim", "null_ssim", "ssim_gain", "leakage_norm"} <= set(inside["attackers"]["l1"])
     assert set(p["probes"]["skipped"]) >= {"gender", "viewpoint"}  # Market records carry no attributes
@@ -179,7 +182,8 @@ def test_a_feature_blind_extractor_shows_no_gain(leaky_ckpt, colour_data, tmp_pa
     )
     p = res["privacy"]["market1501"]
     l1 = p["attackers"]["l1"]
-    assert abs(l1["ssim_gain"]) < 0.03, l1
+    # a blind attacker never beats the better blind guess, and scores about as its null
+    assert l1["ssim_gain"] < 0.03 and abs(l1["gain_over_null"]) < 0.03, l1
     assert p["leakage_judge"] == "reference" and p["reference_r1"] == 1.0
     assert abs(l1["leakage_norm"]) < 0.25, l1
     assert "in_domain" not in p and "probes" not in p
@@ -238,9 +242,11 @@ def test_mean_image_control_is_recomputed_from_the_image_files(leaky_audit, colo
     gallery = [f for f in sorted((root / "bounding_box_test").glob("*.jpg")) if not f.name.startswith("-1")]
     test = read(sorted((root / "query").glob("*.jpg")) + gallery)  # the parser leaves out junk (-1)
     train = read(sorted((root / "bounding_box_train").glob("*.jpg")))
-    held_out = leaky_audit[0]["audit"]["train"]["pairs"] // 2
+    pairs = leaky_audit[0]["audit"]["train"]
+    held_out = (pairs["pairs"] + pairs["val_pairs"]) // 2
     assert test.shape[0] == p["num_images"] and held_out == train.shape[0] - 2 * 2  # 2 validation identities
-    # the validation identities are not in the training pairs; their 4 images barely move the mean
+    # the validation identities are not in the training pairs, nor the attackers' held-out 10% of the images;
+    # they barely move the mean
     mean = torch.cat([train, train.flip(3)]).mean(0, keepdim=True).expand_as(test)
     assert p["mean_image_ssim"] == pytest.approx(ssim(mean, test).mean().item(), abs=0.01)
     assert p["mean_image_psnr"] == pytest.approx(psnr(mean, test).mean().item(), abs=0.1)
@@ -277,7 +283,7 @@ def test_audit_of_a_trained_bot_checkpoint_writes_every_part(tmp_path):
         for block in (p, p["in_domain"]):
             assert set(block["attackers"]) == {"l1", "gan", "diffusion", "optim"}
             for row in block["attackers"].values():
-                assert row["ssim_gain"] == pytest.approx(row["ssim"] - row["null_ssim"])
+                assert row["ssim_gain"] == pytest.approx(row["ssim"] - max(row["null_ssim"], row["mean_image_ssim"]))
                 assert 0 <= row["leakage_r1_ref"] <= 1
                 # normalized between chance and the judge's R1 on real images (undefined if the judge is at chance)
                 assert (row["leakage_norm"] is not None) == (block["reference_r1"] > block["chance_r1"] + 1e-9)
@@ -289,7 +295,11 @@ def test_audit_of_a_trained_bot_checkpoint_writes_every_part(tmp_path):
             )
         assert p["in_domain"]["num_train_identities"] == 4  # half of the target's 8 identities
         probes = p["probes"]
-        assert {"viewpoint", "camera"} <= set(probes["nuisance"]) and "gender" in probes["soft_biometric"], probes
+        assert {"viewpoint", "camera"} <= set(probes["nuisance"]), probes
+        assert "background" in set(probes["nuisance"]) | set(probes["skipped"]), probes
+        assert "gender" in probes["soft_biometric"], probes
+        for domain in ("cross_domain", "in_domain"):
+            assert {"image_specific_gain", "background_gain", "person_gain", "probes"} <= set(p[domain])
         for row in (probes["nuisance"]["viewpoint"], probes["soft_biometric"]["gender"]):
             assert 0 <= row["balanced_accuracy"] <= 1 and row["gain"] == pytest.approx(
                 row["balanced_accuracy"] - row["chance"]
@@ -356,7 +366,9 @@ def test_flip_test_features_are_paired_with_one_image(flip, pairs_per_image, lea
         tmp_path,
         colour_data,
     )
-    assert res["audit"]["train"]["pairs"] == 16 * pairs_per_image  # a fast dev run: one batch of 16 images
+    train = res["audit"]["train"]
+    assert train["pairs"] + train["val_pairs"] == 16 * pairs_per_image  # a fast dev run: one batch of 16 images
+    assert train["val_pairs"] == 2 * pairs_per_image  # 10% of the 16 images held out, with their mirrors
 
 
 def test_fast_dev_run_of_the_audit(leaky_ckpt, colour_data, tmp_path):
@@ -647,3 +659,135 @@ def test_reconstruction_pictures_say_what_their_rows_and_columns_are(tmp_path):
     assert own.size[0] > bare.size[0] and own.size[1] > bare.size[1]  # row labels left, legend on top
     left = np.asarray(own.convert("L"))[:, : own.size[0] - bare.size[0]]
     assert (left < 100).any()
+
+
+# ----------------------------------------------------------------------------- audit v3 on masked records
+BACKGROUNDS = ["street", "park", "campus", "plaza"]
+BG_COLOURS = [(40, 40, 40), (40, 160, 40), (160, 120, 60), (200, 200, 220)]
+
+
+def write_masked_genepers(root: Path, train_ids: int = 40, test_ids: int = 10) -> Path:
+    """A GenePerson-format set (bounding_box_train/ query/ bounding_box_test/ + manifest.jsonl) of 32x16 images:
+    a person box in the identity's two colours on a camera's background, each record naming its attributes
+    and a person mask (``mask``: the box, 255 = person). The background colour and the illumination are
+    what a leaky feature tells beyond the person."""
+    lines = []
+    for split in ("bounding_box_train", "query", "bounding_box_test", "masks"):
+        (root / split).mkdir(parents=True, exist_ok=True)
+
+    def image(split: str, pid: int, cam: int, k: int) -> None:
+        rng = np.random.default_rng(pid)
+        top, bottom = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+        light = 0.7 if k % 2 else 1.0
+        img = np.zeros((32, 16, 3), np.float32)
+        img[:] = BG_COLOURS[cam]
+        mask = np.zeros((32, 16), np.uint8)
+        img[8:16, 6:10], img[16:25, 6:10] = top, bottom  # narrow: 11x11 SSIM windows centred on background too
+        mask[8:25, 6:10] = 255
+        noise = np.random.default_rng(pid * 100 + cam * 10 + k).normal(0, 6, img.shape)
+        name = f"{pid:05d}_c{cam + 1}_{k:06d}.jpg"
+        Image.fromarray(np.clip(img * light + noise, 0, 255).astype(np.uint8)).save(root / split / name)
+        Image.fromarray(mask).save(root / "masks" / f"{split}_{name[:-4]}.png")
+        attrs = {
+            "background": BACKGROUNDS[cam],
+            "illumination": "dim" if k % 2 else "bright",
+            "camera": f"look{cam}",
+            "viewpoint": ["front", "back"][(pid + k) % 2],
+            "gender": ["male", "female"][pid % 2],
+            "build": ["slim", "heavy"][(pid // 2) % 2],
+            "hair_style": ["short", "long"][(pid // 4) % 2],
+        }
+        entry = {"file": f"{split}/{name}", "pid": pid, "camid": cam, "seed": 1, "attributes": attrs}
+        lines.append(json.dumps({**entry, "mask": f"masks/{split}_{name[:-4]}.png"}))
+
+    for pid in range(1, train_ids + 1):
+        for k in range(3):
+            image("bounding_box_train", pid, (pid + k) % 4, k)
+    for pid in range(101, 101 + test_ids):
+        image("query", pid, 0, 0)
+        for k in range(1, 4):
+            image("bounding_box_test", pid, k, k)
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def masked_data(tmp_path_factory) -> Path:
+    return write_masked_genepers(tmp_path_factory.mktemp("masked") / "GenePerson")
+
+
+def test_masked_records_reach_the_dataset(masked_data):
+    from ppreid.data.datasets import build_dataset
+
+    splits = build_dataset("genepers", str(masked_data))
+    for rec in splits.train[:2] + splits.query[:1] + splits.gallery[:1]:
+        assert rec.mask and Path(rec.mask).is_file() and Path(rec.mask).parent.name == "masks"
+        assert rec.attributes["background"] in BACKGROUNDS
+
+
+@pytest.mark.slow
+def test_audit_v3_results_per_domain_on_masked_records(masked_data, leaky_ckpt, tmp_path):
+    """A leaky extractor (the image pooled to 8x4) audited on records with person masks: per domain
+    (``cross_domain``, ``in_domain``) the swap test, the region gains and the probes; gains over max(null,
+    mean image); attackers stop at their validation plateau, their curves in results.json and a PNG."""
+    run_train(
+        TINY
+        + FAST
+        + [
+            "data=genepers",
+            f"data.root={masked_data}",
+            f"data.targets=[{{dataset:genepers,root:'{masked_data}',name:gp}}]",
+            f"model.extractor_ckpt={leaky_ckpt}",
+            "model.attackers=[l1]",
+            "model.l1.steps=30",
+            "model.l1.lr=5e-3",
+            "model.early_stopping.eval_every=5",
+            "model.early_stopping.patience=2",
+            "model.early_stopping.val_fraction=0.2",
+            "model.probes.steps=60",
+        ],
+        tmp_path,
+        None,
+    )
+    written = json.loads((tmp_path / "results.json").read_text())
+    p = written["privacy"]["gp"]
+    for domain in ("cross_domain", "in_domain"):
+        block = p[domain]
+        assert {"image_specific_gain", "background_gain", "person_gain", "probes"} <= set(block), domain
+        for key in ("image_specific_gain", "background_gain", "person_gain"):
+            assert isinstance(block[key], float) and -1 <= block[key] <= 1, (domain, key, block[key])
+        nuisance = block["probes"]["nuisance"]
+        assert {"background", "illumination", "camera", "viewpoint"} <= set(nuisance)
+        assert set(block["probes"]["soft_biometric"]) >= {"gender", "build", "hair_style"}
+        # the pooled image shows the background colour: far above chance; the viewpoint is not in the pixels
+        assert nuisance["background"]["points"] > 40, nuisance
+        assert nuisance["background"]["points"] == pytest.approx(100 * nuisance["background"]["gain"])
+    for block in (p, p["in_domain"]):
+        row = block["attackers"]["l1"]
+        assert row["ssim_gain"] == pytest.approx(row["ssim"] - max(row["null_ssim"], row["mean_image_ssim"]))
+        for region in ("person", "background"):
+            assert row[f"{region}_gain"] == pytest.approx(
+                row[f"{region}_ssim"] - max(row[f"{region}_null_ssim"], row[f"{region}_mean_image_ssim"])
+            )
+        assert block["num_swap_pairs"] > 0 and "regions" not in block
+    assert p["cross_domain"]["image_specific_gain"] == p["attackers"]["l1"]["image_specific_gain"]
+    curves = written["audit"]["curves"]
+    assert set(curves) == {"cross", "in_domain/gp"} and set(curves["cross"]) == {"l1", "l1_null"}
+    for curve in curves["cross"].values():
+        assert curve["step"] and len(curve["step"]) == len(curve["val"]) == len(curve["train"])
+        assert curve["stopped_step"] <= 30 and curve["best_step"] in curve["step"]
+        assert curve["stopped"] in ("plateau", "max_steps")
+    assert written["audit"]["train"]["steps"]["l1"] == curves["cross"]["l1"]["stopped_step"]
+    assert (tmp_path / "attacker_curves.png").is_file()
+
+
+def test_without_masks_the_region_keys_are_null_with_a_note(leaky_ckpt, colour_data, tmp_path):
+    res = run_train(
+        TINY + FAST + ["data=market1501", f"model.extractor_ckpt={leaky_ckpt}", "model.attackers=[l1]", "debug=fdr"],
+        tmp_path,
+        colour_data,
+    )
+    p = res["privacy"]["market1501"]
+    for block in (p["cross_domain"], p["in_domain"]):
+        assert block["background_gain"] is None and block["person_gain"] is None
+    assert "no person masks" in p["regions"] and "person_ssim" not in p["attackers"]["l1"]

@@ -7,12 +7,14 @@ import functools
 import pytest
 import torch
 
+from ppreid.audit.attackers.base import Plateau, ReversalAttacker
 from ppreid.audit.attackers.diffusion import DiffusionAttacker
 from ppreid.audit.attackers.images import ImageSpace
 from ppreid.audit.attackers.optim import OptimAttacker, total_variation
 from ppreid.metrics.attribute_probe import balanced_accuracy, probe_attributes
 from ppreid.metrics.privacy import normalized_leakage, random_rank1
 from ppreid.nn.diffusion_decoder import DiffusionDecoder
+from ppreid.utils.errors import ConfigValueError
 
 
 def _diffusion_attacker(num_samples: int = 2) -> DiffusionAttacker:
@@ -170,3 +172,76 @@ def test_gan_attacker_steps_are_the_defences_reversal_step():
     assert after < 0.5 * before
     with pytest.raises(Exception, match="gan_loss|unknown"):
         GANAttacker(None, None, gan_loss="wasserstein-ish")
+
+
+def _stop_step(plateau: Plateau, curve: list[float]) -> int | None:
+    """Feed ``curve`` (one evaluation every 10 steps) until the plateau says stop; the step it stops at."""
+    for k, value in enumerate(curve):
+        if plateau.update(10 * (k + 1), value):
+            return 10 * (k + 1)
+    return None
+
+
+def test_plateau_stops_after_patience_evaluations_without_improvement():
+    curve = [1.0, 0.8, 0.7, 0.69, 0.7, 0.71, 0.72, 0.5]
+    plateau = Plateau(patience=3)
+    assert _stop_step(plateau, curve) == 70  # 0.69 at the 4th evaluation, then 3 without improvement
+    assert (plateau.best, plateau.best_step) == (0.69, 40)
+    # an improvement must beat the best by 5% of it: 0.69 > 0.7 * 0.95, so the best stays 0.7
+    strict = Plateau(patience=3, min_improvement=0.05)
+    assert _stop_step(strict, curve) == 60 and (strict.best, strict.best_step) == (0.7, 30)
+    # evaluations before ``start`` (a GAN's L1 warm-up) neither stop nor count as the best
+    late = Plateau(patience=1, start=35)
+    assert _stop_step(late, [0.1, 0.2, 0.3, 0.9, 0.95]) == 50 and late.best_step == 40
+    assert _stop_step(Plateau(patience=2), [1.0, 0.9, 0.8, 0.7]) is None  # still improving
+    with pytest.raises(ConfigValueError, match="patience=0 must be >= 1"):
+        Plateau(patience=0)
+
+
+class ScriptedAttacker(ReversalAttacker):
+    """A toy attacker whose validation loss follows a script: the weight counts the steps taken."""
+
+    def __init__(self, script, steps=100):
+        super().__init__(steps=steps, batch_size=2, log_every=0)
+        self.script = script
+        self.count = torch.nn.Parameter(torch.zeros(()), requires_grad=False)
+
+    def train_step(self, feat, images):
+        self.count.add_(1)
+        return {"l1": float(self.count)}
+
+    def val_loss(self, feat, images):
+        return torch.tensor(self.script(int(self.count)))
+
+
+def test_fit_stops_at_the_plateau_and_keeps_the_best_weights():
+    """Validation loss falls to its minimum at step 30, then rises: with evaluations every 10 steps and
+    patience 3, training stops at step 60 and the weights of step 30 are the ones kept."""
+    attacker = ScriptedAttacker(lambda step: abs(step - 30) / 100 + 0.1)
+    feats, images = torch.zeros(8, 4), torch.zeros(8, 3, 11, 11, dtype=torch.uint8)
+    stopping = {"eval_every": 10, "patience": 3, "min_improvement": 0.0}
+    curve = attacker.fit(feats, images, "toy", torch.Generator().manual_seed(0), 100, (feats[:2], images[:2]), stopping)
+    assert curve["step"] == [10, 20, 30, 40, 50, 60]
+    assert curve["val"] == pytest.approx([0.3, 0.2, 0.1, 0.2, 0.3, 0.4])
+    assert curve["train"] == pytest.approx([5.5, 15.5, 25.5, 35.5, 45.5, 55.5])  # mean l1 since the last evaluation
+    assert (curve["best_step"], curve["stopped_step"], curve["stopped"], curve["max_steps"]) == (30, 60, "plateau", 100)
+    assert float(attacker.count) == 30  # the best evaluation's weights
+    # a curve that keeps falling runs to the step budget
+    falling = ScriptedAttacker(lambda step: 1.0 / step, steps=25)
+    curve = falling.fit(feats, images, "toy", torch.Generator().manual_seed(0), None, (feats[:2], images[:2]), stopping)
+    assert curve["step"] == [10, 20, 25] and curve["stopped"] == "max_steps" and float(falling.count) == 25
+    # without held-out pairs: every step, no curve
+    plain = ScriptedAttacker(lambda step: 1.0, steps=7)
+    curve = plain.fit(feats, images, "toy", torch.Generator().manual_seed(0), None, None, stopping)
+    assert curve["step"] == [] and curve["stopped_step"] == 7 and float(plain.count) == 7
+
+
+def test_gan_attacker_never_stops_in_its_l1_warm_up():
+    from ppreid.audit.attackers.decoder import GANAttacker
+    from ppreid.nn.discriminator import FeatureConditionedDiscriminator
+    from ppreid.nn.feature_decoder import FeatureDecoder
+
+    decoder = functools.partial(FeatureDecoder, base_channels=16, min_channels=8, norm="batch")
+    disc = functools.partial(FeatureConditionedDiscriminator, base_channels=8, max_channels=16)
+    gan = GANAttacker(decoder, disc, steps=200, l1_warmup=0.5)
+    assert gan.plateau_start(200) == 101

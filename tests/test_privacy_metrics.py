@@ -1,4 +1,5 @@
-"""ppreid.metrics.privacy: SSIM / PSNR on hand-worked cases and against an independent SciPy SSIM."""
+"""ppreid.metrics.privacy: SSIM / PSNR on hand-worked cases and against an independent SciPy SSIM; the audit's
+swap test, region SSIM and gain baseline on hand-worked images."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage, signal
 
-from ppreid.metrics.privacy import psnr, ssim
+from ppreid.metrics.privacy import gain_over_baseline, psnr, region_ssim, ssim, ssim_map, swap_gain
 from ppreid.utils.errors import ConfigValueError
 
 C1 = (0.01 * 1.0) ** 2  # (k1 * data_range)^2
@@ -229,3 +230,55 @@ def test_ssim_matches_torchmetrics_valid_region():
     y = (x + 0.2 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
     _, full = tm_ssim(x, y, data_range=1.0, reduction="none", return_full_image=True)
     assert torch.allclose(ssim(x, y), full[..., 5:-5, 5:-5].mean(dim=(1, 2, 3)), atol=1e-10)
+
+
+# ----------------------------------------------------------------------------- audit v3 measures
+# Two constant images a, b: zero (co)variances, so contrast-structure = C2 / C2 = 1 and SSIM is the luminance
+# term (2ab + C1) / (a^2 + b^2 + C1); for a = 0.5, b = 0.25, C1 = 1e-4: 0.2501 / 0.3126.
+HALF_VS_QUARTER = 0.2501 / 0.3126
+
+
+def test_swap_gain_on_hand_worked_constant_images():
+    real = torch.full((2, 3, 11, 11), 0.5, dtype=torch.float64)
+    quarter = torch.full_like(real, 0.25)
+    own = torch.stack([real[0], quarter[1]])  # image 0: A(f_i) is the photo itself; image 1: the quarter grey
+    other = quarter.clone()  # A(f_j): the quarter grey for both
+    gain = swap_gain(own, other, real)
+    torch.testing.assert_close(gain, torch.tensor([1.0 - HALF_VS_QUARTER, 0.0], dtype=torch.float64))
+    assert abs(float(gain[0]) - 0.199936) < 1e-6  # 1 - 0.80006
+
+
+def test_region_ssim_on_a_hand_worked_person_and_background():
+    """11x32 images equal on columns 0..15, 0.5 vs 0.25 on columns 16..31: every 11x11 window centred on
+    columns 5..10 sees equal pixels (SSIM 1), every window centred on 21..26 two constants (0.80006)."""
+    x = torch.full((1, 3, 11, 32), 0.5, dtype=torch.float64)
+    y = x.clone()
+    y[..., 16:] = 0.25
+    person = torch.zeros(1, 1, 11, 32, dtype=torch.bool)
+    person[..., :11] = True  # window centres 5..10 (the map's centres run 5..26)
+    background = torch.zeros_like(person)
+    background[..., 21:] = True  # centres 21..26
+    torch.testing.assert_close(region_ssim(x, y, person), torch.tensor([1.0], dtype=torch.float64))
+    torch.testing.assert_close(region_ssim(x, y, background), torch.tensor([HALF_VS_QUARTER], dtype=torch.float64))
+    everything = torch.ones_like(person)
+    torch.testing.assert_close(region_ssim(x, y, everything), ssim(x, y))
+    assert ssim_map(x, y).shape == (1, 1, 22)
+    nowhere = torch.zeros_like(person)
+    nowhere[..., :4] = True  # the first 5 columns hold no window centre
+    assert torch.isnan(region_ssim(x, y, nowhere)).all()
+    with pytest.raises(ValueError, match="mask of shape"):
+        region_ssim(x, y, person[..., :16])
+    # the swap test inside a region: A(f_i) = x, A(f_j) = y, real x -> 0 on the person, 1 - 0.80006 on the background
+    torch.testing.assert_close(swap_gain(x, y, x, person), torch.tensor([0.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        swap_gain(x, y, x, background), torch.tensor([1.0 - HALF_VS_QUARTER], dtype=torch.float64)
+    )
+
+
+def test_gains_are_over_the_better_of_null_and_mean_image():
+    # the in-domain case of the last study: the null (0.229) memorizes and scores below the mean image (0.275)
+    assert gain_over_baseline(0.40, 0.229, 0.275) == pytest.approx(0.125)
+    assert gain_over_baseline(0.40, 0.30, 0.275) == pytest.approx(0.10)
+    assert gain_over_baseline(0.40, None, 0.275) == pytest.approx(0.125)
+    assert gain_over_baseline(0.40, float("nan"), 0.275) == pytest.approx(0.125)
+    assert gain_over_baseline(None, 0.2, 0.3) is None and gain_over_baseline(0.4, None, None) is None

@@ -6,19 +6,29 @@
    reaches it at its own input size and normalization (``ImageSpace``, the one image path).
 2. Every attacker kind of ``attackers`` (``src/ppreid/audit/attackers``: ``l1``, ``gan``, ``diffusion`` learned from
    (feature, image) pairs; ``optim``, white-box inversion through E) is paired with its **null**: the same
-   attacker trained on shuffled features (``optim``: inverting another image's feature), the best a
-   feature-blind attacker does. ``ssim_gain`` = SSIM - the null's SSIM is what the feature leaks.
+   attacker trained on shuffled features (``optim``: inverting another image's feature). A gain
+   is always over the better feature-blind guess: ``ssim_gain`` = SSIM - max(null SSIM, mean training
+   image SSIM) (a null that memorizes scores below the mean image). Learned attackers train at the
+   training resolution (``attack_size`` null: the extractor's input size) until their loss on held-out
+   training images plateaus (``early_stopping``); the curves go to ``attacker_curves.png`` and results.json.
 3. ``audit_split``: ``cross`` trains the attackers on the source's training split and scores them on every
    target; ``in_domain`` trains fresh ones on half of each target's identities and scores them on the
    other half (no style gap to hide behind); ``both``.
+   What ReID does not need, per split (``cross_domain`` / ``in_domain``): the swap test
+   ``image_specific_gain`` (what A(f_i) says about photo i beyond A(f_j), j another photo of the person),
+   ``person_gain`` / ``background_gain`` (the gain inside each region of the records' person masks; null
+   without masks) and the probes.
 4. Leakage: every scored reconstruction is a query against all real images of its set (leave-one-out,
    cross-camera: the Market protocol drops same identity and camera), judged by the reference extractor
    (``reference_ckpt``; E itself without one): ``leakage_norm`` = (R1 - chance) / (judge's R1 on the real
    images - chance), reported for the most-leaking attacker.
-5. Attribute probes (``probes``): linear probes on E's stored features of one half of a target's identities,
-   scored on the other half (balanced accuracy vs chance), nuisance and soft-biometric attributes apart.
+5. Attribute probes (``probes``): linear probes on E's stored features, in points of balanced accuracy above
+   chance, nuisance (background, light, camera, view) and soft-biometric (gender, build, hair) attributes
+   apart: in-domain trained on a seeded half of a target's images (``probes.split``: ``images`` or
+   ``identities``) and scored on the other half, cross-domain trained on the source's training images.
 
-Outputs: the ``privacy`` and ``audit`` sections of results.json and ``reconstructions_<target>.png``;
+Outputs: the ``privacy`` and ``audit`` sections of results.json, ``reconstructions_<target>.png`` and
+``attacker_curves.png``;
 the privacy audit page in docs/ explains every field. Scoring lives in ``scoring.py``, the
 pictures, log lines and the ``audit`` block in ``report.py``, the training of the attacker suites (and
 of their cross-domain pairs) in ``suite_training.py``, the attackers in ``src/ppreid/audit/attackers``.
@@ -32,12 +42,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from ppreid.audit import report as report
 from ppreid.audit import scoring as scoring
 from ppreid.audit import suite_training as suite_training
+from ppreid.audit.attackers.base import Plateau
 from ppreid.audit.attackers.images import ImageSpace, resize, to_uint8
 from ppreid.metrics.attribute_probe import probe_attributes
 from ppreid.models.reid_module import ReIDModule
@@ -54,9 +66,13 @@ HOW_TO_GET_ONE = (
     "e.g. model.extractor_ckpt=logs/train/runs/<run>/checkpoints/last.ckpt"
 )
 DEFAULT_PROBES = {
-    "nuisance": ["viewpoint", "weather", "background", "camera"],
-    "soft_biometric": ["gender", "age_group", "skin_tone"],
+    "nuisance": ["background", "illumination", "camera", "viewpoint"],
+    "soft_biometric": ["gender", "build", "hair_style"],
 }
+PROBE_SPLITS = ("images", "identities")
+DEFAULT_STOPPING = {"enabled": True, "val_fraction": 0.1, "eval_every": 50, "patience": 5, "min_improvement": 0.0}
+# the keys of what ReID does not need, in each split's block of results.json
+SPLIT_KEYS = ("image_specific_gain", "background_gain", "person_gain", "ssim_gain", "strongest", "strongest_by")
 
 
 class AttackModel(ReIDModule):
@@ -68,7 +84,7 @@ class AttackModel(ReIDModule):
         self,
         extractor_ckpt: str | None = None,
         attackers: Sequence[str] = ATTACKERS,
-        attack_size: Sequence[int] = (64, 32),
+        attack_size: Sequence[int] | None = None,
         l1: Callable | None = None,
         gan: Callable | None = None,
         diffusion: Callable | None = None,
@@ -80,6 +96,7 @@ class AttackModel(ReIDModule):
         max_scored_images: int | None = None,
         train_flip: bool = True,
         probes: dict[str, Any] | None = None,
+        early_stopping: dict[str, Any] | None = None,
         num_pictures: int = 8,
         reconstruct_batch_size: int = 256,
         name: str = "attack",
@@ -109,18 +126,29 @@ class AttackModel(ReIDModule):
             raise ConfigValueError(f"model.audit_split={audit_split!r}; use one of {', '.join(AUDIT_SPLITS)}.")
         if max_scored_images is not None and int(max_scored_images) < 2:
             raise ConfigValueError(f"model.max_scored_images={max_scored_images}; give null (all) or an int >= 2.")
-        self.attack_size = tuple(int(s) for s in attack_size)
-        if len(self.attack_size) != 2 or min(self.attack_size) < SSIM_WINDOW:
+        if attack_size is not None:
+            self.attack_size = tuple(int(s) for s in attack_size)
+            if len(self.attack_size) != 2 or min(self.attack_size) < SSIM_WINDOW:
+                raise ConfigValueError(
+                    f"model.attack_size={list(attack_size)}: give [height, width], both >= "
+                    f"{SSIM_WINDOW} (the SSIM window), e.g. [64, 32], or null (the training resolution)."
+                )
+        self.early_stopping = {**DEFAULT_STOPPING, **dict(early_stopping or {})}
+        fraction = self.early_stopping["val_fraction"]
+        if not 0.0 <= float(fraction) < 0.5 or int(self.early_stopping["eval_every"]) < 1:
             raise ConfigValueError(
-                f"model.attack_size={list(attack_size)}: give [height, width], both >= "
-                f"{SSIM_WINDOW} (the SSIM window), e.g. [64, 32]."
+                f"model.early_stopping: val_fraction={fraction} must be in [0, 0.5) and eval_every="
+                f"{self.early_stopping['eval_every']} >= 1."
             )
+        Plateau(self.early_stopping["patience"], self.early_stopping["min_improvement"])  # bad values stop here
         self.extractor_ckpt = str(extractor_ckpt)
         self.extractor, self.extractor_spec = load_model_from_checkpoint(extractor_ckpt, key="model.extractor_ckpt")
         self.extractor.requires_grad_(False)
         self.eval_metric, self.max_rank = self.extractor.eval_metric, self.extractor.max_rank
         self.space = ImageSpace.from_spec(self.extractor_spec)
         self.input_size = self.space.size
+        if attack_size is None:  # the training resolution
+            self.attack_size = self.input_size
         self.reference, self.reference_spec, self.reference_space = None, None, None
         if reference_ckpt:
             self.reference, self.reference_spec = load_model_from_checkpoint(reference_ckpt, key="model.reference_ckpt")
@@ -139,10 +167,16 @@ class AttackModel(ReIDModule):
         self.in_domain_steps = float(in_domain_steps)
         self.max_scored = None if max_scored_images is None else int(max_scored_images)
         self.probes = {
-            **{"enabled": True, "steps": 300, "lr": 0.05, "weight_decay": 1e-3},
+            **{"enabled": True, "steps": 300, "lr": 0.05, "weight_decay": 1e-3, "split": "images"},
             **DEFAULT_PROBES,
             **dict(probes or {}),
         }
+        if self.probes["split"] not in PROBE_SPLITS:
+            raise ConfigValueError(
+                f"model.probes.split={self.probes['split']!r}; use one of {', '.join(PROBE_SPLITS)}."
+            )
+        self.source_probe_data: tuple[torch.Tensor, list[Any]] | None = None
+        self.curves: dict[str, dict[str, Any]] = {}
         self.num_pictures, self.reconstruct_batch_size = int(num_pictures), int(reconstruct_batch_size)
         self.suites: dict[str, dict[str, Any]] = {}
         self.collected: dict[int, dict[str, list[Any]]] = {}
@@ -238,9 +272,13 @@ class AttackModel(ReIDModule):
             return
         with torch.inference_mode(False), torch.enable_grad():  # Lightning tests in inference mode
             start = self._clock()
-            feats, images = suite_training.training_pairs(self)
+            feats, images, ids = suite_training.training_pairs(self)
             self._timed("cross/pairs", start)
-            self.suites["cross"] = suite_training.train_suite(self, "cross", feats, images)
+            first = torch.from_numpy(np.unique(ids.numpy(), return_index=True)[1])  # one pair per image (no mirrors)
+            records = self.trainer.datamodule.train_records
+            self.source_probe_data = (feats[first], [records[i].attributes for i in ids[first].tolist()])
+            self.suites["cross"] = suite_training.train_suite(self, "cross", feats, images, image_ids=ids)
+            self.curves["cross"] = self.suites["cross"]["curves"]
 
     # ----------------------------------------------------------------- test
     def test_step(self, batch, batch_idx, dataloader_idx: int = 0) -> None:
@@ -267,20 +305,43 @@ class AttackModel(ReIDModule):
                         target, scoring.target_data(target, self.collected[i]), None if m_ap is None else float(m_ap)
                     )
         self.collected = {}
+        if self.curves and self.trainer.is_global_zero:
+            report.save_curves(Path(self.trainer.default_root_dir) / "attacker_curves.png", self.curves)
         report.log_cost(self.cost, self.cost_cpu)
         self.extra_results = {"privacy": privacy, "audit": self._audit_block()}
 
+    def _probe(self, train_feats, train_attrs, test_feats, test_attrs) -> dict[str, Any]:
+        """The attribute probes of ``probes`` (nuisance, soft biometrics) fitted on one set, scored on another."""
+        groups = {g: self.probes[g] for g in ("nuisance", "soft_biometric")}
+        steps = 1 if self.trainer.fast_dev_run else int(self.probes["steps"])
+        lr, decay = float(self.probes["lr"]), float(self.probes["weight_decay"])
+        return probe_attributes(train_feats, train_attrs, test_feats, test_attrs, groups, steps, lr, decay)
+
     def _audit_target(self, target, data: dict[str, Any], m_ap: float | None) -> dict[str, Any]:
-        """The ``privacy`` entry of one target: cross-domain fields at the top, ``in_domain`` and ``probes``."""
+        """The ``privacy`` entry of one target: ``cross_domain`` and ``in_domain`` blocks (each with what ReID does
+        not need: ``image_specific_gain``, ``background_gain``, ``person_gain``, ``probes``), the cross-domain
+        attacker fields also at the top, and the in-domain ``probes`` at the top (the tables read both there)."""
         everyone = torch.ones(len(data["pids"]), dtype=torch.bool)
         out: dict[str, Any] = {"num_images": int(everyone.sum()), "num_queries": int(data["is_query"].sum())}
+        if data["masks"] is None:
+            log.info("region leak of %s not measured: %s", target.name, scoring.NO_MASKS)
         pictures = None
+        probes_on = self.probes.get("enabled", True)
         if "cross" in self.splits:
             start = self._clock()
             res, pictures = scoring.score_suite(self, self.suites["cross"], data, everyone, m_ap)
             out.update(res)
             self._timed(f"cross/{target.name}/score", start)
             report.log_target(target.name, "cross-domain", res)
+            out["cross_domain"] = {k: res.get(k) for k in SPLIT_KEYS}
+            if probes_on:
+                start = self._clock()
+                feats, attrs = self.source_probe_data
+                out["cross_domain"]["probes"] = {
+                    "split": "trained on the source's training images, scored on every image of this target",
+                    **self._probe(feats, attrs, data["feats"], data["attrs"]),
+                }
+                self._timed(f"probes/{target.name}", start)
         train, scored = scoring.identity_halves(data["pids"], self.split_seed)
         if "in_domain" in self.splits:
             if len(set(data["pids"][train].tolist())) < 2 or len(set(data["pids"][scored].tolist())) < 2:
@@ -290,6 +351,7 @@ class AttackModel(ReIDModule):
                 suite = suite_training.train_suite(
                     self, f"in_domain/{target.name}", data["feats"][train], data["images"][train], self.in_domain_steps
                 )
+                self.curves[f"in_domain/{target.name}"] = suite["curves"]
                 start = self._clock()
                 res, recons = scoring.score_suite(self, suite, data, scored, m_ap)
                 self._timed(f"in_domain/{target.name}/score", start)
@@ -300,20 +362,24 @@ class AttackModel(ReIDModule):
                 }
                 report.log_target(target.name, "in-domain", res)
                 pictures = pictures or recons
-        if self.probes.get("enabled", True):
+        if probes_on:
             start = self._clock()
-            groups = {g: self.probes[g] for g in ("nuisance", "soft_biometric")}
-            probes = probe_attributes(
-                data["feats"][train],
-                [data["attrs"][i] for i in torch.nonzero(train).flatten()],
-                data["feats"][scored],
-                [data["attrs"][i] for i in torch.nonzero(scored).flatten()],
-                groups,
-                1 if self.trainer.fast_dev_run else int(self.probes["steps"]),
-                float(self.probes["lr"]),
-                float(self.probes["weight_decay"]),
+            if self.probes["split"] == "images":
+                p_train, p_test = scoring.image_halves(len(data["pids"]), self.split_seed)
+                how = "a seeded half of this target's images trains, the other half is scored"
+            else:
+                p_train, p_test = train, scored
+                how = "held-out identities of this target (trained on the in-domain half)"
+            rows = [torch.nonzero(m).flatten().tolist() for m in (p_train, p_test)]
+            probes = self._probe(
+                data["feats"][p_train],
+                [data["attrs"][i] for i in rows[0]],
+                data["feats"][p_test],
+                [data["attrs"][i] for i in rows[1]],
             )
-            out["probes"] = {"split": "held-out identities of this target (trained on the in-domain half)", **probes}
+            out["probes"] = {"split": how, **probes}
+            if out.get("in_domain"):
+                out["in_domain"]["probes"] = out["probes"]
             self._timed(f"probes/{target.name}", start)
         if pictures is not None and self.trainer.is_global_zero and self.num_pictures > 0:
             real, recons, rows = pictures

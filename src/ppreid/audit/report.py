@@ -130,6 +130,49 @@ def save_reconstructions(
             lg.log_image(key=key or path.stem, images=[sheet], caption=[caption])
 
 
+def save_curves(path: Path, curves: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """``attacker_curves.png``: one panel per suite (``cross``, ``in_domain/<target>``) and attacker kind, the
+    validation loss (solid, the held-out training images) and the training loss (dashed) against the step,
+    for the attacker and its null; a marker at the best validation step (the weights kept)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    for suite, by_key in curves.items():
+        for kind in dict.fromkeys(k.removesuffix("_null") for k in by_key):
+            panels.append((suite, kind, {k: by_key[k] for k in (kind, f"{kind}_null") if k in by_key}))
+    if not panels:
+        return
+    cols = min(4, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), dpi=100, squeeze=False)
+    for ax, (suite, kind, lines) in zip(axes.flat, panels):
+        for (key, curve), colour in zip(lines.items(), ("tab:blue", "tab:orange")):
+            label = "null" if key.endswith("_null") else "attacker"
+            if curve.get("val"):
+                ax.plot(curve["step"], curve["val"], color=colour, lw=1.6, marker="o", ms=2, label=f"{label} val")
+                ax.plot(curve["step"], curve["train"], color=colour, lw=1.0, ls="--", label=f"{label} train")
+                if curve.get("best_step") in curve["step"]:
+                    best = curve["step"].index(curve["best_step"])
+                    ax.plot([curve["best_step"]], [curve["val"][best]], "k*", ms=8)
+        ax.set_title(f"{suite}: {kind} ({lines.get(kind, {}).get('stopped', '-')})", fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.suptitle("attacker losses (star: the best validation step, whose weights are scored)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    log.info("attacker loss curves: %s", path)
+
+
 def log_cost(cost: dict[str, float], cpu: dict[str, float]) -> None:
     """The audit's wall time per part, largest first, with its CPU time, and the totals."""
     parts = ", ".join(
@@ -185,9 +228,11 @@ def audit_block(model, data_name: str, target_names: Sequence[str]) -> dict[str,
     cross = model.suites.get("cross") or {}
     train = {
         "pairs": cross.get("pairs"),
+        "val_pairs": cross.get("val_pairs"),
         "feat_dim": None if not cross else int(cross["feat_mean"].numel()),
         "steps": cross.get("steps"),
         "train_time_s": cross.get("train_time_s"),
+        "early_stopping": dict(model.early_stopping),
     }
     return {
         "extractor": extractor,
@@ -200,5 +245,6 @@ def audit_block(model, data_name: str, target_names: Sequence[str]) -> dict[str,
         "cost_s": dict(model.cost),
         "cost_cpu_s": dict(model.cost_cpu),
         "cost_total_s": round(sum(model.cost.values()), 1),
+        "curves": model.curves,
         "group_hash": group,
     }

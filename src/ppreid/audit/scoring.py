@@ -1,6 +1,7 @@
 """Scoring of the privacy audit (``model=attack``): which images an audit scores, and one suite of
-attackers and their nulls scored on them (SSIM / PSNR, the gain over the null, leakage judged by the
-reference or by E, normalized, the strongest and the most-leaking attacker, URR).
+attackers and their nulls scored on them (SSIM / PSNR, the gain over max(null, mean image), the swap test,
+the person / background regions, leakage judged by the reference or by E, normalized, the strongest and
+the most-leaking attacker, URR).
 
 Every function is given tensors in dataset order (``target_data``); images are uint8 (N,3,h,w) at the
 attack size, features float32 (N,D) on the CPU.
@@ -12,16 +13,40 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
-from ppreid.metrics.privacy import normalized_leakage, psnr, random_rank1, ssim
+from ppreid.metrics.privacy import (
+    gain_over_baseline,
+    normalized_leakage,
+    psnr,
+    random_rank1,
+    region_ssim,
+    ssim,
+    swap_gain,
+)
 from ppreid.metrics.reid import evaluate_features
 
 log = logging.getLogger("ppreid.audit.attack")
+REGIONS = ("person", "background")
+NO_MASKS = "no person masks in this dataset's records (the procedural data write them; real datasets lack them)"
+
+
+def load_masks(paths: list[str], size: tuple[int, int]) -> torch.Tensor:
+    """Person masks (PNG files, 255 = person, the image's size) -> bool (N,1,h,w) at the attack ``size``
+    (bilinear resize of the image's own size, then > 50%: as the images are resized)."""
+    out = []
+    for path in paths:
+        with Image.open(path) as im:
+            small = im.convert("L").resize((size[1], size[0]), Image.BILINEAR)
+        out.append(torch.from_numpy(np.asarray(small) > 127))
+    return torch.stack(out).unsqueeze(1)
 
 
 def target_data(target, store: dict[str, list[torch.Tensor]]) -> dict[str, Any]:
-    """One target's collected tensors in dataset order (copies: outside inference mode they train)."""
+    """One target's collected tensors in dataset order (copies: outside inference mode they train), with
+    the person masks (bool (N,1,h,w)) when every record names one (``masks`` None otherwise)."""
     index = torch.cat(store["index"])
     order = index.argsort()
     index = index[order].clone()
@@ -36,7 +61,30 @@ def target_data(target, store: dict[str, list[torch.Tensor]]) -> dict[str, Any]:
         "is_query": index < target.num_query,
     }
     data["ref"] = torch.cat(store["ref"])[order].clone() if "ref" in store else None
+    mask_paths = [getattr(records[i], "mask", None) for i in index.tolist()]
+    data["masks"] = load_masks(mask_paths, tuple(data["images"].shape[-2:])) if mask_paths and all(mask_paths) else None
     return data
+
+
+def image_halves(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train mask, test mask) of a seeded half of ``n`` images (the probes' split of images)."""
+    gen = torch.Generator().manual_seed(seed)
+    train = torch.zeros(n, dtype=torch.bool)
+    train[torch.randperm(n, generator=gen)[: n // 2]] = True
+    return train, ~train
+
+
+def swap_partners(pids: torch.Tensor, queries: torch.Tensor, members: torch.Tensor, seed: int) -> torch.Tensor:
+    """For each scored image ``queries`` (Q,) (indices into ``pids`` (N,)), a seeded other image of the same
+    identity among ``members`` (bool (N,)): its index, or -1 where the identity has no other image (Q,)."""
+    gen = torch.Generator().manual_seed(seed + 2)
+    out = torch.full((queries.numel(),), -1, dtype=torch.long)
+    for row, i in enumerate(queries.tolist()):
+        others = torch.nonzero(members & (pids == pids[i])).flatten()
+        others = others[others != i]
+        if others.numel():
+            out[row] = others[int(torch.randint(others.numel(), (1,), generator=gen))]
+    return out
 
 
 def identity_halves(pids: torch.Tensor, seed: int):
@@ -58,15 +106,52 @@ def scored_indices(members: torch.Tensor, max_scored: int | None, seed: int) -> 
     return idx[torch.randperm(idx.numel(), generator=gen)[:max_scored].sort().values]
 
 
+def _nanmean(values: torch.Tensor) -> float | None:
+    """Mean over the defined entries (NaN: an image whose region holds no SSIM window centre); None if none."""
+    kept = values[~torch.isnan(values)]
+    return float(kept.mean()) if kept.numel() else None
+
+
+def region_scores(recon, null_recon, mean_img, real, masks) -> dict[str, Any]:
+    """SSIM inside the person and inside the background (``masks`` bool (B,1,h,w), True = person) of an
+    attacker's reconstructions, its null's and the mean image's, and each region's gain over max(null, mean
+    image) restricted to the region: ``person_ssim``, ``person_null_ssim``, ``person_mean_image_ssim``,
+    ``person_gain`` (and the same for ``background``). Images (B,3,h,w) in [0, 1]."""
+    out: dict[str, Any] = {}
+    for region, inside in (("person", masks), ("background", ~masks)):
+        score = _nanmean(region_ssim(recon, real, inside))
+        null = _nanmean(region_ssim(null_recon, real, inside))
+        mean = _nanmean(region_ssim(mean_img, real, inside))
+        out.update(
+            {
+                f"{region}_ssim": score,
+                f"{region}_null_ssim": null,
+                f"{region}_mean_image_ssim": mean,
+                f"{region}_gain": gain_over_baseline(score, null, mean),
+            }
+        )
+    return out
+
+
 def score_suite(audit, suite: dict[str, Any], data: dict[str, Any], members: torch.Tensor, m_ap: float | None):
     """Score every attacker of ``suite`` and its null on the scored images among ``members`` (bool mask),
     leakage against all real images of ``members``; ``audit`` is the AttackModel (its attackers' names,
-    reconstruction and feature paths, metric and seeds). Returns (the fields, pictures (real, recons, rows))."""
+    reconstruction and feature paths, metric and seeds). Returns (the fields, pictures (real, recons, rows)).
+
+    Per attacker: ``ssim_gain`` = SSIM - max(null SSIM, mean-image SSIM) on its scored images; the swap
+    test ``image_specific_gain`` = mean SSIM(A(f_i), x_i) - SSIM(A(f_j), x_i), j another image of i's
+    identity among ``members`` (images without one left out); with person masks, ``person_gain`` and
+    ``background_gain`` (the gain inside each region). The split's values of these are the largest over
+    the attackers (``strongest_by`` names which)."""
     gallery, queries = torch.nonzero(members).flatten(), scored_indices(members, audit.max_scored, audit.split_seed)
     rows_in_queries = torch.arange(queries.numel())
     real = data["images"][queries].float() / 255.0
-    z = (data["feats"][queries] - suite["feat_mean"]) / suite["feat_std"]
+    z_all = (data["feats"] - suite["feat_mean"]) / suite["feat_std"]
+    z = z_all[queries]
     index = data["index"][queries]
+    partners = swap_partners(data["pids"], queries, members, audit.split_seed)
+    masks = data.get("masks")
+    q_masks = None if masks is None else masks[queries]
     q_pid, q_cam, g_pid, g_cam = (
         data["pids"][queries],
         data["camids"][queries],
@@ -92,16 +177,20 @@ def score_suite(audit, suite: dict[str, Any], data: dict[str, Any], members: tor
     judge = "reference" if data["ref"] is not None else "extractor"
     judge_real = data["ref"] if data["ref"] is not None else data["feats"]
     mean_img = suite["mean_image"].expand_as(real)
+    mean_img_ssim = ssim(mean_img, real)
     out: dict[str, Any] = {
         "num_scored": int(queries.numel()),
+        "num_swap_pairs": int((partners >= 0).sum()),
         "pairs": suite["pairs"],
-        "mean_image_ssim": float(ssim(mean_img, real).mean()),
+        "mean_image_ssim": float(mean_img_ssim.mean()),
         "mean_image_psnr": float(psnr(mean_img, real).mean()),
         "chance_r1": random_rank1(q_pid, g_pid, q_cam, g_cam),
         "leakage_judge": judge,
         "extractor_r1": rank1(data["feats"][queries], data["feats"][gallery], rows_in_queries),
         "attackers": {},
     }
+    if q_masks is None:
+        out["regions"] = NO_MASKS
     judge_r1 = rank1(judge_real[queries], judge_real[gallery], rows_in_queries)
     if data["ref"] is not None:
         out["reference_r1"] = judge_r1
@@ -117,14 +206,26 @@ def score_suite(audit, suite: dict[str, Any], data: dict[str, Any], members: tor
         else:  # white-box null: invert another scored image's feature
             perm = torch.randperm(sub.numel(), generator=torch.Generator().manual_seed(audit.split_seed))
             null_recon = audit._reconstruct(null, z[sub][perm], index[sub])
+        mean_sub = float(mean_img_ssim[sub].mean())
         row = {
             "ssim": float(ssim(recon, real[sub]).mean()),
             "psnr": float(psnr(recon, real[sub]).mean()),
             "null_ssim": float(ssim(null_recon, real[sub]).mean()),
             "null_psnr": float(psnr(null_recon, real[sub]).mean()),
+            "mean_image_ssim": mean_sub,
             "num_scored": int(sub.numel()),
         }
-        row["ssim_gain"] = row["ssim"] - row["null_ssim"]
+        row["baseline_ssim"] = max(row["null_ssim"], mean_sub)
+        row["ssim_gain"] = gain_over_baseline(row["ssim"], row["null_ssim"], mean_sub)
+        row["gain_over_null"] = row["ssim"] - row["null_ssim"]
+        paired = torch.nonzero(partners[sub] >= 0).flatten()
+        row["image_specific_gain"] = None
+        if paired.numel():
+            j = partners[sub][paired]
+            other = audit._reconstruct(attacker, z_all[j], data["index"][j])
+            row["image_specific_gain"] = float(swap_gain(recon[paired], other, real[sub][paired]).mean())
+        if q_masks is not None:
+            row.update(region_scores(recon, null_recon, mean_img[sub], real[sub], q_masks[sub]))
         row["leakage_r1"] = rank1(audit._features(recon), data["feats"][gallery], sub)
         if data["ref"] is not None:
             row["leakage_r1_ref"] = rank1(audit._features(recon, reference=True), data["ref"][gallery], sub)
@@ -141,6 +242,11 @@ def score_suite(audit, suite: dict[str, Any], data: dict[str, Any], members: tor
     rows = out["attackers"]
     out["strongest"] = max(rows, key=lambda a: rows[a]["ssim_gain"])
     out["ssim_gain"] = rows[out["strongest"]]["ssim_gain"]
+    out["strongest_by"] = {}
+    for key in ("image_specific_gain", "person_gain", "background_gain"):
+        defined = {a: r[key] for a, r in rows.items() if r.get(key) is not None}
+        out["strongest_by"][key] = max(defined, key=defined.get) if defined else None
+        out[key] = defined[out["strongest_by"][key]] if defined else None
     best = rows[out["strongest"]]["ssim"]
     out["urr"] = m_ap / best if (m_ap is not None and best > 0) else None
     leaking = {a: r["leakage_norm"] for a, r in rows.items() if r["leakage_norm"] is not None}

@@ -298,7 +298,8 @@ class AttackSchema:
     num_pictures: int = MISSING
     reconstruct_batch_size: int = MISSING
     probes: dict[str, Any] = MISSING
-    attack_size: list[int] = MISSING
+    early_stopping: dict[str, Any] = MISSING
+    attack_size: list[int] | None = MISSING
     max_scored_images: int | None = MISSING
     in_domain_steps: float = MISSING
     l1: dict[str, Any] = MISSING

@@ -60,7 +60,8 @@ def probe_attributes(
 ) -> dict[str, Any]:
     """One probe per attribute named in ``groups`` (group name -> attribute keys), fitted on the train
     features (N,D) with their attribute records and scored on the test ones. Per group: attribute ->
-    {balanced_accuracy, chance, gain (= the two's difference), classes}, and ``mean_gain`` over the group;
+    {balanced_accuracy, chance, gain (= the two's difference), points (the gain in points above chance,
+    100 x gain), classes}, and ``mean_gain`` / ``mean_points`` over the group;
     attributes missing from the records, or with fewer than 2 classes in either set, are listed in
     ``skipped`` with the reason."""
     mean, std = train_feats.mean(0), train_feats.std(0).clamp_min(1e-6)
@@ -91,8 +92,10 @@ def probe_attributes(
                 "balanced_accuracy": bacc,
                 "chance": 1.0 / scored,
                 "gain": bacc - 1.0 / scored,
+                "points": 100.0 * (bacc - 1.0 / scored),
                 "classes": scored,
             }
         gains: list[float] = [r["gain"] for r in rows.values()]
-        out[group] = {**rows, "mean_gain": sum(gains) / len(gains) if gains else None}
+        mean = sum(gains) / len(gains) if gains else None
+        out[group] = {**rows, "mean_gain": mean, "mean_points": None if mean is None else 100.0 * mean}
     return out

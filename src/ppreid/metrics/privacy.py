@@ -79,7 +79,7 @@ def ssim(
     *,
     check_range: bool = True,
 ) -> torch.Tensor:
-    """Per-image SSIM (Wang et al. 2004): (B,C,H,W), (B,C,H,W) -> (B,).
+    """Per-image SSIM (Wang et al. 2004): (B,C,H,W), (B,C,H,W) -> (B,); the mean of :func:`ssim_map`.
 
     Local statistics under a Gaussian window (11 taps, sigma 1.5), population (biased)
     variances, C1 = (k1 * data_range)^2, C2 = (k2 * data_range)^2; the SSIM map is computed
@@ -92,6 +92,23 @@ def ssim(
     the values lie in [0, data_range] (one device sync); turn it off in hot loops whose
     inputs are known to be in range. The result has x's dtype, at least float32.
     """
+    return ssim_map(x, y, data_range, window_size, sigma, k1, k2, check_range=check_range).mean(dim=(1, 2))
+
+
+def ssim_map(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data_range: float = 1.0,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    *,
+    check_range: bool = True,
+) -> torch.Tensor:
+    """The SSIM map of :func:`ssim`, averaged over channels: (B,C,H,W), (B,C,H,W) -> (B,H-k+1,W-k+1), one
+    value per window centre of the 'valid' region (k = ``window_size``; the centre of entry (i, j) is pixel
+    (i + k // 2, j + k // 2)). Region scores (:func:`region_ssim`) average it inside a mask."""
     _check_images("ssim", x, y, data_range, check_range)
     if int(window_size) != window_size or window_size < 1 or window_size % 2 == 0:
         raise ConfigValueError(f"ssim: window_size={window_size}; use an odd positive size (11 is the standard).")
@@ -127,7 +144,26 @@ def ssim(
     c2 = (k2 * data_range) ** 2
     luminance = (2.0 * mu_x * mu_y + c1) / (mu_x * mu_x + mu_y * mu_y + c1)
     contrast_structure = (2.0 * cov_xy + c2) / (var_x + var_y + c2)
-    return (luminance * contrast_structure).mean(dim=(1, 2, 3))
+    return (luminance * contrast_structure).mean(dim=1)
+
+
+def region_ssim(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, window_size: int = 11, **kwargs) -> torch.Tensor:
+    """Per-image SSIM inside a region: the mean of the SSIM map over the window centres that lie in ``mask``.
+
+    x, y (B,C,H,W) images in [0, 1]; mask (B,1,H,W) or (B,H,W) bool at the images' size (True = in the
+    region). The SSIM map holds one value per window centre of the 'valid' region, so the mask is cropped
+    by ``window_size // 2`` on every side to line up with it. Images whose region holds no centre give NaN
+    (average with ``nanmean``). Returns (B,)."""
+    if mask.dim() == 4:
+        mask = mask[:, 0]
+    if mask.shape != (x.shape[0], *x.shape[-2:]):
+        raise ValueError(
+            f"region_ssim: mask of shape {tuple(mask.shape)} for images {tuple(x.shape)}; give (B,1,H,W) at the images' size."
+        )
+    maps = ssim_map(x, y, window_size=window_size, **kwargs)  # (B,H',W')
+    r = int(window_size) // 2
+    inside = mask[:, r : r + maps.shape[1], r : r + maps.shape[2]].to(maps.dtype)
+    return (maps * inside).sum(dim=(1, 2)) / inside.sum(dim=(1, 2))  # 0 / 0 = NaN: no centre in the region
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, *, check_range: bool = True) -> torch.Tensor:
@@ -162,3 +198,28 @@ def normalized_leakage(leak_r1: float, chance_r1: float, reference_r1: float) ->
     if any(v is None or v != v for v in (leak_r1, chance_r1, reference_r1)) or reference_r1 - chance_r1 <= 1e-9:
         return None
     return (leak_r1 - chance_r1) / (reference_r1 - chance_r1)
+
+
+def swap_gain(
+    own: torch.Tensor, other: torch.Tensor, real: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The swap test: what a reconstruction says about *this* photo beyond the person.
+
+    own = A(f_i), other = A(f_j) with j another image of the same identity, real = x_i, all (B,3,H,W) in
+    [0, 1]; returns SSIM(A(f_i), x_i) - SSIM(A(f_j), x_i) per image (B,) (with ``mask`` (B,1,H,W) bool: the
+    SSIM inside that region, :func:`region_ssim`). 0: the feature says nothing about image i that image j's
+    feature of the same person does not say too."""
+    if mask is None:
+        return ssim(own, real) - ssim(other, real)
+    return region_ssim(own, real, mask) - region_ssim(other, real, mask)
+
+
+def gain_over_baseline(score: float | None, null: float | None, mean_image: float | None) -> float | None:
+    """``score - max(null, mean image)``: an attacker's SSIM above the better of the two feature-blind
+    guesses (its null, the same attacker on shuffled features, and the mean training image). A null
+    that memorizes its training images scores below the mean image, so a gain over the null alone would
+    count that weakness as leak. None when the score or both baselines are undefined."""
+    baselines = [v for v in (null, mean_image) if v is not None and v == v]
+    if score is None or score != score or not baselines:
+        return None
+    return float(score) - max(baselines)

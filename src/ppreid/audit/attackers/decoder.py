@@ -36,6 +36,9 @@ class L1Attacker(ReversalAttacker):
         self.minimize(self.opt, loss)
         return {"l1": loss.item()}
 
+    def val_loss(self, feat, images):
+        return l1_reconstruction(self.decoder(feat), images)
+
     @torch.no_grad()
     def reconstruct(self, feat, index):
         return self.decoder(feat)
@@ -99,9 +102,17 @@ class GANAttacker(ReversalAttacker):
         self.minimize(optimizer, loss)
         return loss
 
-    def fit(self, feats, images, name, generator, steps=None):
+    def fit(self, feats, images, name, generator, steps=None, val=None, stopping=None):
         self.step_count, self.total_steps = 0, self.steps if steps is None else int(steps)
-        return super().fit(feats, images, name, generator, steps)
+        return super().fit(feats, images, name, generator, steps, val, stopping)
+
+    def val_loss(self, feat, images):
+        """The pixel (L1) loss: what the decoder reconstructs, whatever D thinks of it."""
+        return l1_reconstruction(self.decoder(feat), images)
+
+    def plateau_start(self, steps: int) -> int:
+        """No plateau stops the L1 warm-up: the adversarial phase always runs."""
+        return int(self.l1_warmup * steps) + 1
 
     def train_step(self, feat, images):
         self.step_count += 1

@@ -58,6 +58,13 @@ class DiffusionAttacker(ReversalAttacker):
         self.minimize(self.opt, loss)
         return {"ddpm": loss.item()}
 
+    def val_loss(self, feat, images):
+        """The DDPM loss with fixed noise and timesteps (seeded by ``seed``), so evaluations compare."""
+        devices = [feat.device] if feat.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed)
+            return self.decoder.loss(feat, resize(images, self.sample_size or images.shape[-2:]))
+
     @torch.no_grad()
     def reconstruct(self, feat, index):
         """The mean of ``num_samples`` DDIM samples (1: one sample; more: towards the posterior mean)."""

@@ -26,6 +26,8 @@ class ReIDRecord:
     attributes: GenePerson only: identity + environment attribute record.
     domain: index of the source dataset in multi-source training (0 for a single source); a
         style label for domain-aware models.
+    mask: GenePerson only, when the manifest names one: the path of the image's person mask (a PNG of
+        the image's size, 255 = person).
     """
 
     path: str
@@ -33,6 +35,7 @@ class ReIDRecord:
     camid: int
     attributes: dict[str, Any] | None = None
     domain: int = 0
+    mask: str | None = None
 
 
 @dataclass

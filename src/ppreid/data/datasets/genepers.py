@@ -96,8 +96,17 @@ def _train_from_manifest(
             )
         _check_agrees(path, entry, manifest_path)
         if entry["pid"] != -1:
-            records.append(ReIDRecord(str(path), entry["pid"], entry["camid"], entry["attributes"]))
+            records.append(
+                ReIDRecord(
+                    str(path), entry["pid"], entry["camid"], entry["attributes"], mask=_mask(entry, manifest_path)
+                )
+            )
     return records
+
+
+def _mask(entry: dict[str, Any], manifest_path: Path) -> str | None:
+    """The path of the entry's person mask (``mask``: relative to the set's folder), if the manifest names one."""
+    return str(manifest_path.parent / entry["mask"]) if entry.get("mask") else None
 
 
 def _attach(
@@ -109,6 +118,7 @@ def _attach(
         if entry is not None:
             _check_agrees(Path(rec.path), entry, manifest_path)
             rec.attributes = entry["attributes"]
+            rec.mask = _mask(entry, manifest_path)
     return records
 
 
