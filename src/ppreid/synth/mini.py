@@ -240,7 +240,8 @@ def write_procedural_set(
     what: str,
 ) -> int:
     """Render ``plan`` with the procedural generator into the GenePerson folder ``out`` (writer, JPEG 95,
-    no fsync: the caller swaps the finished parent folder in atomically); returns the number of images."""
+    person masks, no fsync: the caller swaps the finished parent folder in atomically); returns the number
+    of images."""
     gen = ProceduralGenerator(render=params["render"], **generator)
     config = {
         "plan": plan.describe(),
@@ -254,7 +255,16 @@ def write_procedural_set(
         "quality_filter": None,
     }
     writer = GenePersonWriter(
-        out, plan, gen, config, params["height"], params["width"], batch_size=64, fsync=False, progress=progress
+        out,
+        plan,
+        gen,
+        config,
+        params["height"],
+        params["width"],
+        batch_size=64,
+        fsync=False,
+        progress=progress,
+        masks=True,  # person masks beside the images (region measures of the privacy audit)
     )
     try:
         info = writer.run()
