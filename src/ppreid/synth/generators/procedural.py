@@ -321,6 +321,10 @@ class ProceduralGenerator(ImageGenerator):
         occluder (boxes and ``size`` in supersampled pixels)."""
         if not boxes:
             return False
+        if occluder is None and all(
+            x0 >= 0 and y0 >= 0 and x1 <= size[0] and y1 <= size[1] for x0, y0, x1, y1 in boxes
+        ):
+            return True  # nothing in front, nothing out of the frame
         m = size[1] // 2  # margin: the canvas holds the shoes' whole area, in the frame or not
         shoes = Image.new("L", (size[0] + 2 * m, size[1] + 2 * m), 0)
         draw = Draw(shoes)
