@@ -110,3 +110,49 @@ def test_describe_states_exactly_the_attributes_its_words_name(captioner):
     short = Captioner.from_config(context_length=20)
     text, keys = short.describe(RECORD, "full")
     assert short.num_tokens(text) <= 20 and len(keys) < len(captioner.describe(RECORD, "full")[1])
+
+
+# ---- a caption names only what the image shows; person and style text apart ---------------------------
+STYLE_KEYS = ("background", "illumination", "time_of_day", "weather", "camera")
+SCENE_WORDS = ("camera", "surveillance", "footage", "lighting", "light", "weather", "indoors", "background")
+
+
+def test_person_caption_has_no_scene_light_or_camera_word_and_style_caption_no_person_word(captioner):
+    """Over every style value and many random phrasings: the person caption names none of them (nor generic
+    camera/scene words), the style caption no person attribute."""
+    from ppreid.synth.attributes import AttributeSchema
+    from ppreid.synth.prompts import words
+
+    schema = AttributeSchema.from_config()
+    style_words = {words(v) for k in STYLE_KEYS for v in schema.vocabulary(k).values if v != "none"}
+    person_words = {words(RECORD[k]) for k in ("upper_colour", "upper_type", "lower_type", "shoes", "hair_style")}
+    rng = np.random.default_rng(0)
+    for i in range(200):
+        record = {
+            **RECORD,
+            **{k: schema.vocabulary(k).values[i % len(schema.vocabulary(k).values)] for k in STYLE_KEYS},
+        }
+        text = captioner.person_caption(record, rng)
+        assert not [w for w in style_words | set(SCENE_WORDS) if f" {w}" in f" {text}"], text
+        style = captioner.style_caption(record, rng)
+        assert not [w for w in person_words if w in style], style
+    assert captioner.person_caption(RECORD) == CONTENT
+    assert captioner.style_caption(RECORD) == STYLE
+
+
+def test_back_views_never_caption_glasses_and_hidden_keys_are_left_out(captioner):
+    """A back view hides glasses whatever the value ("no glasses" cannot be seen either); ``hidden`` (what the
+    renderer reports, e.g. occluded shoes) drops its fragments; the stated keys agree with the text."""
+    for glasses in ("glasses", "sunglasses", "none"):
+        back = {**RECORD, "glasses": glasses, "viewpoint": "back"}
+        for kind in ("content", "full"):
+            for s in range(20):
+                text, keys = captioner.describe(back, kind, np.random.default_rng(s))
+                assert "glasses" not in text and "glasses" not in keys
+        front = {**back, "viewpoint": "front"}
+        text, keys = captioner.describe(front, "content")
+        assert "glasses" in text and "glasses" in keys
+    text, keys = captioner.describe(RECORD, "content", hidden=("shoes",))
+    assert text == CONTENT.replace(", white sneakers", "") and "shoes" not in keys
+    identity = {k: v for k, v in RECORD.items() if k != "viewpoint"}  # no view: the identity, nothing hidden
+    assert "glasses" in captioner.caption({**identity, "glasses": "glasses"}, "content", exclude=("viewpoint",))

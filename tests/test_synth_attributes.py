@@ -10,6 +10,7 @@ from ppreid.synth.attributes import (
     Vocabulary,
     camera_seed,
     derive_seed,
+    hidden_attributes,
     identity_seed,
     image_seed,
     load_conf_yaml,
@@ -198,3 +199,12 @@ def test_camera_profiles_are_balanced_over_the_vocabulary():
     backgrounds = [p["background"] for p in plan.camera_profiles]
     assert len(set(looks)) == 6  # 6 cameras, 10 looks: all different
     assert sorted(backgrounds) == ["campus", "campus", "park", "park", "street", "street"]
+
+
+def test_hidden_attributes_follow_the_view_and_the_image():
+    record = {"gender": "male", "glasses": "sunglasses", "shoes": "sandals", "viewpoint": "back"}
+    assert hidden_attributes(record) == ("glasses",)
+    assert hidden_attributes({**record, "viewpoint": "front"}) == ()
+    assert hidden_attributes({**record, "viewpoint": "left"}, also=["shoes"]) == ("shoes",)
+    assert hidden_attributes(record, also=("shoes",)) == ("glasses", "shoes")  # record key order
+    assert hidden_attributes({k: v for k, v in record.items() if k != "viewpoint"}) == ()

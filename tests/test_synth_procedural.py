@@ -173,3 +173,130 @@ def test_strength_knobs_move_the_look_towards_neutral():
     dark = np.asarray(ProceduralGenerator().render(night), np.float32).mean()
     flat = np.asarray(ProceduralGenerator(light_strength=0).render(night), np.float32).mean()
     assert flat > dark * 1.5
+
+
+# ---- what the image shows: visible attributes, the record of what it hides, the person mask -----------
+IDEAL = {"look_strength": 0.0}  # no camera noise or blur: pixel differences come from the drawing
+
+
+def _changed(a: Image.Image, b: Image.Image, level: float = 40.0) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of the pixels whose colour differs by more than ``level`` in some channel."""
+    d = np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32)).max(2)
+    return np.nonzero(d > level)
+
+
+@pytest.mark.parametrize("kind", ["glasses", "sunglasses"])
+def test_glasses_are_a_dark_band_across_the_eyes_and_back_views_hide_them(kind):
+    """Front: > 25 pixels of the head change by > 40 levels (the old 3x2 px frames changed < 10), all in
+    a band a few rows tall, and darker; back: nothing changes and the render reports glasses hidden."""
+    gen = ProceduralGenerator(**IDEAL)
+    plain, worn = gen.render_info(_plain_request()), gen.render_info(_plain_request(glasses=kind))
+    rows, cols = _changed(plain.image, worn.image)
+    assert len(rows) > 25 and 3 <= rows.max() - rows.min() + 1 <= 6 and rows.max() < 128 * 0.3
+    lum = lambda im: np.asarray(im, np.float32)[rows, cols].mean()  # noqa: E731
+    assert lum(worn.image) < lum(plain.image) - 40
+    assert worn.hidden == () and plain.hidden == ()
+    side_rows, _ = _changed(
+        gen.render(_plain_request(viewpoint="left")), gen.render(_plain_request(glasses=kind, viewpoint="left"))
+    )
+    assert len(side_rows) > 15
+    back = gen.render_info(_plain_request(glasses=kind, viewpoint="back"))
+    assert len(_changed(gen.render(_plain_request(viewpoint="back")), back.image)[0]) == 0
+    assert back.hidden == ("glasses",)
+
+
+@pytest.mark.parametrize("view", ["front", "back", "left"])
+def test_shoes_are_several_pixels_tall_in_their_colour(view):
+    gen = ProceduralGenerator(**IDEAL)
+    white = gen.render(_plain_request(viewpoint=view))
+    red = gen.render(_plain_request(viewpoint=view, shoes="red_sneakers"))
+    rows, cols = _changed(white, red)
+    assert len(np.unique(rows)) >= 6 and len(rows) >= 80 and rows.min() > 128 * 0.8
+    px = np.asarray(red, np.float32)[rows, cols].mean(0)
+    assert px[0] > px[1] + 60 and px[0] > px[2] + 60
+
+
+def test_gender_and_build_widths_exceed_the_box_jitter():
+    """Torso-band width of the mask (arms included) over identities and boxes (the box height varies by
+    +-10%): every male wider than every female of the same build, each build wider than the one below it
+    (slim < average < heavy), every heavy male wider than 1.5x every slim female."""
+    gen = ProceduralGenerator(**IDEAL)
+
+    def widths(**kw):
+        out = []
+        for s in range(4):
+            req = dataclasses.replace(_plain_request(**kw), seed=s, identity_seed=20 + s)
+            m = gen.render_info(req).mask
+            rows = np.nonzero(m.any(1))[0]
+            top, height = rows.min(), rows.max() - rows.min()
+            out.append(m[int(top + 0.2 * height) : int(top + 0.45 * height)].sum(1).mean())
+        return np.asarray(out)
+
+    male, female = widths(gender="male"), widths(gender="female")
+    assert male.min() > female.max()
+    slim, heavy = widths(gender="male", build="slim"), widths(gender="male", build="heavy")
+    assert slim.max() < male.min() and male.max() < heavy.min()
+    assert heavy.min() > 1.5 * widths(gender="female", build="slim").max()
+
+
+def test_mask_covers_the_person_and_nothing_else(gen):
+    """The pixels a garment colour changes lie inside the mask (1 px margin: anti-aliasing, JPEG), the mask
+    is one upright figure, and it excludes the occluder in front of the person."""
+    red = gen.render_info(_plain_request())
+    blue = gen.render_info(_plain_request(upper_colour="blue", lower_colour="white", shoes="black_boots"))
+    rows, cols = _changed(red.image, blue.image, 60)
+    grown = red.mask | blue.mask
+    grown = grown | np.roll(grown, 1, 0) | np.roll(grown, -1, 0) | np.roll(grown, 1, 1) | np.roll(grown, -1, 1)
+    assert len(rows) > 500 and grown[rows, cols].all()
+    ys = np.nonzero(red.mask.any(1))[0]
+    assert red.mask.dtype == bool and red.mask.shape == (128, 64)
+    assert ys.max() - ys.min() > 0.75 * 128 and 0.08 < red.mask.mean() < 0.45
+    blocked = ProceduralGenerator(occluder_prob=1.0).render_info(_plain_request())
+    assert blocked.mask.sum() < gen.render_info(_plain_request()).mask.sum()
+
+
+def test_occluded_shoes_are_reported_hidden_and_never_captioned():
+    from ppreid.synth.captions import Captioner
+
+    gen = ProceduralGenerator(occluder_prob=1.0)
+    infos = [gen.render_info(dataclasses.replace(_plain_request(), seed=s)) for s in range(24)]
+    hidden = [i for i in infos if "shoes" in i.hidden]
+    assert 0 < len(hidden) < len(infos)  # some occluders cover the feet, some do not
+    cap = Captioner.from_config()
+    record = _plain_request().attributes
+    assert "sneakers" in cap.person_caption(record)
+    for i in hidden:
+        for s in range(10):
+            assert "sneakers" not in cap.person_caption(record, np.random.default_rng(s), hidden=i.hidden)
+
+
+def test_render_info_is_render_and_workers_give_the_same_masks(plan):
+    reqs = [img.request(64, 32) for ident in plan.identities() for img in ident.images][:8]
+    local = ProceduralGenerator()
+    infos = local.generate_with_info(reqs)
+    assert [_png(i.image) for i in infos] == [_png(im) for im in local.generate(reqs)]
+    pooled = ProceduralGenerator(num_workers=2)
+    try:
+        other = pooled.generate_with_info(reqs)
+    finally:
+        pooled.close()
+    assert all(np.array_equal(a.mask, b.mask) and a.hidden == b.hidden for a, b in zip(infos, other))
+    assert [_png(i.image) for i in other] == [_png(i.image) for i in infos]
+
+
+def test_camera_view_warps_the_mask_with_its_image():
+    """far_high's CameraView: the written mask is the warped image's person, not the upright render's."""
+    from ppreid.synth.mini import DEFAULT_DOMAINS, CameraView
+
+    gen = ProceduralGenerator()
+    view = CameraView(gen, **DEFAULT_DOMAINS["far_high"]["view"])
+    req = _plain_request()
+    plain = gen.render_info(req)
+    (seen,) = view.generate_with_info([req])
+    p = view.params(req.camera_seed)
+    assert seen.image.tobytes() == CameraView.apply(plain.image, p).tobytes()
+    assert seen.mask.shape == plain.mask.shape and seen.mask.dtype == bool
+    assert (seen.mask != plain.mask).sum() > 20  # squash and tilt moved the silhouette
+    # the warped mask still marks the person: it covers much the same area (+-35%)
+    assert 0.65 < seen.mask.sum() / plain.mask.sum() < 1.35
+    assert seen.hidden == plain.hidden

@@ -34,6 +34,21 @@ from ppreid.utils.paths import CONF_DIR
 
 GROUPS = ("identity", "camera_profile", "image")
 NONE = "none"
+# What a view cannot show, whatever the value (``none`` included: "no glasses" cannot be told from
+# behind either). The procedural renderer draws by this table; captions and probes follow it.
+HIDDEN_BY_VIEW: dict[str, tuple[str, ...]] = {"back": ("glasses",)}
+
+
+def hidden_attributes(record: Mapping[str, Any], also: Iterable[str] = ()) -> tuple[str, ...]:
+    """The attribute keys of ``record`` that its image does not show (record key order).
+
+    The record's ``viewpoint`` hides the keys of :data:`HIDDEN_BY_VIEW` (glasses on a back view);
+    ``also``: keys one rendered image hides besides (e.g. shoes behind an occluder, the renderer's
+    ``Rendered.hidden`` or a manifest line's ``hidden``). A record without a viewpoint describes the
+    identity, not one image, and hides nothing by itself.
+    """
+    hidden = set(HIDDEN_BY_VIEW.get(str(record.get("viewpoint", "")), ())) | {str(k) for k in also}
+    return tuple(k for k in record if k in hidden)
 
 
 def derive_seed(*keys: int) -> int:

@@ -5,8 +5,15 @@ free. Three kinds, mirroring PDM's content and style prompts:
 
 - ``full``: the person and the scene/camera (``a young adult female, wearing a red striped t shirt, ...,
   in a parking lot, at night, grainy camera``);
-- ``content``: the person only (appearance and viewpoint);
-- ``style``: the scene, light, weather and camera only.
+- ``content``: the person only (appearance and viewpoint), no scene, light or camera word
+  (:meth:`Captioner.person_caption`: the identity text of language-image pre-training);
+- ``style``: the scene, light, weather and camera only (:meth:`Captioner.style_caption`: PDM's style
+  prompts).
+
+A caption names only what the image shows: a fragment naming an attribute that the record's view
+hides (glasses on a back view, :func:`ppreid.synth.attributes.hidden_attributes`) or that the image
+hides besides (``hidden``: e.g. the renderer's occluded shoes, a manifest line's ``hidden``) is left
+out, its ``none`` phrasing too ("no glasses" cannot be seen from behind either).
 
 Phrasings are config data (``conf/synth/captions.yaml``). Given a ``numpy`` generator, a caption draws
 one phrasing per fragment, shuffles the fragment order and keeps each fragment with
@@ -27,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ppreid.synth.attributes import NONE, _to_plain, load_conf_yaml
+from ppreid.synth.attributes import NONE, _to_plain, hidden_attributes, load_conf_yaml
 from ppreid.synth.prompts import words
 from ppreid.utils.errors import ConfigValueError
 
@@ -192,10 +199,27 @@ class Captioner:
         kind: str = "full",
         rng: np.random.Generator | None = None,
         exclude: Sequence[str] = (),
+        hidden: Sequence[str] = (),
     ) -> str:
         """The ``kind`` caption of ``record`` (random phrasing / order / fragments with ``rng``, else canonical);
-        ``exclude``: fragment names left out (e.g. ``viewpoint`` for a caption of the identity only)."""
-        return self.describe(record, kind, rng, exclude)[0]
+        ``exclude``: fragment names left out (e.g. ``viewpoint`` for a caption of the identity only);
+        ``hidden``: attribute keys the image hides besides those its view hides (never named)."""
+        return self.describe(record, kind, rng, exclude, hidden)[0]
+
+    def person_caption(
+        self,
+        record: Mapping[str, str],
+        rng: np.random.Generator | None = None,
+        exclude: Sequence[str] = (),
+        hidden: Sequence[str] = (),
+    ) -> str:
+        """The person only, as the image shows them (``content`` kind): no scene, light or camera word, nothing
+        the view or ``hidden`` hides. The identity text of language-image pre-training."""
+        return self.describe(record, "content", rng, exclude, hidden)[0]
+
+    def style_caption(self, record: Mapping[str, str], rng: np.random.Generator | None = None) -> str:
+        """The scene, light, weather and camera only (``style`` kind), no word about the person: PDM's style text."""
+        return self.describe(record, "style", rng)[0]
 
     def describe(
         self,
@@ -203,10 +227,12 @@ class Captioner:
         kind: str = "full",
         rng: np.random.Generator | None = None,
         exclude: Sequence[str] = (),
+        hidden: Sequence[str] = (),
     ) -> tuple[str, tuple[str, ...]]:
         """(caption, the attribute keys it states): what :meth:`caption` writes, and the attributes whose
         values it names (the subject's and every fragment that fits), so that the caption is true of any
-        record with those values (``caption_truth`` positives in language-image pre-training)."""
+        record with those values (``caption_truth`` positives in language-image pre-training). Fragments
+        naming a key of :func:`hidden_attributes` (``record``, ``hidden``) are left out."""
         if kind not in KINDS:
             raise ConfigValueError(f"caption kind {kind!r}: choose one of {', '.join(KINDS)}.")
         groups = {"full": self.content + self.style, "content": self.content, "style": self.style}[kind]
@@ -214,7 +240,13 @@ class Captioner:
         pick = (lambda opts: opts[0]) if rng is None else (lambda opts: opts[int(rng.integers(len(opts)))])
         subject = pick(subjects)
         head = _fill(subject, record)
-        frags = [f for f in groups if f.name not in exclude]
+        unseen = set(hidden_attributes(record, hidden))
+        if unseen & set(_keys(subject)):
+            raise ConfigValueError(
+                f"caption subject {subject!r} names {sorted(unseen & set(_keys(subject)))}, which the image "
+                "hides; subjects may name only what every view shows (conf/synth/captions.yaml)."
+            )
+        frags = [f for f in groups if f.name not in exclude and not unseen & set(f.keys)]
         if rng is not None:
             frags = [frags[i] for i in rng.permutation(len(frags))]
             keep = rng.random(len(frags)) < self.keep_prob

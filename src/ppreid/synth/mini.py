@@ -45,6 +45,7 @@ strength the baseline stayed at chance on both targets). Raise ``look_strength``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -60,7 +61,7 @@ from PIL import Image
 
 from ppreid.synth.attributes import _to_plain, derive_seed, load_conf_yaml
 from ppreid.synth.generators.base import ImageGenerator, ImageRequest
-from ppreid.synth.generators.procedural import ProceduralGenerator
+from ppreid.synth.generators.procedural import ProceduralGenerator, Rendered
 from ppreid.synth.plan import SynthPlan, parse_count_range
 from ppreid.synth.set_layout import ordered_json
 from ppreid.synth.writer import GenePersonWriter
@@ -276,8 +277,9 @@ def write_procedural_set(
     view: Mapping[str, Any] | None = None,
 ) -> int:
     """Render ``plan`` with the procedural generator into the GenePerson folder ``out`` (writer, JPEG 95,
-    no fsync: the caller swaps the finished parent folder in atomically); returns the number of images.
-    ``view``: a :class:`CameraView` applied to every rendered image (None: as rendered)."""
+    person masks, no fsync: the caller swaps the finished parent folder in atomically); returns the number
+    of images. ``view``: a :class:`CameraView` applied to every rendered image and its mask (None: as
+    rendered)."""
     gen: ImageGenerator = ProceduralGenerator(render=params["render"], **generator)
     if view:
         gen = CameraView(gen, **view)
@@ -294,7 +296,16 @@ def write_procedural_set(
         "quality_filter": None,
     }
     writer = GenePersonWriter(
-        out, plan, gen, config, params["height"], params["width"], batch_size=64, fsync=False, progress=progress
+        out,
+        plan,
+        gen,
+        config,
+        params["height"],
+        params["width"],
+        batch_size=64,
+        fsync=False,
+        progress=progress,
+        masks=True,  # person masks beside the images (region measures of the privacy audit)
     )
     try:
         info = writer.run()
@@ -416,6 +427,19 @@ class CameraView(ImageGenerator):
     def generate(self, requests: list[ImageRequest]) -> list[Image.Image]:
         images = self.generator.generate(requests)
         return [self.apply(img, self.params(req.camera_seed)) for img, req in zip(images, requests)]
+
+    def generate_with_info(self, requests: list[ImageRequest]) -> list[Rendered]:
+        """The wrapped generator's :class:`Rendered` infos seen through the view: the person mask (H, W)
+        bool takes the same squash, tilt and resolution loss as its image (bilinear, then > 0.5), so a
+        region measure still reads the person where the warped image shows it."""
+        infos = self.generator.generate_with_info(requests)
+        out = []
+        for info, req in zip(infos, requests):
+            p = self.params(req.camera_seed)
+            mask = Image.fromarray(np.asarray(info.mask, dtype=np.uint8) * 255)
+            warped = np.asarray(self.apply(mask, p)) > 127
+            out.append(dataclasses.replace(info, image=self.apply(info.image, p), mask=warped))
+        return out
 
     def close(self) -> None:
         close = getattr(self.generator, "close", None)

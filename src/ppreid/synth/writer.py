@@ -8,6 +8,11 @@ files and a torn last line, skips images that have both file and line, and regen
 (generation is deterministic, so a file without its line is rewritten byte for byte). The merge
 orders lines by file, so the merged manifest does not depend on sharding, batching or crashes.
 Every file but ``timing.json`` (its ``TIMING_KEYS``) is byte-identical between runs, killed ones included.
+
+Person masks (``masks=True``, a generator with ``generate_with_info``: the procedural one): beside each
+image ``X.jpg`` a PNG ``X.mask.png`` of the same size (255 = the person, 0 = the rest), written before
+the image; the image's manifest line gets ``mask`` (its path relative to the set) and ``hidden`` (the
+attribute keys the image does not show, e.g. ``["glasses"]`` on a back view).
 """
 
 from __future__ import annotations
@@ -43,6 +48,15 @@ from ppreid.utils.fileops import atomic_write_bytes, atomic_write_json, cut_torn
 log = logging.getLogger(__name__)
 
 RESEED_STRIDE = 1_000_003
+MASK_SUFFIX = ".mask.png"
+
+
+def mask_file(file: str) -> str:
+    """The mask's path beside image ``file`` (``bounding_box_train/X.jpg`` -> ``bounding_box_train/X.mask.png``)."""
+    stem, dot, _ = file.rpartition(".")
+    return (stem if dot else file) + MASK_SUFFIX
+
+
 KILL_ENV = "PPREID_SYNTH_KILL_AFTER"  # test hook: SIGKILL self after this many image renames
 
 
@@ -73,6 +87,8 @@ class GenePersonWriter(SetMerge):
         jpeg_quality: quality of the saved JPEG files.
         fsync: fsync each image before its rename (durability against power loss, not only crashes).
         progress: show a tqdm bar with images/s.
+        masks: also write each image's person mask beside it and ``mask`` / ``hidden`` in its manifest line
+            (the generator must have ``generate_with_info``).
     """
 
     def __init__(
@@ -92,20 +108,27 @@ class GenePersonWriter(SetMerge):
         fsync: bool = True,
         progress: bool = True,
         samples_grid: tuple[int, int] = (8, 4),
+        masks: bool = False,
     ) -> None:
         check_shard_values(shard, num_shards, batch_size)
+        if masks and not hasattr(generator, "generate_with_info"):
+            raise ConfigValueError(
+                f"person masks need a generator that knows the person's silhouette (generator=procedural); "
+                f"{getattr(generator, 'name', type(generator).__name__)} has none."
+            )
         if not isinstance(max_attempts, int) or max_attempts < 1:
             raise ConfigValueError(f"quality_filter.max_attempts={max_attempts!r} must be an integer >= 1.")
         if not 1 <= int(jpeg_quality) <= 100:
             raise ConfigValueError(f"jpeg_quality={jpeg_quality} must be in 1..100.")
         self.out = Path(out_dir)
         self.plan, self.generator = plan, generator
-        self.config = json.loads(ordered_json(config))
+        self.config = json.loads(ordered_json({**config, "masks": True} if masks else config))
         self.height, self.width = int(height), int(width)
         self.batch_size, self.shard, self.num_shards = batch_size, shard, num_shards
         self.quality_filter, self.max_attempts = quality_filter, max_attempts
         self.jpeg_quality, self.fsync, self.progress = int(jpeg_quality), fsync, progress
         self.samples_grid = samples_grid
+        self.masks = bool(masks)
         self.parts = self.out / PARTS
         self.tag = f"shard-{shard}-of-{num_shards}"
         self.part = self.parts / f"manifest.{self.tag}.jsonl"
@@ -203,7 +226,8 @@ class GenePersonWriter(SetMerge):
             for img in ident.images:
                 total += 1
                 has_line = img.file in done
-                if has_line and (self.out / img.file).is_file():
+                made = has_line and (self.out / img.file).is_file()
+                if made and (not self.masks or (self.out / mask_file(img.file)).is_file()):
                     continue
                 todo.append((img, has_line))
         for d in {SPLIT_DIRS[i.split] for i, _ in todo}:
@@ -229,12 +253,14 @@ class GenePersonWriter(SetMerge):
         with open(self.part, "ab") as part, open(self.timing, "ab") as timing:
             for start in range(0, len(todo), self.batch_size):
                 batch = todo[start : start + self.batch_size]
-                images, seeds, seconds, count = self._make_batch([img for img, _ in batch])
-                for (img, _), im in zip(batch, images):
+                images, seeds, seconds, count, infos = self._make_batch([img for img, _ in batch])
+                for (img, _), im, info in zip(batch, images, infos):
+                    if info is not None:
+                        self._save_mask(img, info.mask)
                     self._save_image(img, im)
                 lines = [
-                    ordered_json(img.manifest_entry(self._generator_name(), seed)) + "\n"
-                    for (img, has_line), seed in zip(batch, seeds)
+                    ordered_json(self._entry(img, seed, info)) + "\n"
+                    for (img, has_line), seed, info in zip(batch, seeds, infos)
                     if not has_line
                 ]
                 if lines:
@@ -251,19 +277,31 @@ class GenePersonWriter(SetMerge):
     def _generator_name(self) -> str:
         return getattr(self.generator, "name", type(self.generator).__name__)
 
-    def _generate(self, requests: list[ImageRequest]) -> tuple[list[Image.Image], float]:
+    def _entry(self, img: PlannedImage, seed: int, info: Any) -> dict[str, Any]:
+        entry = img.manifest_entry(self._generator_name(), seed)
+        if info is not None:
+            entry.update(mask=mask_file(img.file), hidden=list(info.hidden))
+        return entry
+
+    def _generate(self, requests: list[ImageRequest]) -> tuple[list[Image.Image], float, list[Any]]:
+        """(images, seconds, per image its ``Rendered`` info with masks on, else None)."""
         t0 = time.perf_counter()
-        images = list(self.generator.generate(requests))
+        if self.masks:
+            infos = list(self.generator.generate_with_info(requests))
+            images = [r.image for r in infos]
+        else:
+            images = list(self.generator.generate(requests))
+            infos = [None] * len(images)
         seconds = time.perf_counter() - t0
         if len(images) != len(requests):
             raise RuntimeError(
                 f"generator {self._generator_name()} returned {len(images)} images for {len(requests)} requests"
             )
-        return images, seconds
+        return images, seconds, infos
 
-    def _make_batch(self, planned: list[PlannedImage]) -> tuple[list[Image.Image], list[int], float, int]:
+    def _make_batch(self, planned: list[PlannedImage]) -> tuple[list[Image.Image], list[int], float, int, list[Any]]:
         requests = [p.request(self.height, self.width) for p in planned]
-        images, seconds = self._generate(requests)
+        images, seconds, infos = self._generate(requests)
         count = len(images)
         seeds = [p.seed for p in planned]
         if self.quality_filter is not None:
@@ -273,11 +311,25 @@ class GenePersonWriter(SetMerge):
                 if not bad:
                     break
                 retry = [dataclasses.replace(requests[i], seed=planned[i].seed + attempt * RESEED_STRIDE) for i in bad]
-                new, sec = self._generate(retry)
+                new, sec, new_infos = self._generate(retry)
                 seconds, count = seconds + sec, count + len(new)
-                for i, req, im in zip(bad, retry, new):
-                    images[i], requests[i], seeds[i] = im, req, req.seed
-        return images, seeds, seconds, count
+                for i, req, im, info in zip(bad, retry, new, new_infos):
+                    images[i], requests[i], seeds[i], infos[i] = im, req, req.seed, info
+        return images, seeds, seconds, count, infos
+
+    def _save_mask(self, planned: PlannedImage, mask: Any) -> None:
+        """The person mask (H, W) bool as a 1-channel PNG (255 = person) beside the image."""
+        import numpy as np
+
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (self.height, self.width):
+            raise RuntimeError(
+                f"generator {self._generator_name()} returned a {mask.shape} mask for a "
+                f"{self.height}x{self.width} image ({planned.file})"
+            )
+        buf = io.BytesIO()
+        Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(buf, format="PNG")
+        atomic_write_bytes(self.out / mask_file(planned.file), buf.getvalue(), fsync=self.fsync)
 
     def _save_image(self, planned: PlannedImage, image: Image.Image) -> None:
         if image.size != (self.width, self.height):

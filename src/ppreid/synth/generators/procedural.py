@@ -11,18 +11,24 @@ What comes from where (all numpy ``default_rng`` streams of derived seeds):
 - image seed: pose (stride, arm swing), bounding-box jitter (scale, shift), scene window,
   weather particles, a passer-by behind or an occluder in front, per-image exposure and noise.
 The result depends only on the request, never on the batch or the process.
+
+:meth:`ProceduralGenerator.render_info` also returns the person's mask (the silhouette's alpha > 0.5
+after the occluder, the passer-by excluded) and the attributes the image hides: those its view hides
+(:func:`ppreid.synth.attributes.hidden_attributes`) and the shoes when less than half of them shows
+(behind an occluder or below the frame).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from ppreid.synth.attributes import _to_plain, derive_seed
+from ppreid.synth.attributes import _to_plain, derive_seed, hidden_attributes
 from ppreid.synth.generators.base import ImageGenerator, ImageRequest
 from ppreid.synth.render.appearance import PersonLook, look_words, make_look, random_words, sample_pose
 from ppreid.synth.render.draw import Draw
@@ -47,6 +53,23 @@ NEUTRAL_LOOK = {
     "vignette": 0.0,
     "exposure": 1.0,
 }
+
+
+SHOES_SHOWN = 0.5  # the shoes count as hidden when less of their area than this shows
+
+
+@dataclass
+class Rendered:
+    """One rendered image and what it shows.
+
+    image: RGB, (W, H) = the request's size.
+    mask: (H, W) bool, True where the requested person is seen (not the passer-by, not the occluder).
+    hidden: attribute keys of the request's record that this image does not show (record order).
+    """
+
+    image: Image.Image
+    mask: np.ndarray
+    hidden: tuple[str, ...]
 
 
 class _LRU(OrderedDict):
@@ -87,7 +110,7 @@ class ProceduralGenerator(ImageGenerator):
     """
 
     name = "procedural"
-    model_id = "procedural-v1"  # bump when the drawing changes (GenePerson-mini is then rewritten)
+    model_id = "procedural-v2"  # bump when the drawing changes (GenePerson-mini and the corpus are then rewritten)
 
     def __init__(
         self,
@@ -157,6 +180,15 @@ class ProceduralGenerator(ImageGenerator):
     def generate(self, requests: list[ImageRequest]) -> list[Image.Image]:
         if self.num_workers == 0 or len(requests) < 2:
             return [self.render(r) for r in requests]
+        return self._map(_render_in_worker, requests)
+
+    def generate_with_info(self, requests: list[ImageRequest]) -> list[Rendered]:
+        """:meth:`render_info` of each request (the writer's masks); the same images as :meth:`generate`."""
+        if self.num_workers == 0 or len(requests) < 2:
+            return [self.render_info(r) for r in requests]
+        return self._map(_render_info_in_worker, requests)
+
+    def _map(self, fn, requests: list[ImageRequest]) -> list:
         if self._pool is None:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
@@ -168,7 +200,7 @@ class ProceduralGenerator(ImageGenerator):
                 initargs=(self._options,),
             )
         chunk = max(1, len(requests) // (4 * self.num_workers))
-        return list(self._pool.map(_render_in_worker, requests, chunksize=chunk))
+        return list(self._pool.map(fn, requests, chunksize=chunk))
 
     def close(self) -> None:
         """Stop the worker processes (if any)."""
@@ -228,6 +260,10 @@ class ProceduralGenerator(ImageGenerator):
     # ---- one image ------------------------------------------------------------------------------
     def render(self, req: ImageRequest) -> Image.Image:
         """One RGB image of size ``(req.width, req.height)`` for ``req`` (deterministic)."""
+        return self.render_info(req).image
+
+    def render_info(self, req: ImageRequest) -> Rendered:
+        """:meth:`render`'s image with the person's mask and the attributes the image hides."""
         H, W, ss = int(req.height), int(req.width), self.supersample
         if H < 16 or W < 8:
             raise ConfigValueError(f"image size {H}x{W} is too small for the procedural renderer (min 16x8).")
@@ -247,16 +283,25 @@ class ProceduralGenerator(ImageGenerator):
         cx = W * (0.5 + rng.uniform(-self.shift_x, self.shift_x))
         self._shadow(bg, cx, top + P, P, float(cam["illumination"].get("shadow", 0.3)), cam["light_side"])
 
-        layer = Image.new("RGBA", (W * ss, H * ss), (0, 0, 0, 0))
+        size = (W * ss, H * ss)
+        layer = Image.new("RGBA", size, (0, 0, 0, 0))
         if rng.random() < self.distractor_prob:
             self._passer_by(layer, rng, cx * ss, top * ss, P * ss, W * ss)
-        PersonPainter(layer, look, sample_pose(a["viewpoint"], rng), cx * ss, top * ss, P * ss).paint()
+        body = Image.new("RGBA", size, (0, 0, 0, 0))
+        painter = PersonPainter(body, look, sample_pose(a["viewpoint"], rng), cx * ss, top * ss, P * ss)
+        painter.paint()
+        layer.alpha_composite(body)
+        occluder = None
         if rng.random() < self.occluder_prob:
-            self._occluder(layer, rng, W * ss, H * ss, top * ss, P * ss)
+            occluder = Image.new("RGBA", size, (0, 0, 0, 0))
+            self._occluder(occluder, rng, W * ss, H * ss, top * ss, P * ss)
+            layer.alpha_composite(occluder)
         if ss > 1:
             layer = layer.reduce(ss)
         arr = np.asarray(layer, np.float32) / 255.0
         alpha = arr[..., 3:]
+        seen = _alpha(body, ss) * (1.0 - (_alpha(occluder, ss) if occluder is not None else 0.0))
+        hidden = () if self._shoes_show(painter.shoe_boxes, occluder, size, ss) else ("shoes",)
         person = arr[..., :3] * self._body_shading(H, W, cx, top, P, cam)
         img = bg * (1 - alpha) + person * alpha
 
@@ -267,7 +312,30 @@ class ProceduralGenerator(ImageGenerator):
         brightness = float(illum.get("brightness", 1.0)) * float(time.get("brightness", 1.0))
         img = img * (1 + (gains - 1) * k) * (1 + (brightness - 1) * k)
         img = apply_weather(img, weather, rng)
-        return Image.fromarray(apply_camera(img, cam["params"], rng, cam["noise"], cam["vignette"]), mode="RGB")
+        image = Image.fromarray(apply_camera(img, cam["params"], rng, cam["noise"], cam["vignette"]), mode="RGB")
+        return Rendered(image, seen > 0.5, hidden_attributes(a, hidden))
+
+    @staticmethod
+    def _shoes_show(boxes, occluder: Image.Image | None, size: tuple[int, int], ss: int) -> bool:
+        """Whether at least :data:`SHOES_SHOWN` of the shoes' area is inside the frame and not behind the
+        occluder (boxes and ``size`` in supersampled pixels)."""
+        if not boxes:
+            return False
+        if occluder is None and all(
+            x0 >= 0 and y0 >= 0 and x1 <= size[0] and y1 <= size[1] for x0, y0, x1, y1 in boxes
+        ):
+            return True  # nothing in front, nothing out of the frame
+        m = size[1] // 2  # margin: the canvas holds the shoes' whole area, in the frame or not
+        shoes = Image.new("L", (size[0] + 2 * m, size[1] + 2 * m), 0)
+        draw = Draw(shoes)
+        for x0, y0, x1, y1 in boxes:
+            draw.rectangle([x0 + m, y0 + m, x1 + m, y1 + m], fill=255)
+        area = np.asarray(shoes, np.float32) / 255.0
+        total = float(area.sum())
+        inside = area[m : m + size[1], m : m + size[0]]
+        if occluder is not None:
+            inside = inside * (1.0 - np.asarray(occluder.getchannel("A"), np.float32) / 255.0)
+        return total > 0 and float(inside.sum()) >= SHOES_SHOWN * total
 
     def _body_shading(self, H: int, W: int, cx: float, top: float, P: float, cam: dict[str, Any]) -> np.ndarray:
         """Round-body shading ``(H, W, 1)``: darker at the silhouette's sides, lit from the camera's side."""
@@ -332,3 +400,13 @@ def _init_worker(options: dict[str, Any]) -> None:
 
 def _render_in_worker(request: ImageRequest) -> Image.Image:
     return _WORKER.render(request)
+
+
+def _render_info_in_worker(request: ImageRequest) -> Rendered:
+    return _WORKER.render_info(request)
+
+
+def _alpha(layer: Image.Image, ss: int) -> np.ndarray:
+    """(H, W) alpha in [0, 1] of an RGBA layer drawn at ``ss`` times the output size (box-filtered)."""
+    a = layer.getchannel("A")
+    return np.asarray(a.reduce(ss) if ss > 1 else a, np.float32) / 255.0

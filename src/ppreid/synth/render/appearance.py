@@ -28,8 +28,15 @@ SHAPES: dict[str, tuple[str, ...]] = {
     "viewpoint": ("front", "back", "left", "right"),
 }
 HEAD = {"child": 0.158, "teenager": 0.134, "young_adult": 0.126, "middle_aged": 0.126, "elderly": 0.128}
-BUILD_WIDTH = {"slim": 0.88, "average": 1.0, "athletic": 1.1, "heavy": 1.22}
-BUILD_LIMB = {"slim": 0.85, "average": 1.0, "athletic": 1.12, "heavy": 1.3}
+# Body widths (fractions of the height P), far enough apart that they show at 128x64 beyond the box
+# jitter (+-10% scale): shoulder half-width 0.125 P (male) vs 0.094 P (female) is ~7 px of torso width
+# at P = 110 px, and build scales it from 0.8x (slim) to 1.34x (heavy); the figure's shape differs too
+# (male: hips narrower than shoulders, female: hips wider; heavy: a wide waist, athletic: a narrow one).
+SHOULDER = {"male": 0.125, "female": 0.094}
+BUILD_WIDTH = {"slim": 0.8, "average": 1.0, "athletic": 1.12, "heavy": 1.34}
+BUILD_LIMB = {"slim": 0.75, "average": 1.0, "athletic": 1.15, "heavy": 1.45}
+BUILD_WAIST = {"slim": 1.0, "average": 1.0, "athletic": 0.86, "heavy": 1.3}
+BUILD_HIP = {"slim": 1.0, "average": 1.0, "athletic": 0.95, "heavy": 1.15}
 NEUTRALS = ("black", "white", "grey", "navy", "beige", "brown")
 
 
@@ -68,7 +75,6 @@ class PersonLook:
     duty: float
     logo_shape: int
     logo_scale: float
-    logo_back: bool
     bag_side: int
     hair_volume: float
 
@@ -93,8 +99,8 @@ def make_look(words: dict[str, str], tables: RenderTables, rng: np.random.Genera
     shoe = tables.entry("shoes", w["shoes"])
     male = w["gender"] == "male"
     age, build = w["age_group"], w["build"]
-    shoulder = (0.118 if male else 0.102) * BUILD_WIDTH[build] * (0.86 if age == "child" else 1.0)
-    shoulder *= rng.uniform(0.94, 1.06)
+    shoulder = SHOULDER["male" if male else "female"] * BUILD_WIDTH[build] * (0.86 if age == "child" else 1.0)
+    shoulder *= rng.uniform(0.97, 1.03)
     upper = jitter_colour(tables.colour(w["upper_colour"]), rng)
     return PersonLook(
         words=w,
@@ -113,15 +119,14 @@ def make_look(words: dict[str, str], tables: RenderTables, rng: np.random.Genera
         head_h=HEAD[age] * rng.uniform(0.95, 1.05),
         head_w=0.78 * rng.uniform(0.93, 1.07),
         shoulder=shoulder,
-        waist=shoulder * (0.8 if male else 0.74) * (1.14 if build == "heavy" else 1.0),
-        hip=shoulder * (0.82 if male else 0.95) * (1.08 if build == "heavy" else 1.0),
+        waist=shoulder * (0.8 if male else 0.72) * BUILD_WAIST[build],
+        hip=shoulder * (0.8 if male else 1.08) * BUILD_HIP[build],
         hip_y=(0.5 if age == "child" else 0.53) * rng.uniform(0.98, 1.02),
-        limb=BUILD_LIMB[build] * rng.uniform(0.94, 1.06),
+        limb=BUILD_LIMB[build] * rng.uniform(0.97, 1.03),
         period=rng.uniform(0.035, 0.07),
         duty=rng.uniform(0.3, 0.55),
         logo_shape=int(rng.integers(4)),
         logo_scale=rng.uniform(0.6, 1.0),
-        logo_back=bool(rng.random() < 0.5),
         bag_side=1 if rng.random() < 0.5 else -1,
         hair_volume=rng.uniform(0.9, 1.15),
     )

@@ -77,22 +77,24 @@ class ClothesPainter:
         self._shoe(ankle, shade)
 
     def _shoe(self, ankle, shade: float) -> None:
+        """A shoe ~0.055 P tall (6 px at 128x64) in its colour; boots add a shaft up the shin (0.13 P)."""
         P, st = self.P, self.L.shoe_style
         x, y = ankle
         fill = self.c(self.L.shoe, shade)
         if st == "boots":
-            _limb(self.d, (x, y - 0.065 * P), (x, y), self.ankle_w * 1.35, self.ankle_w * 1.35, fill)
+            _limb(self.d, (x, y - 0.13 * P), (x, y), self.ankle_w * 1.5, self.ankle_w * 1.5, fill)
         if st == "sandals":
             fill_foot = self.c(self.L.skin, shade)
         else:
             fill_foot = fill
-        h = 0.032 * P
+        h = 0.055 * P
         if self.f:
-            box = [x - self.f * 0.03 * P, y - h * 0.4, x + self.f * 0.075 * P, y + h * 0.8]
+            box = [x - self.f * 0.035 * P, y - h * 0.45, x + self.f * 0.085 * P, y + h * 0.8]
             box = [min(box[0], box[2]), box[1], max(box[0], box[2]), box[3]]
         else:
-            box = [x - 0.032 * P, y - h * 0.5, x + 0.032 * P, y + h * 0.8]
-        self.d.rounded_rectangle(box, radius=h * 0.45, fill=fill_foot)
+            box = [x - 0.038 * P, y - h * 0.5, x + 0.038 * P, y + h * 0.8]
+        self.shoe_boxes.append(tuple(box))
+        self.d.rounded_rectangle(box, radius=h * 0.35, fill=fill_foot)
         sole_h = max(1.0, h * 0.28)
         if st == "sneakers":
             sole = (235, 235, 232) if luminance(self.L.shoe) < 180 else (120, 120, 120)
@@ -179,7 +181,7 @@ class ClothesPainter:
         self.garment(lambda dr, fill: dr.polygon(poly, fill=fill), L.upper, pat)
         ymid = (self.shoulder_y + self.hip_y) / 2
         dark = self.c(L.upper, 0.7)
-        if pat == "logo" and (view == "front" or (view == "back" and L.logo_back)):
+        if pat == "logo" and view in ("front", "back"):  # a back print too: the word holds for every view
             s = 0.055 * P * L.logo_scale * (0.7 if view == "back" else 1.0)
             lx, ly = cx, self.shoulder_y + 0.09 * P
             box = [lx - s, ly - s, lx + s, ly + s]
@@ -263,6 +265,17 @@ class ClothesPainter:
                     ],
                     fill=self.c(L.skin),
                 )
+        if view == "back" and t in ("shirt", "jacket"):  # a collar tells them apart from behind
+            cw = self.hw * (0.36 if t == "shirt" else 0.46)
+            self.d.rectangle(
+                [
+                    cx - cw,
+                    self.shoulder_y - 0.014 * P,
+                    cx + cw,
+                    self.shoulder_y + (0.012 if t == "shirt" else 0.022) * P,
+                ],
+                fill=self.c(L.upper, 1.3 if t == "shirt" else 0.6),
+            )
         if t == "sweater":
             hem = [p for p in poly if abs(p[1] - (self.hip_y + 0.02 * P)) < 1e-6]
             if len(hem) == 2:
@@ -273,7 +286,7 @@ class ClothesPainter:
                 self.d.line(
                     [(x, self.shoulder_y), (x + s * 0.01 * P, ymid)],
                     fill=self.c(L.bag, 0.8),
-                    width=max(1, int(P * 0.016)),
+                    width=max(1, int(P * 0.03)),
                 )
 
     def _arm(self, arm) -> None:

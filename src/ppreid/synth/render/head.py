@@ -43,6 +43,16 @@ class HeadPainter:
         if style == "ponytail" and view != "front":
             tx = hx - self.f * hw * 0.55
             self._tail((tx, y0 + hh * 0.45), hair)
+        elif style == "ponytail":  # from the front, the tail falls over one shoulder
+            side = self.L.bag_side
+            _limb(
+                self.d,
+                (hx + side * hw * 0.42, y0 + hh * 0.6),
+                (hx + side * hw * 0.62, self.shoulder_y + 0.05 * P),
+                hh * 0.28,
+                hh * 0.16,
+                hair,
+            )
         if style == "bun":
             r = hh * 0.2
             bx = hx - self.f * hw * 0.45
@@ -140,23 +150,25 @@ class HeadPainter:
             self.d.ellipse([box[0] - e * 0.4, by - hh * 0.02, box[2] + e * 0.4, by + hh * 0.13], fill=dark)
 
     def _glasses(self, box) -> None:
+        """A dark band across the eyes, ~0.24 of the head tall (3 px at 128x64) and nearly as wide as the
+        face: sunglasses filled black, glasses a thick dark frame around darkened lenses; from the side, one
+        lens and the temple arm back to the ear."""
         hx, hh, hw, f = self.hcx, self.hh, self.hw, self.f
         sun = self.L.words["glasses"] == "sunglasses"
-        frame = _fill((20, 20, 24))
-        ey = box[1] + hh * 0.52
-        gw, gh = hw * 0.14, hh * 0.075
-        lw = max(1, int(round(hh * 0.035)))
-        centres = [hx - hw * 0.2, hx + hw * 0.2] if f == 0 else [hx + f * hw * 0.32]
+        frame = _fill((16, 16, 20))
+        lens = frame if sun else self.c(_mix(self.L.skin, (40, 44, 52), 0.55))
+        ey = box[1] + hh * 0.5
+        gw, gh = hw * 0.2, hh * 0.12
+        lw = max(1, int(round(hh * 0.07)))
+        centres = [hx - hw * 0.22, hx + hw * 0.22] if f == 0 else [hx + f * hw * 0.3]
         for x in centres:
-            b = [x - gw, ey - gh, x + gw, ey + gh]
-            if sun:
-                self.d.rectangle(b, fill=frame)
-            else:
-                self.d.rectangle(b, outline=frame, width=lw)
+            self.d.rectangle([x - gw, ey - gh, x + gw, ey + gh], fill=lens, outline=frame, width=lw)
         if f == 0:
-            self.d.line([(hx - hw * 0.05, ey), (hx + hw * 0.05, ey)], fill=frame, width=lw)
+            self.d.line([(hx - hw * 0.05, ey - gh * 0.3), (hx + hw * 0.05, ey - gh * 0.3)], fill=frame, width=lw)
+            for s in (-1, 1):  # temple arms at the sides of the face
+                self.d.line([(hx + s * hw * 0.42, ey - gh * 0.3), (hx + s * hw * 0.5, ey)], fill=frame, width=lw)
         else:
-            self.d.line([(centres[0] - f * gw, ey), (hx - f * hw * 0.05, ey)], fill=frame, width=lw)
+            self.d.line([(centres[0] - f * gw, ey - gh * 0.3), (hx - f * hw * 0.15, ey)], fill=frame, width=lw)
 
     def _long_hair_behind(self) -> None:
         hx, hh, hw, P = self.hcx, self.hh, self.hw, self.P

@@ -24,7 +24,8 @@ from ppreid.synth.render.tables import RGB
 
 
 class PersonPainter(ClothesPainter, HeadPainter):
-    """Paints ``look`` in ``pose`` into an RGBA image; box = (centre x, top y, height P) in pixels."""
+    """Paints ``look`` in ``pose`` into an RGBA image; box = (centre x, top y, height P) in pixels.
+    After :meth:`paint`, ``shoe_boxes`` holds each shoe's box (the renderer checks whether they show)."""
 
     def __init__(
         self, img: Image.Image, look: PersonLook, pose: Pose, cx: float, top: float, P: float, shade: float = 1.0
@@ -38,7 +39,8 @@ class PersonPainter(ClothesPainter, HeadPainter):
         self.shoulder_y = top + self.hh + 0.028 * P
         self.waist_y = top + 0.42 * P
         self.hip_y = top + L.hip_y * P
-        self.ankle_y = top + 0.962 * P
+        self.ankle_y = top + 0.945 * P
+        self.shoe_boxes: list[tuple[float, float, float, float]] = []  # (x0, y0, x1, y1) of each shoe drawn
         self.sw = L.shoulder * P * (0.52 if self.f else 1.0)
         self.arm_w = 0.048 * P * L.limb
         self.thigh_w = 0.078 * P * L.limb
