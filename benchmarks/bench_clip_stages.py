@@ -65,7 +65,10 @@ def build(model_name: str, extra=()):
     from hydra.utils import instantiate
 
     # random weights: a speed benchmark needs no person-aligned sandbox CLIP (the sandbox default builds one)
+    from ppreid.run.sandbox_clip import resolve_pretrained_sandbox
+
     cfg = compose([f"model={model_name}", "data.num_workers=0", "backbone.pretrained=null", *extra])
+    resolve_pretrained_sandbox(cfg)  # as the run does: backbone.sandbox is the run's, not the backbone's
     torch.manual_seed(0)
     model = instantiate(cfg.model)
     dm = instantiate(cfg.data, _convert_="all")
