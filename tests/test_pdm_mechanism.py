@@ -110,3 +110,26 @@ def test_a_stage2_run_logs_each_terms_image_grad_norm_into_results(reid_data_dir
     written = json.loads((tmp_path / "results.json").read_text())["grad_norm_image"]
     assert written["interval"] == 50
     assert written["terms"]["content_invariance"]["last"] > 0 and written["terms"]["i2t_ce"]["last"] > 0
+
+
+def test_prompts_with_their_constant_prefix_computed_once_equal_the_plain_encoder(reid_data_dir, tmp_path):
+    """encode_with_prefix == composer(enc, ...) in value and in the gradient of the placeholder vectors,
+    for PDM's three templates (prefixes of 5, 4 and 2 rows)."""
+    from ppreid.nn.prompt_prefix import encode_with_prefix
+
+    _, model = _pdm(tmp_path, reid_data_dir)
+    enc, d = model.text_encoder, model.text_encoder.width
+    torch.manual_seed(1)
+    for composer in (model.content_prompt, model.style_prompt, model.composed_prompt):
+        vectors = {w: torch.randn(5, n, d) * 0.02 for w, n in composer.counts.items()}
+        plain = {w: v.clone().requires_grad_() for w, v in vectors.items()}
+        fast = {w: v.clone().requires_grad_() for w, v in vectors.items()}
+        a, b = composer(model.text_encoder, **plain), encode_with_prefix(enc, composer, **fast)
+        assert a.shape == b.shape == (5, model.embed_dim)
+        assert torch.allclose(a, b, atol=1e-5), composer.template
+        weights = torch.randn_like(a)
+        (a * weights).sum().backward()
+        (b * weights).sum().backward()
+        for w in vectors:
+            scale = float(plain[w].grad.abs().max())
+            assert torch.allclose(plain[w].grad, fast[w].grad, atol=1e-5 * scale), (composer.template, w)
