@@ -343,7 +343,8 @@ class TwoStageCLIPModule(ReIDModule):
     def _log_image_grad_norms(self, terms: dict[str, torch.Tensor]) -> None:
         """The L2 norm of the gradient each weighted stage-2 term sends to the image encoder's parameters
         (``torch.autograd.grad``, the graph kept for the step's backward): logged as
-        ``train/grad_norm_image/<term>`` and summarised (last, mean, count) in ``extra_results``."""
+        ``train/grad_norm_image/<term>`` (per epoch, the mean of its measured steps) and summarised (last,
+        mean, count over the run) in ``extra_results``."""
         params = [p for p in self.backbone.parameters() if p.requires_grad]
         if not params:
             return
@@ -354,7 +355,8 @@ class TwoStageCLIPModule(ReIDModule):
                 grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
                 norms = [g.detach().float().norm() for g in grads if g is not None]
                 norm = float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
-            self.log(f"train/grad_norm_image/{name}", norm)
+            # the epoch's mean over its measured steps: written at epoch end, whatever log_every_n_steps is
+            self.log(f"train/grad_norm_image/{name}", norm, on_step=False, on_epoch=True)
             self._grad_norms[name].append(norm)
         self.extra_results["grad_norm_image"] = {
             "interval": self.grad_norm_interval,
