@@ -4,10 +4,11 @@
     python benchmarks/bench_clip_stages.py --vit-images 32 # + clip_vit_b16 training images/s at 256x128
 
 Prints:
-1. stage 1, one epoch over the embedded GenePerson-mini source (chunks of a permutation of every image,
-   as training draws them): training on the **cached** image features (what the models do) vs
-   **recomputing** the frozen image encoder's features of every batch (loading + encoding the images
-   each epoch); targets for PDM: cached >= 3x faster on clip_tiny, >= 6x on ViT-B/16;
+1. stage 1, one epoch over the embedded GenePerson-mini source (the model's stage-1 batches as training
+   draws them: P x K for PDM, chunks of a permutation of every image for CLIP-ReID): training on the
+   **cached** image features (what the models do) vs **recomputing**, batch by batch, what the cache
+   holds (loading and encoding the images, and for PDM's content invariance rendering and encoding their
+   re-styled views too); targets for PDM: cached >= 3x faster on clip_tiny, >= 6x on ViT-B/16;
 2. one stage-2 training iteration of PDM vs CLIP-ReID on the same batch and backbone; target: PDM
    <= 1.2x CLIP-ReID's time;
 3. training images/s of a stage-2 iteration with ViT-B/16 at 256x128 (``--vit-images``).
@@ -65,7 +66,10 @@ def build(model_name: str, extra=()):
     from hydra.utils import instantiate
 
     # random weights: a speed benchmark needs no person-aligned sandbox CLIP (the sandbox default builds one)
+    from ppreid.run.sandbox_clip import resolve_pretrained_sandbox
+
     cfg = compose([f"model={model_name}", "data.num_workers=0", "backbone.pretrained=null", *extra])
+    resolve_pretrained_sandbox(cfg)  # as the run does: backbone.sandbox is the run's, not the backbone's
     torch.manual_seed(0)
     model = instantiate(cfg.model)
     dm = instantiate(cfg.data, _convert_="all")
@@ -80,24 +84,35 @@ def build(model_name: str, extra=()):
     return model, dm
 
 
-def stage1_epoch(model, dm, recompute: bool, max_batches: int | None = None) -> float:
-    """Seconds for one stage-1 epoch (the model's stage-1 batches: chunks of a permutation of every
-    training image; the first ``max_batches``), on the cache or recomputing the frozen image encoder's
-    features of each batch."""
+def stage1_batches(model, dm) -> list[torch.Tensor]:
+    """One epoch of the model's stage-1 index batches, drawn as training draws them: P x K batches
+    (``model.stage1.batch_size: null``, PDM) or chunks of a permutation of every image (CLIP-ReID)."""
     from ppreid.data.samplers import PermutationChunkSampler
 
+    chunk = model.index_batch_size
+    if chunk is None:
+        order = list(dm.train_sampler())
+        n = len(order) // dm.batch_size * dm.batch_size  # drop_last, as the training loader
+        return list(torch.tensor(order[:n]).split(dm.batch_size))
+    return list(torch.tensor(list(PermutationChunkSampler(len(dm.train_records)))).split(chunk))
+
+
+def stage1_epoch(model, dm, recompute: bool, max_batches: int | None = None) -> float:
+    """Seconds for one stage-1 epoch (the model's stage-1 batches, the first ``max_batches``), on the
+    cache or recomputing, batch by batch, what the cache holds: the frozen image encoder's features of
+    the images and, when the model caches them (PDM's content invariance), of their re-styled views."""
+    from ppreid.data.image_dataset import TwoViewDataset
+
     opt = torch.optim.Adam([p for m in model.stage1_modules().values() for p in m.parameters()], lr=1e-4)
-    chunk = model.index_batch_size or dm.batch_size
-    batches = list(torch.tensor(list(PermutationChunkSampler(len(dm.train_records)))).split(chunk))[:max_batches]
+    batches = stage1_batches(model, dm)[:max_batches]
     records = dm.train_records
-    dataset = dm.train_dataset(augment=False)
-    loader = None
-    if recompute:
-        loader = torch.utils.data.DataLoader(
-            torch.utils.data.Subset(dataset, torch.cat(batches).tolist()), batch_size=chunk, num_workers=dm.num_workers
-        )
+    two_views = model.cache_restyled
+    dataset = (
+        TwoViewDataset(records, dm._transform(is_train=False), model.restyle_strength)
+        if two_views
+        else dm.train_dataset(augment=False)
+    )
     start = time.process_time()
-    batch_iter = iter(loader) if recompute else None
     for idx in batches:
         meta = {
             "pid": torch.tensor([records[i].pid for i in idx]),
@@ -106,13 +121,22 @@ def stage1_epoch(model, dm, recompute: bool, max_batches: int | None = None) -> 
             "index": idx,
         }
         if recompute:
-            images = next(batch_iter)["image"]
+            items = [dataset[int(i)] for i in idx]
+            model.backbone.eval()
             with torch.no_grad():
-                model.backbone.eval()
-                feats = model.backbone(images)
+                feats = model.backbone(torch.stack([it["image"] for it in items]))
+                restyled = model.backbone(torch.stack([it["image_restyled"] for it in items])) if two_views else None
+            cache = model._cache  # the same step, fed the recomputed features
+            model._cache = {"feats": feats, "row": torch.full((len(records),), -1, dtype=torch.long)}
+            model._cache["row"][idx] = torch.arange(len(idx))
+            if two_views:
+                model._cache["restyled"] = restyled
+            try:
+                loss = sum(model.stage1_losses(feats, meta).values())
+            finally:
+                model._cache = cache
         else:
-            feats = model.cached("feats", idx)
-        loss = sum(model.stage1_losses(feats, meta).values())
+            loss = sum(model.stage1_losses(model.cached("feats", idx), meta).values())
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -171,6 +195,7 @@ def main() -> None:
             model, dm = build(name, extra)
             if batches is not None:  # only the images the measured batches use get cached
                 dm.train_records = dm.train_records[: batches * (model.index_batch_size or dm.batch_size)]
+                model._cache = None
             t0 = time.process_time()
             model.cache  # noqa: B018  (built once per run, as in training)
             cache_s = time.process_time() - t0

@@ -112,3 +112,40 @@ def test_bad_values_are_clear_errors():
         i2t_cross_entropy(ANCHORS, CONTRAST, A_LABELS, label_smoothing=1.0)
     with pytest.raises(ValueError, match="widths 2 and 3"):
         SupConLoss()(ANCHORS, torch.zeros(2, 3), A_LABELS, A_LABELS)
+
+
+# ----------------------------------------------------------------------------- PDM's decorrelation
+def test_cross_correlation_penalty_by_hand():
+    from ppreid.losses.decorrelation import cross_correlation_penalty
+
+    # a: columns x = [1, 2, 3] and x' = [1, 0, -1]; b: one column y = [3, 1, 2].
+    # centred: x -> [-1, 0, 1], x' -> [1, 0, -1], y -> [1, -1, 0]; every column has norm sqrt(2), so
+    # r(x, y) = (-1 + 0 + 0) / 2 = -1/2 and r(x', y) = (1 + 0 + 0) / 2 = 1/2: mean r^2 = 1/4
+    a = torch.tensor([[1.0, 1.0], [2.0, 0.0], [3.0, -1.0]])
+    b = torch.tensor([[3.0], [1.0], [2.0]])
+    assert float(cross_correlation_penalty(a, b)) == pytest.approx(0.25, abs=1e-5)
+    assert float(cross_correlation_penalty(a[:, :1], a[:, :1])) == pytest.approx(1.0, abs=1e-5)  # r(x, x) = 1
+    assert float(cross_correlation_penalty(a[:1], b[:1])) == 0.0  # one row: nothing varies
+    with pytest.raises(ValueError, match="same images"):
+        cross_correlation_penalty(a, b[:2])
+
+
+def test_a_constant_offset_does_not_lower_the_centred_decorrelation():
+    """The uncentred squared cosine of each image's content and style features is met by adding one large
+    vector orthogonal to the content features to every style feature; the centred penalty does not move."""
+    from ppreid.losses.decorrelation import cross_correlation_penalty
+
+    content = torch.tensor([[1.0, 0.0, 0.0], [2.0, 1.0, 0.0], [0.0, 1.0, 0.0], [3.0, 2.0, 0.0]])
+    style = content * 2 + torch.tensor([0.0, 0.0, 0.5])  # style follows content: fully correlated
+    offset = torch.tensor([0.0, 0.0, 100.0])  # orthogonal to every content feature
+    uncentred = lambda c, s: torch.nn.functional.cosine_similarity(c, s, dim=-1).pow(2).mean()
+    assert float(uncentred(content, style + offset)) < 0.01 * float(uncentred(content, style))
+    before = cross_correlation_penalty(content, style)
+    after = cross_correlation_penalty(content, style + offset)
+    # by hand: columns 1 and 2 of content and style correlate at +-1 or r(c1, c2); column 3 is constant
+    # (zero after centring) and contributes 0; r(c1, c2) for [1, 2, 0, 3] and [0, 1, 1, 2]: centred
+    # [-0.5, 0.5, -1.5, 1.5] and [-1, 0, 0, 1], r = 2 / (sqrt(5) sqrt(2)); mean over 9 entries of r^2:
+    r = 2 / (5**0.5 * 2**0.5)
+    expected = (1 + 1 + 2 * r**2) / 9
+    assert float(before) == pytest.approx(expected, abs=1e-4)
+    assert float(after) == pytest.approx(float(before), abs=1e-5)

@@ -205,6 +205,7 @@ class PDMSchema(TwoStageCLIPSchema):
     inversion: dict[str, Any] = MISSING
     style_label: str = MISSING
     restyle_strength: float = MISSING
+    grad_norm_interval: int = MISSING
 
 
 @dataclass

@@ -9,14 +9,20 @@ its *style* (domain). Templates (config): content ``A photo of a X X X X person.
 ``A photo in S S style.``, composed ``A S S style photo of a X X X X person.``. The style label of an
 image is its camera id (a GenePerson camera is an environment profile) or its source dataset.
 
-Stage 1 (image encoder frozen, features cached; phi_c and phi_s trained), each term switchable:
+Stage 1 (image encoder frozen, features cached; phi_c and phi_s trained; P x K batches in both recipes, so
+each batch holds several images of each identity), each term switchable:
 - ``identity``: supervised contrastive loss, identity labels, image <-> content prompt (both ways);
 - ``style``: supervised contrastive loss, style labels, image <-> style prompt (both ways);
 - ``composed``: InfoNCE between each image and its own composed prompt;
 - ``content_invariance``: the content words of a photometrically re-styled view equal the original's
   (1 - cosine per word; both views pass phi_c with the same dropout masks, so identical inputs give 0;
-  the re-styled views are rendered and cached only when this term is on);
-- ``decorrelation``: content and style prompt features of an image are decorrelated (squared cosine).
+  the re-styled views are rendered and cached only when this term is on). It acts on phi_c only: the
+  image encoder is frozen and its features cached, so stage 1 reaches the encoder through the text
+  targets it builds, never directly;
+- ``decorrelation``: the content and style prompt features (B, E) of the batch are decorrelated: the
+  mean squared cross-correlation between their dimensions, each centred on its batch mean and scaled to
+  unit variance (:func:`ppreid.losses.decorrelation.cross_correlation_penalty`), so a constant offset of
+  either set cannot meet it.
 
 Stage 2 (phi_c, phi_s and the text encoder frozen; image encoder trained):
 - the ``loss`` group: label-smoothed ID + batch-hard triplet on a BNNeck;
@@ -28,7 +34,17 @@ Stage 2 (phi_c, phi_s and the text encoder frozen; image encoder trained):
   style* in the batch must still match i's identity (supervised contrastive, image -> text). The
   inversion networks were trained on the frozen stage-1 features; ``input: cached`` feeds them those
   (kept in the checkpoint as ``stage1_feats``), ``input: current`` the image encoder's current stage-2
-  features (detached), which drift away from what phi_c / phi_s were trained on.
+  features (detached), which drift away from what phi_c / phi_s were trained on;
+- ``content_invariance``: the content words that the frozen phi_c reads from the image encoder's current
+  features must agree across styles: for every pair of images of the same identity and different styles
+  in the (P x K) batch, 1 - the mean over words of the cosine of their words. phi_c's weights are taken
+  out of the graph, so the gradient goes to the image encoder only: this is the content invariance that
+  acts on the encoder (the stage-1 term of the same name trains phi_c).
+
+``grad_norm_interval`` (N > 0): every N stage-2 steps, the norm of the gradient each weighted stage-2 term
+sends to the image encoder's parameters (``torch.autograd.grad``, the graph kept for the step) is logged as
+``train/grad_norm_image/<term>`` and summarised (last, mean, count) under ``grad_norm_image`` in
+results.json, so an ablation whose term sends (almost) nothing to the encoder can be read as such.
 """
 
 from __future__ import annotations
@@ -40,14 +56,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ppreid.losses.contrastive import SupConLoss, i2t_cross_entropy, info_nce
+from ppreid.losses.decorrelation import cross_correlation_penalty
 from ppreid.models.two_stage_clip import TwoStageCLIPModule, check_keys
 from ppreid.nn.inversion import TextualInversion
-from ppreid.nn.prompts import PromptComposer, encode_prompts
+from ppreid.nn.prompt_prefix import encode_with_prefix
+from ppreid.nn.prompts import PromptComposer
 from ppreid.utils.errors import ConfigValueError
 
 STYLE_LABELS = ("camid", "domain")
 STAGE1_TERMS = ("identity", "style", "composed", "content_invariance", "decorrelation")
-STAGE2_TERMS = ("i2t", "style_mixed")
+STAGE2_TERMS = ("i2t", "style_mixed", "content_invariance")
 TERM_OPTIONS = {"style_mixed": {"input": "cached"}}
 STYLE_MIXED_INPUTS = ("cached", "current")
 
@@ -90,6 +108,7 @@ class PDMModel(TwoStageCLIPModule):
         max_rank: int = 50,
         num_classes: int | None = None,
         text_batch_size: int = 256,
+        grad_norm_interval: int = 0,
         name: str = "pdm",
     ) -> None:
         super().__init__(
@@ -104,6 +123,7 @@ class PDMModel(TwoStageCLIPModule):
             num_classes=num_classes,
             restyle_strength=restyle_strength,
             text_batch_size=text_batch_size,
+            grad_norm_interval=grad_norm_interval,
             name=name,
         )
         if style_label not in STYLE_LABELS:
@@ -211,16 +231,24 @@ class PDMModel(TwoStageCLIPModule):
     # ----------------------------------------------------------------- prompts
     def content_features(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, E) image features -> (B, E) text features of their content prompts."""
-        return self.content_prompt(self.text_encoder, X=self.inversion_content(feats))
+        return encode_with_prefix(self.text_encoder, self.content_prompt, X=self.inversion_content(feats))
 
     # ----------------------------------------------------------------- stage 1
     def stage1_losses(self, feats: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         ids, styles = batch["pid"], self.styles(batch)
         on = {k: t["enabled"] and float(t["weight"]) > 0 for k, t in self.s1.items()}
         w = {k: float(t["weight"]) for k, t in self.s1.items()}
-        x_c = self.inversion_content(feats)
-        x_s = self.inversion_style(feats)
         terms: dict[str, torch.Tensor] = {}
+        if on["content_invariance"]:
+            # one phi_c pass over both views under shared dropout masks; its first half is the words of
+            # the prompts below (a separate pass over ``feats`` would cost a second forward and backward)
+            x_c, words_restyled = self.inversion_content.forward_paired(feats, self.cached("restyled", batch["index"]))
+            terms["content_invariance"] = (
+                w["content_invariance"] * (1.0 - F.cosine_similarity(words_restyled, x_c, dim=-1)).mean()
+            )
+        else:
+            x_c = self.inversion_content(feats)
+        x_s = self.inversion_style(feats)
         wanted = {
             "content": (self.content_prompt, {"X": x_c}),
             "style": (self.style_prompt, {"S": x_s}),
@@ -235,7 +263,9 @@ class PDMModel(TwoStageCLIPModule):
             )
             if flag
         ]
-        text = dict(zip(needed, encode_prompts(self.text_encoder, [wanted[k] for k in needed]))) if needed else {}
+        # each prompt at its own length, its constant template prefix computed once (exact; a quarter of
+        # the text-encoder time of this step, which the three prompts per image dominate)
+        text = {k: encode_with_prefix(self.text_encoder, wanted[k][0], **wanted[k][1]) for k in needed}
         t_c, t_s = text.get("content"), text.get("style")
         if on["identity"]:
             terms["identity"] = w["identity"] * (self.supcon(feats, t_c, ids, ids) + self.supcon(t_c, feats, ids, ids))
@@ -245,15 +275,8 @@ class PDMModel(TwoStageCLIPModule):
             )
         if on["composed"]:
             terms["composed"] = w["composed"] * info_nce(feats, text["composed"], temperature=self.infonce_temperature)
-        if on["content_invariance"]:
-            words, words_restyled = self.inversion_content.forward_paired(
-                feats, self.cached("restyled", batch["index"])
-            )
-            terms["content_invariance"] = (
-                w["content_invariance"] * (1.0 - F.cosine_similarity(words_restyled, words, dim=-1)).mean()
-            )
         if on["decorrelation"]:
-            terms["decorrelation"] = w["decorrelation"] * F.cosine_similarity(t_c, t_s, dim=-1).pow(2).mean()
+            terms["decorrelation"] = w["decorrelation"] * cross_correlation_penalty(t_c, t_s)
         return terms
 
     # ----------------------------------------------------------------- stage 2
@@ -282,7 +305,7 @@ class PDMModel(TwoStageCLIPModule):
     def stage2_text_losses(self, feats: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         ids, styles = batch["pid"], self.styles(batch)
         terms: dict[str, torch.Tensor] = {}
-        i2t, mixed = self.s2["i2t"], self.s2["style_mixed"]
+        i2t, mixed, invariance = self.s2["i2t"], self.s2["style_mixed"], self.s2["content_invariance"]
         if i2t["enabled"] and float(i2t["weight"]) > 0:
             terms["i2t_ce"] = float(i2t["weight"]) * i2t_cross_entropy(
                 feats,
@@ -300,10 +323,36 @@ class PDMModel(TwoStageCLIPModule):
                     source = self.stage1_feats[batch["index"]] if mixed["input"] == "cached" else feats.detach()
                     x_c = self.inversion_content(source[keep])
                     x_s = self.inversion_style(source[partner[keep]])
-                    t_mix = self.composed_prompt(self.text_encoder, X=x_c, S=x_s).float()
+                    t_mix = encode_with_prefix(self.text_encoder, self.composed_prompt, X=x_c, S=x_s).float()
             if bool(keep.any()):
                 terms["style_mixed"] = float(mixed["weight"]) * self.s2_supcon(feats, t_mix, ids, ids[keep])
+        if invariance["enabled"] and float(invariance["weight"]) > 0:
+            value = self.cross_style_word_disagreement(feats, ids, styles)
+            if value is not None:
+                terms["content_invariance"] = float(invariance["weight"]) * value
         return terms
+
+    def frozen_content_words(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, E) image features -> (B, n_c, D) content words of phi_c with its weights out of the graph:
+        the gradient reaches ``feats`` (the image encoder) and never phi_c's parameters."""
+        from torch.func import functional_call
+
+        module = self.inversion_content
+        frozen = {name: t.detach() for name, t in (*module.named_parameters(), *module.named_buffers())}
+        return functional_call(module, frozen, (feats,))
+
+    def cross_style_word_disagreement(
+        self, feats: torch.Tensor, ids: torch.Tensor, styles: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Mean over the batch's pairs (i, j) of the same identity and different styles of 1 - the mean over
+        the n_c words of cos(w_i, w_j), the words read by the frozen phi_c from the current features (B, E);
+        None when the batch has no such pair."""
+        pairs = (ids.view(-1, 1) == ids.view(1, -1)) & (styles.view(-1, 1) != styles.view(1, -1))
+        if not bool(pairs.any()):
+            return None
+        words = F.normalize(self.frozen_content_words(feats).float(), dim=-1)  # (B, n_c, D)
+        agreement = torch.einsum("ind,jnd->ij", words, words) / words.shape[1]  # (B, B) mean word cosine
+        return (1.0 - agreement[pairs]).mean()
 
     def other_style_partner(self, styles: torch.Tensor) -> torch.Tensor:
         """For each row, a row of another style (a seeded-by-step random choice); -1 if the batch has one style."""

@@ -15,7 +15,9 @@ the same run (``trainer.max_epochs = model.stage1.epochs + model.stage2.epochs``
   the image encoder trains with CLIP-ReID's structure: three image features (``intermediate``,
   ``final``, ``proj``: see :meth:`OpenCLIPVisual.forward_features`), two BNNecks with classifiers (on
   ``final`` and ``proj``), the ``loss`` group's ID terms summed over both classifiers and its metric
-  terms over all three features, plus the model's text losses on ``proj``.
+  terms over all three features, plus the model's text losses on ``proj``. With
+  ``grad_norm_interval`` N > 0, every N stage-2 steps the gradient norm each term sends to the image
+  encoder is logged (``train/grad_norm_image/<term>``) and summarised in results.json (``grad_norm_image``).
 
 Test feature (``model.test_feature``): ``concat`` = [final, proj] (CLIP-ReID: 1280-d for ViT-B/16,
 3072-d for RN50), or ``final`` / ``proj`` alone; ``model.neck_feat`` takes them before (CLIP-ReID) or
@@ -85,6 +87,7 @@ class TwoStageCLIPModule(ReIDModule):
         num_classes: int | None = None,
         restyle_strength: float = 1.0,
         text_batch_size: int = 256,
+        grad_norm_interval: int = 0,
         name: str = "clip",
     ) -> None:
         super().__init__(eval_metric=eval_metric, max_rank=max_rank)
@@ -136,6 +139,12 @@ class TwoStageCLIPModule(ReIDModule):
         self.test_feature = test_feature
         self.restyle_strength = float(restyle_strength)
         self.text_batch_size = int(text_batch_size)
+        if int(grad_norm_interval) < 0:
+            raise ConfigValueError(
+                f"model.grad_norm_interval={grad_norm_interval} must be >= 0 (0: off; N: every N stage-2 steps)."
+            )
+        self.grad_norm_interval = int(grad_norm_interval)
+        self._grad_norms: dict[str, list[float]] = defaultdict(list)
         # 1 once the stage-2 text targets are built; saved, so resuming inside stage 2 keeps them
         self.register_buffer("stage2_ready", torch.zeros((), dtype=torch.long))
         self._cache: dict[str, torch.Tensor] | None = None
@@ -320,6 +329,8 @@ class TwoStageCLIPModule(ReIDModule):
                 f"(epoch {self.current_epoch}); lower the learning rate (model.stage{stage}.optimizer.lr) or the loss "
                 f"weights. checkpoints/last.ckpt still holds the last good epoch."
             )
+        if stage == 2 and self.grad_norm_interval and self.global_step % self.grad_norm_interval == 0:
+            self._log_image_grad_norms(terms)
         opt.zero_grad()
         self.manual_backward(total)
         opt.step()
@@ -328,6 +339,32 @@ class TwoStageCLIPModule(ReIDModule):
             self._epoch_losses[name].append(float(value.detach()))
         self._epoch_losses["total"].append(float(total.detach()))
         return total.detach()
+
+    def _log_image_grad_norms(self, terms: dict[str, torch.Tensor]) -> None:
+        """The L2 norm of the gradient each weighted stage-2 term sends to the image encoder's parameters
+        (``torch.autograd.grad``, the graph kept for the step's backward): logged as
+        ``train/grad_norm_image/<term>`` (per epoch, the mean of its measured steps) and summarised (last,
+        mean, count over the run) in ``extra_results``."""
+        params = [p for p in self.backbone.parameters() if p.requires_grad]
+        if not params:
+            return
+        for name, value in terms.items():
+            if not value.requires_grad:
+                norm = 0.0
+            else:
+                grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+                norms = [g.detach().float().norm() for g in grads if g is not None]
+                norm = float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+            # the epoch's mean over its measured steps: written at epoch end, whatever log_every_n_steps is
+            self.log(f"train/grad_norm_image/{name}", norm, on_step=False, on_epoch=True)
+            self._grad_norms[name].append(norm)
+        self.extra_results["grad_norm_image"] = {
+            "interval": self.grad_norm_interval,
+            "terms": {
+                name: {"last": values[-1], "mean": sum(values) / len(values), "count": len(values)}
+                for name, values in self._grad_norms.items()
+            },
+        }
 
     def _stage2_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         for module in self.stage1_modules().values():
