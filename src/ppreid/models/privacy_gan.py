@@ -224,7 +224,8 @@ class PrivacyGANModel(BoTModel):
         mean, std = self.trainer.datamodule.normalization(train=True)
         self.input_mean.copy_(torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.input_std.copy_(torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
-        self._clean_set = self.trainer.datamodule.train_dataset(augment=False)
+        make_clean = getattr(self.trainer.datamodule, "train_dataset", None)  # a bare datamodule: the batch itself
+        self._clean_set = make_clean(augment=False) if make_clean is not None else None
 
     def extractor_modules(self):
         return [m for m in (self.backbone, self.pool, self.neck, self.bottleneck, self.leak) if m is not None]
@@ -337,7 +338,7 @@ class PrivacyGANModel(BoTModel):
         if self.bottleneck is None:
             stored = feat if self.neck_feat == "before" else h
             return {"feat": feat, "stored": stored, "logits": self.neck.classifier(h_reid), "metric": reid_feat}
-        z, stored, kl = self.bottleneck.training_outputs(h)
+        z, stored, kl = self.bottleneck.training_outputs(h_reid)  # every output here feeds the ReID losses
         return {"feat": feat, "stored": stored, "logits": self.neck.classifier(z), "metric": stored, "kl": kl.mean()}
 
     def _clean_inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -436,10 +437,14 @@ class PrivacyGANModel(BoTModel):
         todo = self.pretrain_steps - self.counters["pretrain_steps"]
         if self.trainer.fast_dev_run:
             todo = min(todo, 1)
+        loader = getattr(self.trainer.datamodule, "train_feature_loader", None)
         if not self.defence.has_adversary or todo <= 0:
             return
+        if loader is None:
+            log.warning("model.adversary.pretrain_steps: the datamodule has no train_feature_loader; not pre-trained")
+            return
         feats, reals = [], []
-        for batch in self.trainer.datamodule.train_feature_loader():
+        for batch in loader():
             inputs = batch["image"].to(self.device)
             feats.append(self._audited_features(inputs, grad=False))
             real = to_unit_images(inputs, self.input_mean, self.input_std, self.image_size)
@@ -458,12 +463,34 @@ class PrivacyGANModel(BoTModel):
             self.counters["pretrain_steps"] += 1
             if step % 100 == 0 or step == todo - 1:
                 log.info("pre-training the %s defence's adversaries: step %d/%d", self.defence_name, step + 1, todo)
+        if self.trainer.world_size > 1:
+            self._share_adversaries()
+
+    def _share_adversaries(self) -> None:
+        """Under DDP each rank pre-trains on its own shard (no gradient sync outside a training step): every
+        rank then takes rank 0's adversaries, their optimizer states and its mean image, so the joint phase
+        starts in step."""
+        strategy = self.trainer.strategy
+        optimizers = [getattr(o, "optimizer", o) for o in self._optimizers()[1:]]
+        state = strategy.broadcast(
+            {
+                "defence": self.defence.state_dict(),
+                "optimizers": [o.state_dict() for o in optimizers],
+                "mean_image": self.mean_image,
+            },
+            src=0,
+        )
+        self.defence.load_state_dict(state["defence"])
+        self.mean_image.copy_(state["mean_image"])
+        for optimizer, saved in zip(optimizers, state["optimizers"]):
+            optimizer.load_state_dict(saved)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         optimizers = self._optimizers()
         self.defence.bind(optimizers[1:], self._optimize)
         images, pids = batch["image"], batch["pid"]
-        if self.phase == "extractor":
+        protect = self.phase == "joint" and self.privacy_weight > 0 and self.defence_name != "none"
+        if self.phase == "extractor" or not (protect or self.defence.has_adversary):
             out = self._forward_extractor(images)
             loss = self._optimize(optimizers[0], "extractor", lambda: self._reid_loss(out, pids))
             self.counters["e_steps"] += 1
@@ -478,7 +505,6 @@ class PrivacyGANModel(BoTModel):
         if self.phase == "reversal":
             self._adversary_steps(self._audited_features(clean, grad=False), real)
             return
-        protect = self.privacy_weight > 0 and self.defence_name != "none"
         stored = self._audited_features(clean, grad=protect)
         self._adversary_steps(stored, real)
         out = self._forward_extractor(images)

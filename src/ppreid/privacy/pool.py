@@ -106,7 +106,7 @@ class DecoderPoolDefence(Defence):
                 if self.ssim_weight > 0:
                     value = value + self.ssim_weight * ssim_reconstruction(recon, real)
                 losses.append(value)
-            out["loss_pool_pixel"] = torch.stack(losses).detach().mean()
+            out["loss_pool_pixel"] = torch.stack(losses).detach().mean()  # the mean decoder loss (L1 + SSIM)
             return sum(losses)
 
         self.minimize(self.optimizers_[0], "pool", loss)
