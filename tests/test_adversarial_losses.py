@@ -153,11 +153,86 @@ def test_ssim_gain_by_hand():
     # a perfect reconstruction gains 1 - SSIM(blind, real); the blind guess itself gains nothing
     assert ssim_gain_loss(real, real, blind).item() == pytest.approx(float((1 - floor).mean()), abs=1e-5)
     assert ssim_gain_loss(blind.expand_as(real), real, blind).item() == pytest.approx(0.0, abs=1e-6)
-    # an inverted image: plain SSIM calls it very private (< 0), yet it carries the same information;
-    # ssim_gain floors it at 0: no reward for inverting
+    # no per-image floor: an image the decoder does worse on than the blind guess counts negative
     inverted = 1.0 - real
     assert float(ssim(inverted, real).mean()) < -0.5
-    assert ssim_gain_loss(inverted, real, blind).item() == 0.0
+    gains = ssim(inverted, real) - floor
+    assert ssim_gain_loss(inverted, real, blind).item() == pytest.approx(float(gains.mean()), abs=1e-5)
+
+
+def test_ssim_gain_has_no_floor_a_negative_image_still_gives_gradient():
+    """Two images: one reconstructed well (gain > 0), one worse than the blind guess (gain < 0). A per-image
+    clamp at 0 would give the second no gradient; the loss without a floor gives both one."""
+    from ppreid.losses.adversarial import ssim_gain_loss
+    from ppreid.metrics.privacy import ssim
+
+    gen = torch.Generator().manual_seed(1)
+    real = torch.rand(2, 3, 16, 16, generator=gen)
+    blind = torch.full((1, 3, 16, 16), 0.5)
+    recon = torch.stack([real[0] * 0.9 + 0.05, 1.0 - real[1]]).requires_grad_()
+    gains = ssim(recon.detach(), real) - ssim(blind.expand_as(real), real)
+    assert gains[0] > 0 > gains[1]
+    loss = ssim_gain_loss(recon, real, blind)
+    assert loss.item() == pytest.approx(float(gains.mean()), abs=1e-5)
+    loss.backward()
+    assert recon.grad[1].abs().sum() > 0  # the negative image still moves E
+    assert recon.grad[0].abs().sum() > 0
+
+
+def test_ssim_reconstruction_by_hand():
+    from ppreid.losses.adversarial import ssim_reconstruction
+
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    assert ssim_reconstruction(x, x).item() == pytest.approx(0.0, abs=1e-5)
+    assert ssim_reconstruction(1.0 - x, x).item() > 1.5  # SSIM of an inverted image is about -1
+
+
+def test_swap_partners_pair_images_of_one_identity():
+    from ppreid.losses.adversarial import swap_partners
+
+    pids = torch.tensor([3, 3, 7, 5, 7, 3])
+    # identity 3 at rows 0, 1, 5 (cyclic: 0->1, 1->5, 5->0); 7 at rows 2, 4; 5 alone
+    assert swap_partners(pids).tolist() == [1, 5, 4, -1, 2, 0]
+
+
+def test_swap_gain_by_hand():
+    """Rows 0 and 1 share an identity, row 2 has none to swap with. A decoder that returns each photo exactly
+    gains 1 - SSIM(x_1, x_0) on row 0 and 1 - SSIM(x_0, x_1) on row 1; one that returns the same image for
+    both photos of the identity gains nothing."""
+    from ppreid.losses.adversarial import swap_gain_loss, swap_partners
+    from ppreid.metrics.privacy import ssim
+
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    partner = swap_partners(torch.tensor([1, 1, 2]))
+    cross = ssim(x[[1, 0]], x[[0, 1]])
+    assert swap_gain_loss(x, x, partner).item() == pytest.approx(float((1 - cross).mean()), abs=1e-5)
+    same = torch.stack([x[0], x[0], x[2]])
+    assert swap_gain_loss(same, x, partner).item() == pytest.approx(0.0, abs=1e-6)
+    recon = x.clone().requires_grad_()
+    value = swap_gain_loss(recon, x, swap_partners(torch.tensor([1, 2, 3])))
+    assert value.item() == 0.0
+    value.backward()  # no partner anywhere: zero, and still a graph
+
+
+def test_background_mask_and_gain_by_hand():
+    from ppreid.losses.adversarial import background_gain_loss, background_mask
+    from ppreid.metrics.privacy import ssim
+
+    mask = background_mask(16, 16, 0.25)
+    assert mask[0, 0, 0].tolist() == [1.0] * 4 + [0.0] * 8 + [1.0] * 4
+    with pytest.raises(ConfigValueError, match=r"border=0.6: give a fraction of the width in \(0, 0.5\)"):
+        background_mask(16, 16, 0.6)
+    gen = torch.Generator().manual_seed(4)
+    real = torch.rand(2, 3, 16, 16, generator=gen)
+    blind = torch.full((1, 3, 16, 16), 0.5)
+    # right in the person (the centre), the blind guess in the background: no background gain
+    person_only = blind.expand_as(real) * mask + real * (1 - mask)
+    assert background_gain_loss(person_only, real, blind, mask).item() == pytest.approx(0.0, abs=1e-6)
+    # right in the background: the gain of the masked images
+    bg_only = real * mask + blind.expand_as(real) * (1 - mask)
+    expected = ssim(real * mask, real * mask) - ssim(blind.expand_as(real) * mask, real * mask)
+    assert background_gain_loss(bg_only, real, blind, mask).item() == pytest.approx(float(expected.mean()), abs=1e-5)
+    assert float(expected.mean()) > 0.1  # diluted by the person region, equal (0) in both images
 
 
 def test_fake_realism_by_hand():

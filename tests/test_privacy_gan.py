@@ -28,6 +28,8 @@ PGAN = TINY + [
     "callbacks.fresh_probe.steps=3",
     "callbacks.fresh_probe.decoder.base_channels=16",
     "callbacks.fresh_probe.decoder.min_channels=8",
+    "model.adversary.steps_per_batch=1",
+    "model.adversary.pretrain_steps=0",
 ]
 E_PREFIXES = ("backbone.", "neck.")
 R_PREFIXES = ("defence.generator.", "defence.discriminator.")
@@ -73,7 +75,7 @@ def test_step_counts_of_e_g_d_follow_lazy_updates(reid_data_dir, tmp_path, monke
     panels = spec["panels"]
     assert list(panels)[:3] == ["extractor losses", "generator losses", "discriminator losses"]
     assert {"loss", "loss_ce_ls", "loss_triplet", "loss_privacy"} <= set(panels["extractor losses"])
-    assert set(panels["generator losses"]) == {"loss_g_pixel", "loss_g_adv"}
+    assert set(panels["generator losses"]) == {"loss_g_pixel", "loss_g_ssim", "loss_g_adv"}
     assert {"loss_d", "r1"} <= set(panels["discriminator losses"])
     assert [e for e, _ in panels["generator losses"]["loss_g_pixel"]] == [1, 2]  # the reversal and joint epochs
     assert spec["phases"] == [(0, 1, "extractor alone"), (1, 2, "adversaries alone"), (2, 3, "joint")]
@@ -91,6 +93,7 @@ def test_step_counts_of_e_g_d_follow_lazy_updates(reid_data_dir, tmp_path, monke
         "d_steps": d,
         "r1_steps": math.ceil(d / 2),
         "r_batches": r_batches,
+        "pretrain_steps": 0,
     }
     written = json.loads((tmp_path / "run" / "results.json").read_text())
     assert written["model"] == "privacy_gan" and set(written["test"]["market1501"]) >= {"R1", "mAP"}
@@ -339,10 +342,11 @@ def test_ddp_sim_keeps_every_rank_in_step(reid_data_dir, tmp_path):
         "model.phases.joint_from=1",
         "model.d_every=2",
         "data.val_split.identities=0",
+        "model.adversary.pretrain_steps=2",  # each rank on its shard, then rank 0's adversaries for all
     ]
     res = run_train(over, tmp_path / "run", reid_data_dir)
     n = _batches_per_epoch(over, tmp_path, reid_data_dir, world_size=2)
-    assert _optimizer_steps(_ckpt(tmp_path / "run")) == [n, 2 * n, math.ceil(2 * n / 2)]
+    assert _optimizer_steps(_ckpt(tmp_path / "run")) == [n, 2 * n + 2, math.ceil((2 * n + 2) / 2)]
     assert 0.0 <= res["test"]["market1501"]["mAP"] <= 1.0
 
 
@@ -376,8 +380,118 @@ def test_checkpoints_from_before_the_defence_modules_still_load(tmp_path):
     cfg = compose_train(PGAN, tmp_path)
     model = instantiate(cfg.model)
     old = {
-        k.replace("defence.", "", 1): v for k, v in model.state_dict().items() if k not in ("mean_image", "images_seen")
-    }  # generator.* / discriminator.* at the top level
+        k.replace("defence.", "", 1): v
+        for k, v in model.state_dict().items()
+        if k not in ("mean_image", "images_seen") and ".standardizer." not in k
+    }  # generator.* / discriminator.* at the top level, no feature standardizer
     fresh = instantiate(cfg.model)
     fresh.load_state_dict(old)
     assert torch.equal(fresh.defence.generator.fc.weight, model.defence.generator.fc.weight)
+
+
+# ----------------------------------------------------------------------------- positive control: the leak
+SANDBOX_TINY = ["backbone=tiny_cnn", "backbone.pretrained=null"]
+
+
+def _scenes(n: int, seed: int) -> torch.Tensor:
+    """(n,3,128,64) normalized inputs: a random colour per background cell (left / right bands, 4 rows) and a
+    random 'person' in the centre."""
+    gen = torch.Generator().manual_seed(seed)
+    cells = torch.rand(n, 3, 4, 2, generator=gen)
+    images = torch.nn.functional.interpolate(cells, size=(128, 64), mode="nearest")
+    images[..., 16:48] = torch.rand(n, 3, 1, 1, generator=gen) * 0.5 + torch.rand(n, 3, 128, 32, generator=gen) * 0.5
+    mean, std = (
+        torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+    )
+    return (images - mean) / std
+
+
+def _linear_r2(x_train, y_train, x_test, y_test) -> float:
+    """R^2 on held-out rows of a least-squares fit y ~ [x, 1]."""
+    ones = torch.ones(len(x_train), 1)
+    w = torch.linalg.lstsq(torch.cat([x_train, ones], 1).double(), y_train.double()).solution
+    pred = torch.cat([x_test, torch.ones(len(x_test), 1)], 1).double() @ w
+    return float(1 - ((pred - y_test) ** 2).sum() / ((y_test - y_test.mean(0)) ** 2).sum())
+
+
+def test_the_leaky_feature_linearly_predicts_the_background_thumbnail(tmp_path):
+    """model.leak=background: a linear read-out of the stored feature gives the background thumbnail back
+    (held-out images); the same extractor without the branch does much worse."""
+    from hydra.utils import instantiate
+
+    r2 = {}
+    for leak in ("background", "none"):
+        torch.manual_seed(0)
+        cfg = compose_train(["experiment=privacy_sandbox_unprotected", f"model.leak={leak}", *SANDBOX_TINY], tmp_path)
+        model = instantiate(cfg.model).eval()
+        images = _scenes(500, seed=1)
+        with torch.no_grad():
+            feats = model.extract_features(images)
+        thumbs = model.leak.thumbnail(images) if model.leak is not None else r2["thumbs"]
+        r2["thumbs"] = thumbs
+        r2[leak] = _linear_r2(feats[:400], thumbs[:400], feats[400:], thumbs[400:])
+    assert model.leak is None and feats.shape[1] == 256
+    assert r2["background"] > 0.95, r2
+    assert r2["background"] - r2["none"] > 0.2, r2
+
+
+def test_the_reid_losses_never_train_the_leak_branch_the_privacy_loss_does(tmp_path):
+    from hydra.utils import instantiate
+
+    cfg = compose_train(["experiment=privacy_sandbox_gan", "model.leak=background", *SANDBOX_TINY], tmp_path)
+    model = instantiate(cfg.model, num_classes=4).train()
+    images, pids = _scenes(8, seed=2), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    out = model._forward_extractor(images)
+    reid = torch.nn.functional.cross_entropy(out["logits"], pids) + out["metric"].pow(2).mean()
+    reid.backward(retain_graph=True)
+    assert model.leak.proj.weight.grad is None or model.leak.proj.weight.grad.abs().max() == 0
+    assert any(p.grad is not None and p.grad.abs().max() > 0 for p in model.backbone.parameters())
+    out["stored"].pow(2).sum().backward()
+    assert model.leak.proj.weight.grad.abs().max() > 0
+
+
+def test_every_row_faces_the_audits_decoder_and_learning_rates(tmp_path):
+    """BatchNorm decoders, the audit's learning rates, several adversary steps per E step, L1 + SSIM, a
+    pre-training length: the same for the GAN and the pool."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    attack = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "model" / "attack.yaml").model
+    for row in ("unprotected", "conventional", "gan", "pool"):
+        cfg = compose_train([f"experiment=privacy_sandbox_{row}", *SANDBOX_TINY], tmp_path)
+        m = cfg.model
+        assert m.generator.norm == m.pool.decoder.norm == attack.gan.decoder.norm == "batch"
+        assert m.g_optimizer.lr == m.pool.optimizer.lr == attack.gan.lr == attack.l1.lr
+        assert m.d_optimizer.lr == attack.gan.d_lr
+        assert m.adversary.steps_per_batch > 1 and m.adversary.pretrain_steps > 0 and m.adversary.ssim_weight > 0
+        assert (m.pool.decoder.base_channels, m.pool.decoder.min_channels) == (
+            m.generator.base_channels,
+            m.generator.min_channels,
+        )
+
+
+@pytest.mark.slow
+def test_adversary_steps_per_e_step_and_pretraining_are_counted(reid_data_dir, tmp_path):
+    """Epoch 0 E alone, epoch 1 joint: 5 pre-training steps at the joint phase's start, then 3 adversary
+    steps per E step (G steps every call, D every 4th call)."""
+    over = [o for o in PGAN if not o.startswith(("model.phases.", "model.adversary."))] + [
+        "trainer.max_epochs=2",
+        "model.phases.reversal_from=1",
+        "model.phases.joint_from=1",
+        "model.adversary.steps_per_batch=3",
+        "model.adversary.pretrain_steps=5",
+        "model.d_every=4",
+        "model.leak=background",
+    ]
+    run_train(over, tmp_path / "run", reid_data_dir)
+    n = _batches_per_epoch(over, tmp_path, reid_data_dir)
+    ckpt = _ckpt(tmp_path / "run")
+    counters = ckpt["privacy_gan"]["counters"]
+    assert counters["e_steps"] == 2 * n and counters["pretrain_steps"] == 5
+    assert counters["r_batches"] == counters["g_steps"] == 5 + 3 * n
+    assert counters["d_steps"] == math.ceil((5 + 3 * n) / 4)
+    steps = [{int(s["step"]) for s in state["state"].values()} for state in ckpt["optimizer_states"]]
+    # E's weights step every E step, the leak branch only in the joint ones (only the privacy loss moves it)
+    assert steps == [{2 * n, n}, {5 + 3 * n}, {math.ceil((5 + 3 * n) / 4)}]

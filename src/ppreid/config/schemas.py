@@ -236,6 +236,34 @@ class DependenceDefenceSchema:
 
 
 @dataclass
+class AdversarySchema:
+    """model.adversary: how hard the defence's adversaries train (as the audit's attackers do)."""
+
+    steps_per_batch: int = MISSING
+    pretrain_steps: int = MISSING
+    pretrain_batch_size: int = MISSING
+    ssim_weight: float = MISSING
+
+
+@dataclass
+class PrivacyTermsSchema:
+    """model.privacy_terms: weights of E's privacy terms (whole image, swap, background)."""
+
+    image: float = MISSING
+    swap: float = MISSING
+    background: float = MISSING
+
+
+@dataclass
+class LeakBranchSchema:
+    """model.leak_branch: the background thumbnail of model.leak=background."""
+
+    border: float = MISSING
+    rows: int = MISSING
+    scale: float = MISSING
+
+
+@dataclass
 class PrivacyGANSchema(BoTSchema):
     """model=privacy_gan: a BoT extractor and its privacy defence (model.defence and its options)."""
 
@@ -260,6 +288,11 @@ class PrivacyGANSchema(BoTSchema):
     discriminator: dict[str, Any] = MISSING
     g_optimizer: dict[str, Any] = MISSING
     d_optimizer: dict[str, Any] = MISSING
+    adversary: AdversarySchema = MISSING
+    privacy_terms: PrivacyTermsSchema = MISSING
+    background_border: float = MISSING
+    leak: str = MISSING
+    leak_branch: LeakBranchSchema = MISSING
 
 
 @dataclass

@@ -169,15 +169,78 @@ def fake_realism(kind: str, scores: torch.Tensor) -> torch.Tensor:
 
 
 def ssim_gain_loss(recon: torch.Tensor, target: torch.Tensor, blind: torch.Tensor) -> torch.Tensor:
-    """Mean over images of max(SSIM(recon, target) - SSIM(blind, target), 0).
+    """Mean over images of SSIM(recon, target) - SSIM(blind, target), with no floor.
 
     ``blind`` (B,3,H,W) or (1,3,H,W) is a feature-blind prediction of the target (e.g. the running mean
-    training image). Minimised by the extractor, it rewards nothing below what a guess without the
-    feature already reaches: an inverted or shifted reconstruction, which scores SSIM < 0 under plain
-    ``ssim`` yet carries the same information, earns no more than a blur at the blind guess's level.
+    training image). Minimised by the extractor. No image is clamped at 0: a per-image floor gives E no
+    gradient from every image its decoder already fails on, and with a decoder near the blind guess that
+    is about half of them (E's gradient then nearly vanishes).
     """
     _same_shape("ssim_gain_loss", recon, target)
     blind = blind.expand_as(target)
     with torch.no_grad():
         floor = ssim(blind, target, check_range=False)
-    return (ssim(recon, target, check_range=False) - floor).clamp_min(0.0).mean()
+    return (ssim(recon, target, check_range=False) - floor).mean()
+
+
+def ssim_reconstruction(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - mean per-image SSIM: the structural half of the adversaries' L1 + SSIM loss (0 for a perfect
+    reconstruction)."""
+    _same_shape("ssim_reconstruction", recon, target)
+    return 1.0 - ssim(recon, target, check_range=False).mean()
+
+
+def swap_partners(pids: torch.Tensor) -> torch.Tensor:
+    """(B,) identities -> (B,) index of another image of the same identity in the batch (the next one of
+    its identity, cyclically, in batch order), or -1 for an image whose identity appears once."""
+    pids = pids.view(-1)
+    partner = torch.full_like(pids, -1, dtype=torch.long)
+    for pid in torch.unique(pids):
+        rows = torch.nonzero(pids == pid).view(-1)
+        if rows.numel() > 1:
+            partner[rows] = rows.roll(-1)
+    return partner
+
+
+def swap_gain_loss(recon: torch.Tensor, target: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
+    """The image-specific leak a decoder reads from E's features: mean over the images i with a partner
+    j = ``partner[i]`` (same identity, another photo) of SSIM(recon_i, x_i) - SSIM(recon_j, x_i).
+
+    ``recon`` (B,3,H,W): the decoder's images of the batch's own features, so recon_j = G(f_j). The
+    difference is what f_i says about *this* photo beyond what any photo of the person says; the
+    identity's garments appear in both terms and cancel, so E is not pushed against what ReID needs.
+    No floor. 0 (with a gradient of 0) when no image has a partner."""
+    _same_shape("swap_gain_loss", recon, target)
+    keep = partner >= 0
+    if not bool(keep.any()):
+        return recon.sum() * 0.0
+    own = ssim(recon[keep], target[keep], check_range=False)
+    swapped = ssim(recon[partner[keep]], target[keep], check_range=False)
+    return (own - swapped).mean()
+
+
+def background_mask(height: int, width: int, border: float, device=None) -> torch.Tensor:
+    """(1,1,H,W) proxy of the background when no person mask is known: 1 in the outer ``border`` fraction
+    of the width on each side (where a person crop shows the scene), 0 in the centre."""
+    if not 0.0 < float(border) < 0.5:
+        raise ConfigValueError(f"background border={border}: give a fraction of the width in (0, 0.5).")
+    band = max(1, round(float(border) * width))
+    mask = torch.zeros(1, 1, height, width, device=device)
+    mask[..., :band] = 1.0
+    mask[..., width - band :] = 1.0
+    return mask
+
+
+def background_gain_loss(
+    recon: torch.Tensor, target: torch.Tensor, blind: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """The SSIM gain over the blind guess inside the background: mean over images of
+    SSIM(recon * m, x * m) - SSIM(blind * m, x * m), m the background mask ((B,1,H,W) or (1,1,H,W), 1 =
+    background). The person region is zero in all three images, so it adds the same constant to both
+    terms and cancels: only the background moves the loss. No floor."""
+    _same_shape("background_gain_loss", recon, target)
+    mask = mask.to(target).expand(target.shape[0], 1, *target.shape[2:])
+    blind = blind.expand_as(target)
+    with torch.no_grad():
+        floor = ssim(blind * mask, target * mask, check_range=False)
+    return (ssim(recon * mask, target * mask, check_range=False) - floor).mean()

@@ -8,12 +8,22 @@ a stochastic bottleneck after its BNNeck (``model.bottleneck``).
 - ``none``: nothing (with ``bottleneck``: the variational bottleneck alone, src/ppreid/nn/bottleneck.py).
 
 Training (manual optimization) runs in phases (src/ppreid/privacy/phases.py): E alone, the defence's
-adversaries alone on E's frozen features, then joint: per batch **step 1** trains the adversaries on
-detached features (src/ppreid/privacy/reversal.py for the GAN), **step 2** trains E on its ReID losses
-+ ``privacy_weight`` x the defence's privacy loss (+ ``beta`` x the bottleneck's KL). Privacy losses of
-reconstructions: ``neg_pixel``, ``ssim``, ``ssim_gain`` (SSIM above the running mean training image's,
-floored at 0: the default) or ``realism`` (GAN only). ``privacy_weight=0`` is the unprotected model,
-``d_weight=0 privacy_loss=neg_pixel`` the conventional defence (an L1 decoder, Xiao et al. AAAI 2020).
+adversaries alone on E's frozen features, then joint: per batch **step 1** trains the adversaries
+(``model.adversary.steps_per_batch`` steps on detached features; src/ppreid/privacy/reversal.py for the
+GAN), **step 2** trains E on its ReID losses + ``privacy_weight`` x the defence's privacy loss (+ ``beta``
+x the bottleneck's KL). At the start of the joint phase the adversaries are first pre-trained for
+``model.adversary.pretrain_steps`` steps on E's frozen features of every clean training image, as an
+audit attacker is trained.
+
+The adversaries and E's privacy loss see what the audit attacks: E's feature in eval mode (its BN running
+statistics, never updated by these forwards) of the **clean** image (the test transforms: no pad, crop,
+flip or erasing; ``batch["index"]`` looks it up), with that image as the target; E's ReID losses see the
+augmented batch as BoT's do. Privacy terms (``model.privacy_terms``, src/ppreid/privacy/defences.py): the
+whole image (``privacy_loss``: ``neg_pixel``, ``ssim``, ``ssim_gain`` over the running mean clean image, or
+``realism``), ``swap`` and ``background``, none floored. ``privacy_weight=0`` is the unprotected model,
+``d_weight=0 privacy_loss=neg_pixel privacy_terms={image: 1, swap: 0, background: 0}`` the conventional
+defence (an L1 decoder, Xiao et al. AAAI 2020). ``model.leak=background`` (src/ppreid/privacy/leak.py)
+adds a positive control: a branch that stores a background thumbnail in E's feature.
 
 ``configure_optimizers`` returns E, then the defence's (GAN: G, D; pool: one for its decoders), so a
 checkpoint's optimizer states show how many steps each took. The counters, phase and boundaries are
@@ -26,12 +36,14 @@ and ``own_reconstructions.png`` (the defence's own decoders on held-out source i
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ppreid.data.datamodule import IMAGENET_MEAN, IMAGENET_STD
@@ -42,6 +54,7 @@ from ppreid.nn.bottleneck import VariationalBottleneck
 from ppreid.privacy.build import build_defence
 from ppreid.privacy.guards import check_finite, check_ranks_in_step
 from ppreid.privacy.history import LossHistory, loss_curve_panels
+from ppreid.privacy.leak import build_leak
 from ppreid.privacy.phases import (
     PHASES,
     apply_phase_modes,
@@ -51,7 +64,7 @@ from ppreid.privacy.phases import (
     resolve_boundaries,
     seed_epoch,
 )
-from ppreid.privacy.reversal import non_negative
+from ppreid.privacy.reversal import non_negative, positive_int
 from ppreid.privacy.saved_state import (
     CKPT_KEY,
     all_counters,
@@ -60,6 +73,8 @@ from ppreid.privacy.saved_state import (
     upgrade_legacy_keys,
 )
 from ppreid.utils.errors import ConfigValueError
+
+log = logging.getLogger(__name__)
 
 
 class PrivacyGANModel(BoTModel):
@@ -94,6 +109,11 @@ class PrivacyGANModel(BoTModel):
         pool: dict[str, Any] | None = None,
         dependence: dict[str, Any] | None = None,
         bottleneck: dict[str, Any] | None = None,
+        adversary: dict[str, Any] | None = None,
+        privacy_terms: dict[str, float] | None = None,
+        background_border: float = 0.25,
+        leak: str = "none",
+        leak_branch: dict[str, Any] | None = None,
         pooling: str = "avg",
         neck_feat: str = "after",
         eval_metric: str = "cosine",
@@ -131,9 +151,27 @@ class PrivacyGANModel(BoTModel):
         self.privacy_weight = non_negative("model.privacy_weight", privacy_weight)
         self.image_size = tuple(int(s) for s in image_size)
         self.defence_name = defence
+        adv = dict(adversary or {})
+        unknown = sorted(set(adv) - {"steps_per_batch", "pretrain_steps", "pretrain_batch_size", "ssim_weight"})
+        if unknown:
+            raise ConfigValueError(
+                f"model.adversary: unknown key(s) {', '.join(unknown)}; known: steps_per_batch, pretrain_steps, "
+                "pretrain_batch_size, ssim_weight."
+            )
+        self.steps_per_batch = positive_int("model.adversary.steps_per_batch", adv.get("steps_per_batch", 1))
+        self.pretrain_steps = int(adv.get("pretrain_steps", 0))
+        if self.pretrain_steps < 0:
+            raise ConfigValueError(f"model.adversary.pretrain_steps={self.pretrain_steps}: give an int >= 0.")
+        self.pretrain_batch_size = positive_int(
+            "model.adversary.pretrain_batch_size", adv.get("pretrain_batch_size", 64)
+        )
+        ssim_weight = adv.get("ssim_weight", 0.0)
+        shared = dict(privacy_terms=privacy_terms, background_border=background_border)
         self.defence = build_defence(
             defence,
             gan=dict(
+                **shared,
+                ssim_weight=ssim_weight,
                 generator=generator,
                 discriminator=discriminator,
                 g_optimizer=g_optimizer,
@@ -149,10 +187,13 @@ class PrivacyGANModel(BoTModel):
                 r1_every=r1_every,
                 g_every=g_every,
             ),
-            pool=dict(pool or {}, privacy_loss=privacy_loss, neg_pixel_kind=neg_pixel_kind),
+            pool=dict(
+                pool or {}, **shared, privacy_loss=privacy_loss, neg_pixel_kind=neg_pixel_kind, ssim_weight=ssim_weight
+            ),
             dependence=dict(dependence or {}),
         )
         self.defence.build(feat_dim=backbone.out_dim, image_size=self.image_size)
+        self.leak = build_leak(leak, backbone.out_dim, leak_branch)
         options = dict(bottleneck or {})
         self.beta = non_negative("model.bottleneck.beta", options.pop("beta", 0.0))
         self.bottleneck = VariationalBottleneck(backbone.out_dim, **options) if bottleneck is not None else None
@@ -160,7 +201,8 @@ class PrivacyGANModel(BoTModel):
             raise ConfigValueError("model.bottleneck sits after the BNNeck; use model.neck_feat=after with it.")
         self.phase_values = phase_values(phases)
         self.boundaries: dict[str, int] | None = None  # resolved at fit start, or restored from a checkpoint
-        self.counters = {"e_steps": 0, "r_batches": 0}
+        # e_steps: E's steps; r_batches: adversary steps (steps_per_batch per batch, and the pre-training)
+        self.counters = {"e_steps": 0, "r_batches": 0, "pretrain_steps": 0}
         self.phase = "extractor"
         self.history = LossHistory()
         self.loss_history = self.history.history
@@ -172,6 +214,7 @@ class PrivacyGANModel(BoTModel):
         # the feature-blind predictor of ssim_gain: the running mean of the training images seen
         self.register_buffer("mean_image", torch.full((1, 3, *self.image_size), 0.5))
         self.register_buffer("images_seen", torch.zeros((), dtype=torch.long))
+        self._clean_set = None  # the training images with the test transforms (setup)
 
     # ----------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
@@ -181,13 +224,18 @@ class PrivacyGANModel(BoTModel):
         mean, std = self.trainer.datamodule.normalization(train=True)
         self.input_mean.copy_(torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.input_std.copy_(torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        make_clean = getattr(self.trainer.datamodule, "train_dataset", None)  # a bare datamodule: the batch itself
+        self._clean_set = make_clean(augment=False) if make_clean is not None else None
 
     def extractor_modules(self):
-        return [m for m in (self.backbone, self.pool, self.neck, self.bottleneck) if m is not None]
+        return [m for m in (self.backbone, self.pool, self.neck, self.bottleneck, self.leak) if m is not None]
 
     def configure_optimizers(self):
-        """E (with its epoch schedule), then the defence's optimizers."""
-        params = [p for m in self.extractor_modules() for p in m.parameters() if p.requires_grad]
+        """E (with its epoch schedule; the leak branch without weight decay), then the defence's optimizers."""
+        leak = {id(p) for p in self.leak.parameters()} if self.leak is not None else set()
+        params = [p for m in self.extractor_modules() for p in m.parameters() if p.requires_grad and id(p) not in leak]
+        if leak:
+            params = [{"params": params}, {"params": list(self.leak.parameters()), "weight_decay": 0.0}]
         e = self.build_optimization(params, self.optimizer_factory, self.scheduler_factory)
         others = self.defence.build_optimizers()
         if isinstance(e, dict):
@@ -200,6 +248,9 @@ class PrivacyGANModel(BoTModel):
         state_dict = upgrade_legacy_keys(state_dict)
         for key in ("mean_image", "images_seen"):
             state_dict.setdefault(key, getattr(self, key))
+        for key, value in self.state_dict().items():  # the defences' feature standardizers came later
+            if ".standardizer." in key:
+                state_dict.setdefault(key, value)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # ----------------------------------------------------------------- phases
@@ -244,6 +295,7 @@ class PrivacyGANModel(BoTModel):
         if self.phase == "joint":
             self.defence.bind(self._optimizers()[1:], self._optimize)
             self.defence.on_joint_epoch_start(epoch)
+            self._pretrain_adversaries(epoch)
 
     # ----------------------------------------------------------------- checkpoint state
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -260,6 +312,11 @@ class PrivacyGANModel(BoTModel):
             self.boundaries = {k: int(v) for k, v in state["boundaries"].items()}
 
     # ----------------------------------------------------------------- features
+    def pooled_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) -> (B,D) pooled backbone feature, before the BNNeck (with the leak branch's thumbnail)."""
+        feat = self.pool(self.backbone(images))
+        return feat if self.leak is None else feat + self.leak(images)
+
     def extract_features(self, images: torch.Tensor) -> torch.Tensor:
         feat = self.pooled_features(images)
         if self.bottleneck is None:
@@ -268,14 +325,44 @@ class PrivacyGANModel(BoTModel):
 
     def _forward_extractor(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """E's training forward: pre-BN feature, stored feature (a random sample with a bottleneck), logits,
-        the feature the metric losses see, and the bottleneck's KL per image."""
-        feat = self.pooled_features(images)
+        the feature the metric losses see, and the bottleneck's KL per image. With the leak branch the
+        ReID outputs (logits, metric feature) hold the same values but take no gradient to the branch."""
+        base = self.pool(self.backbone(images))
+        if self.leak is None:
+            feat = reid_feat = base
+        else:
+            leak = self.leak(images)
+            feat, reid_feat = base + leak, base + leak.detach()
         h = self.neck.bn(feat)
+        h_reid = h if reid_feat is feat else _same_batch_norm(self.neck.bn, reid_feat)
         if self.bottleneck is None:
             stored = feat if self.neck_feat == "before" else h
-            return {"feat": feat, "stored": stored, "logits": self.neck.classifier(h), "metric": feat}
-        z, stored, kl = self.bottleneck.training_outputs(h)
+            return {"feat": feat, "stored": stored, "logits": self.neck.classifier(h_reid), "metric": reid_feat}
+        z, stored, kl = self.bottleneck.training_outputs(h_reid)  # every output here feeds the ReID losses
         return {"feat": feat, "stored": stored, "logits": self.neck.classifier(z), "metric": stored, "kl": kl.mean()}
+
+    def _clean_inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch's training images with the test transforms (B,3,H,W): no pad, crop, flip or erasing."""
+        if "image_clean" in batch:
+            return batch["image_clean"]
+        if self._clean_set is None:
+            return batch["image"]  # no datamodule (a bare model): the batch as given
+        rows = [self._clean_set[int(i)]["image"] for i in batch["index"].tolist()]
+        return torch.stack(rows).to(batch["image"])
+
+    def _audited_features(self, inputs: torch.Tensor, grad: bool) -> torch.Tensor:
+        """E's stored feature (B,D) of ``inputs`` as the audit computes it: E in eval mode (its BN running
+        statistics, which this forward does not update); with ``grad`` the privacy loss trains E through it."""
+        modules = self.extractor_modules()
+        modes = [m.training for m in modules]
+        for m in modules:
+            m.eval()
+        try:
+            with torch.set_grad_enabled(grad):
+                return self.extract_features(inputs)
+        finally:
+            for m, mode in zip(modules, modes):
+                m.train(mode)
 
     # ----------------------------------------------------------------- training
     def _optimizers(self) -> list:
@@ -324,36 +411,108 @@ class PrivacyGANModel(BoTModel):
         self.mean_image.add_((real.mean(0, keepdim=True) - self.mean_image) * (n / (seen + n)))
         self.images_seen += n
 
-    def _adversary_step(self, stored: torch.Tensor, real: torch.Tensor) -> None:
+    def _adversary_step(self, stored: torch.Tensor, real: torch.Tensor, record: bool = True) -> None:
         self.counters["r_batches"] += 1
         out = self.defence.adversary_step(stored.detach(), real)
         recon = out.pop("recon", None)
         for name, value in out.items():
             self._check_finite(name, value)
-            self._record(name, value)
-        if recon is not None:
+            if record:
+                self._record(name, value)
+        if recon is not None and record:
             self._record("recon_ssim", _ssim(recon, real), prog_bar=True)
+
+    def _adversary_steps(self, stored: torch.Tensor, real: torch.Tensor) -> None:
+        """Step 1: ``steps_per_batch`` adversary steps on this batch (the last one's losses are logged)."""
+        if not self.defence.has_adversary:
+            return
+        for k in range(self.steps_per_batch):
+            self._adversary_step(stored, real, record=k == self.steps_per_batch - 1)
+
+    def _pretrain_adversaries(self, epoch: int) -> None:
+        """Before the first joint step: ``pretrain_steps`` adversary steps on random batches of E's frozen
+        features of every clean training image (this rank's shard), as the audit trains a fresh attacker;
+        the blind guess becomes the mean of those images. Once per run (the counter is in the checkpoint);
+        a fast dev run takes one step."""
+        todo = self.pretrain_steps - self.counters["pretrain_steps"]
+        if self.trainer.fast_dev_run:
+            todo = min(todo, 1)
+        loader = getattr(self.trainer.datamodule, "train_feature_loader", None)
+        if not self.defence.has_adversary or todo <= 0:
+            return
+        if loader is None:
+            log.warning("model.adversary.pretrain_steps: the datamodule has no train_feature_loader; not pre-trained")
+            return
+        feats, reals = [], []
+        for batch in loader():
+            inputs = batch["image"].to(self.device)
+            feats.append(self._audited_features(inputs, grad=False))
+            real = to_unit_images(inputs, self.input_mean, self.input_std, self.image_size)
+            reals.append((real * 255.0).round().to(torch.uint8))
+            if self.trainer.fast_dev_run:
+                break
+        feats, reals = torch.cat(feats), torch.cat(reals)
+        with torch.no_grad():
+            self.mean_image.copy_(reals.float().mean(0, keepdim=True) / 255.0)
+            self.images_seen.fill_(reals.shape[0])
+        gen = torch.Generator().manual_seed(self.base_seed * 7919 + epoch + 1)
+        n, size = reals.shape[0], min(self.pretrain_batch_size, reals.shape[0])
+        for step in range(todo):
+            idx = torch.randint(0, n, (size,), generator=gen).to(self.device)
+            self._adversary_step(feats[idx], reals[idx].float() / 255.0, record=step == todo - 1)
+            self.counters["pretrain_steps"] += 1
+            if step % 100 == 0 or step == todo - 1:
+                log.info("pre-training the %s defence's adversaries: step %d/%d", self.defence_name, step + 1, todo)
+        if self.trainer.world_size > 1:
+            self._share_adversaries()
+
+    def _share_adversaries(self) -> None:
+        """Under DDP each rank pre-trains on its own shard (no gradient sync outside a training step): every
+        rank then takes rank 0's adversaries, their optimizer states and its mean image, so the joint phase
+        starts in step."""
+        strategy = self.trainer.strategy
+        optimizers = [getattr(o, "optimizer", o) for o in self._optimizers()[1:]]
+        state = strategy.broadcast(
+            {
+                "defence": self.defence.state_dict(),
+                "optimizers": [o.state_dict() for o in optimizers],
+                "mean_image": self.mean_image,
+            },
+            src=0,
+        )
+        self.defence.load_state_dict(state["defence"])
+        self.mean_image.copy_(state["mean_image"])
+        for optimizer, saved in zip(optimizers, state["optimizers"]):
+            optimizer.load_state_dict(saved)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         optimizers = self._optimizers()
         self.defence.bind(optimizers[1:], self._optimize)
         images, pids = batch["image"], batch["pid"]
-        real = to_unit_images(images, self.input_mean, self.input_std, self.image_size)
+        protect = self.phase == "joint" and self.privacy_weight > 0 and self.defence_name != "none"
+        if self.phase == "extractor" or not (protect or self.defence.has_adversary):
+            out = self._forward_extractor(images)
+            loss = self._optimize(optimizers[0], "extractor", lambda: self._reid_loss(out, pids))
+            self.counters["e_steps"] += 1
+            self._record("loss", loss.detach(), prog_bar=True)
+            return
+        clean = self._clean_inputs(batch)
+        real = to_unit_images(clean, self.input_mean, self.input_std, self.image_size)
+        mask = batch.get("mask")
+        if mask is not None:
+            mask = F.interpolate(mask.float(), size=self.image_size, mode="area")
         self._update_mean_image(real)
         if self.phase == "reversal":
-            with torch.no_grad():
-                out = self._forward_extractor(images)
-            self._adversary_step(out["stored"], real)
+            self._adversary_steps(self._audited_features(clean, grad=False), real)
             return
+        stored = self._audited_features(clean, grad=protect)
+        self._adversary_steps(stored, real)
         out = self._forward_extractor(images)
-        joint = self.phase == "joint"
-        if joint:
-            self._adversary_step(out["stored"], real)
 
         def e_loss() -> torch.Tensor:
             total = self._reid_loss(out, pids)
-            if joint and self.privacy_weight > 0:
-                privacy, extra = self.defence.privacy_loss(out["stored"], real, pids, self.mean_image)
+            if protect:
+                privacy, extra = self.defence.privacy_loss(stored, real, pids, self.mean_image, mask)
                 self._check_finite("privacy", privacy)
                 self._record("loss_privacy", privacy)
                 for name, value in extra.items():
@@ -392,6 +551,13 @@ class PrivacyGANModel(BoTModel):
 
         path = Path(self.trainer.default_root_dir) / "own_reconstructions.png"
         save_own_reconstructions(self, self.trainer.datamodule, path)
+
+
+def _same_batch_norm(bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``bn(x)`` without touching its running statistics (a second pass over the same batch)."""
+    if not bn.training:
+        return bn(x)
+    return F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
 
 
 def _ssim(recon: torch.Tensor, real: torch.Tensor) -> torch.Tensor:

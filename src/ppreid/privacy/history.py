@@ -9,6 +9,7 @@ from typing import Any
 # the module each logged term trains (every other term is the extractor's)
 ADVERSARY_TERMS = {
     "loss_g_pixel": "generator",
+    "loss_g_ssim": "generator",
     "loss_g_adv": "generator",
     "loss_d": "discriminator",
     "r1": "discriminator",

@@ -8,12 +8,13 @@ by ``restart_seed`` and the epoch, so a resumed run restarts the same way) and i
 cleared; it then counts only after ``warmup_batches`` steps. E's privacy loss is taken over the
 warmed-up decoders (``aggregate``: max, the best attacker of the pool, or mean).
 
-Decoders see features **standardised** over the batch (each dimension to mean 0, std 1, with the
-gradient through the statistics), as the audit's attackers see them over their training set: E cannot
-hide by rescaling its features, which a scale-sensitive decoder would take time to follow.
+Decoders see features **standardized** over the batch (``FeatureStandardizer``: each dimension to mean
+0, std 1, with the gradient through the statistics), as the audit's attackers see them over their training
+set: E cannot hide by rescaling its features, which a scale-sensitive decoder would take time to follow.
 
-Step 1 trains every decoder one L1 (``pixel_loss``) step on the detached features; one optimizer holds
-one parameter group per decoder.
+Step 1 trains every decoder one step of ``pixel_loss`` (L1) + ``ssim_weight`` x (1 - SSIM) on the
+detached features; one optimizer holds one parameter group per decoder. E's loss of one decoder is
+``PrivacyTerms`` (``image`` / ``swap`` / ``background``), taken over the warmed-up decoders.
 """
 
 from __future__ import annotations
@@ -23,16 +24,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ppreid.losses.adversarial import RECONSTRUCTION_LOSSES
-from ppreid.privacy.defences import RECON_PRIVACY_LOSSES, Defence, reconstruction_privacy
+from ppreid.losses.adversarial import RECONSTRUCTION_LOSSES, ssim_reconstruction
+from ppreid.privacy.defences import RECON_PRIVACY_LOSSES, Defence, FeatureStandardizer, PrivacyTerms
+from ppreid.privacy.reversal import non_negative
 from ppreid.utils.errors import ConfigValueError
 
 AGGREGATES = ("max", "mean")
-
-
-def standardise(feat: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """(B,D) -> (B,D), every dimension to mean 0 and std 1 over the batch."""
-    return (feat - feat.mean(0, keepdim=True)) / (feat.std(0, keepdim=True) + eps)
 
 
 class DecoderPoolDefence(Defence):
@@ -49,7 +46,10 @@ class DecoderPoolDefence(Defence):
         privacy_loss: str = "ssim_gain",
         neg_pixel_kind: str = "l1",
         pixel_loss: str = "l1",
+        ssim_weight: float = 0.0,
         restart_seed: int = 0,
+        privacy_terms: dict | None = None,
+        background_border: float = 0.25,
     ) -> None:
         super().__init__()
         if isinstance(size, bool) or int(size) < 1:
@@ -73,6 +73,8 @@ class DecoderPoolDefence(Defence):
         self.size, self.warmup_batches, self.aggregate = int(size), int(warmup_batches), aggregate
         self.privacy_loss_kind, self.neg_pixel_kind = privacy_loss, neg_pixel_kind
         self.pixel_fn, self.restart_seed = RECONSTRUCTION_LOSSES[pixel_loss], int(restart_seed)
+        self.ssim_weight = non_negative("model.adversary.ssim_weight", ssim_weight)
+        self.terms = PrivacyTerms(privacy_terms, privacy_loss, neg_pixel_kind, background_border)
         # per decoder: the epoch it was (re)born at and the steps it took since (saved in the state dict)
         self.register_buffer("born", torch.zeros(self.size, dtype=torch.long))
         self.register_buffer("steps", torch.zeros(self.size, dtype=torch.long))
@@ -80,6 +82,7 @@ class DecoderPoolDefence(Defence):
 
     def build(self, feat_dim: int, image_size: Sequence[int]) -> None:
         self.feat_dim, self.image_size = int(feat_dim), list(image_size)
+        self.standardizer = FeatureStandardizer(self.feat_dim)
         self.decoders = nn.ModuleList(
             self.decoder_factory(feat_dim=feat_dim, image_size=self.image_size) for _ in range(self.size)
         )
@@ -92,34 +95,47 @@ class DecoderPoolDefence(Defence):
         return [k for k in range(self.size) if int(self.steps[k]) >= self.warmup_batches]
 
     def adversary_step(self, feat, real):
-        z, real = standardise(feat.detach()), real.detach()
+        z, real = self.standardizer(feat.detach(), track=True), real.detach()
         out = {}
 
         def loss() -> torch.Tensor:
-            losses = [self.pixel_fn(decoder(z), real) for decoder in self.decoders]
-            out["loss_pool_pixel"] = torch.stack(losses).detach().mean()
+            losses = []
+            for decoder in self.decoders:
+                recon = decoder(z)
+                value = self.pixel_fn(recon, real)
+                if self.ssim_weight > 0:
+                    value = value + self.ssim_weight * ssim_reconstruction(recon, real)
+                losses.append(value)
+            out["loss_pool_pixel"] = torch.stack(losses).detach().mean()  # the mean decoder loss (L1 + SSIM)
             return sum(losses)
 
         self.minimize(self.optimizers_[0], "pool", loss)
         self.steps += 1
         return out
 
-    def privacy_loss(self, feat, real, pids, blind):
+    def privacy_loss(self, feat, real, pids, blind, mask=None):
         warm = self.warm
         if not warm:
             return feat.new_zeros(()), {}
-        z = standardise(feat)
+        z = self.standardizer(feat)
+        modes = [d.training for d in self.decoders]
+        self.decoders.eval()  # BatchNorm's running statistics: E's step leaves them as step 1 left them
+        try:
 
-        def value(k: int) -> torch.Tensor:
-            return reconstruction_privacy(self.privacy_loss_kind, self.decoders[k](z), real, blind, self.neg_pixel_kind)
+            def value(k: int) -> tuple[torch.Tensor, dict]:
+                return self.terms(self.decoders[k](z), real, pids, blind, mask)
 
-        if self.aggregate == "mean":
-            loss = torch.stack([value(k) for k in warm]).mean()
-        else:  # the gradient of a max is its argmax's: find it without a graph, then one decoder with one
-            with torch.no_grad():
-                strongest = warm[int(torch.stack([value(k) for k in warm]).argmax())]
-            loss = value(strongest)
-        return loss, {"pool_warm": torch.tensor(float(len(warm)))}
+            if self.aggregate == "mean":
+                values = [value(k) for k in warm]
+                loss, extra = torch.stack([v[0] for v in values]).mean(), values[0][1]
+            else:  # the gradient of a max is its argmax's: find it without a graph, then one decoder with one
+                with torch.no_grad():
+                    strongest = warm[int(torch.stack([value(k)[0] for k in warm]).argmax())]
+                loss, extra = value(strongest)
+        finally:
+            for decoder, mode in zip(self.decoders, modes):
+                decoder.train(mode)
+        return loss, {**extra, "pool_warm": torch.tensor(float(len(warm)))}
 
     def on_joint_epoch_start(self, epoch: int) -> None:
         """Re-initialise the oldest decoder (the lowest index among equals) and clear its optimizer state."""
@@ -137,5 +153,5 @@ class DecoderPoolDefence(Defence):
 
     @torch.no_grad()
     def reconstruct(self, feat):
-        z = standardise(feat)
+        z = self.standardizer(feat, batch=False)
         return {f"d{k}": self.decoders[k](z) for k in range(self.size)}

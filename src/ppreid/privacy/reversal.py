@@ -7,8 +7,8 @@ image) pairs with the feature fixed (it arrives detached):
 1. **D**, every ``d_every`` calls (lazy updates): the GAN loss of ``gan_loss`` (hinge / lsgan /
    logistic) on real images vs G's images, both judged given the feature; every ``r1_every`` D steps
    the R1 penalty on real images with weight ``r1_gamma * r1_every`` (StyleGAN2's lazy R1).
-2. **G**, every ``g_every`` calls: ``pixel_weight`` x the pixel loss (l1 / l2) + ``adv_weight`` x the
-   generator's GAN loss, with D's weights taking no gradient.
+2. **G**, every ``g_every`` calls: ``pixel_weight`` x the pixel loss (l1 / l2) + ``ssim_weight`` x
+   (1 - SSIM) + ``adv_weight`` x the generator's GAN loss, with D's weights taking no gradient.
 
 ``adv_weight=0`` (or ``adversarial=False`` for one call, e.g. an attacker's L1 warm-up) trains G alone.
 How a loss becomes a step is the caller's: ``minimize(optimizer, name, compute_loss) -> loss`` (the
@@ -26,7 +26,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ppreid.losses.adversarial import RECONSTRUCTION_LOSSES, gan_losses, r1_penalty
+from ppreid.losses.adversarial import RECONSTRUCTION_LOSSES, gan_losses, r1_penalty, ssim_reconstruction
 from ppreid.utils.errors import ConfigValueError
 
 Minimize = Callable[[torch.optim.Optimizer, str, Callable[[], torch.Tensor]], torch.Tensor]
@@ -81,6 +81,7 @@ class ReversalStep:
         gan_loss: str = "hinge",
         pixel_loss: str = "l1",
         pixel_weight: float = 1.0,
+        ssim_weight: float = 0.0,
         adv_weight: float = 0.05,
         r1_gamma: float = 1.0,
         d_every: int = 4,
@@ -98,6 +99,7 @@ class ReversalStep:
         self.d_loss_fn, self.g_loss_fn = gan_losses(gan_loss)
         self.pixel_fn = RECONSTRUCTION_LOSSES[pixel_loss]
         self.pixel_weight = non_negative(f"{key}.pixel_weight", pixel_weight)
+        self.ssim_weight = non_negative(f"{key}.ssim_weight", ssim_weight)
         self.adv_weight = non_negative(f"{key}.d_weight", adv_weight)
         self.r1_gamma = non_negative(f"{key}.r1_gamma", r1_gamma)
         self.d_every = positive_int(f"{key}.d_every", d_every)
@@ -157,12 +159,17 @@ class ReversalStep:
             out["recon"] = recon
             pixel = self.pixel_fn(recon, images)
             out["loss_g_pixel"] = pixel.detach()
+            total = self.pixel_weight * pixel
+            if self.ssim_weight > 0:
+                structure = ssim_reconstruction(recon, images)
+                out["loss_g_ssim"] = structure.detach()
+                total = total + self.ssim_weight * structure
             if not use_d:
-                return self.pixel_weight * pixel
+                return total
             with frozen(self.discriminator):
                 adv = self.g_loss_fn(self.discriminator(recon, feat))
             out["loss_g_adv"] = adv.detach()
-            return self.pixel_weight * pixel + self.adv_weight * adv
+            return total + self.adv_weight * adv
 
         self.minimize(self.g_optimizer, "g", g_loss)
         self.clock["g_steps"] += 1
