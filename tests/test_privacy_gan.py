@@ -495,3 +495,32 @@ def test_adversary_steps_per_e_step_and_pretraining_are_counted(reid_data_dir, t
     steps = [{int(s["step"]) for s in state["state"].values()} for state in ckpt["optimizer_states"]]
     # E's weights step every E step, the leak branch only in the joint ones (only the privacy loss moves it)
     assert steps == [{2 * n, n}, {5 + 3 * n}, {math.ceil((5 + 3 * n) / 4)}]
+
+
+def test_person_masks_come_from_the_training_records_mask_files(tmp_path):
+    """The defences' background term reads the procedural masks of the batch's records (area-averaged to the
+    reconstruction size, 1 = person); a record without a mask (a real dataset) gives None: the border proxy."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from hydra.utils import instantiate
+    from PIL import Image
+
+    cfg = compose_train(["experiment=privacy_sandbox_gan", *SANDBOX_TINY], tmp_path)
+    model = instantiate(cfg.model)
+    h, w = 16, 8
+    person = np.zeros((h, w), np.uint8)
+    person[4:12, 2:6] = 255  # a 8 x 4 person box in a 16 x 8 image
+    Image.fromarray(person).save(tmp_path / "a.mask.png")
+    Image.fromarray(np.full((h, w), 255, np.uint8)).save(tmp_path / "b.mask.png")
+    model._clean_set = SimpleNamespace(
+        records=[SimpleNamespace(mask=str(tmp_path / "a.mask.png")), SimpleNamespace(mask=str(tmp_path / "b.mask.png"))]
+    )
+    batch = {"image": torch.zeros(2, 3, h, w), "index": torch.tensor([1, 0])}
+    masks = model._person_masks(batch)
+    assert masks.shape == (2, 1, *model.image_size)
+    assert torch.allclose(masks[0], torch.ones_like(masks[0]))  # b: all person
+    assert abs(masks[1].mean().item() - 32 / 128) < 1e-6  # a: 32 of 128 pixels are the person
+    model._mask_cache.clear()
+    model._clean_set.records.append(SimpleNamespace(mask=None))
+    assert model._person_masks({"image": torch.zeros(2, 3, h, w), "index": torch.tensor([0, 2])}) is None

@@ -13,10 +13,9 @@ import logging
 import time
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
+from ppreid.data.masks import load_masks
 from ppreid.metrics.privacy import (
     gain_over_baseline,
     normalized_leakage,
@@ -31,17 +30,6 @@ from ppreid.metrics.reid import evaluate_features
 log = logging.getLogger("ppreid.audit.attack")
 REGIONS = ("person", "background")
 NO_MASKS = "no person masks in this dataset's records (the procedural data write them; real datasets lack them)"
-
-
-def load_masks(paths: list[str], size: tuple[int, int]) -> torch.Tensor:
-    """Person masks (PNG files, 255 = person, the image's size) -> bool (N,1,h,w) at the attack ``size``
-    (bilinear resize of the image's own size, then > 50%: as the images are resized)."""
-    out = []
-    for path in paths:
-        with Image.open(path) as im:
-            small = im.convert("L").resize((size[1], size[0]), Image.BILINEAR)
-        out.append(torch.from_numpy(np.asarray(small) > 127))
-    return torch.stack(out).unsqueeze(1)
 
 
 def target_data(target, store: dict[str, list[torch.Tensor]]) -> dict[str, Any]:

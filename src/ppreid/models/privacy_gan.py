@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ppreid.data.datamodule import IMAGENET_MEAN, IMAGENET_STD
+from ppreid.data.masks import load_masks
 from ppreid.metrics.images import to_unit_images
 from ppreid.metrics.privacy import ssim
 from ppreid.models.bot import BoTModel
@@ -215,6 +216,7 @@ class PrivacyGANModel(BoTModel):
         self.register_buffer("mean_image", torch.full((1, 3, *self.image_size), 0.5))
         self.register_buffer("images_seen", torch.zeros((), dtype=torch.long))
         self._clean_set = None  # the training images with the test transforms (setup)
+        self._mask_cache: dict[int, torch.Tensor] = {}  # training index -> person mask (1,h,w) (masks)
 
     # ----------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
@@ -349,6 +351,30 @@ class PrivacyGANModel(BoTModel):
             return batch["image"]  # no datamodule (a bare model): the batch as given
         rows = [self._clean_set[int(i)]["image"] for i in batch["index"].tolist()]
         return torch.stack(rows).to(batch["image"])
+
+    def _person_masks(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The batch's person masks as fractions (B,1,h,w) at the reconstruction size (1 = person), from the
+        batch (``mask``) or from the training records' mask files (GenePerson sets written by the procedural
+        renderer); None where any record has none (real datasets): the defence then uses its border proxy.
+        Read once per image and kept (a few KB per image at the reconstruction size)."""
+        if "mask" in batch:
+            return F.interpolate(batch["mask"].float(), size=self.image_size, mode="area")
+        records = getattr(self._clean_set, "records", None)
+        if not records:
+            return None
+        rows = []
+        for i in batch["index"].tolist():
+            cached = self._mask_cache.get(i)
+            if cached is None:
+                path = getattr(records[i], "mask", None)
+                if not path:
+                    return None
+                # the mask at the image's own size, then area-averaged like the images: person fractions
+                full = load_masks([path], tuple(batch["image"].shape[-2:])).float()
+                cached = F.interpolate(full, size=self.image_size, mode="area")[0]
+                self._mask_cache[i] = cached
+            rows.append(cached)
+        return torch.stack(rows).to(batch["image"].device)
 
     def _audited_features(self, inputs: torch.Tensor, grad: bool) -> torch.Tensor:
         """E's stored feature (B,D) of ``inputs`` as the audit computes it: E in eval mode (its BN running
@@ -498,9 +524,7 @@ class PrivacyGANModel(BoTModel):
             return
         clean = self._clean_inputs(batch)
         real = to_unit_images(clean, self.input_mean, self.input_std, self.image_size)
-        mask = batch.get("mask")
-        if mask is not None:
-            mask = F.interpolate(mask.float(), size=self.image_size, mode="area")
+        mask = self._person_masks(batch)
         self._update_mean_image(real)
         if self.phase == "reversal":
             self._adversary_steps(self._audited_features(clean, grad=False), real)
