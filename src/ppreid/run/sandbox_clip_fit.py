@@ -26,6 +26,35 @@ from ppreid.utils.errors import ConfigValueError
 
 WEIGHTS = "clip_tiny.pt"
 PRECISIONS = ("auto", "bf16-mixed", "32-true")
+SCENE_KEYS = ("background", "camera")  # what the scene probe reads: the scene and the camera look
+
+
+def zero_shot_vs_probe(zero_shot: Mapping[str, Any], probe: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """Zero-shot choice by text against the linear-probe ceiling, on the same images (the probe's scored
+    half) and person attributes, both as normalized balanced accuracy ``(b - chance) / (1 - chance)``
+    (chance: 1 / the values present). ``ratio``: the zero-shot mean over the probe's mean (how much of
+    what the image features hold linearly the words reach)."""
+
+    def norm(b: float, c: float) -> float:
+        return (b - c) / (1 - c) if c < 1 else 0.0
+
+    zs, pr = zero_shot.get("attributes", {}), probe.get("attributes", {})
+    common = [k for k in keys if k in zs and k in pr]
+    rows = {
+        k: {
+            "zero_shot": round(norm(zs[k]["balanced_accuracy"], zs[k]["balanced_chance"]), 4),
+            "probe": round(norm(pr[k]["balanced_accuracy"], pr[k]["chance"]), 4),
+        }
+        for k in common
+    }
+    zmean = float(np.mean([r["zero_shot"] for r in rows.values()])) if rows else None
+    pmean = float(np.mean([r["probe"] for r in rows.values()])) if rows else None
+    return {
+        "attributes": rows,
+        "zero_shot_mean": None if zmean is None else round(zmean, 4),
+        "probe_mean": None if pmean is None else round(pmean, 4),
+        "ratio": None if not rows or pmean <= 0 else round(zmean / pmean, 4),
+    }
 
 
 def train_and_evaluate(
@@ -42,6 +71,7 @@ def train_and_evaluate(
     from hydra.utils import instantiate
 
     from ppreid.config.resolvers import _precision
+    from ppreid.metrics.clip_alignment import zero_shot_report
 
     precision = str(training["precision"])
     if precision not in PRECISIONS:
@@ -72,7 +102,18 @@ def train_and_evaluate(
     (out / f"text_to_image_{held.name}.png").replace(out / "text_to_image.png")
     model.eval()
     attrs = [r.attributes or {} for r in records]
-    probe = image_probe_ceiling(feats, [r.pid for r in records], attrs, model.captioner.zero_shot_keys)
+    pids = [r.pid for r in records]
+    person = [k for k in model.captioner.zero_shot_keys if k in model.schema.identity_keys]
+    probe = image_probe_ceiling(feats, pids, attrs, person)
+    scene = image_probe_ceiling(feats, pids, attrs, [k for k in SCENE_KEYS if k in model.schema.environment_keys])
+    scored = [p not in set(sorted(set(pids))[::2]) for p in pids]  # the probe's scored half
+    zs_scored = zero_shot_report(
+        feats[torch.tensor(scored)],
+        [a for a, s in zip(attrs, scored) if s],
+        model.text_tower,
+        model.captioner,
+        model.schema,
+    )
     steps = len(losses.values)
     n = max(1, steps // 10)
     return {
@@ -80,6 +121,8 @@ def train_and_evaluate(
             "zero_shot": alignment["zero_shot"][held.name],
             "text_to_image": alignment["text_to_image"][held.name],
             "image_probe": probe,
+            "zero_shot_vs_probe": zero_shot_vs_probe(zs_scored, probe, person),
+            "scene_probe": scene,
             "num_identities": len({r.pid for r in records}),
             "num_images": len(records),
         },
@@ -89,6 +132,7 @@ def train_and_evaluate(
             "loss_first": round(float(np.mean(losses.values[:n])), 4),
             "loss_last": round(float(np.mean(losses.values[-n:])), 4),
             "logit_scale": round(float(model.logit_scale.detach().exp()), 3),
+            "text": bool(training["text"]),
         },
     }
 
@@ -132,7 +176,8 @@ def clip_pretrain_config(
 ) -> DictConfig:
     """The composed run config of ``model=clip_pretrain`` that builds the sandbox CLIP: the corpus's train
     identities (every one, no validation split, no augmentation), ``training``'s steps, batch size, learning
-    rate, weight decay, warm-up, caption kinds and positives, on the CPU, writing into ``out``."""
+    rate, weight decay, warm-up, caption kinds and positives, identity text, augmentation, attribute term,
+    colour-aware batches and the no-text switch, on the CPU, writing into ``out``."""
     from omegaconf import OmegaConf, open_dict
 
     from ppreid.synth.attributes import load_conf_yaml
@@ -159,11 +204,16 @@ def clip_pretrain_config(
             num_workers=0,
             pin_memory=False,
             check_targets=False,
+            colour_batches=dict(training["colour_batches"]),
         )
         cfg.data.val_split.update(identities=0, seed=0)  # a typed node: updated key by key
         cfg.data.train_transforms.update(flip_prob=0.0, padding=0, random_erasing_prob=0.0)
         cfg.model.update(
             identity_level=bool(training["identity_level"]),
+            identity_text=bool(training["identity_text"]),
+            text=bool(training["text"]),
+            augment=dict(training["augment"]),
+            attribute_weight=float(training["attribute_weight"]),
             caption_truth=bool(training["caption_truth"]),
             caption_kinds=dict(training["caption_kinds"]),
             captions=captions,
