@@ -10,8 +10,9 @@ prompt that ``synth.py`` wrote into the manifest (``text_source: prompts``), con
 
 Outputs (run folder): ``clip_weights.pt``, a full open_clip CLIP state dict (``visual.*`` + the text
 tower's keys + ``logit_scale``) that ``backbone.pretrained=<file>`` loads for every model, at the
-training input size (positional embeddings of that grid); ``results.json`` sections ``zero_shot``
-and ``text_to_image`` per evaluated set (the held-out source identities ``val`` and every target);
+training input size (positional embeddings of that grid); ``results.json`` sections ``zero_shot``,
+``text_to_image``, ``image_probe`` (the linear-probe ceiling), ``zero_shot_vs_probe`` and
+``scene_probe`` per evaluated set (the held-out source identities ``val`` and every target);
 ``text_to_image_<set>.png``: caption queries with their top-ranked images.
 
 The evaluation lives in ``src/ppreid/metrics/clip_alignment.py`` (shared with the sandbox build):
@@ -55,7 +56,7 @@ from torch import nn
 
 from ppreid.losses.contrastive import batch_positives, clip_contrastive_loss
 from ppreid.losses.identity_contrast import image_identity_contrast
-from ppreid.metrics.clip_alignment import alignment_picture, encode_text, text_to_image_report, zero_shot_report
+from ppreid.metrics.clip_alignment import ALIGNMENT_SECTIONS, alignment_picture, alignment_report, encode_text
 from ppreid.models.reid_module import ReIDModule
 from ppreid.nn.backbones.clip_visual import clip_state_dict
 from ppreid.synth.attributes import AttributeSchema, derive_seed
@@ -397,8 +398,10 @@ class ClipPretrainModel(ReIDModule):
         return torch.cat(feats), [records[i] for i in idx]
 
     def alignment(self, sets: Sequence[Any], out_dir: Path | None) -> dict[str, dict[str, Any]]:
-        """``{"zero_shot": {set: ...}, "text_to_image": {set: ...}}`` for each evaluation set."""
-        zero_shot, t2i = {}, {}
+        """``{section: {set: ...}}`` for each evaluation set, the sections of
+        :data:`ppreid.metrics.clip_alignment.ALIGNMENT_SECTIONS` (zero-shot, caption-to-image, the linear-probe
+        ceiling, zero-shot against it, the scene probe)."""
+        report: dict[str, dict[str, Any]] = {section: {} for section in ALIGNMENT_SECTIONS}
         was_training = self.training
         self.eval()
         for target in sets:
@@ -407,10 +410,11 @@ class ClipPretrainModel(ReIDModule):
             if not any(attrs):
                 log.warning("%s: no attribute records (no manifest); zero-shot and text-to-image skipped", target.name)
                 continue
-            zero_shot[target.name] = zero_shot_report(feats, attrs, self.text_tower, self.captioner, self.schema)
-            t2i[target.name], ranking = text_to_image_report(
-                feats, [r.pid for r in records], attrs, self.text_tower, self.captioner
+            sections, ranking = alignment_report(
+                feats, [r.pid for r in records], attrs, self.text_tower, self.captioner, self.schema
             )
+            for section, value in sections.items():
+                report[section][target.name] = value
             if out_dir is not None and ranking:
                 alignment_picture(
                     out_dir / f"text_to_image_{target.name}.png",
@@ -419,19 +423,21 @@ class ClipPretrainModel(ReIDModule):
                     int(self.picture["num_queries"]),
                     int(self.picture["topk"]),
                 )
-            zs = zero_shot[target.name]
+            zs, t2i = sections["zero_shot"], sections["text_to_image"]
             log.info(
-                "%s: zero-shot mean normalized accuracy %s (mean accuracy %s, chance %s); caption-to-image "
-                "R1 %s, mAP %s",
+                "%s: zero-shot mean normalized accuracy %s (mean accuracy %s, chance %s; %s of the linear-probe "
+                "ceiling); caption-to-image R1 %s, mAP %s; background probe %s",
                 target.name,
                 zs["mean_normalized"],
                 zs["mean_accuracy"],
                 zs["mean_chance"],
-                t2i[target.name]["R1"],
-                t2i[target.name]["mAP"],
+                sections["zero_shot_vs_probe"]["ratio"],
+                t2i["R1"],
+                t2i["mAP"],
+                sections["scene_probe"]["attributes"].get("background", {}).get("balanced_accuracy"),
             )
         self.train(was_training)
-        return {"zero_shot": zero_shot, "text_to_image": t2i}
+        return report
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
