@@ -251,6 +251,9 @@ def test_clip_pretrain_run_writes_weights_and_alignment_sections(tmp_path):
     held = res["zero_shot"]["corpus_heldout"]
     assert held["attributes"]["gender"]["chance"] == 0.5 and -1.0 <= held["mean_normalized"] <= 1.0
     assert set(res["text_to_image"]["night_cctv"]) >= {"R1", "R5", "mAP"}
+    for section in ("image_probe", "zero_shot_vs_probe", "scene_probe"):  # probe ceilings and the scene probe
+        assert set(res[section]) == set(res["zero_shot"]), section
+    assert "background" in res["scene_probe"]["corpus_heldout"]["attributes"]
     assert (tmp_path / "run" / "text_to_image_corpus_heldout.png").is_file()
     weights = tmp_path / "run" / "clip_weights.pt"
     assert res["clip_weights"] == str(weights)
