@@ -224,7 +224,6 @@ def image_probe_ceiling(
     }
 
 
-@torch.no_grad()
 def alignment_report(
     feats: torch.Tensor,
     pids: Sequence[int],
@@ -240,7 +239,12 @@ def alignment_report(
     (``scene_probe``: :data:`SCENE_KEYS`); ``zero_shot_vs_probe`` scores zero-shot on the probe's scored half."""
     person = [k for k in captioner.zero_shot_keys if k in schema.identity_keys]
     t2i, ranking = text_to_image_report(feats, pids, attributes, tower, captioner)
-    probe = image_probe_ceiling(feats, pids, attributes, person)
+    scene_keys = [k for k in SCENE_KEYS if k in schema.environment_keys]
+    # the probes train (autograd): out of a test loop's inference mode, on a normal copy of the features
+    with torch.inference_mode(False), torch.enable_grad():
+        plain = feats.detach().clone()
+        probe = image_probe_ceiling(plain, pids, attributes, person)
+        scene = image_probe_ceiling(plain, pids, attributes, scene_keys)
     scored_pids = set(sorted(set(pids))[1::2])  # the probe's scored half
     scored = torch.tensor([p in scored_pids for p in pids])
     zs_scored = zero_shot_report(
@@ -251,9 +255,7 @@ def alignment_report(
         "text_to_image": t2i,
         "image_probe": probe,
         "zero_shot_vs_probe": zero_shot_vs_probe(zs_scored, probe, person),
-        "scene_probe": image_probe_ceiling(
-            feats, pids, attributes, [k for k in SCENE_KEYS if k in schema.environment_keys]
-        ),
+        "scene_probe": scene,
     }
     return sections, ranking
 
