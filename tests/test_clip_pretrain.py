@@ -143,12 +143,20 @@ def test_sandbox_build_is_reused_rebuilt_and_skipped_under_fast_dev_run(tmp_path
     }
     assert ensure_sandbox_clip(tmp_path / "clip", quick=True, **kw) is None
     path = ensure_sandbox_clip(tmp_path / "clip", **kw)
-    report = json.loads((path.parent / "report.json").read_text())
-    assert set(report["heldout"]) >= {"zero_shot", "text_to_image"} and (path.parent / "text_to_image.png").is_file()
+    assert path.parent.parent == tmp_path / "clip" and path.parent.name.startswith("v3-text-")
+    report = json.loads((path.parent / "results.json").read_text())
+    held = report["heldout"]
+    assert set(held) >= {"zero_shot", "text_to_image", "image_probe", "zero_shot_vs_probe", "scene_probe"}
+    assert {"R1", "mAP"} <= set(held["text_to_image"]) and "mean_normalized" in held["zero_shot"]
+    assert set(held["scene_probe"]["attributes"]) == {"background", "camera"}
+    assert {"zero_shot_mean", "probe_mean", "ratio"} <= set(held["zero_shot_vs_probe"])
+    assert "background" not in held["image_probe"]["attributes"]  # the ceiling reads person attributes only
+    assert (path.parent / "text_to_image.png").is_file()
     stamp = path.stat().st_mtime_ns
     assert ensure_sandbox_clip(tmp_path / "clip", **kw).stat().st_mtime_ns == stamp  # reused
     kw["training"]["steps"] = 3
-    assert ensure_sandbox_clip(tmp_path / "clip", **kw).stat().st_mtime_ns != stamp  # parameters changed: rebuilt
+    other = ensure_sandbox_clip(tmp_path / "clip", **kw)  # parameters changed: its own build, the first kept
+    assert other.parent != path.parent and other.is_file() and path.stat().st_mtime_ns == stamp
     tower = OpenCLIPVisual("clip-tiny", pretrained=str(path), image_size=(32, 16))
     assert tower.text_tower_loaded
     with pytest.raises(ConfigValueError, match="resolved by the run"):  # a constructor never builds it
@@ -187,14 +195,15 @@ def test_sandbox_build_trains_model_clip_pretrain_with_a_lightning_trainer(tmp_p
         tmp_path / "run",
     )
     resolve_pretrained_sandbox(cfg)
-    assert cfg.backbone.pretrained == str(tmp_path / "clip" / "clip_tiny.pt") and "sandbox" not in cfg.backbone
+    (build,) = (tmp_path / "clip").glob("v3-text-*")
+    assert cfg.backbone.pretrained == str(build / "clip_tiny.pt") and "sandbox" not in cfg.backbone
     assert cfg.model.backbone.pretrained == cfg.backbone.pretrained  # the model's backbone follows
     assert steps == [(0, 8, 24), (1, 8, 24), (2, 8, 24)]
-    report = json.loads((tmp_path / "clip" / "report.json").read_text())
+    report = json.loads((build / "results.json").read_text())
     assert report["train"]["steps"] == 3 and report["heldout"]["num_identities"] == 4
-    assert set(report["heldout"]) >= {"zero_shot", "text_to_image", "image_probe"}
-    assert (tmp_path / "clip" / "text_to_image.png").is_file() and (tmp_path / "clip" / ".complete.json").is_file()
-    assert not list(tmp_path.glob("clip.tmp-*"))  # written in a temporary folder, then renamed
+    assert set(report["heldout"]) >= {"zero_shot", "text_to_image", "image_probe", "scene_probe"}
+    assert (build / "text_to_image.png").is_file() and (build / ".complete.json").is_file()
+    assert not list((tmp_path / "clip").glob("*.tmp-*"))  # written in a temporary folder, then renamed
 
 
 def test_step_schedule_is_clips_warmup_then_cosine_to_zero():
@@ -242,6 +251,9 @@ def test_clip_pretrain_run_writes_weights_and_alignment_sections(tmp_path):
     held = res["zero_shot"]["corpus_heldout"]
     assert held["attributes"]["gender"]["chance"] == 0.5 and -1.0 <= held["mean_normalized"] <= 1.0
     assert set(res["text_to_image"]["night_cctv"]) >= {"R1", "R5", "mAP"}
+    for section in ("image_probe", "zero_shot_vs_probe", "scene_probe"):  # probe ceilings and the scene probe
+        assert set(res[section]) == set(res["zero_shot"]), section
+    assert "background" in res["scene_probe"]["corpus_heldout"]["attributes"]
     assert (tmp_path / "run" / "text_to_image_corpus_heldout.png").is_file()
     weights = tmp_path / "run" / "clip_weights.pt"
     assert res["clip_weights"] == str(weights)
@@ -293,3 +305,137 @@ def test_zero_shot_report_puts_the_majority_and_balanced_accuracy_beside_chance(
     hat = zero_shot_report(feats, attrs, tower, captioner, schema)["attributes"]["hat"]
     assert hat["accuracy"] == hat["majority"] == 0.75
     assert hat["balanced_accuracy"] == pytest.approx(1 / 3, abs=1e-4) == hat["balanced_chance"]
+
+
+# ----------------------------------------------------------------------------- pre-training v2
+def test_identity_level_multi_positive_loss_hand_cases():
+    """Image i and caption j of one identity are positives (uniform soft targets), across its images.
+    pids [7, 7, 9], unit features e1, e2, e3 on both sides, scale 1: logits = I. Rows 0 and 1 target
+    (1/2, 1/2, 0): each L - 1/2 with L = log(e + 2); row 2 targets itself: L - 1; the columns are the
+    same, so the loss is L - 2/3. The no-text control (image-image, own column left out): f0 = f1 = (1, 0),
+    f2 = (0, 1): rows 0 and 1 have logits (1, 0) over the others and target their twin: log(1 + e) - 1;
+    row 2 has no other image of its identity and is left out."""
+    from ppreid.losses.identity_contrast import image_identity_contrast
+
+    pids, scale = torch.tensor([7, 7, 9]), torch.tensor(0.0)
+    pos = identity_positives(pids, ["content"] * 3)
+    assert pos.tolist() == [[True, True, False], [True, True, False], [False, False, True]]
+    feats = torch.eye(3)
+    expected = math.log(math.e + 2) - 2 / 3
+    assert clip_contrastive_loss(feats, feats, scale, pos).item() == pytest.approx(expected, abs=1e-6)
+    images = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    assert image_identity_contrast(images, pids, scale).item() == pytest.approx(math.log(1 + math.e) - 1, abs=1e-6)
+    assert image_identity_contrast(images, torch.tensor([1, 2, 3]), scale).item() == 0.0  # no positive at all
+
+
+def _colour_pairs(batches, upper, lower):
+    """Mean share of identity pairs in a batch that wear the same upper or lower colour."""
+    import itertools
+
+    shares = []
+    for ids in batches:
+        pairs = list(itertools.combinations(sorted(set(ids)), 2))
+        shares.append(sum(upper[a] == upper[b] or lower[a] == lower[b] for a, b in pairs) / len(pairs))
+    return sum(shares) / len(shares)
+
+
+def test_colour_aware_sampler_puts_identities_of_one_colour_together():
+    import numpy as np
+
+    from ppreid.data.colour_batches import ColourAwareIdentitySampler
+    from ppreid.data.samplers import RandomIdentitySampler
+
+    rng = np.random.default_rng(0)
+    n_ids, per_id, batch, k = 64, 8, 32, 4
+    upper = {p: f"u{int(c)}" for p, c in enumerate(rng.integers(0, 8, n_ids))}
+    lower = {p: f"l{int(c)}" for p, c in enumerate(rng.integers(0, 6, n_ids))}
+    pids = [p for p in range(n_ids) for _ in range(per_id)]
+    colours = {"upper_colour": [upper[p] for p in pids], "lower_colour": [lower[p] for p in pids]}
+    plain = RandomIdentitySampler(pids, batch, k, seed=3)
+    aware = ColourAwareIdentitySampler(pids, colours, batch, k, group_size=4, seed=3)
+    assert len(aware) == len(plain)
+
+    def batches(sampler):
+        flat = [pids[i] for i in sampler]
+        return [flat[i : i + batch] for i in range(0, len(flat), batch)]
+
+    got = batches(aware)
+    for ids in got:  # still P x K: P distinct identities, K images each
+        assert len(set(ids)) == batch // k and all(ids[j : j + k] == [ids[j]] * k for j in range(0, batch, k))
+    assert len({p for ids in got for p in ids}) == n_ids  # every identity is used in the epoch
+    aware_share, plain_share = _colour_pairs(got, upper, lower), _colour_pairs(batches(plain), upper, lower)
+    assert aware_share > 0.45 and aware_share > 1.5 * plain_share, (aware_share, plain_share)
+    aware.set_epoch(1)
+    assert batches(aware) != got  # a new plan each epoch
+
+
+def test_identity_text_names_the_person_only_and_flip_mirrors_the_viewpoint():
+    from ppreid.models.clip_pretrain import augment_batch, check_augment, mirror_record
+    from ppreid.synth.pretrain_corpus import identity_caption, person_record
+
+    schema = AttributeSchema.from_config()
+    captioner = Captioner.from_config()
+    record = dict(RECORD, viewpoint="left")
+    scene_words = {record[k].replace("_", " ") for k in schema.environment_keys if record.get(k) not in (None, "none")}
+    assert set(person_record(record)) == set(schema.identity_keys)
+    rng = __import__("numpy").random.default_rng(0)
+    for _ in range(20):
+        text, stated = identity_caption(captioner, record, rng)
+        assert not any(w in text for w in scene_words | {"left", "right", "view"}), text
+        assert set(stated) <= set(schema.identity_keys)
+    assert (
+        mirror_record(record)["viewpoint"] == "right"
+        and mirror_record(record)["upper_colour"] == record["upper_colour"]
+    )
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 3, 8, 4)
+    out, flipped = augment_batch(images, check_augment({"flip_prob": 1.0}), gen)
+    assert flipped.all() and torch.equal(out, images.flip(-1))
+    flat = torch.ones(2, 3, 16, 8) * torch.tensor([0.2, 0.5, 0.9])[None, :, None, None]
+    out, _ = augment_batch(flat, check_augment({"crop_scale": [0.5, 0.6], "crop_ratio": [0.8, 1.2]}), gen)
+    assert torch.allclose(out, flat, atol=1e-6)  # a crop never changes a colour
+    with pytest.raises(ConfigValueError, match="crop_scale"):
+        check_augment({"crop_scale": [0.9, 0.5]})
+
+
+@pytest.mark.slow
+def test_no_text_control_trains_image_image_in_its_own_build_folder(tmp_path, monkeypatch):
+    """text=false: every step is the image-image identity contrast, the text tower is in no optimizer group
+    and is never encoded while training; the build key (its folder) differs from the language build's."""
+    import ppreid.models.clip_pretrain as cp
+    from ppreid.run.sandbox_clip import build_key, ensure_sandbox_clip
+
+    calls, encoded, optimized = [], [], []
+    original = cp.image_identity_contrast
+    monkeypatch.setattr(cp, "image_identity_contrast", lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setattr(cp, "encode_text", lambda *a, **k: encoded.append(1))
+    configure = cp.ClipPretrainModel.configure_optimizers
+
+    def spy(self):
+        out = configure(self)
+        optimizer = out["optimizer"] if isinstance(out, dict) else out
+        optimized.extend(id(p) for g in optimizer.param_groups for p in g["params"])
+        text_ids = {id(p) for p in self.text_tower.parameters()}
+        optimized.append(bool(text_ids & set(optimized)))
+        return out
+
+    monkeypatch.setattr(cp.ClipPretrainModel, "configure_optimizers", spy)
+    kw = {
+        "corpus": {
+            "root": str(tmp_path / "corpus"),
+            **{k: v for k, v in TINY_CORPUS.items() if k not in ("height", "width")},
+        },
+        "training": {"steps": 2, "batch_size": 8, "text": False, "precision": "32-true"},
+        "image_size": (32, 16),
+        "progress": False,
+    }
+    path = ensure_sandbox_clip(tmp_path / "clip", **kw)
+    assert path.parent.name.startswith("v3-no-text-") and len(calls) == 2 and not encoded
+    assert optimized[-1] is False  # no text-tower parameter is optimized
+    report = json.loads((path.parent / "results.json").read_text())
+    assert report["train"]["text"] is False and "scene_probe" in report["heldout"]
+    params = json.loads((path.parent / ".complete.json").read_text())["params"]
+    assert build_key(params) == path.parent.name
+    with_text = json.loads(json.dumps(params))
+    with_text["training"]["text"] = True
+    assert build_key(with_text).startswith("v3-text-") and build_key(with_text)[-8:] != path.parent.name[-8:]

@@ -115,6 +115,13 @@ class GenePersDataSchema(DataSchema):
     root: str = MISSING
 
 
+@dataclass
+class SandboxCorpusDataSchema(DataSchema):
+    """data=sandbox_corpus: ppreid.data.colour_batches.ColourBatchesDataModule (colour-aware P x K batches)."""
+
+    colour_batches: dict[str, Any] = MISSING
+
+
 # ---------------------------------------------------------------------------------- backbone
 
 
@@ -314,6 +321,10 @@ class ClipPretrainSchema(ReIDModelSchema):
     schedule: str = MISSING
     no_decay_1d: bool = MISSING
     loss_in_fp32: bool = MISSING
+    identity_text: bool = MISSING
+    text: bool = MISSING
+    augment: dict[str, Any] = MISSING
+    attribute_weight: float = MISSING
 
 
 @dataclass
@@ -344,7 +355,11 @@ class AttackSchema:
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "trainer": {"trainer": TrainerSchema, "ddp_sim_trainer": DDPSimTrainerSchema, "ddp_trainer": DDPTrainerSchema},
-    "data": {"data": DataSchema, "genepers_data": GenePersDataSchema},
+    "data": {
+        "data": DataSchema,
+        "genepers_data": GenePersDataSchema,
+        "sandbox_corpus_data": SandboxCorpusDataSchema,
+    },
     "backbone": {
         "tiny_cnn": TinyCNNSchema,
         "resnet50": ResNet50Schema,

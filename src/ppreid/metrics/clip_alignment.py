@@ -4,6 +4,9 @@ zero-shot / caption-to-image evaluation of ``model=clip_pretrain`` and of the sa
 - ``encode_text``: (B, L) token ids -> (B, E) text features of an open_clip text tower (trainable);
 - ``zero_shot_report``: per attribute, choosing the image's value among all vocabulary values by prompts;
 - ``text_to_image_report``: each identity's canonical content caption ranks every image (R1 / R5 / mAP);
+- ``image_probe_ceiling``: what the image features hold linearly (per attribute, a probe on half the identities);
+- ``zero_shot_vs_probe``: zero-shot against that ceiling on the same images;
+- ``alignment_report``: all of these for one evaluation set (the sections of ``results.json``);
 - ``alignment_picture``: caption queries with their top-ranked images.
 """
 
@@ -24,6 +27,36 @@ from ppreid.synth.captions import Captioner
 from ppreid.utils.errors import ConfigValueError
 
 IDENTITY_EXCLUDE = ("viewpoint",)  # per-image fragments left out of an identity's query caption
+ALIGNMENT_SECTIONS = ("zero_shot", "text_to_image", "image_probe", "zero_shot_vs_probe", "scene_probe")
+SCENE_KEYS = ("background", "camera")  # what the scene probe reads: the scene and the camera look
+
+
+def zero_shot_vs_probe(zero_shot: Mapping[str, Any], probe: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """Zero-shot choice by text against the linear-probe ceiling, on the same images (the probe's scored
+    half) and person attributes, both as normalized balanced accuracy ``(b - chance) / (1 - chance)``
+    (chance: 1 / the values present). ``ratio``: the zero-shot mean over the probe's mean (how much of
+    what the image features hold linearly the words reach)."""
+
+    def norm(b: float, c: float) -> float:
+        return (b - c) / (1 - c) if c < 1 else 0.0
+
+    zs, pr = zero_shot.get("attributes", {}), probe.get("attributes", {})
+    common = [k for k in keys if k in zs and k in pr]
+    rows = {
+        k: {
+            "zero_shot": round(norm(zs[k]["balanced_accuracy"], zs[k]["balanced_chance"]), 4),
+            "probe": round(norm(pr[k]["balanced_accuracy"], pr[k]["chance"]), 4),
+        }
+        for k in common
+    }
+    zmean = float(np.mean([r["zero_shot"] for r in rows.values()])) if rows else None
+    pmean = float(np.mean([r["probe"] for r in rows.values()])) if rows else None
+    return {
+        "attributes": rows,
+        "zero_shot_mean": None if zmean is None else round(zmean, 4),
+        "probe_mean": None if pmean is None else round(pmean, 4),
+        "ratio": None if not rows or pmean <= 0 else round(zmean / pmean, 4),
+    }
 
 
 def encode_text(tower: nn.Module, token_ids: torch.Tensor) -> torch.Tensor:
@@ -157,6 +190,74 @@ def text_to_image_report(
         "chance_R1": round(float((hits.sum(1) / hits.shape[1]).mean()), 4),
     }
     return metrics, {"queries": queries, "pids": qpids, "order": order, "match": match}
+
+
+def image_probe_ceiling(
+    feats: torch.Tensor, pids: Sequence[int], attrs: Sequence[Mapping[str, str]], keys: Sequence[str]
+) -> dict[str, Any]:
+    """What the image tower encodes linearly: a linear probe per attribute, fitted on half of the held-out
+    identities' (N, E) image features and scored (balanced accuracy) on the other half. Zero-shot choice by
+    text can hardly beat it, so it says whether a missed attribute is missing from the image features or
+    from their alignment with the words."""
+    from ppreid.metrics.attribute_probe import probe_attributes
+
+    first = set(sorted(set(pids))[::2])
+    half = torch.tensor([p in first for p in pids])
+    rows = probe_attributes(
+        feats[half],
+        [a for a, h in zip(attrs, half) if h],
+        feats[~half],
+        [a for a, h in zip(attrs, half) if not h],
+        {"attributes": list(keys)},
+    )["attributes"]
+    per = {
+        k: {"balanced_accuracy": round(v["balanced_accuracy"], 4), "chance": round(v["chance"], 4)}
+        for k, v in rows.items()
+        if isinstance(v, dict)
+    }
+    return {
+        "attributes": per,
+        "mean_balanced_accuracy": round(float(np.mean([v["balanced_accuracy"] for v in per.values()])), 4)
+        if per
+        else None,
+        "mean_chance": round(float(np.mean([v["chance"] for v in per.values()])), 4) if per else None,
+    }
+
+
+def alignment_report(
+    feats: torch.Tensor,
+    pids: Sequence[int],
+    attributes: Sequence[Mapping[str, str]],
+    tower: nn.Module,
+    captioner: Captioner,
+    schema: AttributeSchema,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the :data:`ALIGNMENT_SECTIONS` of one set, the caption-to-image ranking for the picture).
+
+    ``feats``: (N, E) L2-normalised image features; ``pids`` / ``attributes``: the N images' identities and
+    records. The probes read the person attributes of the zero-shot prompts (``image_probe``) and the scene
+    (``scene_probe``: :data:`SCENE_KEYS`); ``zero_shot_vs_probe`` scores zero-shot on the probe's scored half."""
+    person = [k for k in captioner.zero_shot_keys if k in schema.identity_keys]
+    t2i, ranking = text_to_image_report(feats, pids, attributes, tower, captioner)
+    scene_keys = [k for k in SCENE_KEYS if k in schema.environment_keys]
+    # the probes train (autograd): out of a test loop's inference mode, on a normal copy of the features
+    with torch.inference_mode(False), torch.enable_grad():
+        plain = feats.detach().clone()
+        probe = image_probe_ceiling(plain, pids, attributes, person)
+        scene = image_probe_ceiling(plain, pids, attributes, scene_keys)
+    scored_pids = set(sorted(set(pids))[1::2])  # the probe's scored half
+    scored = torch.tensor([p in scored_pids for p in pids])
+    zs_scored = zero_shot_report(
+        feats[scored], [a for a, s in zip(attributes, scored.tolist()) if s], tower, captioner, schema
+    )
+    sections = {
+        "zero_shot": zero_shot_report(feats, attributes, tower, captioner, schema),
+        "text_to_image": t2i,
+        "image_probe": probe,
+        "zero_shot_vs_probe": zero_shot_vs_probe(zs_scored, probe, person),
+        "scene_probe": scene,
+    }
+    return sections, ranking
 
 
 def alignment_picture(

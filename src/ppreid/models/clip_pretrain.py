@@ -10,8 +10,9 @@ prompt that ``synth.py`` wrote into the manifest (``text_source: prompts``), con
 
 Outputs (run folder): ``clip_weights.pt``, a full open_clip CLIP state dict (``visual.*`` + the text
 tower's keys + ``logit_scale``) that ``backbone.pretrained=<file>`` loads for every model, at the
-training input size (positional embeddings of that grid); ``results.json`` sections ``zero_shot``
-and ``text_to_image`` per evaluated set (the held-out source identities ``val`` and every target);
+training input size (positional embeddings of that grid); ``results.json`` sections ``zero_shot``,
+``text_to_image``, ``image_probe`` (the linear-probe ceiling), ``zero_shot_vs_probe`` and
+``scene_probe`` per evaluated set (the held-out source identities ``val`` and every target);
 ``text_to_image_<set>.png``: caption queries with their top-ranked images.
 
 The evaluation lives in ``src/ppreid/metrics/clip_alignment.py`` (shared with the sandbox build):
@@ -21,10 +22,26 @@ The evaluation lives in ``src/ppreid/metrics/clip_alignment.py`` (shared with th
   values) beside it, the normalized accuracy ``(acc - chance) / (1 - chance)`` and its mean;
 - ``text_to_image``: each identity's canonical content caption (without the per-image viewpoint)
   ranks every image of the set; its images are the matches: R1 / R5 / mAP.
+
+Pre-training v2 (the sandbox build's defaults, each a config value):
+
+- ``identity_level``: PLIP's identity-level positives: every image and person caption of one identity in
+  the batch match (multi-positive InfoNCE, uniform soft targets), across cameras and scenes;
+- ``identity_text``: a person caption is built from the record's person fields only
+  (:func:`ppreid.synth.pretrain_corpus.identity_caption`: no scene, light, camera or viewpoint word), so
+  it is true of every image of the identity; scene words only ever appear in ``style`` captions;
+- ``augment``: a random resized crop of small scale range and a horizontal flip, applied to the batch
+  tensor here so that a flipped image's caption says the mirrored viewpoint (left <-> right); no colour
+  jitter (the captions name colours);
+- ``attribute_weight``: our reading of an attribute-prediction term: a linear head per person attribute
+  on the image embedding, cross-entropy, added with this weight (0: off);
+- ``text: false``: the no-text control: identity-level image-image contrast (supervised contrastive over
+  the batch's images, same positives) on the same corpus and budget; the text tower is not trained.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -38,11 +55,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ppreid.losses.contrastive import batch_positives, clip_contrastive_loss
-from ppreid.metrics.clip_alignment import alignment_picture, encode_text, text_to_image_report, zero_shot_report
+from ppreid.losses.identity_contrast import image_identity_contrast
+from ppreid.metrics.clip_alignment import ALIGNMENT_SECTIONS, alignment_picture, alignment_report, encode_text
 from ppreid.models.reid_module import ReIDModule
 from ppreid.nn.backbones.clip_visual import clip_state_dict
 from ppreid.synth.attributes import AttributeSchema, derive_seed
 from ppreid.synth.captions import Captioner, check_caption_kinds, draw_kinds
+from ppreid.synth.pretrain_corpus import identity_caption
 from ppreid.training.schedulers import warmup_cosine_factor
 from ppreid.utils.errors import ConfigValueError
 
@@ -52,6 +71,69 @@ TEXT_SOURCES = ("captions", "prompts")
 # epochs: the recipe's epoch scheduler with a linear warm-up on top; steps: CLIP's own per optimizer step,
 # a linear warm-up over warmup_steps, then a cosine to 0 at trainer.max_steps (model.scheduler unused)
 SCHEDULES = ("epochs", "steps")
+DEFAULT_AUGMENT: dict[str, Any] = {"crop_scale": [1.0, 1.0], "crop_ratio": [1.0, 1.0], "flip_prob": 0.0}
+MIRRORED = {"left": "right", "right": "left"}
+
+
+def mirror_record(record: Mapping[str, str]) -> dict[str, str]:
+    """The record of the mirrored image: every ``left`` value becomes ``right`` and back (the viewpoint);
+    nothing else a caption names changes under a horizontal flip."""
+    return {k: MIRRORED.get(v, v) if isinstance(v, str) else v for k, v in record.items()}
+
+
+def check_augment(augment: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``augment`` with defaults filled, or one line naming the bad value."""
+    cfg = {**DEFAULT_AUGMENT, **dict(augment or {})}
+    unknown = set(cfg) - set(DEFAULT_AUGMENT)
+    if unknown:
+        raise ConfigValueError(f"model.augment: unknown key(s) {sorted(unknown)}; known: {sorted(DEFAULT_AUGMENT)}.")
+    lo, hi = (float(v) for v in cfg["crop_scale"])
+    rlo, rhi = (float(v) for v in cfg["crop_ratio"])
+    if not 0 < lo <= hi <= 1 or not 0 < rlo <= rhi or not 0 <= float(cfg["flip_prob"]) <= 1:
+        raise ConfigValueError(
+            f"model.augment={cfg}: need 0 < crop_scale[0] <= crop_scale[1] <= 1, 0 < crop_ratio[0] <= "
+            "crop_ratio[1] and flip_prob in [0, 1]."
+        )
+    return {"crop_scale": [lo, hi], "crop_ratio": [rlo, rhi], "flip_prob": float(cfg["flip_prob"])}
+
+
+def augment_batch(
+    images: torch.Tensor, augment: Mapping[str, Any], generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 3, H, W) -> (the augmented (B, 3, H, W), (B,) bool: flipped). A random resized crop per image
+    (area a fraction in ``crop_scale`` of the image, aspect ``crop_ratio`` times the image's, placed
+    uniformly, resized back bilinearly in one ``roi_align`` call) and a horizontal flip with ``flip_prob``.
+    Photometry is untouched: the colours a caption names stay true."""
+    from torchvision.ops import roi_align
+
+    b, _, h, w = images.shape
+    flipped = torch.rand(b, generator=generator) < float(augment["flip_prob"])
+    lo, hi = augment["crop_scale"]
+    rlo, rhi = augment["crop_ratio"]
+    if (lo, hi) != (1.0, 1.0) or (rlo, rhi) != (1.0, 1.0):
+        area = lo + (hi - lo) * torch.rand(b, generator=generator)
+        log_r = math.log(rlo) + (math.log(rhi) - math.log(rlo)) * torch.rand(b, generator=generator)
+        ratio = log_r.exp()  # relative to the image's own aspect
+        ch = (h * (area / ratio).sqrt()).clamp(max=h)
+        cw = (w * (area * ratio).sqrt()).clamp(max=w)
+        y0 = (h - ch) * torch.rand(b, generator=generator)
+        x0 = (w - cw) * torch.rand(b, generator=generator)
+        boxes = torch.stack([torch.arange(b, dtype=torch.float32), x0, y0, x0 + cw, y0 + ch], 1)
+        images = roi_align(images.float(), boxes.to(images.device), (h, w), aligned=True, sampling_ratio=2).to(
+            images.dtype
+        )
+    if flipped.any():
+        images = torch.where(flipped.to(images.device)[:, None, None, None], images.flip(-1), images)
+    return images, flipped
+
+
+class _Record:
+    """A training record's path and (possibly mirrored) attributes, as :meth:`ClipPretrainModel.batch_texts` reads them."""
+
+    __slots__ = ("path", "attributes")
+
+    def __init__(self, path: str, attributes: Mapping[str, str] | None) -> None:
+        self.path, self.attributes = path, attributes
 
 
 # ----------------------------------------------------------------------------- the LightningModule
@@ -88,6 +170,10 @@ class ClipPretrainModel(ReIDModule):
         schedule: str = "epochs",
         no_decay_1d: bool = False,
         loss_in_fp32: bool = False,
+        identity_text: bool = False,
+        text: bool = True,
+        augment: Mapping[str, Any] | None = None,
+        attribute_weight: float = 0.0,
         eval_metric: str = "cosine",
         max_rank: int = 50,
         num_classes: int | None = None,
@@ -124,6 +210,22 @@ class ClipPretrainModel(ReIDModule):
         self.no_decay_1d = bool(no_decay_1d)
         self.loss_in_fp32 = bool(loss_in_fp32)
         self.schema = AttributeSchema.from_config()
+        self.identity_text = bool(identity_text)
+        self.use_text = bool(text)
+        if not self.use_text:  # the no-text control: image-image contrast, the text tower stays as it is
+            self.text_tower.requires_grad_(False)
+        self.augment = check_augment(augment)
+        self.attribute_weight = float(attribute_weight)
+        if self.attribute_weight < 0:
+            raise ConfigValueError(f"model.attribute_weight={attribute_weight}: must be >= 0 (0: no attribute term).")
+        self.attribute_keys = [k for k in self.captioner.zero_shot_keys if k in self.schema.identity_keys]
+        self.attribute_values = {k: list(self.schema.vocabulary(k).values) for k in self.attribute_keys}
+        embed = int(getattr(backbone, "out_dim", 0) or 0)
+        self.attribute_heads = (
+            nn.ModuleDict({k: nn.Linear(embed, len(v)) for k, v in self.attribute_values.items()})
+            if self.attribute_weight > 0
+            else None
+        )
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.weights_file = str(weights_file)
         self.picture = {"num_queries": 6, "topk": 6, **dict(picture or {})}
@@ -164,8 +266,15 @@ class ClipPretrainModel(ReIDModule):
                 "genepers)."
             )
         kinds = draw_kinds(rng, self.caption_kinds, len(records))
-        described = [self.train_captioner.describe(r.attributes, k, rng) for r, k in zip(records, kinds)]
+        described = [self.describe(r.attributes, k, rng) for r, k in zip(records, kinds)]
         return [text for text, _ in described], kinds, [keys for _, keys in described]
+
+    def describe(self, record: Mapping[str, str], kind: str, rng: np.random.Generator) -> tuple[str, tuple[str, ...]]:
+        """One training caption of ``record``: with ``identity_text`` a person caption (``full`` / ``content``)
+        is the identity caption (person fields only), a ``style`` caption stays the scene's."""
+        if self.identity_text and kind != "style":
+            return identity_caption(self.train_captioner, record, rng, self.schema)
+        return self.train_captioner.describe(record, kind, rng)
 
     # ------------------------------------------------------------------ training
     def extract_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -175,29 +284,54 @@ class ClipPretrainModel(ReIDModule):
         records = self.trainer.datamodule.train_records
         index = batch["index"].tolist()
         rng = np.random.default_rng(derive_seed(self.seed, self.global_step, self.global_rank))
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.global_step, self.global_rank, 1))
+        images, flipped = augment_batch(batch["image"], self.augment, generator)
         batch_records = [records[i] for i in index]
-        texts, kinds, stated = self.batch_texts(batch_records, rng)
-        ids = self.train_captioner.tokenize(texts).to(self.device)
-        image, text = self.backbone(batch["image"]), encode_text(self.text_tower, ids)
-        positives = batch_positives(
-            batch["pid"],
-            kinds,
-            [r.attributes for r in batch_records],
-            stated,
-            self.identity_level,
-            self.caption_truth and self.text_source == "captions",
-        )
-        if self.loss_in_fp32:  # the towers under the trainer's autocast, the loss in fp32
-            with torch.autocast(self.device.type, enabled=False):
-                loss = clip_contrastive_loss(
-                    image.float(), text.float(), self.logit_scale, positives, self.max_logit_scale
-                )
-        else:
-            loss = clip_contrastive_loss(image, text, self.logit_scale, positives, self.max_logit_scale)
-        self.log("train/loss_clip", loss.detach())
+        attributes = [mirror_record(r.attributes or {}) if f else r.attributes for r, f in zip(batch_records, flipped)]
+        image = self.backbone(images)
+        if self.use_text:
+            texts, kinds, stated = self.batch_texts(
+                [_Record(r.path, a) for r, a in zip(batch_records, attributes)], rng
+            )
+            ids = self.train_captioner.tokenize(texts).to(self.device)
+            text = encode_text(self.text_tower, ids)
+            positives = batch_positives(
+                batch["pid"],
+                kinds,
+                [a or {} for a in attributes],
+                stated,
+                self.identity_level,
+                self.caption_truth and self.text_source == "captions",
+            )
+        # the towers under the trainer's autocast; with loss_in_fp32 the losses outside it, in fp32
+        fp32 = torch.autocast(self.device.type, enabled=False) if self.loss_in_fp32 else contextlib.nullcontext()
+        with fp32:
+            cast = (lambda t: t.float()) if self.loss_in_fp32 else (lambda t: t)
+            if self.use_text:
+                loss = clip_contrastive_loss(cast(image), cast(text), self.logit_scale, positives, self.max_logit_scale)
+            else:
+                loss = image_identity_contrast(cast(image), batch["pid"], self.logit_scale, self.max_logit_scale)
+            self.log("train/loss_clip" if self.use_text else "train/loss_image_image", loss.detach())
+            if self.attribute_heads is not None:
+                attr_loss = self.attribute_loss(cast(image), attributes)
+                self.log("train/loss_attributes", attr_loss.detach())
+                loss = loss + self.attribute_weight * attr_loss
         self.log("train/loss", loss.detach(), prog_bar=True)
         self.log("train/logit_scale", self.logit_scale.detach().exp())
         return loss
+
+    def attribute_loss(self, image: torch.Tensor, attributes: Sequence[Mapping[str, str] | None]) -> torch.Tensor:
+        """Mean over the person attributes of the cross-entropy of a linear head on the (B, E) image
+        embedding against each image's value (images whose record lacks the value are left out)."""
+        terms = []
+        for key, head in self.attribute_heads.items():
+            values = self.attribute_values[key]
+            rows = [i for i, a in enumerate(attributes) if a and a.get(key) in values]
+            if not rows:
+                continue
+            target = torch.tensor([values.index(attributes[i][key]) for i in rows], device=image.device)
+            terms.append(F.cross_entropy(head(image[rows]).float(), target))
+        return torch.stack(terms).mean() if terms else image.sum() * 0.0
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Linear warm-up over the first ``warmup_steps`` optimizer steps, on top of the epoch schedule:
@@ -264,8 +398,10 @@ class ClipPretrainModel(ReIDModule):
         return torch.cat(feats), [records[i] for i in idx]
 
     def alignment(self, sets: Sequence[Any], out_dir: Path | None) -> dict[str, dict[str, Any]]:
-        """``{"zero_shot": {set: ...}, "text_to_image": {set: ...}}`` for each evaluation set."""
-        zero_shot, t2i = {}, {}
+        """``{section: {set: ...}}`` for each evaluation set, the sections of
+        :data:`ppreid.metrics.clip_alignment.ALIGNMENT_SECTIONS` (zero-shot, caption-to-image, the linear-probe
+        ceiling, zero-shot against it, the scene probe)."""
+        report: dict[str, dict[str, Any]] = {section: {} for section in ALIGNMENT_SECTIONS}
         was_training = self.training
         self.eval()
         for target in sets:
@@ -274,10 +410,11 @@ class ClipPretrainModel(ReIDModule):
             if not any(attrs):
                 log.warning("%s: no attribute records (no manifest); zero-shot and text-to-image skipped", target.name)
                 continue
-            zero_shot[target.name] = zero_shot_report(feats, attrs, self.text_tower, self.captioner, self.schema)
-            t2i[target.name], ranking = text_to_image_report(
-                feats, [r.pid for r in records], attrs, self.text_tower, self.captioner
+            sections, ranking = alignment_report(
+                feats, [r.pid for r in records], attrs, self.text_tower, self.captioner, self.schema
             )
+            for section, value in sections.items():
+                report[section][target.name] = value
             if out_dir is not None and ranking:
                 alignment_picture(
                     out_dir / f"text_to_image_{target.name}.png",
@@ -286,19 +423,21 @@ class ClipPretrainModel(ReIDModule):
                     int(self.picture["num_queries"]),
                     int(self.picture["topk"]),
                 )
-            zs = zero_shot[target.name]
+            zs, t2i = sections["zero_shot"], sections["text_to_image"]
             log.info(
-                "%s: zero-shot mean normalized accuracy %s (mean accuracy %s, chance %s); caption-to-image "
-                "R1 %s, mAP %s",
+                "%s: zero-shot mean normalized accuracy %s (mean accuracy %s, chance %s; %s of the linear-probe "
+                "ceiling); caption-to-image R1 %s, mAP %s; background probe %s",
                 target.name,
                 zs["mean_normalized"],
                 zs["mean_accuracy"],
                 zs["mean_chance"],
-                t2i[target.name]["R1"],
-                t2i[target.name]["mAP"],
+                sections["zero_shot_vs_probe"]["ratio"],
+                t2i["R1"],
+                t2i["mAP"],
+                sections["scene_probe"]["attributes"].get("background", {}).get("balanced_accuracy"),
             )
         self.train(was_training)
-        return {"zero_shot": zero_shot, "text_to_image": t2i}
+        return report
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()

@@ -1,6 +1,6 @@
 """The fit of the sandbox CLIP (:mod:`ppreid.run.sandbox_clip`): ``model=clip_pretrain`` composed for it
 (:func:`clip_pretrain_config`), trained by its LightningModule, datamodule and a Lightning Trainer, and its
-held-out report (zero-shot, caption-to-image, the image probe ceiling) (:func:`train_and_evaluate`).
+held-out report (zero-shot, caption-to-image, the probe ceiling, the scene probe) (:func:`train_and_evaluate`).
 :func:`take_build_parameters` makes a composed run config instantiable: the run, the tests and the GPU
 check call it first.
 
@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig
 
 from ppreid.utils.errors import ConfigValueError
@@ -42,6 +41,7 @@ def train_and_evaluate(
     from hydra.utils import instantiate
 
     from ppreid.config.resolvers import _precision
+    from ppreid.metrics.clip_alignment import ALIGNMENT_SECTIONS
 
     precision = str(training["precision"])
     if precision not in PRECISIONS:
@@ -68,20 +68,14 @@ def train_and_evaluate(
         datamodule.setup("test")
         held = datamodule.targets[0]
         alignment = model.alignment([held], out)
-        feats, records = model._set_features(held)
     (out / f"text_to_image_{held.name}.png").replace(out / "text_to_image.png")
-    model.eval()
-    attrs = [r.attributes or {} for r in records]
-    probe = image_probe_ceiling(feats, [r.pid for r in records], attrs, model.captioner.zero_shot_keys)
     steps = len(losses.values)
     n = max(1, steps // 10)
     return {
         "heldout": {
-            "zero_shot": alignment["zero_shot"][held.name],
-            "text_to_image": alignment["text_to_image"][held.name],
-            "image_probe": probe,
-            "num_identities": len({r.pid for r in records}),
-            "num_images": len(records),
+            **{section: alignment[section][held.name] for section in ALIGNMENT_SECTIONS},
+            "num_identities": len({r.pid for r in held.records}),
+            "num_images": len(held.records),
         },
         "train": {
             "num_images": len(datamodule.train_records),
@@ -89,6 +83,7 @@ def train_and_evaluate(
             "loss_first": round(float(np.mean(losses.values[:n])), 4),
             "loss_last": round(float(np.mean(losses.values[-n:])), 4),
             "logit_scale": round(float(model.logit_scale.detach().exp()), 3),
+            "text": bool(training["text"]),
         },
     }
 
@@ -132,7 +127,8 @@ def clip_pretrain_config(
 ) -> DictConfig:
     """The composed run config of ``model=clip_pretrain`` that builds the sandbox CLIP: the corpus's train
     identities (every one, no validation split, no augmentation), ``training``'s steps, batch size, learning
-    rate, weight decay, warm-up, caption kinds and positives, on the CPU, writing into ``out``."""
+    rate, weight decay, warm-up, caption kinds and positives, identity text, augmentation, attribute term,
+    colour-aware batches and the no-text switch, on the CPU, writing into ``out``."""
     from omegaconf import OmegaConf, open_dict
 
     from ppreid.synth.attributes import load_conf_yaml
@@ -159,11 +155,16 @@ def clip_pretrain_config(
             num_workers=0,
             pin_memory=False,
             check_targets=False,
+            colour_batches=dict(training["colour_batches"]),
         )
         cfg.data.val_split.update(identities=0, seed=0)  # a typed node: updated key by key
         cfg.data.train_transforms.update(flip_prob=0.0, padding=0, random_erasing_prob=0.0)
         cfg.model.update(
             identity_level=bool(training["identity_level"]),
+            identity_text=bool(training["identity_text"]),
+            text=bool(training["text"]),
+            augment=dict(training["augment"]),
+            attribute_weight=float(training["attribute_weight"]),
             caption_truth=bool(training["caption_truth"]),
             caption_kinds=dict(training["caption_kinds"]),
             captions=captions,
@@ -202,38 +203,6 @@ def compose_run_config(overrides: Sequence[str]) -> DictConfig:
         return compose(config_name="train", overrides=list(overrides))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides))
-
-
-def image_probe_ceiling(
-    feats: torch.Tensor, pids: Sequence[int], attrs: Sequence[Mapping[str, str]], keys: Sequence[str]
-) -> dict[str, Any]:
-    """What the image tower encodes linearly: a linear probe per attribute, fitted on half of the held-out
-    identities' (N, E) image features and scored (balanced accuracy) on the other half. Zero-shot choice by
-    text can hardly beat it, so it says whether a missed attribute is missing from the image features or
-    from their alignment with the words."""
-    from ppreid.metrics.attribute_probe import probe_attributes
-
-    first = set(sorted(set(pids))[::2])
-    half = torch.tensor([p in first for p in pids])
-    rows = probe_attributes(
-        feats[half],
-        [a for a, h in zip(attrs, half) if h],
-        feats[~half],
-        [a for a, h in zip(attrs, half) if not h],
-        {"attributes": list(keys)},
-    )["attributes"]
-    per = {
-        k: {"balanced_accuracy": round(v["balanced_accuracy"], 4), "chance": round(v["chance"], 4)}
-        for k, v in rows.items()
-        if isinstance(v, dict)
-    }
-    return {
-        "attributes": per,
-        "mean_balanced_accuracy": round(float(np.mean([v["balanced_accuracy"] for v in per.values()])), 4)
-        if per
-        else None,
-        "mean_chance": round(float(np.mean([v["chance"] for v in per.values()])), 4) if per else None,
-    }
 
 
 def take_build_parameters(cfg: DictConfig) -> dict | None:

@@ -18,6 +18,15 @@ has seen night scenes and grainy CCTV too. Never a target image or identity. Wit
 ``exclude_target_styles=true`` every scene/camera word that *only* the mini targets use (not the
 mini source) is removed (:func:`target_only_words`; with the default domains: parking_lot, plaza,
 subway_station, streetlight, night, green_cast, grainy, magenta_cast, overexposed).
+
+**Several scenes and looks per identity.** An identity's images cycle through a permutation of the
+``num_cameras`` environment profiles, so with 8 images of 40 balanced profiles almost every identity is
+seen in two or more backgrounds (same-person, different-background pairs: what identity-level positives
+need to learn the person rather than the scene). ``.complete.json`` counts them (``scenes``).
+
+**Identity text** (:func:`identity_caption`): a caption built from the record's person fields only
+(:func:`person_record`: the schema's identity keys; no scene, light, weather, camera or viewpoint word),
+so an identity's text is true of every one of its images, whatever the scene or the view.
 """
 
 from __future__ import annotations
@@ -31,6 +40,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ppreid.synth.attributes import AttributeSchema, _to_plain, derive_seed, identity_seed, load_conf_yaml
 from ppreid.synth.generators.procedural import ProceduralGenerator
 from ppreid.synth.mini import DEFAULT_DOMAINS, DEFAULT_GENERATOR, SOURCE, _domain_seed, write_procedural_set
@@ -43,6 +54,7 @@ log = logging.getLogger(__name__)
 
 COMPLETE = ".complete.json"
 CORPUS_VERSION = 1
+IDENTITY_CAPTION_EXCLUDE = ("viewpoint",)  # per-image: not part of an identity's text
 SPLITS = ("train", "heldout")
 CORPUS_KEY = 200  # corpus split seeds: derive_seed(seed, 200, split index), apart from the mini's domain seeds
 DEFAULT_MINI = {"seed": 0, "num_identities": 300, "target_identities": 300, "domains": None}
@@ -182,6 +194,56 @@ def corpus_params(
     )
 
 
+def person_record(record: Mapping[str, str], schema: AttributeSchema | None = None) -> dict[str, str]:
+    """The person fields of an image record (the schema's identity keys): no scene, light, weather, camera
+    or viewpoint value survives, so nothing built from it can name them."""
+    keys = (schema or _default_schema()).identity_keys
+    return {k: record[k] for k in keys if k in record}
+
+
+def identity_caption(
+    captioner: Any,
+    record: Mapping[str, str],
+    rng: np.random.Generator | None = None,
+    schema: AttributeSchema | None = None,
+) -> tuple[str, tuple[str, ...]]:
+    """(caption, the attribute keys it states) of the person in ``record``: the captioner's ``content`` kind
+    on :func:`person_record` without the viewpoint (random phrasing with ``rng``, canonical without), so it
+    is true of every image of the identity, in any scene and from any side. A fragment that needs a field
+    the person record lacks (a per-image one) is left out."""
+    person = person_record(record, schema)
+    exclude = set(IDENTITY_CAPTION_EXCLUDE) | {f.name for f in captioner.content if not set(f.keys) <= set(person)}
+    return captioner.describe(person, "content", rng, exclude=tuple(sorted(exclude)))
+
+
+_SCHEMA: list[AttributeSchema] = []
+
+
+def _default_schema() -> AttributeSchema:
+    if not _SCHEMA:
+        _SCHEMA.append(AttributeSchema.from_config())
+    return _SCHEMA[0]
+
+
+def scene_counts(manifest: Path) -> dict[str, Any]:
+    """How many identities of a GenePerson train folder are seen in two or more backgrounds / camera looks."""
+    backgrounds: dict[int, set] = {}
+    looks: dict[int, set] = {}
+    for line in Path(manifest).read_text().splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            attrs = entry.get("attributes") or {}
+            backgrounds.setdefault(entry["pid"], set()).add(attrs.get("background"))
+            looks.setdefault(entry["pid"], set()).add(attrs.get("camera"))
+    n = len(backgrounds)
+    return {
+        "identities": n,
+        "with_2plus_backgrounds": sum(len(v) >= 2 for v in backgrounds.values()),
+        "with_2plus_camera_looks": sum(len(v) >= 2 for v in looks.values()),
+        "mean_backgrounds": round(float(np.mean([len(v) for v in backgrounds.values()])), 3) if n else 0.0,
+    }
+
+
 def _is_complete(root: Path, params: Mapping[str, Any]) -> bool:
     marker = root / COMPLETE
     try:
@@ -258,8 +320,10 @@ def ensure_pretrain_corpus(
             counts[split] = write_procedural_set(
                 tmp / split, plan, params, params["generator"], style, progress, f"pre-training corpus split {split}"
             )
+        scenes = scene_counts(tmp / "train" / "manifest.jsonl")
         atomic_write_json(
-            tmp / COMPLETE, {"params": params, "counts": counts, "seconds": round(time.time() - start, 2)}
+            tmp / COMPLETE,
+            {"params": params, "counts": counts, "scenes": scenes, "seconds": round(time.time() - start, 2)},
         )
         replace_dir(tmp, root)
         log.info("pre-training corpus ready in %.1f s: %s", time.time() - start, counts)
