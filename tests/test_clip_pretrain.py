@@ -439,3 +439,25 @@ def test_no_text_control_trains_image_image_in_its_own_build_folder(tmp_path, mo
     with_text = json.loads(json.dumps(params))
     with_text["training"]["text"] = True
     assert build_key(with_text).startswith("v3-text-") and build_key(with_text)[-8:] != path.parent.name[-8:]
+
+
+def test_identity_text_never_names_what_the_image_hides():
+    """Per image, the identity caption leaves out what this image does not show: glasses on a back view
+    (its view), shoes the manifest lists as hidden (an occluder); a front view names the glasses."""
+    import numpy as np
+
+    from ppreid.synth.pretrain_corpus import identity_caption
+
+    captioner = Captioner.from_config()
+    rng = np.random.default_rng(0)
+    worn = dict(RECORD, glasses="sunglasses")
+    stated = {
+        view: set().union(*(identity_caption(captioner, dict(worn, viewpoint=view), rng)[1] for _ in range(30)))
+        for view in ("front", "back")
+    }
+    assert "glasses" in stated["front"] and "glasses" not in stated["back"]
+    assert "shoes" in stated["front"]
+    occluded = set().union(
+        *(identity_caption(captioner, dict(worn, viewpoint="front"), rng, hidden=("shoes",))[1] for _ in range(30))
+    )
+    assert "shoes" not in occluded and "glasses" in occluded

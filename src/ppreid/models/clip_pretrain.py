@@ -266,15 +266,18 @@ class ClipPretrainModel(ReIDModule):
                 "genepers)."
             )
         kinds = draw_kinds(rng, self.caption_kinds, len(records))
-        described = [self.describe(r.attributes, k, rng) for r, k in zip(records, kinds)]
+        described = [self.describe(r.attributes, k, rng, getattr(r, "hidden", ())) for r, k in zip(records, kinds)]
         return [text for text, _ in described], kinds, [keys for _, keys in described]
 
-    def describe(self, record: Mapping[str, str], kind: str, rng: np.random.Generator) -> tuple[str, tuple[str, ...]]:
+    def describe(
+        self, record: Mapping[str, str], kind: str, rng: np.random.Generator, hidden: Sequence[str] = ()
+    ) -> tuple[str, tuple[str, ...]]:
         """One training caption of ``record``: with ``identity_text`` a person caption (``full`` / ``content``)
-        is the identity caption (person fields only), a ``style`` caption stays the scene's."""
+        is the identity caption (person fields only), a ``style`` caption stays the scene's. Neither names
+        what the image does not show (its view's hidden keys and ``hidden``, the manifest's)."""
         if self.identity_text and kind != "style":
-            return identity_caption(self.train_captioner, record, rng, self.schema)
-        return self.train_captioner.describe(record, kind, rng)
+            return identity_caption(self.train_captioner, record, rng, self.schema, hidden)
+        return self.train_captioner.describe(record, kind, rng, hidden=hidden)
 
     # ------------------------------------------------------------------ training
     def extract_features(self, images: torch.Tensor) -> torch.Tensor:

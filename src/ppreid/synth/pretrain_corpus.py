@@ -36,13 +36,20 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ppreid.synth.attributes import AttributeSchema, _to_plain, derive_seed, identity_seed, load_conf_yaml
+from ppreid.synth.attributes import (
+    AttributeSchema,
+    _to_plain,
+    derive_seed,
+    hidden_attributes,
+    identity_seed,
+    load_conf_yaml,
+)
 from ppreid.synth.generators.procedural import ProceduralGenerator
 from ppreid.synth.mini import DEFAULT_DOMAINS, DEFAULT_GENERATOR, SOURCE, _domain_seed, write_procedural_set
 from ppreid.synth.plan import MAX_PID, SynthPlan, parse_count_range
@@ -206,14 +213,18 @@ def identity_caption(
     record: Mapping[str, str],
     rng: np.random.Generator | None = None,
     schema: AttributeSchema | None = None,
+    hidden: Sequence[str] = (),
 ) -> tuple[str, tuple[str, ...]]:
     """(caption, the attribute keys it states) of the person in ``record``: the captioner's ``content`` kind
-    on :func:`person_record` without the viewpoint (random phrasing with ``rng``, canonical without), so it
-    is true of every image of the identity, in any scene and from any side. A fragment that needs a field
-    the person record lacks (a per-image one) is left out."""
+    on :func:`person_record` without the viewpoint (random phrasing with ``rng``, canonical without): no
+    scene, light or camera word and no side, so it is true of the identity in any scene. A fragment that
+    needs a field the person record lacks (a per-image one) is left out, and so is what this image does not
+    show: what ``record``'s view hides (glasses on a back view) and ``hidden`` (the manifest's, e.g. shoes
+    behind an occluder)."""
     person = person_record(record, schema)
     exclude = set(IDENTITY_CAPTION_EXCLUDE) | {f.name for f in captioner.content if not set(f.keys) <= set(person)}
-    return captioner.describe(person, "content", rng, exclude=tuple(sorted(exclude)))
+    unseen = hidden_attributes(record, hidden) if record else ()
+    return captioner.describe(person, "content", rng, exclude=tuple(sorted(exclude)), hidden=unseen)
 
 
 _SCHEMA: list[AttributeSchema] = []

@@ -28,6 +28,8 @@ class ReIDRecord:
         style label for domain-aware models.
     mask: GenePerson only, when the manifest names one: the path of the image's person mask (a PNG of
         the image's size, 255 = person).
+    hidden: GenePerson only: attribute keys this image does not show besides what its view hides (the
+        manifest's ``hidden``, e.g. shoes behind an occluder); captions never name them.
     """
 
     path: str
@@ -36,6 +38,7 @@ class ReIDRecord:
     attributes: dict[str, Any] | None = None
     domain: int = 0
     mask: str | None = None
+    hidden: tuple[str, ...] = ()
 
 
 @dataclass

@@ -98,7 +98,12 @@ def _train_from_manifest(
         if entry["pid"] != -1:
             records.append(
                 ReIDRecord(
-                    str(path), entry["pid"], entry["camid"], entry["attributes"], mask=_mask(entry, manifest_path)
+                    str(path),
+                    entry["pid"],
+                    entry["camid"],
+                    entry["attributes"],
+                    mask=_mask(entry, manifest_path),
+                    hidden=tuple(entry.get("hidden") or ()),
                 )
             )
     return records
@@ -119,6 +124,7 @@ def _attach(
             _check_agrees(Path(rec.path), entry, manifest_path)
             rec.attributes = entry["attributes"]
             rec.mask = _mask(entry, manifest_path)
+            rec.hidden = tuple(entry.get("hidden") or ())
     return records
 
 
