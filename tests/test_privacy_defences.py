@@ -372,3 +372,15 @@ def test_pool_decoders_train_on_l1_plus_ssim_with_batchnorm():
         expected = sum(float(l1_reconstruction(d(z), real) + ssim_reconstruction(d(z), real)) for d in again.decoders)
     expected /= 2
     assert out["loss_pool_pixel"].item() == pytest.approx(expected, abs=1e-4)
+
+
+def test_feature_standardizer_tracks_bf16_features_in_fp32_buffers():
+    """Under bf16 autocast the stored feature is bf16: the running statistics still update (fp32 buffers)."""
+    from ppreid.privacy.defences import FeatureStandardizer
+
+    std = FeatureStandardizer(4).train()
+    feat = (torch.randn(16, 4) * 3 + 2).to(torch.bfloat16)
+    out = std(feat, track=True)
+    assert out.dtype == torch.bfloat16 and std.running_mean.dtype == torch.float32
+    expected = 0.1 * feat.float().mean(0)
+    assert torch.allclose(std.running_mean, expected, atol=2e-2)

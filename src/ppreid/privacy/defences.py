@@ -82,8 +82,9 @@ class FeatureStandardizer(nn.Module):
             mean, std = feat.mean(0, keepdim=True), feat.std(0, keepdim=True)
             if track and self.training:
                 with torch.no_grad():
-                    self.running_mean.lerp_(mean[0].detach(), self.momentum)
-                    self.running_std.lerp_(std[0].detach(), self.momentum)
+                    # the buffers stay fp32 whatever the feature's dtype (bf16 under autocast)
+                    self.running_mean.lerp_(mean[0].detach().to(self.running_mean.dtype), self.momentum)
+                    self.running_std.lerp_(std[0].detach().to(self.running_std.dtype), self.momentum)
         else:
             mean, std = self.running_mean[None], self.running_std[None]
         return (feat - mean) / (std + self.eps)
