@@ -461,3 +461,21 @@ def test_identity_text_never_names_what_the_image_hides():
         *(identity_caption(captioner, dict(worn, viewpoint="front"), rng, hidden=("shoes",))[1] for _ in range(30))
     )
     assert "shoes" not in occluded and "glasses" in occluded
+
+
+def test_probe_ceiling_leaves_out_images_whose_view_hides_the_attribute():
+    """Glasses are drawn on front views only: features that encode them there give a near-perfect probe once
+    back views (where the record still names glasses) are left out; scored on them it could not be."""
+    from ppreid.metrics.clip_alignment import image_probe_ceiling
+
+    gen = torch.Generator().manual_seed(0)
+    n = 400
+    pids = [i // 4 for i in range(n)]
+    worn = torch.tensor([(p // 2) % 2 for p in pids])  # both probe halves (even / odd pids) hold both values
+    views = ["front" if i % 2 == 0 else "back" for i in range(n)]
+    attrs = [{"glasses": "glasses" if w else "none", "viewpoint": v} for w, v in zip(worn.tolist(), views)]
+    feats = torch.randn(n, 8, generator=gen) * 0.1
+    front = torch.tensor([v == "front" for v in views])
+    feats[front, 0] += worn[front].float() * 2 - 1  # the feature sees glasses on front views only
+    out = image_probe_ceiling(feats, pids, attrs, ["glasses"])
+    assert out["attributes"]["glasses"]["balanced_accuracy"] > 0.95

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ppreid.metrics.attribute_probe import balanced_accuracy
-from ppreid.synth.attributes import AttributeSchema
+from ppreid.synth.attributes import AttributeSchema, hidden_attributes
 from ppreid.synth.captions import Captioner
 from ppreid.utils.errors import ConfigValueError
 
@@ -117,7 +117,7 @@ def zero_shot_report(
             values = list(schema.vocabulary(key).values)
         except ConfigValueError:
             continue
-        rows = [i for i, a in enumerate(attributes) if a and a.get(key) in values]
+        rows = [i for i, a in enumerate(attributes) if a and a.get(key) in values and key not in hidden_attributes(a)]
         if not rows or len(values) < 2:
             continue
         text = encode_texts(tower, captioner, captioner.zero_shot_prompts(key, values), device=device)
@@ -198,18 +198,26 @@ def image_probe_ceiling(
     """What the image tower encodes linearly: a linear probe per attribute, fitted on half of the held-out
     identities' (N, E) image features and scored (balanced accuracy) on the other half. Zero-shot choice by
     text can hardly beat it, so it says whether a missed attribute is missing from the image features or
-    from their alignment with the words."""
+    from their alignment with the words. An image whose view hides the attribute (glasses on a back view,
+    :func:`~ppreid.synth.attributes.hidden_attributes`) is left out of that attribute's probe, as it is of
+    its zero-shot score."""
     from ppreid.metrics.attribute_probe import probe_attributes
 
     first = set(sorted(set(pids))[::2])
     half = torch.tensor([p in first for p in pids])
-    rows = probe_attributes(
-        feats[half],
-        [a for a, h in zip(attrs, half) if h],
-        feats[~half],
-        [a for a, h in zip(attrs, half) if not h],
-        {"attributes": list(keys)},
-    )["attributes"]
+    rows: dict[str, Any] = {}
+    for key in keys:  # per key, only the images that show it (no glasses to read on a back view)
+        shown = torch.tensor([bool(a) and key not in hidden_attributes(a) for a in attrs])
+        train, test = half & shown, ~half & shown
+        rows.update(
+            probe_attributes(
+                feats[train],
+                [a for a, t in zip(attrs, train.tolist()) if t],
+                feats[test],
+                [a for a, t in zip(attrs, test.tolist()) if t],
+                {"attributes": [key]},
+            )["attributes"]
+        )
     per = {
         k: {"balanced_accuracy": round(v["balanced_accuracy"], 4), "chance": round(v["chance"], 4)}
         for k, v in rows.items()
