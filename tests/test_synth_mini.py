@@ -133,7 +133,7 @@ def test_default_sizes_and_targets_are_the_data_configs(tmp_path):
 def test_camera_view_hand_worked_geometry_and_resolution():
     from PIL import Image
 
-    from ppreid.synth.mini import CameraView
+    from ppreid.synth.camera_view import CameraView
 
     W, H = 64, 128
     ramp = np.tile(np.arange(W, dtype=np.uint8)[None, :, None] * 4, (H, 1, 3))  # value = 4 x column
@@ -157,7 +157,7 @@ def test_camera_view_hand_worked_geometry_and_resolution():
 def test_far_high_is_a_far_high_camera(mini):
     from PIL import Image
 
-    from ppreid.synth.mini import CameraView
+    from ppreid.synth.camera_view import CameraView
 
     view = DEFAULT_DOMAINS["far_high"]["view"]
     cv = CameraView(None, **view)

@@ -286,7 +286,8 @@ def test_render_info_is_render_and_workers_give_the_same_masks(plan):
 
 def test_camera_view_warps_the_mask_with_its_image():
     """far_high's CameraView: the written mask is the warped image's person, not the upright render's."""
-    from ppreid.synth.mini import DEFAULT_DOMAINS, CameraView
+    from ppreid.synth.camera_view import CameraView
+    from ppreid.synth.mini import DEFAULT_DOMAINS
 
     gen = ProceduralGenerator()
     view = CameraView(gen, **DEFAULT_DOMAINS["far_high"]["view"])
