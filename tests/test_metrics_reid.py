@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import ppreid.metrics.reid as reid
+import ppreid.metrics.scene_split as scene_split
 from ppreid.metrics.reference_eval import reference_eval  # independent per-query NumPy evaluator
 from ppreid.metrics.reid import evaluate_distmat, evaluate_features
 from ppreid.utils.errors import ReIDInputError
@@ -295,13 +296,13 @@ def test_scene_split_hand_worked():
     # q1 same-scene: g1 x, g2 x, g8 v -> AP = 1/3; no other-scene match.
     # same = (1/2 + 1/3) / 2 = 5/12 over 2 queries; other = 11/30 over 1 query; gap = 5/12 - 11/30 = 1/20.
     d, qp, gp, qc, gc, qs, gs = scene_case()
-    out = reid.scene_split_ap(d, qp, gp, qc, gc, qs, gs)
+    out = scene_split.scene_split_ap(d, qp, gp, qc, gc, qs, gs)
     assert out["same_bg_ap"] == pytest.approx(5 / 12, abs=1e-12)
     assert out["diff_bg_ap"] == pytest.approx(11 / 30, abs=1e-12)
     assert (out["n_same"], out["n_diff"]) == (2, 1)
     assert out["gap"] == pytest.approx(1 / 20, abs=1e-12)
     # one scene everywhere: the same-scene AP is the mAP, and nothing is "other"
-    one = reid.scene_split_ap(d, qp, gp, qc, gc, np.zeros(2), np.zeros(9))
+    one = scene_split.scene_split_ap(d, qp, gp, qc, gc, np.zeros(2), np.zeros(9))
     assert one["same_bg_ap"] == pytest.approx(evaluate_distmat(d, qp, gp, qc, gc, max_rank=5)["mAP"], abs=1e-12)
     assert one["diff_bg_ap"] is None and one["n_diff"] == 0 and one["gap"] is None
 
@@ -309,11 +310,11 @@ def test_scene_split_hand_worked():
 def test_scene_split_ties_in_gallery_order_and_one_scene_equals_map():
     # ties at .5 are ranked in gallery order: g0 x, g1 (same scene) v, g2 (other scene) v
     d = np.array([[0.5, 0.5, 0.5]])
-    out = reid.scene_split_ap(d, *arr([1], [2, 1, 1], [0], [1, 1, 2], [0], [0, 0, 1]))
+    out = scene_split.scene_split_ap(d, *arr([1], [2, 1, 1], [0], [1, 1, 2], [0], [0, 0, 1]))
     assert out["same_bg_ap"] == pytest.approx(1 / 2) and out["diff_bg_ap"] == pytest.approx(1 / 2)
     for seed, kind in [(0, "ties"), (1, "inf"), (2, "continuous")]:
         d, qp, gp, qc, gc = random_case(seed, 40, 90, kind)
-        one = reid.scene_split_ap(d, qp, gp, qc, gc, np.zeros(40), np.zeros(90))
+        one = scene_split.scene_split_ap(d, qp, gp, qc, gc, np.zeros(40), np.zeros(90))
         full = evaluate_distmat(d, qp, gp, qc, gc, max_rank=20)
         assert one["same_bg_ap"] == pytest.approx(full["mAP"], abs=1e-9)
         assert one["n_same"] == full["num_valid_queries"]
@@ -348,8 +349,8 @@ def test_scene_split_random_against_plain_reference(kind, monkeypatch):
     rng = np.random.default_rng(8)
     qs, gs = rng.integers(0, 3, 40), rng.integers(0, 3, 90)
     ref = reference_scene_split(d, qp, gp, qc, gc, qs, gs)
-    monkeypatch.setattr(reid, "_SCENE_ELEMENTS", 500)  # many row blocks and comparison sub-blocks
-    out = reid.scene_split_ap(d, qp, gp, qc, gc, qs, gs)
+    monkeypatch.setattr(scene_split, "_SCENE_ELEMENTS", 500)  # many row blocks and comparison sub-blocks
+    out = scene_split.scene_split_ap(d, qp, gp, qc, gc, qs, gs)
     assert (out["n_same"], out["n_diff"]) == (len(ref["same"]), len(ref["diff"])) and min(
         out["n_same"], out["n_diff"]
     ) > 5
@@ -363,10 +364,10 @@ def test_scene_split_from_features_equals_distmat_and_blocks(monkeypatch):
     qp, gp = rng.integers(0, 10, 30), rng.integers(0, 10, 70)
     qc, gc = rng.integers(0, 3, 30), rng.integers(0, 3, 70)
     qs, gs = rng.integers(0, 2, 30), rng.integers(0, 2, 70)
-    ref = reid.scene_split_ap(reid.distance_matrix(qf, gf), qp, gp, qc, gc, qs, gs)
+    ref = scene_split.scene_split_ap(reid.distance_matrix(qf, gf), qp, gp, qc, gc, qs, gs)
     assert ref["n_same"] > 0 and ref["n_diff"] > 0
-    monkeypatch.setattr(reid, "_SCENE_ELEMENTS", 150)  # 2 queries per block
-    feats = reid.scene_split_features(qf, gf, qp, gp, qc, gc, qs, gs, metric="cosine")
+    monkeypatch.setattr(scene_split, "_SCENE_ELEMENTS", 150)  # 2 queries per block
+    feats = scene_split.scene_split_features(qf, gf, qp, gp, qc, gc, qs, gs, metric="cosine")
     for key in ("same_bg_ap", "diff_bg_ap", "n_same", "n_diff"):
         assert feats[key] == pytest.approx(ref[key], abs=1e-12)
 
@@ -374,11 +375,11 @@ def test_scene_split_from_features_equals_distmat_and_blocks(monkeypatch):
 def test_scene_split_bad_inputs_are_named():
     d, qp, gp, qc, gc, qs, gs = scene_case()
     with pytest.raises(ReIDInputError, match="g_scenes has 8 entries"):
-        reid.scene_split_ap(d, qp, gp, qc, gc, qs, gs[:8])
+        scene_split.scene_split_ap(d, qp, gp, qc, gc, qs, gs[:8])
     bad = d.copy()
     bad[0, 3] = np.nan
     with pytest.raises(ReIDInputError, match="NaN"):
-        reid.scene_split_ap(bad, qp, gp, qc, gc, qs, gs)
+        scene_split.scene_split_ap(bad, qp, gp, qc, gc, qs, gs)
 
 
 def test_evaluator_reports_the_scene_split_by_the_distances_it_ranks():
@@ -393,7 +394,7 @@ def test_evaluator_reports_the_scene_split_by_the_distances_it_ranks():
     ev = ReIDEvaluator(num_query=nq, num_gallery=16, scenes=(scenes[:nq], scenes[nq:]))
     ev.update(feats, pids, cams, torch.arange(24))
     res = ev.compute()
-    expect = reid.scene_split_features(
+    expect = scene_split.scene_split_features(
         feats[:nq], feats[nq:], pids[:nq], pids[nq:], cams[:nq], cams[nq:], *scenes.split([nq, 16])
     )
     assert res["scene"] == expect

@@ -12,8 +12,8 @@ from conftest import TINY, run_train
 
 from ppreid.callbacks.reid_media import ReIDMediaCallback, scene_ids
 from ppreid.data.datasets.base import ReIDRecord
-from ppreid.metrics.reid import scene_split_features
 from ppreid.metrics.reid_metric import ReIDEvaluator
+from ppreid.metrics.scene_split import scene_split_features
 
 
 def test_scene_ids_name_the_scene_or_nothing():

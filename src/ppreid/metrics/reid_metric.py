@@ -21,9 +21,8 @@ from ppreid.metrics.reid import (
     distance_matrix,
     evaluate_distmat,
     evaluate_features,
-    scene_split_ap,
-    scene_split_features,
 )
+from ppreid.metrics.scene_split import scene_split_ap, scene_split_features
 
 
 class ReIDEvaluator(Metric):
@@ -41,7 +40,7 @@ class ReIDEvaluator(Metric):
     same-camera entries left out, as the metric does) and whether each is a true match;
     ``keep_features`` adds ``features``: the ordered query / gallery features, pids and camids (CPU);
     ``scenes`` = (query scenes (Q,), gallery scenes (G,)) integer ids, or :meth:`set_scenes`, adds
-    ``scene``: the scene split of :func:`ppreid.metrics.reid.scene_split_ap` by the same distances.
+    ``scene``: the scene split of :func:`ppreid.metrics.scene_split.scene_split_ap` by the same distances.
     """
 
     is_differentiable = False

@@ -28,7 +28,7 @@ renderer's ``person_height``, a steep view and the resolution loss of a far sens
 (``data.prepare``): 600 queries per target (100 in version 1), so a difference between two runs
 rests on six times as many queries. ``night_cctv`` and ``far_high`` put two backgrounds on their 4
 cameras (cameras 1 and 3 one, 2 and 4 the other), so every query has matches in another scene and
-most also in its own: the scene sensitivity of every run (``ppreid.metrics.reid.scene_split_ap``).
+most also in its own: the scene sensitivity of every run (``ppreid.metrics.scene_split.scene_split_ap``).
 
 Version 2 untrained (``python train.py train=false``, seed 42): R1 / mAP 3.7 / 2.6 (night_cctv),
 4.5 / 4.3 (station_indoor), 3.0 / 2.3 (far_high); same-scene vs other-scene AP 6.7 vs 0.5 and 5.1
