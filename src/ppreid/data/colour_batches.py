@@ -63,14 +63,7 @@ class ColourAwareIdentitySampler(RandomIdentitySampler):
         """(num_steps, num_replicas, P, K) dataset indices of this epoch, the same on every rank."""
         rng = np.random.default_rng([self.seed, self.epoch, 17])
         P, K, S, R = self.num_pids_per_batch, self.num_instances, self.num_steps, self.num_replicas
-        chunks_of = []
-        for ix in self.index_of:
-            order = rng.permutation(ix)
-            if len(order) < K:
-                order = np.concatenate([order, rng.choice(ix, K - len(order), replace=True)])
-            chunks_of.append(order[: len(order) // K * K].reshape(-1, K))
-        slots = np.repeat(np.arange(len(chunks_of)), np.minimum(self.chunks, S))
-        left = np.bincount(rng.permutation(slots)[: S * R * P], minlength=len(chunks_of))
+        chunks_of, left = self._draw_chunks(rng)
         taken = np.zeros(len(chunks_of), dtype=np.int64)
         plan = np.empty((S * R, P, K), dtype=np.int64)
         turn = 0

@@ -92,20 +92,28 @@ class RandomIdentitySampler(DistributedSampler):
     def __len__(self) -> int:
         return self.num_steps * self.batch_size
 
-    def _plan(self) -> np.ndarray:
-        """(num_steps, num_replicas, P, K) dataset indices of this epoch, the same on every rank."""
-        rng = np.random.default_rng([self.seed, self.epoch])
-        P, K, S, R = self.num_pids_per_batch, self.num_instances, self.num_steps, self.num_replicas
+    def _draw_chunks(self, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
+        """(per identity its images shuffled into chunks (n_i, K), topped up with repeats below K; how many
+        of each identity's chunks this epoch uses: at most ``num_steps`` per identity,
+        ``num_steps x num_replicas x P`` in all, chosen at random)."""
+        K, S = self.num_instances, self.num_steps
         chunks_of = []
         for ix in self.index_of:
             order = rng.permutation(ix)
             if len(order) < K:
                 order = np.concatenate([order, rng.choice(ix, K - len(order), replace=True)])
             chunks_of.append(order[: len(order) // K * K].reshape(-1, K))
-
-        # Which chunks are used: at most S per identity, S * R * P in all, chosen at random.
         slots = np.repeat(np.arange(len(chunks_of)), np.minimum(self.chunks, S))
-        used = np.bincount(rng.permutation(slots)[: S * R * P], minlength=len(chunks_of))
+        used = np.bincount(
+            rng.permutation(slots)[: S * self.num_replicas * self.num_pids_per_batch], minlength=len(chunks_of)
+        )
+        return chunks_of, used
+
+    def _plan(self) -> np.ndarray:
+        """(num_steps, num_replicas, P, K) dataset indices of this epoch, the same on every rank."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        P, K, S, R = self.num_pids_per_batch, self.num_instances, self.num_steps, self.num_replicas
+        chunks_of, used = self._draw_chunks(rng)
 
         # Put each identity's chunks into distinct steps with the most room left (random tie-break);
         # room stays balanced to within 1, so this always fills every step with distinct identities.
