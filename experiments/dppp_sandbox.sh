@@ -11,6 +11,7 @@
 #   bash experiments/dppp_sandbox.sh                                   # everything (5 seeds x 15 rows)
 #   SEEDS="1" ABLATIONS="" bash experiments/dppp_sandbox.sh             # the main rows, one seed
 #   THREADS=2 PRECISION=bf16-mixed bash experiments/dppp_sandbox.sh     # another pinning (a different study)
+#   ROWS="clipreid_random clipreid_aligned" ABLATIONS="" bash experiments/dppp_sandbox.sh   # some rows only
 #
 # Every run, the sandbox CLIP builds included (they run inside the first run that needs them), uses
 # THREADS torch threads (OMP_NUM_THREADS / MKL_NUM_THREADS, read by torch at start) and PRECISION
@@ -28,6 +29,7 @@ STUDY=${STUDY:-dppp_sandbox}
 SEEDS=${SEEDS:-"1 2 3 4 5"}
 THREADS=${THREADS:-1}
 PRECISION=${PRECISION:-32-true}
+ROWS=${ROWS:-"bot clipreid_random clipreid_aligned clipreid_notext pdm_random pdm_aligned pdm_notext"}
 ABLATIONS=${ABLATIONS-"identity style composed content_invariance decorrelation i2t style_mixed"}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 PINNED=(trainer.precision="$PRECISION")
@@ -43,6 +45,7 @@ FAILED=()
 run() {  # <row> <seed> <overrides...>
   local name=$1 seed=$2
   shift 2
+  case " $ROWS " in *" $name "*) ;; *) [[ $name == pdm_without_* ]] || return 0 ;; esac
   local dir="$OUT/$name/s$seed"
   [ -f "$dir/results.json" ] && return 0
   python train.py "$@" "${PINNED[@]}" seed="$seed" hydra.run.dir="$dir" || FAILED+=("$dir")
