@@ -385,6 +385,13 @@ def main(cfg: DictConfig) -> float | None:
     except KeyboardInterrupt:
         status.interrupted()
         raise
+    except SystemExit as exc:  # Lightning's SIGTERMException: a scheduler's time limit or kill stopped the run
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        if isinstance(exc, SIGTERMException):
+            status.interrupted("stopped by SIGTERM")
+            log_to_files("stopped by SIGTERM: the run is incomplete (no results.json)", level=30)  # WARNING
+        raise
     except Exception as exc:  # bad input or a diverged training is reported as one clear line, no traceback
         err = find_reported_error(exc)
         if err is None:  # a bug or a library failure: the traceback goes to the console and the log

@@ -245,3 +245,21 @@ def test_gan_attacker_never_stops_in_its_l1_warm_up():
     disc = functools.partial(FeatureConditionedDiscriminator, base_channels=8, max_channels=16)
     gan = GANAttacker(decoder, disc, steps=200, l1_warmup=0.5)
     assert gan.plateau_start(200) == 101
+
+
+def test_fit_stops_at_once_when_sigterm_arrives():
+    """The audit trains attackers inside on_test_start, where no Lightning loop checks for SIGTERM:
+    ``should_stop`` (the audit passes trainer.received_sigterm) ends training before the next step."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    attacker = ScriptedAttacker(lambda step: 1.0, steps=100)
+    feats, images = torch.zeros(8, 4), torch.zeros(8, 3, 11, 11, dtype=torch.uint8)
+    asked = []
+
+    def sigterm_after_three_steps() -> bool:
+        asked.append(1)
+        return len(asked) > 3
+
+    with pytest.raises(SIGTERMException):
+        attacker.fit(feats, images, "toy", torch.Generator().manual_seed(0), None, None, None, sigterm_after_three_steps)
+    assert float(attacker.count) == 3  # three steps taken, the fourth never started

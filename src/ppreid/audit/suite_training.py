@@ -112,7 +112,9 @@ def train_suite(
                     suite["val_pairs"],
                 )
                 start = audit._clock()
-                curve = attacker.fit(inputs, images, label, gen, steps, val.get(role), stopping)
+                curve = attacker.fit(
+                    inputs, images, label, gen, steps, val.get(role), stopping, lambda: audit.trainer.received_sigterm
+                )
                 suite["train_time_s"][key] = round(time.time() - start[0], 2)
                 suite["curves"][key] = curve
                 audit._timed(f"{split}/train/{name}", start)

@@ -88,8 +88,8 @@ class RunStatus:
     def failed(self, error: str) -> None:
         self._write("failed", " ".join(str(error).split()))
 
-    def interrupted(self) -> None:
-        self._write("interrupted", "stopped by the user (KeyboardInterrupt)")
+    def interrupted(self, reason: str = "stopped by the user (KeyboardInterrupt)") -> None:
+        self._write("interrupted", reason)
 
 
 def log_to_files(message: str, level: int = logging.ERROR, exc_info=None) -> None:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 
 from ppreid.utils.errors import ConfigValueError
@@ -127,13 +128,19 @@ class ReversalAttacker(nn.Module):
         steps: int | None = None,
         val: tuple[torch.Tensor, torch.Tensor] | None = None,
         stopping: Mapping[str, Any] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> dict[str, Any]:
         """At most ``steps`` (default ``self.steps``) steps on random batches of (feats (N,D), images (N,3,h,w)
         uint8). With ``val`` (held-out (feats, images)) and ``stopping`` (``eval_every``, ``patience``,
         ``min_improvement``), the validation loss is measured every ``eval_every`` steps and at the end,
         training stops at a plateau and the best evaluation's weights are kept. Returns the curve:
         ``step``, ``train`` (the mean main training loss since the previous evaluation), ``val``, and
-        ``best_step``, ``stopped_step``, ``max_steps``, ``stopped`` (``plateau`` | ``max_steps``), ``seconds``."""
+        ``best_step``, ``stopped_step``, ``max_steps``, ``stopped`` (``plateau`` | ``max_steps``), ``seconds``.
+
+        ``should_stop`` is asked before every step (the audit passes ``trainer.received_sigterm``): Lightning's
+        own loops never run while an attacker trains inside ``on_test_start``, so without it a SIGTERM (a
+        scheduler's time limit, ``kill``) would be noted and ignored until the audit ends. True raises
+        Lightning's ``SIGTERMException``, which ends the run as Lightning's loops would."""
         start = time.time()
         self.train()
         n = feats.shape[0]
@@ -146,6 +153,9 @@ class ReversalAttacker(nn.Module):
         curve: dict[str, Any] = {"step": [], "train": [], "val": []}
         best_state, running, stopped, step = None, [], "max_steps", 0
         for step in range(1, steps + 1):
+            if should_stop is not None and should_stop():
+                log.info("attacker %s: stopped by SIGTERM at step %d of %d", name, step, steps)
+                raise SIGTERMException
             idx = torch.randint(0, n, (min(self.batch_size, n),), generator=generator)
             losses = self.train_step(feats[idx].to(self.device), images[idx].to(self.device).float() / 255.0)
             running.append(next(iter(losses.values())))
