@@ -312,7 +312,8 @@ def test_audit_of_a_trained_bot_checkpoint_writes_every_part(tmp_path):
 
 @pytest.mark.slow
 def test_audits_of_one_config_pool_and_another_config_does_not(reid_data_dir, tmp_path):
-    """Two seeds of one privacy GAN config audit into one table row (equal group hashes), a BoT does not."""
+    """Two seeds of one privacy GAN config audit into one table row (equal group hashes), a BoT does not; the
+    privacy model's own decoder is scored as attacker ``own``, a BoT's audit skips it."""
     base = TINY + ["data=market1501", "trainer.max_epochs=1"]
     pgan = base + [
         "model=privacy_gan",
@@ -336,12 +337,15 @@ def test_audits_of_one_config_pool_and_another_config_does_not(reid_data_dir, tm
                 "data=market1501",
                 f"model.extractor_ckpt={ckpt}",
                 "debug=fdr",
-                "model.attackers=[l1]",
+                "model.attackers=[l1,own]",
                 "model.audit_split=cross",
             ],
             tmp_path / f"audit_{name}",
             reid_data_dir,
         )
+    # the privacy model's own decoder (its G) is scored beside the fresh attacker; a BoT has none to score
+    assert set(audits["pgan1"]["privacy"]["market1501"]["attackers"]) == {"l1", "own"}
+    assert set(audits["bot"]["privacy"]["market1501"]["attackers"]) == {"l1"}
     ext = audits["pgan1"]["audit"]["extractor"]
     assert ext["model"] == "privacy_gan" and ext["seed"] == 1 and ext["privacy"]["privacy_weight"] == 1.0
     hashes = {k: a["audit"]["group_hash"] for k, a in audits.items()}

@@ -261,5 +261,26 @@ def test_fit_stops_at_once_when_sigterm_arrives():
         return len(asked) > 3
 
     with pytest.raises(SIGTERMException):
-        attacker.fit(feats, images, "toy", torch.Generator().manual_seed(0), None, None, None, sigterm_after_three_steps)
+        attacker.fit(
+            feats, images, "toy", torch.Generator().manual_seed(0), None, None, None, sigterm_after_three_steps
+        )
     assert float(attacker.count) == 3  # three steps taken, the fourth never started
+
+
+def test_own_decoder_reads_the_raw_feature_the_defence_stored():
+    """The audit hands attackers standardized features; the checkpoint's own decoder must see the raw stored
+    feature (its defence standardizes with its own running statistics), at the attack size."""
+    from ppreid.audit.attackers.own import OwnDecoderAttacker
+
+    class EchoDefence(torch.nn.Module):  # a decoder that paints each image with its feature's first value
+        def reconstruct(self, feat):
+            return {"G": feat[:, :1, None, None].expand(-1, 3, 4, 2)}
+
+    attacker = OwnDecoderAttacker()
+    attacker.build(feat_dim=3, image_size=[8, 4])
+    mean, std = torch.tensor([0.5, 0.0, 0.0]), torch.tensor([0.25, 1.0, 1.0])
+    attacker.bind_decoder(EchoDefence(), mean, std)
+    raw = torch.tensor([[0.25, 7.0, 7.0], [0.75, -3.0, 1.0], [2.0, 0.0, 0.0]])
+    out = attacker.reconstruct((raw - mean) / std, torch.arange(3))
+    assert out.shape == (3, 3, 8, 4)
+    assert out[:, 0, 0, 0].tolist() == pytest.approx([0.25, 0.75, 1.0])  # the raw value, clamped to [0, 1]

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ppreid.audit.attackers.images import resize, to_uint8
+from ppreid.audit.attackers.own import OwnDecoderAttacker
 
 log = logging.getLogger("ppreid.audit.attack")
 
@@ -95,6 +96,8 @@ def train_suite(
             attacker.to(audit.device)
             if audit.trainer.fast_dev_run:
                 attacker.quick()
+            if isinstance(attacker, OwnDecoderAttacker):  # the checkpoint's decoder reads raw features
+                attacker.bind_decoder(audit.extractor.defence, mean, std)
             if hasattr(attacker, "bind"):  # white-box: E and this split's standardization and mean image
                 attacker.bind(
                     lambda x: (audit.eval_features(audit.space.from_unit(x)) - mean.to(x)) / std.to(x),

@@ -351,6 +351,7 @@ class AttackSchema:
     gan: dict[str, Any] = MISSING
     diffusion: dict[str, Any] = MISSING
     optim: dict[str, Any] = MISSING
+    own: dict[str, Any] = MISSING
 
 
 SCHEMAS: dict[str, dict[str, type]] = {

@@ -102,9 +102,9 @@ class GANAttacker(ReversalAttacker):
         self.minimize(optimizer, loss)
         return loss
 
-    def fit(self, feats, images, name, generator, steps=None, val=None, stopping=None):
+    def fit(self, feats, images, name, generator, steps=None, val=None, stopping=None, should_stop=None):
         self.step_count, self.total_steps = 0, self.steps if steps is None else int(steps)
-        return super().fit(feats, images, name, generator, steps, val, stopping)
+        return super().fit(feats, images, name, generator, steps, val, stopping, should_stop)
 
     def val_loss(self, feat, images):
         """The pixel (L1) loss: what the decoder reconstructs, whatever D thinks of it."""
