@@ -346,6 +346,10 @@ def test_audits_of_one_config_pool_and_another_config_does_not(reid_data_dir, tm
     # the privacy model's own decoder (its G) is scored beside the fresh attacker; a BoT has none to score
     assert set(audits["pgan1"]["privacy"]["market1501"]["attackers"]) == {"l1", "own"}
     assert set(audits["bot"]["privacy"]["market1501"]["attackers"]) == {"l1"}
+    strength = audits["pgan1"]["privacy"]["market1501"]["cross_domain"]["adversary_strength"]
+    own_gain = audits["pgan1"]["privacy"]["market1501"]["attackers"]["own"]["ssim_gain"]
+    assert strength["fresh_attacker"] == "l1" and strength["own_gain"] == own_gain
+    assert "adversary_strength" not in audits["bot"]["privacy"]["market1501"]
     ext = audits["pgan1"]["audit"]["extractor"]
     assert ext["model"] == "privacy_gan" and ext["seed"] == 1 and ext["privacy"]["privacy_weight"] == 1.0
     hashes = {k: a["audit"]["group_hash"] for k, a in audits.items()}

@@ -73,7 +73,15 @@ DEFAULT_PROBES = {
 PROBE_SPLITS = ("images", "identities")
 DEFAULT_STOPPING = {"enabled": True, "val_fraction": 0.1, "eval_every": 50, "patience": 5, "min_improvement": 0.0}
 # the keys of what ReID does not need, in each split's block of results.json
-SPLIT_KEYS = ("image_specific_gain", "background_gain", "person_gain", "ssim_gain", "strongest", "strongest_by")
+SPLIT_KEYS = (
+    "image_specific_gain",
+    "background_gain",
+    "person_gain",
+    "ssim_gain",
+    "strongest",
+    "strongest_by",
+    "adversary_strength",
+)
 
 
 class AttackModel(ReIDModule):

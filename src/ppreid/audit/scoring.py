@@ -28,6 +28,8 @@ from ppreid.metrics.privacy import (
 from ppreid.metrics.reid import evaluate_features
 
 log = logging.getLogger("ppreid.audit.attack")
+
+LEARNED = ("l1", "gan", "diffusion")  # the attackers the audit trains from scratch
 REGIONS = ("person", "background")
 NO_MASKS = "no person masks in this dataset's records (the procedural data write them; real datasets lack them)"
 
@@ -228,6 +230,15 @@ def score_suite(audit, suite: dict[str, Any], data: dict[str, Any], members: tor
         out["attackers"][name] = row
         recons[name] = torch.cat([recon, real[recon.shape[0] :]]) if recon.shape[0] < real.shape[0] else recon
     rows = out["attackers"]
+    fresh = {a: r["ssim_gain"] for a, r in rows.items() if a in LEARNED}
+    if "own" in rows and fresh:  # the defence's own decoder against the best decoder the audit trained fresh
+        best = max(fresh, key=fresh.get)
+        out["adversary_strength"] = {
+            "own_gain": rows["own"]["ssim_gain"],
+            "fresh_attacker": best,
+            "fresh_gain": fresh[best],
+            "ratio": rows["own"]["ssim_gain"] / fresh[best] if fresh[best] > 0 else None,
+        }
     out["strongest"] = max(rows, key=lambda a: rows[a]["ssim_gain"])
     out["ssim_gain"] = rows[out["strongest"]]["ssim_gain"]
     out["strongest_by"] = {}
