@@ -344,7 +344,9 @@ class AttackSchema:
     reconstruct_batch_size: int = MISSING
     probes: dict[str, Any] = MISSING
     early_stopping: dict[str, Any] = MISSING
-    attack_size: list[int] | None = MISSING
+    attack_size: Any = (
+        MISSING  # [height, width] or None (typed Any: OmegaConf merges MISSING over an optional list's None)
+    )
     max_scored_images: int | None = MISSING
     in_domain_steps: float = MISSING
     l1: dict[str, Any] = MISSING
