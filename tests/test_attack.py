@@ -22,6 +22,7 @@ IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 # Tiny attackers: attack at the TINY input size (32x16), a few steps each.
 FAST = [
     "model=attack",
+    "model.attackers=[l1,gan,diffusion,optim,own]",  # every kind (the sandbox recipe trains l1 only)
     "model.attack_size=[32,16]",
     "model.l1.steps=5",
     "model.gan.steps=5",
