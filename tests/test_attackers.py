@@ -123,7 +123,7 @@ def test_reconstruction_captions_name_the_attacker_and_ssim(tmp_path, monkeypatc
     seen = {}
 
     def fake_grid(images, captions, columns):
-        seen["captions"], seen["width"] = list(captions), images[0].size[0]
+        seen["captions"], seen["width"], seen["columns"] = list(captions), images[0].size[0], columns
         return pictures.Image.new("RGB", (4, 4))
 
     monkeypatch.setattr(pictures, "captioned_grid", fake_grid)
@@ -137,6 +137,13 @@ def test_reconstruction_captions_name_the_attacker_and_ssim(tmp_path, monkeypatc
         f"SSIM {seen['captions'][2][-4:]}",
     ]  # attackers: column titles
     assert seen["width"] >= attack_report.CAPTION_WIDTH
+    # with the records' person masks, a column after the real image shows the person region
+    masks = torch.zeros(2, 1, 64, 32)
+    masks[:, :, 16:48, 8:24] = 1.0  # a quarter of the image
+    attack_report.save_reconstructions(
+        tmp_path / "m.png", real, {"l1": real}, torch.tensor([7, 8]), torch.arange(2), masks=masks
+    )
+    assert seen["captions"][:3] == ["real id 7", "person 25%", "SSIM 1.00"] and seen["columns"] == 3
 
 
 def test_gan_attacker_steps_are_the_defences_reversal_step():

@@ -404,7 +404,7 @@ class AttackModel(ReIDModule):
                 out["in_domain"]["probes"] = out["probes"]
             self._timed(f"probes/{target.name}", start)
         if pictures is not None and self.trainer.is_global_zero and self.num_pictures > 0:
-            real, recons, rows = pictures
+            real, recons, rows, masks = pictures
             report.save_reconstructions(
                 Path(self.trainer.default_root_dir) / f"reconstructions_{target.name}.png",
                 real,
@@ -413,6 +413,7 @@ class AttackModel(ReIDModule):
                 rows[: self.num_pictures],
                 self.trainer.loggers,
                 key=f"privacy/reconstructions_{target.name}",
+                masks=masks,
             )
         return out
 

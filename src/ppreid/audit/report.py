@@ -91,10 +91,12 @@ def save_reconstructions(
     rows: torch.Tensor,
     loggers: Sequence[Any] = (),
     key: str | None = None,
+    masks: torch.Tensor | None = None,
 ) -> None:
-    """``path``: one row per image of ``rows``: the real image, then each attacker's reconstruction, each
-    captioned with the SSIM of that reconstruction to the real image ("SSIM 0.30");
-    a label over each column and a legend on top say what they are."""
+    """``path``: one row per image of ``rows``: the real image, with ``masks`` (N,1,h,w person fractions, the
+    records' person masks) the image with its background dimmed (what the region gains call person and
+    background), then each attacker's reconstruction, each captioned with the SSIM of that reconstruction
+    to the real image ("SSIM 0.30"); a label over each column and a legend on top say what they are."""
     from ppreid.callbacks.pictures import captioned_grid, labelled_sheet, to_pil
 
     height, width = real.shape[-2:]
@@ -104,18 +106,28 @@ def save_reconstructions(
     for i in rows.tolist():
         images.append(to_pil(real[i]).resize(size))
         captions.append(f"real id {int(pids[i])}")
+        if masks is not None:  # the person as the masks draw it: the background at a quarter of its brightness
+            person = masks[i].float().clamp(0.0, 1.0)
+            images.append(to_pil(real[i] * (0.25 + 0.75 * person)).resize(size))
+            captions.append(f"person {float(person.mean()):.0%}")
         for recon in recons.values():
             images.append(to_pil(recon[i]).resize(size))
             value = float(ssim(recon[i : i + 1], real[i : i + 1]))
             captions.append(f"SSIM {value:.2f}")  # the column label names the attacker
-    sheet = captioned_grid(images, captions, columns=1 + len(recons))
+    mask_column = ["person mask"] if masks is not None else []
+    sheet = captioned_grid(images, captions, columns=1 + len(mask_column) + len(recons))
     sheet = labelled_sheet(
         sheet,
         size,
-        column_labels=["real image"] + [f"attacker {name}" for name in recons],
+        column_labels=["real image", *mask_column] + [f"attacker {name}" for name in recons],
         legend=[
             "rows: images the attackers are scored on (one person each, id = the dataset's pid)",
-            "columns: the real image, then what each fresh attacker reconstructs from the image's feature",
+            "columns: the real image, then what each attacker reconstructs from the image's feature",
+            *(
+                ["person mask: the real image, background dimmed (caption: the person's share)"]
+                if masks is not None
+                else []
+            ),
             "captions: SSIM of the reconstruction to the real image (1 = the same picture)",
         ],
     )

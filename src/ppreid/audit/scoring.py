@@ -126,7 +126,7 @@ def region_scores(recon, null_recon, mean_img, real, masks) -> dict[str, Any]:
 def score_suite(audit, suite: dict[str, Any], data: dict[str, Any], members: torch.Tensor, m_ap: float | None):
     """Score every attacker of ``suite`` and its null on the scored images among ``members`` (bool mask),
     leakage against all real images of ``members``; ``audit`` is the AttackModel (its attackers' names,
-    reconstruction and feature paths, metric and seeds). Returns (the fields, pictures (real, recons, rows)).
+    reconstruction and feature paths, metric and seeds). Returns (the fields, pictures (real, recons, rows, masks or None)).
 
     Per attacker: ``ssim_gain`` = SSIM - max(null SSIM, mean-image SSIM) on its scored images; the swap
     test ``image_specific_gain`` = mean SSIM(A(f_i), x_i) - SSIM(A(f_j), x_i), j another image of i's
@@ -251,4 +251,4 @@ def score_suite(audit, suite: dict[str, Any], data: dict[str, Any], members: tor
     leaking = {a: r["leakage_norm"] for a, r in rows.items() if r["leakage_norm"] is not None}
     out["most_leaking"] = max(leaking, key=leaking.get) if leaking else None
     out["leakage_norm"] = leaking.get(out["most_leaking"]) if leaking else None
-    return out, (real, recons, rows_in_queries)
+    return out, (real, recons, rows_in_queries, q_masks)
