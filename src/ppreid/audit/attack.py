@@ -51,7 +51,8 @@ from ppreid.audit import scoring as scoring
 from ppreid.audit import suite_training as suite_training
 from ppreid.audit.attackers.base import Plateau
 from ppreid.audit.attackers.images import ImageSpace, resize, to_uint8
-from ppreid.audit.attackers.own import decoder_names
+from ppreid.audit.attackers.kinds import ATTACKERS, checked_attackers
+from ppreid.audit.attackers.own import with_own_decoder
 from ppreid.metrics.attribute_probe import probe_attributes
 from ppreid.models.reid_module import ReIDModule
 from ppreid.training.checkpoint import load_model_from_checkpoint
@@ -59,7 +60,6 @@ from ppreid.utils.errors import ConfigValueError
 
 log = logging.getLogger(__name__)
 
-ATTACKERS = ("l1", "gan", "diffusion", "optim", "own")
 AUDIT_SPLITS = ("cross", "in_domain", "both")
 SSIM_WINDOW = 11
 HOW_TO_GET_ONE = (
@@ -117,21 +117,8 @@ class AttackModel(ReIDModule):
             raise ConfigValueError(
                 f"model=attack needs the checkpoint to audit: give model.extractor_ckpt=<path>, {HOW_TO_GET_ONE}."
             )
-        attackers = [str(a) for a in attackers]
-        unknown = [a for a in attackers if a not in ATTACKERS]
-        if unknown or not attackers:
-            problem = f"unknown attacker {unknown[0]!r}" if unknown else "empty"
-            raise ConfigValueError(
-                f"model.attackers={attackers}: {problem}; choose from {', '.join(ATTACKERS)} "
-                "(e.g. model.attackers=[l1,gan])."
-            )
         self.factories = {"l1": l1, "gan": gan, "diffusion": diffusion, "optim": optim, "own": own}
-        missing = [a for a in attackers if self.factories[a] is None]
-        if missing:
-            raise ConfigValueError(
-                f"model.attackers names {missing[0]} but model.{missing[0]} has no settings; "
-                "use the model=attack config (conf/model/attack.yaml) or give them."
-            )
+        attackers = checked_attackers(attackers, self.factories)
         if audit_split not in AUDIT_SPLITS:
             raise ConfigValueError(f"model.audit_split={audit_split!r}; use one of {', '.join(AUDIT_SPLITS)}.")
         if max_scored_images is not None and int(max_scored_images) < 2:
@@ -165,18 +152,7 @@ class AttackModel(ReIDModule):
             self.reference.requires_grad_(False)
             self.reference_space = ImageSpace.from_spec(self.reference_spec)
         self.reference_ckpt = str(reference_ckpt) if reference_ckpt else None
-        if "own" in attackers:  # the checkpoint's own decoder: only a privacy model with an adversary has one
-            names = decoder_names(self.extractor)
-            if not names:
-                attackers = [a for a in attackers if a != "own"]
-                log.info("attacker own skipped: %s has no reversal decoder of its own", self.extractor_ckpt)
-            else:
-                log.info("attacker own: the checkpoint's decoder %s, as its defence trained it", names[0])
-            if not attackers:
-                raise ConfigValueError(
-                    f"model.attackers=[own] but {self.extractor_ckpt} has no decoder of its own; add a learned "
-                    "attacker, e.g. model.attackers=[l1,own]."
-                )
+        attackers = with_own_decoder(attackers, self.extractor, self.extractor_ckpt)
         self.attacker_names = attackers
         self.attacker_settings = {a: report.describe(self.factories[a]) for a in attackers}
         self.splits = ("cross", "in_domain") if audit_split == "both" else (audit_split,)

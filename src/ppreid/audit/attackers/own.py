@@ -13,12 +13,16 @@ Checkpoints without a decoder (BoT, CLIP models, the dependence defence) skip th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from ppreid.audit.attackers.images import resize
+from ppreid.utils.errors import ConfigValueError
+
+log = logging.getLogger("ppreid.audit.attack")
 
 
 class OwnDecoderAttacker(nn.Module):
@@ -74,3 +78,22 @@ def decoder_names(model: nn.Module) -> list[str]:
         names = list(defence.reconstruct(torch.zeros(2, defence.feat_dim)))
     defence.train(was_training)
     return names
+
+
+def with_own_decoder(attackers: list[str], model: nn.Module, ckpt: str) -> list[str]:
+    """``attackers`` without ``own`` when the audited ``model`` (from ``ckpt``) has no decoder of its own
+    (a log line says so); an error when nothing would be left."""
+    if "own" not in attackers:
+        return attackers
+    names = decoder_names(model)
+    if names:
+        log.info("attacker own: the checkpoint's decoder %s, as its defence trained it", names[0])
+        return attackers
+    log.info("attacker own skipped: %s has no reversal decoder of its own", ckpt)
+    rest = [a for a in attackers if a != "own"]
+    if not rest:
+        raise ConfigValueError(
+            f"model.attackers=[own] but {ckpt} has no decoder of its own; add a learned "
+            "attacker, e.g. model.attackers=[l1,own]."
+        )
+    return rest
