@@ -127,11 +127,30 @@ def leaky_audit(colour_data, leaky_ckpt, tmp_path_factory):
             "model.l1.steps=40",
             "model.l1.lr=5e-3",
             "model.optim.steps=20",
+            "data.val_split.identities=8",
         ],
         out / "audit",
         colour_data,
     )
     return res, out / "audit", ckpt
+
+
+@pytest.mark.slow
+def test_cross_attackers_are_scored_on_the_held_out_source_identities(leaky_audit):
+    """The cross-domain attackers train on the source's training identities only and are scored, beside the
+    targets, on the 8 held-out validation identities (2 images each), where the leaky extractor shows its
+    leak with no style gap."""
+    res, _, _ = leaky_audit
+    held = res["privacy_source_val"]
+    assert held["num_images"] == held["num_scored"] == 8 * 2
+    train = res["audit"]["train"]
+    assert train["pairs"] + train["val_pairs"] == (80 - 8) * 2 * 2  # the other 72 identities' images and mirrors
+    l1 = held["attackers"]["l1"]
+    assert l1["ssim_gain"] > 0.1 and l1["ssim_gain"] == pytest.approx(
+        l1["ssim"] - max(l1["null_ssim"], l1["mean_image_ssim"])
+    )
+    assert held["strongest"] in {"l1", "optim"} and "adversary_strength" not in held  # no own decoder here
+    assert "cross/source_val/score" in res["audit"]["cost_s"]
 
 
 @pytest.mark.slow
@@ -351,6 +370,9 @@ def test_audits_of_one_config_pool_and_another_config_does_not(reid_data_dir, tm
     own_gain = audits["pgan1"]["privacy"]["market1501"]["attackers"]["own"]["ssim_gain"]
     assert strength["fresh_attacker"] == "l1" and strength["own_gain"] == own_gain
     assert "adversary_strength" not in audits["bot"]["privacy"]["market1501"]
+    # on the source's held-out identities too (where the own decoder and the fresh attacker meet no style gap)
+    held = audits["pgan1"]["privacy_source_val"]
+    assert set(held["attackers"]) == {"l1", "own"} and held["adversary_strength"]["fresh_attacker"] == "l1"
     ext = audits["pgan1"]["audit"]["extractor"]
     assert ext["model"] == "privacy_gan" and ext["seed"] == 1 and ext["privacy"]["privacy_weight"] == 1.0
     hashes = {k: a["audit"]["group_hash"] for k, a in audits.items()}

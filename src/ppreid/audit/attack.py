@@ -174,6 +174,7 @@ class AttackModel(ReIDModule):
                 f"model.probes.split={self.probes['split']!r}; use one of {', '.join(PROBE_SPLITS)}."
             )
         self.source_probe_data: tuple[torch.Tensor, list[Any]] | None = None
+        self.source_val: dict[str, Any] | None = None
         self.curves: dict[str, dict[str, Any]] = {}
         self.num_pictures, self.reconstruct_batch_size = int(num_pictures), int(reconstruct_batch_size)
         self.suites: dict[str, dict[str, Any]] = {}
@@ -277,6 +278,7 @@ class AttackModel(ReIDModule):
             self.source_probe_data = (feats[first], [records[i].attributes for i in ids[first].tolist()])
             self.suites["cross"] = suite_training.train_suite(self, "cross", feats, images, image_ids=ids)
             self.curves["cross"] = self.suites["cross"]["curves"]
+            self.source_val = suite_training.score_source_val(self)
 
     # ----------------------------------------------------------------- test
     def test_step(self, batch, batch_idx, dataloader_idx: int = 0) -> None:
@@ -307,6 +309,8 @@ class AttackModel(ReIDModule):
             report.save_curves(Path(self.trainer.default_root_dir) / "attacker_curves.png", self.curves)
         report.log_cost(self.cost, self.cost_cpu)
         self.extra_results = {"privacy": privacy, "audit": self._audit_block()}
+        if self.source_val is not None:
+            self.extra_results["privacy_source_val"] = self.source_val
 
     def _probe(self, train_feats, train_attrs, test_feats, test_attrs) -> dict[str, Any]:
         """The attribute probes of ``probes`` (nuisance, soft biometrics) fitted on one set, scored on another."""

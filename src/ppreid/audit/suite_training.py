@@ -1,5 +1,6 @@
 """Training of the privacy audit's attacker suites (``model=attack``): the cross-domain training pairs
-and every attacker kind with its null, trained from scratch on (feature, image) pairs.
+and every attacker kind with its null, trained from scratch on (feature, image) pairs; the cross-domain
+suite scored on the source's held-out identities (``score_source_val``).
 
 ``audit`` is the :class:`ppreid.audit.attack.AttackModel` being run (its frozen extractor, image space,
 trainer and attacker factories); features are float32 (N,D) on the CPU, images uint8 (N,3,h,w) at the
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from ppreid.audit import report, scoring
 from ppreid.audit.attackers.images import resize, to_uint8
 from ppreid.audit.attackers.own import OwnDecoderAttacker
 
@@ -166,3 +168,34 @@ def training_pairs(audit):
         "and of their mirror images" if mirror else "no mirror images",
     )
     return torch.cat(feats), torch.cat(images), torch.cat(ids)
+
+
+def score_source_val(audit) -> dict[str, Any] | None:
+    """The cross-domain attackers (trained on the source's training identities) scored on the source's
+    held-out validation identities: no style gap, images no attacker and no defence adversary has seen.
+    This is where ``adversary_strength`` compares the defence's own decoder with a fresh attacker on equal
+    terms (results.json ``privacy_source_val``); None without a validation split."""
+    dm = audit.trainer.datamodule
+    val_set = getattr(dm, "val_set", None)
+    if val_set is None:
+        return None
+    start = audit._clock()
+    store: dict[str, list[torch.Tensor]] = {}
+    with torch.no_grad():
+        for i, batch in enumerate(dm.eval_loader(val_set)):
+            if audit.trainer.fast_dev_run and i:
+                break
+            x = batch["image"].to(audit.device)
+            store.setdefault("feats", []).append(audit.eval_features(x).float().cpu())
+            store.setdefault("images", []).append(to_uint8(resize(audit.space.to_unit(x), audit.attack_size)))
+            store.setdefault("index", []).append(batch["index"].cpu())
+    data = scoring.target_data(val_set, store)
+    everyone = torch.ones(len(data["pids"]), dtype=torch.bool)
+    res, _ = scoring.score_suite(audit, audit.suites["cross"], data, everyone, None)
+    audit._timed("cross/source_val/score", start)
+    report.log_target("the source's held-out identities", "cross-domain attackers", res)
+    return {
+        "split": "attackers trained on the source's training identities, scored on its held-out validation identities",
+        "num_images": int(everyone.sum()),
+        **res,
+    }

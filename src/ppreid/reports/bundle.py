@@ -42,6 +42,7 @@ KEEP = (
     "training",
     "scene_sensitivity",
     "privacy",
+    "privacy_source_val",
     "audit",
     "grad_norm_image",
     "seed",
