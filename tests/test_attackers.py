@@ -6,8 +6,9 @@ import functools
 
 import pytest
 import torch
+from torch import nn
 
-from ppreid.audit.attackers.base import Plateau, ReversalAttacker
+from ppreid.audit.attackers.base import AuditBinding, Plateau, ReversalAttacker
 from ppreid.audit.attackers.diffusion import DiffusionAttacker
 from ppreid.audit.attackers.images import ImageSpace
 from ppreid.audit.attackers.optim import OptimAttacker, total_variation
@@ -52,7 +53,7 @@ def test_optim_inversion_matches_the_feature_and_starts_from_the_mean():
     mean_image = torch.full((1, 3, 12, 6), 0.5)
     attacker = OptimAttacker(steps=150, batch_size=3, lr=0.1, tv_weight=0.0, l2_weight=0.0)
     attacker.build(feat_dim=3, image_size=[12, 6])
-    attacker.bind(features_of, mean_image)
+    attacker.bind(AuditBinding(nn.Identity(), features_of, torch.zeros(3), torch.ones(3), mean_image))
     with torch.inference_mode():  # the audit calls it inside Lightning's test loop
         recon = attacker.reconstruct(features_of(truth), torch.arange(4))
     assert recon.shape == truth.shape and not recon.requires_grad
@@ -286,7 +287,9 @@ def test_own_decoder_reads_the_raw_feature_the_defence_stored():
     attacker = OwnDecoderAttacker()
     attacker.build(feat_dim=3, image_size=[8, 4])
     mean, std = torch.tensor([0.5, 0.0, 0.0]), torch.tensor([0.25, 1.0, 1.0])
-    attacker.bind_decoder(EchoDefence(), mean, std)
+    extractor = torch.nn.Module()
+    extractor.defence = EchoDefence()
+    attacker.bind(AuditBinding(extractor, lambda x: x, mean, std, torch.zeros(1, 3, 8, 4)))
     raw = torch.tensor([[0.25, 7.0, 7.0], [0.75, -3.0, 1.0], [2.0, 0.0, 0.0]])
     out = attacker.reconstruct((raw - mean) / std, torch.arange(3))
     assert out.shape == (3, 3, 8, 4)

@@ -17,8 +17,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from ppreid.audit import report, scoring
+from ppreid.audit.attackers.base import AuditBinding
 from ppreid.audit.attackers.images import resize, to_uint8
-from ppreid.audit.attackers.own import OwnDecoderAttacker
 
 log = logging.getLogger("ppreid.audit.attack")
 
@@ -91,6 +91,13 @@ def train_suite(
         "train_time_s": {},
         "curves": {},
     }
+    binding = AuditBinding(
+        extractor=audit.extractor,
+        features_of=lambda x: (audit.eval_features(audit.space.from_unit(x)) - mean.to(x)) / std.to(x),
+        feat_mean=mean,
+        feat_std=std,
+        mean_image=mean_image.to(audit.device),
+    )
     for name in audit.attacker_names:
         for role, inputs in (("attackers", z), ("nulls", shuffled)):
             attacker = audit.factories[name]()
@@ -98,13 +105,8 @@ def train_suite(
             attacker.to(audit.device)
             if audit.trainer.fast_dev_run:
                 attacker.quick()
-            if isinstance(attacker, OwnDecoderAttacker):  # the checkpoint's decoder reads raw features
-                attacker.bind_decoder(audit.extractor.defence, mean, std)
-            if hasattr(attacker, "bind"):  # white-box: E and this split's standardization and mean image
-                attacker.bind(
-                    lambda x: (audit.eval_features(audit.space.from_unit(x)) - mean.to(x)) / std.to(x),
-                    mean_image.to(audit.device),
-                )
+            if hasattr(attacker, "bind"):  # optim, own: E, this split's standardization and mean image
+                attacker.bind(binding)
             steps = limited_steps(audit.trainer, max(1, round(attacker.steps * step_fraction)))
             key = name + ("_null" if role == "nulls" else "")
             if attacker.needs_training:

@@ -29,6 +29,24 @@ from ppreid.utils.errors import ConfigValueError
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class AuditBinding:
+    """What the audit of one split lends an attacker that reads more than (feature, image) pairs, through its
+    optional ``bind(binding)``: the white-box ``optim`` inverts E (``features_of``, ``mean_image``), ``own``
+    runs the checkpoint's decoder (``extractor``, ``feat_mean``, ``feat_std``). Learned attackers have no
+    ``bind``.
+
+    ``extractor``: the audited model (frozen); ``features_of``: [0, 1] images (B,3,h,w) -> this split's
+    standardized features (B,D), differentiable in the images; ``feat_mean``, ``feat_std`` (D,): that
+    standardization; ``mean_image`` (1,3,h,w): the split's mean training image."""
+
+    extractor: nn.Module
+    features_of: Callable[[torch.Tensor], torch.Tensor]
+    feat_mean: torch.Tensor
+    feat_std: torch.Tensor
+    mean_image: torch.Tensor
+
+
 @dataclass
 class Plateau:
     """Early stopping on a validation curve: ``update(step, value)`` after each evaluation, True = stop.

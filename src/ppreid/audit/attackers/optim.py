@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from ppreid.audit.attackers.base import AuditBinding
 from ppreid.audit.attackers.images import resize
 from ppreid.utils.errors import ConfigValueError
 
@@ -72,10 +73,10 @@ class OptimAttacker(nn.Module):
     def build(self, feat_dim: int, image_size: Sequence[int]) -> None:
         self.image_size = tuple(int(s) for s in image_size)
 
-    def bind(self, features_of: Callable[[torch.Tensor], torch.Tensor], mean_image: torch.Tensor) -> None:
-        """``features_of``: [0, 1] images (B,3,h,w) -> standardized features (B,D), differentiable in the images;
-        ``mean_image`` (1,3,h,w): the start and the L2 prior."""
-        self.features_of, self.mean_image = features_of, mean_image
+    def bind(self, binding: AuditBinding) -> None:
+        """E's standardized features of [0, 1] images (``binding.features_of``, differentiable in the images)
+        and the mean training image (the start and the L2 prior)."""
+        self.features_of, self.mean_image = binding.features_of, binding.mean_image
 
     def quick(self) -> None:
         self.steps = 1

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ppreid.audit.attackers.base import AuditBinding
 from ppreid.audit.attackers.images import resize
 from ppreid.utils.errors import ConfigValueError
 
@@ -27,7 +28,7 @@ log = logging.getLogger("ppreid.audit.attack")
 
 class OwnDecoderAttacker(nn.Module):
     """The checkpoint's decoder named ``decoder`` (null: the first the defence lists, ``G`` for the GAN
-    defence, ``d0`` for a pool); ``bind_decoder`` gives it the defence and the audit's standardization."""
+    defence, ``d0`` for a pool); ``bind`` gives it the defence and the audit's standardization."""
 
     needs_training = False
     steps = 0
@@ -42,10 +43,11 @@ class OwnDecoderAttacker(nn.Module):
     def build(self, feat_dim: int, image_size: Sequence[int]) -> None:
         self.image_size = tuple(int(s) for s in image_size)
 
-    def bind_decoder(self, defence: nn.Module, feat_mean: torch.Tensor, feat_std: torch.Tensor) -> None:
-        """``defence``: the checkpoint's defence (``reconstruct(raw feats) -> {name: images}``); ``feat_mean``,
-        ``feat_std`` (D,): the audit's standardization of this split, undone before the decoder reads."""
-        self.defence, self.feat_mean, self.feat_std = defence, feat_mean, feat_std
+    def bind(self, binding: AuditBinding) -> None:
+        """The audited model's defence (``reconstruct(raw feats) -> {name: images}``) and the audit's
+        standardization of this split (``feat_mean``, ``feat_std`` (D,)), undone before the decoder reads."""
+        self.defence = binding.extractor.defence
+        self.feat_mean, self.feat_std = binding.feat_mean, binding.feat_std
 
     def quick(self) -> None:
         pass
@@ -54,7 +56,7 @@ class OwnDecoderAttacker(nn.Module):
     def reconstruct(self, feat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Standardized features (B,D) -> the defence decoder's images (B,3,h,w) in [0, 1] at the attack size."""
         if self.defence is None:
-            raise RuntimeError("OwnDecoderAttacker.reconstruct before bind_decoder(): the audit binds it first.")
+            raise RuntimeError("OwnDecoderAttacker.reconstruct before bind(): the audit binds it first.")
         raw = feat * self.feat_std.to(feat) + self.feat_mean.to(feat)
         was_training = self.defence.training
         self.defence.eval()
