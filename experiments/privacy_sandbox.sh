@@ -8,7 +8,7 @@
 # training runs (experiments/results/${STUDY}_train: validation and loss terms), both committed, and the
 # tables rendered from them.
 #
-#   bash experiments/privacy_sandbox.sh                                        # everything (5 seeds x 12 rows)
+#   bash experiments/privacy_sandbox.sh                                        # everything (5 seeds x 14 rows)
 #   SEEDS="1" ROWS="unprotected gan" LEAK="" bash experiments/privacy_sandbox.sh   # a subset, no leak rows
 #   SWEEP="gan:model.privacy_weight=3 pool:model.privacy_weight=30" bash experiments/privacy_sandbox.sh
 #
@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-logs/privacy_sandbox}
 STUDY=${STUDY:-privacy_sandbox}
 SEEDS=${SEEDS:-"1 2 3 4 5"}
-ROWS=${ROWS:-"unprotected conventional gan pool dependence bottleneck"}
+ROWS=${ROWS:-"unprotected conventional gan pool ridge dependence bottleneck"}
 LEAK=${LEAK-background}   # the positive control's model.leak; empty: no <row>_leak rows
 SWEEP=${SWEEP:-}
 THREADS=${THREADS:-1}

@@ -205,6 +205,7 @@ def test_modes_and_bn_statistics_follow_the_phases(reid_data_dir, tmp_path, monk
     [
         ("pool", ["model.pool.size=2", "model.pool.warmup_batches=1"], 2),
         ("dependence", ["model.dependence.measure=hsic"], 1),
+        ("ridge", ["model.privacy_terms={image: 0.0, swap: 1.0, background: 1.0}"], 1),
         ("none", ["model.privacy_weight=0", "model.bottleneck={beta: 0.01, stored: sample}"], 1),
     ],
 )
@@ -233,6 +234,11 @@ def test_each_defence_trains_and_writes_its_pictures_and_probe(defence, extra, o
     elif defence == "dependence":  # no adversary: no reversal phase, the penalty from epoch 1 on
         assert ckpt["privacy_gan"]["boundaries"] == {"reversal_from": 1, "joint_from": 1}
         assert ckpt["privacy_gan"]["counters"]["e_steps"] == 3 * n and 0.0 <= scalars["train/loss_privacy"] <= 1.0
+    elif defence == "ridge":  # nothing to train: no reversal phase, the swap and background terms from epoch 1 on
+        assert ckpt["privacy_gan"]["boundaries"] == {"reversal_from": 1, "joint_from": 1}
+        assert ckpt["privacy_gan"]["counters"]["e_steps"] == 3 * n
+        assert {"train/privacy_swap", "train/privacy_background"} <= set(scalars)
+        assert not any(k.startswith("defence.") for k in ckpt["state_dict"])
     else:
         assert "train/kl" in scalars and "defence.generator.fc.weight" not in ckpt["state_dict"]
         assert "bottleneck.mean_head.weight" in ckpt["state_dict"]

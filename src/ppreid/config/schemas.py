@@ -243,6 +243,13 @@ class DependenceDefenceSchema:
 
 
 @dataclass
+class RidgeDefenceSchema:
+    """model.defence=ridge: a closed-form kernel ridge decoder, fitted again on every batch."""
+
+    ridge: float = MISSING
+
+
+@dataclass
 class AdversarySchema:
     """model.adversary: how hard the defence's adversaries train (as the audit's attackers do)."""
 
@@ -290,6 +297,7 @@ class PrivacyGANSchema(BoTSchema):
     image_size: list[int] = MISSING
     pool: PoolDefenceSchema = MISSING
     dependence: DependenceDefenceSchema = MISSING
+    ridge: RidgeDefenceSchema = MISSING
     bottleneck: Any = MISSING  # null or e.g. {beta: 1.0e-3, stored: sample} (Any: a command line may set it)
     generator: dict[str, Any] = MISSING
     discriminator: dict[str, Any] = MISSING

@@ -4,6 +4,7 @@ a stochastic bottleneck after its BNNeck (``model.bottleneck``).
 - ``gan`` (our reading of "Protecting Feature Privacy in Person Re-identification"): a reversal GAN,
   G: feature -> image and D: (image, feature) -> score, trained by two-step training with lazy updates;
 - ``pool``: a pool of decoders, the oldest restarted at every joint epoch (src/ppreid/privacy/pool.py);
+- ``ridge``: a closed-form kernel ridge decoder solved again on every batch (src/ppreid/privacy/ridge.py);
 - ``dependence``: a within-identity dependence penalty, no adversary (NoPeek / BiDO);
 - ``none``: nothing (with ``bottleneck``: the variational bottleneck alone, src/ppreid/nn/bottleneck.py).
 
@@ -109,6 +110,7 @@ class PrivacyGANModel(BoTModel):
         g_every: int = 1,
         pool: dict[str, Any] | None = None,
         dependence: dict[str, Any] | None = None,
+        ridge: dict[str, Any] | None = None,
         bottleneck: dict[str, Any] | None = None,
         adversary: dict[str, Any] | None = None,
         privacy_terms: dict[str, float] | None = None,
@@ -191,6 +193,7 @@ class PrivacyGANModel(BoTModel):
             pool=dict(
                 pool or {}, **shared, privacy_loss=privacy_loss, neg_pixel_kind=neg_pixel_kind, ssim_weight=ssim_weight
             ),
+            ridge=dict(ridge or {}, **shared, privacy_loss=privacy_loss, neg_pixel_kind=neg_pixel_kind),
             dependence=dict(dependence or {}),
         )
         self.defence.build(feat_dim=backbone.out_dim, image_size=self.image_size)

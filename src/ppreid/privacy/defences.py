@@ -126,8 +126,10 @@ class PrivacyTerms:
         blind: torch.Tensor,
         mask: torch.Tensor | None = None,
         image_term: Callable[[], torch.Tensor] | None = None,
+        keep_graph: bool = False,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """recon, real (B,3,h,w), pids (B,), blind (1,3,h,w), mask (B,1,h,w) or None -> (loss, its terms)."""
+        """recon, real (B,3,h,w), pids (B,), blind (1,3,h,w), mask (B,1,h,w) or None -> (loss, its terms);
+        the terms detached unless ``keep_graph`` (a caller that weighs them itself)."""
         terms = {}
         if self.weights["image"] > 0:
             terms["image"] = (
@@ -143,7 +145,7 @@ class PrivacyTerms:
             )
             terms["background"] = background_gain_loss(recon, real, blind, background)
         loss = sum((self.weights[k] * v for k, v in terms.items()), recon.sum() * 0.0)
-        return loss, {f"privacy_{k}": v.detach() for k, v in terms.items()}
+        return loss, {f"privacy_{k}": v if keep_graph else v.detach() for k, v in terms.items()}
 
 
 class Defence(nn.Module):
