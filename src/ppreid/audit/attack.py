@@ -282,16 +282,21 @@ class AttackModel(ReIDModule):
 
     # ----------------------------------------------------------------- test
     def test_step(self, batch, batch_idx, dataloader_idx: int = 0) -> None:
-        feats = self.eval_features(batch["image"])
-        self.evaluators[dataloader_idx].update(feats.float(), batch["pid"], batch["camid"], batch["index"])
+        feats = self.collect(self.collected.setdefault(dataloader_idx, {}), batch)
+        self.evaluators[dataloader_idx].update(feats, batch["pid"], batch["camid"], batch["index"])
+
+    def collect(self, store: dict[str, list[torch.Tensor]], batch) -> torch.Tensor:
+        """Keep one batch's features, images at the attack size, indices (and the reference's features) in
+        ``store`` for scoring; returns E's features (B,D) float32."""
+        feats = self.eval_features(batch["image"]).float()
         unit = self.space.to_unit(batch["image"])
-        store = self.collected.setdefault(dataloader_idx, {})
-        store.setdefault("feats", []).append(feats.float().cpu())
+        store.setdefault("feats", []).append(feats.cpu())
         store.setdefault("images", []).append(to_uint8(resize(unit, self.attack_size)))
         store.setdefault("index", []).append(batch["index"].cpu())
         if self.reference is not None:
             ref = self.reference.extract_features(self.reference_space.from_unit(unit))
             store.setdefault("ref", []).append(ref.float().cpu())
+        return feats
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()

@@ -187,10 +187,7 @@ def score_source_val(audit) -> dict[str, Any] | None:
         for i, batch in enumerate(dm.eval_loader(val_set)):
             if audit.trainer.fast_dev_run and i:
                 break
-            x = batch["image"].to(audit.device)
-            store.setdefault("feats", []).append(audit.eval_features(x).float().cpu())
-            store.setdefault("images", []).append(to_uint8(resize(audit.space.to_unit(x), audit.attack_size)))
-            store.setdefault("index", []).append(batch["index"].cpu())
+            audit.collect(store, {k: v.to(audit.device) if torch.is_tensor(v) else v for k, v in batch.items()})
     data = scoring.target_data(val_set, store)
     everyone = torch.ones(len(data["pids"]), dtype=torch.bool)
     res, _ = scoring.score_suite(audit, audit.suites["cross"], data, everyone, None)
