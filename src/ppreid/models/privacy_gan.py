@@ -1,5 +1,6 @@
 """Feature-privacy models: a BoT extractor E trained against a defence (``model.defence``), optionally with
-a stochastic bottleneck after its BNNeck (``model.bottleneck``).
+a stochastic bottleneck after its BNNeck (``model.bottleneck``) and a positive-control leak (``model.leak``;
+both in src/ppreid/models/privacy_extractor.py).
 
 - ``gan`` (our reading of "Protecting Feature Privacy in Person Re-identification"): a reversal GAN,
   G: feature -> image and D: (image, feature) -> score, trained by two-step training with lazy updates;
@@ -16,21 +17,19 @@ x the bottleneck's KL). At the start of the joint phase the adversaries are firs
 ``model.adversary.pretrain_steps`` steps on E's frozen features of every clean training image, as an
 audit attacker is trained.
 
-The adversaries and E's privacy loss see what the audit attacks: E's feature in eval mode (its BN running
-statistics, never updated by these forwards) of the **clean** image (the test transforms: no pad, crop,
-flip or erasing; ``batch["index"]`` looks it up), with that image as the target; E's ReID losses see the
-augmented batch as BoT's do. Privacy terms (``model.privacy_terms``, src/ppreid/privacy/defences.py): the
+The adversaries and E's privacy loss see what the audit attacks: E's stored feature in eval mode of the
+**clean** image, with that image as the target (src/ppreid/models/privacy_extractor.py); E's ReID losses see
+the augmented batch as BoT's do. Privacy terms (``model.privacy_terms``, src/ppreid/privacy/defences.py): the
 whole image (``privacy_loss``: ``neg_pixel``, ``ssim``, ``ssim_gain`` over the running mean clean image, or
 ``realism``), ``swap`` and ``background``, none floored. ``privacy_weight=0`` is the unprotected model,
 ``d_weight=0 privacy_loss=neg_pixel privacy_terms={image: 1, swap: 0, background: 0}`` the conventional
-defence (an L1 decoder, Xiao et al. AAAI 2020). ``model.leak=background`` (src/ppreid/privacy/leak.py)
-adds a positive control: a branch that stores a background thumbnail in E's feature.
+defence (an L1 decoder, Xiao et al. AAAI 2020).
 
 ``configure_optimizers`` returns E, then the defence's (GAN: G, D; pool: one for its decoders), so a
 checkpoint's optimizer states show how many steps each took. The counters, phase and boundaries are
 saved under the checkpoint key ``privacy_gan`` (src/ppreid/privacy/saved_state.py); every epoch starts
-from an RNG seeded by (seed, epoch), so a run resumed inside any phase trains exactly as an uninterrupted one. A NaN / inf loss stops the
-run with ``TrainingDivergedError``. Outputs beside BoT's: ``loss_curves.png`` (epoch means of every module's
+from an RNG seeded by (seed, epoch), so a run resumed inside any phase trains exactly as an uninterrupted
+one. A NaN / inf loss stops the run with ``TrainingDivergedError``. Outputs beside BoT's: ``loss_curves.png`` (epoch means of every module's
 losses, the phases shaded: ``loss_curve_panels`` in src/ppreid/privacy/history.py)
 and ``own_reconstructions.png`` (the defence's own decoders on held-out source images).
 """
@@ -44,19 +43,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ppreid.data.datamodule import IMAGENET_MEAN, IMAGENET_STD
-from ppreid.data.masks import load_masks
 from ppreid.metrics.images import to_unit_images
 from ppreid.metrics.privacy import ssim
-from ppreid.models.bot import BoTModel
-from ppreid.nn.bottleneck import VariationalBottleneck
+from ppreid.models.privacy_extractor import PrivacyExtractor
 from ppreid.privacy.build import build_defence
 from ppreid.privacy.guards import check_finite, check_ranks_in_step
-from ppreid.privacy.history import LossHistory, loss_curve_panels
-from ppreid.privacy.leak import build_leak
+from ppreid.privacy.history import loss_curve_panels
 from ppreid.privacy.phases import (
     PHASES,
     apply_phase_modes,
@@ -66,7 +60,8 @@ from ppreid.privacy.phases import (
     resolve_boundaries,
     seed_epoch,
 )
-from ppreid.privacy.reversal import non_negative, positive_int
+from ppreid.privacy.pretrain import AdversaryOptions, feature_bank, pretrain_on_bank, share_adversaries
+from ppreid.privacy.reversal import non_negative
 from ppreid.privacy.saved_state import (
     CKPT_KEY,
     all_counters,
@@ -74,12 +69,15 @@ from ppreid.privacy.saved_state import (
     restore_counters,
     upgrade_legacy_keys,
 )
-from ppreid.utils.errors import ConfigValueError
 
 log = logging.getLogger(__name__)
 
+# the constructor's arguments that are modules or factories (the config holds them), not hyper-parameters
+BUILT_FROM_CONFIG = ("backbone", "losses", "optimizer", "scheduler", "generator", "discriminator")
+BUILT_FROM_CONFIG += ("g_optimizer", "d_optimizer", "pool")
 
-class PrivacyGANModel(BoTModel):
+
+class PrivacyGANModel(PrivacyExtractor):
     """BoT extractor E + a privacy defence (+ an optional stochastic bottleneck); see the module docstring."""
 
     ddp_find_unused_parameters = True  # each step trains one module; the others take no gradient
@@ -136,45 +134,20 @@ class PrivacyGANModel(BoTModel):
             num_classes=num_classes,
             name=name,
         )
-        self.save_hyperparameters(
-            ignore=[
-                "backbone",
-                "losses",
-                "optimizer",
-                "scheduler",
-                "generator",
-                "discriminator",
-                "g_optimizer",
-                "d_optimizer",
-                "pool",
-            ],
-            logger=False,
-        )
+        self.save_hyperparameters(ignore=list(BUILT_FROM_CONFIG), logger=False)
         self.automatic_optimization = False
         self.privacy_weight = non_negative("model.privacy_weight", privacy_weight)
         self.image_size = tuple(int(s) for s in image_size)
         self.defence_name = defence
-        adv = dict(adversary or {})
-        unknown = sorted(set(adv) - {"steps_per_batch", "pretrain_steps", "pretrain_batch_size", "ssim_weight"})
-        if unknown:
-            raise ConfigValueError(
-                f"model.adversary: unknown key(s) {', '.join(unknown)}; known: steps_per_batch, pretrain_steps, "
-                "pretrain_batch_size, ssim_weight."
-            )
-        self.steps_per_batch = positive_int("model.adversary.steps_per_batch", adv.get("steps_per_batch", 1))
-        self.pretrain_steps = int(adv.get("pretrain_steps", 0))
-        if self.pretrain_steps < 0:
-            raise ConfigValueError(f"model.adversary.pretrain_steps={self.pretrain_steps}: give an int >= 0.")
-        self.pretrain_batch_size = positive_int(
-            "model.adversary.pretrain_batch_size", adv.get("pretrain_batch_size", 64)
-        )
-        ssim_weight = adv.get("ssim_weight", 0.0)
+        adv = AdversaryOptions.from_config(adversary)
+        self.steps_per_batch, self.pretrain_steps = adv.steps_per_batch, adv.pretrain_steps
+        self.pretrain_batch_size = adv.pretrain_batch_size
         shared = dict(privacy_terms=privacy_terms, background_border=background_border)
         self.defence = build_defence(
             defence,
             gan=dict(
                 **shared,
-                ssim_weight=ssim_weight,
+                ssim_weight=adv.ssim_weight,
                 generator=generator,
                 discriminator=discriminator,
                 g_optimizer=g_optimizer,
@@ -191,57 +164,29 @@ class PrivacyGANModel(BoTModel):
                 g_every=g_every,
             ),
             pool=dict(
-                pool or {}, **shared, privacy_loss=privacy_loss, neg_pixel_kind=neg_pixel_kind, ssim_weight=ssim_weight
+                pool or {},
+                **shared,
+                privacy_loss=privacy_loss,
+                neg_pixel_kind=neg_pixel_kind,
+                ssim_weight=adv.ssim_weight,
             ),
             ridge=dict(ridge or {}, **shared, privacy_loss=privacy_loss, neg_pixel_kind=neg_pixel_kind),
             dependence=dict(dependence or {}),
         )
         self.defence.build(feat_dim=backbone.out_dim, image_size=self.image_size)
-        self.leak = build_leak(leak, backbone.out_dim, leak_branch)
-        options = dict(bottleneck or {})
-        self.beta = non_negative("model.bottleneck.beta", options.pop("beta", 0.0))
-        self.bottleneck = VariationalBottleneck(backbone.out_dim, **options) if bottleneck is not None else None
-        if self.bottleneck is not None and neck_feat != "after":
-            raise ConfigValueError("model.bottleneck sits after the BNNeck; use model.neck_feat=after with it.")
+        self.build_extractor_parts(backbone.out_dim, self.image_size, leak, leak_branch, bottleneck, neck_feat)
         self.phase_values = phase_values(phases)
         self.boundaries: dict[str, int] | None = None  # resolved at fit start, or restored from a checkpoint
         # e_steps: E's steps; r_batches: adversary steps (steps_per_batch per batch, and the pre-training)
         self.counters = {"e_steps": 0, "r_batches": 0, "pretrain_steps": 0}
         self.phase = "extractor"
-        self.history = LossHistory()
-        self.loss_history = self.history.history
         self.base_seed = 0
         self._started_epoch: int | None = None
         self._first_epoch: int | None = None
-        self.register_buffer("input_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("input_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        # the feature-blind predictor of ssim_gain: the running mean of the training images seen
-        self.register_buffer("mean_image", torch.full((1, 3, *self.image_size), 0.5))
-        self.register_buffer("images_seen", torch.zeros((), dtype=torch.long))
-        self._clean_set = None  # the training images with the test transforms (setup)
-        self._mask_cache: dict[int, torch.Tensor] = {}  # training index -> person mask (1,h,w) (masks)
-
-    # ----------------------------------------------------------------- set-up
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        if stage != "fit":
-            return
-        mean, std = self.trainer.datamodule.normalization(train=True)
-        self.input_mean.copy_(torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.input_std.copy_(torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
-        make_clean = getattr(self.trainer.datamodule, "train_dataset", None)  # a bare datamodule: the batch itself
-        self._clean_set = make_clean(augment=False) if make_clean is not None else None
-
-    def extractor_modules(self):
-        return [m for m in (self.backbone, self.pool, self.neck, self.bottleneck, self.leak) if m is not None]
 
     def configure_optimizers(self):
         """E (with its epoch schedule; the leak branch without weight decay), then the defence's optimizers."""
-        leak = {id(p) for p in self.leak.parameters()} if self.leak is not None else set()
-        params = [p for m in self.extractor_modules() for p in m.parameters() if p.requires_grad and id(p) not in leak]
-        if leak:
-            params = [{"params": params}, {"params": list(self.leak.parameters()), "weight_decay": 0.0}]
-        e = self.build_optimization(params, self.optimizer_factory, self.scheduler_factory)
+        e = self.build_optimization(self.extractor_param_groups(), self.optimizer_factory, self.scheduler_factory)
         others = self.defence.build_optimizers()
         if isinstance(e, dict):
             return [e["optimizer"], *others], [e["lr_scheduler"]]
@@ -249,13 +194,8 @@ class PrivacyGANModel(BoTModel):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Also reads checkpoints written before the defences were modules (generator / discriminator at the
-        top level, no running mean image)."""
-        state_dict = upgrade_legacy_keys(state_dict)
-        for key in ("mean_image", "images_seen"):
-            state_dict.setdefault(key, getattr(self, key))
-        for key, value in self.state_dict().items():  # the defences' feature standardizers came later
-            if ".standardizer." in key:
-                state_dict.setdefault(key, value)
+        top level, no running mean image, no feature standardizers)."""
+        state_dict = upgrade_legacy_keys(state_dict, self.state_dict())
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # ----------------------------------------------------------------- phases
@@ -316,92 +256,11 @@ class PrivacyGANModel(BoTModel):
         if state.get("boundaries"):
             self.boundaries = {k: int(v) for k, v in state["boundaries"].items()}
 
-    # ----------------------------------------------------------------- features
-    def pooled_features(self, images: torch.Tensor) -> torch.Tensor:
-        """(B,3,H,W) -> (B,D) pooled backbone feature, before the BNNeck (with the leak branch's thumbnail)."""
-        feat = self.pool(self.backbone(images))
-        return feat if self.leak is None else feat + self.leak(images)
-
-    def extract_features(self, images: torch.Tensor) -> torch.Tensor:
-        feat = self.pooled_features(images)
-        if self.bottleneck is None:
-            return feat if self.neck_feat == "before" else self.neck.bn(feat)
-        return self.bottleneck.stored_feature(self.neck.bn(feat), images)
-
-    def _forward_extractor(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """E's training forward: pre-BN feature, stored feature (a random sample with a bottleneck), logits,
-        the feature the metric losses see, and the bottleneck's KL per image. With the leak branch the
-        ReID outputs (logits, metric feature) hold the same values but take no gradient to the branch."""
-        base = self.pool(self.backbone(images))
-        if self.leak is None:
-            feat = reid_feat = base
-        else:
-            leak = self.leak(images)
-            feat, reid_feat = base + leak, base + leak.detach()
-        h = self.neck.bn(feat)
-        h_reid = h if reid_feat is feat else _same_batch_norm(self.neck.bn, reid_feat)
-        if self.bottleneck is None:
-            stored = feat if self.neck_feat == "before" else h
-            return {"feat": feat, "stored": stored, "logits": self.neck.classifier(h_reid), "metric": reid_feat}
-        z, stored, kl = self.bottleneck.training_outputs(h_reid)  # every output here feeds the ReID losses
-        return {"feat": feat, "stored": stored, "logits": self.neck.classifier(z), "metric": stored, "kl": kl.mean()}
-
-    def _clean_inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The batch's training images with the test transforms (B,3,H,W): no pad, crop, flip or erasing."""
-        if "image_clean" in batch:
-            return batch["image_clean"]
-        if self._clean_set is None:
-            return batch["image"]  # no datamodule (a bare model): the batch as given
-        rows = [self._clean_set[int(i)]["image"] for i in batch["index"].tolist()]
-        return torch.stack(rows).to(batch["image"])
-
-    def _person_masks(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """The batch's person masks as fractions (B,1,h,w) at the reconstruction size (1 = person), from the
-        batch (``mask``) or from the training records' mask files (GenePerson sets written by the procedural
-        renderer); None where any record has none (real datasets): the defence then uses its border proxy.
-        Read once per image and kept (a few KB per image at the reconstruction size)."""
-        if "mask" in batch:
-            return F.interpolate(batch["mask"].float(), size=self.image_size, mode="area")
-        records = getattr(self._clean_set, "records", None)
-        if not records:
-            return None
-        rows = []
-        for i in batch["index"].tolist():
-            cached = self._mask_cache.get(i)
-            if cached is None:
-                path = getattr(records[i], "mask", None)
-                if not path:
-                    return None
-                # the mask at the image's own size, then area-averaged like the images: person fractions
-                full = load_masks([path], tuple(batch["image"].shape[-2:])).float()
-                cached = F.interpolate(full, size=self.image_size, mode="area")[0]
-                self._mask_cache[i] = cached
-            rows.append(cached)
-        return torch.stack(rows).to(batch["image"].device)
-
-    def _audited_features(self, inputs: torch.Tensor, grad: bool) -> torch.Tensor:
-        """E's stored feature (B,D) of ``inputs`` as the audit computes it: E in eval mode (its BN running
-        statistics, which this forward does not update); with ``grad`` the privacy loss trains E through it."""
-        modules = self.extractor_modules()
-        modes = [m.training for m in modules]
-        for m in modules:
-            m.eval()
-        try:
-            with torch.set_grad_enabled(grad):
-                return self.extract_features(inputs)
-        finally:
-            for m, mode in zip(modules, modes):
-                m.train(mode)
-
     # ----------------------------------------------------------------- training
     def _optimizers(self) -> list:
         """E's optimizer, then the defence's (Lightning returns a lone optimizer unwrapped)."""
         optimizers = self.optimizers()
         return list(optimizers) if isinstance(optimizers, (list, tuple)) else [optimizers]
-
-    def _record(self, name: str, value: torch.Tensor, prog_bar: bool = False) -> None:
-        self.log(f"train/{name}", value, prog_bar=prog_bar)
-        self.history.add(name, float(value.detach()))
 
     def _check_finite(self, name: str, value: torch.Tensor) -> None:
         where = f"epoch {self.current_epoch}, phase {self.phase}, {self.counters['r_batches']} adversary batches"
@@ -421,25 +280,6 @@ class PrivacyGANModel(BoTModel):
             self.untoggle_optimizer(optimizer)
         return loss
 
-    def _reid_loss(self, out: dict[str, torch.Tensor], pids: torch.Tensor) -> torch.Tensor:
-        inputs = {"logits": out["logits"], "features": out["metric"]}
-        total = out["feat"].new_zeros(())
-        for name, fn in self.loss_fns.items():
-            value = fn(inputs[fn.input_kind], pids)
-            self._record(f"loss_{name}", value)
-            total = total + self.loss_weights[name] * value
-        self.log("train/acc", (out["logits"].argmax(1) == pids).float().mean(), prog_bar=True)
-        if "kl" in out:
-            self._record("kl", out["kl"])
-            total = total + self.beta * out["kl"]
-        return total
-
-    @torch.no_grad()
-    def _update_mean_image(self, real: torch.Tensor) -> None:
-        n, seen = real.shape[0], int(self.images_seen)
-        self.mean_image.add_((real.mean(0, keepdim=True) - self.mean_image) * (n / (seen + n)))
-        self.images_seen += n
-
     def _adversary_step(self, stored: torch.Tensor, real: torch.Tensor, record: bool = True) -> None:
         self.counters["r_batches"] += 1
         out = self.defence.adversary_step(stored.detach(), real)
@@ -449,7 +289,8 @@ class PrivacyGANModel(BoTModel):
             if record:
                 self._record(name, value)
         if recon is not None and record:
-            self._record("recon_ssim", _ssim(recon, real), prog_bar=True)
+            with torch.no_grad():
+                self._record("recon_ssim", ssim(recon.detach(), real, check_range=False).mean(), prog_bar=True)
 
     def _adversary_steps(self, stored: torch.Tensor, real: torch.Tensor) -> None:
         """Step 1: ``steps_per_batch`` adversary steps on this batch (the last one's losses are logged)."""
@@ -472,47 +313,25 @@ class PrivacyGANModel(BoTModel):
         if loader is None:
             log.warning("model.adversary.pretrain_steps: the datamodule has no train_feature_loader; not pre-trained")
             return
-        feats, reals = [], []
-        for batch in loader():
-            inputs = batch["image"].to(self.device)
-            feats.append(self._audited_features(inputs, grad=False))
-            real = to_unit_images(inputs, self.input_mean, self.input_std, self.image_size)
-            reals.append((real * 255.0).round().to(torch.uint8))
-            if self.trainer.fast_dev_run:
-                break
-        feats, reals = torch.cat(feats), torch.cat(reals)
+        feats, reals = feature_bank(
+            loader(),
+            lambda inputs: self._audited_features(inputs, grad=False),
+            lambda inputs: to_unit_images(inputs, self.input_mean, self.input_std, self.image_size),
+            self.device,
+            first_only=bool(self.trainer.fast_dev_run),
+        )
         with torch.no_grad():
             self.mean_image.copy_(reals.float().mean(0, keepdim=True) / 255.0)
             self.images_seen.fill_(reals.shape[0])
-        gen = torch.Generator().manual_seed(self.base_seed * 7919 + epoch + 1)
-        n, size = reals.shape[0], min(self.pretrain_batch_size, reals.shape[0])
-        for step in range(todo):
-            idx = torch.randint(0, n, (size,), generator=gen).to(self.device)
-            self._adversary_step(feats[idx], reals[idx].float() / 255.0, record=step == todo - 1)
-            self.counters["pretrain_steps"] += 1
-            if step % 100 == 0 or step == todo - 1:
-                log.info("pre-training the %s defence's adversaries: step %d/%d", self.defence_name, step + 1, todo)
-        if self.trainer.world_size > 1:
-            self._share_adversaries()
 
-    def _share_adversaries(self) -> None:
-        """Under DDP each rank pre-trains on its own shard (no gradient sync outside a training step): every
-        rank then takes rank 0's adversaries, their optimizer states and its mean image, so the joint phase
-        starts in step."""
-        strategy = self.trainer.strategy
-        optimizers = [getattr(o, "optimizer", o) for o in self._optimizers()[1:]]
-        state = strategy.broadcast(
-            {
-                "defence": self.defence.state_dict(),
-                "optimizers": [o.state_dict() for o in optimizers],
-                "mean_image": self.mean_image,
-            },
-            src=0,
-        )
-        self.defence.load_state_dict(state["defence"])
-        self.mean_image.copy_(state["mean_image"])
-        for optimizer, saved in zip(optimizers, state["optimizers"]):
-            optimizer.load_state_dict(saved)
+        def counted(_: int) -> None:
+            self.counters["pretrain_steps"] += 1
+
+        seed = self.base_seed * 7919 + epoch + 1
+        step = self._adversary_step
+        pretrain_on_bank(step, feats, reals, todo, self.pretrain_batch_size, seed, counted, self.defence_name)
+        if self.trainer.world_size > 1:
+            share_adversaries(self.trainer.strategy, self.defence, self._optimizers()[1:], self.mean_image)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         optimizers = self._optimizers()
@@ -578,15 +397,3 @@ class PrivacyGANModel(BoTModel):
 
         path = Path(self.trainer.default_root_dir) / "own_reconstructions.png"
         save_own_reconstructions(self, self.trainer.datamodule, path)
-
-
-def _same_batch_norm(bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``bn(x)`` without touching its running statistics (a second pass over the same batch)."""
-    if not bn.training:
-        return bn(x)
-    return F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
-
-
-def _ssim(recon: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return ssim(recon.detach(), real, check_range=False).mean()

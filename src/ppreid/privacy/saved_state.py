@@ -10,9 +10,15 @@ CKPT_KEY = "privacy_gan"
 LEGACY_PREFIXES = ("generator.", "discriminator.")  # checkpoints written before the defences were modules
 
 
-def upgrade_legacy_keys(state_dict: dict[str, Any]) -> dict[str, Any]:
-    """A state dict with the generator / discriminator of an older checkpoint under ``defence.``."""
-    return {(f"defence.{k}" if k.startswith(LEGACY_PREFIXES) else k): v for k, v in state_dict.items()}
+def upgrade_legacy_keys(state_dict: dict[str, Any], current: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A state dict with the generator / discriminator of an older checkpoint under ``defence.``; with the
+    model's ``current`` state dict, the entries older checkpoints lack (the running mean image and its count,
+    the defences' feature standardizers, which came later) are taken from it."""
+    upgraded = {(f"defence.{k}" if k.startswith(LEGACY_PREFIXES) else k): v for k, v in state_dict.items()}
+    for key, value in (current or {}).items():
+        if key in ("mean_image", "images_seen") or ".standardizer." in key:
+            upgraded.setdefault(key, value)
+    return upgraded
 
 
 def all_counters(counters: dict[str, int], clock: dict[str, int]) -> dict[str, int]:
