@@ -20,17 +20,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ppreid.reports.stats import paired_ci
-from ppreid.reports.tables import (
+from ppreid.reports.run_results import (
     METRICS,
     Run,
     TableInputError,
     find_results,
     load_result,
-    mean_std,  # noqa: E402
-    render,
+    mean_std,
     select_runs,
 )
+from ppreid.reports.stats import paired_ci
+from ppreid.reports.table_build import render
 
 
 def load_side(path: str, name: str) -> dict[str, Run]:
