@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ppreid.reports import columns, tables  # noqa: E402
+from ppreid.reports import columns, run_results
 
 # point key -> (tables metric, heading)
 PRIVACY = {
@@ -35,23 +35,23 @@ PRIVACY = {
 }
 
 
-def _mean_over_targets(run: tables.Run, metric: str) -> float | None:
+def _mean_over_targets(run: run_results.Run, metric: str) -> float | None:
     targets = sorted(run.result["privacy"])
     vals = [columns.metric_value(run, t, metric) for t in targets]
     return None if not vals or None in vals else sum(vals) / len(vals)
 
 
 def _stat(values: list[float | None]) -> tuple[float, float | None] | None:
-    return None if not values or None in values else tables.mean_std(values)
+    return None if not values or None in values else run_results.mean_std(values)
 
 
-def points(runs: Sequence[tables.Run]) -> list[dict]:
+def points(runs: Sequence[run_results.Run]) -> list[dict]:
     """One dict per audited config: label, runs, (mean, std) of mAP (%) and of each figure of ``PRIVACY``
     (None where an audit lacks it); configs without a cross-domain gain are left out."""
-    groups: dict[str, list[tables.Run]] = {}
+    groups: dict[str, list[run_results.Run]] = {}
     for run in runs:
-        if tables.is_audit(run):
-            groups.setdefault(tables.group_key(run), []).append(run)
+        if run_results.is_audit(run):
+            groups.setdefault(run_results.group_key(run), []).append(run)
     out = []
     for key, group in groups.items():
         stats = {k: _stat([_mean_over_targets(r, metric) for r in group]) for k, (metric, _) in PRIVACY.items()}
@@ -179,8 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def audit_points(paths: Sequence[str]) -> list[dict]:
         """The points of the runs under ``paths``, kept to ``--seeds`` (the audited extractor's seed)."""
-        runs = tables.select_runs(
-            [tables.load_result(p) for p in tables.find_results(paths)], include_debug=args.include_debug
+        runs = run_results.select_runs(
+            [run_results.load_result(p) for p in run_results.find_results(paths)], include_debug=args.include_debug
         )
         if args.seeds:
             runs = [r for r in runs if (r.result.get("audit") or {}).get("extractor", {}).get("seed") in args.seeds]
@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         pts = audit_points(args.paths)
         if not pts:
-            raise tables.TableInputError(
+            raise run_results.TableInputError(
                 "no privacy audits with SSIM gains (model=attack results.json) among the "
                 "runs given" + (f" with extractor seeds {args.seeds}" if args.seeds else "")
             )
@@ -197,9 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.baseline:
             base_pts = audit_points([args.baseline])
             if len(base_pts) != 1:
-                raise tables.TableInputError(f"--baseline holds {len(base_pts)} audited configs; give one")
+                raise run_results.TableInputError(f"--baseline holds {len(base_pts)} audited configs; give one")
             base = base_pts[0]
-    except tables.TableInputError as err:
+    except run_results.TableInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     plot(pts, Path(args.out), base, args.keep, args.map_cost)
