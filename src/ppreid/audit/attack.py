@@ -53,7 +53,7 @@ from ppreid.audit.attackers.base import Plateau
 from ppreid.audit.attackers.images import ImageSpace, resize, to_uint8
 from ppreid.audit.attackers.kinds import ATTACKERS, checked_attackers
 from ppreid.audit.attackers.own import with_own_decoder
-from ppreid.metrics.attribute_probe import probe_attributes
+from ppreid.audit.target_audit import audit_target
 from ppreid.models.reid_module import ReIDModule
 from ppreid.training.checkpoint import load_model_from_checkpoint
 from ppreid.utils.errors import ConfigValueError
@@ -73,15 +73,6 @@ DEFAULT_PROBES = {
 PROBE_SPLITS = ("images", "identities")
 DEFAULT_STOPPING = {"enabled": True, "val_fraction": 0.1, "eval_every": 50, "patience": 5, "min_improvement": 0.0}
 # the keys of what ReID does not need, in each split's block of results.json
-SPLIT_KEYS = (
-    "image_specific_gain",
-    "background_gain",
-    "person_gain",
-    "ssim_gain",
-    "strongest",
-    "strongest_by",
-    "adversary_strength",
-)
 
 
 class AttackModel(ReIDModule):
@@ -317,90 +308,9 @@ class AttackModel(ReIDModule):
         if self.source_val is not None:
             self.extra_results["privacy_source_val"] = self.source_val
 
-    def _probe(self, train_feats, train_attrs, test_feats, test_attrs) -> dict[str, Any]:
-        """The attribute probes of ``probes`` (nuisance, soft biometrics) fitted on one set, scored on another."""
-        groups = {g: self.probes[g] for g in ("nuisance", "soft_biometric")}
-        steps = 1 if self.trainer.fast_dev_run else int(self.probes["steps"])
-        lr, decay = float(self.probes["lr"]), float(self.probes["weight_decay"])
-        return probe_attributes(train_feats, train_attrs, test_feats, test_attrs, groups, steps, lr, decay)
-
     def _audit_target(self, target, data: dict[str, Any], m_ap: float | None) -> dict[str, Any]:
-        """The ``privacy`` entry of one target: ``cross_domain`` and ``in_domain`` blocks (each with what ReID does
-        not need: ``image_specific_gain``, ``background_gain``, ``person_gain``, ``probes``), the cross-domain
-        attacker fields also at the top, and the in-domain ``probes`` at the top (the tables read both there)."""
-        everyone = torch.ones(len(data["pids"]), dtype=torch.bool)
-        out: dict[str, Any] = {"num_images": int(everyone.sum()), "num_queries": int(data["is_query"].sum())}
-        if data["masks"] is None:
-            log.info("region leak of %s not measured: %s", target.name, scoring.NO_MASKS)
-        pictures = None
-        probes_on = self.probes.get("enabled", True)
-        if "cross" in self.splits:
-            start = self._clock()
-            res, pictures = scoring.score_suite(self, self.suites["cross"], data, everyone, m_ap)
-            out.update(res)
-            self._timed(f"cross/{target.name}/score", start)
-            report.log_target(target.name, "cross-domain", res)
-            out["cross_domain"] = {k: res.get(k) for k in SPLIT_KEYS}
-            if probes_on:
-                start = self._clock()
-                feats, attrs = self.source_probe_data
-                out["cross_domain"]["probes"] = {
-                    "split": "trained on the source's training images, scored on every image of this target",
-                    **self._probe(feats, attrs, data["feats"], data["attrs"]),
-                }
-                self._timed(f"probes/{target.name}", start)
-        train, scored = scoring.identity_halves(data["pids"], self.split_seed)
-        if "in_domain" in self.splits:
-            if len(set(data["pids"][train].tolist())) < 2 or len(set(data["pids"][scored].tolist())) < 2:
-                out["in_domain"] = None
-                log.warning("in-domain audit of %s skipped: fewer than 4 identities", target.name)
-            else:
-                suite = suite_training.train_suite(
-                    self, f"in_domain/{target.name}", data["feats"][train], data["images"][train], self.in_domain_steps
-                )
-                self.curves[f"in_domain/{target.name}"] = suite["curves"]
-                start = self._clock()
-                res, recons = scoring.score_suite(self, suite, data, scored, m_ap)
-                self._timed(f"in_domain/{target.name}/score", start)
-                out["in_domain"] = {
-                    "num_train_images": int(train.sum()),
-                    "num_train_identities": len(set(data["pids"][train].tolist())),
-                    **res,
-                }
-                report.log_target(target.name, "in-domain", res)
-                pictures = pictures or recons
-        if probes_on:
-            start = self._clock()
-            if self.probes["split"] == "images":
-                p_train, p_test = scoring.image_halves(len(data["pids"]), self.split_seed)
-                how = "a seeded half of this target's images trains, the other half is scored"
-            else:
-                p_train, p_test = train, scored
-                how = "held-out identities of this target (trained on the in-domain half)"
-            rows = [torch.nonzero(m).flatten().tolist() for m in (p_train, p_test)]
-            probes = self._probe(
-                data["feats"][p_train],
-                [data["attrs"][i] for i in rows[0]],
-                data["feats"][p_test],
-                [data["attrs"][i] for i in rows[1]],
-            )
-            out["probes"] = {"split": how, **probes}
-            if out.get("in_domain"):
-                out["in_domain"]["probes"] = out["probes"]
-            self._timed(f"probes/{target.name}", start)
-        if pictures is not None and self.trainer.is_global_zero and self.num_pictures > 0:
-            real, recons, rows, masks = pictures
-            report.save_reconstructions(
-                Path(self.trainer.default_root_dir) / f"reconstructions_{target.name}.png",
-                real,
-                recons,
-                data["pids"],
-                rows[: self.num_pictures],
-                self.trainer.loggers,
-                key=f"privacy/reconstructions_{target.name}",
-                masks=masks,
-            )
-        return out
+        """The ``privacy`` entry of one target (src/ppreid/audit/target_audit.py)."""
+        return audit_target(self, target, data, m_ap)
 
     def _audit_block(self) -> dict[str, Any]:
         dm = self.trainer.datamodule
