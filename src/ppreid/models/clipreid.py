@@ -20,9 +20,10 @@ import torch
 from torch import nn
 
 from ppreid.losses.contrastive import SupConLoss, i2t_cross_entropy
-from ppreid.models.two_stage_clip import TwoStageCLIPModule, check_keys
+from ppreid.models.two_stage_clip import TwoStageCLIPModule
 from ppreid.nn.prompt_learner import IdentityPromptLearner
 from ppreid.nn.prompts import PromptComposer
+from ppreid.utils.errors import check_known_keys
 
 STAGE1_LOSS = {"i2t_weight": 1.0, "t2i_weight": 1.0, "temperature": 1.0, "normalize": False}
 STAGE2_LOSS = {"i2t_weight": 1.0, "label_smoothing": 0.1, "temperature": 1.0, "normalize": False}
@@ -63,7 +64,7 @@ class CLIPReIDModel(TwoStageCLIPModule):
             name=name,
         )
         for key, given, known in (("stage1_loss", stage1_loss, STAGE1_LOSS), ("stage2_loss", stage2_loss, STAGE2_LOSS)):
-            check_keys(dict(given or {}), tuple(known), f"model.{key}")
+            check_known_keys(dict(given or {}), tuple(known), f"model.{key}")
         s1 = {**STAGE1_LOSS, **(stage1_loss or {})}
         s2 = {**STAGE2_LOSS, **(stage2_loss or {})}
         self.s1, self.s2 = s1, s2

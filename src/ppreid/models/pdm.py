@@ -57,11 +57,11 @@ from torch import nn
 
 from ppreid.losses.contrastive import SupConLoss, i2t_cross_entropy, info_nce
 from ppreid.losses.decorrelation import cross_correlation_penalty
-from ppreid.models.two_stage_clip import TwoStageCLIPModule, check_keys
+from ppreid.models.two_stage_clip import TwoStageCLIPModule
 from ppreid.nn.inversion import TextualInversion
 from ppreid.nn.prompt_prefix import encode_with_prefix
 from ppreid.nn.prompts import PromptComposer
-from ppreid.utils.errors import ConfigValueError
+from ppreid.utils.errors import ConfigValueError, check_known_keys
 
 STYLE_LABELS = ("camid", "domain")
 STAGE1_TERMS = ("identity", "style", "composed", "content_invariance", "decorrelation")
@@ -79,7 +79,7 @@ def _terms(cfg: dict[str, Any] | None, names, key: str) -> dict[str, dict[str, A
     for name in names:
         defaults = {"enabled": True, "weight": 1.0, **TERM_OPTIONS.get(name, {})}
         given = dict(cfg.get(name) or {})
-        check_keys(given, tuple(defaults), f"{key}.{name}")
+        check_known_keys(given, tuple(defaults), f"{key}.{name}")
         term = {**defaults, **given}
         if float(term["weight"]) < 0:
             raise ConfigValueError(f"{key}.{name}.weight={term['weight']}: loss weights must be >= 0.")
@@ -149,7 +149,7 @@ class PDMModel(TwoStageCLIPModule):
                 f"placeholder words, but the content and style templates have X={n_c}, S={n_s}; they must agree."
             )
         inv = {"hidden_dim": 512, "num_layers": 2, "dropout": 0.5, "match_word_norm": True}
-        check_keys(dict(inversion or {}), tuple(inv), "model.inversion")
+        check_known_keys(dict(inversion or {}), tuple(inv), "model.inversion")
         inv.update(inversion or {})
         word_norm = None
         if inv.pop("match_word_norm"):

@@ -49,20 +49,14 @@ from ppreid.models.reid_module import ReIDModule, check_neck_feat
 from ppreid.nn.heads import BNNeck
 from ppreid.nn.text import TextEncoder
 from ppreid.training.feature_cache import cache_training_features
-from ppreid.utils.errors import ConfigValueError, TrainingDivergedError
+from ppreid.training.grad_norms import grad_norm_summary, term_grad_norms
+from ppreid.utils.errors import ConfigValueError, TrainingDivergedError, check_known_keys
 
 log = logging.getLogger(__name__)
 
 STAGE_KEYS = ("epochs", "optimizer", "scheduler")
 STAGE_OPTIONAL = {1: {"batch_size": 64}, 2: {"bias_lr_factor": 1.0, "weight_decay_bias": None}}
 TEST_FEATURES = ("concat", "final", "proj")
-
-
-def check_keys(cfg: dict[str, Any], known: Sequence[str], key: str) -> None:
-    """Refuse misspelt config keys (one line naming the known ones)."""
-    unknown = sorted(set(cfg) - set(known))
-    if unknown:
-        raise ConfigValueError(f"{key}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}.")
 
 
 class TwoStageCLIPModule(ReIDModule):
@@ -111,7 +105,7 @@ class TwoStageCLIPModule(ReIDModule):
         self.stage_cfg = {}
         for k, stage in ((1, stage1), (2, stage2)):
             stage = dict(stage)
-            check_keys(stage, STAGE_KEYS + tuple(STAGE_OPTIONAL[k]), f"model.stage{k}")
+            check_known_keys(stage, STAGE_KEYS + tuple(STAGE_OPTIONAL[k]), f"model.stage{k}")
             missing = [key for key in STAGE_KEYS if key not in stage]
             if missing:
                 raise ConfigValueError(
@@ -342,29 +336,17 @@ class TwoStageCLIPModule(ReIDModule):
 
     def _log_image_grad_norms(self, terms: dict[str, torch.Tensor]) -> None:
         """The L2 norm of the gradient each weighted stage-2 term sends to the image encoder's parameters
-        (``torch.autograd.grad``, the graph kept for the step's backward): logged as
+        (src/ppreid/training/grad_norms.py, the graph kept for the step's backward): logged as
         ``train/grad_norm_image/<term>`` (per epoch, the mean of its measured steps) and summarised (last,
         mean, count over the run) in ``extra_results``."""
         params = [p for p in self.backbone.parameters() if p.requires_grad]
         if not params:
             return
-        for name, value in terms.items():
-            if not value.requires_grad:
-                norm = 0.0
-            else:
-                grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
-                norms = [g.detach().float().norm() for g in grads if g is not None]
-                norm = float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+        for name, norm in term_grad_norms(terms, params).items():
             # the epoch's mean over its measured steps: written at epoch end, whatever log_every_n_steps is
             self.log(f"train/grad_norm_image/{name}", norm, on_step=False, on_epoch=True)
             self._grad_norms[name].append(norm)
-        self.extra_results["grad_norm_image"] = {
-            "interval": self.grad_norm_interval,
-            "terms": {
-                name: {"last": values[-1], "mean": sum(values) / len(values), "count": len(values)}
-                for name, values in self._grad_norms.items()
-            },
-        }
+        self.extra_results["grad_norm_image"] = grad_norm_summary(self._grad_norms, self.grad_norm_interval)
 
     def _stage2_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         for module in self.stage1_modules().values():

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ppreid.privacy.reversal import positive_int
-from ppreid.utils.errors import ConfigValueError
+from ppreid.utils.errors import ConfigValueError, check_known_keys
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,7 @@ class AdversaryOptions:
     @classmethod
     def from_config(cls, adversary: dict[str, Any] | None) -> AdversaryOptions:
         adv = dict(adversary or {})
-        unknown = sorted(set(adv) - set(ADVERSARY_KEYS))
-        if unknown:
-            raise ConfigValueError(
-                f"model.adversary: unknown key(s) {', '.join(unknown)}; known: {', '.join(ADVERSARY_KEYS)}."
-            )
+        check_known_keys(adv, ADVERSARY_KEYS, "model.adversary")
         pretrain_steps = int(adv.get("pretrain_steps", 0))
         if pretrain_steps < 0:
             raise ConfigValueError(f"model.adversary.pretrain_steps={pretrain_steps}: give an int >= 0.")

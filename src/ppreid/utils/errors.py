@@ -5,6 +5,8 @@ it; a diverged training (``TrainingDivergedError``) is no input error, but its m
 happened, where, and what to try.
 """
 
+from collections.abc import Iterable, Sequence
+
 
 class ReIDInputError(Exception):
     """Base class of every user-facing input error (missing folder, bad file name, bad value)."""
@@ -48,3 +50,10 @@ def find_input_error(exc: BaseException) -> "ReIDInputError | None":
 def find_reported_error(exc: BaseException) -> "ReIDInputError | TrainingDivergedError | None":
     """The error behind ``exc`` that an entry point prints as one line (bad input or a diverged training)."""
     return _find(exc, (ReIDInputError, TrainingDivergedError))
+
+
+def check_known_keys(given: Iterable[str], known: Sequence[str], key: str) -> None:
+    """Refuse misspelt config keys under ``key``: one line naming the unknown and the known ones."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ConfigValueError(f"{key}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}.")
