@@ -297,8 +297,11 @@ class AttackModel(ReIDModule):
             for i, target in enumerate(self.trainer.datamodule.targets):
                 if i in self.collected:
                     m_ap = (utility.get(target.name) or {}).get("mAP")
-                    privacy[target.name] = self._audit_target(
-                        target, scoring.target_data(target, self.collected[i]), None if m_ap is None else float(m_ap)
+                    privacy[target.name] = audit_target(
+                        self,
+                        target,
+                        scoring.target_data(target, self.collected[i]),
+                        None if m_ap is None else float(m_ap),
                     )
         self.collected = {}
         if self.curves and self.trainer.is_global_zero:
@@ -307,10 +310,6 @@ class AttackModel(ReIDModule):
         self.extra_results = {"privacy": privacy, "audit": self._audit_block()}
         if self.source_val is not None:
             self.extra_results["privacy_source_val"] = self.source_val
-
-    def _audit_target(self, target, data: dict[str, Any], m_ap: float | None) -> dict[str, Any]:
-        """The ``privacy`` entry of one target (src/ppreid/audit/target_audit.py)."""
-        return audit_target(self, target, data, m_ap)
 
     def _audit_block(self) -> dict[str, Any]:
         dm = self.trainer.datamodule
