@@ -119,6 +119,26 @@ def test_pairs_print_the_paired_mean_and_its_t_interval(tmp_path, capsys):
     assert "names no two rows" in capsys.readouterr().err
 
 
+def test_pairs_share_of_b_or_of_a_control_pair(tmp_path, capsys):
+    """A - B in percent: of B's own value, or of a control pair's difference at the same seed."""
+    logs = _study(tmp_path / "logs")
+    for seed, (_, b) in SEEDS.items():  # the control row: B + 2 points at both targets, every seed
+        _run(logs / "ctl" / f"s{seed}", seed, (b[0] + 0.02, b[1] + 0.02), "cccc3333")
+    _run(logs / "ctl" / "s6", 6, (0.5, 0.5), "cccc3333")  # on the control side only: named, left out
+    # +1..+5 points over a 2-point control: 50, 100, ..., 250%; mean 150, half width 1.963243 x 50
+    assert tables.main([str(logs), "--pairs", "pdm-a-pdm-b", "--pair-share-of", "ctl-pdm-b"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert (
+        out[2] == "| pdm-a - pdm-b | 1,2,3,4,5 | +50%, +100%, +150%, +200%, +250% | +150% | [+52%, +248%] | above 0 |"
+    )
+    assert "percent of the same seed's ctl-pdm-b difference" in out[4] and "left out: 6" in out[4]
+    # of B itself: +1 point over B's 54.0 at seed 1 = +1.85%, then 2/55, 3/57, 4/61, 5/55 (mean 5.28)
+    assert tables.main([str(logs), "--pairs", "pdm-a-pdm-b", "--pair-share-of", "B"]) == 0
+    assert "| +2%, +4%, +5%, +7%, +9% | +5% |" in capsys.readouterr().out
+    assert tables.main([str(logs), "--pair-share-of", "B"]) == 2
+    assert "give --pairs too" in capsys.readouterr().err
+
+
 def test_docs_blocks_are_rendered_checked_and_say_not_yet_run(tmp_path, monkeypatch, capsys):
     _study(tmp_path / "logs")
     assert bundle.main([str(tmp_path / "logs"), "--study", "dppp", "--out", str(tmp_path / "experiments/results")]) == 0

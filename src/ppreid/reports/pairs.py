@@ -8,6 +8,13 @@ for a per-target metric (``mAP`` by default) the mean over the targets both rows
 for a run-level one (``val:mAP``, ``loss:<term>``, ``run:<path>``) the value itself. The table gives,
 per pair, the seeds, each seed's difference, their mean and the 95% t interval over the paired seeds
 (:mod:`ppreid.reports.stats`), and whether the interval lies above 0, below 0 or includes it.
+
+``--pair-share-of`` scales each seed's difference, in percent: ``B`` divides A - B by B's own value (a
+defence's relative change: "cuts the gain by 40%"), ``C-D`` by the difference of the control pair C - D
+at the same seed ("removes 100% of what the leak adds": ``ridge_leak-unprotected_leak`` over
+``unprotected_leak-bot``). The interval is then the t interval of the per-seed ratios (seeds whose
+denominator is 0 are named and left out), so a ratio is only read where its denominator stands well
+clear of its own noise.
 """
 
 from __future__ import annotations
@@ -83,56 +90,93 @@ def _seed_order(seed: str) -> tuple[bool, int, str]:
     return (not digit, int(seed) if digit else 0, seed)
 
 
+def _seed_value(run: Run, metric: str, shown: list[str] | None) -> float:
+    """One run's value: the run-level metric, or the per-target metric's mean over ``shown``."""
+    if shown is None:
+        v, missing = run_value(run, metric), metric
+    else:
+        per = [metric_value(run, t, metric) for t in shown]
+        v = None if None in per else sum(per) / len(per)
+        missing = f"{metric} at {', '.join(t for t, x in zip(shown, per) if x is None)}"
+    if v is None:
+        raise TableInputError(f"{run.path}: no {missing}")
+    return v
+
+
+def _share_denominators(
+    by_row: dict[str, list[Run]], share_of: str, a: str, b: str
+) -> tuple[list[str], dict[str, Run], dict[str, Run] | None]:
+    """``--pair-share-of`` -> (its rows, numerator side C by seed, D by seed or None for ``B``)."""
+    if share_of.strip() == "B":
+        return [b], _by_seed(by_row[b], b), None
+    ((c, d),) = parse_pairs(share_of, list(by_row))
+    return [c, d], _by_seed(by_row[c], c), _by_seed(by_row[d], d)
+
+
 def pairs_table(
     runs: Sequence[Run],
     spec: str,
     metric: str = "mAP",
     targets: Sequence[str] | None = None,
     confidence: float = CONFIDENCE,
+    share_of: str | None = None,
 ) -> tuple[list[str], list[list[str]], list[str]]:
-    """(header, rows, notes): one row per pair A-B of ``spec`` (see the module docstring)."""
+    """(header, rows, notes): one row per pair A-B of ``spec`` (see the module docstring); with
+    ``share_of`` (``B`` or a control pair ``C-D``) each seed's difference in percent of that denominator."""
     by_row: dict[str, list[Run]] = {}
     for run in runs:
         by_row.setdefault(row_name(run), []).append(run)
     pairs = parse_pairs(spec, list(by_row))
-    decimals = _decimals(metric)
+    if share_of is not None and share_of.strip() != "B" and len(parse_pairs(share_of, list(by_row))) != 1:
+        raise TableInputError(f"--pair-share-of {share_of!r}: give B or one control pair C-D")
+    decimals = 0 if share_of is not None else _decimals(metric)
     header = [*HEADER]
     if confidence != CONFIDENCE:
         header[4] = f"{confidence:.0%} CI"
     rows, notes, over = [], [], {}
     for a, b in pairs:
         side_a, side_b = _by_seed(by_row[a], a), _by_seed(by_row[b], b)
-        seeds = sorted(set(side_a) & set(side_b), key=_seed_order)
+        sides = [side_a, side_b]
+        control = None
+        if share_of is not None:
+            names, side_c, side_d = _share_denominators(by_row, share_of, a, b)
+            control = (side_c, side_d)
+            sides += [side_c] + ([side_d] if side_d is not None else [])
+        seeds = sorted(set.intersection(*(set(side) for side in sides)), key=_seed_order)
         if not seeds:
             raise TableInputError(f"{a}-{b}: no seed on both sides ({a}: {sorted(side_a)}, {b}: {sorted(side_b)})")
-        alone = sorted(set(side_a) ^ set(side_b), key=_seed_order)
+        alone = sorted(set.union(*(set(side) for side in sides)) - set(seeds), key=_seed_order)
         if alone:
-            notes.append(f"{a}-{b}: seeds on one side only, left out: {', '.join(alone)}")
+            where = "on one side only" if len(sides) == 2 else "not on every side"
+            notes.append(f"{a}-{b}: seeds {where}, left out: {', '.join(alone)}")
         if is_run_level(metric):
             shown = None
         elif targets is not None:
             shown = list(targets)
         else:
-            shown = sorted(set.intersection(*(set(side[s].result["test"]) for side in (side_a, side_b) for s in seeds)))
+            shown = sorted(set.intersection(*(set(side[s].result["test"]) for side in sides for s in seeds)))
             if not shown:
                 raise TableInputError(f"{a}-{b}: the runs share no target; name them with --targets")
-        diffs = []
+        diffs, zero = [], []
         for s in seeds:
-            values = []
-            for run in (side_a[s], side_b[s]):
-                if shown is None:
-                    v = run_value(run, metric)
-                    missing = metric
-                else:
-                    per = [metric_value(run, t, metric) for t in shown]
-                    v = None if None in per else sum(per) / len(per)
-                    missing = f"{metric} at {', '.join(t for t, x in zip(shown, per) if x is None)}"
-                if v is None:
-                    raise TableInputError(f"{run.path}: no {missing}")
-                values.append(v)
-            diffs.append(values[0] - values[1])
+            diff = _seed_value(side_a[s], metric, shown) - _seed_value(side_b[s], metric, shown)
+            if control is not None:
+                side_c, side_d = control
+                denominator = _seed_value(side_c[s], metric, shown)
+                if side_d is not None:
+                    denominator -= _seed_value(side_d[s], metric, shown)
+                if denominator == 0:
+                    zero.append(s)
+                    continue
+                diff = 100.0 * diff / abs(denominator)
+            diffs.append(diff)
+        if zero:
+            notes.append(f"{a}-{b}: the denominator is 0 at seeds {', '.join(zero)}, left out")
+            seeds = [s for s in seeds if s not in zero]
+        if not diffs:
+            raise TableInputError(f"{a}-{b}: --pair-share-of {share_of}: the denominator is 0 at every seed")
         ci = paired_ci(diffs, confidence)
-        fmt = f"{{:+.{decimals}f}}"
+        fmt = f"{{:+.{decimals}f}}" + ("%" if share_of is not None else "")
         interval = "-" if ci.low is None else f"[{fmt.format(ci.low)}, {fmt.format(ci.high)}]"
         rows.append(
             [
@@ -152,10 +196,13 @@ def pairs_table(
     return header, rows, notes
 
 
-def pairs_note(metric: str, confidence: float = CONFIDENCE) -> str:
+def pairs_note(metric: str, confidence: float = CONFIDENCE, share_of: str | None = None) -> str:
     """What a pairs table's numbers are."""
     percent = metric in METRICS or metric.startswith("val:") or is_target_field(metric)
     unit = "points (%)" if percent else "the metric's own units"
+    if share_of is not None:
+        of = "row B's own value" if share_of.strip() == "B" else f"the same seed's {share_of.strip()} difference"
+        unit = f"percent of {of} (its absolute value)"
     return (
         f"Paired by seed: per seed, row A's {metric} minus row B's, in {unit}; mean and {confidence:.0%} "
         "confidence interval t over the paired seeds (n - 1 degrees of freedom); CI: whether it lies above 0, "

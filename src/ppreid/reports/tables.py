@@ -130,6 +130,12 @@ def _parser() -> argparse.ArgumentParser:
         default="mAP",
         help="what --pairs compares: a per-target metric (mean over the targets) or a per-run one (default: mAP)",
     )
+    ap.add_argument(
+        "--pair-share-of",
+        metavar="B|C-D",
+        help="with --pairs: each seed's A - B in percent of B's value (B) or of a control pair's difference "
+        "at the same seed (C-D, e.g. the leak's own excess unprotected_leak-bot)",
+    )
     ap.add_argument("--format", choices=["markdown", "csv"], default="markdown")
     ap.add_argument("--out", help="also write the table to this file")
     ap.add_argument(
@@ -161,15 +167,18 @@ def table_text(args: argparse.Namespace, root: Path | None = None, warn: Callabl
     check_metrics(args.metrics or [])
     if args.pairs is not None:
         check_metrics([args.pair_metric])
+    elif args.pair_share_of is not None:
+        raise TableInputError("--pair-share-of scales --pairs; give --pairs too")
     paths = [_under(root, p) or p for p in args.paths]
     published = load_published(Path(_under(root, args.published) or args.published)) if args.published else None
     runs = [load_result(p) for p in find_results(paths, warn)]
     kept = select_runs(runs, args.include_debug, args.include_eval_only, args.include_partial, warn)
     if args.pairs is not None:
-        header, rows, notes = pairs_table(kept, args.pairs, args.pair_metric, args.targets)
+        header, rows, notes = pairs_table(kept, args.pairs, args.pair_metric, args.targets, share_of=args.pair_share_of)
         text = render(header, rows, fmt=args.format)
         if args.format == "markdown":
-            text += "\n" + " ".join([pairs_note(args.pair_metric), *(n + "." for n in notes)]) + "\n"
+            note = pairs_note(args.pair_metric, share_of=args.pair_share_of)
+            text += "\n" + " ".join([note, *(n + "." for n in notes)]) + "\n"
         return text
     baseline = None
     if args.baseline:
