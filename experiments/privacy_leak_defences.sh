@@ -4,13 +4,17 @@
 # feature, a leak ReID does not need) trained unprotected and with each defence of ROWS, every checkpoint
 # audited on the cross split at the extractor's own seed (a fresh `l1` attacker trained on the source's
 # training identities, scored on every target and on the source's held-out validation identities, with
-# the checkpoint's own decoder where it has one; no probes). Goal: the best defence cuts the leaky
-# extractor's background gain by 75% at <= 1 point of mean target mAP. Then the results bundle
-# (experiments/results/$STUDY, committed) and the tables: the rows, and each defence paired by seed against
-# unprotected_leak (mAP, then the held-out source's background, image-specific and whole-image gains).
+# the checkpoint's own decoder where it has one; no probes). The leak-free control `bot` (the default run,
+# `python train.py`: E as the unprotected row trains it, without the leak branch) is trained and audited
+# beside them at the same seeds, so the leak's own excess (unprotected_leak - bot) is measured, not assumed.
+# Goal: the best defence cuts the leaky extractor's background gain by 75% at <= 1 point of mean target mAP.
+# Then the results bundle (experiments/results/$STUDY, committed) and the tables: the rows, and each defence
+# paired by seed against unprotected_leak (mAP, then the held-out source's background, image-specific and
+# whole-image gains; the background gain also in percent of unprotected_leak's and of the leak's excess).
 #
-#   bash experiments/privacy_leak_defences.sh                                  # seeds 11-15, 3 rows
+#   bash experiments/privacy_leak_defences.sh                                  # seeds 11-15, 3 rows + bot
 #   SEEDS="21 22" ROWS="unprotected ridge" bash experiments/privacy_leak_defences.sh  # unseen seeds
+#   CONTROL="" bash experiments/privacy_leak_defences.sh                       # without the leak-free control
 #
 # Every run uses THREADS torch threads and PRECISION arithmetic (fp32 on one thread by default), so a rerun
 # on another machine gives the same table. Finished runs (results.json present) are skipped, so the script
@@ -22,17 +26,20 @@ OUT=${OUT:-logs/privacy_leak_defences}
 STUDY=${STUDY:-privacy_leak_defences}
 SEEDS=${SEEDS:-"11 12 13 14 15"}
 ROWS=${ROWS:-"unprotected ridge bottleneck"}
+CONTROL=${CONTROL-bot}
 THREADS=${THREADS:-1}
 PRECISION=${PRECISION:-32-true}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 FAILED=()
 
 for seed in $SEEDS; do
-  for row in $ROWS; do
-    run="$OUT/train/${row}_leak/s$seed" audit="$OUT/audit/${row}_leak/s$seed"
+  for row in $ROWS $CONTROL; do
+    name="${row}_leak" train=(experiment="privacy_sandbox_$row" model.leak=background)
+    [ "$row" = bot ] && name=bot train=()  # the leak-free control: the default run, E as BoT
+    run="$OUT/train/$name/s$seed" audit="$OUT/audit/$name/s$seed"
     if [ ! -f "$run/results.json" ]; then
-      python train.py experiment="privacy_sandbox_$row" model.leak=background seed="$seed" \
-        trainer.precision="$PRECISION" hydra.run.dir="$run" || { FAILED+=("$run"); continue; }
+      python train.py "${train[@]}" seed="$seed" trainer.precision="$PRECISION" hydra.run.dir="$run" \
+        || { FAILED+=("$run"); continue; }
     fi
     [ -f "$audit/results.json" ] && continue
     python train.py model=attack model.extractor_ckpt="$run/checkpoints/last.ckpt" model.audit_split=cross \
@@ -56,6 +63,14 @@ if [ -n "$pairs" ]; then
     python experiments/tables.py "$BUNDLE" --pairs "$pairs" --pair-metric "$held_out.$metric" \
       --out "$OUT/paired_$metric.md"
   done
+  python experiments/tables.py "$BUNDLE" --pairs "$pairs" --pair-metric "$held_out.background_gain" \
+    --pair-share-of B --out "$OUT/paired_background_gain_percent.md"
+  if [ "$CONTROL" = bot ]; then  # the leak's excess over the leak-free control, and the share each defence removes
+    python experiments/tables.py "$BUNDLE" --pairs unprotected_leak-bot --pair-metric "$held_out.background_gain" \
+      --out "$OUT/leak_excess.md"
+    python experiments/tables.py "$BUNDLE" --pairs "$pairs" --pair-metric "$held_out.background_gain" \
+      --pair-share-of unprotected_leak-bot --out "$OUT/paired_background_gain_share_of_excess.md"
+  fi
 fi
 [ "$STUDY" = privacy_leak_defences ] && python experiments/tables.py --update-docs
 if [ ${#FAILED[@]} -gt 0 ]; then
