@@ -12,7 +12,7 @@
 # paired by seed against unprotected_leak (mAP, then the held-out source's background, image-specific and
 # whole-image gains; the background gain also in percent of unprotected_leak's and of the leak's excess).
 #
-#   bash experiments/privacy_leak_defences.sh                                  # seeds 11-15, 3 rows + bot
+#   bash experiments/privacy_leak_defences.sh                                  # seeds 11-15, 4 rows + bot
 #   SEEDS="21 22" ROWS="unprotected ridge" bash experiments/privacy_leak_defences.sh  # unseen seeds
 #   CONTROL="" bash experiments/privacy_leak_defences.sh                       # without the leak-free control
 #
@@ -25,7 +25,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-logs/privacy_leak_defences}
 STUDY=${STUDY:-privacy_leak_defences}
 SEEDS=${SEEDS:-"11 12 13 14 15"}
-ROWS=${ROWS:-"unprotected ridge bottleneck"}
+ROWS=${ROWS:-"unprotected ridge bottleneck bottleneck_strong"}
 CONTROL=${CONTROL-bot}
 THREADS=${THREADS:-1}
 PRECISION=${PRECISION:-32-true}
