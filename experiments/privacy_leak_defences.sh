@@ -57,20 +57,21 @@ pairs=""
 for row in $ROWS; do
   [ "$row" != unprotected ] && pairs+="${pairs:+,}${row}_leak-unprotected_leak"
 done
-if [ -n "$pairs" ]; then
-  python experiments/tables.py "$BUNDLE" --pairs "$pairs" --out "$OUT/paired_map.md"
+shown=$pairs
+[ "$CONTROL" = bot ] && shown+="${shown:+,}unprotected_leak-bot"  # the leak's own cost and excess
+if [ -n "$shown" ]; then
+  python experiments/tables.py "$BUNDLE" --pairs "$shown" --out "$OUT/paired_map.md"
   for metric in background_gain image_specific_gain ssim_gain; do
-    python experiments/tables.py "$BUNDLE" --pairs "$pairs" --pair-metric "$held_out.$metric" \
+    python experiments/tables.py "$BUNDLE" --pairs "$shown" --pair-metric "$held_out.$metric" \
       --out "$OUT/paired_$metric.md"
   done
+fi
+if [ -n "$pairs" ]; then  # each defence's cut in percent of the leaky gain, and of the leak's excess over bot
   python experiments/tables.py "$BUNDLE" --pairs "$pairs" --pair-metric "$held_out.background_gain" \
     --pair-share-of B --out "$OUT/paired_background_gain_percent.md"
-  if [ "$CONTROL" = bot ]; then  # the leak's excess over the leak-free control, and the share each defence removes
-    python experiments/tables.py "$BUNDLE" --pairs unprotected_leak-bot --pair-metric "$held_out.background_gain" \
-      --out "$OUT/leak_excess.md"
-    python experiments/tables.py "$BUNDLE" --pairs "$pairs" --pair-metric "$held_out.background_gain" \
-      --pair-share-of unprotected_leak-bot --out "$OUT/paired_background_gain_share_of_excess.md"
-  fi
+  [ "$CONTROL" = bot ] && python experiments/tables.py "$BUNDLE" --pairs "$pairs" \
+    --pair-metric "$held_out.background_gain" --pair-share-of unprotected_leak-bot \
+    --out "$OUT/paired_background_gain_share_of_excess.md"
 fi
 [ "$STUDY" = privacy_leak_defences ] && python experiments/tables.py --update-docs
 if [ ${#FAILED[@]} -gt 0 ]; then
