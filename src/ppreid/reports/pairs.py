@@ -141,7 +141,8 @@ def pairs_table(
         if share_of is not None:
             names, side_c, side_d = _share_denominators(by_row, share_of, a, b)
             control = (side_c, side_d)
-            sides += [side_c] + ([side_d] if side_d is not None else [])
+            if side_d is not None:  # share of B: B's runs are already a side
+                sides += [side_c, side_d]
         seeds = sorted(set.intersection(*(set(side) for side in sides)), key=_seed_order)
         if not seeds:
             raise TableInputError(f"{a}-{b}: no seed on both sides ({a}: {sorted(side_a)}, {b}: {sorted(side_b)})")
