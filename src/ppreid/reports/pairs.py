@@ -103,16 +103,6 @@ def _seed_value(run: Run, metric: str, shown: list[str] | None) -> float:
     return v
 
 
-def _share_denominators(
-    by_row: dict[str, list[Run]], share_of: str, a: str, b: str
-) -> tuple[list[str], dict[str, Run], dict[str, Run] | None]:
-    """``--pair-share-of`` -> (its rows, numerator side C by seed, D by seed or None for ``B``)."""
-    if share_of.strip() == "B":
-        return [b], _by_seed(by_row[b], b), None
-    ((c, d),) = parse_pairs(share_of, list(by_row))
-    return [c, d], _by_seed(by_row[c], c), _by_seed(by_row[d], d)
-
-
 def pairs_table(
     runs: Sequence[Run],
     spec: str,
@@ -127,8 +117,13 @@ def pairs_table(
     for run in runs:
         by_row.setdefault(row_name(run), []).append(run)
     pairs = parse_pairs(spec, list(by_row))
-    if share_of is not None and share_of.strip() != "B" and len(parse_pairs(share_of, list(by_row))) != 1:
-        raise TableInputError(f"--pair-share-of {share_of!r}: give B or one control pair C-D")
+    control = None  # with a control pair C-D: (C's runs by seed, D's runs by seed), parsed once
+    if share_of is not None and share_of.strip() != "B":
+        control_pairs = parse_pairs(share_of, list(by_row))
+        if len(control_pairs) != 1:
+            raise TableInputError(f"--pair-share-of {share_of!r}: give B or one control pair C-D")
+        ((c, d),) = control_pairs
+        control = (_by_seed(by_row[c], c), _by_seed(by_row[d], d))
     decimals = 0 if share_of is not None else _decimals(metric)
     header = [*HEADER]
     if confidence != CONFIDENCE:
@@ -136,13 +131,7 @@ def pairs_table(
     rows, notes, over = [], [], {}
     for a, b in pairs:
         side_a, side_b = _by_seed(by_row[a], a), _by_seed(by_row[b], b)
-        sides = [side_a, side_b]
-        control = None
-        if share_of is not None:
-            names, side_c, side_d = _share_denominators(by_row, share_of, a, b)
-            control = (side_c, side_d)
-            if side_d is not None:  # share of B: B's runs are already a side
-                sides += [side_c, side_d]
+        sides = [side_a, side_b, *(control or ())]
         seeds = sorted(set.intersection(*(set(side) for side in sides)), key=_seed_order)
         if not seeds:
             raise TableInputError(f"{a}-{b}: no seed on both sides ({a}: {sorted(side_a)}, {b}: {sorted(side_b)})")
@@ -161,11 +150,11 @@ def pairs_table(
         diffs, zero = [], []
         for s in seeds:
             diff = _seed_value(side_a[s], metric, shown) - _seed_value(side_b[s], metric, shown)
-            if control is not None:
-                side_c, side_d = control
-                denominator = _seed_value(side_c[s], metric, shown)
-                if side_d is not None:
-                    denominator -= _seed_value(side_d[s], metric, shown)
+            if share_of is not None:
+                if control is None:
+                    denominator = _seed_value(side_b[s], metric, shown)
+                else:
+                    denominator = _seed_value(control[0][s], metric, shown) - _seed_value(control[1][s], metric, shown)
                 if denominator == 0:
                     zero.append(s)
                     continue
