@@ -147,6 +147,7 @@ def run(cfg: DictConfig, started_at: float | None = None) -> dict:
         experiment_identity,
         git_commit,
         metrics_by_target,
+        run_environment,
         stage_metrics,
     )
 
@@ -247,6 +248,7 @@ def run(cfg: DictConfig, started_at: float | None = None) -> dict:
         "train": bool(cfg.train),
         "ckpt_path": cfg.ckpt_path,
         "git_commit": commit,
+        "environment": run_environment(cfg.trainer.get("precision")),
         "wall_time_s": round(time.time() - started_at, 2),  # from the process start: imports count
         "run_time_s": round(time.time() - start, 2),
         "run_dir": str(output_dir),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import ROOT, TINY, run_train
 
 REAL_DATA = [
@@ -64,6 +65,9 @@ def test_train_then_results_json_and_checkpoint(trained_market):
     assert all(0.0 <= v <= 1.0 for v in m.values())
     assert m["R1"] <= m["R5"] <= m["R10"]
     assert written["seed"] == 42 and written["model"] == "bot" and written["wall_time_s"] > 0
+    env, resolved = written["environment"], yaml.safe_load((tmp_path / "config_resolved.yaml").read_text())
+    assert env["torch"] == torch.__version__ and env["torch_threads"] == torch.get_num_threads()
+    assert env["precision"] == str(resolved["trainer"]["precision"]) != "auto" and env["cpu"]
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert (tmp_path / "train_images.jpg").is_file() and (tmp_path / "cmc_test.png").is_file()
     cmc = json.loads((tmp_path / "cmc_test.json").read_text())["market1501"]

@@ -52,6 +52,7 @@ KEEP = (
     "model",
     "data",
     "git_commit",
+    "environment",
     "wall_time_s",
     "run_time_s",
     "overrides",

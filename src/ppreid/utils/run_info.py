@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
+import platform
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -53,6 +55,37 @@ def git_commit(repo_dir: str | Path) -> str | None:
         return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`), or ``"unknown"``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def run_environment(precision: Any) -> dict[str, Any]:
+    """Where a run computed: CPU model, CUDA device, torch build, torch threads and trainer precision.
+
+    The same configuration and seed give bit-identical figures only on the same CPU kernels, thread count
+    and precision (a rebuilt sandbox CLIP on another CPU moved a PDM run by about a point of target mAP),
+    so results.json records them and a study can tell runs from different machines apart.
+    """
+    import torch
+
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "cpu": cpu_model(),
+        "cuda_device": cuda,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "precision": str(precision),
+    }
 
 
 def metrics_by_target(callback_metrics: Mapping[str, Any], stage: str = "test") -> dict[str, dict[str, float]]:
