@@ -8,10 +8,12 @@
 #   pdm_without_<term>                    every PDM ablation on the aligned start
 # then the results bundle (experiments/results/$STUDY, committed) and the tables rendered from it.
 #
-#   bash experiments/dppp_sandbox.sh                                   # everything (5 seeds x 15 rows)
+#   bash experiments/dppp_sandbox.sh                                   # everything (5 seeds x 14 rows)
 #   SEEDS="1" ABLATIONS="" bash experiments/dppp_sandbox.sh             # the main rows, one seed
 #   THREADS=2 PRECISION=bf16-mixed bash experiments/dppp_sandbox.sh     # another pinning (a different study)
 #   ROWS="clipreid_random clipreid_aligned" ABLATIONS="" bash experiments/dppp_sandbox.sh   # some rows only
+#   OUT=logs/dppp_ablations STUDY=dppp_sandbox_ablations ROWS="pdm_aligned" bash experiments/dppp_sandbox.sh
+#                                   # the ablations beside their own pdm_aligned, in their own bundle
 #
 # Every run, the sandbox CLIP builds included (they run inside the first run that needs them), uses
 # THREADS torch threads (OMP_NUM_THREADS / MKL_NUM_THREADS, read by torch at start) and PRECISION
@@ -71,9 +73,19 @@ done
 BUNDLE=experiments/results/$STUDY
 python experiments/bundle.py "$OUT" --study "$STUDY"
 python experiments/tables.py "$BUNDLE" --metrics R1 mAP val:mAP --out "$OUT/table.md"
-python experiments/tables.py "$BUNDLE" --pairs "clipreid_aligned-clipreid_random,pdm_aligned-clipreid_aligned,\
-pdm_aligned-pdm_random,pdm_aligned-pdm_notext,clipreid_aligned-clipreid_notext" --out "$OUT/paired.md"
-[ "$STUDY" = dppp_sandbox ] && python experiments/tables.py --update-docs
+ran() { case " $ROWS $(printf 'pdm_without_%s ' $ABLATIONS)" in *" $1 "*) return 0 ;; esac; return 1; }
+goals=""  # the goals' pairs whose two rows this call ran
+for pair in clipreid_aligned-clipreid_random pdm_aligned-clipreid_aligned pdm_aligned-pdm_random \
+  pdm_aligned-pdm_notext clipreid_aligned-clipreid_notext; do
+  ran "${pair%%-*}" && ran "${pair#*-}" && goals+="${goals:+,}$pair"
+done
+[ -n "$goals" ] && python experiments/tables.py "$BUNDLE" --pairs "$goals" --out "$OUT/paired.md"
+ablations=""  # each PDM term off against all terms, on the aligned start
+for term in $ABLATIONS; do ablations+="${ablations:+,}pdm_without_$term-pdm_aligned"; done
+[ -n "$ablations" ] && ran pdm_aligned && python experiments/tables.py "$BUNDLE" --pairs "$ablations" \
+  --out "$OUT/ablations.md"
+# the docs' tables rendered again when they show this bundle (dppp_sandbox, dppp_sandbox_ablations)
+grep -rqsF -- "table: $BUNDLE " docs && python experiments/tables.py --update-docs
 if [ ${#FAILED[@]} -gt 0 ]; then
   printf 'failed run (see its train.log and status.json): %s\n' "${FAILED[@]}" >&2
   exit 1
