@@ -221,7 +221,9 @@ def test_fresh_probe_sees_a_leaky_feature_and_nothing_in_a_blind_one(reid_data_d
     )
     leaky = probe.probe(_Extractor(leaky=True), dm)
     blind = probe.probe(_Extractor(leaky=False), dm)
-    assert leaky["ssim_gain"] > 0.1 and leaky["ssim"] > leaky["mean_image_ssim"]
+    # the gain's size depends on the CPU's arithmetic (measured 0.105 with one torch thread and 0.083 with
+    # two on an AMD EPYC, above 0.1 with two on an Intel Xeon); the blind feature's is exactly 0
+    assert leaky["ssim_gain"] > 0.05 and leaky["ssim"] > leaky["mean_image_ssim"]
     assert blind["ssim_gain"] == 0.0  # constant features: the probe and its null are the same decoder
 
 
